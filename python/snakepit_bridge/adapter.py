@@ -1,0 +1,220 @@
+"""Adapter base class and the ``@tool`` decorator.
+
+An adapter is a class whose ``@tool`` methods the host can call by name. The worker
+creates one adapter instance per request (like upstream): cache expensive state such
+as models at module or class level. Tools may be sync (run in a worker thread), async
+(awaited on the event loop) or generators (streamed, sync or async).
+
+Adapters written for upstream Snakepit, which implement
+``execute_tool(tool_name, arguments, context)`` themselves, work unchanged.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import weakref
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+
+from .errors import UnknownToolError
+
+__all__ = ["BaseAdapter", "StreamChunk", "ToolMetadata", "tool"]
+
+
+@dataclass(frozen=True)
+class ToolMetadata:
+    """What ``@tool`` records on a method (as ``func._tool_metadata``)."""
+
+    name: str
+    description: str = ""
+    supports_streaming: bool = False
+    required_variables: Tuple[str, ...] = ()
+    is_async: bool = False  # coroutine function
+    is_generator: bool = False  # sync or async generator function
+
+
+@dataclass
+class StreamChunk:
+    """Optional wrapper a streaming tool may yield to set ``is_final`` or chunk metadata."""
+
+    data: Any
+    is_final: bool = False
+    metadata: Optional[Dict[str, Any]] = field(default=None)
+
+
+def tool(func: Optional[Callable] = None, *, description: str = "",
+         supports_streaming: bool = False,
+         required_variables: Optional[List[str]] = None,
+         name: Optional[str] = None):
+    """Mark an adapter method as a tool.
+
+    Usable bare (``@tool``), with arguments (``@tool(description="...")``) or with the
+    description as the only positional argument (``@tool("Adds two numbers")``).
+    Generator functions are streaming tools whether or not ``supports_streaming`` is set.
+    """
+    if isinstance(func, str):
+        description, func = func, None
+
+    def decorate(f: Callable) -> Callable:
+        is_gen = inspect.isgeneratorfunction(f) or inspect.isasyncgenfunction(f)
+        f._tool_metadata = ToolMetadata(  # type: ignore[attr-defined]
+            name=name or f.__name__,
+            description=description or inspect.getdoc(f) or "",
+            supports_streaming=bool(supports_streaming or is_gen),
+            required_variables=tuple(required_variables or ()),
+            is_async=inspect.iscoroutinefunction(f),
+            is_generator=is_gen,
+        )
+        return f
+
+    if func is not None:
+        return decorate(func)
+    return decorate
+
+
+# Per-class tool table: {tool name: (attribute name, ToolMetadata)}.
+_TOOL_TABLES: "weakref.WeakKeyDictionary[type, Dict[str, Tuple[str, ToolMetadata]]]" = \
+    weakref.WeakKeyDictionary()
+
+
+def _tool_table(cls: type) -> Dict[str, Tuple[str, ToolMetadata]]:
+    table = _TOOL_TABLES.get(cls)
+    if table is None:
+        table = {}
+        for attr in dir(cls):
+            member = inspect.getattr_static(cls, attr, None)
+            if isinstance(member, (staticmethod, classmethod)):
+                member = member.__func__
+            meta = getattr(member, "_tool_metadata", None)
+            if isinstance(meta, ToolMetadata):
+                table[meta.name] = (attr, meta)
+        _TOOL_TABLES[cls] = table
+    return table
+
+
+def _annotation_name(annotation: Any) -> str:
+    if annotation is inspect.Parameter.empty:
+        return "any"
+    if isinstance(annotation, str):
+        return annotation.lower()
+    return getattr(annotation, "__name__", str(annotation)).lower()
+
+
+def _defines_execute_tool(cls: type) -> bool:
+    return callable(getattr(cls, "execute_tool", None))
+
+
+class BaseAdapter:
+    """Base class for adapters. Subclasses add ``@tool`` methods.
+
+    Lifecycle per request: ``__init__()``, ``set_session_context(ctx)``,
+    ``initialize()`` (sync or async), the tool call, ``cleanup()`` (sync or async).
+    """
+
+    _session_context: Any = None
+
+    # ------------------------------------------------------------------ session
+    def set_session_context(self, session_context: Any) -> None:
+        self._session_context = session_context
+
+    @property
+    def session_context(self) -> Any:
+        return self._session_context
+
+    @property
+    def session_id(self) -> Optional[str]:
+        ctx = self._session_context
+        return getattr(ctx, "session_id", None) if ctx is not None else None
+
+    # ------------------------------------------------------------------ lifecycle
+    def initialize(self) -> None:
+        """Called before each request's tool; override for per-request setup."""
+
+    def cleanup(self) -> None:
+        """Called after each request, also when the tool raised."""
+
+    # ------------------------------------------------------------------ tools
+    @classmethod
+    def tool_metadata(cls) -> Dict[str, ToolMetadata]:
+        """``{tool name: ToolMetadata}`` for every ``@tool`` method of the class."""
+        return {name: meta for name, (_, meta) in _tool_table(cls).items()}
+
+    def list_tools(self) -> List[str]:
+        return sorted(_tool_table(type(self)))
+
+    def get_tool(self, name: str) -> Tuple[Callable, ToolMetadata]:
+        """The bound method and metadata of tool *name*; ``UnknownToolError`` if none."""
+        entry = _tool_table(type(self)).get(name)
+        if entry is None:
+            raise UnknownToolError(
+                f"unknown tool {name!r} on {type(self).__name__}; "
+                f"available: {', '.join(self.list_tools()) or '(none)'}")
+        attr, meta = entry
+        return getattr(self, attr), meta
+
+    def call_tool(self, name: str, **kwargs: Any) -> Any:
+        """Call tool *name* directly (a coroutine for async tools)."""
+        fn, _ = self.get_tool(name)
+        return fn(**kwargs)
+
+    def get_tools(self) -> list:
+        """``ToolRegistration`` messages describing the tools (for ``RegisterTools``)."""
+        from .protocol import load
+        from .serialization import encode_any
+
+        pb2, _ = load()
+        cls = type(self)
+        regs = []
+        for tool_name, (attr, meta) in sorted(_tool_table(cls).items()):
+            fn = getattr(self, attr)
+            params = []
+            try:
+                sig = inspect.signature(fn)
+            except (TypeError, ValueError):
+                sig = None
+            for p in (sig.parameters.values() if sig else ()):
+                if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                    continue
+                spec = pb2.ParameterSpec(name=p.name, type=_annotation_name(p.annotation),
+                                         required=p.default is inspect.Parameter.empty)
+                if p.default is not inspect.Parameter.empty:
+                    try:
+                        spec.validation_json = json.dumps({"default": p.default})
+                        spec.default_value.CopyFrom(encode_any(p.default))
+                    except (TypeError, ValueError):
+                        spec.validation_json = json.dumps({"default": repr(p.default)})
+                params.append(spec)
+            regs.append(pb2.ToolRegistration(
+                name=tool_name,
+                description=meta.description,
+                parameters=params,
+                metadata={
+                    "adapter_class": cls.__name__,
+                    "module": cls.__module__,
+                    "required_variables": ",".join(meta.required_variables),
+                },
+                supports_streaming=meta.supports_streaming,
+            ))
+        if _defines_execute_tool(cls):
+            regs.append(pb2.ToolRegistration(
+                name="execute_tool",
+                description="Legacy dispatcher (execute_tool)",
+                metadata={"adapter_class": cls.__name__, "module": cls.__module__,
+                          "legacy": "true"},
+            ))
+        return regs
+
+    def register_with_session(self, session_id: str, stub: Any,
+                              worker_id: Optional[str] = None, timeout: float = 5.0) -> Mapping:
+        """Register the tools with the host (sync stub). Returns ``{name: tool id}``."""
+        from .protocol import load
+
+        pb2, _ = load()
+        resp = stub.RegisterTools(
+            pb2.RegisterToolsRequest(session_id=session_id, tools=self.get_tools(),
+                                     worker_id=worker_id or f"python-{id(self)}"),
+            timeout=timeout)
+        if not resp.success and "duplicate_tool" not in resp.error_message:
+            raise RuntimeError(f"RegisterTools failed: {resp.error_message}")
+        return dict(resp.tool_ids)

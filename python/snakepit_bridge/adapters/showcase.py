@@ -1,0 +1,89 @@
+"""The showcase adapter: small tools the host's tests, demo and benchmarks rely on.
+
+Tool names and signatures are part of the test contract with the C++ side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any, Dict, Iterator, Optional
+
+from snakepit_bridge.adapter import BaseAdapter, tool
+from snakepit_bridge.config import THREAD_LIMIT_VARS, current_worker_id
+
+
+class ShowcaseAdapter(BaseAdapter):
+    """Echo, arithmetic, sleeps, failures, crashes, process info and a stream."""
+
+    @tool(description="Cheapest possible round trip; returns \"pong\"")
+    async def ping(self) -> str:
+        # async on purpose: runs on the event loop, no thread hop (benchmarks use it).
+        return "pong"
+
+    @tool(description="Returns all its arguments as a map")
+    def echo(self, **kwargs: Any) -> Dict[str, Any]:
+        return kwargs
+
+    @tool(description="Returns a + b")
+    def add(self, a: float, b: float) -> float:
+        return a + b
+
+    @tool(description="Sleeps ms milliseconds in a worker thread")
+    def sleep(self, ms: float) -> Dict[str, Any]:
+        time.sleep(float(ms) / 1000.0)
+        return {"slept_ms": ms, "pid": os.getpid()}
+
+    @tool(description="Sleeps ms milliseconds on the event loop (async tool)")
+    async def async_sleep(self, ms: float) -> Dict[str, Any]:
+        await asyncio.sleep(float(ms) / 1000.0)
+        return {"slept_ms": ms, "pid": os.getpid()}
+
+    @tool(description="Raises ValueError(message)")
+    def fail(self, message: str = "boom") -> None:
+        raise ValueError(message)
+
+    @tool(description="Exits the worker process at once with the given code")
+    def crash(self, code: int = 1) -> None:
+        os._exit(int(code))
+
+    @tool(description="Process facts: pid, ppid, worker id, thread-limit env")
+    def info(self) -> Dict[str, Any]:
+        return {
+            "pid": os.getpid(),
+            "ppid": os.getppid(),
+            "worker_id": current_worker_id(),
+            "env": {k: os.environ.get(k) for k in THREAD_LIMIT_VARS},
+        }
+
+    @tool(description="Value of an environment variable (null when unset)")
+    def env(self, name: str) -> Optional[str]:
+        return os.environ.get(name)
+
+    @tool(description="Streams {step, total} for step in 1..steps", supports_streaming=True)
+    def stream_progress(self, steps: int = 5, delay_ms: float = 0) -> Iterator[Dict[str, int]]:
+        steps = int(steps)
+        for i in range(1, steps + 1):
+            if delay_ms:
+                time.sleep(float(delay_ms) / 1000.0)
+            yield {"step": i, "total": steps}
+
+    @tool(description="Appends value and a newline to the file at path; returns true")
+    def record(self, path: str, value: Any) -> bool:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(f"{value}\n")
+            f.flush()
+        return True
+
+    @tool(description="Sizes of the binary (and other) parameters it received")
+    def bytes_echo(self, **kwargs: Any) -> Dict[str, Any]:
+        sizes = {k: len(v) for k, v in kwargs.items()
+                 if isinstance(v, (bytes, bytearray, memoryview))}
+        return {"sizes": sizes, "total": sum(sizes.values()),
+                "other": sorted(k for k in kwargs if k not in sizes)}
+
+    @tool(description="Concatenation of all binary parameters (sorted by name) as bytes")
+    def bytes_concat(self, **kwargs: Any) -> bytes:
+        return b"".join(bytes(kwargs[k]) for k in sorted(kwargs)
+                        if isinstance(kwargs[k], (bytes, bytearray, memoryview)))

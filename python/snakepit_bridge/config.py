@@ -1,0 +1,196 @@
+"""Worker configuration: one frozen dataclass built from the command line and the env.
+
+The command line is the contract with the C++ host (see docs/python.md). Upstream
+Snakepit flags are accepted too, so a host written for upstream can start this worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+from typing import Mapping, Optional, Sequence
+
+#: Message size limit for both directions (matches upstream).
+MAX_MESSAGE_BYTES = 100 * 1024 * 1024
+
+#: Environment variables the host sets to limit native thread pools. Reported by the
+#: showcase ``info`` tool; never overridden by the worker.
+THREAD_LIMIT_VARS = (
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OMP_NUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+)
+
+_TRUTHY = {"1", "true", "yes", "on"}
+
+
+def truthy(value: Optional[str]) -> bool:
+    """Whether an environment value means "on" (``1``, ``true``, ``yes``, ``on``)."""
+    return value is not None and value.strip().lower() in _TRUTHY
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """Everything the worker needs to know, fixed at startup."""
+
+    adapter: Optional[str] = None  # "pkg.module.Class"; None only with --health-check
+    socket: Optional[str] = None  # unix socket path; preferred transport
+    port: Optional[int] = None  # TCP port on 127.0.0.1 when no socket (0 = ephemeral)
+    ready_file: Optional[str] = None  # where the bound address is written once serving
+    ready_file_from_env: bool = False  # ready_file came from SNAKEPIT_READY_FILE only
+    worker_id: str = ""
+    parent_fd: Optional[int] = None  # read end of the host's lifeline pipe
+    run_id: Optional[str] = None
+    instance_name: Optional[str] = None
+    instance_token: Optional[str] = None
+    elixir_address: Optional[str] = None  # host bridge server; None = no callbacks
+    grace_period_ms: int = 2000  # in-flight RPCs get this long on SIGTERM
+    max_workers: int = 16  # threads running sync tools
+    health_check: bool = False
+    process_group: bool = False  # SNAKEPIT_PROCESS_GROUP
+    log_level: str = "warning"  # SNAKEPIT_LOG_LEVEL
+
+    @property
+    def grace_period_s(self) -> float:
+        return self.grace_period_ms / 1000.0
+
+    def listen_address(self) -> str:
+        """The gRPC address the server binds."""
+        if self.socket:
+            return f"unix:{self.socket}"
+        return f"127.0.0.1:{self.port or 0}"
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` with a clear message when the configuration is unusable."""
+        if not self.health_check and not self.adapter:
+            raise ValueError("--adapter is required (pkg.module.ClassName)")
+        if self.adapter and "." not in self.adapter:
+            raise ValueError(f"--adapter must be pkg.module.ClassName, got {self.adapter!r}")
+        if self.health_check:
+            return
+        if self.socket is not None:
+            if not os.path.isabs(self.socket):
+                raise ValueError(f"--socket must be an absolute path, got {self.socket!r}")
+            # sockaddr_un.sun_path is 108 bytes including the terminating NUL.
+            if len(os.fsencode(self.socket)) > 107:
+                raise ValueError(f"--socket path is longer than 107 bytes: {self.socket!r}")
+        elif self.port is None:
+            raise ValueError("one of --socket or --port is required")
+        if self.port is not None and not 0 <= self.port <= 65535:
+            raise ValueError(f"--port out of range: {self.port}")
+        if self.grace_period_ms < 0:
+            raise ValueError("--grace-period-ms must be >= 0")
+        if self.max_workers < 1:
+            raise ValueError("--max-workers must be >= 1")
+        if self.parent_fd is not None and self.parent_fd < 0:
+            raise ValueError("--parent-fd must be >= 0")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of printing usage and exiting."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise ValueError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python3 -m snakepit_bridge", add_help=True,
+                description="Snakepit Python worker (gRPC BridgeService server).")
+    p.add_argument("--adapter", help="adapter class, pkg.module.ClassName")
+    p.add_argument("--socket", help="absolute unix socket path to serve on")
+    p.add_argument("--port", type=int, help="TCP port on 127.0.0.1 when no --socket (0 = any)")
+    p.add_argument("--ready-file", help="file to write the bound address to once serving")
+    p.add_argument("--worker-id", help="worker id used in logs (env SNAKEPIT_WORKER_ID)")
+    p.add_argument("--parent-fd", type=int,
+                   help="read end of the host lifeline pipe (env SNAKEPIT_PARENT_FD)")
+    p.add_argument("--snakepit-run-id")
+    p.add_argument("--snakepit-instance-name")
+    p.add_argument("--snakepit-instance-token")
+    p.add_argument("--elixir-address", help="host bridge server address for callbacks")
+    p.add_argument("--grace-period-ms", type=int, default=2000)
+    p.add_argument("--max-workers", type=int, default=16)
+    p.add_argument("--health-check", action="store_true",
+                   help="import the adapter and exit 0 (ok) or 1")
+    # Upstream flags accepted for compatibility; heartbeats are driven by the host here.
+    p.add_argument("--heartbeat-enabled", nargs="?", const="true")
+    p.add_argument("--heartbeat-interval-ms", type=int)
+    p.add_argument("--heartbeat-timeout-ms", type=int)
+    p.add_argument("--heartbeat-max-missed", type=int)
+    p.add_argument("--heartbeat-initial-delay-ms", type=int)
+    p.add_argument("--heartbeat-dependent", action="store_true")
+    p.add_argument("--heartbeat-independent", action="store_true")
+    p.add_argument("--thread-safety-check", action="store_true")
+    return p
+
+
+def parse_config(argv: Sequence[str], env: Mapping[str, str] = os.environ) -> WorkerConfig:
+    """Build a validated ``WorkerConfig`` from *argv* (without the program name) and *env*.
+
+    Raises ``ValueError`` on bad input.
+    """
+    ns = build_parser().parse_args(list(argv))
+
+    ready_file = ns.ready_file
+    ready_from_env = False
+    if not ready_file and env.get("SNAKEPIT_READY_FILE"):
+        ready_file = env["SNAKEPIT_READY_FILE"]
+        ready_from_env = True
+
+    parent_fd = ns.parent_fd
+    if parent_fd is None and env.get("SNAKEPIT_PARENT_FD", "").strip():
+        try:
+            parent_fd = int(env["SNAKEPIT_PARENT_FD"])
+        except ValueError:
+            raise ValueError(f"SNAKEPIT_PARENT_FD is not an integer: {env['SNAKEPIT_PARENT_FD']!r}")
+
+    elixir_address = (ns.elixir_address or env.get("SNAKEPIT_GRPC_ADDRESS")
+                      or env.get("SNAKEPIT_ELIXIR_ADDRESS") or None)
+
+    port = ns.port
+    if ns.socket is None and port is None and ns.health_check is False and ready_from_env:
+        port = 0  # upstream hosts pass --port 0; be lenient when they do not
+
+    cfg = WorkerConfig(
+        adapter=ns.adapter,
+        socket=ns.socket,
+        port=port,
+        ready_file=ready_file,
+        ready_file_from_env=ready_from_env,
+        worker_id=ns.worker_id or env.get("SNAKEPIT_WORKER_ID", ""),
+        parent_fd=parent_fd,
+        run_id=ns.snakepit_run_id,
+        instance_name=ns.snakepit_instance_name,
+        instance_token=ns.snakepit_instance_token,
+        elixir_address=elixir_address,
+        grace_period_ms=ns.grace_period_ms,
+        max_workers=ns.max_workers,
+        health_check=ns.health_check,
+        process_group=truthy(env.get("SNAKEPIT_PROCESS_GROUP")),
+        log_level=(env.get("SNAKEPIT_LOG_LEVEL") or "warning").strip().lower(),
+    )
+    cfg.validate()
+    return cfg
+
+
+_current: Optional[WorkerConfig] = None
+
+
+def set_current(cfg: Optional[WorkerConfig]) -> None:
+    """Record the running worker's configuration (done once by the server)."""
+    global _current
+    _current = cfg
+
+
+def current() -> Optional[WorkerConfig]:
+    """The running worker's configuration, or None outside a worker (e.g. in tests)."""
+    return _current
+
+
+def current_worker_id() -> str:
+    """The worker id from the running config, else env ``SNAKEPIT_WORKER_ID``."""
+    if _current is not None and _current.worker_id:
+        return _current.worker_id
+    return os.environ.get("SNAKEPIT_WORKER_ID", "")

@@ -1,0 +1,53 @@
+"""Exceptions raised by the worker itself (as opposed to by adapter tools).
+
+Tool exceptions travel to the host in-band with their own Python type name; the two
+validation errors below have fixed type names the host maps to typed errors.
+"""
+
+from __future__ import annotations
+
+
+class BridgeError(Exception):
+    """Base class for errors raised by snakepit_bridge itself."""
+
+    #: The ``type`` field used for this error in the in-band error payload.
+    error_type = "BridgeError"
+
+
+class UnknownToolError(BridgeError):
+    """The requested tool does not exist on the adapter."""
+
+    error_type = "UnknownToolError"
+
+
+class InvalidArgumentError(BridgeError):
+    """A parameter could not be decoded, or the arguments do not fit the tool."""
+
+    error_type = "InvalidArgumentError"
+
+
+class AdapterImportError(BridgeError):
+    """The ``--adapter`` class could not be imported (worker exits with code 3)."""
+
+    error_type = "AdapterImportError"
+
+    def __init__(self, message: str, cause: BaseException | None = None):
+        super().__init__(message)
+        self.cause = cause
+
+
+class StartupError(BridgeError):
+    """Any other failure before the server signalled readiness (exit code 1)."""
+
+    error_type = "StartupError"
+
+
+class ProtocolModulesMissing(StartupError):
+    """The generated ``snakepit_bridge_pb2`` modules are not importable."""
+
+
+def error_type_name(exc: BaseException) -> str:
+    """The ``type`` reported for *exc*: our fixed names, else the Python class name."""
+    if isinstance(exc, BridgeError):
+        return exc.error_type
+    return exc.__class__.__name__

@@ -1,0 +1,67 @@
+"""Logging to stderr with the worker id and the current request's correlation id.
+
+stdout stays silent: the host parses nothing from it. The correlation id lives in a
+context variable, so it follows a request into ``asyncio.to_thread`` and executor calls
+made through ``contextvars.copy_context()``.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import sys
+from typing import Optional
+
+correlation_id: contextvars.ContextVar[str] = contextvars.ContextVar(
+    "snakepit_correlation_id", default="-")
+
+_worker_id = "-"
+
+LOG_FORMAT = ("%(asctime)s %(levelname)s snakepit_bridge[%(process)d] "
+              "worker=%(worker_id)s cid=%(correlation_id)s %(name)s: %(message)s")
+
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+    "critical": logging.CRITICAL,
+    "none": logging.CRITICAL + 10,
+}
+
+
+class _ContextFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.worker_id = _worker_id
+        record.correlation_id = correlation_id.get()
+        return True
+
+
+def parse_level(name: Optional[str]) -> int:
+    """Map ``SNAKEPIT_LOG_LEVEL`` values to logging levels (default warning)."""
+    if not name:
+        return logging.WARNING
+    return _LEVELS.get(name.strip().lower(), logging.WARNING)
+
+
+def configure(worker_id: str = "", level: Optional[str] = None) -> None:
+    """Send all logging to stderr in our format. Safe to call more than once."""
+    global _worker_id
+    _worker_id = worker_id or "-"
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        if getattr(h, "_snakepit", False):
+            root.removeHandler(h)
+    handler = logging.StreamHandler(sys.stderr)
+    handler._snakepit = True  # type: ignore[attr-defined]
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.addFilter(_ContextFilter())
+    root.addHandler(handler)
+    root.setLevel(parse_level(level))
+    # grpc's own Python loggers are chatty at info level.
+    logging.getLogger("grpc").setLevel(max(parse_level(level), logging.WARNING))
+
+
+def get_logger(name: str) -> logging.Logger:
+    return logging.getLogger(name)

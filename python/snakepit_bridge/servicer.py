@@ -1,0 +1,480 @@
+"""``BridgeService`` implementation: runs adapter tools, answers session calls.
+
+Wire behaviour follows upstream Snakepit (reference §2.1 and §3.1): JSON in ``Any``,
+in-band tool errors, one adapter instance per request, ``ToolChunk`` streams fed
+through a bounded queue so a slow client slows the producer down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import inspect
+import logging
+import threading
+import time
+from concurrent.futures import Executor
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+import grpc
+from google.protobuf import timestamp_pb2
+
+from . import serialization as ser
+from .adapter import BaseAdapter, StreamChunk
+from .config import WorkerConfig
+from .errors import InvalidArgumentError, UnknownToolError
+from .logging_setup import correlation_id as _cid_var
+from .protocol import load
+from .session_context import SessionContext
+
+pb2, pb2_grpc = load()
+
+log = logging.getLogger("snakepit_bridge.servicer")
+
+CORRELATION_HEADER = "x-snakepit-correlation-id"
+STREAM_QUEUE_SIZE = 100
+HOST_CALL_TIMEOUT_S = 5.0
+
+_END = object()
+_ERROR = object()
+_ITEM = object()
+
+# Signature cache for argument validation: {function: inspect.Signature or None}.
+_SIGNATURES: Dict[Any, Optional[inspect.Signature]] = {}
+
+
+def _now() -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.GetCurrentTime()
+    return ts
+
+
+def _is_stream(value: Any) -> bool:
+    """Generators and iterators (sync or async) are streams; lists and dicts are not."""
+    return (inspect.isgenerator(value) or inspect.isasyncgen(value)
+            or hasattr(value, "__anext__")
+            or (hasattr(value, "__next__") and not isinstance(value, (str, bytes))))
+
+
+def _close_stream(value: Any) -> None:
+    close = getattr(value, "close", None)
+    if callable(close):
+        try:
+            close()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def _check_arguments(fn: Any, arguments: Mapping[str, Any]) -> None:
+    """Raise ``InvalidArgumentError`` when *arguments* do not fit *fn*'s signature.
+
+    Tools are always looked up as bound methods, so the cached signature (keyed by the
+    underlying function) never includes ``self``.
+    """
+    key = getattr(fn, "__func__", fn)
+    if key not in _SIGNATURES:
+        try:
+            _SIGNATURES[key] = inspect.signature(fn)
+        except (TypeError, ValueError):
+            _SIGNATURES[key] = None
+    sig = _SIGNATURES[key]
+    if sig is None:
+        return
+    try:
+        sig.bind(**arguments)
+    except TypeError as exc:
+        raise InvalidArgumentError(f"{getattr(fn, '__name__', 'tool')}: {exc}") from None
+
+
+def _overrides(adapter: Any, name: str) -> bool:
+    """Whether the adapter has its own *name* hook (not BaseAdapter's no-op)."""
+    impl = getattr(type(adapter), name, None)
+    return callable(impl) and impl is not getattr(BaseAdapter, name, None)
+
+
+class BridgeServicer(pb2_grpc.BridgeServiceServicer):
+    """Serves one adapter class. Create inside the running event loop's thread."""
+
+    def __init__(self, adapter_class: type, config: Optional[WorkerConfig] = None,
+                 executor: Optional[Executor] = None):
+        self.adapter_class = adapter_class
+        self.config = config or WorkerConfig()
+        self.executor = executor
+        self._legacy = callable(getattr(adapter_class, "execute_tool", None))
+        self._sessions: Dict[str, timestamp_pb2.Timestamp] = {}
+        self._host_channel: Any = None
+        self._host_stub: Any = None
+        self._sync_host_channel: Any = None
+        self._sync_host_stub: Any = None
+        self._sync_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ host link
+    @property
+    def has_host(self) -> bool:
+        return bool(self.config.elixir_address)
+
+    def _host(self) -> Any:
+        if self._host_stub is None:
+            self._host_channel = grpc.aio.insecure_channel(self.config.elixir_address)
+            self._host_stub = pb2_grpc.BridgeServiceStub(self._host_channel)
+        return self._host_stub
+
+    def _sync_host(self) -> Any:
+        with self._sync_lock:
+            if self._sync_host_stub is None:
+                self._sync_host_channel = grpc.insecure_channel(self.config.elixir_address)
+                self._sync_host_stub = pb2_grpc.BridgeServiceStub(self._sync_host_channel)
+            return self._sync_host_stub
+
+    async def close(self) -> None:
+        """Close channels to the host (called on shutdown)."""
+        if self._host_channel is not None:
+            await self._host_channel.close()
+            self._host_channel = self._host_stub = None
+        with self._sync_lock:
+            if self._sync_host_channel is not None:
+                self._sync_host_channel.close()
+                self._sync_host_channel = self._sync_host_stub = None
+
+    # ------------------------------------------------------------------ helpers
+    @staticmethod
+    def _correlation_id(request: Any, context: Any) -> str:
+        cid = request.metadata.get("correlation_id", "") if hasattr(request, "metadata") else ""
+        if cid:
+            return cid
+        try:
+            for key, value in context.invocation_metadata() or ():
+                if key == CORRELATION_HEADER:
+                    return value if isinstance(value, str) else value.decode("utf-8", "replace")
+        except Exception:  # noqa: BLE001 - metadata is best effort
+            pass
+        return ""
+
+    def _session_context(self, request: Any, cid: str) -> SessionContext:
+        return SessionContext(request.session_id, request.metadata, cid,
+                              self.config.worker_id,
+                              self._sync_host if self.has_host else None)
+
+    def _call_context(self, request: Any, call_type: str) -> Dict[str, Any]:
+        return {
+            "tool_name": request.tool_name,
+            "session_id": request.session_id,
+            "python_module": self.adapter_class.__module__,
+            "function": request.tool_name,
+            "call_type": call_type,
+            "adapter_class": self.adapter_class.__name__,
+            "worker_id": self.config.worker_id,
+        }
+
+    async def _run_sync(self, fn: Any, kwargs: Mapping[str, Any], inline: bool) -> Any:
+        if inline:
+            return fn(**kwargs)
+        loop = asyncio.get_running_loop()
+        ctx = contextvars.copy_context()
+        return await loop.run_in_executor(self.executor,
+                                          functools.partial(ctx.run, fn, **kwargs))
+
+    async def _create_adapter(self, session_ctx: SessionContext, inline: bool) -> Any:
+        adapter = self.adapter_class()
+        if hasattr(adapter, "set_session_context"):
+            adapter.set_session_context(session_ctx)
+        init = getattr(adapter, "initialize", None)
+        if callable(init) and _overrides(adapter, "initialize"):
+            if inspect.iscoroutinefunction(init):
+                await init()
+            else:
+                result = await self._run_sync(init, {}, inline)
+                if inspect.isawaitable(result):
+                    await result
+        return adapter
+
+    @staticmethod
+    async def _cleanup(adapter: Any) -> None:
+        if adapter is None or not _overrides(adapter, "cleanup"):
+            return
+        try:
+            result = adapter.cleanup()
+            if inspect.isawaitable(result):
+                await result
+        except Exception:  # noqa: BLE001 - cleanup failures never change the reply
+            log.exception("adapter cleanup failed")
+
+    async def _invoke(self, adapter: Any, request: Any, arguments: Dict[str, Any],
+                      session_ctx: SessionContext, inline: bool) -> Any:
+        """Run the tool; returns its value (a generator/iterator for streaming tools)."""
+        if self._legacy:
+            fn = adapter.execute_tool
+            kwargs = {"tool_name": request.tool_name, "arguments": arguments,
+                      "context": session_ctx}
+            if inspect.iscoroutinefunction(fn) or inspect.isgeneratorfunction(fn) \
+                    or inspect.isasyncgenfunction(fn):
+                result = fn(**kwargs)
+            else:
+                result = await self._run_sync(fn, kwargs, inline)
+            if inspect.isawaitable(result) and not _is_stream(result):
+                result = await result
+            return result
+
+        if not hasattr(adapter, "get_tool"):
+            raise UnknownToolError(
+                f"{type(adapter).__name__} defines neither execute_tool nor @tool methods")
+        fn, meta = adapter.get_tool(request.tool_name)
+        _check_arguments(fn, arguments)
+        if meta.is_generator:
+            return fn(**arguments)
+        if meta.is_async:
+            return await fn(**arguments)
+        result = await self._run_sync(fn, arguments, inline)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    # ------------------------------------------------------------------ RPCs
+    async def Ping(self, request, context):
+        return pb2.PingResponse(message=f"pong: {request.message}", server_time=_now())
+
+    async def ExecuteTool(self, request, context):
+        started = time.perf_counter()
+        cid = self._correlation_id(request, context)
+        token = _cid_var.set(cid or "-")
+        adapter = None
+        try:
+            inline = request.metadata.get("thread_sensitive", "").lower() == "true"
+            try:
+                arguments = ser.decode_parameters(request.parameters,
+                                                  request.binary_parameters,
+                                                  request.metadata)
+                session_ctx = self._session_context(request, cid)
+                adapter = await self._create_adapter(session_ctx, inline)
+                result = await self._invoke(adapter, request, arguments, session_ctx, inline)
+                if _is_stream(result):
+                    _close_stream(result)
+                    raise InvalidArgumentError(
+                        f"tool {request.tool_name!r} streams; call it with "
+                        "ExecuteStreamingTool")
+                any_value, binary = ser.encode_result(result)
+                response = pb2.ExecuteToolResponse(success=True, result=any_value,
+                                                   binary_result=binary)
+            except Exception as exc:  # noqa: BLE001 - every tool failure is in-band
+                log.info("tool %s failed: %s: %s", request.tool_name,
+                         type(exc).__name__, exc)
+                response = pb2.ExecuteToolResponse(
+                    success=False,
+                    error_message=ser.error_payload(
+                        exc, self._call_context(request, "execute_tool")))
+            finally:
+                await self._cleanup(adapter)
+            response.execution_time_ms = int((time.perf_counter() - started) * 1000)
+            if cid:
+                response.metadata["correlation_id"] = cid
+            return response
+        finally:
+            _cid_var.reset(token)
+
+    def _chunk(self, tool_name: str, n: int, item: Any) -> Any:
+        if isinstance(item, pb2.ToolChunk):
+            if not item.chunk_id:
+                item.chunk_id = f"{tool_name}-{n}"
+            return item
+        meta = None
+        final = False
+        if isinstance(item, StreamChunk):
+            item, final, meta = item.data, item.is_final, item.metadata
+        return pb2.ToolChunk(chunk_id=f"{tool_name}-{n}", data=ser.encode_chunk_data(item),
+                             is_final=bool(final),
+                             metadata=dict(ser.stringify_metadata(meta)))
+
+    async def _produce_async(self, source: Any, queue: asyncio.Queue) -> None:
+        try:
+            async for item in source:
+                await queue.put((_ITEM, item))
+            await queue.put((_END, None))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            await queue.put((_ERROR, exc))
+        finally:
+            aclose = getattr(source, "aclose", None)
+            if callable(aclose):
+                try:
+                    await aclose()
+                except Exception:  # noqa: BLE001
+                    pass
+
+    @staticmethod
+    def _drain_sync(source: Any, queue: asyncio.Queue, loop: asyncio.AbstractEventLoop,
+                    stop: threading.Event) -> None:
+        """Runs in a worker thread: pulls from a sync iterator, pushes with backpressure."""
+
+        def put(entry: Tuple[Any, Any]) -> bool:
+            try:
+                fut = asyncio.run_coroutine_threadsafe(queue.put(entry), loop)
+            except RuntimeError:  # loop closed
+                return False
+            while True:
+                try:
+                    fut.result(timeout=0.1)
+                    return True
+                except FutureTimeout:
+                    if stop.is_set():
+                        fut.cancel()
+                        return False
+                except Exception:  # noqa: BLE001 - cancelled with the loop
+                    return False
+
+        try:
+            for item in source:
+                if stop.is_set() or not put((_ITEM, item)):
+                    return
+                if stop.is_set():
+                    return
+            put((_END, None))
+        except Exception as exc:  # noqa: BLE001
+            put((_ERROR, exc))
+        finally:
+            _close_stream(source)
+
+    async def ExecuteStreamingTool(self, request, context):
+        cid = self._correlation_id(request, context)
+        token = _cid_var.set(cid or "-")
+        call_ctx = self._call_context(request, "execute_streaming_tool")
+        tool_name = request.tool_name
+        adapter = None
+        producer: Optional[asyncio.Future] = None
+        stop = threading.Event()
+        error: Optional[BaseException] = None
+        try:
+            inline = request.metadata.get("thread_sensitive", "").lower() == "true"
+            source: Any = None
+            try:
+                arguments = ser.decode_parameters(request.parameters,
+                                                  request.binary_parameters,
+                                                  request.metadata)
+                session_ctx = self._session_context(request, cid)
+                adapter = await self._create_adapter(session_ctx, inline)
+                source = await self._invoke(adapter, request, arguments, session_ctx, inline)
+            except Exception as exc:  # noqa: BLE001
+                error = exc
+            if error is not None:
+                await context.abort(grpc.StatusCode.INTERNAL,
+                                    ser.error_payload(error, call_ctx))
+
+            if not _is_stream(source):
+                # A plain tool called through the streaming RPC: one final chunk.
+                try:
+                    chunk = self._chunk(tool_name, 1, StreamChunk(source, is_final=True))
+                except Exception as exc:  # noqa: BLE001
+                    error = exc
+                if error is not None:
+                    await context.abort(grpc.StatusCode.INTERNAL,
+                                        ser.error_payload(error, call_ctx))
+                yield chunk
+                return
+
+            loop = asyncio.get_running_loop()
+            queue: asyncio.Queue = asyncio.Queue(maxsize=STREAM_QUEUE_SIZE)
+            if hasattr(source, "__anext__"):
+                producer = asyncio.ensure_future(self._produce_async(source, queue))
+            else:
+                ctx = contextvars.copy_context()
+                producer = loop.run_in_executor(
+                    self.executor, functools.partial(ctx.run, self._drain_sync,
+                                                     source, queue, loop, stop))
+            if hasattr(context, "add_done_callback"):
+                try:
+                    context.add_done_callback(lambda _ctx: stop.set())
+                except Exception:  # noqa: BLE001
+                    pass
+
+            n = 0
+            final_sent = False
+            while True:
+                kind, item = await queue.get()
+                if kind is _END:
+                    break
+                if kind is _ERROR:
+                    error = item
+                    break
+                n += 1
+                try:
+                    chunk = self._chunk(tool_name, n, item)
+                except Exception as exc:  # noqa: BLE001
+                    error = exc
+                    break
+                yield chunk
+                if chunk.is_final:
+                    final_sent = True
+                    break
+            if error is not None:
+                await context.abort(grpc.StatusCode.INTERNAL,
+                                    ser.error_payload(error, call_ctx))
+            if not final_sent:
+                yield pb2.ToolChunk(chunk_id=f"{tool_name}-{n + 1}", data=b"", is_final=True)
+        finally:
+            stop.set()
+            if producer is not None and not producer.done():
+                producer.cancel()
+                # Give a sync generator a moment to notice and close before cleanup.
+                try:
+                    await asyncio.wait({producer}, timeout=1.0)
+                except BaseException:  # noqa: BLE001
+                    pass
+            await self._cleanup(adapter)
+            try:
+                _cid_var.reset(token)
+            except ValueError:  # finalized from another context
+                pass
+
+    # ------------------------------------------------------------------ sessions
+    async def _proxy(self, method: str, request: Any, context: Any) -> Any:
+        try:
+            return await getattr(self._host(), method)(request, timeout=HOST_CALL_TIMEOUT_S)
+        except grpc.aio.AioRpcError as exc:
+            await context.abort(exc.code(), f"host {method} failed: {exc.details()}")
+
+    async def InitializeSession(self, request, context):
+        if self.has_host:
+            return await self._proxy("InitializeSession", request, context)
+        self._sessions.setdefault(request.session_id, _now())
+        return pb2.InitializeSessionResponse(success=True)
+
+    async def CleanupSession(self, request, context):
+        if self.has_host:
+            return await self._proxy("CleanupSession", request, context)
+        existed = self._sessions.pop(request.session_id, None) is not None
+        return pb2.CleanupSessionResponse(success=True, resources_cleaned=int(existed))
+
+    async def GetSession(self, request, context):
+        if self.has_host:
+            return await self._proxy("GetSession", request, context)
+        created = self._sessions.get(request.session_id) or _now()
+        tools = getattr(self.adapter_class, "tool_metadata", None)
+        count = len(tools()) if callable(tools) else 0
+        return pb2.GetSessionResponse(session_id=request.session_id, created_at=created,
+                                      tool_count=count)
+
+    async def Heartbeat(self, request, context):
+        if self.has_host:
+            return await self._proxy("Heartbeat", request, context)
+        return pb2.HeartbeatResponse(server_time=_now(), session_valid=True)
+
+    # ------------------------------------------------------------------ not served here
+    async def _unimplemented(self, context: Any, name: str) -> None:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED,
+                            f"{name} is served by the host, not by a Python worker")
+
+    async def RegisterTools(self, request, context):
+        await self._unimplemented(context, "RegisterTools")
+
+    async def GetExposedElixirTools(self, request, context):
+        await self._unimplemented(context, "GetExposedElixirTools")
+
+    async def ExecuteElixirTool(self, request, context):
+        await self._unimplemented(context, "ExecuteElixirTool")
+
+    async def StreamTelemetry(self, request_iterator, context):
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED,
+                            "StreamTelemetry is not implemented by this worker yet")
+        yield  # pragma: no cover - makes this an async generator (stream response)
