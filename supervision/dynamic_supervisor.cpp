@@ -1,0 +1,1 @@
+#include "supervision/dynamic_supervisor.hpp"
