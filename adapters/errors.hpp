@@ -10,6 +10,8 @@
 #include <vector>
 
 #include "caf/error.hpp"
+#include "caf/make_message.hpp"
+#include "caf/message.hpp"
 #include "caf/meta/type_name.hpp"
 
 namespace caf {

@@ -1,0 +1,405 @@
+#include "adapters/bridge_client.hpp"
+
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
+#include <grpcpp/grpcpp.h>
+
+#include "adapters/wire.hpp"
+#include "snakepit_bridge.grpc.pb.h"
+
+namespace snakepit::adapters {
+
+namespace detail {
+
+namespace {
+
+// Matches the Python server's limits (grpc.max_{send,receive}_message_length = 100 MiB).
+constexpr int max_message_size = 100 * 1024 * 1024;
+
+bool printable_ascii(const std::string& text) {
+  for (auto c : text)
+    if (c < 0x20 || c > 0x7e)
+      return false;
+  return true;
+}
+
+} // namespace
+
+struct call_base;
+
+/// A completion-queue tag: which call, and which step of it completed.
+struct call_tag {
+  call_base* call;
+  int step;
+};
+
+/// One RPC in flight. Owned by itself: it deletes itself after its final callback.
+struct call_base {
+  explicit call_base(std::shared_ptr<client_state> owner) : owner(std::move(owner)) {
+  }
+  virtual ~call_base() = default;
+  /// Runs on a poller thread for every completed tag of this call.
+  virtual void proceed(bool ok, int step) = 0;
+
+  /// Requests cancellation; the call still completes through the queue.
+  void cancel(errc reason) {
+    auto expected = static_cast<uint8_t>(errc::none);
+    cancel_reason.compare_exchange_strong(expected, static_cast<uint8_t>(reason));
+    ctx.TryCancel();
+  }
+
+  /// Turns the final status into our error, naming our own cancellations precisely.
+  caf::error status_error(const grpc::Status& status) const {
+    auto reason = static_cast<errc>(cancel_reason.load());
+    if (status.error_code() == grpc::StatusCode::CANCELLED && reason != errc::none)
+      return make_error(reason, reason == errc::shutting_down
+                                  ? "grpc runtime shutting down"
+                                  : "call cancelled by its owner");
+    return error_from_status(status);
+  }
+
+  void prepare(std::chrono::milliseconds timeout, const std::string& correlation_id) {
+    ctx.set_deadline(std::chrono::system_clock::now() + timeout);
+    if (!correlation_id.empty() && printable_ascii(correlation_id))
+      ctx.AddMetadata("x-snakepit-correlation-id", correlation_id);
+  }
+
+  std::shared_ptr<client_state> owner;
+  grpc::ClientContext ctx;
+  std::atomic<uint8_t> cancel_reason{static_cast<uint8_t>(errc::none)};
+};
+
+struct runtime_state {
+  grpc::CompletionQueue cq;
+  std::vector<std::thread> threads;
+  mutable std::mutex mtx;
+  std::condition_variable idle;
+  bool shutting_down = false;
+  bool joined = false;
+  std::unordered_set<call_base*> calls;
+
+  bool on_poller_thread() const {
+    auto self = std::this_thread::get_id();
+    for (const auto& t : threads)
+      if (t.get_id() == self)
+        return true;
+    return false;
+  }
+
+  /// Registers `call` and runs `start` under the lock, so shutdown can never shut the
+  /// queue down between the check and the first operation on it.
+  template <class Start>
+  bool start(call_base* call, Start&& start_fn) {
+    std::lock_guard<std::mutex> guard{mtx};
+    if (shutting_down)
+      return false;
+    calls.insert(call);
+    start_fn();
+    return true;
+  }
+
+  /// Unregisters `call`; after this, cancel() can no longer reach it.
+  void finished(call_base* call) {
+    std::lock_guard<std::mutex> guard{mtx};
+    calls.erase(call);
+    if (calls.empty())
+      idle.notify_all();
+  }
+
+  void cancel(const client_state* owner, errc reason) {
+    std::lock_guard<std::mutex> guard{mtx};
+    for (auto* call : calls)
+      if (owner == nullptr || call->owner.get() == owner)
+        call->cancel(reason);
+  }
+
+  size_t count(const client_state* owner) const {
+    std::lock_guard<std::mutex> guard{mtx};
+    if (owner == nullptr)
+      return calls.size();
+    size_t n = 0;
+    for (auto* call : calls)
+      if (call->owner.get() == owner)
+        ++n;
+    return n;
+  }
+
+  void poll() {
+    void* tag = nullptr;
+    bool ok = false;
+    while (cq.Next(&tag, &ok)) {
+      auto* t = static_cast<call_tag*>(tag);
+      t->call->proceed(ok, t->step);
+    }
+  }
+
+  void shutdown() {
+    {
+      std::lock_guard<std::mutex> guard{mtx};
+      if (!shutting_down) {
+        shutting_down = true;
+        for (auto* call : calls)
+          call->cancel(errc::shutting_down);
+      }
+      if (joined)
+        return;
+    }
+    // From a callback we can only cancel: joining ourselves would deadlock.
+    if (on_poller_thread())
+      return;
+    {
+      std::unique_lock<std::mutex> guard{mtx};
+      idle.wait(guard, [this] { return calls.empty(); });
+      if (joined)
+        return;
+      joined = true;
+    }
+    cq.Shutdown();
+    for (auto& t : threads) {
+      if (t.get_id() == std::this_thread::get_id())
+        t.detach();
+      else if (t.joinable())
+        t.join();
+    }
+  }
+};
+
+struct client_state {
+  std::shared_ptr<runtime_state> runtime;
+  std::string target;
+  std::shared_ptr<grpc::Channel> channel;
+  std::unique_ptr<bridge::BridgeService::Stub> stub;
+};
+
+namespace {
+
+/// A unary RPC: one Finish tag, one callback.
+template <class Response, class Result>
+struct unary_call final : call_base {
+  using done_fn = std::function<void(caf::expected<Result>)>;
+  using convert_fn = caf::expected<Result> (*)(const Response&);
+
+  unary_call(std::shared_ptr<client_state> owner, done_fn done, convert_fn convert)
+    : call_base(std::move(owner)), done(std::move(done)), convert(convert) {
+  }
+
+  void proceed(bool, int) override {
+    caf::expected<Result> result = status.ok() ? convert(response)
+                                               : caf::expected<Result>{status_error(status)};
+    owner->runtime->finished(this);
+    if (done)
+      done(std::move(result));
+    delete this;
+  }
+
+  Response response;
+  grpc::Status status;
+  std::unique_ptr<grpc::ClientAsyncResponseReader<Response>> reader;
+  done_fn done;
+  convert_fn convert;
+  call_tag finish_tag{this, 0};
+};
+
+caf::expected<std::string> convert_ping(const bridge::PingResponse& response) {
+  return response.message();
+}
+
+caf::expected<tool_reply> convert_execute(const bridge::ExecuteToolResponse& response) {
+  return decode_response(response);
+}
+
+/// A server-streaming RPC: start, then reads until the stream ends, then Finish.
+struct stream_call final : call_base {
+  enum step_id { start_step, read_step, finish_step };
+
+  stream_call(std::shared_ptr<client_state> owner,
+              std::function<bool(nlohmann::json, bool)> on_chunk,
+              std::function<void(caf::error)> done)
+    : call_base(std::move(owner)), on_chunk(std::move(on_chunk)), done(std::move(done)) {
+  }
+
+  void proceed(bool ok, int step) override {
+    switch (step) {
+      case start_step:
+        if (ok)
+          reader->Read(&chunk, &read_tag);
+        else
+          reader->Finish(&status, &finish_tag);
+        return;
+      case read_step:
+        if (!ok) {
+          reader->Finish(&status, &finish_tag);
+          return;
+        }
+        if (!halted && on_chunk && !on_chunk(decode_chunk(chunk.data()), chunk.is_final())) {
+          // The consumer has seen enough: cancel and drain what is already queued.
+          halted = true;
+          ctx.TryCancel();
+        }
+        chunk.Clear();
+        reader->Read(&chunk, &read_tag);
+        return;
+      default: {
+        caf::error result = halted ? caf::error{} : status_error(status);
+        owner->runtime->finished(this);
+        if (done)
+          done(std::move(result));
+        delete this;
+      }
+    }
+  }
+
+  bridge::ToolChunk chunk;
+  grpc::Status status;
+  std::unique_ptr<grpc::ClientAsyncReader<bridge::ToolChunk>> reader;
+  std::function<bool(nlohmann::json, bool)> on_chunk;
+  std::function<void(caf::error)> done;
+  bool halted = false;
+  call_tag start_tag{this, start_step};
+  call_tag read_tag{this, read_step};
+  call_tag finish_tag{this, finish_step};
+};
+
+caf::error runtime_gone() {
+  return make_error(errc::shutting_down, "grpc runtime shut down");
+}
+
+caf::error no_client() {
+  return make_error(errc::internal, "bridge_client used without a target");
+}
+
+} // namespace
+
+} // namespace detail
+
+// --- grpc_runtime ---------------------------------------------------------------------
+
+grpc_runtime::grpc_runtime(size_t threads)
+  : state_(std::make_shared<detail::runtime_state>()) {
+  if (threads == 0)
+    threads = 1;
+  auto* st = state_.get();
+  for (size_t i = 0; i < threads; ++i)
+    state_->threads.emplace_back([st] { st->poll(); });
+}
+
+grpc_runtime::~grpc_runtime() {
+  shutdown();
+}
+
+void grpc_runtime::shutdown() {
+  state_->shutdown();
+}
+
+size_t grpc_runtime::in_flight() const {
+  return state_->count(nullptr);
+}
+
+// --- bridge_client --------------------------------------------------------------------
+
+bridge_client::bridge_client(grpc_runtime& runtime, std::string target)
+  : state_(std::make_shared<detail::client_state>()) {
+  if (!target.empty() && target.front() == '/')
+    target = "unix:" + target;
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(detail::max_message_size);
+  args.SetMaxSendMessageSize(detail::max_message_size);
+  state_->runtime = runtime.state();
+  state_->target = std::move(target);
+  state_->channel = grpc::CreateCustomChannel(state_->target,
+                                              grpc::InsecureChannelCredentials(), args);
+  state_->stub = bridge::BridgeService::NewStub(state_->channel);
+}
+
+const std::string& bridge_client::target() const {
+  static const std::string empty;
+  return state_ ? state_->target : empty;
+}
+
+void bridge_client::ping(std::string message, std::chrono::milliseconds timeout,
+                         std::function<void(caf::expected<std::string>)> done) {
+  if (!state_) {
+    done(detail::no_client());
+    return;
+  }
+  using call_t = detail::unary_call<bridge::PingResponse, std::string>;
+  auto* call = new call_t(state_, std::move(done), detail::convert_ping);
+  call->prepare(timeout, {});
+  bridge::PingRequest request;
+  request.set_message(std::move(message));
+  auto started = state_->runtime->start(call, [&] {
+    call->reader = state_->stub->PrepareAsyncPing(&call->ctx, request,
+                                                  &state_->runtime->cq);
+    call->reader->StartCall();
+    call->reader->Finish(&call->response, &call->status, &call->finish_tag);
+  });
+  if (!started) {
+    auto cb = std::move(call->done);
+    delete call;
+    cb(detail::runtime_gone());
+  }
+}
+
+void bridge_client::execute(tool_call tc, std::chrono::milliseconds timeout,
+                            std::function<void(caf::expected<tool_reply>)> done) {
+  if (!state_) {
+    done(detail::no_client());
+    return;
+  }
+  using call_t = detail::unary_call<bridge::ExecuteToolResponse, tool_reply>;
+  auto* call = new call_t(state_, std::move(done), detail::convert_execute);
+  call->prepare(timeout, tc.correlation_id);
+  bridge::ExecuteToolRequest request;
+  encode_request(tc, false, &request);
+  auto started = state_->runtime->start(call, [&] {
+    call->reader = state_->stub->PrepareAsyncExecuteTool(&call->ctx, request,
+                                                         &state_->runtime->cq);
+    call->reader->StartCall();
+    call->reader->Finish(&call->response, &call->status, &call->finish_tag);
+  });
+  if (!started) {
+    auto cb = std::move(call->done);
+    delete call;
+    cb(detail::runtime_gone());
+  }
+}
+
+void bridge_client::execute_stream(tool_call tc, std::chrono::milliseconds timeout,
+                                   std::function<bool(nlohmann::json, bool)> on_chunk,
+                                   std::function<void(caf::error)> done) {
+  if (!state_) {
+    done(detail::no_client());
+    return;
+  }
+  auto* call = new detail::stream_call(state_, std::move(on_chunk), std::move(done));
+  call->prepare(timeout, tc.correlation_id);
+  bridge::ExecuteToolRequest request;
+  encode_request(tc, true, &request);
+  auto started = state_->runtime->start(call, [&] {
+    call->reader = state_->stub->PrepareAsyncExecuteStreamingTool(&call->ctx, request,
+                                                                  &state_->runtime->cq);
+    call->reader->StartCall(&call->start_tag);
+  });
+  if (!started) {
+    auto cb = std::move(call->done);
+    delete call;
+    cb(detail::runtime_gone());
+  }
+}
+
+void bridge_client::cancel_all() {
+  if (state_)
+    state_->runtime->cancel(state_.get(), errc::cancelled);
+}
+
+size_t bridge_client::in_flight() const {
+  return state_ ? state_->runtime->count(state_.get()) : 0;
+}
+
+} // namespace snakepit::adapters

@@ -1,0 +1,167 @@
+#include "adapters/errors.hpp"
+
+#include <utility>
+
+#include "caf/actor_system_config.hpp"
+#include "caf/atom.hpp"
+#include "caf/message.hpp"
+
+namespace snakepit {
+
+namespace {
+
+constexpr caf::atom_value category = caf::atom("snakepit");
+
+bool is_ours(const caf::error& err) {
+  return err && err.category() == category;
+}
+
+} // namespace
+
+std::string to_string(errc x) {
+  switch (x) {
+    case errc::none:
+      return "none";
+    case errc::pool_saturated:
+      return "pool_saturated";
+    case errc::queue_timeout:
+      return "queue_timeout";
+    case errc::timeout:
+      return "timeout";
+    case errc::worker_crashed:
+      return "worker_crashed";
+    case errc::tool_error:
+      return "tool_error";
+    case errc::unknown_tool:
+      return "unknown_tool";
+    case errc::invalid_argument:
+      return "invalid_argument";
+    case errc::not_ready:
+      return "not_ready";
+    case errc::shutting_down:
+      return "shutting_down";
+    case errc::start_failed:
+      return "start_failed";
+    case errc::unavailable:
+      return "unavailable";
+    case errc::internal:
+      return "internal";
+    case errc::pool_not_found:
+      return "pool_not_found";
+    case errc::worker_busy:
+      return "worker_busy";
+    case errc::session_worker_unavailable:
+      return "session_worker_unavailable";
+    case errc::invalid_config:
+      return "invalid_config";
+    case errc::cancelled:
+      return "cancelled";
+  }
+  return "errc(" + std::to_string(static_cast<int>(x)) + ")";
+}
+
+bool operator==(const python_error& x, const python_error& y) {
+  return x.type == y.type && x.message == y.message && x.traceback == y.traceback
+         && x.stacktrace == y.stacktrace && x.context_json == y.context_json;
+}
+
+caf::error make_error(errc code, std::string message) {
+  return caf::error{code, std::move(message)};
+}
+
+caf::error make_error(errc code, python_error details) {
+  // Plain standard types in the context keep the error serializable without registering
+  // python_error as a message type.
+  return caf::error{code,
+                    std::move(details.type),
+                    std::move(details.message),
+                    std::move(details.traceback),
+                    std::move(details.stacktrace),
+                    std::move(details.context_json)};
+}
+
+caf::error make_tool_error(python_error details) {
+  return make_error(errc::tool_error, std::move(details));
+}
+
+std::optional<errc> errc_of(const caf::error& err) {
+  if (!is_ours(err))
+    return std::nullopt;
+  return static_cast<errc>(err.code());
+}
+
+std::optional<python_error> python_error_of(const caf::error& err) {
+  if (!is_ours(err))
+    return std::nullopt;
+  const auto& ctx = err.context();
+  if (!ctx.match_elements<std::string, std::string, std::string,
+                          std::vector<std::string>, std::string>())
+    return std::nullopt;
+  python_error result;
+  result.type = ctx.get_as<std::string>(0);
+  result.message = ctx.get_as<std::string>(1);
+  result.traceback = ctx.get_as<std::string>(2);
+  result.stacktrace = ctx.get_as<std::vector<std::string>>(3);
+  result.context_json = ctx.get_as<std::string>(4);
+  return result;
+}
+
+std::string message_of(const caf::error& err) {
+  if (!is_ours(err))
+    return {};
+  if (auto details = python_error_of(err))
+    return details->message;
+  const auto& ctx = err.context();
+  if (ctx.match_elements<std::string>())
+    return ctx.get_as<std::string>(0);
+  return {};
+}
+
+std::string describe(const caf::error& err) {
+  if (!err)
+    return "none";
+  if (!is_ours(err))
+    return caf::to_string(err);
+  auto code = static_cast<errc>(err.code());
+  auto result = to_string(code);
+  if (auto details = python_error_of(err)) {
+    result += ": ";
+    if (code == errc::tool_error && !details->type.empty()) {
+      result += details->type;
+      result += ": ";
+    }
+    result += details->message;
+    return result;
+  }
+  auto msg = message_of(err);
+  if (!msg.empty()) {
+    result += ": ";
+    result += msg;
+  }
+  return result;
+}
+
+bool operator==(const caf::error& err, errc code) {
+  return is_ours(err) && err.code() == static_cast<uint8_t>(code);
+}
+
+bool operator==(errc code, const caf::error& err) {
+  return err == code;
+}
+
+bool operator!=(const caf::error& err, errc code) {
+  return !(err == code);
+}
+
+bool operator!=(errc code, const caf::error& err) {
+  return !(err == code);
+}
+
+void register_error_category(caf::actor_system_config& cfg) {
+  cfg.add_error_category(category, [](uint8_t code, caf::atom_value cat,
+                                      const caf::message& ctx) {
+    return "snakepit: " + describe(caf::error{code, cat, ctx});
+  });
+}
+
+} // namespace snakepit
