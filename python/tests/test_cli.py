@@ -1,0 +1,230 @@
+"""The real worker process: readiness, silence on stdout, signals, failures, lifeline."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import textwrap
+import threading
+import time
+
+import grpc
+import pytest
+
+import snakepit_bridge_pb2 as pb2
+import snakepit_bridge_pb2_grpc as pb2_grpc
+from snakepit_bridge.serialization import encode_param
+
+from conftest import BROKEN, INTERPRETER, SHOWCASE, pid_alive, wait_for, worker_env
+
+
+def call(address, tool_name, timeout=10, **params):
+    with grpc.insecure_channel(address) as channel:
+        stub = pb2_grpc.BridgeServiceStub(channel)
+        return stub.ExecuteTool(pb2.ExecuteToolRequest(
+            tool_name=tool_name, parameters={k: encode_param(v) for k, v in params.items()}),
+            timeout=timeout)
+
+
+def test_ready_file_silent_stdout_and_sigterm(spawn):
+    w = spawn()
+    address = w.wait_ready()
+    assert address == f"unix:{w.sock}"
+    assert not os.path.exists(f"{w.ready}.tmp")
+    assert oct(os.stat(w.sock).st_mode & 0o777) == "0o600"
+    with grpc.insecure_channel(address) as channel:
+        stub = pb2_grpc.BridgeServiceStub(channel)
+        assert stub.Ping(pb2.PingRequest(message="x"), timeout=5).message == "pong: x"
+    info = json.loads(call(address, "info").result.value)
+    assert info["pid"] == w.pid and info["worker_id"] == "w1"
+
+    started = time.monotonic()
+    w.proc.send_signal(signal.SIGTERM)
+    assert w.proc.wait(5) == 0
+    assert time.monotonic() - started < 3
+    assert not w.sock.exists()
+    assert w.stdout() == b""
+
+
+def test_sigterm_lets_in_flight_requests_finish(spawn):
+    w = spawn(extra_args=["--grace-period-ms", "3000"])
+    address = w.wait_ready()
+    outcome = {}
+
+    def slow():
+        try:
+            outcome["resp"] = call(address, "sleep", ms=500)
+        except grpc.RpcError as exc:  # pragma: no cover - reported below
+            outcome["err"] = exc
+
+    t = threading.Thread(target=slow)
+    t.start()
+    time.sleep(0.2)
+    w.proc.send_signal(signal.SIGTERM)
+    t.join(10)
+    assert "resp" in outcome, outcome
+    assert json.loads(outcome["resp"].result.value)["slept_ms"] == 500
+    assert w.proc.wait(5) == 0
+
+
+def test_tcp_port_mode_and_env_thread_limits(spawn):
+    w = spawn(tcp=True, env={"OPENBLAS_NUM_THREADS": "1", "SNAKEPIT_PROBE": "yes"})
+    address = w.wait_ready()
+    host, port = address.split(":")
+    assert host == "127.0.0.1" and int(port) > 0
+    info = json.loads(call(address, "info").result.value)
+    assert info["env"]["OPENBLAS_NUM_THREADS"] == "1"
+    assert json.loads(call(address, "env", name="SNAKEPIT_PROBE").result.value) == "yes"
+
+
+def test_ready_file_from_env_like_upstream(spawn, short_dir):
+    ready = short_dir / "env.ready"
+    w = spawn(env={"SNAKEPIT_READY_FILE": str(ready)}, ready_flag=False)
+    assert wait_for(ready.exists, 15), w.stderr()
+    assert ready.read_text() == f"unix:{w.sock}"
+
+
+def test_broken_adapter_exits_3_with_error_file(spawn):
+    w = spawn(adapter=BROKEN)
+    assert w.proc.wait(15) == 3
+    assert not w.ready.exists()
+    error = json.loads((w.ready.parent / f"{w.ready.name}.error").read_text())
+    assert error["type"] == "ImportError"
+    assert "broken" in error["message"]
+    assert "Traceback" in error["traceback"]
+    assert "always fails to import" in w.stderr()
+    assert w.stdout() == b""
+
+
+def test_missing_adapter_class_exits_3(spawn):
+    w = spawn(adapter="snakepit_bridge.adapters.showcase.NoSuchAdapter")
+    assert w.proc.wait(15) == 3
+    error = json.loads((w.ready.parent / f"{w.ready.name}.error").read_text())
+    assert error["type"] == "AttributeError" and "NoSuchAdapter" in error["message"]
+
+
+def test_bad_command_line_exits_1_with_error_file(spawn):
+    w = spawn(extra_args=["--max-workers", "0"])
+    assert w.proc.wait(15) == 1
+    error = json.loads((w.ready.parent / f"{w.ready.name}.error").read_text())
+    assert error["type"] == "StartupError" and "max-workers" in error["message"]
+
+
+def test_health_check():
+    env = worker_env()
+    ok = subprocess.run([INTERPRETER, "-m", "snakepit_bridge", "--health-check",
+                         "--adapter", SHOWCASE], env=env, capture_output=True, timeout=30)
+    assert ok.returncode == 0 and ok.stdout == b""
+    bad = subprocess.run([INTERPRETER, "-m", "snakepit_bridge", "--health-check",
+                          "--adapter", BROKEN], env=env, capture_output=True, timeout=30)
+    assert bad.returncode == 1 and b"always fails to import" in bad.stderr
+
+
+def test_crash_tool_exits_with_its_code(spawn):
+    w = spawn()
+    address = w.wait_ready()
+    with pytest.raises(grpc.RpcError):
+        call(address, "crash", code=7)
+    assert w.proc.wait(5) == 7
+
+
+def test_lifeline_fd_eof_exits_within_one_second(spawn):
+    r, wfd = os.pipe()
+    try:
+        w = spawn(extra_args=["--parent-fd", str(r)], pass_fds=(r,))
+    finally:
+        os.close(r)
+    w.wait_ready()
+    started = time.monotonic()
+    os.close(wfd)
+    assert w.proc.wait(5) == 0
+    assert time.monotonic() - started < 1.0
+    assert not w.sock.exists()
+
+
+def test_lifeline_fd_from_env_ignores_data_and_exits_on_eof(spawn):
+    r, wfd = os.pipe()
+    try:
+        w = spawn(env={"SNAKEPIT_PARENT_FD": str(r)}, pass_fds=(r,))
+    finally:
+        os.close(r)
+    address = w.wait_ready()
+    os.write(wfd, b"keepalive\n")
+    time.sleep(0.3)
+    assert w.proc.poll() is None
+    assert json.loads(call(address, "ping").result.value) == "pong"
+    os.close(wfd)
+    assert w.proc.wait(5) == 0
+
+
+def test_lifeline_cuts_long_requests_short(spawn):
+    r, wfd = os.pipe()
+    try:
+        w = spawn(extra_args=["--parent-fd", str(r), "--grace-period-ms", "10000"],
+                  pass_fds=(r,))
+    finally:
+        os.close(r)
+    address = w.wait_ready()
+    t = threading.Thread(target=lambda: _swallow(call, address, "sleep", ms=10000))
+    t.start()
+    time.sleep(0.2)
+    started = time.monotonic()
+    os.close(wfd)
+    assert w.proc.wait(5) == 0
+    assert time.monotonic() - started < 1.0
+    t.join(10)
+
+
+def _swallow(fn, *args, **kwargs):
+    try:
+        fn(*args, **kwargs)
+    except grpc.RpcError:
+        pass
+
+
+INTERMEDIATE = textwrap.dedent("""
+    import os, subprocess, sys, time
+    ready, sock, pidfile, mode = sys.argv[1:5]
+    args = [sys.executable, "-m", "snakepit_bridge", "--adapter", sys.argv[5],
+            "--socket", sock, "--ready-file", ready, "--worker-id", "orphan"]
+    fds = ()
+    if mode == "pipe":
+        r, w = os.pipe()
+        args += ["--parent-fd", str(r)]
+        fds = (r,)
+    proc = subprocess.Popen(args, pass_fds=fds, stdin=subprocess.DEVNULL)
+    with open(pidfile + ".tmp", "w") as f:
+        f.write(str(proc.pid))
+    os.replace(pidfile + ".tmp", pidfile)
+    time.sleep(120)
+""")
+
+
+@pytest.mark.parametrize("mode", ["ppid", "pipe"])
+def test_worker_dies_when_its_parent_is_sigkilled(short_dir, mode):
+    ready = short_dir / "orphan.ready"
+    sock = short_dir / "orphan.sock"
+    pidfile = short_dir / "orphan.pid"
+    host = subprocess.Popen(
+        [INTERPRETER, "-c", INTERMEDIATE, str(ready), str(sock), str(pidfile), mode, SHOWCASE],
+        env=worker_env(), start_new_session=True, stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker_pid = None
+    try:
+        assert wait_for(ready.exists, 15), "worker never became ready"
+        worker_pid = int(pidfile.read_text())
+        assert pid_alive(worker_pid)
+        os.kill(host.pid, signal.SIGKILL)
+        host.wait(5)
+        started = time.monotonic()
+        assert wait_for(lambda: not pid_alive(worker_pid), 1.5), "worker outlived its parent"
+        assert time.monotonic() - started < 1.5
+        assert not sock.exists()
+    finally:
+        if host.poll() is None:
+            os.killpg(host.pid, signal.SIGKILL)
+            host.wait(5)
+        if worker_pid and pid_alive(worker_pid):
+            os.kill(worker_pid, signal.SIGKILL)
