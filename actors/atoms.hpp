@@ -1,0 +1,45 @@
+// Message atoms of the snakepit actors (pool, worker, worker_starter, runtime).
+// Each mirrors one Elixir message of upstream Snakepit: GenServer calls became CAF
+// requests, casts became sends, Process.send_after became delayed_send.
+#pragma once
+
+#include <caf/atom.hpp>
+
+namespace snakepit::actors {
+
+/// {:execute, cmd, args, opts} — a caller asks the pool (and the pool a worker) to run a tool.
+using execute_atom = caf::atom_constant<caf::atom("execute")>;
+/// The same, with a callback sink instead of a response promise (facade fast path).
+using execute_cb_atom = caf::atom_constant<caf::atom("executecb")>;
+/// Worker -> pool: the outcome of one request.
+using result_atom = caf::atom_constant<caf::atom("result")>;
+/// {:worker_ready, id} — a worker finished its handshake (ready file + Ping).
+using worker_ready_atom = caf::atom_constant<caf::atom("wrkready")>;
+/// {:queue_timeout, pool, from} — a queued request's timer fired.
+using queue_timeout_atom = caf::atom_constant<caf::atom("queuetmo")>;
+/// Guard timer for an in-flight request (gRPC deadline plus a margin).
+using inflight_timeout_atom = caf::atom_constant<caf::atom("infltmo")>;
+/// Pool readiness: replies once the pool has at least one ready worker.
+using await_ready_atom = caf::atom_constant<caf::atom("awaitready")>;
+/// Statistics of a pool.
+using get_stats_atom = caf::atom_constant<caf::atom("getstats")>;
+/// Worker listing of a pool.
+using list_workers_atom = caf::atom_constant<caf::atom("listwrk")>;
+/// Worker-internal: poll the ready file again.
+using check_ready_atom = caf::atom_constant<caf::atom("chkready")>;
+/// Worker-internal: the Python process exited (posted by the exit watcher thread).
+using process_exited_atom = caf::atom_constant<caf::atom("procexit")>;
+/// Worker-internal: the readiness Ping answered.
+using ping_result_atom = caf::atom_constant<caf::atom("pingres")>;
+/// Worker-internal: the gRPC reply of one request (posted by the gRPC thread).
+using rpc_done_atom = caf::atom_constant<caf::atom("rpcdone")>;
+/// Worker-internal: the graceful-stop grace period elapsed; escalate to SIGKILL.
+using escalate_atom = caf::atom_constant<caf::atom("escalate")>;
+/// Pool-internal: start the next batch of workers.
+using spawn_workers_atom = caf::atom_constant<caf::atom("spawnwrk")>;
+/// Pool-internal: a worker start finished (ok or failed).
+using worker_started_atom = caf::atom_constant<caf::atom("wrkstart")>;
+/// Pool: enter shutdown; reject new work with shutting_down.
+using drain_atom = caf::atom_constant<caf::atom("drain")>;
+
+} // namespace snakepit::actors

@@ -1,0 +1,137 @@
+#include "actors/config.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <set>
+
+#include <caf/sec.hpp>
+#include <fmt/format.h>
+
+#include "adapters/errors.hpp"
+#include "adapters/process.hpp"
+
+namespace snakepit {
+
+namespace {
+
+caf::error invalid(std::string what) {
+  return caf::make_error(errc::invalid_config, std::move(what));
+}
+
+bool is_valid_pool_name(const std::string& name) {
+  if (name.empty() || name.size() > 64)
+    return false;
+  for (char c : name)
+    if (!(isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.'))
+      return false;
+  return true;
+}
+
+} // namespace
+
+caf::error pool_config::validate() const {
+  auto field = [&](const char* f, const std::string& why) {
+    return invalid(fmt::format("pools[{}].{}: {}", name, f, why));
+  };
+  if (!is_valid_pool_name(name))
+    return invalid(fmt::format("pools[].name: '{}' must be 1-64 characters of "
+                               "[A-Za-z0-9_.-]", name));
+  if (pool_size == 0)
+    return field("pool_size", "must be at least 1");
+  if (pool_size > 1024)
+    return field("pool_size", "must be at most 1024");
+  if (adapter.empty() || adapter.find('.') == std::string::npos)
+    return field("adapter", fmt::format("'{}' is not of the form pkg.module.Class", adapter));
+  if (queue_timeout.count() <= 0)
+    return field("queue_timeout", "must be positive");
+  if (request_timeout.count() <= 0)
+    return field("request_timeout", "must be positive");
+  if (startup_concurrency == 0)
+    return field("startup_concurrency", "must be at least 1");
+  if (worker_ready_timeout.count() <= 0)
+    return field("worker_ready_timeout", "must be positive");
+  if (graceful_shutdown_timeout.count() < 0)
+    return field("graceful_shutdown_timeout", "must not be negative");
+  if (worker_max_restarts < 0)
+    return field("worker_max_restarts", "must not be negative");
+  if (worker_max_seconds.count() <= 0)
+    return field("worker_max_seconds", "must be positive");
+  for (auto& [k, v] : adapter_env)
+    if (k.empty() || k.find('=') != std::string::npos)
+      return field("adapter_env", fmt::format("'{}' is not a valid variable name", k));
+  return caf::none;
+}
+
+std::string config::effective_python_path() const {
+  std::vector<std::string> entries = python_path;
+  if (entries.empty()) {
+    entries.emplace_back(SNAKEPIT_PYTHON_SOURCE_DIR);
+    entries.emplace_back(SNAKEPIT_PYTHON_GEN_DIR);
+  }
+  std::string out;
+  for (auto& e : entries) {
+    if (!out.empty())
+      out += ':';
+    out += e;
+  }
+  return out;
+}
+
+caf::error config::validate() const {
+  if (pools.empty())
+    return invalid("pools: at least one pool is required");
+  std::set<std::string> names;
+  for (auto& p : pools) {
+    if (auto err = p.validate())
+      return err;
+    if (!names.insert(p.name).second)
+      return invalid(fmt::format("pools[{}].name: duplicate pool name", p.name));
+  }
+  if (worker_sup_max_restarts < 0)
+    return invalid("worker_sup_max_restarts: must not be negative");
+  if (worker_sup_max_seconds.count() <= 0)
+    return invalid("worker_sup_max_seconds: must be positive");
+  if (shutdown_timeout.count() <= 0)
+    return invalid("shutdown_timeout: must be positive");
+  if (python.empty())
+    return invalid("python: no interpreter given");
+  struct stat st;
+  if (::stat(python.c_str(), &st) != 0)
+    return invalid(fmt::format("python: interpreter '{}' does not exist", python));
+  if (!S_ISREG(st.st_mode) || ::access(python.c_str(), X_OK) != 0)
+    return invalid(fmt::format("python: '{}' is not an executable file", python));
+  if (!check_interpreter)
+    return caf::none;
+  // One short child process: can this interpreter import what workers need?
+  adapters::process_spec spec;
+  spec.executable = python;
+  spec.args = {python, "-c", "import grpc, google.protobuf"};
+  spec.env = adapters::build_environment({{"PYTHONPATH", effective_python_path()}});
+  spec.pass_lifeline = false;
+  int devnull = ::open("/dev/null", O_WRONLY | O_CLOEXEC);
+  spec.stderr_fd = devnull;
+  spec.stdout_fd = devnull;
+  auto proc = adapters::spawn_process(spec);
+  if (devnull >= 0)
+    ::close(devnull);
+  if (!proc)
+    return invalid(fmt::format("python: cannot run '{}': {}", python,
+                               describe(proc.error())));
+  auto status = adapters::wait_for_exit(proc->pid(), std::chrono::seconds(30));
+  if (!status) {
+    proc->signal_group(SIGKILL);
+    adapters::wait_for_exit(proc->pid(), std::chrono::seconds(5));
+    return invalid(fmt::format("python: '{}' did not answer within 30 s", python));
+  }
+  if (!status->exited() || status->code != 0)
+    return invalid(fmt::format("python: '{}' cannot import grpc and google.protobuf "
+                               "(install python3-grpcio and python3-protobuf, or "
+                               "point config.python at an interpreter that has "
+                               "them)", python));
+  return caf::none;
+}
+
+} // namespace snakepit

@@ -1,0 +1,76 @@
+// Configuration of a snakepit runtime and its pools: plain structs with defaults next
+// to each field (upstream Snakepit.Config and its :balanced timeout profile) and a
+// validate() that names the offending field before anything is spawned.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <caf/error.hpp>
+
+namespace snakepit {
+
+/// One pool of identical Python workers.
+struct pool_config {
+  /// Pool name used for routing (`execute_options::pool`).
+  std::string name = "default";
+  /// Number of worker processes (upstream `pool_size`).
+  size_t pool_size = 4;
+  /// Adapter class, `pkg.module.Class`.
+  std::string adapter = "snakepit_bridge.adapters.showcase.ShowcaseAdapter";
+  /// Extra command-line arguments for the worker.
+  std::vector<std::string> adapter_args;
+  /// Extra environment for the worker; wins over the thread-limit defaults.
+  std::vector<std::pair<std::string, std::string>> adapter_env;
+  /// Maximum number of queued requests; beyond it calls fail with `pool_saturated`.
+  size_t max_queue_size = 1000;
+  /// How long a request may wait in the queue (`queue_timeout`).
+  std::chrono::milliseconds queue_timeout{10000};
+  /// Default end-to-end budget of a call when the caller gives none.
+  std::chrono::milliseconds request_timeout{300000};
+  /// Workers started concurrently during startup (upstream `startup_batch_size`).
+  size_t startup_concurrency = 10;
+  /// Budget for one worker to become ready (ready file + Ping).
+  std::chrono::milliseconds worker_ready_timeout{30000};
+  /// SIGTERM grace period before SIGKILL when a worker stops.
+  std::chrono::milliseconds graceful_shutdown_timeout{6000};
+  /// Restart intensity of each worker_starter (upstream 3 restarts in 5 s).
+  int worker_max_restarts = 3;
+  /// Restart period of each worker_starter.
+  std::chrono::seconds worker_max_seconds{5};
+
+  /// Checks every field; the error message names the field and the pool.
+  caf::error validate() const;
+};
+
+/// The whole runtime.
+struct config {
+  /// Interpreter that has grpcio and protobuf (Debian's, not the first on PATH).
+  std::string python = "/usr/bin/python3";
+  /// PYTHONPATH entries for the `snakepit_bridge` package and the generated
+  /// protobuf modules; empty means the ones of this build.
+  std::vector<std::string> python_path;
+  /// The pools; at least one.
+  std::vector<pool_config> pools = {pool_config{}};
+  /// Restart intensity of the dynamic worker supervisor (upstream 3 in 5 s).
+  int worker_sup_max_restarts = 3;
+  /// Restart period of the dynamic worker supervisor.
+  std::chrono::seconds worker_sup_max_seconds{5};
+  /// Deadline for an orderly stop before remaining processes are killed.
+  std::chrono::milliseconds shutdown_timeout{15000};
+  /// Check that the interpreter can `import grpc` before starting (one short
+  /// child process at start). Tests of config errors rely on it.
+  bool check_interpreter = true;
+
+  /// Checks the fields and (if `check_interpreter`) the interpreter itself:
+  /// missing, not executable, or without grpc. Runs no worker.
+  caf::error validate() const;
+
+  /// The PYTHONPATH this config gives workers.
+  std::string effective_python_path() const;
+};
+
+} // namespace snakepit

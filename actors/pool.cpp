@@ -1,0 +1,471 @@
+#include "actors/pool.hpp"
+
+#include <algorithm>
+#include <deque>
+#include <list>
+#include <unordered_map>
+#include <unordered_set>
+#include <variant>
+
+#include <caf/all.hpp>
+#include <fmt/format.h>
+
+#include "actors/atoms.hpp"
+#include "actors/types.hpp"
+#include "actors/worker.hpp"
+#include "adapters/errors.hpp"
+#include "supervision/atoms.hpp"
+#include "supervision/dynamic_supervisor.hpp"
+
+namespace snakepit::actors {
+
+namespace {
+
+using clock_type = caf::actor_clock;
+using time_point = clock_type::time_point;
+
+/// Where a reply goes: a CAF response promise (actor callers) or a callback
+/// (the facade's fast path).
+using sink = std::variant<caf::response_promise, callback_sink>;
+
+void deliver(sink& s, execute_result res) {
+  if (auto* rp = std::get_if<caf::response_promise>(&s)) {
+    if (res)
+      rp->deliver(std::move(*res));
+    else
+      rp->deliver(std::move(res.error()));
+  } else {
+    auto& cb = std::get<callback_sink>(s);
+    if (cb.fn)
+      cb.fn(std::move(res));
+  }
+}
+
+struct pending_request {
+  uint64_t id = 0;
+  execute_request req;
+  sink out;
+  time_point deadline;
+  time_point accepted;
+  caf::actor_addr caller;
+};
+
+struct inflight_request {
+  std::string worker_id;
+  sink out;
+  time_point started;
+};
+
+struct worker_entry {
+  caf::actor handle;
+  int pid = 0;
+  bool busy = false;
+  uint64_t requests = 0;
+  time_point ready_at;
+};
+
+/// Bounded window of recent latencies for p50/p99 (microseconds).
+class latency_window {
+public:
+  void add(int64_t us) {
+    if (samples_.size() < capacity)
+      samples_.push_back(us);
+    else
+      samples_[next_++ % capacity] = us;
+  }
+  double percentile_ms(double p) const {
+    if (samples_.empty())
+      return 0;
+    auto copy = samples_;
+    auto idx = static_cast<size_t>(p * static_cast<double>(copy.size() - 1) + 0.5);
+    std::nth_element(copy.begin(), copy.begin() + static_cast<long>(idx), copy.end());
+    return static_cast<double>(copy[idx]) / 1000.0;
+  }
+
+private:
+  static constexpr size_t capacity = 4096;
+  std::vector<int64_t> samples_;
+  size_t next_ = 0;
+};
+
+struct pool_state {
+  static inline const char* name = "snakepit.pool";
+
+  pool_config cfg;
+  std::shared_ptr<const worker_env> env;
+  caf::actor worker_sup;
+  std::unordered_map<std::string, worker_entry> workers;
+  std::unordered_map<caf::actor_addr, std::string> worker_ids;
+  std::deque<std::string> idle;
+  std::list<pending_request> queue;
+  std::unordered_map<uint64_t, std::list<pending_request>::iterator> queued;
+  std::unordered_map<uint64_t, inflight_request> inflight;
+  std::unordered_set<caf::actor_addr> monitored_callers;
+  std::vector<caf::response_promise> ready_waiters;
+  uint64_t next_id = 1;
+  // Startup bookkeeping (upstream Initializer): bounded concurrent starts.
+  size_t next_worker_index = 0;
+  uint64_t generation = 0;
+  size_t starting = 0;
+  size_t start_attempts_left = 0;
+  bool startup_done = false;
+  caf::error first_start_error;
+  bool draining = false;
+  pool_stats stats;
+  latency_window latencies;
+};
+
+using pool_actor = caf::stateful_actor<pool_state>;
+
+void finish(pool_actor* self, sink& out, execute_result res, time_point accepted) {
+  auto& st = self->state;
+  if (res) {
+    ++st.stats.completed;
+    auto us = std::chrono::duration_cast<std::chrono::microseconds>(self->clock().now()
+                                                                     - accepted);
+    st.latencies.add(us.count());
+  } else {
+    ++st.stats.errors;
+  }
+  deliver(out, std::move(res));
+}
+
+bool caller_gone(const pending_request& p) {
+  if (auto* cb = std::get_if<callback_sink>(&p.out))
+    return cb->abandoned->load();
+  return false;
+}
+
+void dispatch(pool_actor* self, const std::string& worker_id, pending_request p) {
+  auto& st = self->state;
+  auto& w = st.workers.at(worker_id);
+  auto now = self->clock().now();
+  w.busy = true;
+  ++w.requests;
+  auto budget = p.deadline - now;
+  st.inflight.emplace(p.id, inflight_request{worker_id, std::move(p.out), p.accepted});
+  self->send(w.handle, execute_atom::value, p.id, std::move(p.req),
+             std::chrono::duration_cast<caf::timespan>(budget));
+}
+
+/// A worker became free: give it the oldest runnable queued request, else mark it idle.
+void checkin(pool_actor* self, const std::string& worker_id) {
+  auto& st = self->state;
+  auto i = st.workers.find(worker_id);
+  if (i == st.workers.end())
+    return;
+  i->second.busy = false;
+  auto now = self->clock().now();
+  while (!st.queue.empty()) {
+    auto p = std::move(st.queue.front());
+    st.queue.pop_front();
+    st.queued.erase(p.id);
+    if (caller_gone(p))
+      continue; // the caller stopped waiting: never execute its request
+    if (p.deadline <= now) {
+      ++st.stats.queue_timeouts;
+      finish(self, p.out, caf::make_error(errc::queue_timeout, p.req.command), p.accepted);
+      continue;
+    }
+    dispatch(self, worker_id, std::move(p));
+    return;
+  }
+  st.idle.push_back(worker_id);
+}
+
+/// Pops an idle worker that is still ready; empty when none.
+std::string checkout(pool_actor* self) {
+  auto& st = self->state;
+  while (!st.idle.empty()) {
+    auto id = std::move(st.idle.front());
+    st.idle.pop_front();
+    auto i = st.workers.find(id);
+    if (i != st.workers.end() && !i->second.busy)
+      return id;
+  }
+  return {};
+}
+
+void accept(pool_actor* self, execute_request req, sink out, caf::actor_addr caller) {
+  auto& st = self->state;
+  if (st.draining) {
+    deliver(out, caf::make_error(errc::shutting_down, st.cfg.name));
+    return;
+  }
+  auto now = self->clock().now();
+  auto budget = req.opts.timeout.count() > 0 ? req.opts.timeout : st.cfg.request_timeout;
+  pending_request p{st.next_id++, std::move(req), std::move(out), now + budget, now,
+                    std::move(caller)};
+  ++st.stats.requests;
+  if (auto w = checkout(self); !w.empty()) {
+    dispatch(self, w, std::move(p));
+    return;
+  }
+  if (st.queue.size() >= st.cfg.max_queue_size) {
+    ++st.stats.saturations;
+    --st.stats.requests;
+    finish(self, p.out,
+           caf::make_error(errc::pool_saturated,
+                           fmt::format("pool {}: {} requests queued", st.cfg.name,
+                                       st.queue.size())),
+           p.accepted);
+    return;
+  }
+  ++st.stats.queued;
+  auto wait = std::min<caf::timespan>(st.cfg.queue_timeout, budget);
+  auto id = p.id;
+  if (p.caller && st.monitored_callers.insert(p.caller).second)
+    self->monitor(p.caller);
+  st.queue.push_back(std::move(p));
+  st.queued.emplace(id, std::prev(st.queue.end()));
+  self->delayed_send(self, wait, queue_timeout_atom::value, id);
+}
+
+void fail_everything(pool_actor* self, caf::error reason) {
+  auto& st = self->state;
+  for (auto& p : st.queue)
+    finish(self, p.out, reason, p.accepted);
+  st.queue.clear();
+  st.queued.clear();
+  for (auto& [id, f] : st.inflight)
+    finish(self, f.out, reason, f.started);
+  st.inflight.clear();
+  for (auto& rp : st.ready_waiters)
+    rp.deliver(reason);
+  st.ready_waiters.clear();
+}
+
+void answer_ready_waiters(pool_actor* self) {
+  auto& st = self->state;
+  if (!st.startup_done)
+    return;
+  for (auto& rp : st.ready_waiters) {
+    if (!st.workers.empty())
+      rp.deliver(caf::ok_atom::value);
+    else
+      rp.deliver(st.first_start_error
+                   ? st.first_start_error
+                   : caf::make_error(errc::start_failed, st.cfg.name, "no worker started"));
+  }
+  st.ready_waiters.clear();
+}
+
+void start_more_workers(pool_actor* self) {
+  auto& st = self->state;
+  while (st.start_attempts_left > 0 && st.starting < st.cfg.startup_concurrency) {
+    --st.start_attempts_left;
+    ++st.starting;
+    worker_args args;
+    ++st.next_worker_index;
+    args.id = st.generation <= 1 ? fmt::format("{}_worker_{}", st.cfg.name, st.next_worker_index)
+                                 : fmt::format("{}_worker_{}_g{}", st.cfg.name,
+                                               st.next_worker_index, st.generation);
+    args.pool = caf::actor_cast<caf::actor>(self);
+    args.pool_cfg = st.cfg;
+    args.env = st.env;
+    auto timeout = st.cfg.worker_ready_timeout + std::chrono::seconds{10};
+    self
+      ->request(st.worker_sup, timeout, supervision::start_child_atom::value,
+                worker_starter_spec(std::move(args)))
+      .then(
+        [self](caf::actor&) {
+          --self->state.starting;
+          start_more_workers(self);
+        },
+        [self](caf::error& err) {
+          auto& st = self->state;
+          --st.starting;
+          if (!st.first_start_error)
+            st.first_start_error = caf::make_error(errc::start_failed,
+                                                   fmt::format("pool {}: {}", st.cfg.name,
+                                                               describe(err)));
+          start_more_workers(self);
+        });
+  }
+  if (st.start_attempts_left == 0 && st.starting == 0 && !st.startup_done) {
+    st.startup_done = true;
+    answer_ready_waiters(self);
+  }
+}
+
+caf::behavior pool_impl(pool_actor* self, pool_config cfg,
+                        std::shared_ptr<const worker_env> env) {
+  auto& st = self->state;
+  st.cfg = std::move(cfg);
+  st.env = std::move(env);
+  st.stats.pool = st.cfg.name;
+  st.generation = ++st.env->pool_generations->at(st.cfg.name);
+  st.worker_sup = st.env->names->get("worker_sup");
+  if (!st.worker_sup) {
+    self->quit(caf::make_error(errc::internal, "pool started without a worker_sup"));
+    return {};
+  }
+  st.env->names->put("pool:" + st.cfg.name, caf::actor_cast<caf::actor>(self));
+  st.start_attempts_left = st.cfg.pool_size;
+  self->send(self, spawn_workers_atom::value);
+  self->set_down_handler([self](caf::down_msg& msg) {
+    auto& st = self->state;
+    auto i = st.worker_ids.find(msg.source);
+    if (i == st.worker_ids.end()) {
+      // A caller went away: drop its queued requests, they must never execute.
+      st.monitored_callers.erase(msg.source);
+      for (auto q = st.queue.begin(); q != st.queue.end();) {
+        if (q->caller == msg.source) {
+          st.queued.erase(q->id);
+          q = st.queue.erase(q);
+        } else {
+          ++q;
+        }
+      }
+      return;
+    }
+    auto id = std::move(i->second);
+    st.worker_ids.erase(i);
+    st.workers.erase(id);
+    ++st.stats.worker_crashes;
+    // Requests running on the dead worker fail now, never hang.
+    for (auto f = st.inflight.begin(); f != st.inflight.end();) {
+      if (f->second.worker_id == id) {
+        finish(self, f->second.out,
+               caf::make_error(errc::worker_crashed,
+                               fmt::format("worker {}: {}", id, caf::to_string(msg.reason))),
+               f->second.started);
+        f = st.inflight.erase(f);
+      } else {
+        ++f;
+      }
+    }
+  });
+  self->set_exit_handler([self](caf::exit_msg& msg) {
+    fail_everything(self, caf::make_error(errc::shutting_down, self->state.cfg.name));
+    self->quit(msg.reason);
+  });
+  return {
+    [self](spawn_workers_atom) {
+      // A restarted pool first retires the workers of its predecessor, which
+      // would otherwise keep running unseen (upstream leaked them).
+      auto& st = self->state;
+      auto prefix = st.cfg.name + "_worker_";
+      self->request(st.worker_sup, std::chrono::seconds{10},
+                    supervision::which_children_atom::value)
+        .then(
+          [self, prefix](std::vector<supervision::child_info>& kids) {
+            for (auto& kid : kids)
+              if (kid.id.rfind(prefix, 0) == 0 && kid.pid)
+                self->send(self->state.worker_sup, supervision::terminate_child_atom::value,
+                           kid.pid);
+            start_more_workers(self);
+          },
+          [self](caf::error&) { start_more_workers(self); });
+    },
+    [self](worker_ready_atom, std::string& id, caf::actor& hdl, int pid) {
+      auto& st = self->state;
+      if (st.draining)
+        return;
+      self->monitor(hdl);
+      st.worker_ids[hdl.address()] = id;
+      st.workers[id] = worker_entry{hdl, pid, false, 0, self->clock().now()};
+      checkin(self, id);
+      if (st.startup_done)
+        answer_ready_waiters(self);
+    },
+    [self](execute_atom, execute_request& req) -> caf::result<execute_reply> {
+      auto rp = self->make_response_promise<execute_reply>();
+      auto caller = caf::actor_cast<caf::actor_addr>(self->current_sender());
+      accept(self, std::move(req), caf::response_promise{rp}, std::move(caller));
+      return rp;
+    },
+    [self](execute_cb_atom, execute_request& req, callback_sink& cb) {
+      accept(self, std::move(req), std::move(cb), caf::actor_addr{});
+    },
+    [self](result_atom, std::string& worker_id, uint64_t req_id, execute_result& res) {
+      auto& st = self->state;
+      auto f = st.inflight.find(req_id);
+      if (f != st.inflight.end()) {
+        auto started = f->second.started;
+        auto out = std::move(f->second.out);
+        st.inflight.erase(f);
+        finish(self, out, std::move(res), started);
+      }
+      checkin(self, worker_id);
+    },
+    [self](queue_timeout_atom, uint64_t req_id) {
+      auto& st = self->state;
+      auto q = st.queued.find(req_id);
+      if (q == st.queued.end())
+        return; // already dispatched or answered: a late timer is ignored
+      auto p = std::move(*q->second);
+      st.queue.erase(q->second);
+      st.queued.erase(q);
+      if (caller_gone(p))
+        return;
+      ++st.stats.queue_timeouts;
+      finish(self, p.out,
+             caf::make_error(errc::queue_timeout,
+                             fmt::format("pool {}: no worker within the queue timeout",
+                                         st.cfg.name)),
+             p.accepted);
+    },
+    [self](await_ready_atom) -> caf::result<caf::ok_atom> {
+      auto& st = self->state;
+      auto rp = self->make_response_promise<caf::ok_atom>();
+      st.ready_waiters.emplace_back(rp);
+      answer_ready_waiters(self);
+      return rp;
+    },
+    [self](get_stats_atom) {
+      auto& st = self->state;
+      auto s = st.stats;
+      s.workers = st.workers.size();
+      s.busy = 0;
+      for (auto& [id, w] : st.workers)
+        if (w.busy)
+          ++s.busy;
+      s.available = s.workers - s.busy;
+      s.queue_depth = st.queue.size();
+      s.latency_p50_ms = st.latencies.percentile_ms(0.50);
+      s.latency_p99_ms = st.latencies.percentile_ms(0.99);
+      return s;
+    },
+    [self](list_workers_atom) {
+      auto& st = self->state;
+      std::vector<worker_info> out;
+      auto now = self->clock().now();
+      for (auto& [id, w] : st.workers)
+        out.push_back(worker_info{
+          id, w.pid, w.busy ? "busy" : "available", w.requests,
+          std::chrono::duration_cast<std::chrono::milliseconds>(now - w.ready_at)});
+      std::sort(out.begin(), out.end(),
+                [](const worker_info& a, const worker_info& b) { return a.id < b.id; });
+      return out;
+    },
+    [self](drain_atom) {
+      auto& st = self->state;
+      st.draining = true;
+      for (auto& p : st.queue)
+        finish(self, p.out, caf::make_error(errc::shutting_down, st.cfg.name), p.accepted);
+      st.queue.clear();
+      st.queued.clear();
+      return caf::ok_atom::value;
+    },
+  };
+}
+
+} // namespace
+
+supervision::child_spec pool_spec(pool_config cfg, std::shared_ptr<const worker_env> env) {
+  supervision::child_spec spec;
+  spec.id = "pool:" + cfg.name;
+  spec.restart = supervision::restart_type::permanent;
+  spec.type = supervision::child_type::worker;
+  spec.shutdown = supervision::shutdown_spec::after(std::chrono::seconds{5});
+  spec.start = [cfg, env](caf::local_actor* parent, supervision::start_ack ack,
+                          const caf::message&) -> caf::actor {
+    auto hdl = parent->spawn(pool_impl, cfg, env);
+    ack.ok(hdl);
+    return hdl;
+  };
+  return spec;
+}
+
+} // namespace snakepit::actors

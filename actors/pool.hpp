@@ -1,0 +1,26 @@
+// The pool actor (upstream Snakepit.Pool): checkout/checkin of ready workers, a FIFO
+// queue bounded by max_queue_size with per-request queue timeouts, crash handling
+// for in-flight requests, concurrent worker startup and await_ready.
+//
+// Actor API (what a host actor sends; replies as given):
+//   execute_atom, execute_request      -> execute_reply | error (snakepit::errc)
+//   execute_cb_atom, execute_request, callback_sink   (reply through the callback)
+//   await_ready_atom                   -> ok_atom | error(start_failed)
+//   get_stats_atom                     -> pool_stats
+//   list_workers_atom                  -> std::vector<worker_info>
+//   drain_atom                         -> ok_atom (new work fails with shutting_down)
+#pragma once
+
+#include <caf/actor.hpp>
+
+#include "actors/config.hpp"
+#include "actors/worker_env.hpp"
+#include "supervision/child_spec.hpp"
+
+namespace snakepit::actors {
+
+/// Child spec of one pool. It finds the worker supervisor under the process name
+/// "worker_sup" in `env->names` and registers itself as "pool:<name>".
+supervision::child_spec pool_spec(pool_config cfg, std::shared_ptr<const worker_env> env);
+
+} // namespace snakepit::actors

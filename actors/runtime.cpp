@@ -1,0 +1,347 @@
+#include "actors/runtime.hpp"
+
+#include <signal.h>
+
+#include <future>
+#include <mutex>
+#include <optional>
+
+#include <caf/all.hpp>
+#include <fmt/format.h>
+
+#include "actors/atoms.hpp"
+#include "actors/pool.hpp"
+#include "actors/worker_env.hpp"
+#include "adapters/bridge_client.hpp"
+#include "adapters/errors.hpp"
+#include "adapters/process.hpp"
+#include "supervision/dynamic_supervisor.hpp"
+#include "supervision/registry.hpp"
+#include "supervision/supervisor.hpp"
+
+namespace snakepit {
+
+using namespace std::chrono_literals;
+
+void register_types(caf::actor_system_config& cfg) {
+  register_error_category(cfg);
+}
+
+namespace {
+
+struct owned_system_config : caf::actor_system_config {
+  owned_system_config() {
+    register_types(*this);
+  }
+};
+
+/// Wraps a child spec so the started actor is recorded under `name` (Erlang's
+/// registered process names; a restarted child replaces its entry).
+supervision::child_spec named(supervision::child_spec spec,
+                              std::shared_ptr<actors::name_table> names, std::string name) {
+  auto inner = std::move(spec.start);
+  spec.start = [inner, names, name](caf::local_actor* parent, supervision::start_ack ack,
+                                    const caf::message& extra) {
+    auto hdl = inner(parent, std::move(ack), extra);
+    names->put(name, hdl);
+    return hdl;
+  };
+  return spec;
+}
+
+} // namespace
+
+struct runtime::impl {
+  config cfg;
+  std::unique_ptr<owned_system_config> own_cfg;
+  std::unique_ptr<caf::actor_system> own_sys;
+  caf::actor_system* sys = nullptr;
+  std::optional<adapters::runtime_dir> dir;
+  std::shared_ptr<actors::worker_env> env;
+  caf::actor top;
+  std::mutex stop_mtx;
+  bool stopped = false;
+
+  caf::actor find_pool(const std::string& name) const {
+    auto& pname = name.empty() ? cfg.pools.front().name : name;
+    return env->names->get("pool:" + pname);
+  }
+
+  caf::error pool_missing(const std::string& name) const {
+    return caf::make_error(errc::pool_not_found,
+                           name.empty() ? cfg.pools.front().name : name);
+  }
+
+  /// Kills whatever is left and waits for the exit watcher to see it go.
+  void reap_all(std::chrono::milliseconds timeout) {
+    if (env->processes->wait_empty(timeout))
+      return;
+    for (auto pid : env->processes->snapshot()) {
+      ::kill(-pid, SIGKILL);
+      ::kill(pid, SIGKILL);
+    }
+    env->processes->wait_empty(5s);
+  }
+
+  caf::error shutdown() {
+    std::lock_guard<std::mutex> guard{stop_mtx};
+    if (stopped)
+      return caf::none;
+    stopped = true;
+    caf::error result;
+    if (top) {
+      {
+        caf::scoped_actor self{*sys};
+        for (auto& p : cfg.pools)
+          if (auto hdl = env->names->get("pool:" + p.name))
+            self->request(hdl, 2s, actors::drain_atom::value)
+              .receive([](caf::ok_atom) {}, [](caf::error&) {});
+      }
+      auto grace = std::chrono::milliseconds{0};
+      for (auto& p : cfg.pools)
+        grace = std::max(grace, p.graceful_shutdown_timeout);
+      result = supervision::stop(*sys, top, cfg.shutdown_timeout + grace);
+      top = nullptr;
+    }
+    env->names->clear();
+    reap_all(cfg.shutdown_timeout);
+    if (env->grpc)
+      env->grpc->shutdown();
+    if (dir)
+      dir->remove();
+    if (own_sys) {
+      own_sys.reset();
+      own_cfg.reset();
+    }
+    return result;
+  }
+};
+
+runtime::runtime(std::unique_ptr<impl> ptr) : impl_(std::move(ptr)) {
+}
+
+runtime::~runtime() {
+  if (impl_)
+    impl_->shutdown();
+}
+
+namespace {
+
+caf::expected<std::unique_ptr<runtime::impl>>
+make_impl(caf::actor_system* sys, std::unique_ptr<owned_system_config> own_cfg,
+          std::unique_ptr<caf::actor_system> own_sys, config cfg) {
+  auto p = std::make_unique<runtime::impl>();
+  p->cfg = std::move(cfg);
+  p->own_cfg = std::move(own_cfg);
+  p->own_sys = std::move(own_sys);
+  p->sys = p->own_sys ? p->own_sys.get() : sys;
+  return p;
+}
+
+} // namespace
+
+caf::expected<std::unique_ptr<runtime>> runtime::start(config cfg, start_options opts) {
+  if (auto err = cfg.validate())
+    return err;
+  auto own_cfg = std::make_unique<owned_system_config>();
+  auto own_sys = std::make_unique<caf::actor_system>(*own_cfg);
+  auto p = make_impl(nullptr, std::move(own_cfg), std::move(own_sys), std::move(cfg));
+  if (!p)
+    return p.error();
+  return launch(std::move(*p), opts);
+}
+
+caf::expected<std::unique_ptr<runtime>> runtime::start(caf::actor_system& sys, config cfg,
+                                                       start_options opts) {
+  if (auto err = cfg.validate())
+    return err;
+  auto p = make_impl(&sys, nullptr, nullptr, std::move(cfg));
+  if (!p)
+    return p.error();
+  return launch(std::move(*p), opts);
+}
+
+caf::expected<std::unique_ptr<runtime>> runtime::launch(std::unique_ptr<impl> p,
+                                                       start_options opts) {
+  auto deadline = std::chrono::steady_clock::now() + opts.timeout;
+  auto dir = adapters::runtime_dir::create("snakepit");
+  if (!dir)
+    return dir.error();
+  p->dir.emplace(std::move(*dir));
+  auto env = std::make_shared<actors::worker_env>();
+  env->python = p->cfg.python;
+  env->python_path = p->cfg.effective_python_path();
+  env->run_id = actors::make_run_id();
+  env->runtime_dir = p->dir->path();
+  env->grpc = std::make_shared<adapters::grpc_runtime>(1);
+  for (auto& pool : p->cfg.pools)
+    (*env->pool_generations)[pool.name] = 0;
+  p->env = env;
+  // snakepit_sup (one_for_one) -> registry, runtime_sup (rest_for_one) ->
+  // worker_sup (dynamic), pool per configured pool.
+  supervision::dynamic_supervisor_flags wflags;
+  wflags.max_restarts = p->cfg.worker_sup_max_restarts;
+  wflags.max_seconds = p->cfg.worker_sup_max_seconds;
+  std::vector<supervision::child_spec> runtime_children;
+  runtime_children.push_back(
+    named(supervision::dynamic_supervisor_child("worker_sup", wflags), env->names,
+          "worker_sup"));
+  for (auto& pool : p->cfg.pools)
+    runtime_children.push_back(actors::pool_spec(pool, env));
+  supervision::supervisor_flags rflags;
+  rflags.strat = supervision::strategy::rest_for_one;
+  rflags.intensity = 3;
+  rflags.period = 5s;
+  std::vector<supervision::child_spec> top_children;
+  top_children.push_back(
+    named(supervision::registry_child("registry"), env->names, "registry"));
+  top_children.push_back(
+    supervision::supervisor_child("runtime_sup", rflags, std::move(runtime_children)));
+  supervision::supervisor_flags tflags;
+  tflags.strat = supervision::strategy::one_for_one;
+  tflags.intensity = 3;
+  tflags.period = 5s;
+  auto top = supervision::start_supervisor(*p->sys, tflags, std::move(top_children),
+                                           opts.timeout);
+  if (!top) {
+    p->shutdown();
+    return top.error();
+  }
+  p->top = *top;
+  std::unique_ptr<runtime> rt{new runtime(std::move(p))};
+  if (opts.wait_ready) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+      deadline - std::chrono::steady_clock::now());
+    if (auto err = rt->await_ready(std::max(left, std::chrono::milliseconds{1}))) {
+      rt->stop();
+      return err;
+    }
+  }
+  return rt;
+}
+
+execute_result runtime::execute(const std::string& command, json args, execute_options opts) {
+  auto budget = opts.timeout;
+  if (budget.count() <= 0) {
+    budget = impl_->cfg.pools.front().request_timeout;
+    for (auto& p : impl_->cfg.pools)
+      if (p.name == opts.pool)
+        budget = p.request_timeout;
+  }
+  auto done = std::make_shared<std::promise<execute_result>>();
+  auto fut = done->get_future();
+  callback_sink sink;
+  sink.fn = [done](execute_result res) { done->set_value(std::move(res)); };
+  auto abandoned = sink.abandoned;
+  auto hdl = impl_->find_pool(opts.pool);
+  if (!hdl)
+    return impl_->pool_missing(opts.pool);
+  execute_request req{command, std::move(args), std::move(opts)};
+  caf::anon_send(hdl, actors::execute_cb_atom::value, std::move(req), std::move(sink));
+  // The pool always answers (result, queue timeout, deadline, crash, shutdown);
+  // the margin only guards against a pool that died with the request.
+  if (fut.wait_for(budget + 5s) != std::future_status::ready) {
+    abandoned->store(true);
+    return caf::make_error(errc::timeout, command);
+  }
+  return fut.get();
+}
+
+void runtime::execute_async(const std::string& command, json args, execute_options opts,
+                            execute_callback done) {
+  auto hdl = impl_->find_pool(opts.pool);
+  if (!hdl) {
+    done(impl_->pool_missing(opts.pool));
+    return;
+  }
+  callback_sink sink;
+  sink.fn = std::move(done);
+  execute_request req{command, std::move(args), std::move(opts)};
+  caf::anon_send(hdl, actors::execute_cb_atom::value, std::move(req), std::move(sink));
+}
+
+caf::error runtime::await_ready(std::chrono::milliseconds timeout) {
+  caf::scoped_actor self{*impl_->sys};
+  caf::error result;
+  for (auto& p : impl_->cfg.pools) {
+    auto hdl = impl_->find_pool(p.name);
+    if (!hdl)
+      return impl_->pool_missing(p.name);
+    self->request(hdl, timeout, actors::await_ready_atom::value)
+      .receive([](caf::ok_atom) {},
+               [&](caf::error& err) {
+                 if (!result)
+                   result = err == caf::sec::request_timeout
+                              ? caf::make_error(errc::not_ready,
+                                                fmt::format("pool {} not ready within {} ms",
+                                                            p.name, timeout.count()))
+                              : std::move(err);
+               });
+  }
+  return result;
+}
+
+caf::expected<pool_stats> runtime::get_stats(const std::string& pool) {
+  auto hdl = impl_->find_pool(pool);
+  if (!hdl)
+    return impl_->pool_missing(pool);
+  caf::scoped_actor self{*impl_->sys};
+  caf::expected<pool_stats> out{caf::make_error(errc::timeout, "get_stats")};
+  self->request(hdl, 5s, actors::get_stats_atom::value)
+    .receive([&](pool_stats& s) { out = std::move(s); },
+             [&](caf::error& err) { out = std::move(err); });
+  return out;
+}
+
+caf::expected<std::vector<worker_info>> runtime::list_workers(const std::string& pool) {
+  auto hdl = impl_->find_pool(pool);
+  if (!hdl)
+    return impl_->pool_missing(pool);
+  caf::scoped_actor self{*impl_->sys};
+  caf::expected<std::vector<worker_info>> out{caf::make_error(errc::timeout, "list_workers")};
+  self->request(hdl, 5s, actors::list_workers_atom::value)
+    .receive([&](std::vector<worker_info>& ws) { out = std::move(ws); },
+             [&](caf::error& err) { out = std::move(err); });
+  return out;
+}
+
+caf::actor runtime::pool(const std::string& name) const {
+  return impl_->find_pool(name);
+}
+
+caf::actor_system& runtime::system() {
+  return *impl_->sys;
+}
+
+caf::error runtime::stop() {
+  return impl_->shutdown();
+}
+
+std::vector<int> runtime::live_processes() const {
+  auto pids = impl_->env->processes->snapshot();
+  return {pids.begin(), pids.end()};
+}
+
+const std::string& runtime::runtime_dir() const {
+  return impl_->env->runtime_dir;
+}
+
+const std::string& runtime::run_id() const {
+  return impl_->env->run_id;
+}
+
+caf::error run_as_script(config cfg, const std::function<void(runtime&)>& fn,
+                         start_options opts) {
+  auto rt = runtime::start(std::move(cfg), opts);
+  if (!rt)
+    return rt.error();
+  try {
+    fn(**rt);
+  } catch (...) {
+    (*rt)->stop();
+    throw;
+  }
+  return (*rt)->stop();
+}
+
+} // namespace snakepit

@@ -1,0 +1,106 @@
+// The public facade (upstream `Snakepit` module + Snakepit.Application): starts the
+// application tree in an actor system it owns or joins, and offers blocking and
+// asynchronous calls, stats, worker listing, await_ready and an orderly stop that
+// returns only when every Python process is gone.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <caf/actor.hpp>
+#include <caf/error.hpp>
+#include <caf/expected.hpp>
+
+#include "actors/config.hpp"
+#include "actors/types.hpp"
+
+namespace caf {
+class actor_system;
+class actor_system_config;
+} // namespace caf
+
+namespace snakepit {
+
+/// Registers the snakepit error category with a host's actor system config
+/// (needed only when the runtime joins a host-owned actor system).
+void register_types(caf::actor_system_config& cfg);
+
+/// Start-up options of a runtime.
+struct start_options {
+  /// Wait until every pool finished starting its workers; a pool with no ready
+  /// worker then fails the start (and everything started is stopped).
+  bool wait_ready = true;
+  /// Budget for the whole start (tree + workers).
+  std::chrono::milliseconds timeout{60000};
+};
+
+/// A running snakepit: the supervision tree, its pools and their workers.
+class runtime {
+public:
+  /// Validates `cfg`, then starts a runtime that owns its actor system.
+  static caf::expected<std::unique_ptr<runtime>> start(config cfg, start_options opts = {});
+
+  /// Starts a runtime inside the host's actor system (call register_types on its
+  /// config first). The system must outlive the runtime.
+  static caf::expected<std::unique_ptr<runtime>> start(caf::actor_system& sys, config cfg,
+                                                       start_options opts = {});
+
+  ~runtime();
+  runtime(const runtime&) = delete;
+  runtime& operator=(const runtime&) = delete;
+
+  /// Runs `command` with `args` on a worker and waits for the result or a typed error.
+  execute_result execute(const std::string& command, json args = json::object(),
+                         execute_options opts = {});
+
+  /// Asynchronous form: `done` runs exactly once, on a runtime thread.
+  void execute_async(const std::string& command, json args, execute_options opts,
+                     execute_callback done);
+
+  /// Waits until every pool has finished starting (at least one ready worker each).
+  caf::error await_ready(std::chrono::milliseconds timeout = std::chrono::seconds{30});
+
+  /// Statistics of one pool (empty name: the first pool).
+  caf::expected<pool_stats> get_stats(const std::string& pool = {});
+
+  /// The ready workers of one pool.
+  caf::expected<std::vector<worker_info>> list_workers(const std::string& pool = {});
+
+  /// The pool actor, for hosts that speak to it with messages (see actors/pool.hpp).
+  caf::actor pool(const std::string& name = {}) const;
+
+  /// The actor system the runtime lives in.
+  caf::actor_system& system();
+
+  /// Orderly stop: pools reject new work, workers get SIGTERM, then SIGKILL after
+  /// their grace period; returns once every Python process has exited and the
+  /// runtime directory is removed. Idempotent.
+  caf::error stop();
+
+  /// Every OS pid the runtime started and has not seen exit.
+  std::vector<int> live_processes() const;
+
+  /// The private runtime directory (sockets, ready files).
+  const std::string& runtime_dir() const;
+
+  /// The run id tagged on every worker command line.
+  const std::string& run_id() const;
+
+  struct impl;
+
+private:
+  explicit runtime(std::unique_ptr<impl> ptr);
+  static caf::expected<std::unique_ptr<runtime>> launch(std::unique_ptr<impl> p,
+                                                        start_options opts);
+  std::unique_ptr<impl> impl_;
+};
+
+/// Starts a runtime, runs `fn`, and stops it whatever happens (upstream
+/// run_as_script). Returns the start error, or the stop error.
+caf::error run_as_script(config cfg, const std::function<void(runtime&)>& fn,
+                         start_options opts = {});
+
+} // namespace snakepit

@@ -1,0 +1,105 @@
+// Public value types of the snakepit API: what a host sends to a pool and gets back.
+// They travel inside CAF messages between local actors only (they hold JSON values
+// and callbacks), hence CAF_ALLOW_UNSAFE_MESSAGE_TYPE rather than serialization.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <caf/allowed_unsafe_message_type.hpp>
+#include <caf/error.hpp>
+#include <caf/expected.hpp>
+#include <nlohmann/json.hpp>
+
+namespace snakepit {
+
+using json = nlohmann::json;
+
+/// Per-call options (upstream's `opts` keyword list).
+struct execute_options {
+  /// End-to-end budget of the call; zero means the pool's `request_timeout`.
+  std::chrono::milliseconds timeout{0};
+  /// Target pool; empty means the first configured pool.
+  std::string pool;
+  /// Correlation id sent to Python (metadata and `x-snakepit-correlation-id`);
+  /// generated when empty.
+  std::string correlation_id;
+  /// Named binary parameters (`binary_parameters` on the wire).
+  std::map<std::string, std::string> binary_args;
+  /// Extra request metadata (e.g. `thread_sensitive`).
+  std::map<std::string, std::string> metadata;
+};
+
+/// What a pool needs to run one tool call.
+struct execute_request {
+  std::string command;
+  json args = json::object();
+  execute_options opts;
+};
+
+/// A successful tool call.
+struct execute_reply {
+  /// The decoded JSON result.
+  json result;
+  /// Raw `binary_result` bytes, if the tool returned bytes.
+  std::string binary_result;
+  /// The worker that served the call.
+  std::string worker_id;
+  /// Python-side execution time as reported by the worker.
+  int64_t execution_time_ms = 0;
+};
+
+/// Outcome of a call: a reply or a typed error (`snakepit::errc`).
+using execute_result = caf::expected<execute_reply>;
+
+/// Callback sink of the asynchronous API. Runs on a CAF thread: keep it short.
+using execute_callback = std::function<void(execute_result)>;
+
+/// A callback plus a flag the caller sets when it stops waiting (so a queued
+/// request of a caller that went away is dropped, never executed).
+struct callback_sink {
+  execute_callback fn;
+  std::shared_ptr<std::atomic<bool>> abandoned = std::make_shared<std::atomic<bool>>(false);
+};
+
+/// Counters and gauges of one pool (upstream `get_stats`).
+struct pool_stats {
+  std::string pool;
+  size_t workers = 0;       ///< workers that completed the handshake
+  size_t available = 0;     ///< ready and idle
+  size_t busy = 0;          ///< ready and running a request
+  uint64_t requests = 0;    ///< requests accepted (dispatched or queued)
+  uint64_t completed = 0;   ///< requests answered with a result
+  uint64_t errors = 0;      ///< requests answered with an error
+  uint64_t queued = 0;      ///< requests that ever waited in the queue
+  size_t queue_depth = 0;   ///< requests waiting now
+  uint64_t queue_timeouts = 0;
+  uint64_t saturations = 0; ///< rejections with pool_saturated
+  uint64_t worker_crashes = 0;
+  double latency_p50_ms = 0; ///< over the most recent completed requests
+  double latency_p99_ms = 0;
+};
+
+/// One worker as seen by its pool (upstream `list_workers`, with details).
+struct worker_info {
+  std::string id;
+  int pid = 0;
+  std::string state;  ///< "available" | "busy"
+  uint64_t requests = 0;
+  std::chrono::milliseconds uptime{0};
+};
+
+} // namespace snakepit
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(snakepit::execute_request)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(snakepit::execute_reply)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(snakepit::execute_result)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(snakepit::callback_sink)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(snakepit::pool_stats)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<snakepit::worker_info>)

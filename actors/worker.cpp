@@ -1,0 +1,374 @@
+#include "actors/worker.hpp"
+
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <optional>
+#include <sstream>
+#include <unordered_set>
+
+#include <caf/all.hpp>
+#include <fmt/format.h>
+
+#include "actors/atoms.hpp"
+#include "actors/types.hpp"
+#include "adapters/bridge_client.hpp"
+#include "adapters/errors.hpp"
+#include "adapters/process.hpp"
+#include "supervision/atoms.hpp"
+#include "supervision/supervisor.hpp"
+
+namespace snakepit::actors {
+
+namespace {
+
+using namespace std::chrono_literals;
+
+/// Upstream GRPCWorker's phases: connecting (waiting for the ready file and the
+/// Ping), ready, and stopping (SIGTERM sent, waiting for the process to exit).
+enum class phase { starting, ready, stopping };
+
+using register_atom_retry = caf::atom_constant<caf::atom("regretry")>;
+
+struct worker_state {
+  static inline const char* name = "snakepit.worker";
+
+  worker_args args;
+  supervision::start_ack ack;
+  phase ph = phase::starting;
+  std::optional<adapters::child_process> proc;
+  adapters::bridge_client client;
+  std::string socket_path;
+  std::string ready_path;
+  caf::actor_clock::time_point ready_deadline;
+  std::chrono::milliseconds poll_interval{2};
+  int ping_attempts = 0;
+  uint64_t escalate_gen = 0;
+  caf::error stop_reason;
+  std::unordered_set<uint64_t> inflight;
+
+  ~worker_state() {
+    // Last line of defence (e.g. the actor was killed): never leave the process.
+    if (proc && proc->alive())
+      proc->signal_group(SIGKILL);
+    if (!socket_path.empty())
+      ::unlink(socket_path.c_str());
+    if (!ready_path.empty()) {
+      ::unlink(ready_path.c_str());
+      ::unlink((ready_path + ".error").c_str());
+      ::unlink((ready_path + ".tmp").c_str());
+    }
+  }
+};
+
+using worker_actor = caf::stateful_actor<worker_state>;
+
+bool file_exists(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0;
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in{path};
+  std::stringstream ss;
+  ss << in.rdbuf();
+  auto s = ss.str();
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' '))
+    s.pop_back();
+  return s;
+}
+
+/// The worker's own startup error (written by the Python side as JSON).
+std::string startup_error_text(const std::string& ready_path) {
+  auto path = ready_path + ".error";
+  if (!file_exists(path))
+    return {};
+  auto text = read_file(path);
+  auto doc = nlohmann::json::parse(text, nullptr, false);
+  if (doc.is_object()) {
+    auto type = doc.value("type", std::string{"Error"});
+    auto msg = doc.value("message", std::string{});
+    return fmt::format("{}: {}", type, msg);
+  }
+  return text;
+}
+
+void fail_start(worker_actor* self, caf::error reason) {
+  auto& st = self->state;
+  if (st.proc && st.proc->alive())
+    st.proc->signal_group(SIGKILL);
+  st.ack.fail(reason);
+  self->quit(std::move(reason));
+}
+
+/// Starts the graceful stop: SIGTERM to the process group, SIGKILL after the
+/// grace period; the actor quits once the exit watcher saw the process go.
+void begin_stop(worker_actor* self, caf::error reason) {
+  auto& st = self->state;
+  if (st.ph == phase::stopping)
+    return;
+  st.ph = phase::stopping;
+  st.stop_reason = std::move(reason);
+  if (!st.proc || !st.proc->alive()) {
+    self->quit(st.stop_reason);
+    return;
+  }
+  st.proc->signal_group(SIGTERM);
+  self->delayed_send(self, st.args.pool_cfg.graceful_shutdown_timeout, escalate_atom::value,
+                     ++st.escalate_gen);
+}
+
+/// Registers id -> (actor, pid) in the worker registry. A restarted worker may
+/// race its predecessor's automatic removal, so `already_registered` is retried.
+void register_worker(worker_actor* self, int attempt) {
+  auto& st = self->state;
+  auto reg = st.args.env->names->get("registry");
+  if (!reg || !st.proc)
+    return;
+  auto pid = static_cast<int>(st.proc->pid());
+  self
+    ->request(reg, std::chrono::seconds{5}, supervision::register_atom::value, st.args.id,
+              caf::actor_cast<caf::actor>(self), caf::make_message(pid))
+    .then([](caf::ok_atom) {},
+          [self, attempt](caf::error&) {
+            if (attempt < 50)
+              self->delayed_send(self, std::chrono::milliseconds{20}, register_atom_retry::value,
+                                 attempt + 1);
+          });
+}
+
+void on_ready(worker_actor* self) {
+  auto& st = self->state;
+  st.ph = phase::ready;
+  register_worker(self, 0);
+  st.ack.ok(caf::actor_cast<caf::actor>(self));
+  self->send(st.args.pool, worker_ready_atom::value, st.args.id,
+             caf::actor_cast<caf::actor>(self), static_cast<int>(st.proc->pid()));
+}
+
+void send_ping(worker_actor* self) {
+  auto& st = self->state;
+  auto hdl = caf::actor_cast<caf::actor>(self);
+  ++st.ping_attempts;
+  st.client.ping("connection_test", 2s, [hdl](caf::expected<std::string> res) {
+    caf::anon_send(hdl, ping_result_atom::value,
+                   res ? caf::error{} : std::move(res.error()));
+  });
+}
+
+void check_ready(worker_actor* self) {
+  auto& st = self->state;
+  if (st.ph != phase::starting)
+    return;
+  if (file_exists(st.ready_path)) {
+    auto target = read_file(st.ready_path);
+    if (target.empty())
+      target = "unix:" + st.socket_path;
+    st.client = adapters::bridge_client{*st.args.env->grpc, target};
+    send_ping(self);
+    return;
+  }
+  if (auto err = startup_error_text(st.ready_path); !err.empty()) {
+    fail_start(self, caf::make_error(errc::start_failed,
+                                     fmt::format("worker {}: {}", st.args.id, err)));
+    return;
+  }
+  if (self->clock().now() >= st.ready_deadline) {
+    fail_start(self, caf::make_error(
+                       errc::start_failed,
+                       fmt::format("worker {}: not ready within {} ms", st.args.id,
+                                   st.args.pool_cfg.worker_ready_timeout.count())));
+    return;
+  }
+  self->delayed_send(self, st.poll_interval, check_ready_atom::value);
+  st.poll_interval = std::min(st.poll_interval * 2, std::chrono::milliseconds{50});
+}
+
+adapters::process_spec make_process_spec(const worker_state& st) {
+  auto& env = *st.args.env;
+  auto& cfg = st.args.pool_cfg;
+  adapters::process_spec spec;
+  spec.executable = env.python;
+  spec.args = {env.python,      "-m",
+               "snakepit_bridge", "--adapter",
+               cfg.adapter,     "--socket",
+               st.socket_path,  "--ready-file",
+               st.ready_path,   "--worker-id",
+               st.args.id,      "--parent-fd",
+               std::to_string(adapters::lifeline_child_fd()),
+               "--snakepit-run-id", env.run_id,
+               "--grace-period-ms",
+               std::to_string(std::max<int64_t>(cfg.graceful_shutdown_timeout.count() - 500, 100))};
+  spec.args.insert(spec.args.end(), cfg.adapter_args.begin(), cfg.adapter_args.end());
+  std::vector<std::pair<std::string, std::string>> overrides{
+    {"PYTHONPATH", env.python_path},
+    {"SNAKEPIT_WORKER_ID", st.args.id},
+    {"SNAKEPIT_POOL", cfg.name},
+  };
+  overrides.insert(overrides.end(), cfg.adapter_env.begin(), cfg.adapter_env.end());
+  spec.env = adapters::build_environment(overrides);
+  spec.new_process_group = true;
+  spec.pass_lifeline = true;
+  return spec;
+}
+
+caf::behavior worker_impl(worker_actor* self, worker_args args, supervision::start_ack ack) {
+  auto& st = self->state;
+  st.args = std::move(args);
+  st.ack = ack;
+  auto& env = *st.args.env;
+  st.socket_path = env.runtime_dir + "/" + st.args.id + ".sock";
+  st.ready_path = env.runtime_dir + "/" + st.args.id + ".ready";
+  // A restarted worker reuses its id: clear whatever its predecessor left.
+  ::unlink(st.socket_path.c_str());
+  ::unlink(st.ready_path.c_str());
+  ::unlink((st.ready_path + ".error").c_str());
+  auto proc = adapters::spawn_process(make_process_spec(st));
+  if (!proc) {
+    fail_start(self, caf::make_error(errc::start_failed,
+                                     fmt::format("worker {}: {}", st.args.id,
+                                                 describe(proc.error()))));
+    return {};
+  }
+  st.proc.emplace(std::move(*proc));
+  auto pid = st.proc->pid();
+  auto procs = env.processes;
+  procs->add(pid);
+  auto hdl = caf::actor_cast<caf::actor>(self);
+  adapters::exit_watcher::instance().watch(pid, [hdl, procs, pid](adapters::process_exit e) {
+    procs->remove(pid);
+    caf::anon_send(hdl, process_exited_atom::value, e.code, e.signal);
+  });
+  st.ready_deadline = self->clock().now() + st.args.pool_cfg.worker_ready_timeout;
+  self->send(self, check_ready_atom::value);
+  self->set_exit_handler([self](caf::exit_msg& msg) {
+    // A supervisor (or anyone holding our handle) asks us to stop.
+    if (self->state.ph == phase::starting)
+      fail_start(self, msg.reason);
+    else
+      begin_stop(self, std::move(msg.reason));
+  });
+  return {
+    [self](check_ready_atom) { check_ready(self); },
+    [self](register_atom_retry, int attempt) { register_worker(self, attempt); },
+    [self](ping_result_atom, caf::error err) {
+      auto& st = self->state;
+      if (st.ph != phase::starting)
+        return;
+      if (!err) {
+        on_ready(self);
+        return;
+      }
+      if (st.ping_attempts >= 5) {
+        fail_start(self, caf::make_error(errc::start_failed,
+                                         fmt::format("worker {}: Ping failed: {}",
+                                                     st.args.id, describe(err))));
+        return;
+      }
+      auto delay = std::chrono::milliseconds{std::min(50 << st.ping_attempts, 500)};
+      self->delayed_send(self, delay, check_ready_atom::value);
+    },
+    [self](process_exited_atom, int code, int sig) {
+      auto& st = self->state;
+      adapters::process_exit e{code, sig};
+      if (st.proc)
+        st.proc.reset();
+      switch (st.ph) {
+        case phase::starting: {
+          auto err = startup_error_text(st.ready_path);
+          fail_start(self, caf::make_error(
+                             errc::start_failed,
+                             fmt::format("worker {}: python exited during startup ({}){}{}",
+                                         st.args.id, e.to_string(),
+                                         err.empty() ? "" : ": ", err)));
+          break;
+        }
+        case phase::ready:
+          // Unexpected exit: an abnormal reason, so the starter restarts us.
+          st.client.cancel_all();
+          self->quit(caf::make_error(
+            errc::worker_crashed,
+            fmt::format("worker {}: python exited ({})", st.args.id, e.to_string())));
+          break;
+        case phase::stopping:
+          self->quit(st.stop_reason);
+          break;
+      }
+    },
+    [self](escalate_atom, uint64_t gen) {
+      auto& st = self->state;
+      if (gen == st.escalate_gen && st.proc && st.proc->alive())
+        st.proc->signal_group(SIGKILL);
+    },
+    [self](execute_atom, uint64_t req_id, execute_request& req, caf::timespan budget) {
+      auto& st = self->state;
+      if (st.ph != phase::ready) {
+        self->send(st.args.pool, result_atom::value, st.args.id, req_id,
+                   execute_result{caf::make_error(errc::not_ready, st.args.id)});
+        return;
+      }
+      adapters::tool_call call;
+      call.tool_name = std::move(req.command);
+      call.args = std::move(req.args);
+      call.binary_args = std::move(req.opts.binary_args);
+      call.metadata = std::move(req.opts.metadata);
+      call.correlation_id = std::move(req.opts.correlation_id);
+      auto hdl = caf::actor_cast<caf::actor>(self);
+      st.inflight.insert(req_id);
+      st.client.execute(std::move(call),
+                        std::chrono::duration_cast<std::chrono::milliseconds>(budget),
+                        [hdl, req_id](caf::expected<adapters::tool_reply> res) {
+                          execute_result out{caf::no_error};
+                          if (res) {
+                            execute_reply rep;
+                            rep.result = std::move(res->result);
+                            rep.binary_result = std::move(res->binary_result);
+                            rep.execution_time_ms = res->execution_time_ms;
+                            out = std::move(rep);
+                          } else {
+                            out = std::move(res.error());
+                          }
+                          caf::anon_send(hdl, rpc_done_atom::value, req_id, std::move(out));
+                        });
+    },
+    [self](rpc_done_atom, uint64_t req_id, execute_result& res) {
+      auto& st = self->state;
+      if (st.inflight.erase(req_id) == 0)
+        return;
+      if (res)
+        res->worker_id = st.args.id;
+      self->send(st.args.pool, result_atom::value, st.args.id, req_id, std::move(res));
+    },
+  };
+}
+
+} // namespace
+
+supervision::child_spec worker_spec(worker_args args) {
+  supervision::child_spec spec;
+  spec.id = args.id;
+  spec.restart = supervision::restart_type::transient;
+  spec.type = supervision::child_type::worker;
+  spec.shutdown = supervision::shutdown_spec::after(args.pool_cfg.graceful_shutdown_timeout
+                                                    + std::chrono::milliseconds{2000});
+  spec.start_timeout = args.pool_cfg.worker_ready_timeout + std::chrono::milliseconds{5000};
+  spec.start = [args](caf::local_actor* parent, supervision::start_ack ack,
+                      const caf::message&) -> caf::actor {
+    return parent->spawn(worker_impl, args, ack);
+  };
+  return spec;
+}
+
+supervision::child_spec worker_starter_spec(worker_args args) {
+  supervision::supervisor_flags flags;
+  flags.strat = supervision::strategy::one_for_one;
+  flags.intensity = args.pool_cfg.worker_max_restarts;
+  flags.period = args.pool_cfg.worker_max_seconds;
+  auto id = args.id;
+  return supervision::supervisor_child(std::move(id), flags, {worker_spec(std::move(args))},
+                                       supervision::restart_type::permanent);
+}
+
+} // namespace snakepit::actors

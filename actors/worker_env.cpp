@@ -1,0 +1,66 @@
+#include "actors/worker_env.hpp"
+
+#include <atomic>
+#include <chrono>
+#include <random>
+
+namespace snakepit::actors {
+
+void process_table::add(pid_t pid) {
+  std::lock_guard<std::mutex> guard{mtx_};
+  pids_.insert(pid);
+}
+
+void process_table::remove(pid_t pid) {
+  {
+    std::lock_guard<std::mutex> guard{mtx_};
+    pids_.erase(pid);
+  }
+  cv_.notify_all();
+}
+
+std::set<pid_t> process_table::snapshot() const {
+  std::lock_guard<std::mutex> guard{mtx_};
+  return pids_;
+}
+
+bool process_table::wait_empty(std::chrono::milliseconds timeout) const {
+  std::unique_lock<std::mutex> guard{mtx_};
+  return cv_.wait_for(guard, timeout, [this] { return pids_.empty(); });
+}
+
+void name_table::put(const std::string& name, caf::actor hdl) {
+  std::lock_guard<std::mutex> guard{mtx_};
+  names_[name] = std::move(hdl);
+}
+
+caf::actor name_table::get(const std::string& name) const {
+  std::lock_guard<std::mutex> guard{mtx_};
+  auto i = names_.find(name);
+  return i == names_.end() ? caf::actor{} : i->second;
+}
+
+void name_table::clear() {
+  std::lock_guard<std::mutex> guard{mtx_};
+  names_.clear();
+}
+
+std::string make_run_id() {
+  static constexpr char digits[] = "0123456789abcdefghijklmnopqrstuvwxyz";
+  static std::atomic<unsigned> counter{0};
+  auto secs = static_cast<uint64_t>(
+    std::chrono::duration_cast<std::chrono::seconds>(
+      std::chrono::system_clock::now().time_since_epoch())
+      .count());
+  std::random_device rd;
+  uint64_t a = secs % (36ull * 36 * 36 * 36 * 36);
+  uint64_t b = (counter++ + rd()) % (36u * 36u);
+  std::string out(7, '0');
+  for (int i = 4; i >= 0; --i, a /= 36)
+    out[static_cast<size_t>(i)] = digits[a % 36];
+  for (int i = 6; i >= 5; --i, b /= 36)
+    out[static_cast<size_t>(i)] = digits[b % 36];
+  return out;
+}
+
+} // namespace snakepit::actors

@@ -1,0 +1,71 @@
+// What every worker of one runtime shares: interpreter, runtime directory, gRPC
+// runtime, run id, the process table (every OS process we started and not yet
+// reaped) and the process names of the tree (Erlang's register/2, e.g. worker_sup).
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+
+#include <caf/actor.hpp>
+
+namespace snakepit::adapters {
+class grpc_runtime;
+} // namespace snakepit::adapters
+
+namespace snakepit::actors {
+
+/// Every OS process the runtime started and has not yet seen exit. Thread-safe:
+/// the exit watcher thread removes entries, stop() waits for it to become empty.
+class process_table {
+public:
+  void add(pid_t pid);
+  void remove(pid_t pid);
+  std::set<pid_t> snapshot() const;
+  /// Blocks until the table is empty or `timeout` passed; true when empty.
+  bool wait_empty(std::chrono::milliseconds timeout) const;
+
+private:
+  mutable std::mutex mtx_;
+  mutable std::condition_variable cv_;
+  std::set<pid_t> pids_;
+};
+
+/// Registered process names of one runtime (worker_sup, registry, pools).
+class name_table {
+public:
+  void put(const std::string& name, caf::actor hdl);
+  caf::actor get(const std::string& name) const;
+  void clear();
+
+private:
+  mutable std::mutex mtx_;
+  std::map<std::string, caf::actor> names_;
+};
+
+/// Shared, immutable-after-start context of one runtime.
+struct worker_env {
+  std::string python;
+  std::string python_path;
+  std::string run_id;
+  std::string runtime_dir;
+  std::shared_ptr<adapters::grpc_runtime> grpc;
+  std::shared_ptr<process_table> processes = std::make_shared<process_table>();
+  std::shared_ptr<name_table> names = std::make_shared<name_table>();
+  /// Incarnation counter per pool name, so a restarted pool names its workers anew.
+  std::shared_ptr<std::map<std::string, std::atomic<uint64_t>>> pool_generations
+    = std::make_shared<std::map<std::string, std::atomic<uint64_t>>>();
+};
+
+/// A 7-character base36 run id (upstream Snakepit.RunId), tagged on every worker
+/// command line so a later boot can recognise our processes.
+std::string make_run_id();
+
+} // namespace snakepit::actors
