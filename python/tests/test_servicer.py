@@ -384,3 +384,56 @@ def test_streaming_final_marker_errors_and_plain_tools(short_dir):
             assert len(chunks) == 1 and chunks[0].is_final
             assert json.loads(chunks[0].data) == {"single": True}
     run(body())
+
+
+# ------------------------------------------------------------------------- host callbacks
+
+class FakeHost(pb2_grpc.BridgeServiceServicer):
+    """Stands in for the C++ bridge server."""
+
+    async def InitializeSession(self, request, context):
+        return pb2.InitializeSessionResponse(success=False,
+                                             error_message=f"host saw {request.session_id}")
+
+    async def Heartbeat(self, request, context):
+        return pb2.HeartbeatResponse(session_valid=False)
+
+    async def ExecuteElixirTool(self, request, context):
+        args = {k: json.loads(v.value) for k, v in request.parameters.items()}
+        return pb2.ExecuteElixirToolResponse(
+            success=True, result=encode_param({"host_tool": request.tool_name, **args}))
+
+
+class CallsHost(BaseAdapter):
+    @tool
+    def via_host(self, x: int):
+        return self.session_context.call_elixir_tool("double", x=x)
+
+
+def test_session_rpcs_and_host_tools_go_to_the_host(short_dir):
+    async def body():
+        host = grpc.aio.server()
+        pb2_grpc.add_BridgeServiceServicer_to_server(FakeHost(), host)
+        host_address = f"unix:{short_dir}/host.sock"
+        assert host.add_insecure_port(host_address)
+        await host.start()
+        try:
+            cfg = WorkerConfig(worker_id="t1", elixir_address=host_address)
+            async with serving(CallsHost, short_dir, cfg) as stub:
+                r = await stub.InitializeSession(pb2.InitializeSessionRequest(session_id="s7"))
+                assert not r.success and r.error_message == "host saw s7"
+                h = await stub.Heartbeat(pb2.HeartbeatRequest(session_id="s7"))
+                assert not h.session_valid
+                got = result_of(await stub.ExecuteTool(request("via_host", x=21)))
+                assert got == {"host_tool": "double", "x": 21}
+        finally:
+            await host.stop(0)
+    run(body())
+
+
+def test_host_tools_without_a_host_fail_in_band(short_dir):
+    async def body():
+        async with serving(CallsHost, short_dir) as stub:
+            err = error_of(await stub.ExecuteTool(request("via_host", x=1)))
+            assert err["type"] == "RuntimeError" and "elixir-address" in err["message"]
+    run(body())
