@@ -1,1 +1,332 @@
 #include "supervision/dynamic_supervisor.hpp"
+
+#include <algorithm>
+#include <map>
+#include <memory>
+
+#include "caf/event_based_actor.hpp"
+#include "caf/exit_reason.hpp"
+#include "caf/stateful_actor.hpp"
+
+#include "supervision/detail/supervisor_core.hpp"
+
+namespace snakepit::supervision {
+
+caf::error validate(const dynamic_supervisor_flags& flags) {
+  if (flags.max_restarts < 0)
+    return caf::make_error(sup_errc::invalid_child_spec, std::string{},
+                           std::string{"negative max_restarts"});
+  if (flags.max_seconds.count() <= 0)
+    return caf::make_error(sup_errc::invalid_child_spec, std::string{},
+                           std::string{"max_seconds must be positive"});
+  return caf::none;
+}
+
+namespace {
+
+struct dyn_rec {
+  child_spec spec;
+  caf::message extra;
+  caf::actor pid;
+  bool restarting = false;
+};
+
+class dynamic_impl;
+
+struct dynamic_state {
+  std::unique_ptr<dynamic_impl> impl;
+  static const char* name;
+};
+
+const char* dynamic_state::name = "snakepit_dynamic_supervisor";
+
+using self_ptr = caf::stateful_actor<dynamic_state>*;
+
+// Children are keyed by a private number, since their handles change on restart
+// (Elixir keys by the old pid while restarting; a number is simpler in C++).
+class dynamic_impl {
+public:
+  dynamic_impl(self_ptr self, dynamic_supervisor_flags flags, start_ack ack)
+    : self_(self),
+      flags_(flags),
+      core_(self),
+      window_(flags.max_restarts, caf::timespan{flags.max_seconds}),
+      ack_(std::move(ack)) {
+    // nop
+  }
+
+  caf::behavior init() {
+    self_->set_exit_handler([this](caf::exit_msg& em) { on_exit(em.reason); });
+    self_->set_down_handler([this](caf::down_msg& dm) { on_down(dm); });
+    core_.attach_kill_children_on_exit();
+    if (auto err = validate(flags_)) {
+      ack_.fail(err);
+      self_->quit(err);
+      return {};
+    }
+    ack_.ok(self_);
+    return {
+      [this](ack_atom, uint64_t ticket, caf::actor& pid) {
+        core_.handle_ack(ticket, pid);
+      },
+      [this](ack_atom, uint64_t ticket, caf::error& err) {
+        core_.handle_ack(ticket, std::move(err));
+      },
+      [this](start_timeout_atom, uint64_t ticket) {
+        core_.handle_start_timeout(ticket);
+      },
+      [this](kill_timer_atom, uint64_t ticket) { core_.handle_kill_timer(ticket); },
+      [this](try_again_atom, uint64_t key) {
+        when_idle([this, key] { try_again(key); });
+      },
+      [this](which_children_atom) {
+        return request([this](caf::response_promise& rp) {
+          rp.deliver(which_children());
+        });
+      },
+      [this](count_children_atom) {
+        return request([this](caf::response_promise& rp) {
+          rp.deliver(count_children());
+        });
+      },
+      [this](start_child_atom, child_spec& spec) {
+        return request([this, spec](caf::response_promise& rp) {
+          start_child(spec, caf::message{}, rp);
+        });
+      },
+      [this](start_child_atom, child_spec& spec, caf::message& extra) {
+        return request([this, spec, extra](caf::response_promise& rp) {
+          start_child(spec, extra, rp);
+        });
+      },
+      [this](terminate_child_atom, caf::actor& pid) {
+        return request(
+          [this, pid](caf::response_promise& rp) { terminate_child(pid, rp); });
+      },
+    };
+  }
+
+private:
+  template <class F>
+  void when_idle(F fn) {
+    if (core_.busy())
+      core_.defer(std::move(fn));
+    else
+      fn();
+  }
+
+  template <class F>
+  caf::response_promise request(F fn) {
+    auto rp = self_->make_response_promise();
+    promises_.erase(std::remove_if(promises_.begin(), promises_.end(),
+                                   [](const caf::response_promise& x) {
+                                     return !x.pending();
+                                   }),
+                    promises_.end());
+    promises_.push_back(rp);
+    when_idle([fn, rp]() mutable { fn(rp); });
+    return rp;
+  }
+
+  std::map<uint64_t, dyn_rec>::iterator find(const caf::actor_addr& addr) {
+    return std::find_if(children_.begin(), children_.end(), [&](const auto& kv) {
+      return kv.second.pid && kv.second.pid.address() == addr;
+    });
+  }
+
+  std::vector<std::pair<caf::actor, shutdown_spec>> running() const {
+    std::vector<std::pair<caf::actor, shutdown_spec>> xs;
+    for (auto& kv : children_)
+      if (kv.second.pid)
+        xs.emplace_back(kv.second.pid, kv.second.spec.shutdown);
+    return xs;
+  }
+
+  void finish(const caf::error& reason) {
+    for (auto& rp : promises_)
+      if (rp.pending())
+        rp.deliver(caf::make_error(caf::sec::request_receiver_down));
+    promises_.clear();
+    self_->quit(reason);
+  }
+
+  // Elixir's DynamicSupervisor stops all children at once, not in an order.
+  void stop_all_and_quit(caf::error reason) {
+    stopping_ = true;
+    core_.begin();
+    core_.stop_concurrent(running(), [this, reason] {
+      children_.clear();
+      finish(reason);
+    });
+  }
+
+  void on_exit(const caf::error& reason) {
+    if (stopping_)
+      return;
+    auto r = reason ? reason : caf::error{caf::exit_reason::normal};
+    if (core_.busy()) {
+      core_.defer(
+        [this, r] {
+          if (!stopping_)
+            stop_all_and_quit(r);
+        },
+        true);
+      return;
+    }
+    stop_all_and_quit(r);
+  }
+
+  void on_down(const caf::down_msg& dm) {
+    if (core_.handle_down(dm))
+      return;
+    if (core_.busy()) {
+      core_.defer_down(dm, [this, dm] { child_exited(dm); });
+      return;
+    }
+    child_exited(dm);
+  }
+
+  void child_exited(const caf::down_msg& dm) {
+    auto i = find(dm.source);
+    if (i == children_.end())
+      return;
+    i->second.pid = caf::actor{};
+    if (!should_restart(i->second.spec.restart, dm.reason)) {
+      children_.erase(i);
+      return;
+    }
+    restart(i->first);
+  }
+
+  void try_again(uint64_t key) {
+    auto i = children_.find(key);
+    if (i != children_.end() && i->second.restarting)
+      restart(key);
+  }
+
+  void restart(uint64_t key) {
+    if (!window_.add(self_->clock().now())) {
+      children_.erase(key);
+      stop_all_and_quit(caf::make_error(sup_errc::shutdown));
+      return;
+    }
+    auto& rec = children_.at(key);
+    core_.begin();
+    core_.start_child(rec.spec, rec.extra, [this, key](caf::expected<caf::actor> res) {
+      auto i = children_.find(key);
+      if (i != children_.end()) {
+        if (res) {
+          i->second.pid = *res;
+          i->second.restarting = false;
+        } else {
+          i->second.restarting = true;
+          self_->send(self_, try_again_atom::value, key);
+        }
+      }
+      core_.end();
+    });
+  }
+
+  std::vector<child_info> which_children() {
+    std::vector<child_info> xs;
+    for (auto& kv : children_) {
+      auto& rec = kv.second;
+      auto st = rec.pid          ? child_status::running
+                : rec.restarting ? child_status::restarting
+                                 : child_status::undefined;
+      xs.push_back(child_info{rec.spec.id, rec.pid, rec.spec.type, st});
+    }
+    return xs;
+  }
+
+  child_counts count_children() {
+    child_counts res;
+    for (auto& kv : children_) {
+      ++res.specs;
+      if (kv.second.pid)
+        ++res.active;
+      if (kv.second.spec.type == child_type::supervisor)
+        ++res.supervisors;
+      else
+        ++res.workers;
+    }
+    return res;
+  }
+
+  void start_child(const child_spec& spec, const caf::message& extra,
+                   caf::response_promise& rp) {
+    if (auto err = validate(spec))
+      return rp.deliver(err);
+    if (flags_.max_children && children_.size() >= *flags_.max_children)
+      return rp.deliver(caf::make_error(sup_errc::max_children, spec.id));
+    auto key = ++next_key_;
+    core_.begin();
+    core_.start_child(spec, extra,
+                      [this, key, spec, extra, rp](caf::expected<caf::actor> res) mutable {
+                        if (res) {
+                          children_.emplace(key, dyn_rec{spec, extra, *res, false});
+                          rp.deliver(*res);
+                        } else {
+                          rp.deliver(caf::make_error(sup_errc::failed_to_start_child,
+                                                     spec.id, res.error()));
+                        }
+                        core_.end();
+                      });
+  }
+
+  void terminate_child(const caf::actor& pid, caf::response_promise& rp) {
+    auto i = pid ? find(pid.address()) : children_.end();
+    if (i == children_.end())
+      return rp.deliver(caf::make_error(sup_errc::not_found));
+    auto key = i->first;
+    core_.begin();
+    core_.stop_child(pid, i->second.spec.shutdown, [this, key, rp]() mutable {
+      children_.erase(key);
+      rp.deliver(caf::ok_atom::value);
+      core_.end();
+    });
+  }
+
+  self_ptr self_;
+  dynamic_supervisor_flags flags_;
+  detail::supervisor_core core_;
+  detail::restart_window window_;
+  start_ack ack_;
+  uint64_t next_key_ = 0;
+  std::map<uint64_t, dyn_rec> children_;
+  std::vector<caf::response_promise> promises_;
+  bool stopping_ = false;
+};
+
+caf::behavior dynamic_actor(self_ptr self, dynamic_supervisor_flags flags,
+                            start_ack ack) {
+  self->state.impl = std::make_unique<dynamic_impl>(self, flags, std::move(ack));
+  return self->state.impl->init();
+}
+
+} // namespace
+
+caf::actor spawn_dynamic_supervisor(caf::local_actor* parent,
+                                    dynamic_supervisor_flags flags, start_ack ack) {
+  return parent->spawn(dynamic_actor, flags, std::move(ack));
+}
+
+caf::actor spawn_dynamic_supervisor(caf::actor_system& sys,
+                                    dynamic_supervisor_flags flags) {
+  return sys.spawn(dynamic_actor, flags, start_ack{});
+}
+
+child_spec dynamic_supervisor_child(std::string id, dynamic_supervisor_flags flags,
+                                    restart_type restart) {
+  child_spec spec;
+  spec.id = std::move(id);
+  spec.start = [flags](caf::local_actor* parent, start_ack ack, const caf::message&) {
+    return spawn_dynamic_supervisor(parent, flags, std::move(ack));
+  };
+  spec.restart = restart;
+  spec.shutdown = shutdown_spec::infinity();
+  spec.type = child_type::supervisor;
+  return spec;
+}
+
+} // namespace snakepit::supervision
