@@ -111,7 +111,10 @@ class Worker:
     def kill(self) -> None:
         if self.proc.poll() is None:
             try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
+                if os.getpgid(self.proc.pid) == self.proc.pid:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                else:
+                    self.proc.kill()
             except ProcessLookupError:
                 pass
             self.proc.wait(5)
@@ -128,12 +131,13 @@ def short_dir():
 
 @pytest.fixture
 def spawn(short_dir):
-    """``spawn(adapter=..., extra_args=[...], env={...}, pass_fds=(), tcp=False)``."""
+    """``spawn(adapter=..., extra_args=[...], env={...}, pass_fds=(), tcp=False, ...)``."""
     workers: List[Worker] = []
 
     def _spawn(adapter: str = SHOWCASE, extra_args: Optional[List[str]] = None,
                env: Optional[Dict[str, str]] = None, pass_fds=(), tcp: bool = False,
-               name: str = "w1", ready_flag: bool = True) -> Worker:
+               name: str = "w1", ready_flag: bool = True,
+               new_session: bool = True) -> Worker:
         sock = None if tcp else short_dir / f"{name}.sock"
         ready = short_dir / f"{name}.ready"
         args = [INTERPRETER, "-m", "snakepit_bridge", "--adapter", adapter,
@@ -147,7 +151,8 @@ def spawn(short_dir):
         with open(out, "wb") as fo, open(err, "wb") as fe:
             proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=fo, stderr=fe,
                                     env=worker_env(env), pass_fds=pass_fds,
-                                    start_new_session=True, cwd=str(short_dir))
+                                    start_new_session=new_session,
+                                    cwd=str(short_dir))
         w = Worker(proc, sock, ready, out, err)
         workers.append(w)
         return w

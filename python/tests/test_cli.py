@@ -228,3 +228,37 @@ def test_worker_dies_when_its_parent_is_sigkilled(short_dir, mode):
             host.wait(5)
         if worker_pid and pid_alive(worker_pid):
             os.kill(worker_pid, signal.SIGKILL)
+
+
+def test_process_group_env_makes_the_worker_a_group_leader(spawn):
+    w = spawn(env={"SNAKEPIT_PROCESS_GROUP": "1"}, new_session=False)
+    w.wait_ready()
+    assert os.getpgid(w.pid) == w.pid
+    assert os.getsid(w.pid) == w.pid
+
+
+def test_without_process_group_env_the_group_is_left_alone(spawn):
+    w = spawn(new_session=False)
+    w.wait_ready()
+    assert os.getpgid(w.pid) == os.getpgid(0)
+
+
+def test_upstream_style_launch_writes_a_bare_port(short_dir):
+    ready = short_dir / "upstream.ready"
+    proc = subprocess.Popen(
+        [INTERPRETER, "-m", "snakepit_bridge", "--adapter", SHOWCASE, "--port", "0",
+         "--snakepit-run-id", "abc12de", "--heartbeat-enabled", "true",
+         "--heartbeat-interval-ms", "2000"],
+        env=worker_env({"SNAKEPIT_READY_FILE": str(ready)}), start_new_session=True,
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert wait_for(ready.exists, 15)
+        port = int(ready.read_text())
+        assert json.loads(call(f"127.0.0.1:{port}", "add", a=1, b=2).result.value) == 3
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=5)
+        assert proc.returncode == 0 and out == b""
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate(timeout=5)
