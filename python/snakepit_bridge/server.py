@@ -254,8 +254,10 @@ def run(argv: Optional[Sequence[str]] = None, env: Optional[Mapping[str, str]] =
         if not cfg.adapter:
             return EXIT_OK
         try:
+            from .protocol import load
+            load()
             import_adapter(cfg.adapter)
-        except AdapterImportError as exc:
+        except (AdapterImportError, StartupError) as exc:
             print(f"snakepit_bridge: health check failed: {exc}", file=sys.stderr)
             return EXIT_STARTUP_FAILURE
         return EXIT_OK
