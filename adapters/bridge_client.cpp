@@ -1,7 +1,6 @@
 #include "adapters/bridge_client.hpp"
 
 #include <atomic>
-#include <condition_variable>
 #include <mutex>
 #include <thread>
 #include <unordered_set>
@@ -79,10 +78,18 @@ struct runtime_state {
   grpc::CompletionQueue cq;
   std::vector<std::thread> threads;
   mutable std::mutex mtx;
-  std::condition_variable idle;
   bool shutting_down = false;
-  bool joined = false;
+  bool cq_shut = false;
   std::unordered_set<call_base*> calls;
+
+  ~runtime_state() {
+    // Normally the threads were joined by shutdown(). If the last reference died on a
+    // poller thread (shutdown from a callback), the threads have left their loops or are
+    // about to; joining ourselves is impossible, so let them go.
+    for (auto& t : threads)
+      if (t.joinable())
+        t.detach();
+  }
 
   bool on_poller_thread() const {
     auto self = std::this_thread::get_id();
@@ -92,8 +99,8 @@ struct runtime_state {
     return false;
   }
 
-  /// Registers `call` and runs `start` under the lock, so shutdown can never shut the
-  /// queue down between the check and the first operation on it.
+  /// Registers `call` and runs `start` under the lock, so the queue can never be shut
+  /// down between the check and the first operation on it.
   template <class Start>
   bool start(call_base* call, Start&& start_fn) {
     std::lock_guard<std::mutex> guard{mtx};
@@ -104,12 +111,20 @@ struct runtime_state {
     return true;
   }
 
+  /// The queue is shut down once stopping and nothing is in flight; the pollers then
+  /// drain it and leave their loops. Requires the lock.
+  void shutdown_queue_if_idle() {
+    if (shutting_down && calls.empty() && !cq_shut) {
+      cq_shut = true;
+      cq.Shutdown();
+    }
+  }
+
   /// Unregisters `call`; after this, cancel() can no longer reach it.
   void finished(call_base* call) {
     std::lock_guard<std::mutex> guard{mtx};
     calls.erase(call);
-    if (calls.empty())
-      idle.notify_all();
+    shutdown_queue_if_idle();
   }
 
   void cancel(const client_state* owner, errc reason) {
@@ -147,26 +162,15 @@ struct runtime_state {
         for (auto* call : calls)
           call->cancel(errc::shutting_down);
       }
-      if (joined)
-        return;
+      shutdown_queue_if_idle();
     }
-    // From a callback we can only cancel: joining ourselves would deadlock.
+    // From a callback we can only cancel: the pollers finish on their own once the
+    // cancelled calls have completed.
     if (on_poller_thread())
       return;
-    {
-      std::unique_lock<std::mutex> guard{mtx};
-      idle.wait(guard, [this] { return calls.empty(); });
-      if (joined)
-        return;
-      joined = true;
-    }
-    cq.Shutdown();
-    for (auto& t : threads) {
-      if (t.get_id() == std::this_thread::get_id())
-        t.detach();
-      else if (t.joinable())
+    for (auto& t : threads)
+      if (t.joinable())
         t.join();
-    }
   }
 };
 
@@ -284,9 +288,10 @@ grpc_runtime::grpc_runtime(size_t threads)
   : state_(std::make_shared<detail::runtime_state>()) {
   if (threads == 0)
     threads = 1;
-  auto* st = state_.get();
+  // Each poller keeps the state alive, so a runtime dropped from inside a callback
+  // cannot destroy the queue under a running poller.
   for (size_t i = 0; i < threads; ++i)
-    state_->threads.emplace_back([st] { st->poll(); });
+    state_->threads.emplace_back([st = state_] { st->poll(); });
 }
 
 grpc_runtime::~grpc_runtime() {

@@ -412,4 +412,20 @@ TEST_CASE("after shutdown calls fail at once with shutting_down") {
   CHECK(called);
 }
 
+TEST_CASE("a runtime destroyed from inside its own callback shuts down without crashing") {
+  auto dir = runtime_dir::create("sp-grpc");
+  REQUIRE(dir);
+  auto runtime = std::make_unique<grpc_runtime>();
+  auto client = std::make_unique<bridge_client>(*runtime, dir->file("nobody.sock"));
+  std::promise<bool> p;
+  auto fut = p.get_future();
+  client->ping("x", 5s, [&](caf::expected<std::string> r) {
+    client.reset();
+    runtime.reset();
+    p.set_value(!r && r.error() == errc::unavailable);
+  });
+  CHECK(await(fut));
+  CHECK(runtime == nullptr);
+}
+
 } // TEST_SUITE
