@@ -108,7 +108,7 @@ caf::error config::validate() const {
   // One short child process: can this interpreter import what workers need?
   adapters::process_spec spec;
   spec.executable = python;
-  spec.args = {python, "-c", "import grpc, google.protobuf"};
+  spec.args = {"-c", "import grpc, google.protobuf"};
   spec.env = adapters::build_environment({{"PYTHONPATH", effective_python_path()}});
   spec.pass_lifeline = false;
   int devnull = ::open("/dev/null", O_WRONLY | O_CLOEXEC);

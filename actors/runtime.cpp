@@ -68,6 +68,8 @@ struct runtime::impl {
   }
 
   caf::error pool_missing(const std::string& name) const {
+    if (stopped)
+      return caf::make_error(errc::shutting_down, "the runtime is stopped");
     return caf::make_error(errc::pool_not_found,
                            name.empty() ? cfg.pools.front().name : name);
   }

@@ -191,7 +191,7 @@ adapters::process_spec make_process_spec(const worker_state& st) {
   auto& cfg = st.args.pool_cfg;
   adapters::process_spec spec;
   spec.executable = env.python;
-  spec.args = {env.python,      "-m",
+  spec.args = {"-m",
                "snakepit_bridge", "--adapter",
                cfg.adapter,     "--socket",
                st.socket_path,  "--ready-file",

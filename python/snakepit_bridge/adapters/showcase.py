@@ -76,6 +76,15 @@ class ShowcaseAdapter(BaseAdapter):
             f.flush()
         return True
 
+    @tool(description="Records value to the file at path, then sleeps ms milliseconds "
+                      "(upstream's slow_probe: proves whether a request executed)")
+    def slow_probe(self, path: str, value: Any, ms: float = 500) -> bool:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(f"{value}\n")
+            f.flush()
+        time.sleep(ms / 1000.0)
+        return True
+
     @tool(description="Sizes of the binary (and other) parameters it received")
     def bytes_echo(self, **kwargs: Any) -> Dict[str, Any]:
         sizes = {k: len(v) for k, v in kwargs.items()

@@ -1,0 +1,95 @@
+// Shared helpers of the integration tests: configs for small real pools and the
+// leak checks every test ends with (no process of the run alive, no runtime dir).
+#pragma once
+
+#include <dirent.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <doctest/doctest.h>
+
+#include "actors/runtime.hpp"
+#include "adapters/errors.hpp"
+
+namespace snakepit::testing {
+
+inline config small_config(size_t workers = 2) {
+  config cfg;
+  cfg.pools[0].pool_size = workers;
+  cfg.pools[0].graceful_shutdown_timeout = std::chrono::milliseconds{2000};
+  return cfg;
+}
+
+inline bool pid_alive(int pid) {
+  // A zombie counts as dead: it no longer runs anything.
+  std::ifstream stat{"/proc/" + std::to_string(pid) + "/stat"};
+  if (!stat)
+    return false;
+  std::string line;
+  std::getline(stat, line);
+  auto close = line.rfind(')');
+  return close != std::string::npos && close + 2 < line.size() && line[close + 2] != 'Z';
+}
+
+/// Pids of live processes whose command line carries `marker`.
+inline std::vector<int> processes_with(const std::string& marker) {
+  std::vector<int> out;
+  auto* dir = ::opendir("/proc");
+  if (!dir)
+    return out;
+  while (auto* ent = ::readdir(dir)) {
+    int pid = std::atoi(ent->d_name);
+    if (pid <= 0)
+      continue;
+    std::ifstream in{"/proc/" + std::to_string(pid) + "/cmdline"};
+    std::stringstream ss;
+    ss << in.rdbuf();
+    auto cmd = ss.str();
+    for (auto& c : cmd)
+      if (c == '\0')
+        c = ' ';
+    if (cmd.find(marker) != std::string::npos && pid_alive(pid))
+      out.push_back(pid);
+  }
+  ::closedir(dir);
+  return out;
+}
+
+inline bool path_exists(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0;
+}
+
+/// Stops the runtime and checks that nothing of it survives.
+inline void stop_and_check(runtime& rt) {
+  auto run_id = rt.run_id();
+  auto dir = rt.runtime_dir();
+  auto pids = rt.live_processes();
+  CHECK_FALSE(rt.stop());
+  for (auto pid : pids)
+    CHECK_MESSAGE(!pid_alive(pid), "worker pid " << pid << " survived stop()");
+  CHECK(processes_with("--snakepit-run-id " + run_id).empty());
+  CHECK_FALSE(path_exists(dir));
+  CHECK(rt.live_processes().empty());
+}
+
+template <class Pred>
+bool eventually(Pred pred, std::chrono::milliseconds timeout = std::chrono::seconds{20}) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (pred())
+      return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds{20});
+  }
+  return pred();
+}
+
+} // namespace snakepit::testing

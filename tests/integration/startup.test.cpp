@@ -1,0 +1,131 @@
+// Start-up failures: bad configuration fails before anything is spawned, with a
+// message naming the field; a worker that cannot start reports its own error; no
+// start failure leaves a process or a runtime directory behind.
+#include <cstdlib>
+#include <fstream>
+
+#include "harness.hpp"
+
+using namespace std::chrono_literals;
+using snakepit::errc;
+using namespace snakepit::testing;
+
+namespace {
+
+bool has_code(const caf::error& err, errc code) {
+  return err.category() == caf::atom("snakepit") && err.code() == static_cast<uint8_t>(code);
+}
+
+std::string env_or(const char* name, const char* fallback) {
+  auto* v = std::getenv(name);
+  return v ? v : fallback;
+}
+
+size_t runtime_dirs() {
+  return processes_with("snakepit_bridge").size();
+}
+
+} // namespace
+
+TEST_SUITE("integration.startup") {
+
+TEST_CASE("a missing interpreter fails fast, naming the field, and spawns nothing") {
+  auto cfg = small_config(1);
+  cfg.python = "/nonexistent/python3";
+  auto before = runtime_dirs();
+  auto rt = snakepit::runtime::start(cfg);
+  REQUIRE_FALSE(rt);
+  CHECK(has_code(rt.error(), errc::invalid_config));
+  auto text = snakepit::describe(rt.error());
+  CHECK(text.find("python") != std::string::npos);
+  CHECK(text.find("/nonexistent/python3") != std::string::npos);
+  CHECK(runtime_dirs() == before);
+}
+
+TEST_CASE("an interpreter that cannot import grpc is rejected before any worker starts") {
+  char tmpl[] = "/tmp/snakepit-nogrpc-XXXXXX";
+  REQUIRE(::mkdtemp(tmpl));
+  std::string dir = tmpl;
+  ::mkdir((dir + "/grpc").c_str(), 0700);
+  {
+    std::ofstream f{dir + "/grpc/__init__.py"};
+    f << "raise ImportError('grpc is not installed here')\n";
+  }
+  auto cfg = small_config(1);
+  cfg.python_path = {dir, env_or("SNAKEPIT_SOURCE_DIR", ".") + std::string{"/python"},
+                     env_or("SNAKEPIT_BUILD_DIR", "build") + std::string{"/python"}};
+  auto rt = snakepit::runtime::start(cfg);
+  REQUIRE_FALSE(rt);
+  CHECK(has_code(rt.error(), errc::invalid_config));
+  CHECK(snakepit::describe(rt.error()).find("grpc") != std::string::npos);
+  std::remove((dir + "/grpc/__init__.py").c_str());
+  ::rmdir((dir + "/grpc").c_str());
+  ::rmdir(dir.c_str());
+}
+
+TEST_CASE("invalid pool settings are rejected with the field's name") {
+  auto cfg = small_config(1);
+  cfg.pools[0].pool_size = 0;
+  auto rt = snakepit::runtime::start(cfg);
+  REQUIRE_FALSE(rt);
+  CHECK(has_code(rt.error(), errc::invalid_config));
+  CHECK(snakepit::describe(rt.error()).find("pool_size") != std::string::npos);
+
+  auto cfg2 = small_config(1);
+  cfg2.pools[0].adapter = "NoDots";
+  auto rt2 = snakepit::runtime::start(cfg2);
+  REQUIRE_FALSE(rt2);
+  CHECK(snakepit::describe(rt2.error()).find("adapter") != std::string::npos);
+
+  auto cfg3 = small_config(1);
+  cfg3.pools.push_back(cfg3.pools[0]);
+  auto rt3 = snakepit::runtime::start(cfg3);
+  REQUIRE_FALSE(rt3);
+  CHECK(snakepit::describe(rt3.error()).find("duplicate") != std::string::npos);
+
+  auto cfg4 = small_config(1);
+  cfg4.pools.clear();
+  CHECK(cfg4.validate());
+}
+
+TEST_CASE("an adapter that does not import fails the start with the worker's own error and leaves nothing") {
+  auto cfg = small_config(2);
+  cfg.pools[0].adapter = "snakepit_no_such_module.Adapter";
+  auto before = processes_with("snakepit_no_such_module");
+  auto rt = snakepit::runtime::start(cfg);
+  REQUIRE_FALSE(rt);
+  CHECK(has_code(rt.error(), errc::start_failed));
+  auto text = snakepit::describe(rt.error());
+  CHECK_MESSAGE(text.find("snakepit_no_such_module") != std::string::npos, text);
+  CHECK_MESSAGE(text.find("ModuleNotFoundError") != std::string::npos, text);
+  CHECK(eventually([&] { return processes_with("snakepit_no_such_module").empty(); }, 5s));
+  CHECK(before.empty());
+}
+
+TEST_CASE("run_as_script starts, runs the function and stops everything") {
+  int seen_pid = 0;
+  std::string dir;
+  auto err = snakepit::run_as_script(small_config(1), [&](snakepit::runtime& rt) {
+    auto info = rt.execute("info");
+    REQUIRE(info);
+    seen_pid = info->result.at("pid").get<int>();
+    dir = rt.runtime_dir();
+    CHECK(pid_alive(seen_pid));
+  });
+  CHECK_FALSE(err);
+  CHECK(seen_pid > 0);
+  CHECK_FALSE(pid_alive(seen_pid));
+  CHECK_FALSE(path_exists(dir));
+}
+
+TEST_CASE("calls after stop fail with a typed error instead of hanging") {
+  auto rt = snakepit::runtime::start(small_config(1));
+  REQUIRE_MESSAGE(rt, snakepit::describe(rt.error()));
+  stop_and_check(**rt);
+  auto res = (*rt)->execute("ping");
+  REQUIRE_FALSE(res);
+  CHECK((has_code(res.error(), errc::pool_not_found)
+         || has_code(res.error(), errc::shutting_down)));
+}
+
+} // TEST_SUITE
