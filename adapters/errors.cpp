@@ -111,10 +111,19 @@ std::string message_of(const caf::error& err) {
     return {};
   if (auto details = python_error_of(err))
     return details->message;
+  // Callers also write caf::make_error(errc::x, name, "what happened"): join the parts.
   const auto& ctx = err.context();
-  if (ctx.match_elements<std::string>())
-    return ctx.get_as<std::string>(0);
-  return {};
+  std::string result;
+  for (size_t i = 0; i < ctx.size(); ++i) {
+    auto part = ctx.match_element<std::string>(i) ? ctx.get_as<std::string>(i)
+                                                  : ctx.stringify(i);
+    if (part.empty())
+      continue;
+    if (!result.empty())
+      result += ": ";
+    result += part;
+  }
+  return result;
 }
 
 std::string describe(const caf::error& err) {

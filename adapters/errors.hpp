@@ -109,7 +109,8 @@ std::optional<errc> errc_of(const caf::error& err);
 /// Extracts the Python details from an error built by `make_error(errc, python_error)`.
 std::optional<python_error> python_error_of(const caf::error& err);
 
-/// Returns the message of an error of our category ("" if it carries none).
+/// Returns the message of an error of our category: the Python message, or the context
+/// elements joined with ": " (so `caf::make_error(errc::x, name, "text")` reads well).
 std::string message_of(const caf::error& err);
 
 /// One-line human text, e.g. "tool_error: ValueError: boom" or "timeout: deadline of 5000 ms".

@@ -68,6 +68,14 @@ TEST_CASE("unknown_tool built from python details describes only the message") {
   CHECK(python_error_of(err)->type == "UnknownToolError");
 }
 
+TEST_CASE("errors made by caf::make_error with several parts join them in the message") {
+  auto err = caf::make_error(errc::start_failed, std::string{"pool-a"}, "no worker started");
+  CHECK(err == errc::start_failed);
+  CHECK(message_of(err) == "pool-a: no worker started");
+  CHECK(describe(err) == "start_failed: pool-a: no worker started");
+  CHECK(describe(caf::make_error(errc::timeout, 42)) == "timeout: 42");
+}
+
 TEST_CASE("foreign errors are not mistaken for ours") {
   caf::error err = caf::sec::request_timeout;
   CHECK_FALSE(errc_of(err).has_value());

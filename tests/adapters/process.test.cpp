@@ -224,7 +224,19 @@ TEST_CASE("children get only stdio and the lifeline as fd 3") {
     if (key == "flags:")
       mode = static_cast<int>(std::strtol(value.c_str(), nullptr, 8));
   CHECK((mode & O_ACCMODE) == O_RDONLY);
-  // The host keeps the write end; there is exactly one pipe end of it with write access.
+  // The host holds exactly one write end of that pipe, and it is close-on-exec.
+  int writers = 0;
+  for (const auto& fd : open_fds(::getpid())) {
+    auto n = std::atoi(fd.c_str());
+    if (fd_target(::getpid(), n) != target)
+      continue;
+    int fl = ::fcntl(n, F_GETFL);
+    if ((fl & O_ACCMODE) == O_WRONLY) {
+      ++writers;
+      CHECK((::fcntl(n, F_GETFD) & FD_CLOEXEC) != 0);
+    }
+  }
+  CHECK(writers == 1);
   for (auto* child : {&*a, &*b, &*c})
     child->signal_group(SIGKILL);
   for (auto* child : {&*a, &*b, &*c})
