@@ -115,16 +115,21 @@ private:
       fn();
   }
 
+  // Requests are queued while an operation runs. Their promises are kept here
+  // until they run, so a supervisor that quits first can still answer them.
   template <class F>
   caf::response_promise request(F fn) {
     auto rp = self_->make_response_promise();
-    promises_.erase(std::remove_if(promises_.begin(), promises_.end(),
-                                   [](const caf::response_promise& x) {
-                                     return !x.pending();
-                                   }),
-                    promises_.end());
-    promises_.push_back(rp);
-    when_idle([fn, rp]() mutable { fn(rp); });
+    auto key = ++next_request_;
+    queued_.emplace(key, rp);
+    when_idle([this, fn, key]() mutable {
+      auto i = queued_.find(key);
+      if (i == queued_.end())
+        return;
+      auto p = std::move(i->second);
+      queued_.erase(i);
+      fn(p);
+    });
     return rp;
   }
 
@@ -143,10 +148,9 @@ private:
   }
 
   void finish(const caf::error& reason) {
-    for (auto& rp : promises_)
-      if (rp.pending())
-        rp.deliver(caf::make_error(caf::sec::request_receiver_down));
-    promises_.clear();
+    for (auto& kv : queued_)
+      kv.second.deliver(caf::make_error(caf::sec::request_receiver_down));
+    queued_.clear();
     self_->quit(reason);
   }
 
@@ -294,7 +298,8 @@ private:
   start_ack ack_;
   uint64_t next_key_ = 0;
   std::map<uint64_t, dyn_rec> children_;
-  std::vector<caf::response_promise> promises_;
+  uint64_t next_request_ = 0;
+  std::map<uint64_t, caf::response_promise> queued_;
   bool stopping_ = false;
 };
 

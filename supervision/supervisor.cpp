@@ -1,6 +1,7 @@
 #include "supervision/supervisor.hpp"
 
 #include <algorithm>
+#include <map>
 #include <memory>
 #include <optional>
 
@@ -171,16 +172,21 @@ private:
       fn();
   }
 
+  // Requests are queued while an operation runs. Their promises are kept here
+  // until they run, so a supervisor that quits first can still answer them.
   template <class F>
   caf::response_promise request(F fn) {
     auto rp = self_->make_response_promise();
-    promises_.erase(std::remove_if(promises_.begin(), promises_.end(),
-                                   [](const caf::response_promise& x) {
-                                     return !x.pending();
-                                   }),
-                    promises_.end());
-    promises_.push_back(rp);
-    when_idle([fn, rp]() mutable { fn(rp); });
+    auto key = ++next_request_;
+    queued_.emplace(key, rp);
+    when_idle([this, fn, key]() mutable {
+      auto i = queued_.find(key);
+      if (i == queued_.end())
+        return;
+      auto p = std::move(i->second);
+      queued_.erase(i);
+      fn(p);
+    });
     return rp;
   }
 
@@ -237,10 +243,9 @@ private:
   void finish(const caf::error& reason, bool init_failed) {
     if (init_failed)
       ack_.fail(reason);
-    for (auto& rp : promises_)
-      if (rp.pending())
-        rp.deliver(caf::make_error(caf::sec::request_receiver_down));
-    promises_.clear();
+    for (auto& kv : queued_)
+      kv.second.deliver(caf::make_error(caf::sec::request_receiver_down));
+    queued_.clear();
     self_->quit(reason);
   }
 
@@ -442,7 +447,8 @@ private:
   detail::restart_window window_;
   start_ack ack_;
   std::vector<child_rec> children_; // start order
-  std::vector<caf::response_promise> promises_;
+  uint64_t next_request_ = 0;
+  std::map<uint64_t, caf::response_promise> queued_;
   bool stopping_ = false;
 };
 

@@ -84,7 +84,9 @@ using log_ptr = std::shared_ptr<event_log>;
 struct child_opts {
   /// Number of upcoming starts that fail via `ack.fail` (shared across restarts).
   std::shared_ptr<std::atomic<int>> fail_starts = std::make_shared<std::atomic<int>>(0);
-  /// Never acknowledge the start.
+  /// Number of upcoming starts that never acknowledge (shared across restarts).
+  std::shared_ptr<std::atomic<int>> hang_starts = std::make_shared<std::atomic<int>>(0);
+  /// Never acknowledge any start.
   bool never_ack = false;
   /// Throw during init (the actor dies with sec::runtime_error before acking).
   bool throw_in_init = false;
@@ -112,7 +114,12 @@ inline caf::behavior test_worker(caf::event_based_actor* self, std::string id,
   if (opts.ignore_shutdown)
     self->set_exit_handler([](caf::exit_msg&) {});
   log->add("start:" + id);
-  if (!opts.never_ack)
+  bool hang = opts.never_ack;
+  if (opts.hang_starts->load() > 0) {
+    --*opts.hang_starts;
+    hang = true;
+  }
+  if (!hang)
     ack.ok(self);
   return {
     [self](die_atom, caf::error& reason) { self->quit(std::move(reason)); },
@@ -132,6 +139,20 @@ inline sp::child_spec child(std::string id, log_ptr log,
     return parent->spawn(test_worker, id, log, ack, opts, extra);
   };
   return spec;
+}
+
+/// The child id carried in a failed_to_start_child / invalid_child_spec error.
+inline std::string error_id(const caf::error& err) {
+  if (!err || err.context().empty() || !err.context().match_element<std::string>(0))
+    return "";
+  return err.context().get_as<std::string>(0);
+}
+
+/// The reason carried in a failed_to_start_child error.
+inline caf::error error_reason(const caf::error& err) {
+  if (!err || err.context().size() < 2 || !err.context().match_element<caf::error>(1))
+    return caf::error{};
+  return err.context().get_as<caf::error>(1);
 }
 
 inline std::vector<std::string> events(std::initializer_list<const char*> xs) {
