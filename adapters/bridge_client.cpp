@@ -40,8 +40,7 @@ struct call_tag {
 
 /// One RPC in flight. Owned by itself: it deletes itself after its final callback.
 struct call_base {
-  explicit call_base(std::shared_ptr<client_state> owner) : owner(std::move(owner)) {
-  }
+  explicit call_base(std::shared_ptr<client_state> owner) : owner(std::move(owner)) {}
   virtual ~call_base() = default;
   /// Runs on a poller thread for every completed tag of this call.
   virtual void proceed(bool ok, int step) = 0;
@@ -101,7 +100,7 @@ struct runtime_state {
 
   /// Registers `call` and runs `start` under the lock, so the queue can never be shut
   /// down between the check and the first operation on it.
-  template <class Start>
+  template<class Start>
   bool start(call_base* call, Start&& start_fn) {
     std::lock_guard<std::mutex> guard{mtx};
     if (shutting_down)
@@ -184,18 +183,17 @@ struct client_state {
 namespace {
 
 /// A unary RPC: one Finish tag, one callback.
-template <class Response, class Result>
+template<class Response, class Result>
 struct unary_call final : call_base {
   using done_fn = std::function<void(caf::expected<Result>)>;
   using convert_fn = caf::expected<Result> (*)(const Response&);
 
   unary_call(std::shared_ptr<client_state> owner, done_fn done, convert_fn convert)
-    : call_base(std::move(owner)), done(std::move(done)), convert(convert) {
-  }
+    : call_base(std::move(owner)), done(std::move(done)), convert(convert) {}
 
   void proceed(bool, int) override {
-    caf::expected<Result> result = status.ok() ? convert(response)
-                                               : caf::expected<Result>{status_error(status)};
+    caf::expected<Result> result =
+      status.ok() ? convert(response) : caf::expected<Result>{status_error(status)};
     owner->runtime->finished(this);
     if (done)
       done(std::move(result));
@@ -225,37 +223,37 @@ struct stream_call final : call_base {
   stream_call(std::shared_ptr<client_state> owner,
               std::function<bool(nlohmann::json, bool)> on_chunk,
               std::function<void(caf::error)> done)
-    : call_base(std::move(owner)), on_chunk(std::move(on_chunk)), done(std::move(done)) {
-  }
+    : call_base(std::move(owner)), on_chunk(std::move(on_chunk)), done(std::move(done)) {}
 
   void proceed(bool ok, int step) override {
     switch (step) {
-      case start_step:
-        if (ok)
-          reader->Read(&chunk, &read_tag);
-        else
-          reader->Finish(&status, &finish_tag);
-        return;
-      case read_step:
-        if (!ok) {
-          reader->Finish(&status, &finish_tag);
-          return;
-        }
-        if (!halted && on_chunk && !on_chunk(decode_chunk(chunk.data()), chunk.is_final())) {
-          // The consumer has seen enough: cancel and drain what is already queued.
-          halted = true;
-          ctx.TryCancel();
-        }
-        chunk.Clear();
+    case start_step:
+      if (ok)
         reader->Read(&chunk, &read_tag);
+      else
+        reader->Finish(&status, &finish_tag);
+      return;
+    case read_step:
+      if (!ok) {
+        reader->Finish(&status, &finish_tag);
         return;
-      default: {
-        caf::error result = halted ? caf::error{} : status_error(status);
-        owner->runtime->finished(this);
-        if (done)
-          done(std::move(result));
-        delete this;
       }
+      if (!halted && on_chunk &&
+          !on_chunk(decode_chunk(chunk.data()), chunk.is_final())) {
+        // The consumer has seen enough: cancel and drain what is already queued.
+        halted = true;
+        ctx.TryCancel();
+      }
+      chunk.Clear();
+      reader->Read(&chunk, &read_tag);
+      return;
+    default: {
+      caf::error result = halted ? caf::error{} : status_error(status);
+      owner->runtime->finished(this);
+      if (done)
+        done(std::move(result));
+      delete this;
+    }
     }
   }
 
@@ -317,8 +315,8 @@ bridge_client::bridge_client(grpc_runtime& runtime, std::string target)
   args.SetMaxSendMessageSize(detail::max_message_size);
   state_->runtime = runtime.state();
   state_->target = std::move(target);
-  state_->channel = grpc::CreateCustomChannel(state_->target,
-                                              grpc::InsecureChannelCredentials(), args);
+  state_->channel =
+    grpc::CreateCustomChannel(state_->target, grpc::InsecureChannelCredentials(), args);
   state_->stub = bridge::BridgeService::NewStub(state_->channel);
 }
 
@@ -339,8 +337,8 @@ void bridge_client::ping(std::string message, std::chrono::milliseconds timeout,
   bridge::PingRequest request;
   request.set_message(std::move(message));
   auto started = state_->runtime->start(call, [&] {
-    call->reader = state_->stub->PrepareAsyncPing(&call->ctx, request,
-                                                  &state_->runtime->cq);
+    call->reader =
+      state_->stub->PrepareAsyncPing(&call->ctx, request, &state_->runtime->cq);
     call->reader->StartCall();
     call->reader->Finish(&call->response, &call->status, &call->finish_tag);
   });
@@ -363,8 +361,8 @@ void bridge_client::execute(tool_call tc, std::chrono::milliseconds timeout,
   bridge::ExecuteToolRequest request;
   encode_request(tc, false, &request);
   auto started = state_->runtime->start(call, [&] {
-    call->reader = state_->stub->PrepareAsyncExecuteTool(&call->ctx, request,
-                                                         &state_->runtime->cq);
+    call->reader =
+      state_->stub->PrepareAsyncExecuteTool(&call->ctx, request, &state_->runtime->cq);
     call->reader->StartCall();
     call->reader->Finish(&call->response, &call->status, &call->finish_tag);
   });

@@ -1,7 +1,8 @@
 // Asynchronous gRPC client to ONE Python worker's BridgeService, driven by a completion
 // queue on threads the runtime owns; results come back through callbacks.
-// Mirrors upstream Snakepit's `Snakepit.GRPC.Client` / `client_impl.ex` (ping, execute_tool,
-// execute_streaming_tool). No gRPC or protobuf header is included here (pimpl).
+// Mirrors upstream Snakepit's `Snakepit.GRPC.Client` / `client_impl.ex` (ping,
+// execute_tool, execute_streaming_tool). No gRPC or protobuf header is included here
+// (pimpl).
 #pragma once
 
 #include <chrono>
@@ -32,7 +33,8 @@ struct tool_call {
   std::map<std::string, std::string> binary_args;
   /// Request metadata (e.g. "thread_sensitive", "binary_format:<name>").
   std::map<std::string, std::string> metadata;
-  /// Sent as metadata "correlation_id" and header "x-snakepit-correlation-id" if non-empty.
+  /// Sent as metadata "correlation_id" and header "x-snakepit-correlation-id" if
+  /// non-empty.
   std::string correlation_id;
 };
 
@@ -40,7 +42,8 @@ struct tool_call {
 struct tool_reply {
   /// The decoded result (JSON value of Any.value).
   nlohmann::json result;
-  /// Last segment of the result's type_url, e.g. "map", "float", "tensor.binary" -> "binary".
+  /// Last segment of the result's type_url, e.g. "map", "float", "tensor.binary" ->
+  /// "binary".
   std::string result_type;
   /// Raw bytes (binary_result), empty if none.
   std::string binary_result;
@@ -58,7 +61,7 @@ struct client_state;
 /// Owns one grpc::CompletionQueue and its poller thread(s). Every callback of every
 /// bridge_client created on it runs on these threads. Not copyable, not movable.
 class grpc_runtime {
-public:
+ public:
   /// Starts `threads` poller threads (at least one).
   explicit grpc_runtime(size_t threads = 1);
   /// Calls shutdown().
@@ -75,21 +78,19 @@ public:
   size_t in_flight() const;
 
   /// Implementation access for bridge_client.
-  const std::shared_ptr<detail::runtime_state>& state() const {
-    return state_;
-  }
+  const std::shared_ptr<detail::runtime_state>& state() const { return state_; }
 
-private:
+ private:
   std::shared_ptr<detail::runtime_state> state_;
 };
 
 /// Client for one worker endpoint. A cheap, movable handle (shared state inside); many
-/// calls may be in flight at once (HTTP/2 multiplexing). Every callback fires EXACTLY once,
-/// on a runtime thread; after the runtime shut down it fires at once on the caller's
-/// thread with errc::shutting_down. In-flight calls keep the connection alive even if
-/// the handle is dropped.
+/// calls may be in flight at once (HTTP/2 multiplexing). Every callback fires EXACTLY
+/// once, on a runtime thread; after the runtime shut down it fires at once on the
+/// caller's thread with errc::shutting_down. In-flight calls keep the connection alive
+/// even if the handle is dropped.
 class bridge_client {
-public:
+ public:
   /// An empty handle; every call fails with errc::internal.
   bridge_client() = default;
   /// `target` is "unix:<path>", an absolute socket path ("/..." becomes "unix:/..."),
@@ -103,7 +104,8 @@ public:
   void ping(std::string message, std::chrono::milliseconds timeout,
             std::function<void(caf::expected<std::string>)> done);
 
-  /// ExecuteTool RPC. In-band failures become tool_error / unknown_tool / invalid_argument.
+  /// ExecuteTool RPC. In-band failures become tool_error / unknown_tool /
+  /// invalid_argument.
   void execute(tool_call call, std::chrono::milliseconds timeout,
                std::function<void(caf::expected<tool_reply>)> done);
 
@@ -121,7 +123,7 @@ public:
   /// Number of this client's calls started and not yet completed.
   size_t in_flight() const;
 
-private:
+ private:
   std::shared_ptr<detail::client_state> state_;
 };
 

@@ -20,49 +20,49 @@ bool is_ours(const caf::error& err) {
 
 std::string to_string(errc x) {
   switch (x) {
-    case errc::none:
-      return "none";
-    case errc::pool_saturated:
-      return "pool_saturated";
-    case errc::queue_timeout:
-      return "queue_timeout";
-    case errc::timeout:
-      return "timeout";
-    case errc::worker_crashed:
-      return "worker_crashed";
-    case errc::tool_error:
-      return "tool_error";
-    case errc::unknown_tool:
-      return "unknown_tool";
-    case errc::invalid_argument:
-      return "invalid_argument";
-    case errc::not_ready:
-      return "not_ready";
-    case errc::shutting_down:
-      return "shutting_down";
-    case errc::start_failed:
-      return "start_failed";
-    case errc::unavailable:
-      return "unavailable";
-    case errc::internal:
-      return "internal";
-    case errc::pool_not_found:
-      return "pool_not_found";
-    case errc::worker_busy:
-      return "worker_busy";
-    case errc::session_worker_unavailable:
-      return "session_worker_unavailable";
-    case errc::invalid_config:
-      return "invalid_config";
-    case errc::cancelled:
-      return "cancelled";
+  case errc::none:
+    return "none";
+  case errc::pool_saturated:
+    return "pool_saturated";
+  case errc::queue_timeout:
+    return "queue_timeout";
+  case errc::timeout:
+    return "timeout";
+  case errc::worker_crashed:
+    return "worker_crashed";
+  case errc::tool_error:
+    return "tool_error";
+  case errc::unknown_tool:
+    return "unknown_tool";
+  case errc::invalid_argument:
+    return "invalid_argument";
+  case errc::not_ready:
+    return "not_ready";
+  case errc::shutting_down:
+    return "shutting_down";
+  case errc::start_failed:
+    return "start_failed";
+  case errc::unavailable:
+    return "unavailable";
+  case errc::internal:
+    return "internal";
+  case errc::pool_not_found:
+    return "pool_not_found";
+  case errc::worker_busy:
+    return "worker_busy";
+  case errc::session_worker_unavailable:
+    return "session_worker_unavailable";
+  case errc::invalid_config:
+    return "invalid_config";
+  case errc::cancelled:
+    return "cancelled";
   }
   return "errc(" + std::to_string(static_cast<int>(x)) + ")";
 }
 
 bool operator==(const python_error& x, const python_error& y) {
-  return x.type == y.type && x.message == y.message && x.traceback == y.traceback
-         && x.stacktrace == y.stacktrace && x.context_json == y.context_json;
+  return x.type == y.type && x.message == y.message && x.traceback == y.traceback &&
+         x.stacktrace == y.stacktrace && x.context_json == y.context_json;
 }
 
 caf::error make_error(errc code, std::string message) {
@@ -94,8 +94,8 @@ std::optional<python_error> python_error_of(const caf::error& err) {
   if (!is_ours(err))
     return std::nullopt;
   const auto& ctx = err.context();
-  if (!ctx.match_elements<std::string, std::string, std::string,
-                          std::vector<std::string>, std::string>())
+  if (!ctx.match_elements<std::string, std::string, std::string, std::vector<std::string>,
+                          std::string>())
     return std::nullopt;
   python_error result;
   result.type = ctx.get_as<std::string>(0);
@@ -115,8 +115,8 @@ std::string message_of(const caf::error& err) {
   const auto& ctx = err.context();
   std::string result;
   for (size_t i = 0; i < ctx.size(); ++i) {
-    auto part = ctx.match_element<std::string>(i) ? ctx.get_as<std::string>(i)
-                                                  : ctx.stringify(i);
+    auto part =
+      ctx.match_element<std::string>(i) ? ctx.get_as<std::string>(i) : ctx.stringify(i);
     if (part.empty())
       continue;
     if (!result.empty())
@@ -167,10 +167,10 @@ bool operator!=(errc code, const caf::error& err) {
 }
 
 void register_error_category(caf::actor_system_config& cfg) {
-  cfg.add_error_category(category, [](uint8_t code, caf::atom_value cat,
-                                      const caf::message& ctx) {
-    return "snakepit: " + describe(caf::error{code, cat, ctx});
-  });
+  cfg.add_error_category(category,
+                         [](uint8_t code, caf::atom_value cat, const caf::message& ctx) {
+                           return "snakepit: " + describe(caf::error{code, cat, ctx});
+                         });
 }
 
 } // namespace snakepit

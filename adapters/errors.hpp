@@ -78,7 +78,7 @@ struct python_error {
 };
 
 /// Makes `python_error` inspectable (and thus sendable in CAF messages).
-template <class Inspector>
+template<class Inspector>
 typename Inspector::result_type inspect(Inspector& f, python_error& x) {
   return f(caf::meta::type_name("python_error"), x.type, x.message, x.traceback,
            x.stacktrace, x.context_json);
@@ -113,8 +113,8 @@ std::optional<python_error> python_error_of(const caf::error& err);
 /// elements joined with ": " (so `caf::make_error(errc::x, name, "text")` reads well).
 std::string message_of(const caf::error& err);
 
-/// One-line human text, e.g. "tool_error: ValueError: boom" or "timeout: deadline of 5000 ms".
-/// Foreign errors are rendered with `caf::to_string`; no error gives "none".
+/// One-line human text, e.g. "tool_error: ValueError: boom" or "timeout: deadline of 5000
+/// ms". Foreign errors are rendered with `caf::to_string`; no error gives "none".
 std::string describe(const caf::error& err);
 
 /// True if `err` is of our category and has code `code` (the context is ignored).

@@ -27,7 +27,7 @@
 #include "adapters/errors.hpp"
 
 #ifndef P_PIDFD
-#  define P_PIDFD 3
+#define P_PIDFD 3
 #endif
 
 extern char** environ;
@@ -53,15 +53,15 @@ std::string errno_text(int err) {
 process_exit exit_of(const siginfo_t& info) {
   process_exit result;
   switch (info.si_code) {
-    case CLD_EXITED:
-      result.code = info.si_status;
-      break;
-    case CLD_KILLED:
-    case CLD_DUMPED:
-      result.signal = info.si_status;
-      break;
-    default:
-      break;
+  case CLD_EXITED:
+    result.code = info.si_status;
+    break;
+  case CLD_KILLED:
+  case CLD_DUMPED:
+    result.signal = info.si_status;
+    break;
+  default:
+    break;
   }
   return result;
 }
@@ -200,13 +200,10 @@ std::string process_exit::to_string() const {
 // --- child_process --------------------------------------------------------------------
 
 child_process::child_process(pid_t pid, pid_t pgid, bool own_group, int pidfd)
-  : pid_(pid), pgid_(pgid), own_group_(own_group), pidfd_(pidfd) {
-}
+  : pid_(pid), pgid_(pgid), own_group_(own_group), pidfd_(pidfd) {}
 
 child_process::child_process(child_process&& other) noexcept
-  : pid_(other.pid_),
-    pgid_(other.pgid_),
-    own_group_(other.own_group_),
+  : pid_(other.pid_), pgid_(other.pgid_), own_group_(other.own_group_),
     pidfd_(other.pidfd_) {
   other.pid_ = 0;
   other.pgid_ = 0;
@@ -296,7 +293,8 @@ caf::expected<child_process> spawn_process(const process_spec& spec) {
     for (const auto& s : env_strings)
       present = present || s.rfind("SNAKEPIT_LIFELINE_FD=", 0) == 0;
     if (!present)
-      env_strings.push_back("SNAKEPIT_LIFELINE_FD=" + std::to_string(lifeline_child_fd()));
+      env_strings.push_back("SNAKEPIT_LIFELINE_FD=" +
+                            std::to_string(lifeline_child_fd()));
   }
   std::vector<char*> envp;
   for (auto& s : env_strings)
@@ -338,9 +336,8 @@ caf::expected<child_process> spawn_process(const process_spec& spec) {
     ::posix_spawn_file_actions_addchdir_np(&objs.actions, spec.cwd.c_str());
   // Whatever the host leaked without O_CLOEXEC (sockets, pipes of other libraries) stays
   // out of the worker: only 0, 1, 2 and the lifeline survive.
-  ::posix_spawn_file_actions_addclosefrom_np(&objs.actions,
-                                             spec.pass_lifeline ? lifeline_child_fd() + 1
-                                                                : lifeline_child_fd());
+  ::posix_spawn_file_actions_addclosefrom_np(
+    &objs.actions, spec.pass_lifeline ? lifeline_child_fd() + 1 : lifeline_child_fd());
   pid_t pid = 0;
   auto rc = ::posix_spawn(&pid, path.c_str(), &objs.actions, &objs.attr, argv.data(),
                           envp.data());
@@ -472,9 +469,9 @@ struct exit_watcher::impl {
           if (it == watched.end())
             continue;
           siginfo_t info{};
-          auto rc = ::waitid(static_cast<idtype_t>(P_PIDFD),
-                             static_cast<id_t>(it->second.pidfd), &info,
-                             WEXITED | WNOHANG);
+          auto rc =
+            ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(it->second.pidfd),
+                     &info, WEXITED | WNOHANG);
           if (rc == 0 && info.si_pid == 0)
             continue; // readable but not yet reapable: try again on the next event
           // rc < 0 (ECHILD): not our child or reaped elsewhere; status unknown.
@@ -500,8 +497,7 @@ struct exit_watcher::impl {
   }
 };
 
-exit_watcher::exit_watcher() : impl_(std::make_unique<impl>()) {
-}
+exit_watcher::exit_watcher() : impl_(std::make_unique<impl>()) {}
 
 exit_watcher::~exit_watcher() = default;
 
@@ -524,8 +520,8 @@ size_t exit_watcher::watched() const {
 std::optional<process_exit> wait_for_exit(pid_t pid, std::chrono::milliseconds timeout) {
   auto promise = std::make_shared<std::promise<process_exit>>();
   auto future = promise->get_future();
-  exit_watcher::instance().watch(pid,
-                                 [promise](process_exit status) { promise->set_value(status); });
+  exit_watcher::instance().watch(
+    pid, [promise](process_exit status) { promise->set_value(status); });
   if (future.wait_for(timeout) != std::future_status::ready)
     return std::nullopt;
   return future.get();
@@ -591,7 +587,8 @@ bool usable_base(const char* dir, size_t tail) {
 caf::expected<runtime_dir> runtime_dir::create(std::string prefix) {
   if (prefix.empty() || prefix.size() > 32 || prefix.find('/') != std::string::npos)
     return make_error(errc::invalid_argument,
-                      "runtime_dir prefix must be 1..32 characters without '/': " + prefix);
+                      "runtime_dir prefix must be 1..32 characters without '/': " +
+                        prefix);
   auto tail = prefix.size() + 8; // "/" + prefix + "-XXXXXX"
   std::string base = "/tmp";
   const char* xdg = ::getenv("XDG_RUNTIME_DIR");
@@ -599,9 +596,9 @@ caf::expected<runtime_dir> runtime_dir::create(std::string prefix) {
     base = xdg;
   auto templ = base + "/" + prefix + "-XXXXXX";
   if (::mkdtemp(templ.data()) == nullptr)
-    return make_error(errc::start_failed,
-                      fmt::format("cannot create runtime directory {}: {}", templ,
-                                  errno_text(errno)));
+    return make_error(
+      errc::start_failed,
+      fmt::format("cannot create runtime directory {}: {}", templ, errno_text(errno)));
   // mkdtemp already uses 0700; make it explicit in case of an unusual umask handling.
   ::chmod(templ.c_str(), 0700);
   return runtime_dir{std::move(templ)};

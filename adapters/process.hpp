@@ -25,11 +25,13 @@ struct process_spec {
   std::string executable;
   /// Arguments after argv[0] (argv[0] is `executable`).
   std::vector<std::string> args;
-  /// The complete environment of the child (see `build_environment`); empty = host's environ.
+  /// The complete environment of the child (see `build_environment`); empty = host's
+  /// environ.
   std::vector<std::pair<std::string, std::string>> env;
   /// Working directory of the child; empty = the host's.
   std::string cwd;
-  /// Put the child into a new process group (pgid = pid) so stop can signal the whole tree.
+  /// Put the child into a new process group (pgid = pid) so stop can signal the whole
+  /// tree.
   bool new_process_group = true;
   /// Give the child the lifeline read end as fd 3 (and SNAKEPIT_LIFELINE_FD=3).
   bool pass_lifeline = true;
@@ -46,9 +48,7 @@ struct process_exit {
   /// Terminating signal if it was killed, else 0.
   int signal = 0;
   /// True if the process called exit (as opposed to being killed by a signal).
-  bool exited() const {
-    return signal == 0 && code >= 0;
-  }
+  bool exited() const { return signal == 0 && code >= 0; }
   /// "exit code 3", "signal 9 (SIGKILL)" or "unknown exit status".
   std::string to_string() const;
 };
@@ -56,7 +56,7 @@ struct process_exit {
 /// Owns one spawned process. Movable, not copyable. The destructor does NOT kill: the
 /// owner decides when and how (SIGTERM to the group, grace period, SIGKILL).
 class child_process {
-public:
+ public:
   /// An empty handle (pid 0).
   child_process() = default;
   child_process(child_process&& other) noexcept;
@@ -67,19 +67,13 @@ public:
   ~child_process();
 
   /// The process id (0 for an empty handle).
-  pid_t pid() const {
-    return pid_;
-  }
+  pid_t pid() const { return pid_; }
 
   /// The process group id: equal to pid() with an own group, else the host's group.
-  pid_t pgid() const {
-    return pgid_;
-  }
+  pid_t pgid() const { return pgid_; }
 
   /// True if the child got its own process group.
-  bool own_group() const {
-    return own_group_;
-  }
+  bool own_group() const { return own_group_; }
 
   /// Sends `sig` to the whole group (kill(-pgid)) or, without an own group, to the
   /// process alone (through its pidfd, so a recycled pid is never hit). False if
@@ -93,11 +87,9 @@ public:
   bool alive() const;
 
   /// The pidfd of the process (-1 if unavailable); owned by this handle.
-  int pidfd() const {
-    return pidfd_;
-  }
+  int pidfd() const { return pidfd_; }
 
-private:
+ private:
   friend caf::expected<child_process> spawn_process(const process_spec&);
   child_process(pid_t pid, pid_t pgid, bool own_group, int pidfd);
   void close() noexcept;
@@ -121,7 +113,7 @@ int lifeline_child_fd();
 /// steal each other's exit statuses. It installs no signal handler. If the host sets
 /// SIGCHLD to SIG_IGN the kernel reaps children itself and exits are reported as unknown.
 class exit_watcher {
-public:
+ public:
   /// The process-wide instance; its thread starts on first use.
   static exit_watcher& instance();
 
@@ -129,7 +121,8 @@ public:
   /// Several callbacks per pid are allowed. If the pid was already reaped by the watcher
   /// recently, the callback runs at once with the remembered status. If the pid is not
   /// ours or is already gone, the callback gets an unknown status ({-1, 0}).
-  /// Callbacks run on the watcher thread: post into your actor (caf::anon_send), never block.
+  /// Callbacks run on the watcher thread: post into your actor (caf::anon_send), never
+  /// block.
   void watch(pid_t pid, std::function<void(process_exit)> on_exit);
 
   /// Number of pids currently being watched (for tests and diagnostics).
@@ -144,13 +137,14 @@ public:
   /// Implementation detail.
   struct impl;
 
-private:
+ private:
   exit_watcher();
   std::unique_ptr<impl> impl_;
 };
 
 /// Waits up to `timeout` for `pid` to exit (through the exit_watcher, so it never steals
-/// another watcher's status). Blocks the caller: for tests and blocking shutdown paths only.
+/// another watcher's status). Blocks the caller: for tests and blocking shutdown paths
+/// only.
 std::optional<process_exit> wait_for_exit(pid_t pid, std::chrono::milliseconds timeout);
 
 /// Builds a complete child environment: the host's environ, then the worker defaults
@@ -164,7 +158,7 @@ build_environment(const std::vector<std::pair<std::string, std::string>>& overri
 /// destructor. Lives under $XDG_RUNTIME_DIR if usable, else /tmp, and keeps the path
 /// short because unix socket paths are limited to 108 bytes.
 class runtime_dir {
-public:
+ public:
   /// Creates a fresh directory named "<prefix>-XXXXXX".
   static caf::expected<runtime_dir> create(std::string prefix = "snakepit");
 
@@ -177,9 +171,7 @@ public:
   ~runtime_dir();
 
   /// The absolute path ("" once removed or moved from).
-  const std::string& path() const {
-    return path_;
-  }
+  const std::string& path() const { return path_; }
 
   /// `path() + "/" + name`.
   std::string file(const std::string& name) const;
@@ -187,9 +179,8 @@ public:
   /// Removes the directory now (idempotent).
   void remove();
 
-private:
-  explicit runtime_dir(std::string path) : path_(std::move(path)) {
-  }
+ private:
+  explicit runtime_dir(std::string path) : path_(std::move(path)) {}
   std::string path_;
 };
 

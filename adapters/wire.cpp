@@ -109,8 +109,8 @@ json decode_any(const google::protobuf::Any& any) {
 python_error parse_error_payload(const std::string& error_message) {
   python_error result;
   auto parsed = json::parse(error_message, nullptr, false);
-  if (parsed.is_discarded() || !parsed.is_object()
-      || (!parsed.contains("type") && !parsed.contains("message"))) {
+  if (parsed.is_discarded() || !parsed.is_object() ||
+      (!parsed.contains("type") && !parsed.contains("message"))) {
     result.type = "Error";
     result.message = error_message;
     return result;
@@ -170,15 +170,15 @@ json decode_chunk(const std::string& data) {
 }
 
 std::string base64_encode(const std::string& bytes) {
-  static constexpr char alphabet[]
-    = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  static constexpr char alphabet[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
   std::string out;
   out.reserve((bytes.size() + 2) / 3 * 4);
   size_t i = 0;
   for (; i + 2 < bytes.size(); i += 3) {
-    uint32_t n = (static_cast<uint8_t>(bytes[i]) << 16)
-                 | (static_cast<uint8_t>(bytes[i + 1]) << 8)
-                 | static_cast<uint8_t>(bytes[i + 2]);
+    uint32_t n = (static_cast<uint8_t>(bytes[i]) << 16) |
+                 (static_cast<uint8_t>(bytes[i + 1]) << 8) |
+                 static_cast<uint8_t>(bytes[i + 2]);
     out += alphabet[(n >> 18) & 63];
     out += alphabet[(n >> 12) & 63];
     out += alphabet[(n >> 6) & 63];
@@ -191,8 +191,8 @@ std::string base64_encode(const std::string& bytes) {
     out += alphabet[(n >> 12) & 63];
     out += "==";
   } else if (rest == 2) {
-    uint32_t n = (static_cast<uint8_t>(bytes[i]) << 16)
-                 | (static_cast<uint8_t>(bytes[i + 1]) << 8);
+    uint32_t n =
+      (static_cast<uint8_t>(bytes[i]) << 16) | (static_cast<uint8_t>(bytes[i + 1]) << 8);
     out += alphabet[(n >> 18) & 63];
     out += alphabet[(n >> 12) & 63];
     out += alphabet[(n >> 6) & 63];
@@ -204,33 +204,33 @@ std::string base64_encode(const std::string& bytes) {
 caf::error error_from_status(const grpc::Status& status) {
   auto msg = status.error_message();
   switch (status.error_code()) {
-    case grpc::StatusCode::OK:
-      return caf::none;
-    case grpc::StatusCode::DEADLINE_EXCEEDED:
-      return make_error(errc::timeout, std::move(msg));
-    case grpc::StatusCode::UNAVAILABLE:
-      return make_error(errc::unavailable, std::move(msg));
-    case grpc::StatusCode::CANCELLED:
-      return make_error(errc::cancelled, std::move(msg));
-    case grpc::StatusCode::INVALID_ARGUMENT:
-      return make_error(errc::invalid_argument, std::move(msg));
-    case grpc::StatusCode::NOT_FOUND:
-    case grpc::StatusCode::UNIMPLEMENTED:
-      return make_error(errc::unknown_tool, std::move(msg));
-    case grpc::StatusCode::INTERNAL:
-    case grpc::StatusCode::UNKNOWN: {
-      // Python aborts failed streams with INTERNAL and the in-band JSON payload.
-      auto parsed = json::parse(msg, nullptr, false);
-      if (!parsed.is_discarded() && parsed.is_object() && parsed.contains("type"))
-        return error_from_payload(msg);
-      return make_error(errc::internal,
-                        fmt::format("grpc status {}: {}",
-                                    static_cast<int>(status.error_code()), msg));
-    }
-    default:
-      return make_error(errc::internal,
-                        fmt::format("grpc status {}: {}",
-                                    static_cast<int>(status.error_code()), msg));
+  case grpc::StatusCode::OK:
+    return caf::none;
+  case grpc::StatusCode::DEADLINE_EXCEEDED:
+    return make_error(errc::timeout, std::move(msg));
+  case grpc::StatusCode::UNAVAILABLE:
+    return make_error(errc::unavailable, std::move(msg));
+  case grpc::StatusCode::CANCELLED:
+    return make_error(errc::cancelled, std::move(msg));
+  case grpc::StatusCode::INVALID_ARGUMENT:
+    return make_error(errc::invalid_argument, std::move(msg));
+  case grpc::StatusCode::NOT_FOUND:
+  case grpc::StatusCode::UNIMPLEMENTED:
+    return make_error(errc::unknown_tool, std::move(msg));
+  case grpc::StatusCode::INTERNAL:
+  case grpc::StatusCode::UNKNOWN: {
+    // Python aborts failed streams with INTERNAL and the in-band JSON payload.
+    auto parsed = json::parse(msg, nullptr, false);
+    if (!parsed.is_discarded() && parsed.is_object() && parsed.contains("type"))
+      return error_from_payload(msg);
+    return make_error(
+      errc::internal,
+      fmt::format("grpc status {}: {}", static_cast<int>(status.error_code()), msg));
+  }
+  default:
+    return make_error(
+      errc::internal,
+      fmt::format("grpc status {}: {}", static_cast<int>(status.error_code()), msg));
   }
 }
 

@@ -19,8 +19,10 @@
 
 namespace snakepit::adapters {
 
-/// type_url used for every parameter we send (the value is raw JSON, not a packed message).
-inline constexpr const char* json_type_url = "type.googleapis.com/google.protobuf.StringValue";
+/// type_url used for every parameter we send (the value is raw JSON, not a packed
+/// message).
+inline constexpr const char* json_type_url =
+  "type.googleapis.com/google.protobuf.StringValue";
 
 /// Encodes each member of the JSON object `args` as one Any (JSON text in `value`).
 /// A non-object `args` (other than null) is sent as the single parameter "value".
@@ -40,7 +42,8 @@ nlohmann::json decode_any(const google::protobuf::Any& any);
 std::string any_type(const std::string& type_url);
 
 /// Parses an in-band error_message: JSON {type, message, traceback, stacktrace, context};
-/// non-JSON (or JSON without a type/message) becomes type "Error" with the text as message.
+/// non-JSON (or JSON without a type/message) becomes type "Error" with the text as
+/// message.
 python_error parse_error_payload(const std::string& error_message);
 
 /// Maps an in-band failure to our error: UnknownToolError -> unknown_tool,

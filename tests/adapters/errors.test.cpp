@@ -16,7 +16,8 @@ python_error sample_error() {
   python_error e;
   e.type = "ValueError";
   e.message = "boom";
-  e.traceback = "Traceback (most recent call last):\n  File \"x.py\", line 1\nValueError: boom";
+  e.traceback =
+    "Traceback (most recent call last):\n  File \"x.py\", line 1\nValueError: boom";
   e.stacktrace = {"x.py:1 in f", "y.py:2 in g"};
   e.context_json = R"({"tool_name":"t"})";
   return e;
@@ -26,78 +27,80 @@ python_error sample_error() {
 
 TEST_SUITE("adapters.errors") {
 
-TEST_CASE("every errc value has a distinct name") {
-  std::set<std::string> names;
-  for (int i = 0; i <= static_cast<int>(errc::cancelled); ++i) {
-    auto name = to_string(static_cast<errc>(i));
-    CHECK(name.find("errc(") == std::string::npos);
-    names.insert(name);
+  TEST_CASE("every errc value has a distinct name") {
+    std::set<std::string> names;
+    for (int i = 0; i <= static_cast<int>(errc::cancelled); ++i) {
+      auto name = to_string(static_cast<errc>(i));
+      CHECK(name.find("errc(") == std::string::npos);
+      names.insert(name);
+    }
+    CHECK(names.size() == static_cast<size_t>(errc::cancelled) + 1);
+    CHECK(to_string(errc::tool_error) == "tool_error");
+    CHECK(to_string(errc::session_worker_unavailable) == "session_worker_unavailable");
   }
-  CHECK(names.size() == static_cast<size_t>(errc::cancelled) + 1);
-  CHECK(to_string(errc::tool_error) == "tool_error");
-  CHECK(to_string(errc::session_worker_unavailable) == "session_worker_unavailable");
-}
 
-TEST_CASE("a tool error carries the python details and gives them back") {
-  auto err = make_tool_error(sample_error());
-  CHECK(err == errc::tool_error);
-  CHECK(err != errc::timeout);
-  CHECK(errc_of(err) == errc::tool_error);
-  auto back = python_error_of(err);
-  REQUIRE(back.has_value());
-  CHECK(*back == sample_error());
-  CHECK(message_of(err) == "boom");
-  CHECK(describe(err) == "tool_error: ValueError: boom");
-}
+  TEST_CASE("a tool error carries the python details and gives them back") {
+    auto err = make_tool_error(sample_error());
+    CHECK(err == errc::tool_error);
+    CHECK(err != errc::timeout);
+    CHECK(errc_of(err) == errc::tool_error);
+    auto back = python_error_of(err);
+    REQUIRE(back.has_value());
+    CHECK(*back == sample_error());
+    CHECK(message_of(err) == "boom");
+    CHECK(describe(err) == "tool_error: ValueError: boom");
+  }
 
-TEST_CASE("plain errors describe themselves with code and message") {
-  auto err = make_error(errc::timeout, "deadline of 5000 ms exceeded");
-  CHECK(err == errc::timeout);
-  CHECK(describe(err) == "timeout: deadline of 5000 ms exceeded");
-  CHECK_FALSE(python_error_of(err).has_value());
-  CHECK(describe(make_error(errc::not_ready, "")) == "not_ready");
-  CHECK(describe(caf::error{}) == "none");
-}
+  TEST_CASE("plain errors describe themselves with code and message") {
+    auto err = make_error(errc::timeout, "deadline of 5000 ms exceeded");
+    CHECK(err == errc::timeout);
+    CHECK(describe(err) == "timeout: deadline of 5000 ms exceeded");
+    CHECK_FALSE(python_error_of(err).has_value());
+    CHECK(describe(make_error(errc::not_ready, "")) == "not_ready");
+    CHECK(describe(caf::error{}) == "none");
+  }
 
-TEST_CASE("unknown_tool built from python details describes only the message") {
-  auto details = sample_error();
-  details.type = "UnknownToolError";
-  details.message = "no tool 'x'";
-  auto err = make_error(errc::unknown_tool, details);
-  CHECK(describe(err) == "unknown_tool: no tool 'x'");
-  CHECK(python_error_of(err)->type == "UnknownToolError");
-}
+  TEST_CASE("unknown_tool built from python details describes only the message") {
+    auto details = sample_error();
+    details.type = "UnknownToolError";
+    details.message = "no tool 'x'";
+    auto err = make_error(errc::unknown_tool, details);
+    CHECK(describe(err) == "unknown_tool: no tool 'x'");
+    CHECK(python_error_of(err)->type == "UnknownToolError");
+  }
 
-TEST_CASE("errors made by caf::make_error with several parts join them in the message") {
-  auto err = caf::make_error(errc::start_failed, std::string{"pool-a"}, "no worker started");
-  CHECK(err == errc::start_failed);
-  CHECK(message_of(err) == "pool-a: no worker started");
-  CHECK(describe(err) == "start_failed: pool-a: no worker started");
-  CHECK(describe(caf::make_error(errc::timeout, 42)) == "timeout: 42");
-}
+  TEST_CASE(
+    "errors made by caf::make_error with several parts join them in the message") {
+    auto err =
+      caf::make_error(errc::start_failed, std::string{"pool-a"}, "no worker started");
+    CHECK(err == errc::start_failed);
+    CHECK(message_of(err) == "pool-a: no worker started");
+    CHECK(describe(err) == "start_failed: pool-a: no worker started");
+    CHECK(describe(caf::make_error(errc::timeout, 42)) == "timeout: 42");
+  }
 
-TEST_CASE("foreign errors are not mistaken for ours") {
-  caf::error err = caf::sec::request_timeout;
-  CHECK_FALSE(errc_of(err).has_value());
-  CHECK_FALSE(python_error_of(err).has_value());
-  CHECK(err != errc::timeout);
-  CHECK(describe(err).find("request_timeout") != std::string::npos);
-}
+  TEST_CASE("foreign errors are not mistaken for ours") {
+    caf::error err = caf::sec::request_timeout;
+    CHECK_FALSE(errc_of(err).has_value());
+    CHECK_FALSE(python_error_of(err).has_value());
+    CHECK(err != errc::timeout);
+    CHECK(describe(err).find("request_timeout") != std::string::npos);
+  }
 
-TEST_CASE("errc converts implicitly into caf::expected") {
-  caf::expected<int> x = errc::pool_saturated;
-  REQUIRE_FALSE(x);
-  CHECK(x.error() == errc::pool_saturated);
-}
+  TEST_CASE("errc converts implicitly into caf::expected") {
+    caf::expected<int> x = errc::pool_saturated;
+    REQUIRE_FALSE(x);
+    CHECK(x.error() == errc::pool_saturated);
+  }
 
-TEST_CASE("the registered category renders errc names in actor_system::render") {
-  caf::actor_system_config cfg;
-  register_error_category(cfg);
-  cfg.set("scheduler.max-threads", 1);
-  caf::actor_system sys{cfg};
-  auto text = sys.render(make_tool_error(sample_error()));
-  CHECK(text.find("tool_error") != std::string::npos);
-  CHECK(text.find("ValueError: boom") != std::string::npos);
-}
+  TEST_CASE("the registered category renders errc names in actor_system::render") {
+    caf::actor_system_config cfg;
+    register_error_category(cfg);
+    cfg.set("scheduler.max-threads", 1);
+    caf::actor_system sys{cfg};
+    auto text = sys.render(make_tool_error(sample_error()));
+    CHECK(text.find("tool_error") != std::string::npos);
+    CHECK(text.find("ValueError: boom") != std::string::npos);
+  }
 
 } // TEST_SUITE

@@ -1,6 +1,6 @@
-// doctest main plus one helper mode: with SNAKEPIT_LIFELINE_HOST_DIR set, this binary acts
-// as a tiny host that spawns a lifeline-watching child and then SIGKILLs itself, so the
-// lifeline test can observe a real host death.
+// doctest main plus one helper mode: with SNAKEPIT_LIFELINE_HOST_DIR set, this binary
+// acts as a tiny host that spawns a lifeline-watching child and then SIGKILLs itself, so
+// the lifeline test can observe a real host death.
 #define DOCTEST_CONFIG_IMPLEMENT
 #include <doctest/doctest.h>
 
