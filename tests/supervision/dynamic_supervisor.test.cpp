@@ -146,3 +146,35 @@ TEST_CASE_FIXTURE(det_fixture, "a failing start_child is reported and not counte
 }
 
 } // TEST_SUITE
+
+namespace {
+
+struct counter_state {
+  int base = 0;
+  static inline const char* name = "counter";
+};
+
+caf::behavior counter(caf::stateful_actor<counter_state>* self, int start,
+                      const caf::message& extra) {
+  self->state.base = start;
+  if (extra.match_elements<int>())
+    self->state.base += extra.get_as<int>(0);
+  return {[self](int x) { return self->state.base + x; }};
+}
+
+} // namespace
+
+TEST_SUITE("supervision.dynamic") {
+
+TEST_CASE_FIXTURE(det_fixture, "worker_child with a stateful function receives the extra arguments") {
+  auto dyn = spawn_dyn({});
+  REQUIRE(take_ack());
+  auto pid = ask<caf::actor>(dyn, sp::start_child_atom::value,
+                             sp::worker_child("c", counter, 100), caf::make_message(20));
+  REQUIRE(pid);
+  auto r = ask<int>(*pid, 3);
+  REQUIRE(r);
+  CHECK(*r == 123);
+}
+
+} // TEST_SUITE

@@ -232,3 +232,25 @@ TEST_CASE_FIXTURE(det_fixture, "an exit request during a restart is handled afte
 }
 
 } // TEST_SUITE
+
+TEST_SUITE("supervision.shutdown") {
+
+TEST_CASE_FIXTURE(det_fixture, "a request still queued when the supervisor quits is answered with an error") {
+  child_opts stubborn;
+  stubborn.ignore_shutdown = true;
+  auto b = child("b", log, sp::restart_type::permanent, stubborn);
+  b.shutdown = sp::shutdown_spec::after(1000ms);
+  auto sup = spawn_sup({}, {b});
+  REQUIRE(take_ack());
+  self->send_exit(sup, caf::exit_reason::user_shutdown);
+  self->send(sup, sp::count_children_atom::value);
+  sched.run();
+  CHECK_FALSE(take_from_self<sp::child_counts>());
+  sched.advance_time(1000ms);
+  sched.run();
+  auto err = take_from_self<caf::error>();
+  REQUIRE(err);
+  CHECK(std::get<0>(*err) == caf::sec::request_receiver_down);
+}
+
+} // TEST_SUITE
