@@ -1,9 +1,23 @@
 // The same trees on CAF's real, threaded scheduler: blocking start/stop for
 // hosts, restarts and the registry. Deadlines are generous; nothing here
-// asserts on speed.
+// asserts on speed. A child's "stop" entry is written by an attach_functor that
+// CAF may run after the monitor fired, so across threads only the order of
+// starts (and the set of events) is asserted; the strict order of stops is
+// covered by the deterministic suites.
+#include <algorithm>
+
 #include "test_support.hpp"
 
 using namespace sup_test;
+
+namespace {
+
+std::vector<std::string> sorted(std::vector<std::string> xs) {
+  std::sort(xs.begin(), xs.end());
+  return xs;
+}
+
+} // namespace
 
 TEST_SUITE("supervision.threaded") {
 
@@ -14,7 +28,8 @@ TEST_CASE_FIXTURE(rt_fixture, "start_supervisor returns after all children start
   REQUIRE(sup);
   CHECK(log->take() == events({"start:a", "start:b", "start:c"}));
   CHECK_FALSE(sp::stop(sys, *sup, 10s));
-  CHECK(log->take() == events({"stop:c", "stop:b", "stop:a"}));
+  CHECK(eventually([&] { return log->events().size() == 3; }));
+  CHECK(sorted(log->take()) == events({"stop:a", "stop:b", "stop:c"}));
 }
 
 TEST_CASE_FIXTURE(rt_fixture, "start_supervisor reports the child that failed to start") {
@@ -42,7 +57,10 @@ TEST_CASE_FIXTURE(rt_fixture, "a crashed child is restarted under the threaded s
   caf::anon_send((*kids)[1].pid, die_atom::value,
                  caf::make_error(caf::sec::runtime_error));
   CHECK(eventually([&] { return log->events().size() == 4; }));
-  CHECK(log->take() == events({"stop:b", "stop:c", "start:b", "start:c"}));
+  auto evs = log->take();
+  CHECK(sorted(evs) == events({"start:b", "start:c", "stop:b", "stop:c"}));
+  auto pos = [&](const char* x) { return std::find(evs.begin(), evs.end(), x) - evs.begin(); };
+  CHECK(pos("start:b") < pos("start:c"));
   auto after = ask<std::vector<sp::child_info>>(*sup, sp::which_children_atom::value);
   REQUIRE(after);
   CHECK((*after)[0].pid == (*kids)[0].pid);
@@ -84,6 +102,7 @@ TEST_CASE_FIXTURE(rt_fixture, "stop reports a timeout when the supervisor cannot
   CHECK(sp::is(err, sp::sup_errc::stop_timeout));
   // the escalation still happens; a second stop waits for it
   CHECK_FALSE(sp::stop(sys, *sup, 10s));
+  CHECK(eventually([&] { return log->count("stop:s") == 1; }));
   CHECK(log->reason("s") == caf::exit_reason::kill);
 }
 
