@@ -108,6 +108,8 @@ struct pool_state {
   uint64_t generation = 0;
   size_t starting = 0;
   size_t start_attempts_left = 0;
+  size_t started_ok = 0;
+  std::unordered_set<std::string> ever_ready;
   bool startup_done = false;
   caf::error first_start_error;
   bool draining = false;
@@ -250,6 +252,18 @@ void answer_ready_waiters(pool_actor* self) {
   st.ready_waiters.clear();
 }
 
+/// Startup is over once every start attempt finished and every started worker's
+/// worker_ready arrived (it comes from the worker itself, the start reply from the
+/// supervisor chain: the two may arrive in either order).
+void maybe_finish_startup(pool_actor* self) {
+  auto& st = self->state;
+  if (st.startup_done || st.start_attempts_left > 0 || st.starting > 0
+      || st.ever_ready.size() < st.started_ok)
+    return;
+  st.startup_done = true;
+  answer_ready_waiters(self);
+}
+
 void start_more_workers(pool_actor* self) {
   auto& st = self->state;
   while (st.start_attempts_left > 0 && st.starting < st.cfg.startup_concurrency) {
@@ -270,6 +284,7 @@ void start_more_workers(pool_actor* self) {
       .then(
         [self](caf::actor&) {
           --self->state.starting;
+          ++self->state.started_ok;
           start_more_workers(self);
         },
         [self](caf::error& err) {
@@ -282,10 +297,7 @@ void start_more_workers(pool_actor* self) {
           start_more_workers(self);
         });
   }
-  if (st.start_attempts_left == 0 && st.starting == 0 && !st.startup_done) {
-    st.startup_done = true;
-    answer_ready_waiters(self);
-  }
+  maybe_finish_startup(self);
 }
 
 caf::behavior pool_impl(pool_actor* self, pool_config cfg,
@@ -300,7 +312,6 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg,
     self->quit(caf::make_error(errc::internal, "pool started without a worker_sup"));
     return {};
   }
-  st.env->names->put("pool:" + st.cfg.name, caf::actor_cast<caf::actor>(self));
   st.start_attempts_left = st.cfg.pool_size;
   self->send(self, spawn_workers_atom::value);
   self->set_down_handler([self](caf::down_msg& msg) {
@@ -365,9 +376,12 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg,
       self->monitor(hdl);
       st.worker_ids[hdl.address()] = id;
       st.workers[id] = worker_entry{hdl, pid, false, 0, self->clock().now()};
+      st.ever_ready.insert(id);
       checkin(self, id);
       if (st.startup_done)
         answer_ready_waiters(self);
+      else
+        maybe_finish_startup(self);
     },
     [self](execute_atom, execute_request& req) -> caf::result<execute_reply> {
       auto rp = self->make_response_promise<execute_reply>();
@@ -455,6 +469,8 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg,
 
 supervision::child_spec pool_spec(pool_config cfg, std::shared_ptr<const worker_env> env) {
   supervision::child_spec spec;
+  // The name is taken at spawn time, before the pool's init runs, so a caller that
+  // saw the start acknowledged always finds the pool.
   spec.id = "pool:" + cfg.name;
   spec.restart = supervision::restart_type::permanent;
   spec.type = supervision::child_type::worker;
@@ -462,6 +478,7 @@ supervision::child_spec pool_spec(pool_config cfg, std::shared_ptr<const worker_
   spec.start = [cfg, env](caf::local_actor* parent, supervision::start_ack ack,
                           const caf::message&) -> caf::actor {
     auto hdl = parent->spawn(pool_impl, cfg, env);
+    env->names->put("pool:" + cfg.name, hdl);
     ack.ok(hdl);
     return hdl;
   };

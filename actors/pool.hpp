@@ -20,7 +20,7 @@
 namespace snakepit::actors {
 
 /// Child spec of one pool. It finds the worker supervisor under the process name
-/// "worker_sup" in `env->names` and registers itself as "pool:<name>".
+/// "worker_sup" in `env->names` and is registered as "pool:<name>" when spawned.
 supervision::child_spec pool_spec(pool_config cfg, std::shared_ptr<const worker_env> env);
 
 } // namespace snakepit::actors

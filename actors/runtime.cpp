@@ -111,10 +111,6 @@ struct runtime::impl {
       env->grpc->shutdown();
     if (dir)
       dir->remove();
-    if (own_sys) {
-      own_sys.reset();
-      own_cfg.reset();
-    }
     return result;
   }
 };
@@ -123,8 +119,13 @@ runtime::runtime(std::unique_ptr<impl> ptr) : impl_(std::move(ptr)) {
 }
 
 runtime::~runtime() {
-  if (impl_)
-    impl_->shutdown();
+  if (!impl_)
+    return;
+  impl_->shutdown();
+  // The owned system goes last: ~actor_system waits for every actor, including
+  // a host's scoped actors, so it must not run inside stop().
+  impl_->own_sys.reset();
+  impl_->own_cfg.reset();
 }
 
 namespace {

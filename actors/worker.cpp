@@ -65,6 +65,12 @@ struct worker_state {
 
 using worker_actor = caf::stateful_actor<worker_state>;
 
+bool transport_failure(const caf::error& err) {
+  auto code = errc_of(err);
+  return code && (*code == errc::unavailable || *code == errc::internal
+                  || *code == errc::cancelled);
+}
+
 bool file_exists(const std::string& path) {
   struct stat st;
   return ::stat(path.c_str(), &st) == 0;
@@ -143,9 +149,9 @@ void on_ready(worker_actor* self) {
   auto& st = self->state;
   st.ph = phase::ready;
   register_worker(self, 0);
-  st.ack.ok(caf::actor_cast<caf::actor>(self));
   self->send(st.args.pool, worker_ready_atom::value, st.args.id,
              caf::actor_cast<caf::actor>(self), static_cast<int>(st.proc->pid()));
+  st.ack.ok(caf::actor_cast<caf::actor>(self));
 }
 
 void send_ping(worker_actor* self) {
@@ -337,8 +343,15 @@ caf::behavior worker_impl(worker_actor* self, worker_args args, supervision::sta
       auto& st = self->state;
       if (st.inflight.erase(req_id) == 0)
         return;
-      if (res)
+      if (res) {
         res->worker_id = st.args.id;
+      } else if (transport_failure(res.error()) && (!st.proc || !st.proc->alive())) {
+        // The connection broke because the process died: report the crash, not
+        // the transport symptom that happened to arrive before the exit notice.
+        res = caf::make_error(errc::worker_crashed,
+                              fmt::format("worker {}: python exited during the call",
+                                          st.args.id));
+      }
       self->send(st.args.pool, result_atom::value, st.args.id, req_id, std::move(res));
     },
   };

@@ -21,6 +21,11 @@
 
 namespace snakepit::testing {
 
+/// Both our rendering and CAF's of an error, for failure messages.
+inline std::string explain(const caf::error& err) {
+  return describe(err) + " [" + caf::to_string(err) + "]";
+}
+
 inline config small_config(size_t workers = 2) {
   config cfg;
   cfg.pools[0].pool_size = workers;

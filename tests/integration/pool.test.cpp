@@ -48,7 +48,7 @@ TEST_SUITE("integration.pool") {
 
 TEST_CASE("a pool of four workers becomes ready with four distinct live processes") {
   auto rt = snakepit::runtime::start(small_config(4));
-  REQUIRE_MESSAGE(rt, snakepit::describe(rt.error()));
+  REQUIRE_MESSAGE(rt, explain(rt.error()));
   auto ws = (*rt)->list_workers();
   REQUIRE(ws);
   CHECK(ws->size() == 4);
@@ -68,7 +68,7 @@ TEST_CASE("a pool of four workers becomes ready with four distinct live processe
 
 TEST_CASE("ping, echo and add round trip through the pool") {
   auto rt = snakepit::runtime::start(small_config(2));
-  REQUIRE_MESSAGE(rt, snakepit::describe(rt.error()));
+  REQUIRE_MESSAGE(rt, explain(rt.error()));
   auto& r = **rt;
   auto pong = r.execute("ping");
   REQUIRE_MESSAGE(pong, snakepit::describe(pong.error()));
@@ -86,7 +86,7 @@ TEST_CASE("ping, echo and add round trip through the pool") {
 
 TEST_CASE("a Python exception becomes tool_error with the Python type, message and traceback") {
   auto rt = snakepit::runtime::start(small_config(1));
-  REQUIRE_MESSAGE(rt, snakepit::describe(rt.error()));
+  REQUIRE_MESSAGE(rt, explain(rt.error()));
   auto res = (*rt)->execute("fail", {{"message", "bad input 42"}});
   REQUIRE_FALSE(res);
   CHECK(has_code(res.error(), errc::tool_error));
@@ -103,7 +103,7 @@ TEST_CASE("a Python exception becomes tool_error with the Python type, message a
 
 TEST_CASE("an unknown tool is reported as unknown_tool") {
   auto rt = snakepit::runtime::start(small_config(1));
-  REQUIRE_MESSAGE(rt, snakepit::describe(rt.error()));
+  REQUIRE_MESSAGE(rt, explain(rt.error()));
   auto res = (*rt)->execute("no_such_tool");
   REQUIRE_FALSE(res);
   CHECK(has_code(res.error(), errc::unknown_tool));
@@ -112,7 +112,7 @@ TEST_CASE("an unknown tool is reported as unknown_tool") {
 
 TEST_CASE("a call to a pool that does not exist fails with pool_not_found") {
   auto rt = snakepit::runtime::start(small_config(1));
-  REQUIRE_MESSAGE(rt, snakepit::describe(rt.error()));
+  REQUIRE_MESSAGE(rt, explain(rt.error()));
   snakepit::execute_options opts;
   opts.pool = "nope";
   auto res = (*rt)->execute("ping", json::object(), opts);
@@ -124,7 +124,7 @@ TEST_CASE("a call to a pool that does not exist fails with pool_not_found") {
 
 TEST_CASE("two hundred concurrent requests across four workers are all answered") {
   auto rt = snakepit::runtime::start(small_config(4));
-  REQUIRE_MESSAGE(rt, snakepit::describe(rt.error()));
+  REQUIRE_MESSAGE(rt, explain(rt.error()));
   auto& r = **rt;
   constexpr size_t n = 200;
   latch done{n};
@@ -157,7 +157,7 @@ TEST_CASE("two hundred concurrent requests across four workers are all answered"
 
 TEST_CASE("kill -9 of a busy worker: the in-flight call gets worker_crashed and a new process takes its place") {
   auto rt = snakepit::runtime::start(small_config(1));
-  REQUIRE_MESSAGE(rt, snakepit::describe(rt.error()));
+  REQUIRE_MESSAGE(rt, explain(rt.error()));
   auto& r = **rt;
   auto before = r.list_workers();
   REQUIRE(before);
@@ -175,7 +175,7 @@ TEST_CASE("kill -9 of a busy worker: the in-flight call gets worker_crashed and 
   REQUIRE(fut.wait_for(5s) == std::future_status::ready);
   auto res = fut.get();
   REQUIRE_FALSE(res);
-  CHECK(has_code(res.error(), errc::worker_crashed));
+  CHECK_MESSAGE(has_code(res.error(), errc::worker_crashed), explain(res.error()));
   CHECK(eventually([&] { return !pid_alive(old.pid); }));
   int new_pid = 0;
   CHECK(eventually([&] {
@@ -199,7 +199,7 @@ TEST_CASE("saturation: queue timeouts and pool_saturated, and no timed-out reque
   cfg.pools[0].max_queue_size = 5;
   cfg.pools[0].queue_timeout = 100ms;
   auto rt = snakepit::runtime::start(cfg);
-  REQUIRE_MESSAGE(rt, snakepit::describe(rt.error()));
+  REQUIRE_MESSAGE(rt, explain(rt.error()));
   auto& r = **rt;
   char tmpl[] = "/tmp/snakepit-probe-XXXXXX";
   int fd = ::mkstemp(tmpl);
@@ -252,7 +252,7 @@ TEST_CASE("saturation: queue timeouts and pool_saturated, and no timed-out reque
 
 TEST_CASE("a call whose deadline passes while the tool runs fails with timeout") {
   auto rt = snakepit::runtime::start(small_config(1));
-  REQUIRE_MESSAGE(rt, snakepit::describe(rt.error()));
+  REQUIRE_MESSAGE(rt, explain(rt.error()));
   snakepit::execute_options opts;
   opts.timeout = 300ms;
   auto res = (*rt)->execute("sleep", {{"ms", 3000}}, opts);
@@ -265,7 +265,7 @@ TEST_CASE("workers get single-threaded numeric libraries unless the pool overrid
   auto cfg = small_config(1);
   cfg.pools[0].adapter_env = {{"OMP_NUM_THREADS", "3"}};
   auto rt = snakepit::runtime::start(cfg);
-  REQUIRE_MESSAGE(rt, snakepit::describe(rt.error()));
+  REQUIRE_MESSAGE(rt, explain(rt.error()));
   auto omp = (*rt)->execute("env", {{"name", "OMP_NUM_THREADS"}});
   REQUIRE(omp);
   CHECK(omp->result == "3");
@@ -277,7 +277,7 @@ TEST_CASE("workers get single-threaded numeric libraries unless the pool overrid
 
 TEST_CASE("a host actor talks to the pool actor with messages") {
   auto rt = snakepit::runtime::start(small_config(1));
-  REQUIRE_MESSAGE(rt, snakepit::describe(rt.error()));
+  REQUIRE_MESSAGE(rt, explain(rt.error()));
   auto pool = (*rt)->pool();
   REQUIRE(pool);
   caf::scoped_actor self{(*rt)->system()};

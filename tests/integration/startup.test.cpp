@@ -120,7 +120,7 @@ TEST_CASE("run_as_script starts, runs the function and stops everything") {
 
 TEST_CASE("calls after stop fail with a typed error instead of hanging") {
   auto rt = snakepit::runtime::start(small_config(1));
-  REQUIRE_MESSAGE(rt, snakepit::describe(rt.error()));
+  REQUIRE_MESSAGE(rt, explain(rt.error()));
   stop_and_check(**rt);
   auto res = (*rt)->execute("ping");
   REQUIRE_FALSE(res);

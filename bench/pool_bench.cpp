@@ -1,0 +1,212 @@
+// Benchmark suite: a trivial `ping` tool through the pool, side by side with its
+// anchors in the same run on the same machine:
+//   1. pool (facade), sequential, 1 caller           -> p50/p99
+//   2. direct C++ gRPC client to the same Python worker, no pool (transport floor)
+//   3. throughput, 4 workers, 16 concurrent callers: pool vs direct clients
+//   4. Python's multiprocessing.Pool(4): apply p50, apply_async throughput
+// Prints a table and writes the figures and ratios (ours / anchor) as JSON.
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <fmt/format.h>
+#include <grpcpp/grpcpp.h>
+#include <nlohmann/json.hpp>
+
+#include "actors/runtime.hpp"
+#include "adapters/errors.hpp"
+#include "snakepit_bridge.grpc.pb.h"
+
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+using json = nlohmann::json;
+namespace bridge = snakepit::bridge;
+
+struct latencies {
+  std::vector<double> ms;
+  double pct(double p) {
+    std::sort(ms.begin(), ms.end());
+    if (ms.empty())
+      return 0;
+    auto idx = std::min(ms.size() - 1, static_cast<size_t>(p * static_cast<double>(ms.size())));
+    return ms[idx];
+  }
+};
+
+double since_ms(clock_type::time_point t0) {
+  return std::chrono::duration<double, std::milli>(clock_type::now() - t0).count();
+}
+
+bridge::ExecuteToolRequest ping_request() {
+  bridge::ExecuteToolRequest req;
+  req.set_tool_name("ping");
+  req.set_session_id("bench");
+  return req;
+}
+
+bool direct_ping(bridge::BridgeService::Stub& stub, const bridge::ExecuteToolRequest& req) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds{10});
+  bridge::ExecuteToolResponse resp;
+  auto status = stub.ExecuteTool(&ctx, req, &resp);
+  return status.ok() && resp.success();
+}
+
+/// Runs `fn` from `callers` threads until `total` calls are done; calls per second.
+template <class F>
+double closed_loop(size_t callers, size_t total, F fn) {
+  std::atomic<size_t> next{0};
+  std::atomic<size_t> failures{0};
+  auto t0 = clock_type::now();
+  std::vector<std::thread> threads;
+  for (size_t c = 0; c < callers; ++c)
+    threads.emplace_back([&, c] {
+      while (next.fetch_add(1) < total)
+        if (!fn(c))
+          ++failures;
+    });
+  for (auto& t : threads)
+    t.join();
+  auto secs = since_ms(t0) / 1000.0;
+  if (failures > 0)
+    fmt::print(stderr, "warning: {} failed calls\n", failures.load());
+  return static_cast<double>(total) / secs;
+}
+
+json run_mp_anchor(size_t n_seq, size_t n_async) {
+  auto cmd = fmt::format("/usr/bin/python3 {}/mp_anchor.py {} {}", SNAKEPIT_BENCH_DIR, n_seq,
+                         n_async);
+  std::string out;
+  if (auto* pipe = ::popen(cmd.c_str(), "r")) {
+    char buf[4096];
+    while (auto n = ::fread(buf, 1, sizeof(buf), pipe))
+      out.append(buf, n);
+    ::pclose(pipe);
+  }
+  return json::parse(out, nullptr, false);
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  std::string out_path = argc > 1 ? argv[1] : "build/bench/results.json";
+  size_t n_seq = argc > 2 ? std::stoul(argv[2]) : 3000;
+  size_t n_tput = argc > 3 ? std::stoul(argv[3]) : 20000;
+  constexpr size_t workers = 4;
+  constexpr size_t callers = 16;
+
+  snakepit::config cfg;
+  cfg.pools[0].pool_size = workers;
+  auto rt = snakepit::runtime::start(cfg);
+  if (!rt) {
+    fmt::print(stderr, "start failed: {}\n", snakepit::describe(rt.error()));
+    return 1;
+  }
+  auto& pool = **rt;
+  auto ws = pool.list_workers();
+  if (!ws || ws->size() != workers) {
+    fmt::print(stderr, "expected {} workers\n", workers);
+    return 1;
+  }
+  std::vector<std::unique_ptr<bridge::BridgeService::Stub>> stubs;
+  for (auto& w : *ws) {
+    auto target = "unix:" + pool.runtime_dir() + "/" + w.id + ".sock";
+    stubs.push_back(bridge::BridgeService::NewStub(
+      grpc::CreateChannel(target, grpc::InsecureChannelCredentials())));
+  }
+  auto req = ping_request();
+  // Warm-up both paths.
+  for (int i = 0; i < 300; ++i) {
+    pool.execute("ping");
+    direct_ping(*stubs[0], req);
+  }
+
+  // 1 + 2: sequential latency, interleaved in rounds so drift hits both alike.
+  latencies pool_lat, direct_lat;
+  for (size_t round = 0; round < 10; ++round) {
+    for (size_t i = 0; i < n_seq / 10; ++i) {
+      auto t0 = clock_type::now();
+      auto res = pool.execute("ping");
+      pool_lat.ms.push_back(since_ms(t0));
+      if (!res)
+        fmt::print(stderr, "pool error: {}\n", snakepit::describe(res.error()));
+    }
+    for (size_t i = 0; i < n_seq / 10; ++i) {
+      auto t0 = clock_type::now();
+      direct_ping(*stubs[round % workers], req);
+      direct_lat.ms.push_back(since_ms(t0));
+    }
+  }
+
+  // 3: throughput, 16 callers over 4 workers.
+  auto direct_tput = closed_loop(callers, n_tput, [&](size_t c) {
+    return direct_ping(*stubs[c % workers], req);
+  });
+  auto pool_tput = closed_loop(callers, n_tput, [&](size_t) {
+    return static_cast<bool>(pool.execute("ping"));
+  });
+  auto direct_tput2 = closed_loop(callers, n_tput, [&](size_t c) {
+    return direct_ping(*stubs[c % workers], req);
+  });
+  auto pool_tput2 = closed_loop(callers, n_tput, [&](size_t) {
+    return static_cast<bool>(pool.execute("ping"));
+  });
+  direct_tput = (direct_tput + direct_tput2) / 2;
+  pool_tput = (pool_tput + pool_tput2) / 2;
+  stubs.clear();
+  auto stop_err = pool.stop();
+
+  // 4: multiprocessing.Pool(4), after our workers are gone.
+  auto mp = run_mp_anchor(n_seq, n_tput);
+  double mp_p50 = mp.is_object() ? mp.value("apply_p50_ms", 0.0) : 0.0;
+  double mp_p99 = mp.is_object() ? mp.value("apply_p99_ms", 0.0) : 0.0;
+  double mp_tput = mp.is_object() ? mp.value("async_throughput", 0.0) : 0.0;
+
+  auto ratio = [](double a, double b) { return b > 0 ? a / b : 0.0; };
+  json results = {
+    {"config", {{"workers", workers}, {"callers", callers}, {"sequential_calls", n_seq},
+                {"throughput_calls", n_tput}, {"tool", "ping"},
+                {"cores", std::thread::hardware_concurrency()}}},
+    {"raw",
+     {{"pool_p50_ms", pool_lat.pct(0.50)},
+      {"pool_p99_ms", pool_lat.pct(0.99)},
+      {"direct_p50_ms", direct_lat.pct(0.50)},
+      {"direct_p99_ms", direct_lat.pct(0.99)},
+      {"pool_throughput", pool_tput},
+      {"direct_throughput", direct_tput},
+      {"mp_apply_p50_ms", mp_p50},
+      {"mp_apply_p99_ms", mp_p99},
+      {"mp_async_throughput", mp_tput}}},
+    {"latency",
+     {{"pool_vs_direct_p50", ratio(pool_lat.pct(0.50), direct_lat.pct(0.50))},
+      {"pool_vs_direct_p99", ratio(pool_lat.pct(0.99), direct_lat.pct(0.99))},
+      {"pool_vs_mp_apply_p50", ratio(pool_lat.pct(0.50), mp_p50)}}},
+    {"throughput",
+     {{"pool_vs_direct", ratio(pool_tput, direct_tput)},
+      {"pool_vs_mp_async", ratio(pool_tput, mp_tput)}}},
+  };
+  fmt::print("\n{:<44} {:>12} {:>12}\n", "benchmark (ping tool)", "p50 ms", "p99 ms");
+  fmt::print("{:<44} {:>12.3f} {:>12.3f}\n", "pool, sequential, 1 caller", pool_lat.pct(0.5),
+             pool_lat.pct(0.99));
+  fmt::print("{:<44} {:>12.3f} {:>12.3f}\n", "direct gRPC client, same worker", direct_lat.pct(0.5),
+             direct_lat.pct(0.99));
+  fmt::print("{:<44} {:>12.3f} {:>12.3f}\n", "multiprocessing.Pool(4).apply", mp_p50, mp_p99);
+  fmt::print("\n{:<44} {:>12}\n", "throughput, 4 workers, 16 callers", "calls/s");
+  fmt::print("{:<44} {:>12.0f}\n", "pool", pool_tput);
+  fmt::print("{:<44} {:>12.0f}\n", "direct gRPC clients", direct_tput);
+  fmt::print("{:<44} {:>12.0f}\n", "multiprocessing.Pool(4).apply_async", mp_tput);
+  fmt::print("\nratios (ours / anchor): {}\n", json{{"latency", results["latency"]},
+                                                    {"throughput", results["throughput"]}}
+                                                 .dump(2));
+  std::ofstream out{out_path};
+  out << results.dump(2) << "\n";
+  fmt::print("wrote {}\n", out_path);
+  return stop_err ? 1 : 0;
+}
