@@ -32,6 +32,11 @@ namespace {
 struct owned_system_config : caf::actor_system_config {
   owned_system_config() {
     register_types(*this);
+    // Most messages here arrive from foreign threads (gRPC completion queue, exit
+    // watcher, blocking callers). The work-stealing scheduler's idle workers poll
+    // with back-off sleeps, which adds a wake-up delay to each such hand-off; the
+    // sharing scheduler wakes a worker through a condition variable at once.
+    set("scheduler.policy", caf::atom("sharing"));
   }
 };
 

@@ -31,6 +31,7 @@ using namespace std::chrono_literals;
 enum class phase { starting, ready, stopping };
 
 using register_atom_retry = caf::atom_constant<caf::atom("regretry")>;
+using rpc_recheck_atom = caf::atom_constant<caf::atom("rpcrecheck")>;
 
 struct worker_state {
   static inline const char* name = "snakepit.worker";
@@ -192,6 +193,23 @@ void check_ready(worker_actor* self) {
   st.poll_interval = std::min(st.poll_interval * 2, std::chrono::milliseconds{50});
 }
 
+/// Hands one finished call to the pool (crash-aware, see rpc_done).
+void complete_rpc(worker_actor* self, uint64_t req_id, execute_result res) {
+  auto& st = self->state;
+  if (st.inflight.erase(req_id) == 0)
+    return;
+  if (res) {
+    res->worker_id = st.args.id;
+  } else if (transport_failure(res.error()) && (!st.proc || !st.proc->alive())) {
+    // The connection broke because the process died: report the crash, not
+    // the transport symptom that happened to arrive before the exit notice.
+    res = caf::make_error(errc::worker_crashed,
+                          fmt::format("worker {}: python exited during the call",
+                                      st.args.id));
+  }
+  self->send(st.args.pool, result_atom::value, st.args.id, req_id, std::move(res));
+}
+
 adapters::process_spec make_process_spec(const worker_state& st) {
   auto& env = *st.args.env;
   auto& cfg = st.args.pool_cfg;
@@ -341,18 +359,19 @@ caf::behavior worker_impl(worker_actor* self, worker_args args, supervision::sta
     },
     [self](rpc_done_atom, uint64_t req_id, execute_result& res) {
       auto& st = self->state;
-      if (st.inflight.erase(req_id) == 0)
+      if (!res && transport_failure(res.error()) && st.proc && st.proc->alive()
+          && st.inflight.count(req_id) > 0) {
+        // A killed process closes its socket a moment before its exit becomes
+        // visible: look again shortly. If it died, we quit before the recheck and
+        // the pool answers the call with worker_crashed.
+        self->delayed_send(self, std::chrono::milliseconds{100}, rpc_recheck_atom::value,
+                           req_id, std::move(res));
         return;
-      if (res) {
-        res->worker_id = st.args.id;
-      } else if (transport_failure(res.error()) && (!st.proc || !st.proc->alive())) {
-        // The connection broke because the process died: report the crash, not
-        // the transport symptom that happened to arrive before the exit notice.
-        res = caf::make_error(errc::worker_crashed,
-                              fmt::format("worker {}: python exited during the call",
-                                          st.args.id));
       }
-      self->send(st.args.pool, result_atom::value, st.args.id, req_id, std::move(res));
+      complete_rpc(self, req_id, std::move(res));
+    },
+    [self](rpc_recheck_atom, uint64_t req_id, execute_result& res) {
+      complete_rpc(self, req_id, std::move(res));
     },
   };
 }
