@@ -225,6 +225,10 @@ adapters::process_spec make_process_spec(const worker_state& st) {
                "--snakepit-run-id", env.run_id,
                "--grace-period-ms",
                std::to_string(std::max<int64_t>(cfg.graceful_shutdown_timeout.count() - 500, 100))};
+  if (!env.bridge_address.empty()) {
+    spec.args.emplace_back("--elixir-address");
+    spec.args.push_back(env.bridge_address);
+  }
   spec.args.insert(spec.args.end(), cfg.adapter_args.begin(), cfg.adapter_args.end());
   std::vector<std::pair<std::string, std::string>> overrides{
     {"PYTHONPATH", env.python_path},

@@ -56,6 +56,9 @@ struct worker_env {
   std::string python_path;
   std::string run_id;
   std::string runtime_dir;
+  /// Address of the host's bridge server ("unix:<path>"); empty when not running.
+  /// Workers get it as `--elixir-address` and call back into the host through it.
+  std::string bridge_address;
   std::shared_ptr<adapters::grpc_runtime> grpc;
   std::shared_ptr<process_table> processes = std::make_shared<process_table>();
   std::shared_ptr<name_table> names = std::make_shared<name_table>();
