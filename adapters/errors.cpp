@@ -56,6 +56,12 @@ std::string to_string(errc x) {
     return "invalid_config";
   case errc::cancelled:
     return "cancelled";
+  case errc::invalid_session_id:
+    return "invalid_session_id";
+  case errc::session_not_found:
+    return "session_not_found";
+  case errc::quota_exceeded:
+    return "quota_exceeded";
   }
   return "errc(" + std::to_string(static_cast<int>(x)) + ")";
 }

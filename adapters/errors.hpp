@@ -58,6 +58,12 @@ enum class errc : uint8_t {
   invalid_config,
   /// The call was cancelled by its owner (cancel_all, halt, stop).
   cancelled,
+  /// A session id is malformed (charset `[A-Za-z0-9_-]`, 1..128 characters).
+  invalid_session_id,
+  /// No session with the given id exists (never created, cleaned up or expired).
+  session_not_found,
+  /// A quota was exceeded (e.g. `max_sessions` of the session store).
+  quota_exceeded,
 };
 
 /// Returns the enumerator's name, e.g. "tool_error".
