@@ -1,0 +1,212 @@
+// TOML configuration files: every field of config / pool_config is settable, and every
+// mistake is an invalid_config error that names the key path.
+#include <doctest/doctest.h>
+
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "actors/config_file.hpp"
+#include "adapters/errors.hpp"
+
+using namespace std::chrono_literals;
+using snakepit::errc;
+using snakepit::load_config;
+using snakepit::parse_config;
+
+namespace {
+
+/// The error message of a failed parse ("" if it succeeded), checked to be invalid_config.
+std::string error_of(const std::string& text) {
+  auto cfg = parse_config(text, "test.toml");
+  if (cfg)
+    return "";
+  CHECK(snakepit::errc_of(cfg.error()) == errc::invalid_config);
+  return snakepit::message_of(cfg.error());
+}
+
+const char* minimal = R"(
+[[pools]]
+adapter = "snakepit_bridge.adapters.showcase.ShowcaseAdapter"
+)";
+
+} // namespace
+
+TEST_SUITE("actors.config_file") {
+
+TEST_CASE("a minimal file gives the defaults with one pool") {
+  auto cfg = parse_config(minimal, "test.toml");
+  REQUIRE(cfg);
+  snakepit::config defaults;
+  CHECK(cfg->python == defaults.python);
+  CHECK(cfg->python_path.empty());
+  REQUIRE(cfg->pools.size() == 1);
+  auto& p = cfg->pools[0];
+  CHECK(p.name == "default");
+  CHECK(p.pool_size == snakepit::pool_config{}.pool_size);
+  CHECK(p.queue_timeout == snakepit::pool_config{}.queue_timeout);
+}
+
+TEST_CASE("every field can be set") {
+  auto cfg = parse_config(R"(
+python = "/usr/bin/python3"
+python_path = ["/opt/a", "/opt/b"]
+worker_sup_max_restarts = 7
+worker_sup_max_seconds = 9
+shutdown_timeout_s = 20
+check_interpreter = false
+data_dir = "/var/lib/snakepit-test"
+sweep_orphans_at_start = false
+
+[[pools]]
+name = "fast"
+pool_size = 3
+adapter = "my.module.Adapter"
+worker_profile = "thread"
+threads_per_worker = 8
+adapter_args = ["--flag", "x"]
+adapter_env = { FOO = "1", BAR = "two" }
+max_queue_size = 50
+queue_timeout_ms = 1500
+request_timeout_s = 60
+startup_concurrency = 2
+worker_ready_timeout_ms = 4000
+graceful_shutdown_timeout_ms = 250
+worker_max_restarts = 5
+worker_max_seconds = 11
+
+[[pools]]
+name = "slow"
+adapter = "other.module.Adapter"
+request_timeout_ms = 900000
+)",
+                          "test.toml");
+  REQUIRE_MESSAGE(cfg, snakepit::describe(cfg.error()));
+  CHECK(cfg->python == "/usr/bin/python3");
+  CHECK(cfg->python_path == std::vector<std::string>{"/opt/a", "/opt/b"});
+  CHECK(cfg->worker_sup_max_restarts == 7);
+  CHECK(cfg->worker_sup_max_seconds == 9s);
+  CHECK(cfg->shutdown_timeout == 20000ms);
+  CHECK_FALSE(cfg->check_interpreter);
+  CHECK(cfg->data_dir == "/var/lib/snakepit-test");
+  CHECK_FALSE(cfg->sweep_orphans_at_start);
+  REQUIRE(cfg->pools.size() == 2);
+  auto& p = cfg->pools[0];
+  CHECK(p.name == "fast");
+  CHECK(p.pool_size == 3);
+  CHECK(p.adapter == "my.module.Adapter");
+  CHECK(p.worker_profile == "thread");
+  CHECK(p.threads_per_worker == 8);
+  CHECK(p.adapter_args == std::vector<std::string>{"--flag", "x"});
+  REQUIRE(p.adapter_env.size() == 2);
+  CHECK(p.adapter_env[0] == std::pair<std::string, std::string>{"BAR", "two"});
+  CHECK(p.adapter_env[1] == std::pair<std::string, std::string>{"FOO", "1"});
+  CHECK(p.max_queue_size == 50);
+  CHECK(p.queue_timeout == 1500ms);
+  CHECK(p.request_timeout == 60000ms);
+  CHECK(p.startup_concurrency == 2);
+  CHECK(p.worker_ready_timeout == 4000ms);
+  CHECK(p.graceful_shutdown_timeout == 250ms);
+  CHECK(p.worker_max_restarts == 5);
+  CHECK(p.worker_max_seconds == 11s);
+  CHECK(cfg->pools[1].name == "slow");
+  CHECK(cfg->pools[1].request_timeout == 900000ms);
+}
+
+TEST_CASE("a wrong type names the key path and both types") {
+  CHECK(error_of(R"(
+[[pools]]
+adapter = "a.b.C"
+pool_size = "4"
+)") == "test.toml: pools[0].pool_size: expected integer, got string");
+  CHECK(error_of("check_interpreter = 1\n[[pools]]\nadapter = \"a.b.C\"\n")
+        == "test.toml: check_interpreter: expected boolean, got integer");
+  CHECK(error_of("[[pools]]\nadapter = \"a.b.C\"\nqueue_timeout_ms = 1.5\n")
+        == "test.toml: pools[0].queue_timeout_ms: expected integer, got float");
+  CHECK(error_of("[[pools]]\nadapter = \"a.b.C\"\nadapter_args = [\"x\", 3]\n")
+        == "test.toml: pools[0].adapter_args[1]: expected string, got integer");
+  CHECK(error_of("[[pools]]\nadapter = \"a.b.C\"\nadapter_env = { A = true }\n")
+        == "test.toml: pools[0].adapter_env.A: expected string, got boolean");
+  CHECK(error_of("pools = 3\n") == "test.toml: pools: expected array of tables "
+                                   "([[pools]]), got integer");
+}
+
+TEST_CASE("an unknown key is refused, with a suggestion when one is close") {
+  CHECK(error_of("[[pools]]\nadapter = \"a.b.C\"\npool_sise = 4\n")
+        == "test.toml: pools[0].pool_sise: unknown key (did you mean pool_size?)");
+  CHECK(error_of("[[pools]]\nadapter = \"a.b.C\"\nqueue_timeout = 4\n")
+        == "test.toml: pools[0].queue_timeout: unknown key (did you mean "
+           "queue_timeout_s?)");
+  CHECK(error_of("colour = \"blue\"\n[[pools]]\nadapter = \"a.b.C\"\n")
+        == "test.toml: colour: unknown key");
+  CHECK(error_of("[[pools]]\nadapter = \"a.b.C\"\n[pools.extra]\nx = 1\n")
+        == "test.toml: pools[0].extra: unknown key");
+}
+
+TEST_CASE("a pool without adapter, or with no pools at all, is refused") {
+  CHECK(error_of("[[pools]]\nname = \"p\"\n")
+        == "test.toml: pools[0].adapter: missing (required: the adapter class, "
+           "pkg.module.Class)");
+  CHECK(error_of("python = \"/usr/bin/python3\"\n")
+        == "test.toml: pools: missing (add at least one [[pools]] table with an adapter)");
+  CHECK(error_of("pools = []\n") == "test.toml: pools: at least one pool is required");
+}
+
+TEST_CASE("both spellings of one duration conflict") {
+  CHECK(error_of("[[pools]]\nadapter = \"a.b.C\"\nqueue_timeout_ms = 1\nqueue_timeout_s = 1\n")
+        == "test.toml: pools[0].queue_timeout_s: conflicts with queue_timeout_ms (give one "
+           "of them)");
+}
+
+TEST_CASE("values are range-checked and validated like config::validate") {
+  CHECK(error_of("[[pools]]\nadapter = \"a.b.C\"\npool_size = -1\n")
+        == "test.toml: pools[0].pool_size: must not be negative");
+  CHECK(error_of("[[pools]]\nadapter = \"a.b.C\"\npool_size = 0\n")
+        == "test.toml: pools[default].pool_size: must be at least 1");
+  CHECK(error_of("[[pools]]\nadapter = \"nodots\"\n").find("pools[default].adapter")
+        != std::string::npos);
+  CHECK(error_of("[[pools]]\nadapter = \"a.b.C\"\nrequest_timeout_s = 0\n")
+        == "test.toml: pools[default].request_timeout: must be positive");
+  CHECK(error_of("[[pools]]\nadapter = \"a.b.C\"\n[[pools]]\nadapter = \"a.b.D\"\n")
+        == "test.toml: pools[1].name: duplicate pool name 'default' (also pools[0]; give "
+           "each pool a distinct name)");
+  CHECK(error_of("python = \"/no/such/python3\"\n[[pools]]\nadapter = \"a.b.C\"\n")
+        == "test.toml: python: interpreter '/no/such/python3' does not exist");
+}
+
+TEST_CASE("TOML syntax errors carry line and column") {
+  auto msg = error_of("[[pools]]\nadapter = \"a.b.C\"\npool_size = = 3\n");
+  CHECK(msg.rfind("test.toml:3:", 0) == 0);
+}
+
+TEST_CASE("load_config reads a file and resolves relative python_path entries") {
+  auto dir = std::filesystem::temp_directory_path()
+             / ("snakepit-config-test-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  auto file = dir / "pools.toml";
+  {
+    std::ofstream out{file};
+    out << "python_path = [\"lib\", \"/abs\"]\n" << minimal;
+  }
+  auto cfg = load_config(file.string());
+  REQUIRE_MESSAGE(cfg, snakepit::describe(cfg.error()));
+  CHECK(cfg->python_path == std::vector<std::string>{(dir / "lib").string(), "/abs"});
+  auto missing = load_config((dir / "nope.toml").string());
+  REQUIRE_FALSE(missing);
+  CHECK(snakepit::errc_of(missing.error()) == errc::invalid_config);
+  CHECK(snakepit::message_of(missing.error()).find("nope.toml") != std::string::npos);
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("the example file in examples/ loads") {
+  auto src = std::getenv("SNAKEPIT_SOURCE_DIR");
+  REQUIRE(src != nullptr);
+  auto cfg = load_config(std::string{src} + "/examples/pools.toml");
+  REQUIRE_MESSAGE(cfg, snakepit::describe(cfg.error()));
+  CHECK(cfg->pools.size() >= 1);
+}
+
+} // TEST_SUITE
