@@ -50,6 +50,7 @@ class WorkerConfig:
     grace_period_ms: int = 2000  # in-flight RPCs get this long on SIGTERM
     max_workers: int = 16  # threads running sync tools
     health_check: bool = False
+    list_tools: bool = False  # print the adapter's tools as JSON and exit
     process_group: bool = False  # SNAKEPIT_PROCESS_GROUP
     log_level: str = "warning"  # SNAKEPIT_LOG_LEVEL
 
@@ -69,7 +70,7 @@ class WorkerConfig:
             raise ValueError("--adapter is required (pkg.module.ClassName)")
         if self.adapter and "." not in self.adapter:
             raise ValueError(f"--adapter must be pkg.module.ClassName, got {self.adapter!r}")
-        if self.health_check:
+        if self.health_check or self.list_tools:
             return
         if self.socket is not None:
             if not os.path.isabs(self.socket):
@@ -114,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-workers", type=int, default=16)
     p.add_argument("--health-check", action="store_true",
                    help="import the adapter and exit 0 (ok) or 1")
+    p.add_argument("--list-tools", action="store_true",
+                   help="print the adapter's tools as a JSON array on stdout and exit")
     # Upstream flags accepted for compatibility; heartbeats are driven by the host here.
     p.add_argument("--heartbeat-enabled", nargs="?", const="true")
     p.add_argument("--heartbeat-interval-ms", type=int)
@@ -150,7 +153,8 @@ def parse_config(argv: Sequence[str], env: Mapping[str, str] = os.environ) -> Wo
                       or env.get("SNAKEPIT_ELIXIR_ADDRESS") or None)
 
     port = ns.port
-    if ns.socket is None and port is None and ns.health_check is False and ready_from_env:
+    if (ns.socket is None and port is None and ns.health_check is False
+            and not ns.list_tools and ready_from_env):
         port = 0  # upstream hosts pass --port 0; be lenient when they do not
 
     cfg = WorkerConfig(
@@ -168,6 +172,7 @@ def parse_config(argv: Sequence[str], env: Mapping[str, str] = os.environ) -> Wo
         grace_period_ms=ns.grace_period_ms,
         max_workers=ns.max_workers,
         health_check=ns.health_check,
+        list_tools=ns.list_tools,
         process_group=truthy(env.get("SNAKEPIT_PROCESS_GROUP")),
         log_level=(env.get("SNAKEPIT_LOG_LEVEL") or "warning").strip().lower(),
     )

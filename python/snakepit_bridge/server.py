@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import inspect
 import json
 import logging
 import os
@@ -121,6 +122,26 @@ def import_adapter(path: str) -> type:
     if not isinstance(cls, type):
         raise AdapterImportError(f"{path!r} is not a class")
     return cls
+
+
+def list_tools_json(adapter_class: type) -> list:
+    """``[{name, description, parameters: [{name, type, required}], supports_streaming}]``."""
+    from .adapter import _tool_table
+
+    tools = []
+    for name, (attr, meta) in sorted(_tool_table(adapter_class).items()):
+        params = []
+        try:
+            sig = inspect.signature(getattr(adapter_class, attr))
+        except (TypeError, ValueError, AttributeError):
+            sig = None
+        for p in (sig.parameters.values() if sig else ()):
+            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or p.name in ("self", "cls"):
+                continue
+            params.append({"name": p.name, "required": p.default is inspect.Parameter.empty})
+        tools.append({"name": name, "description": meta.description,
+                      "parameters": params, "supports_streaming": meta.supports_streaming})
+    return tools
 
 
 # ----------------------------------------------------------------------------- server
@@ -237,6 +258,8 @@ def run(argv: Optional[Sequence[str]] = None, env: Optional[Mapping[str, str]] =
     """The worker's main; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     env = os.environ if env is None else env
+    # --list-tools answers on the real stdout; everything else printed goes to stderr.
+    tools_out = os.dup(1) if "--list-tools" in argv else None
     _silence_stdout()
 
     try:
@@ -260,6 +283,18 @@ def run(argv: Optional[Sequence[str]] = None, env: Optional[Mapping[str, str]] =
         except (AdapterImportError, StartupError) as exc:
             print(f"snakepit_bridge: health check failed: {exc}", file=sys.stderr)
             return EXIT_STARTUP_FAILURE
+        return EXIT_OK
+
+    if cfg.list_tools:
+        try:
+            from .protocol import load
+            load()
+            tools = list_tools_json(import_adapter(cfg.adapter or ""))
+        except (AdapterImportError, StartupError) as exc:
+            print(f"snakepit_bridge: list tools failed: {exc}", file=sys.stderr)
+            return EXIT_ADAPTER_IMPORT_FAILURE
+        with os.fdopen(tools_out if tools_out is not None else os.dup(1), "w") as out:
+            out.write(json.dumps(tools) + "\n")
         return EXIT_OK
 
     if cfg.ready_file:
