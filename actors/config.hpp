@@ -64,6 +64,13 @@ struct config {
   /// Check that the interpreter can `import grpc` before starting (one short
   /// child process at start). Tests of config errors rely on it.
   bool check_interpreter = true;
+  /// Where the persisted process registry lives (`processes.db`); empty means
+  /// `$XDG_STATE_HOME/snakepit`, else `~/.local/state/snakepit`, else
+  /// `/tmp/snakepit-state-<uid>`. Runtimes sharing it never sweep each other.
+  std::string data_dir;
+  /// At start, kill what earlier (dead) runs left behind, matched by pid and start
+  /// time, and drop their entries (docs/reliability.md).
+  bool sweep_orphans_at_start = true;
 
   /// Checks the fields and (if `check_interpreter`) the interpreter itself:
   /// missing, not executable, or without grpc. Runs no worker.

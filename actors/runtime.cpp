@@ -15,6 +15,7 @@
 #include "adapters/bridge_client.hpp"
 #include "adapters/errors.hpp"
 #include "adapters/process.hpp"
+#include "adapters/process_registry.hpp"
 #include "supervision/dynamic_supervisor.hpp"
 #include "supervision/registry.hpp"
 #include "supervision/supervisor.hpp"
@@ -66,6 +67,7 @@ struct runtime::impl {
   caf::actor top;
   std::mutex stop_mtx;
   bool stopped = false;
+  std::shared_ptr<adapters::process_registry> registry;
 
   caf::actor find_pool(const std::string& name) const {
     auto& pname = name.empty() ? cfg.pools.front().name : name;
@@ -112,6 +114,8 @@ struct runtime::impl {
     }
     env->names->clear();
     reap_all(cfg.shutdown_timeout);
+    if (registry)
+      registry->end_run(env->run_id);
     if (env->grpc)
       env->grpc->shutdown();
     if (dir)
@@ -185,6 +189,18 @@ caf::expected<std::unique_ptr<runtime>> runtime::launch(std::unique_ptr<impl> p,
   for (auto& pool : p->cfg.pools)
     (*env->pool_generations)[pool.name] = 0;
   p->env = env;
+  // Record the run before sweeping (a concurrent sweeper then sees it alive), sweep
+  // what dead runs left, and only then start anything.
+  auto registry = adapters::process_registry::open(
+    p->cfg.data_dir.empty() ? adapters::default_data_dir() : p->cfg.data_dir);
+  if (!registry)
+    return registry.error();
+  if (auto err = (*registry)->begin_run(env->run_id))
+    return err;
+  if (p->cfg.sweep_orphans_at_start)
+    (*registry)->sweep(env->run_id);
+  env->processes->attach(*registry, env->run_id);
+  p->registry = *registry;
   // snakepit_sup (one_for_one) -> registry, runtime_sup (rest_for_one) ->
   // worker_sup (dynamic), pool per configured pool.
   supervision::dynamic_supervisor_flags wflags;
@@ -336,6 +352,14 @@ const std::string& runtime::runtime_dir() const {
 
 const std::string& runtime::run_id() const {
   return impl_->env->run_id;
+}
+
+caf::expected<adapters::sweep_report> cleanup_orphans(const config& cfg) {
+  auto registry = adapters::process_registry::open(
+    cfg.data_dir.empty() ? adapters::default_data_dir() : cfg.data_dir);
+  if (!registry)
+    return registry.error();
+  return (*registry)->sweep();
 }
 
 caf::error run_as_script(config cfg, const std::function<void(runtime&)>& fn,

@@ -16,6 +16,7 @@
 
 #include "actors/config.hpp"
 #include "actors/types.hpp"
+#include "adapters/process_registry.hpp"
 
 namespace caf {
 class actor_system;
@@ -97,6 +98,11 @@ private:
                                                         start_options opts);
   std::unique_ptr<impl> impl_;
 };
+
+/// The boot sweep on demand (upstream `mix snakepit.cleanup`): in the registry of
+/// `cfg.data_dir`, kills the processes of dead runs whose pid and start time still
+/// match their record and removes every stale entry. Live runtimes are left alone.
+caf::expected<adapters::sweep_report> cleanup_orphans(const config& cfg);
 
 /// Starts a runtime, runs `fn`, and stops it whatever happens (upstream
 /// run_as_script). Returns the start error, or the stop error.

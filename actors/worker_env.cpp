@@ -4,14 +4,46 @@
 #include <chrono>
 #include <random>
 
+#include <unistd.h>
+
+#include "adapters/process_registry.hpp"
+
 namespace snakepit::actors {
 
-void process_table::add(pid_t pid) {
+void process_table::attach(std::shared_ptr<adapters::process_registry> registry,
+                           std::string run_id) {
   std::lock_guard<std::mutex> guard{mtx_};
-  pids_.insert(pid);
+  registry_ = std::move(registry);
+  run_id_ = std::move(run_id);
+}
+
+void process_table::add(pid_t pid) {
+  std::shared_ptr<adapters::process_registry> reg;
+  {
+    std::lock_guard<std::mutex> guard{mtx_};
+    pids_.insert(pid);
+    reg = registry_;
+  }
+  // Right after posix_spawn: the child exists (its start time is fixed at clone and
+  // kept across exec), and it already holds the lifeline, so a host killed before
+  // this write still takes the child down with it.
+  if (reg) {
+    auto pgid = ::getpgid(pid);
+    auto start = adapters::process_start_time(pid);
+    reg->record(run_id_, pid, pgid > 0 ? pgid : pid, start.value_or(0));
+  }
 }
 
 void process_table::remove(pid_t pid) {
+  std::shared_ptr<adapters::process_registry> reg;
+  {
+    std::lock_guard<std::mutex> guard{mtx_};
+    reg = registry_;
+  }
+  // The entry goes before the pid leaves the table, so once wait_empty() returns
+  // the registry holds nothing of the run.
+  if (reg)
+    reg->remove(run_id_, pid);
   {
     std::lock_guard<std::mutex> guard{mtx_};
     pids_.erase(pid);

@@ -18,6 +18,7 @@
 
 namespace snakepit::adapters {
 class grpc_runtime;
+class process_registry;
 } // namespace snakepit::adapters
 
 namespace snakepit::actors {
@@ -31,11 +32,17 @@ public:
   std::set<pid_t> snapshot() const;
   /// Blocks until the table is empty or `timeout` passed; true when empty.
   bool wait_empty(std::chrono::milliseconds timeout) const;
+  /// From now on, `add` also records the pid (group, start time) under `run_id` in
+  /// the persisted registry and `remove` deletes it, so a later boot can sweep what a
+  /// dead host left. Called once, before the first spawn.
+  void attach(std::shared_ptr<adapters::process_registry> registry, std::string run_id);
 
 private:
   mutable std::mutex mtx_;
   mutable std::condition_variable cv_;
   std::set<pid_t> pids_;
+  std::shared_ptr<adapters::process_registry> registry_;
+  std::string run_id_;
 };
 
 /// Registered process names of one runtime (worker_sup, registry, pools).

@@ -25,5 +25,5 @@ function(snakepit_add_test name)
   target_link_libraries(${name} PRIVATE ${arg_DEPS} doctest::doctest snakepit_internal)
   doctest_discover_tests(${name}
     PROPERTIES LABELS "${arg_LABELS}" TIMEOUT ${arg_TIMEOUT}
-    ENVIRONMENT "SNAKEPIT_SOURCE_DIR=${PROJECT_SOURCE_DIR};SNAKEPIT_BUILD_DIR=${PROJECT_BINARY_DIR}")
+    ENVIRONMENT "SNAKEPIT_SOURCE_DIR=${PROJECT_SOURCE_DIR};SNAKEPIT_BUILD_DIR=${PROJECT_BINARY_DIR};XDG_STATE_HOME=${PROJECT_BINARY_DIR}/test-state")
 endfunction()
