@@ -109,6 +109,38 @@ class BridgeServicer(pb2_grpc.BridgeServiceServicer):
         self._sync_host_channel: Any = None
         self._sync_host_stub: Any = None
         self._sync_lock = threading.Lock()
+        self._register_task: Optional[asyncio.Future] = None
+        if self.has_host:
+            try:
+                self._register_task = asyncio.get_running_loop().create_task(
+                    self._register_tools_with_host())
+            except RuntimeError:  # no running loop: registration is left to the caller
+                pass
+
+    async def _register_tools_with_host(self) -> None:
+        """Tell the host which tools this worker serves (upstream registers per
+        session; the host keeps these for every session). Best effort."""
+        get_tools = getattr(self.adapter_class, "get_tools", None)
+        if not callable(get_tools):
+            return
+        try:
+            tools = self.adapter_class().get_tools()
+        except Exception:  # noqa: BLE001 - an adapter that cannot describe itself
+            log.warning("cannot list the adapter's tools for the host", exc_info=True)
+            return
+        req = pb2.RegisterToolsRequest(session_id="", tools=tools,
+                                       worker_id=self.config.worker_id)
+        for attempt in range(5):
+            try:
+                resp = await self._host().RegisterTools(req, timeout=HOST_CALL_TIMEOUT_S)
+                if not resp.success:
+                    log.warning("host refused the tool registration: %s", resp.error_message)
+                return
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.UNAVAILABLE or attempt == 4:
+                    log.info("tool registration with the host failed: %s", exc.details())
+                    return
+                await asyncio.sleep(0.05 * (2 ** attempt))
 
     # ------------------------------------------------------------------ host link
     @property
@@ -130,6 +162,8 @@ class BridgeServicer(pb2_grpc.BridgeServiceServicer):
 
     async def close(self) -> None:
         """Close channels to the host (called on shutdown)."""
+        if self._register_task is not None and not self._register_task.done():
+            self._register_task.cancel()
         if self._host_channel is not None:
             await self._host_channel.close()
             self._host_channel = self._host_stub = None
@@ -153,7 +187,10 @@ class BridgeServicer(pb2_grpc.BridgeServiceServicer):
         return ""
 
     def _session_context(self, request: Any, cid: str) -> SessionContext:
-        return SessionContext(request.session_id, request.metadata, cid,
+        # The session id travels in the request field; metadata "session_id" is
+        # accepted too for hosts that cannot set the field.
+        session_id = request.session_id or request.metadata.get("session_id", "")
+        return SessionContext(session_id, request.metadata, cid,
                               self.config.worker_id,
                               self._sync_host if self.has_host else None)
 
