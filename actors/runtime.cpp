@@ -11,8 +11,11 @@
 
 #include "actors/atoms.hpp"
 #include "actors/pool.hpp"
+#include "actors/session_store.hpp"
+#include "actors/tool_registry.hpp"
 #include "actors/worker_env.hpp"
 #include "adapters/bridge_client.hpp"
+#include "adapters/bridge_server.hpp"
 #include "adapters/errors.hpp"
 #include "adapters/process.hpp"
 #include "adapters/process_registry.hpp"
@@ -68,6 +71,7 @@ struct runtime::impl {
   std::mutex stop_mtx;
   bool stopped = false;
   std::shared_ptr<adapters::process_registry> registry;
+  std::unique_ptr<adapters::bridge_server> bridge;
 
   caf::actor find_pool(const std::string& name) const {
     auto& pname = name.empty() ? cfg.pools.front().name : name;
@@ -113,6 +117,8 @@ struct runtime::impl {
       top = nullptr;
     }
     env->names->clear();
+    if (bridge)
+      bridge->stop();
     reap_all(cfg.shutdown_timeout);
     if (registry)
       registry->end_run(env->run_id);
@@ -201,6 +207,19 @@ caf::expected<std::unique_ptr<runtime>> runtime::launch(std::unique_ptr<impl> p,
     (*registry)->sweep(env->run_id);
   env->processes->attach(*registry, env->run_id);
   p->registry = *registry;
+  // The host's bridge server runs before any worker: workers get its address at spawn.
+  adapters::bridge_server_options bopts;
+  bopts.socket_path = p->dir->file("host.sock");
+  bopts.system = p->sys;
+  bopts.session_store = [names = env->names] { return names->get("session_store"); };
+  bopts.tool_registry = [names = env->names] { return names->get("tool_registry"); };
+  auto bridge = adapters::bridge_server::start(std::move(bopts));
+  if (!bridge) {
+    p->shutdown();
+    return bridge.error();
+  }
+  p->bridge = std::move(*bridge);
+  env->bridge_address = p->bridge->address();
   // snakepit_sup (one_for_one) -> registry, runtime_sup (rest_for_one) ->
   // worker_sup (dynamic), pool per configured pool.
   supervision::dynamic_supervisor_flags wflags;
@@ -219,6 +238,15 @@ caf::expected<std::unique_ptr<runtime>> runtime::launch(std::unique_ptr<impl> p,
   std::vector<supervision::child_spec> top_children;
   top_children.push_back(
     named(supervision::registry_child("registry"), env->names, "registry"));
+  actors::session_store_config scfg;
+  scfg.on_expire = [names = env->names](const std::string& id) {
+    if (auto tools = names->get("tool_registry"))
+      caf::anon_send(tools, actors::session_cleanup_atom::value, id);
+  };
+  top_children.push_back(named(actors::session_store_child("session_store", std::move(scfg)),
+                               env->names, "session_store"));
+  top_children.push_back(
+    named(actors::tool_registry_child("tool_registry"), env->names, "tool_registry"));
   top_children.push_back(
     supervision::supervisor_child("runtime_sup", rflags, std::move(runtime_children)));
   supervision::supervisor_flags tflags;
@@ -348,6 +376,81 @@ std::vector<int> runtime::live_processes() const {
 
 const std::string& runtime::runtime_dir() const {
   return impl_->env->runtime_dir;
+}
+
+namespace {
+
+/// One blocking request from a host thread (never a CAF thread).
+template <class R, class... Ts>
+caf::expected<R> ask(caf::actor_system& sys, const caf::actor& hdl, Ts&&... xs) {
+  if (!hdl)
+    return caf::make_error(errc::shutting_down, "the runtime is stopped");
+  caf::scoped_actor self{sys};
+  caf::expected<R> out{caf::make_error(errc::timeout, "no reply within 5 s")};
+  self->request(hdl, std::chrono::seconds{5}, std::forward<Ts>(xs)...)
+    .receive([&](R& x) { out = std::move(x); },
+             [&](caf::error& err) {
+               if (err != caf::sec::request_timeout)
+                 out = std::move(err);
+             });
+  return out;
+}
+
+} // namespace
+
+caf::error runtime::register_host_tool(const std::string& name,
+                                       std::function<json(const json&)> fn,
+                                       const std::string& description, bool exposed) {
+  actors::host_tool t;
+  t.info.name = name;
+  t.info.description = description;
+  t.info.exposed = exposed;
+  t.fn = std::move(fn);
+  auto r = ask<caf::ok_atom>(*impl_->sys, impl_->env->names->get("tool_registry"),
+                             actors::tool_register_host_atom::value, std::move(t));
+  return r ? caf::error{} : r.error();
+}
+
+caf::expected<std::string> runtime::create_session(std::optional<std::string> id,
+                                                   std::map<std::string, std::string> meta) {
+  if (id)
+    if (auto err = actors::validate_session_id(*id))
+      return err;
+  return ask<std::string>(*impl_->sys, impl_->env->names->get("session_store"),
+                          actors::session_create_atom::value, id.value_or(std::string{}),
+                          std::move(meta));
+}
+
+caf::expected<actors::session_info> runtime::get_session_info(const std::string& session_id) {
+  return ask<actors::session_info>(*impl_->sys, impl_->env->names->get("session_store"),
+                                   actors::session_info_atom::value, session_id);
+}
+
+caf::expected<int> runtime::cleanup_session(const std::string& session_id) {
+  auto state = ask<int32_t>(*impl_->sys, impl_->env->names->get("session_store"),
+                            actors::session_cleanup_atom::value, session_id);
+  if (!state)
+    return state.error();
+  auto tools = ask<int32_t>(*impl_->sys, impl_->env->names->get("tool_registry"),
+                            actors::session_cleanup_atom::value, session_id);
+  if (!tools)
+    return tools.error();
+  return *state + *tools;
+}
+
+caf::expected<std::vector<actors::tool_info>>
+runtime::list_tools(const std::string& session_id) {
+  return ask<std::vector<actors::tool_info>>(*impl_->sys,
+                                             impl_->env->names->get("tool_registry"),
+                                             actors::tool_list_atom::value, session_id);
+}
+
+caf::actor runtime::session_store() const {
+  return impl_->env->names->get("session_store");
+}
+
+const std::string& runtime::bridge_address() const {
+  return impl_->env->bridge_address;
 }
 
 const std::string& runtime::run_id() const {

@@ -6,7 +6,9 @@
 
 #include <chrono>
 #include <functional>
+#include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -15,6 +17,8 @@
 #include <caf/expected.hpp>
 
 #include "actors/config.hpp"
+#include "actors/session_store.hpp"
+#include "actors/tool_registry.hpp"
 #include "actors/types.hpp"
 #include "adapters/process_registry.hpp"
 
@@ -89,6 +93,34 @@ public:
 
   /// The run id tagged on every worker command line.
   const std::string& run_id() const;
+
+  /// Registers a host tool: `fn` takes the JSON object of arguments and returns the
+  /// result; it runs on a bridge-server thread and a throw becomes a tool error for
+  /// the Python caller. `exposed` tools are listed to and callable from Python.
+  caf::error register_host_tool(const std::string& name, std::function<json(const json&)> fn,
+                                const std::string& description = {}, bool exposed = true);
+
+  /// Creates a session (idempotent for an existing id) and returns its id; without
+  /// an id a random one is generated. Errors: invalid_session_id, quota_exceeded.
+  caf::expected<std::string> create_session(std::optional<std::string> id = std::nullopt,
+                                            std::map<std::string, std::string> meta = {});
+
+  /// Created / last accessed times, last worker, state keys and request count.
+  /// Error: session_not_found.
+  caf::expected<actors::session_info> get_session_info(const std::string& session_id);
+
+  /// Removes a session, its state and its tools; returns how many entries went
+  /// (state keys + session-scoped tools + 1 for the session record; 0 if unknown).
+  caf::expected<int> cleanup_session(const std::string& session_id);
+
+  /// Host tools and the tools Python workers registered (plus `session_id`'s own).
+  caf::expected<std::vector<actors::tool_info>> list_tools(const std::string& session_id = {});
+
+  /// The session_store actor (see actors/session_store.hpp for its messages).
+  caf::actor session_store() const;
+
+  /// The host's bridge server address workers call back to ("unix:<dir>/host.sock").
+  const std::string& bridge_address() const;
 
   struct impl;
 
