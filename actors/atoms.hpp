@@ -39,6 +39,12 @@ using escalate_atom = caf::atom_constant<caf::atom("escalate")>;
 using spawn_workers_atom = caf::atom_constant<caf::atom("spawnwrk")>;
 /// Pool-internal: a worker start finished (ok or failed).
 using worker_started_atom = caf::atom_constant<caf::atom("wrkstart")>;
+/// A streaming call (upstream execute_stream): host -> pool -> worker.
+using stream_atom = caf::atom_constant<caf::atom("stream")>;
+/// Actor API: one chunk of a stream (json chunk, bool is_final).
+using stream_chunk_atom = caf::atom_constant<caf::atom("strchunk")>;
+/// Actor API: the end of a stream (caf::error, none when clean).
+using stream_end_atom = caf::atom_constant<caf::atom("strend")>;
 /// Pool: enter shutdown; reject new work with shutting_down.
 using drain_atom = caf::atom_constant<caf::atom("drain")>;
 

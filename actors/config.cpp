@@ -45,6 +45,11 @@ caf::error pool_config::validate() const {
     return field("pool_size", "must be at most 1024");
   if (adapter.empty() || adapter.find('.') == std::string::npos)
     return field("adapter", fmt::format("'{}' is not of the form pkg.module.Class", adapter));
+  if (worker_profile != "process" && worker_profile != "thread")
+    return field("worker_profile", fmt::format("'{}' is neither \"process\" nor \"thread\"",
+                                               worker_profile));
+  if (worker_profile == "thread" && (threads_per_worker == 0 || threads_per_worker > 1024))
+    return field("threads_per_worker", "must be between 1 and 1024");
   if (queue_timeout.count() <= 0)
     return field("queue_timeout", "must be positive");
   if (request_timeout.count() <= 0)
@@ -63,6 +68,10 @@ caf::error pool_config::validate() const {
     if (k.empty() || k.find('=') != std::string::npos)
       return field("adapter_env", fmt::format("'{}' is not a valid variable name", k));
   return caf::none;
+}
+
+size_t pool_config::capacity() const {
+  return worker_profile == "thread" ? threads_per_worker : 1;
 }
 
 std::string config::effective_python_path() const {

@@ -21,6 +21,12 @@ struct pool_config {
   size_t pool_size = 4;
   /// Adapter class, `pkg.module.Class`.
   std::string adapter = "snakepit_bridge.adapters.showcase.ShowcaseAdapter";
+  /// Worker profile (upstream WorkerProfile): "process" runs one request at a
+  /// time per worker; "thread" runs up to `threads_per_worker` at once (sync tools
+  /// on a thread pool of that size, async tools on the worker's event loop).
+  std::string worker_profile = "process";
+  /// Concurrent requests per worker under the "thread" profile.
+  size_t threads_per_worker = 4;
   /// Extra command-line arguments for the worker.
   std::vector<std::string> adapter_args;
   /// Extra environment for the worker; wins over the thread-limit defaults.
@@ -44,6 +50,9 @@ struct pool_config {
 
   /// Checks every field; the error message names the field and the pool.
   caf::error validate() const;
+
+  /// Requests one worker may run at once under this profile.
+  size_t capacity() const;
 };
 
 /// The whole runtime.

@@ -11,6 +11,8 @@
 #include <fmt/format.h>
 
 #include "actors/atoms.hpp"
+#include "actors/reply_slot.hpp"
+#include "actors/stream_sink.hpp"
 #include "actors/types.hpp"
 #include "actors/worker.hpp"
 #include "adapters/errors.hpp"
@@ -24,9 +26,9 @@ namespace {
 using clock_type = caf::actor_clock;
 using time_point = clock_type::time_point;
 
-/// Where a reply goes: a CAF response promise (actor callers) or a callback
-/// (the facade's fast path).
-using sink = std::variant<caf::response_promise, callback_sink>;
+/// Where a reply goes: a CAF response promise (actor callers) or a reply slot
+/// (the facade's callback path, which the gRPC thread may answer directly).
+using sink = std::variant<caf::response_promise, reply_slot_ptr, stream_sink_ptr>;
 
 void deliver(sink& s, execute_result res) {
   if (auto* rp = std::get_if<caf::response_promise>(&s)) {
@@ -34,12 +36,32 @@ void deliver(sink& s, execute_result res) {
       rp->deliver(std::move(*res));
     else
       rp->deliver(std::move(res.error()));
+  } else if (auto* slot = std::get_if<reply_slot_ptr>(&s)) {
+    (*slot)->deliver(std::move(res));
   } else {
-    auto& cb = std::get<callback_sink>(s);
-    if (cb.fn)
-      cb.fn(std::move(res));
+    std::get<stream_sink_ptr>(s)->end(res ? caf::error{} : std::move(res.error()));
   }
 }
+
+/// Sends the chunks of a stream to a host actor (the actor API of execute_stream).
+class actor_stream_sink final : public stream_sink {
+public:
+  explicit actor_stream_sink(caf::actor dest) : dest_(std::move(dest)) {}
+
+  adapters::stream_step on_chunk(json chunk, bool is_final) override {
+    caf::anon_send(dest_, stream_chunk_atom::value, std::move(chunk), is_final);
+    return adapters::stream_step::more;
+  }
+
+  void on_end(caf::error err) override {
+    caf::anon_send(dest_, stream_end_atom::value, std::move(err));
+  }
+
+  void attach(adapters::stream_control) override {}
+
+private:
+  caf::actor dest_;
+};
 
 struct pending_request {
   uint64_t id = 0;
@@ -59,7 +81,8 @@ struct inflight_request {
 struct worker_entry {
   caf::actor handle;
   int pid = 0;
-  bool busy = false;
+  size_t load = 0;      ///< requests in flight on this worker
+  size_t capacity = 1;  ///< requests it may run at once (worker profile)
   uint64_t requests = 0;
   time_point ready_at;
 };
@@ -96,7 +119,8 @@ struct pool_state {
   caf::actor worker_sup;
   std::unordered_map<std::string, worker_entry> workers;
   std::unordered_map<caf::actor_addr, std::string> worker_ids;
-  std::deque<std::string> idle;
+  std::vector<std::string> order;  ///< ready workers, for round-robin among equals
+  size_t rr = 0;
   std::list<pending_request> queue;
   std::unordered_map<uint64_t, std::list<pending_request>::iterator> queued;
   std::unordered_map<uint64_t, inflight_request> inflight;
@@ -133,8 +157,10 @@ void finish(pool_actor* self, sink& out, execute_result res, time_point accepted
 }
 
 bool caller_gone(const pending_request& p) {
-  if (auto* cb = std::get_if<callback_sink>(&p.out))
-    return cb->abandoned->load();
+  if (auto* slot = std::get_if<reply_slot_ptr>(&p.out))
+    return (*slot)->abandoned && (*slot)->abandoned->load();
+  if (auto* ss = std::get_if<stream_sink_ptr>(&p.out))
+    return (*ss)->abandoned.load();
   return false;
 }
 
@@ -142,23 +168,31 @@ void dispatch(pool_actor* self, const std::string& worker_id, pending_request p)
   auto& st = self->state;
   auto& w = st.workers.at(worker_id);
   auto now = self->clock().now();
-  w.busy = true;
+  ++w.load;
   ++w.requests;
   auto budget = p.deadline - now;
+  auto span = std::chrono::duration_cast<caf::timespan>(budget);
+  if (auto* ss = std::get_if<stream_sink_ptr>(&p.out)) {
+    auto sink = *ss;
+    st.inflight.emplace(p.id, inflight_request{worker_id, std::move(p.out), p.accepted});
+    self->send(w.handle, stream_atom::value, p.id, std::move(p.req), span, std::move(sink));
+    return;
+  }
+  reply_slot_ptr slot;
+  if (auto* sp = std::get_if<reply_slot_ptr>(&p.out))
+    slot = *sp;
   st.inflight.emplace(p.id, inflight_request{worker_id, std::move(p.out), p.accepted});
-  self->send(w.handle, execute_atom::value, p.id, std::move(p.req),
-             std::chrono::duration_cast<caf::timespan>(budget));
+  self->send(w.handle, execute_atom::value, p.id, std::move(p.req), span, std::move(slot));
 }
 
-/// A worker became free: give it the oldest runnable queued request, else mark it idle.
+/// A worker has room again: give it the oldest runnable queued requests that fit.
 void checkin(pool_actor* self, const std::string& worker_id) {
   auto& st = self->state;
   auto i = st.workers.find(worker_id);
   if (i == st.workers.end())
     return;
-  i->second.busy = false;
   auto now = self->clock().now();
-  while (!st.queue.empty()) {
+  while (!st.queue.empty() && i->second.load < i->second.capacity) {
     auto p = std::move(st.queue.front());
     st.queue.pop_front();
     st.queued.erase(p.id);
@@ -170,22 +204,32 @@ void checkin(pool_actor* self, const std::string& worker_id) {
       continue;
     }
     dispatch(self, worker_id, std::move(p));
-    return;
   }
-  st.idle.push_back(worker_id);
 }
 
-/// Pops an idle worker that is still ready; empty when none.
+/// The least-loaded ready worker with headroom (round-robin among equals);
+/// empty when every worker is at capacity.
 std::string checkout(pool_actor* self) {
   auto& st = self->state;
-  while (!st.idle.empty()) {
-    auto id = std::move(st.idle.front());
-    st.idle.pop_front();
-    auto i = st.workers.find(id);
-    if (i != st.workers.end() && !i->second.busy)
-      return id;
+  auto n = st.order.size();
+  const std::string* best = nullptr;
+  size_t best_load = 0;
+  for (size_t k = 0; k < n; ++k) {
+    auto& id = st.order[(st.rr + k) % n];
+    auto& w = st.workers.at(id);
+    if (w.load >= w.capacity)
+      continue;
+    if (best == nullptr || w.load < best_load) {
+      best = &id;
+      best_load = w.load;
+      if (best_load == 0)
+        break;
+    }
   }
-  return {};
+  if (best == nullptr)
+    return {};
+  st.rr = (st.rr + 1) % n;
+  return *best;
 }
 
 void accept(pool_actor* self, execute_request req, sink out, caf::actor_addr caller) {
@@ -333,6 +377,7 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg,
     auto id = std::move(i->second);
     st.worker_ids.erase(i);
     st.workers.erase(id);
+    st.order.erase(std::remove(st.order.begin(), st.order.end(), id), st.order.end());
     ++st.stats.worker_crashes;
     // Requests running on the dead worker fail now, never hang.
     for (auto f = st.inflight.begin(); f != st.inflight.end();) {
@@ -375,7 +420,9 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg,
         return;
       self->monitor(hdl);
       st.worker_ids[hdl.address()] = id;
-      st.workers[id] = worker_entry{hdl, pid, false, 0, self->clock().now()};
+      if (st.workers.count(id) == 0)
+        st.order.push_back(id);
+      st.workers[id] = worker_entry{hdl, pid, 0, st.cfg.capacity(), 0, self->clock().now()};
       st.ever_ready.insert(id);
       checkin(self, id);
       if (st.startup_done)
@@ -390,7 +437,22 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg,
       return rp;
     },
     [self](execute_cb_atom, execute_request& req, callback_sink& cb) {
-      accept(self, std::move(req), std::move(cb), caf::actor_addr{});
+      auto slot = std::make_shared<reply_slot>();
+      slot->fn = std::move(cb.fn);
+      slot->abandoned = std::move(cb.abandoned);
+      accept(self, std::move(req), std::move(slot), caf::actor_addr{});
+    },
+    [self](stream_atom, execute_request& req, stream_sink_ptr& sink) {
+      accept(self, std::move(req), std::move(sink), caf::actor_addr{});
+    },
+    [self](stream_atom, execute_request& req) {
+      // Actor API: chunks and the end go to the sender as messages.
+      auto sender = caf::actor_cast<caf::actor>(self->current_sender());
+      if (!sender)
+        return;
+      auto caller = sender.address();
+      accept(self, std::move(req), std::make_shared<actor_stream_sink>(std::move(sender)),
+             std::move(caller));
     },
     [self](result_atom, std::string& worker_id, uint64_t req_id, execute_result& res) {
       auto& st = self->state;
@@ -401,6 +463,8 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg,
         st.inflight.erase(f);
         finish(self, out, std::move(res), started);
       }
+      if (auto w = st.workers.find(worker_id); w != st.workers.end() && w->second.load > 0)
+        --w->second.load;
       checkin(self, worker_id);
     },
     [self](queue_timeout_atom, uint64_t req_id) {
@@ -432,10 +496,15 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg,
       auto s = st.stats;
       s.workers = st.workers.size();
       s.busy = 0;
-      for (auto& [id, w] : st.workers)
-        if (w.busy)
+      s.available = 0;
+      for (auto& [id, w] : st.workers) {
+        if (w.load > 0)
           ++s.busy;
-      s.available = s.workers - s.busy;
+        if (w.load < w.capacity)
+          ++s.available;
+        s.in_flight += w.load;
+        s.capacity += w.capacity;
+      }
       s.queue_depth = st.queue.size();
       s.latency_p50_ms = st.latencies.percentile_ms(0.50);
       s.latency_p99_ms = st.latencies.percentile_ms(0.99);
@@ -447,8 +516,9 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg,
       auto now = self->clock().now();
       for (auto& [id, w] : st.workers)
         out.push_back(worker_info{
-          id, w.pid, w.busy ? "busy" : "available", w.requests,
-          std::chrono::duration_cast<std::chrono::milliseconds>(now - w.ready_at)});
+          id, w.pid, w.load >= w.capacity ? "busy" : "available", w.requests,
+          std::chrono::duration_cast<std::chrono::milliseconds>(now - w.ready_at), w.load,
+          w.capacity});
       std::sort(out.begin(), out.end(),
                 [](const worker_info& a, const worker_info& b) { return a.id < b.id; });
       return out;

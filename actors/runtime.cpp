@@ -2,6 +2,8 @@
 
 #include <signal.h>
 
+#include <condition_variable>
+#include <deque>
 #include <future>
 #include <mutex>
 #include <optional>
@@ -12,6 +14,8 @@
 #include "actors/atoms.hpp"
 #include "actors/pool.hpp"
 #include "actors/session_store.hpp"
+#include "actors/stream_sink.hpp"
+#include "actors/telemetry.hpp"
 #include "actors/tool_registry.hpp"
 #include "actors/worker_env.hpp"
 #include "adapters/bridge_client.hpp"
@@ -124,6 +128,8 @@ struct runtime::impl {
       registry->end_run(env->run_id);
     if (env->grpc)
       env->grpc->shutdown();
+    if (env->telemetry)
+      env->telemetry->stop();
     if (dir)
       dir->remove();
     return result;
@@ -192,6 +198,7 @@ caf::expected<std::unique_ptr<runtime>> runtime::launch(std::unique_ptr<impl> p,
   env->run_id = actors::make_run_id();
   env->runtime_dir = p->dir->path();
   env->grpc = std::make_shared<adapters::grpc_runtime>(1);
+  env->telemetry = std::make_shared<telemetry::bus>();
   for (auto& pool : p->cfg.pools)
     (*env->pool_generations)[pool.name] = 0;
   p->env = env;
@@ -310,6 +317,115 @@ void runtime::execute_async(const std::string& command, json args, execute_optio
   sink.fn = std::move(done);
   execute_request req{command, std::move(args), std::move(opts)};
   caf::anon_send(hdl, actors::execute_cb_atom::value, std::move(req), std::move(sink));
+}
+
+namespace {
+
+/// A stream consumed by a blocking caller: the gRPC thread fills a bounded queue,
+/// the caller's thread drains it; a full queue pauses the RPC until drained.
+class blocking_stream_sink final : public actors::stream_sink {
+public:
+  static constexpr size_t high_water = 32;
+  static constexpr size_t low_water = 8;
+
+  adapters::stream_step on_chunk(json chunk, bool is_final) override {
+    std::lock_guard<std::mutex> guard{mtx_};
+    if (halted_)
+      return adapters::stream_step::halt;
+    queue_.emplace_back(std::move(chunk), is_final);
+    cv_.notify_one();
+    if (queue_.size() >= high_water) {
+      paused_ = true;
+      return adapters::stream_step::pause;
+    }
+    return adapters::stream_step::more;
+  }
+
+  void on_end(caf::error err) override {
+    std::lock_guard<std::mutex> guard{mtx_};
+    finished_ = true;
+    result_ = std::move(err);
+    cv_.notify_one();
+  }
+
+  void attach(adapters::stream_control ctl) override {
+    std::lock_guard<std::mutex> guard{mtx_};
+    control_ = std::move(ctl);
+    if (halted_)
+      control_.cancel();
+  }
+
+  /// Drains the stream on the calling thread until it ends or `deadline`.
+  caf::error run(const std::function<bool(const json&, bool)>& on_chunk,
+                 std::chrono::steady_clock::time_point deadline) {
+    std::unique_lock<std::mutex> guard{mtx_};
+    for (;;) {
+      if (!cv_.wait_until(guard, deadline, [this] { return !queue_.empty() || finished_; })) {
+        abandoned = true;
+        halted_ = true;
+        control_.cancel();
+        return caf::make_error(errc::timeout, "stream did not end within its budget");
+      }
+      if (queue_.empty() && finished_)
+        break;
+      auto [chunk, is_final] = std::move(queue_.front());
+      queue_.pop_front();
+      if (paused_ && queue_.size() <= low_water) {
+        paused_ = false;
+        control_.resume();
+      }
+      if (halted_)
+        continue; // drain what arrived before the cancel took effect
+      guard.unlock();
+      bool more = on_chunk(chunk, is_final);
+      guard.lock();
+      if (!more) {
+        halted_ = true;
+        control_.cancel();
+        if (paused_) {
+          paused_ = false;
+          control_.resume();
+        }
+      }
+    }
+    // A halt cancels the RPC on purpose: that is a successful end for the caller.
+    if (halted_ && result_ == errc::cancelled)
+      return caf::none;
+    return result_;
+  }
+
+private:
+  std::mutex mtx_;
+  std::condition_variable cv_;
+  std::deque<std::pair<json, bool>> queue_;
+  adapters::stream_control control_;
+  caf::error result_;
+  bool finished_ = false;
+  bool paused_ = false;
+  bool halted_ = false;
+};
+
+} // namespace
+
+caf::error runtime::execute_stream(const std::string& command, json args,
+                                   const std::function<bool(const json&, bool)>& on_chunk,
+                                   execute_options opts) {
+  auto hdl = impl_->find_pool(opts.pool);
+  if (!hdl)
+    return impl_->pool_missing(opts.pool);
+  auto budget = opts.timeout;
+  if (budget.count() <= 0) {
+    budget = impl_->cfg.pools.front().request_timeout;
+    for (auto& p : impl_->cfg.pools)
+      if (p.name == opts.pool)
+        budget = p.request_timeout;
+    opts.timeout = budget;
+  }
+  auto sink = std::make_shared<blocking_stream_sink>();
+  execute_request req{command, std::move(args), std::move(opts)};
+  caf::anon_send(hdl, actors::stream_atom::value, std::move(req),
+                 actors::stream_sink_ptr{sink});
+  return sink->run(on_chunk, std::chrono::steady_clock::now() + budget + 5s);
 }
 
 caf::error runtime::await_ready(std::chrono::milliseconds timeout) {
@@ -455,6 +571,10 @@ const std::string& runtime::bridge_address() const {
 
 const std::string& runtime::run_id() const {
   return impl_->env->run_id;
+}
+
+telemetry::bus& runtime::telemetry() {
+  return *impl_->env->telemetry;
 }
 
 caf::expected<adapters::sweep_report> cleanup_orphans(const config& cfg) {

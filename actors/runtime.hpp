@@ -27,6 +27,10 @@ class actor_system;
 class actor_system_config;
 } // namespace caf
 
+namespace snakepit::telemetry {
+class bus;
+} // namespace snakepit::telemetry
+
 namespace snakepit {
 
 /// Registers the snakepit error category with a host's actor system config
@@ -64,6 +68,17 @@ public:
   /// Asynchronous form: `done` runs exactly once, on a runtime thread.
   void execute_async(const std::string& command, json args, execute_options opts,
                      execute_callback done);
+
+  /// Runs a streaming tool (a Python generator). `on_chunk` runs on the calling
+  /// thread, in order, and returns false to halt (the RPC is cancelled, the Python
+  /// generator closed, and the call returns none). Streams queue and take pool
+  /// capacity like any call; a slow `on_chunk` holds the worker back through gRPC
+  /// flow control instead of buffering without bound. Returns the typed error of
+  /// a failed stream (a Python exception mid-stream arrives after the chunks
+  /// already delivered, as tool_error).
+  caf::error execute_stream(const std::string& command, json args,
+                            const std::function<bool(const json& chunk, bool is_final)>& on_chunk,
+                            execute_options opts = {});
 
   /// Waits until every pool has finished starting (at least one ready worker each).
   caf::error await_ready(std::chrono::milliseconds timeout = std::chrono::seconds{30});
@@ -121,6 +136,9 @@ public:
 
   /// The host's bridge server address workers call back to ("unix:<dir>/host.sock").
   const std::string& bridge_address() const;
+
+  /// The runtime's telemetry bus: attach handlers here (docs/telemetry.md).
+  telemetry::bus& telemetry();
 
   struct impl;
 

@@ -73,7 +73,9 @@ struct pool_stats {
   std::string pool;
   size_t workers = 0;       ///< workers that completed the handshake
   size_t available = 0;     ///< ready and idle
-  size_t busy = 0;          ///< ready and running a request
+  size_t busy = 0;          ///< ready and running at least one request
+  size_t in_flight = 0;     ///< requests running on workers now
+  size_t capacity = 0;      ///< sum of the workers' capacities
   uint64_t requests = 0;    ///< requests accepted (dispatched or queued)
   uint64_t completed = 0;   ///< requests answered with a result
   uint64_t errors = 0;      ///< requests answered with an error
@@ -90,13 +92,16 @@ struct pool_stats {
 struct worker_info {
   std::string id;
   int pid = 0;
-  std::string state;  ///< "available" | "busy"
+  std::string state;  ///< "available" (has headroom) | "busy" (at capacity)
   uint64_t requests = 0;
   std::chrono::milliseconds uptime{0};
+  size_t load = 0;      ///< requests running now
+  size_t capacity = 1;  ///< requests it may run at once
 };
 
 } // namespace snakepit
 
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(nlohmann::json)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(snakepit::execute_request)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(snakepit::execute_reply)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(snakepit::execute_result)

@@ -13,6 +13,8 @@
 #include <fmt/format.h>
 
 #include "actors/atoms.hpp"
+#include "actors/reply_slot.hpp"
+#include "actors/stream_sink.hpp"
 #include "actors/types.hpp"
 #include "adapters/bridge_client.hpp"
 #include "adapters/errors.hpp"
@@ -235,6 +237,16 @@ adapters::process_spec make_process_spec(const worker_state& st) {
     {"SNAKEPIT_WORKER_ID", st.args.id},
     {"SNAKEPIT_POOL", cfg.name},
   };
+  if (cfg.worker_profile == "thread") {
+    // A thread worker runs `threads_per_worker` requests at once: its numeric
+    // libraries may use as many threads (the pool's adapter_env still wins).
+    auto n = std::to_string(cfg.threads_per_worker);
+    spec.args.emplace_back("--max-workers");
+    spec.args.push_back(n);
+    for (const char* key : {"OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                            "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS"})
+      overrides.emplace_back(key, n);
+  }
   overrides.insert(overrides.end(), cfg.adapter_env.begin(), cfg.adapter_env.end());
   spec.env = adapters::build_environment(overrides);
   spec.new_process_group = true;
@@ -330,7 +342,8 @@ caf::behavior worker_impl(worker_actor* self, worker_args args, supervision::sta
       if (gen == st.escalate_gen && st.proc && st.proc->alive())
         st.proc->signal_group(SIGKILL);
     },
-    [self](execute_atom, uint64_t req_id, execute_request& req, caf::timespan budget) {
+    [self](execute_atom, uint64_t req_id, execute_request& req, caf::timespan budget,
+           reply_slot_ptr& slot) {
       auto& st = self->state;
       if (st.ph != phase::ready) {
         self->send(st.args.pool, result_atom::value, st.args.id, req_id,
@@ -345,21 +358,61 @@ caf::behavior worker_impl(worker_actor* self, worker_args args, supervision::sta
       call.correlation_id = std::move(req.opts.correlation_id);
       auto hdl = caf::actor_cast<caf::actor>(self);
       st.inflight.insert(req_id);
-      st.client.execute(std::move(call),
-                        std::chrono::duration_cast<std::chrono::milliseconds>(budget),
-                        [hdl, req_id](caf::expected<adapters::tool_reply> res) {
-                          execute_result out{caf::no_error};
-                          if (res) {
-                            execute_reply rep;
-                            rep.result = std::move(res->result);
-                            rep.binary_result = std::move(res->binary_result);
-                            rep.execution_time_ms = res->execution_time_ms;
-                            out = std::move(rep);
-                          } else {
-                            out = std::move(res.error());
-                          }
-                          caf::anon_send(hdl, rpc_done_atom::value, req_id, std::move(out));
-                        });
+      st.client.execute(
+        std::move(call), std::chrono::duration_cast<std::chrono::milliseconds>(budget),
+        [hdl, req_id, slot = std::move(slot),
+         id = st.args.id](caf::expected<adapters::tool_reply> res) mutable {
+          execute_result out{caf::no_error};
+          if (res) {
+            execute_reply rep;
+            rep.result = std::move(res->result);
+            rep.binary_result = std::move(res->binary_result);
+            rep.execution_time_ms = res->execution_time_ms;
+            rep.worker_id = std::move(id);
+            out = std::move(rep);
+          } else {
+            out = std::move(res.error());
+          }
+          // Fast path: answer the caller from this (gRPC) thread. A transport
+          // failure takes the actor path, which tells a crash from a hiccup.
+          if (slot && (out || !transport_failure(out.error()))) {
+            // The pool still gets the outcome for its books; its own delivery
+            // attempt then finds the slot claimed.
+            auto summary = out ? execute_result{execute_reply{}} : execute_result{out.error()};
+            slot->deliver(std::move(out));
+            out = std::move(summary);
+          }
+          caf::anon_send(hdl, rpc_done_atom::value, req_id, std::move(out));
+        });
+    },
+    [self](stream_atom, uint64_t req_id, execute_request& req, caf::timespan budget,
+           stream_sink_ptr& sink) {
+      auto& st = self->state;
+      if (st.ph != phase::ready) {
+        self->send(st.args.pool, result_atom::value, st.args.id, req_id,
+                   execute_result{caf::make_error(errc::not_ready, st.args.id)});
+        return;
+      }
+      adapters::tool_call call;
+      call.tool_name = std::move(req.command);
+      call.args = std::move(req.args);
+      call.binary_args = std::move(req.opts.binary_args);
+      call.metadata = std::move(req.opts.metadata);
+      call.correlation_id = std::move(req.opts.correlation_id);
+      auto hdl = caf::actor_cast<caf::actor>(self);
+      st.inflight.insert(req_id);
+      auto ctl = st.client.execute_stream(
+        std::move(call), std::chrono::duration_cast<std::chrono::milliseconds>(budget),
+        [sink](json chunk, bool is_final) { return sink->on_chunk(std::move(chunk), is_final); },
+        [hdl, req_id, sink](caf::error err) {
+          // As for unary calls: a broken connection goes through the actor, which
+          // tells a crash from a hiccup; everything else ends the stream here.
+          execute_result summary = err ? execute_result{err} : execute_result{execute_reply{}};
+          if (!err || !transport_failure(err))
+            sink->end(std::move(err));
+          caf::anon_send(hdl, rpc_done_atom::value, req_id, std::move(summary));
+        });
+      sink->attach(std::move(ctl));
     },
     [self](rpc_done_atom, uint64_t req_id, execute_result& res) {
       auto& st = self->state;

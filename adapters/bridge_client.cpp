@@ -44,6 +44,8 @@ struct call_base {
   virtual ~call_base() = default;
   /// Runs on a poller thread for every completed tag of this call.
   virtual void proceed(bool ok, int step) = 0;
+  /// Streams only: issue the next read after a pause.
+  virtual void read_next() {}
 
   /// Requests cancellation; the call still completes through the queue.
   void cancel(errc reason) {
@@ -216,14 +218,39 @@ caf::expected<tool_reply> convert_execute(const bridge::ExecuteToolResponse& res
   return decode_response(response);
 }
 
+} // namespace
+
+} // namespace detail
+
+/// Shared between a stream and its consumer: pause/resume/cancel bookkeeping.
+struct stream_control::impl {
+  std::mutex mtx;
+  detail::call_base* call = nullptr; ///< the stream; null once it finished
+  bool paused = false;
+  bool resume_requested = false;
+  bool cancelled = false;
+};
+
+namespace detail {
+
+namespace {
+
 /// A server-streaming RPC: start, then reads until the stream ends, then Finish.
 struct stream_call final : call_base {
   enum step_id { start_step, read_step, finish_step };
 
   stream_call(std::shared_ptr<client_state> owner,
-              std::function<bool(nlohmann::json, bool)> on_chunk,
+              std::function<stream_step(nlohmann::json, bool)> on_chunk,
               std::function<void(caf::error)> done)
-    : call_base(std::move(owner)), on_chunk(std::move(on_chunk)), done(std::move(done)) {}
+    : call_base(std::move(owner)), on_chunk(std::move(on_chunk)), done(std::move(done)),
+      control(std::make_shared<stream_control::impl>()) {
+    control->call = this;
+  }
+
+  void read_next() override {
+    chunk.Clear();
+    reader->Read(&chunk, &read_tag);
+  }
 
   void proceed(bool ok, int step) override {
     switch (step) {
@@ -233,21 +260,34 @@ struct stream_call final : call_base {
       else
         reader->Finish(&status, &finish_tag);
       return;
-    case read_step:
+    case read_step: {
       if (!ok) {
         reader->Finish(&status, &finish_tag);
         return;
       }
-      if (!halted && on_chunk &&
-          !on_chunk(decode_chunk(chunk.data()), chunk.is_final())) {
+      auto next = stream_step::more;
+      if (!halted && on_chunk)
+        next = on_chunk(decode_chunk(chunk.data()), chunk.is_final());
+      if (next == stream_step::halt) {
         // The consumer has seen enough: cancel and drain what is already queued.
         halted = true;
         ctx.TryCancel();
+      } else if (next == stream_step::pause && !halted) {
+        std::lock_guard<std::mutex> guard{control->mtx};
+        if (!control->resume_requested && !control->cancelled) {
+          control->paused = true;
+          return; // no read outstanding: the producer is held back by flow control
+        }
+        control->resume_requested = false;
       }
-      chunk.Clear();
-      reader->Read(&chunk, &read_tag);
+      read_next();
       return;
+    }
     default: {
+      {
+        std::lock_guard<std::mutex> guard{control->mtx};
+        control->call = nullptr;
+      }
       caf::error result = halted ? caf::error{} : status_error(status);
       owner->runtime->finished(this);
       if (done)
@@ -260,8 +300,9 @@ struct stream_call final : call_base {
   bridge::ToolChunk chunk;
   grpc::Status status;
   std::unique_ptr<grpc::ClientAsyncReader<bridge::ToolChunk>> reader;
-  std::function<bool(nlohmann::json, bool)> on_chunk;
+  std::function<stream_step(nlohmann::json, bool)> on_chunk;
   std::function<void(caf::error)> done;
+  std::shared_ptr<stream_control::impl> control;
   bool halted = false;
   call_tag start_tag{this, start_step};
   call_tag read_tag{this, read_step};
@@ -376,11 +417,54 @@ void bridge_client::execute(tool_call tc, std::chrono::milliseconds timeout,
 void bridge_client::execute_stream(tool_call tc, std::chrono::milliseconds timeout,
                                    std::function<bool(nlohmann::json, bool)> on_chunk,
                                    std::function<void(caf::error)> done) {
+  execute_stream(
+    std::move(tc), timeout,
+    [fn = std::move(on_chunk)](nlohmann::json chunk, bool is_final) {
+      return !fn || fn(std::move(chunk), is_final) ? stream_step::more : stream_step::halt;
+    },
+    std::move(done));
+}
+
+void stream_control::resume() const {
+  if (!impl_)
+    return;
+  std::lock_guard<std::mutex> guard{impl_->mtx};
+  if (impl_->call == nullptr)
+    return;
+  if (impl_->paused) {
+    impl_->paused = false;
+    impl_->call->read_next();
+  } else {
+    impl_->resume_requested = true;
+  }
+}
+
+void stream_control::cancel() const {
+  if (!impl_)
+    return;
+  std::lock_guard<std::mutex> guard{impl_->mtx};
+  if (impl_->call == nullptr || impl_->cancelled)
+    return;
+  impl_->cancelled = true;
+  impl_->call->cancel(errc::cancelled);
+  if (impl_->paused) {
+    // Drain: the pending read fails after the cancel and the stream finishes.
+    impl_->paused = false;
+    impl_->call->read_next();
+  }
+}
+
+stream_control bridge_client::execute_stream(
+  tool_call tc, std::chrono::milliseconds timeout,
+  std::function<stream_step(nlohmann::json, bool)> on_chunk,
+  std::function<void(caf::error)> done) {
+  stream_control control;
   if (!state_) {
     done(detail::no_client());
-    return;
+    return control;
   }
   auto* call = new detail::stream_call(state_, std::move(on_chunk), std::move(done));
+  control.impl_ = call->control;
   call->prepare(timeout, tc.correlation_id);
   bridge::ExecuteToolRequest request;
   encode_request(tc, true, &request);
@@ -390,10 +474,15 @@ void bridge_client::execute_stream(tool_call tc, std::chrono::milliseconds timeo
     call->reader->StartCall(&call->start_tag);
   });
   if (!started) {
+    {
+      std::lock_guard<std::mutex> guard{call->control->mtx};
+      call->control->call = nullptr;
+    }
     auto cb = std::move(call->done);
     delete call;
     cb(detail::runtime_gone());
   }
+  return control;
 }
 
 void bridge_client::cancel_all() {

@@ -89,6 +89,22 @@ class grpc_runtime {
 /// once, on a runtime thread; after the runtime shut down it fires at once on the
 /// caller's thread with errc::shutting_down. In-flight calls keep the connection alive
 /// even if the handle is dropped.
+/// What a stream consumer wants after a chunk.
+enum class stream_step { more, pause, halt };
+
+/// Handle to one stream's flow control; cheap to copy; safe from any thread, also
+/// after the stream ended (then it does nothing).
+class stream_control {
+public:
+  /// Reads the next chunk if the stream is paused (or will be paused next).
+  void resume() const;
+  /// Cancels the stream; `done` fires once with `errc::cancelled`.
+  void cancel() const;
+
+  struct impl;
+  std::shared_ptr<impl> impl_;
+};
+
 class bridge_client {
  public:
   /// An empty handle; every call fails with errc::internal.
@@ -115,6 +131,15 @@ class bridge_client {
   void execute_stream(tool_call call, std::chrono::milliseconds timeout,
                       std::function<bool(nlohmann::json chunk, bool is_final)> on_chunk,
                       std::function<void(caf::error)> done);
+
+  /// The same with end-to-end flow control: `on_chunk` may return
+  /// `stream_step::pause`, after which no further chunk is read from the worker (so
+  /// HTTP/2 flow control holds the producer back) until `stream_control::resume()`.
+  /// `stream_control::cancel()` ends the stream early (`done` gets `cancelled`).
+  stream_control execute_stream(tool_call call, std::chrono::milliseconds timeout,
+                                std::function<stream_step(nlohmann::json chunk,
+                                                          bool is_final)> on_chunk,
+                                std::function<void(caf::error)> done);
 
   /// TryCancel every in-flight call of this client; their callbacks still fire exactly
   /// once, with errc::cancelled (unless they completed first).
