@@ -21,6 +21,10 @@ class grpc_runtime;
 class process_registry;
 } // namespace snakepit::adapters
 
+namespace snakepit::telemetry {
+class bus;
+} // namespace snakepit::telemetry
+
 namespace snakepit::actors {
 
 /// Every OS process the runtime started and has not yet seen exit. Thread-safe:
@@ -67,6 +71,8 @@ struct worker_env {
   /// Workers get it as `--elixir-address` and call back into the host through it.
   std::string bridge_address;
   std::shared_ptr<adapters::grpc_runtime> grpc;
+  /// The runtime's telemetry bus (docs/telemetry.md); never null in a started runtime.
+  std::shared_ptr<telemetry::bus> telemetry;
   std::shared_ptr<process_table> processes = std::make_shared<process_table>();
   std::shared_ptr<name_table> names = std::make_shared<name_table>();
   /// Incarnation counter per pool name, so a restarted pool names its workers anew.

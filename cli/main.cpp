@@ -1,0 +1,495 @@
+// The `snakepit` command-line tool (upstream's mix tasks: snakepit.run, the Python
+// adapter listing, snakepit.doctor): run a configured set of pools until a signal,
+// run one call, list an adapter's tools, check the machine. Exit codes: docs/cli.md.
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include "actors/config.hpp"
+#include "actors/config_file.hpp"
+#include "actors/runtime.hpp"
+#include "actors/telemetry.hpp"
+#include "adapters/errors.hpp"
+#include "adapters/process.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using snakepit::errc;
+using snakepit::json;
+
+/// Exit codes (docs/cli.md).
+enum exit_code : int {
+  exit_ok = 0,
+  exit_failure = 1,      ///< doctor found a failing check; any other error
+  exit_usage = 2,        ///< bad command line or arguments
+  exit_config = 3,       ///< invalid configuration (file, key, type, interpreter)
+  exit_start = 4,        ///< the pools could not start
+  exit_tool_error = 5,   ///< the Python tool raised
+  exit_unknown = 6,      ///< unknown tool, invalid arguments, unknown pool
+  exit_call_failed = 7,  ///< timeout, queue timeout, saturation, worker crash, ...
+};
+
+int exit_code_of(const caf::error& err) {
+  auto code = snakepit::errc_of(err);
+  if (!code)
+    return exit_failure;
+  switch (*code) {
+    case errc::invalid_config:
+      return exit_config;
+    case errc::start_failed:
+    case errc::not_ready:
+      return exit_start;
+    case errc::tool_error:
+      return exit_tool_error;
+    case errc::unknown_tool:
+    case errc::invalid_argument:
+    case errc::pool_not_found:
+      return exit_unknown;
+    case errc::timeout:
+    case errc::queue_timeout:
+    case errc::pool_saturated:
+    case errc::worker_crashed:
+    case errc::unavailable:
+    case errc::shutting_down:
+    case errc::cancelled:
+    case errc::worker_busy:
+      return exit_call_failed;
+    default:
+      return exit_failure;
+  }
+}
+
+int fail(const caf::error& err) {
+  fmt::print(stderr, "snakepit: {}\n", snakepit::describe(err));
+  return exit_code_of(err);
+}
+
+/// The configuration without --config: one pool of 2 showcase workers.
+snakepit::config default_config() {
+  snakepit::config cfg;
+  cfg.pools.front().name = "default";
+  cfg.pools.front().pool_size = 2;
+  cfg.pools.front().adapter = "snakepit_bridge.adapters.showcase.ShowcaseAdapter";
+  return cfg;
+}
+
+caf::expected<snakepit::config> resolve_config(const std::string& path) {
+  if (path.empty())
+    return default_config();
+  return snakepit::load_config(path);
+}
+
+caf::expected<const snakepit::pool_config*> find_pool(const snakepit::config& cfg,
+                                                     const std::string& name) {
+  if (name.empty())
+    return &cfg.pools.front();
+  for (auto& p : cfg.pools)
+    if (p.name == name)
+      return &p;
+  return snakepit::make_error(errc::pool_not_found, name);
+}
+
+// ------------------------------------------------------------------ python helper
+
+struct captured {
+  bool started = false;
+  bool timed_out = false;
+  int code = -1;
+  std::string out;
+  std::string err;
+};
+
+/// Runs the configured interpreter with `args` (PYTHONPATH of the config plus `env`),
+/// collecting stdout and stderr; kills it after `timeout`.
+captured run_python(const snakepit::config& cfg, std::vector<std::string> args,
+                    std::vector<std::pair<std::string, std::string>> env,
+                    std::chrono::milliseconds timeout = 60s) {
+  captured res;
+  int out_pipe[2];
+  int err_pipe[2];
+  if (::pipe2(out_pipe, O_CLOEXEC) != 0)
+    return res;
+  if (::pipe2(err_pipe, O_CLOEXEC) != 0) {
+    ::close(out_pipe[0]);
+    ::close(out_pipe[1]);
+    return res;
+  }
+  env.emplace_back("PYTHONPATH", cfg.effective_python_path());
+  env.emplace_back("PYTHONDONTWRITEBYTECODE", "1");
+  snakepit::adapters::process_spec spec;
+  spec.executable = cfg.python;
+  spec.args = std::move(args);
+  spec.env = snakepit::adapters::build_environment(env);
+  spec.pass_lifeline = false;
+  spec.stdout_fd = out_pipe[1];
+  spec.stderr_fd = err_pipe[1];
+  auto proc = snakepit::adapters::spawn_process(spec);
+  ::close(out_pipe[1]);
+  ::close(err_pipe[1]);
+  if (!proc) {
+    ::close(out_pipe[0]);
+    ::close(err_pipe[0]);
+    res.err = snakepit::describe(proc.error());
+    return res;
+  }
+  res.started = true;
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  pollfd fds[2] = {{out_pipe[0], POLLIN, 0}, {err_pipe[0], POLLIN, 0}};
+  std::string* sinks[2] = {&res.out, &res.err};
+  int open_fds = 2;
+  while (open_fds > 0) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+      deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) {
+      res.timed_out = true;
+      break;
+    }
+    if (::poll(fds, 2, static_cast<int>(left.count())) < 0 && errno != EINTR)
+      break;
+    for (int i = 0; i < 2; ++i) {
+      if (fds[i].fd < 0 || fds[i].revents == 0)
+        continue;
+      char buf[4096];
+      auto n = ::read(fds[i].fd, buf, sizeof(buf));
+      if (n > 0) {
+        sinks[i]->append(buf, static_cast<size_t>(n));
+      } else if (n == 0 || errno != EINTR) {
+        ::close(fds[i].fd);
+        fds[i].fd = -1;
+        --open_fds;
+      }
+    }
+  }
+  for (auto& f : fds)
+    if (f.fd >= 0)
+      ::close(f.fd);
+  if (res.timed_out)
+    proc->signal_group(SIGKILL);
+  auto status = snakepit::adapters::wait_for_exit(proc->pid(), res.timed_out ? 5s : timeout);
+  if (!status) {
+    proc->signal_group(SIGKILL);
+    snakepit::adapters::wait_for_exit(proc->pid(), 5s);
+    res.timed_out = true;
+  } else if (status->exited()) {
+    res.code = status->code;
+  }
+  return res;
+}
+
+std::string last_line(const std::string& text) {
+  auto end = text.find_last_not_of("\n\r ");
+  if (end == std::string::npos)
+    return {};
+  auto begin = text.rfind('\n', end);
+  return text.substr(begin == std::string::npos ? 0 : begin + 1, end - begin);
+}
+
+// ------------------------------------------------------------------ commands
+
+int cmd_exec(const std::string& config_path, const std::string& pool, const std::string& tool,
+             const std::string& args_text, int timeout_ms) {
+  json args = json::object();
+  if (!args_text.empty()) {
+    try {
+      args = json::parse(args_text);
+    } catch (const json::exception& e) {
+      fmt::print(stderr, "snakepit: ARGS is not valid JSON: {}\n", e.what());
+      return exit_usage;
+    }
+    if (!args.is_object()) {
+      fmt::print(stderr, "snakepit: ARGS must be a JSON object, e.g. '{{\"a\": 1}}'\n");
+      return exit_usage;
+    }
+  }
+  auto cfg = resolve_config(config_path);
+  if (!cfg)
+    return fail(cfg.error());
+  if (auto p = find_pool(*cfg, pool); !p)
+    return fail(p.error());
+  auto rt = snakepit::runtime::start(*cfg);
+  if (!rt)
+    return fail(rt.error());
+  snakepit::execute_options opts;
+  opts.pool = pool;
+  opts.timeout = std::chrono::milliseconds{timeout_ms};
+  auto res = (*rt)->execute(tool, std::move(args), opts);
+  int code = exit_ok;
+  if (res) {
+    fmt::print("{}\n", res->result.dump());
+    if (!res->binary_result.empty())
+      fmt::print(stderr, "snakepit: the tool also returned {} bytes of binary data "
+                         "(not shown)\n", res->binary_result.size());
+  } else {
+    code = fail(res.error());
+    auto py = snakepit::python_error_of(res.error());
+    if (code == exit_tool_error && py && !py->traceback.empty())
+      fmt::print(stderr, "{}", py->traceback);
+  }
+  std::fflush(stdout);
+  if (auto err = (*rt)->stop(); err && code == exit_ok)
+    return fail(err);
+  return code;
+}
+
+int cmd_run(const std::string& config_path, int start_timeout_ms) {
+  auto cfg = resolve_config(config_path);
+  if (!cfg)
+    return fail(cfg.error());
+  // Block the stop signals in every thread (the runtime's threads inherit the mask;
+  // worker processes get a clean one) and take them with sigwait below.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  size_t total = 0;
+  for (auto& p : cfg->pools)
+    total += p.pool_size;
+  fmt::print("snakepit: starting {} pool(s), {} worker(s)\n", cfg->pools.size(), total);
+  std::fflush(stdout);
+  snakepit::start_options sopts;
+  sopts.wait_ready = false;
+  auto rt = snakepit::runtime::start(*cfg, sopts);
+  if (!rt)
+    return fail(rt.error());
+  auto& r = **rt;
+  // Worker lifecycle events after start (restarts, crashes) as one line each.
+  r.telemetry().attach("snakepit.worker", [](const snakepit::telemetry::event& ev) {
+    fmt::print("snakepit: {} {}\n", ev.name, ev.metadata.dump());
+    std::fflush(stdout);
+  });
+  std::set<std::string> seen;
+  size_t ready = 0;
+  auto report_ready = [&] {
+    for (auto& p : cfg->pools) {
+      auto ws = r.list_workers(p.name);
+      if (!ws)
+        continue;
+      for (auto& w : *ws)
+        if (seen.insert(p.name + "/" + w.id).second)
+          fmt::print("snakepit: ready {}/{} worker {} (pid {}) in pool {}\n", ++ready, total,
+                     w.id, w.pid, p.name);
+    }
+    std::fflush(stdout);
+  };
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds{start_timeout_ms};
+  for (;;) {
+    auto err = r.await_ready(200ms);
+    report_ready();
+    if (!err)
+      break;
+    if (snakepit::errc_of(err) != errc::not_ready
+        || std::chrono::steady_clock::now() >= deadline) {
+      int code = fail(err);
+      r.stop();
+      return code == exit_call_failed ? exit_start : code;
+    }
+    // Also stop on a signal during start.
+    timespec zero{0, 0};
+    if (sigtimedwait(&stop_signals, nullptr, &zero) > 0) {
+      fmt::print("snakepit: stopping\n");
+      r.stop();
+      return exit_ok;
+    }
+  }
+  fmt::print("snakepit: serving ({} worker(s) ready); stop with Ctrl-C or SIGTERM\n", ready);
+  std::fflush(stdout);
+  int sig = 0;
+  while (sigwait(&stop_signals, &sig) != 0) {
+  }
+  fmt::print("snakepit: {} received, stopping\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+  std::fflush(stdout);
+  if (auto err = r.stop())
+    return fail(err);
+  fmt::print("snakepit: stopped\n");
+  return exit_ok;
+}
+
+int cmd_tools(const std::string& config_path, const std::string& pool, bool as_json) {
+  auto cfg = resolve_config(config_path);
+  if (!cfg)
+    return fail(cfg.error());
+  auto p = find_pool(*cfg, pool);
+  if (!p)
+    return fail(p.error());
+  auto res = run_python(*cfg, {"-m", "snakepit_bridge", "--list-tools", "--adapter",
+                               (*p)->adapter},
+                        (*p)->adapter_env);
+  if (!res.started || res.timed_out || res.code != 0) {
+    auto why = res.timed_out ? std::string{"timed out"} : last_line(res.err);
+    fmt::print(stderr, "snakepit: cannot list the tools of {}: {}\n(run `snakepit doctor`)\n",
+               (*p)->adapter, why.empty() ? "exit code " + std::to_string(res.code) : why);
+    return res.code == 3 ? exit_config : exit_failure;
+  }
+  json tools;
+  try {
+    tools = json::parse(res.out);
+  } catch (const json::exception& e) {
+    fmt::print(stderr, "snakepit: the worker printed no tool list: {}\n", e.what());
+    return exit_failure;
+  }
+  if (as_json) {
+    fmt::print("{}\n", tools.dump(2));
+    return exit_ok;
+  }
+  fmt::print("{} ({} tools)\n", (*p)->adapter, tools.size());
+  for (auto& t : tools) {
+    std::string params;
+    for (auto& prm : t.value("parameters", json::array())) {
+      if (!params.empty())
+        params += ", ";
+      params += prm.value("name", "");
+      if (!prm.value("required", true))
+        params += "?";
+    }
+    fmt::print("  {}({}){}  {}\n", t.value("name", ""), params,
+               t.value("supports_streaming", false) ? " [stream]" : "",
+               t.value("description", ""));
+  }
+  return exit_ok;
+}
+
+int cmd_doctor(const std::string& config_path) {
+  int failures = 0;
+  auto check = [&](bool ok, const std::string& what, const std::string& detail,
+                   const std::string& fix) {
+    fmt::print("[{}] {}{}\n", ok ? " OK " : "FAIL", what, detail.empty() ? "" : ": " + detail);
+    if (!ok) {
+      ++failures;
+      fmt::print("       fix: {}\n", fix);
+    }
+    std::fflush(stdout);
+    return ok;
+  };
+  auto cfg = resolve_config(config_path);
+  if (!config_path.empty())
+    check(static_cast<bool>(cfg), "configuration " + config_path,
+          cfg ? "" : snakepit::describe(cfg.error()),
+          "correct the named key (see docs/configuration.md)");
+  if (!cfg)
+    cfg = default_config();
+  auto& c = *cfg;
+  bool interp = ::access(c.python.c_str(), X_OK) == 0;
+  if (!check(interp, "interpreter " + c.python, interp ? "" : "missing or not executable",
+             "apt-get install python3, or set `python` in the config file")) {
+    fmt::print("{} check(s) failed\n", failures);
+    return exit_failure;
+  }
+  auto py = [&](const std::vector<std::string>& args,
+                const std::vector<std::pair<std::string, std::string>>& env = {}) {
+    auto r = run_python(c, args, env);
+    auto detail = r.timed_out ? std::string{"timed out"} : last_line(r.err);
+    return std::make_pair(r.started && !r.timed_out && r.code == 0, detail);
+  };
+  auto [grpc_ok, grpc_why] = py({"-c", "import grpc, google.protobuf"});
+  check(grpc_ok, "import grpc, google.protobuf", grpc_ok ? "" : grpc_why,
+        "apt-get install python3-grpcio python3-protobuf");
+  auto [pkg_ok, pkg_why] = py({"-c", "import snakepit_bridge"});
+  check(pkg_ok, "snakepit_bridge package", pkg_ok ? "" : pkg_why,
+        fmt::format("put the repository's python/ on python_path (now: {})",
+                    c.effective_python_path()));
+  auto [gen_ok, gen_why] = py({"-c", "import snakepit_bridge_pb2, snakepit_bridge_pb2_grpc"});
+  check(gen_ok, "generated modules snakepit_bridge_pb2, snakepit_bridge_pb2_grpc",
+        gen_ok ? "" : gen_why,
+        "build the project (they are generated into <build>/python) and keep that "
+        "directory on python_path");
+  for (auto& p : c.pools) {
+    auto [ok, why] = py({"-m", "snakepit_bridge", "--health-check", "--adapter", p.adapter},
+                        p.adapter_env);
+    check(ok, fmt::format("pool {}: adapter {}", p.name, p.adapter), ok ? "" : why,
+          "check the adapter's module path (pkg.module.Class) and that its imports are "
+          "installed for " + c.python);
+  }
+  auto dir = snakepit::adapters::runtime_dir::create("snakepit-doctor");
+  std::string dir_path = dir ? dir->path() : std::string{};
+  check(static_cast<bool>(dir), "runtime directory",
+        dir ? "writable (" + dir_path + ")" : snakepit::describe(dir.error()),
+        "make $XDG_RUNTIME_DIR (or /tmp) writable for this user");
+  if (dir)
+    dir->remove();
+  if (failures > 0) {
+    fmt::print("{} check(s) failed\n", failures);
+    return exit_failure;
+  }
+  fmt::print("all checks passed\n");
+  return exit_ok;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"snakepit: pools of Python worker processes behind supervision"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "snakepit 0.1.0");
+  app.footer("Exit codes: 0 ok, 1 failure, 2 usage, 3 invalid config, 4 start failed, "
+             "5 tool raised, 6 unknown tool/pool or invalid arguments, 7 call failed "
+             "(timeout, saturation, crash). See docs/cli.md.");
+
+  std::string config_path;
+  std::string pool;
+  std::string tool;
+  std::string args_text;
+  int timeout_ms = 0;
+  int start_timeout_ms = 60000;
+  bool as_json = false;
+
+  auto* run = app.add_subcommand("run", "Start the pools and serve until SIGINT/SIGTERM");
+  run->add_option("-c,--config", config_path, "TOML configuration file (docs/configuration.md)");
+  run->add_option("--start-timeout-ms", start_timeout_ms, "Budget for every worker to start")
+    ->check(CLI::PositiveNumber);
+
+  auto* exec = app.add_subcommand("exec", "Start, run one tool call, print its JSON result, stop");
+  exec->add_option("-c,--config", config_path, "TOML configuration file");
+  exec->add_option("-p,--pool", pool, "Pool to run on (default: the first)");
+  exec->add_option("--timeout-ms", timeout_ms,
+                   "End-to-end budget of the call (default: the pool's request_timeout)")
+    ->check(CLI::NonNegativeNumber);
+  exec->add_option("TOOL", tool, "Tool name, e.g. echo")->required();
+  exec->add_option("ARGS", args_text, "Arguments as a JSON object, e.g. '{\"message\":\"hi\"}'");
+
+  auto* tools = app.add_subcommand("tools", "List the tools of a pool's adapter");
+  tools->add_option("-c,--config", config_path, "TOML configuration file");
+  tools->add_option("-p,--pool", pool, "Pool whose adapter to list (default: the first)");
+  tools->add_flag("--json", as_json, "Print the list as JSON");
+
+  auto* doctor = app.add_subcommand("doctor", "Check the interpreter, packages, adapters and "
+                                              "runtime directory");
+  doctor->add_option("-c,--config", config_path, "TOML configuration file");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    app.exit(e);
+    return exit_usage;
+  }
+  if (run->parsed())
+    return cmd_run(config_path, start_timeout_ms);
+  if (exec->parsed())
+    return cmd_exec(config_path, pool, tool, args_text, timeout_ms);
+  if (tools->parsed())
+    return cmd_tools(config_path, pool, as_json);
+  if (doctor->parsed())
+    return cmd_doctor(config_path);
+  return exit_usage;
+}

@@ -1,0 +1,235 @@
+// The `snakepit` binary as a user runs it: output, exit codes (docs/cli.md) and a clean
+// stop of `run` on SIGTERM. Each run is bounded by timeout(1).
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <doctest/doctest.h>
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace {
+
+struct outcome {
+  int code = -1;
+  std::string out;
+  std::string err;
+};
+
+std::string quote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s)
+    q += c == '\'' ? std::string{"'\\''"} : std::string(1, c);
+  return q + "'";
+}
+
+std::filesystem::path scratch_dir() {
+  auto dir = std::filesystem::temp_directory_path()
+             / ("snakepit-cli-test-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+std::string slurp(const std::filesystem::path& p) {
+  std::ifstream in{p};
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+/// Runs the CLI with `args`, stdout captured through popen, stderr through a file.
+outcome run_cli(const std::vector<std::string>& args, int timeout_s = 90) {
+  auto err_file = scratch_dir() / "stderr.txt";
+  std::string cmd = "timeout -k 5 " + std::to_string(timeout_s) + " "
+                    + quote(SNAKEPIT_CLI_BINARY);
+  for (auto& a : args)
+    cmd += " " + quote(a);
+  cmd += " 2>" + quote(err_file.string());
+  outcome res;
+  FILE* pipe = ::popen(cmd.c_str(), "r");
+  REQUIRE(pipe != nullptr);
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof(buf), pipe)) > 0)
+    res.out.append(buf, n);
+  int status = ::pclose(pipe);
+  res.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  res.err = slurp(err_file);
+  return res;
+}
+
+/// Removes the scratch directory when the suite exits.
+struct scratch_cleanup {
+  ~scratch_cleanup() {
+    std::error_code ec;
+    std::filesystem::remove_all(scratch_dir(), ec);
+  }
+} cleanup_at_exit;
+
+bool contains(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
+
+} // namespace
+
+TEST_SUITE("cli") {
+
+TEST_CASE("--help lists the commands and exits 0") {
+  auto res = run_cli({"--help"});
+  CHECK(res.code == 0);
+  for (auto cmd : {"run", "exec", "tools", "doctor", "Exit codes"})
+    CHECK_MESSAGE(contains(res.out, cmd), std::string{cmd});
+  auto sub = run_cli({"exec", "--help"});
+  CHECK(sub.code == 0);
+  CHECK(contains(sub.out, "TOOL"));
+  CHECK(contains(sub.out, "--config"));
+}
+
+TEST_CASE("no command or an unknown option is a usage error (exit 2)") {
+  CHECK(run_cli({}).code == 2);
+  auto res = run_cli({"exec", "--no-such-option", "echo"});
+  CHECK(res.code == 2);
+  CHECK_FALSE(res.err.empty());
+}
+
+TEST_CASE("exec echo prints the JSON result with the built-in default pool") {
+  auto res = run_cli({"exec", "echo", R"({"message":"hi"})"});
+  CHECK_MESSAGE(res.code == 0, res.err);
+  CHECK(res.out == "{\"message\":\"hi\"}\n");
+}
+
+TEST_CASE("exec of an unknown tool exits 6 and names the tool on stderr") {
+  auto res = run_cli({"exec", "no_such_tool"});
+  CHECK(res.code == 6);
+  CHECK(res.out.empty());
+  CHECK(contains(res.err, "unknown_tool"));
+  CHECK(contains(res.err, "no_such_tool"));
+}
+
+TEST_CASE("exec of a tool that raises exits 5 with the Python error") {
+  auto res = run_cli({"exec", "fail", R"({"message":"nope"})"});
+  CHECK(res.code == 5);
+  CHECK(contains(res.err, "ValueError: nope"));
+}
+
+TEST_CASE("exec with arguments that are not a JSON object exits 2") {
+  CHECK(run_cli({"exec", "echo", "[1,2]"}).code == 2);
+  CHECK(run_cli({"exec", "echo", "{not json"}).code == 2);
+}
+
+TEST_CASE("a bad config file exits 3 and names the key") {
+  auto file = scratch_dir() / "bad.toml";
+  {
+    std::ofstream out{file};
+    out << "[[pools]]\nadapter = \"snakepit_bridge.adapters.showcase.ShowcaseAdapter\"\n"
+           "pool_size = \"two\"\n";
+  }
+  auto res = run_cli({"exec", "--config", file.string(), "echo"});
+  CHECK(res.code == 3);
+  CHECK(contains(res.err, "pools[0].pool_size: expected integer, got string"));
+  auto unknown = scratch_dir() / "unknown.toml";
+  {
+    std::ofstream out{unknown};
+    out << "[[pools]]\nadapter = \"a.b.C\"\npool_sise = 2\n";
+  }
+  auto res2 = run_cli({"doctor", "--config", unknown.string()});
+  CHECK(res2.code == 1);
+  CHECK(contains(res2.out, "[FAIL] configuration"));
+  CHECK(contains(res2.out, "pools[0].pool_sise"));
+}
+
+TEST_CASE("exec with a config file and a named pool runs there") {
+  auto file = scratch_dir() / "two.toml";
+  {
+    std::ofstream out{file};
+    out << "[[pools]]\nname = \"a\"\nadapter = "
+           "\"snakepit_bridge.adapters.showcase.ShowcaseAdapter\"\npool_size = 1\n"
+           "[[pools]]\nname = \"b\"\nadapter = "
+           "\"snakepit_bridge.adapters.showcase.ShowcaseAdapter\"\npool_size = 1\n";
+  }
+  auto res = run_cli({"exec", "--config", file.string(), "--pool", "b", "add",
+                      R"({"a": 2, "b": 40})"});
+  CHECK_MESSAGE(res.code == 0, res.err);
+  CHECK(res.out == "42\n");
+  auto missing = run_cli({"exec", "--config", file.string(), "--pool", "c", "ping"});
+  CHECK(missing.code == 6);
+  CHECK(contains(missing.err, "pool_not_found"));
+}
+
+TEST_CASE("doctor passes on this machine and prints each check") {
+  auto res = run_cli({"doctor"});
+  CHECK_MESSAGE(res.code == 0, res.out);
+  for (auto check : {"interpreter", "import grpc", "snakepit_bridge package",
+                     "generated modules", "pool default: adapter", "runtime directory"})
+    CHECK_MESSAGE(contains(res.out, std::string{"[ OK ] "} + check), std::string{check});
+}
+
+TEST_CASE("doctor fails with a fix when the adapter cannot be imported") {
+  auto file = scratch_dir() / "noadapter.toml";
+  {
+    std::ofstream out{file};
+    out << "[[pools]]\nadapter = \"no_such_pkg.mod.Adapter\"\n";
+  }
+  auto res = run_cli({"doctor", "--config", file.string()});
+  CHECK(res.code == 1);
+  CHECK(contains(res.out, "[FAIL] pool default: adapter no_such_pkg.mod.Adapter"));
+  CHECK(contains(res.out, "fix:"));
+}
+
+TEST_CASE("tools lists the showcase adapter's tools") {
+  auto res = run_cli({"tools"});
+  CHECK_MESSAGE(res.code == 0, res.err);
+  CHECK(contains(res.out, "echo("));
+  CHECK(contains(res.out, "add(a, b)"));
+  auto js = run_cli({"tools", "--json"});
+  CHECK(js.code == 0);
+  CHECK(contains(js.out, "\"name\": \"stream_progress\""));
+}
+
+TEST_CASE("run serves until SIGTERM, then stops cleanly with exit 0") {
+  int out_pipe[2];
+  REQUIRE(::pipe(out_pipe) == 0);
+  pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    ::dup2(out_pipe[1], 1);
+    ::close(out_pipe[0]);
+    ::close(out_pipe[1]);
+    ::execl(SNAKEPIT_CLI_BINARY, SNAKEPIT_CLI_BINARY, "run", static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  ::close(out_pipe[1]);
+  FILE* out = ::fdopen(out_pipe[0], "r");
+  REQUIRE(out != nullptr);
+  std::string text;
+  char line[1024];
+  // The binary prints "serving" once every worker is ready (or exits on failure).
+  while (std::fgets(line, sizeof(line), out) != nullptr) {
+    text += line;
+    if (contains(line, "serving"))
+      break;
+  }
+  CHECK(contains(text, "ready 1/2 worker"));
+  CHECK(contains(text, "ready 2/2 worker"));
+  REQUIRE(contains(text, "serving"));
+  ::kill(pid, SIGTERM);
+  while (std::fgets(line, sizeof(line), out) != nullptr)
+    text += line;
+  std::fclose(out);
+  int status = 0;
+  REQUIRE(::waitpid(pid, &status, 0) == pid);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  CHECK(contains(text, "SIGTERM received, stopping"));
+  CHECK(contains(text, "stopped"));
+}
+
+} // TEST_SUITE
