@@ -1,5 +1,5 @@
 // The `snakepit` command-line tool (upstream's mix tasks: snakepit.run, the Python
-// adapter listing, snakepit.doctor): run a configured set of pools until a signal,
+// adapter listing, snakepit.doctor, snakepit.cleanup): run a configured set of pools until a signal,
 // run one call, list an adapter's tools, check the machine. Exit codes: docs/cli.md.
 
 #include <fcntl.h>
@@ -430,6 +430,19 @@ int cmd_doctor(const std::string& config_path) {
   return exit_ok;
 }
 
+int cmd_cleanup(const std::string& config_path) {
+  auto cfg = resolve_config(config_path);
+  if (!cfg)
+    return fail(cfg.error());
+  auto report = snakepit::cleanup_orphans(*cfg);
+  if (!report)
+    return fail(report.error());
+  fmt::print("snakepit: cleanup: {} killed, {} entries removed, {} left to live runs, "
+             "{} survivors\n",
+             report->killed, report->removed, report->live, report->survivors);
+  return report->survivors == 0 ? exit_ok : exit_failure;
+}
+
 } // namespace
 
 int main(int argc, char** argv) {
@@ -471,6 +484,10 @@ int main(int argc, char** argv) {
                                               "runtime directory");
   doctor->add_option("-c,--config", config_path, "TOML configuration file");
 
+  auto* cleanup = app.add_subcommand("cleanup", "Kill worker processes that dead runs left "
+                                                "behind and clear their registry entries");
+  cleanup->add_option("-c,--config", config_path, "TOML configuration file (for data_dir)");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -491,5 +508,7 @@ int main(int argc, char** argv) {
     return cmd_tools(config_path, pool, as_json);
   if (doctor->parsed())
     return cmd_doctor(config_path);
+  if (cleanup->parsed())
+    return cmd_cleanup(config_path);
   return exit_usage;
 }

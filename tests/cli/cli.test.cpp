@@ -85,7 +85,7 @@ TEST_SUITE("cli") {
 TEST_CASE("--help lists the commands and exits 0") {
   auto res = run_cli({"--help"});
   CHECK(res.code == 0);
-  for (auto cmd : {"run", "exec", "tools", "doctor", "Exit codes"})
+  for (auto cmd : {"run", "exec", "tools", "doctor", "cleanup", "Exit codes"})
     CHECK_MESSAGE(contains(res.out, cmd), std::string{cmd});
   auto sub = run_cli({"exec", "--help"});
   CHECK(sub.code == 0);
@@ -192,6 +192,18 @@ TEST_CASE("tools lists the showcase adapter's tools") {
   auto js = run_cli({"tools", "--json"});
   CHECK(js.code == 0);
   CHECK(contains(js.out, "\"name\": \"stream_progress\""));
+}
+
+TEST_CASE("cleanup with nothing left behind exits 0 and reports counts") {
+  auto dir = scratch_dir() / "state";
+  auto file = scratch_dir() / "cleanup.toml";
+  {
+    std::ofstream out{file};
+    out << "data_dir = \"" << dir.string() << "\"\n[[pools]]\nadapter = \"a.b.C\"\n";
+  }
+  auto res = run_cli({"cleanup", "--config", file.string()});
+  CHECK_MESSAGE(res.code == 0, res.err);
+  CHECK(contains(res.out, "0 killed"));
 }
 
 TEST_CASE("run serves until SIGTERM, then stops cleanly with exit 0") {
