@@ -35,6 +35,9 @@ struct pool_config {
   size_t max_queue_size = 1000;
   /// How long a request may wait in the queue (`queue_timeout`).
   std::chrono::milliseconds queue_timeout{10000};
+  /// Largest request payload (arguments plus binary parameters); larger ones fail
+  /// with `payload_too_large` before they take a worker. Upstream's 100 MiB.
+  size_t max_message_bytes = 100u << 20;
   /// Default end-to-end budget of a call when the caller gives none.
   std::chrono::milliseconds request_timeout{300000};
   /// Workers started concurrently during startup (upstream `startup_batch_size`).

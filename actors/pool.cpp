@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <deque>
+#include <random>
 #include <list>
 #include <unordered_map>
 #include <unordered_set>
@@ -172,6 +173,9 @@ void dispatch(pool_actor* self, const std::string& worker_id, pending_request p)
   ++w.requests;
   auto budget = p.deadline - now;
   auto span = std::chrono::duration_cast<caf::timespan>(budget);
+  // Python sees the remaining budget (upstream's metadata key) and the gRPC deadline.
+  p.req.opts.metadata["timeout_ms"] =
+    std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(budget).count());
   if (auto* ss = std::get_if<stream_sink_ptr>(&p.out)) {
     auto sink = *ss;
     st.inflight.emplace(p.id, inflight_request{worker_id, std::move(p.out), p.accepted});
@@ -199,8 +203,12 @@ void checkin(pool_actor* self, const std::string& worker_id) {
     if (caller_gone(p))
       continue; // the caller stopped waiting: never execute its request
     if (p.deadline <= now) {
+      // Its whole budget went by in the queue: it never runs.
       ++st.stats.queue_timeouts;
-      finish(self, p.out, caf::make_error(errc::queue_timeout, p.req.command), p.accepted);
+      finish(self, p.out,
+             caf::make_error(errc::timeout, fmt::format("{}: deadline passed in the queue",
+                                                        p.req.opts.correlation_id)),
+             p.accepted);
       continue;
     }
     dispatch(self, worker_id, std::move(p));
@@ -232,12 +240,46 @@ std::string checkout(pool_actor* self) {
   return *best;
 }
 
+/// Rejects a request whose payload cannot be sent, before it takes a worker.
+caf::error check_payload(const pool_config& cfg, const execute_request& req) {
+  size_t size = 0;
+  for (auto& [name, blob] : req.opts.binary_args)
+    size += name.size() + blob.size();
+  if (size > cfg.max_message_bytes)
+    return caf::make_error(errc::payload_too_large,
+                           fmt::format("{} bytes of binary parameters exceed the limit of {}",
+                                       size, cfg.max_message_bytes));
+  if (!req.args.empty() && !(req.args.is_object() && req.args.size() <= 8 && size == 0
+                             && cfg.max_message_bytes >= (1u << 20))) {
+    // Measuring means serialising: done for large or unusual arguments only.
+    size += req.args.dump().size();
+    if (size > cfg.max_message_bytes)
+      return caf::make_error(errc::payload_too_large,
+                             fmt::format("request of {} bytes exceeds the limit of {}", size,
+                                         cfg.max_message_bytes));
+  }
+  return caf::none;
+}
+
+/// A correlation id for a request that came without one: pool, counter and
+/// randomness, so ids are unique across runs and readable in logs.
+std::string make_correlation_id(const std::string& pool, uint64_t n) {
+  static thread_local std::mt19937_64 rng{std::random_device{}()};
+  return fmt::format("{}-{:x}-{:08x}", pool, n, static_cast<uint32_t>(rng()));
+}
+
 void accept(pool_actor* self, execute_request req, sink out, caf::actor_addr caller) {
   auto& st = self->state;
   if (st.draining) {
     deliver(out, caf::make_error(errc::shutting_down, st.cfg.name));
     return;
   }
+  if (auto err = check_payload(st.cfg, req)) {
+    deliver(out, std::move(err));
+    return;
+  }
+  if (req.opts.correlation_id.empty())
+    req.opts.correlation_id = make_correlation_id(st.cfg.name, st.next_id);
   auto now = self->clock().now();
   auto budget = req.opts.timeout.count() > 0 ? req.opts.timeout : st.cfg.request_timeout;
   pending_request p{st.next_id++, std::move(req), std::move(out), now + budget, now,
@@ -478,10 +520,18 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg,
       if (caller_gone(p))
         return;
       ++st.stats.queue_timeouts;
+      // The call's own deadline may be shorter than the queue timeout: then it is
+      // the deadline that passed, and the caller gets `timeout`.
+      auto deadline_passed = p.deadline <= self->clock().now();
       finish(self, p.out,
-             caf::make_error(errc::queue_timeout,
-                             fmt::format("pool {}: no worker within the queue timeout",
-                                         st.cfg.name)),
+             deadline_passed
+               ? caf::make_error(errc::timeout,
+                                 fmt::format("{}: deadline passed in the queue",
+                                             p.req.opts.correlation_id))
+               : caf::make_error(errc::queue_timeout,
+                                 fmt::format("pool {}: no worker within the queue timeout "
+                                             "({})",
+                                             st.cfg.name, p.req.opts.correlation_id)),
              p.accepted);
     },
     [self](await_ready_atom) -> caf::result<caf::ok_atom> {

@@ -2,11 +2,13 @@
 
 #include <signal.h>
 
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <future>
 #include <mutex>
 #include <optional>
+#include <thread>
 
 #include <caf/all.hpp>
 #include <fmt/format.h>
@@ -45,6 +47,9 @@ struct owned_system_config : caf::actor_system_config {
     // with back-off sleeps, which adds a wake-up delay to each such hand-off; the
     // sharing scheduler wakes a worker through a condition variable at once.
     set("scheduler.policy", caf::atom("sharing"));
+    // One scheduler thread per core: more only adds hand-offs between threads.
+    set("scheduler.max-threads",
+        static_cast<size_t>(std::max(2u, std::thread::hardware_concurrency())));
   }
 };
 
@@ -279,6 +284,41 @@ caf::expected<std::unique_ptr<runtime>> runtime::launch(std::unique_ptr<impl> p,
   return rt;
 }
 
+namespace {
+
+/// One blocking caller waiting for its reply. The reply usually arrives within a
+/// millisecond, so the caller first polls (yielding its core) before it sleeps on
+/// the condition variable: a futex wake-up costs tens of µs on small VMs.
+struct reply_waiter {
+  std::atomic<bool> ready{false};
+  std::mutex mtx;
+  std::condition_variable cv;
+  std::optional<execute_result> value;
+
+  void set(execute_result res) {
+    {
+      std::lock_guard<std::mutex> guard{mtx};
+      value.emplace(std::move(res));
+      ready.store(true, std::memory_order_release);
+    }
+    cv.notify_one();
+  }
+
+  bool wait(std::chrono::steady_clock::time_point deadline) {
+    auto spin_until = std::chrono::steady_clock::now() + std::chrono::microseconds{300};
+    while (!ready.load(std::memory_order_acquire)) {
+      auto now = std::chrono::steady_clock::now();
+      if (now >= spin_until)
+        break;
+      std::this_thread::yield();
+    }
+    std::unique_lock<std::mutex> guard{mtx};
+    return cv.wait_until(guard, deadline, [this] { return ready.load(); });
+  }
+};
+
+} // namespace
+
 execute_result runtime::execute(const std::string& command, json args, execute_options opts) {
   auto budget = opts.timeout;
   if (budget.count() <= 0) {
@@ -287,23 +327,23 @@ execute_result runtime::execute(const std::string& command, json args, execute_o
       if (p.name == opts.pool)
         budget = p.request_timeout;
   }
-  auto done = std::make_shared<std::promise<execute_result>>();
-  auto fut = done->get_future();
-  callback_sink sink;
-  sink.fn = [done](execute_result res) { done->set_value(std::move(res)); };
-  auto abandoned = sink.abandoned;
   auto hdl = impl_->find_pool(opts.pool);
   if (!hdl)
     return impl_->pool_missing(opts.pool);
+  auto waiter = std::make_shared<reply_waiter>();
+  callback_sink sink;
+  sink.fn = [waiter](execute_result res) { waiter->set(std::move(res)); };
+  auto abandoned = sink.abandoned;
   execute_request req{command, std::move(args), std::move(opts)};
   caf::anon_send(hdl, actors::execute_cb_atom::value, std::move(req), std::move(sink));
   // The pool always answers (result, queue timeout, deadline, crash, shutdown);
   // the margin only guards against a pool that died with the request.
-  if (fut.wait_for(budget + 5s) != std::future_status::ready) {
+  if (!waiter->wait(std::chrono::steady_clock::now() + budget + 5s)) {
     abandoned->store(true);
     return caf::make_error(errc::timeout, command);
   }
-  return fut.get();
+  std::lock_guard<std::mutex> guard{waiter->mtx};
+  return std::move(*waiter->value);
 }
 
 void runtime::execute_async(const std::string& command, json args, execute_options opts,

@@ -62,6 +62,8 @@ std::string to_string(errc x) {
     return "session_not_found";
   case errc::quota_exceeded:
     return "quota_exceeded";
+  case errc::payload_too_large:
+    return "payload_too_large";
   }
   return "errc(" + std::to_string(static_cast<int>(x)) + ")";
 }

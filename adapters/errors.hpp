@@ -64,6 +64,8 @@ enum class errc : uint8_t {
   session_not_found,
   /// A quota was exceeded (e.g. `max_sessions` of the session store).
   quota_exceeded,
+  /// A request's payload exceeds the configured maximum message size.
+  payload_too_large,
 };
 
 /// Returns the enumerator's name, e.g. "tool_error".

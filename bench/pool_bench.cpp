@@ -104,6 +104,11 @@ int main(int argc, char** argv) {
 
   snakepit::config cfg;
   cfg.pools[0].pool_size = workers;
+  // 16 direct callers keep up to 4 calls in flight per worker; give the pool the
+  // same per-worker concurrency (thread profile, 4 per worker) so both sides run
+  // the same load.
+  cfg.pools[0].worker_profile = "thread";
+  cfg.pools[0].threads_per_worker = 4;
   auto rt = snakepit::runtime::start(cfg);
   if (!rt) {
     fmt::print(stderr, "start failed: {}\n", snakepit::describe(rt.error()));
