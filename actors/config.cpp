@@ -50,6 +50,9 @@ caf::error pool_config::validate() const {
                                                worker_profile));
   if (worker_profile == "thread" && (threads_per_worker == 0 || threads_per_worker > 1024))
     return field("threads_per_worker", "must be between 1 and 1024");
+  if (affinity != "hint" && affinity != "strict_queue" && affinity != "strict_fail_fast")
+    return field("affinity", fmt::format("'{}' is not hint, strict_queue or strict_fail_fast",
+                                         affinity));
   if (max_message_bytes < 1024)
     return field("max_message_bytes", "must be at least 1024");
   if (queue_timeout.count() <= 0)

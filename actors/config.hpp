@@ -27,6 +27,11 @@ struct pool_config {
   std::string worker_profile = "process";
   /// Concurrent requests per worker under the "thread" profile.
   size_t threads_per_worker = 4;
+  /// Session affinity (upstream): "hint" prefers the session's worker while it
+  /// has headroom, else any; "strict_queue" waits for it; "strict_fail_fast"
+  /// fails with worker_busy. In strict modes a dead worker gives
+  /// session_worker_unavailable.
+  std::string affinity = "hint";
   /// Extra command-line arguments for the worker.
   std::vector<std::string> adapter_args;
   /// Extra environment for the worker; wins over the thread-limit defaults.

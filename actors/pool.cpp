@@ -13,6 +13,7 @@
 
 #include "actors/atoms.hpp"
 #include "actors/reply_slot.hpp"
+#include "actors/session_store.hpp"
 #include "actors/stream_sink.hpp"
 #include "actors/types.hpp"
 #include "actors/worker.hpp"
@@ -71,6 +72,28 @@ struct pending_request {
   time_point deadline;
   time_point accepted;
   caf::actor_addr caller;
+  /// strict_queue: only this worker may run it (empty: any worker).
+  std::string pinned_worker;
+};
+
+/// Affinity modes (upstream :hint, :strict_queue, :strict_fail_fast).
+enum class affinity_mode { hint, strict_queue, strict_fail_fast };
+
+affinity_mode parse_affinity(const std::string& x, affinity_mode fallback) {
+  if (x == "hint")
+    return affinity_mode::hint;
+  if (x == "strict_queue")
+    return affinity_mode::strict_queue;
+  if (x == "strict_fail_fast")
+    return affinity_mode::strict_fail_fast;
+  return fallback;
+}
+
+/// The worker a session last ran on. The worker's actor address tells a live
+/// worker from a restarted one with the same id (whose Python state is gone).
+struct session_binding {
+  std::string worker_id;
+  caf::actor_addr worker;
 };
 
 struct inflight_request {
@@ -121,6 +144,8 @@ struct pool_state {
   std::unordered_map<std::string, worker_entry> workers;
   std::unordered_map<caf::actor_addr, std::string> worker_ids;
   std::vector<std::string> order;  ///< ready workers, for round-robin among equals
+  std::unordered_map<std::string, session_binding> sessions;  ///< affinity cache
+  affinity_mode default_affinity = affinity_mode::hint;
   size_t rr = 0;
   std::list<pending_request> queue;
   std::unordered_map<uint64_t, std::list<pending_request>::iterator> queued;
@@ -169,6 +194,15 @@ void dispatch(pool_actor* self, const std::string& worker_id, pending_request p)
   auto& st = self->state;
   auto& w = st.workers.at(worker_id);
   auto now = self->clock().now();
+  if (auto& sid = p.req.opts.session_id; !sid.empty()) {
+    auto& b = st.sessions[sid];
+    if (b.worker_id != worker_id || b.worker != w.handle.address()) {
+      b.worker_id = worker_id;
+      b.worker = w.handle.address();
+    }
+    if (auto store = st.env->names->get("session_store"))
+      self->send(store, session_touch_atom::value, sid, worker_id);
+  }
   ++w.load;
   ++w.requests;
   auto budget = p.deadline - now;
@@ -196,9 +230,14 @@ void checkin(pool_actor* self, const std::string& worker_id) {
   if (i == st.workers.end())
     return;
   auto now = self->clock().now();
-  while (!st.queue.empty() && i->second.load < i->second.capacity) {
-    auto p = std::move(st.queue.front());
-    st.queue.pop_front();
+  auto q = st.queue.begin();
+  while (q != st.queue.end() && i->second.load < i->second.capacity) {
+    if (!q->pinned_worker.empty() && q->pinned_worker != worker_id) {
+      ++q; // pinned to another worker (strict_queue): leave it for that one
+      continue;
+    }
+    auto p = std::move(*q);
+    q = st.queue.erase(q);
     st.queued.erase(p.id);
     if (caller_gone(p))
       continue; // the caller stopped waiting: never execute its request
@@ -238,6 +277,15 @@ std::string checkout(pool_actor* self) {
     return {};
   st.rr = (st.rr + 1) % n;
   return *best;
+}
+
+bool valid_session_id(const std::string& id) {
+  if (id.empty() || id.size() > 128)
+    return false;
+  for (char c : id)
+    if (!(isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-'))
+      return false;
+  return true;
 }
 
 /// Rejects a request whose payload cannot be sent, before it takes a worker.
@@ -283,11 +331,52 @@ void accept(pool_actor* self, execute_request req, sink out, caf::actor_addr cal
   auto now = self->clock().now();
   auto budget = req.opts.timeout.count() > 0 ? req.opts.timeout : st.cfg.request_timeout;
   pending_request p{st.next_id++, std::move(req), std::move(out), now + budget, now,
-                    std::move(caller)};
+                    std::move(caller), std::string{}};
   ++st.stats.requests;
-  if (auto w = checkout(self); !w.empty()) {
-    dispatch(self, w, std::move(p));
-    return;
+  if (!p.req.opts.session_id.empty()) {
+    if (!valid_session_id(p.req.opts.session_id)) {
+      --st.stats.requests;
+      finish(self, p.out,
+             caf::make_error(errc::invalid_session_id,
+                             "session ids are 1-128 characters of [A-Za-z0-9_-]"),
+             p.accepted);
+      return;
+    }
+    auto mode = parse_affinity(p.req.opts.affinity, st.default_affinity);
+    auto b = st.sessions.find(p.req.opts.session_id);
+    if (b != st.sessions.end()) {
+      auto w = st.workers.find(b->second.worker_id);
+      bool live = w != st.workers.end() && w->second.handle.address() == b->second.worker;
+      if (live && w->second.load < w->second.capacity) {
+        dispatch(self, w->first, std::move(p));
+        return;
+      }
+      if (mode != affinity_mode::hint) {
+        if (!live) {
+          finish(self, p.out,
+                 caf::make_error(errc::session_worker_unavailable,
+                                 fmt::format("session {}: worker {} is gone",
+                                             p.req.opts.session_id, b->second.worker_id)),
+                 p.accepted);
+          return;
+        }
+        if (mode == affinity_mode::strict_fail_fast) {
+          finish(self, p.out,
+                 caf::make_error(errc::worker_busy,
+                                 fmt::format("session {}: worker {} is busy",
+                                             p.req.opts.session_id, b->second.worker_id)),
+                 p.accepted);
+          return;
+        }
+        p.pinned_worker = b->second.worker_id; // strict_queue: wait for that worker
+      }
+    }
+  }
+  if (p.pinned_worker.empty()) {
+    if (auto w = checkout(self); !w.empty()) {
+      dispatch(self, w, std::move(p));
+      return;
+    }
   }
   if (st.queue.size() >= st.cfg.max_queue_size) {
     ++st.stats.saturations;
@@ -392,6 +481,7 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg,
   st.cfg = std::move(cfg);
   st.env = std::move(env);
   st.stats.pool = st.cfg.name;
+  st.default_affinity = parse_affinity(st.cfg.affinity, affinity_mode::hint);
   st.generation = ++st.env->pool_generations->at(st.cfg.name);
   st.worker_sup = st.env->names->get("worker_sup");
   if (!st.worker_sup) {
@@ -421,6 +511,20 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg,
     st.workers.erase(id);
     st.order.erase(std::remove(st.order.begin(), st.order.end(), id), st.order.end());
     ++st.stats.worker_crashes;
+    // strict_queue requests waiting for the dead worker can never run.
+    for (auto q = st.queue.begin(); q != st.queue.end();) {
+      if (q->pinned_worker == id) {
+        finish(self, q->out,
+               caf::make_error(errc::session_worker_unavailable,
+                               fmt::format("session {}: worker {} died",
+                                           q->req.opts.session_id, id)),
+               q->accepted);
+        st.queued.erase(q->id);
+        q = st.queue.erase(q);
+      } else {
+        ++q;
+      }
+    }
     // Requests running on the dead worker fail now, never hang.
     for (auto f = st.inflight.begin(); f != st.inflight.end();) {
       if (f->second.worker_id == id) {

@@ -346,6 +346,20 @@ execute_result runtime::execute(const std::string& command, json args, execute_o
   return std::move(*waiter->value);
 }
 
+execute_result runtime::execute_in_session(const std::string& session_id,
+                                           const std::string& command, json args,
+                                           execute_options opts) {
+  opts.session_id = session_id;
+  return execute(command, std::move(args), std::move(opts));
+}
+
+caf::error runtime::execute_in_session_stream(
+  const std::string& session_id, const std::string& command, json args,
+  const std::function<bool(const json&, bool)>& on_chunk, execute_options opts) {
+  opts.session_id = session_id;
+  return execute_stream(command, std::move(args), on_chunk, std::move(opts));
+}
+
 void runtime::execute_async(const std::string& command, json args, execute_options opts,
                             execute_callback done) {
   auto hdl = impl_->find_pool(opts.pool);

@@ -65,6 +65,17 @@ public:
   execute_result execute(const std::string& command, json args = json::object(),
                          execute_options opts = {});
 
+  /// `execute` within a session: routed by the pool's (or `opts.affinity`'s)
+  /// affinity mode to the session's worker; the session id reaches Python.
+  execute_result execute_in_session(const std::string& session_id, const std::string& command,
+                                    json args = json::object(), execute_options opts = {});
+
+  /// `execute_stream` within a session.
+  caf::error execute_in_session_stream(
+    const std::string& session_id, const std::string& command, json args,
+    const std::function<bool(const json& chunk, bool is_final)>& on_chunk,
+    execute_options opts = {});
+
   /// Asynchronous form: `done` runs exactly once, on a runtime thread.
   void execute_async(const std::string& command, json args, execute_options opts,
                      execute_callback done);

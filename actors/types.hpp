@@ -32,6 +32,12 @@ struct execute_options {
   std::string correlation_id;
   /// Named binary parameters (`binary_parameters` on the wire).
   std::map<std::string, std::string> binary_args;
+  /// Session of the call (execute_in_session): routes by affinity and reaches
+  /// Python as `ExecuteToolRequest.session_id`.
+  std::string session_id;
+  /// Affinity mode for this call: "hint", "strict_queue", "strict_fail_fast";
+  /// empty means the pool's setting.
+  std::string affinity;
   /// Extra request metadata (e.g. `thread_sensitive`).
   std::map<std::string, std::string> metadata;
 };

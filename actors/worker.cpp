@@ -356,6 +356,7 @@ caf::behavior worker_impl(worker_actor* self, worker_args args, supervision::sta
       call.binary_args = std::move(req.opts.binary_args);
       call.metadata = std::move(req.opts.metadata);
       call.correlation_id = std::move(req.opts.correlation_id);
+      call.session_id = std::move(req.opts.session_id);
       auto hdl = caf::actor_cast<caf::actor>(self);
       st.inflight.insert(req_id);
       st.client.execute(
@@ -399,6 +400,7 @@ caf::behavior worker_impl(worker_actor* self, worker_args args, supervision::sta
       call.binary_args = std::move(req.opts.binary_args);
       call.metadata = std::move(req.opts.metadata);
       call.correlation_id = std::move(req.opts.correlation_id);
+      call.session_id = std::move(req.opts.session_id);
       auto hdl = caf::actor_cast<caf::actor>(self);
       st.inflight.insert(req_id);
       auto ctl = st.client.execute_stream(
