@@ -322,6 +322,11 @@ void accept(pool_actor* self, execute_request req, sink out, caf::actor_addr cal
     deliver(out, caf::make_error(errc::shutting_down, st.cfg.name));
     return;
   }
+  if (st.startup_done && st.workers.empty() && st.first_start_error) {
+    // A pool that could not start any worker fails fast instead of queueing.
+    deliver(out, st.first_start_error);
+    return;
+  }
   if (auto err = check_payload(st.cfg, req)) {
     deliver(out, std::move(err));
     return;

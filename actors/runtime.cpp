@@ -483,9 +483,27 @@ caf::error runtime::execute_stream(const std::string& command, json args,
 }
 
 caf::error runtime::await_ready(std::chrono::milliseconds timeout) {
-  caf::scoped_actor self{*impl_->sys};
-  caf::error result;
+  // Every pool must have finished starting; a start fails only when no pool can
+  // serve (one broken pool does not stop the healthy ones).
+  size_t ready = 0;
+  caf::error first;
   for (auto& p : impl_->cfg.pools) {
+    auto err = await_ready(p.name, timeout);
+    if (!err)
+      ++ready;
+    else if (!first)
+      first = std::move(err);
+  }
+  return ready > 0 ? caf::error{} : first;
+}
+
+caf::error runtime::await_ready(const std::string& pool, std::chrono::milliseconds timeout) {
+  caf::scoped_actor self{*impl_->sys};
+  caf::error result = caf::make_error(errc::pool_not_found, pool);
+  for (auto& p : impl_->cfg.pools) {
+    if (p.name != pool)
+      continue;
+    result = caf::none;
     auto hdl = impl_->find_pool(p.name);
     if (!hdl)
       return impl_->pool_missing(p.name);

@@ -91,8 +91,14 @@ public:
                             const std::function<bool(const json& chunk, bool is_final)>& on_chunk,
                             execute_options opts = {});
 
-  /// Waits until every pool has finished starting (at least one ready worker each).
+  /// Waits until every pool has finished starting; fails only if no pool has a
+  /// ready worker (the error of the first failed pool).
   caf::error await_ready(std::chrono::milliseconds timeout = std::chrono::seconds{30});
+
+  /// Waits until one pool has finished starting; its start error if it has no
+  /// ready worker.
+  caf::error await_ready(const std::string& pool,
+                         std::chrono::milliseconds timeout = std::chrono::seconds{30});
 
   /// Statistics of one pool (empty name: the first pool).
   caf::expected<pool_stats> get_stats(const std::string& pool = {});

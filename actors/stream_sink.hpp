@@ -31,10 +31,15 @@ public:
 
   /// Ends the stream exactly once; true if this call ended it.
   bool end(caf::error err) {
-    if (ended_.exchange(true))
+    if (!claim_end())
       return false;
     on_end(std::move(err));
     return true;
+  }
+
+  /// Takes the right to end the stream (then call on_end); true for one caller.
+  bool claim_end() noexcept {
+    return !ended_.exchange(true);
   }
 
   bool ended() const noexcept {

@@ -361,7 +361,7 @@ caf::behavior worker_impl(worker_actor* self, worker_args args, supervision::sta
       st.inflight.insert(req_id);
       st.client.execute(
         std::move(call), std::chrono::duration_cast<std::chrono::milliseconds>(budget),
-        [hdl, req_id, slot = std::move(slot),
+        [hdl, req_id, slot = std::move(slot), pool = st.args.pool, id_copy = st.args.id,
          id = st.args.id](caf::expected<adapters::tool_reply> res) mutable {
           execute_result out{caf::no_error};
           if (res) {
@@ -377,13 +377,19 @@ caf::behavior worker_impl(worker_actor* self, worker_args args, supervision::sta
           // Fast path: answer the caller from this (gRPC) thread. A transport
           // failure takes the actor path, which tells a crash from a hiccup.
           if (slot && (out || !transport_failure(out.error()))) {
-            // The pool still gets the outcome for its books; its own delivery
-            // attempt then finds the slot claimed.
+            // The pool's books first: the caller's next request cannot overtake
+            // this checkin (it is sent after the reply below), so the worker is
+            // free again when that request arrives — which affinity relies on.
             auto summary = out ? execute_result{execute_reply{}} : execute_result{out.error()};
-            slot->deliver(std::move(out));
-            out = std::move(summary);
+            auto mine = slot->claim(); // before the pool can: it must not answer first
+            caf::anon_send(pool, result_atom::value, id_copy, req_id, std::move(summary));
+            if (mine && slot->fn)
+              slot->fn(std::move(out));
+            caf::anon_send(hdl, rpc_done_atom::value, req_id, execute_result{execute_reply{}},
+                           true);
+            return;
           }
-          caf::anon_send(hdl, rpc_done_atom::value, req_id, std::move(out));
+          caf::anon_send(hdl, rpc_done_atom::value, req_id, std::move(out), false);
         });
     },
     [self](stream_atom, uint64_t req_id, execute_request& req, caf::timespan budget,
@@ -406,18 +412,29 @@ caf::behavior worker_impl(worker_actor* self, worker_args args, supervision::sta
       auto ctl = st.client.execute_stream(
         std::move(call), std::chrono::duration_cast<std::chrono::milliseconds>(budget),
         [sink](json chunk, bool is_final) { return sink->on_chunk(std::move(chunk), is_final); },
-        [hdl, req_id, sink](caf::error err) {
+        [hdl, req_id, sink, pool = st.args.pool, id = st.args.id](caf::error err) {
           // As for unary calls: a broken connection goes through the actor, which
-          // tells a crash from a hiccup; everything else ends the stream here.
+          // tells a crash from a hiccup; everything else ends the stream here,
+          // after the pool's books (see execute).
           execute_result summary = err ? execute_result{err} : execute_result{execute_reply{}};
-          if (!err || !transport_failure(err))
-            sink->end(std::move(err));
-          caf::anon_send(hdl, rpc_done_atom::value, req_id, std::move(summary));
+          if (!err || !transport_failure(err)) {
+            auto mine = sink->claim_end(); // before the pool can (see execute)
+            caf::anon_send(pool, result_atom::value, id, req_id, summary);
+            if (mine)
+              sink->on_end(std::move(err));
+            caf::anon_send(hdl, rpc_done_atom::value, req_id, std::move(summary), true);
+            return;
+          }
+          caf::anon_send(hdl, rpc_done_atom::value, req_id, std::move(summary), false);
         });
       sink->attach(std::move(ctl));
     },
-    [self](rpc_done_atom, uint64_t req_id, execute_result& res) {
+    [self](rpc_done_atom, uint64_t req_id, execute_result& res, bool pool_told) {
       auto& st = self->state;
+      if (pool_told) {
+        st.inflight.erase(req_id); // the gRPC thread already reported to the pool
+        return;
+      }
       if (!res && transport_failure(res.error()) && st.proc && st.proc->alive()
           && st.inflight.count(req_id) > 0) {
         // A killed process closes its socket a moment before its exit becomes

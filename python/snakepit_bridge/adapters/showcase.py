@@ -76,6 +76,43 @@ class ShowcaseAdapter(BaseAdapter):
             f.flush()
         return True
 
+    @tool(description="Streams steps chunks, appending a line to path as each is produced "
+                      "(shows how far the producer ran ahead of the consumer)",
+          supports_streaming=True)
+    def stream_record(self, steps: int = 10, path: str = "",
+                      size: int = 0) -> Iterator[Dict[str, Any]]:
+        pad = "x" * int(size)
+        for i in range(1, int(steps) + 1):
+            if path:
+                with open(path, "a", encoding="utf-8") as f:
+                    f.write(f"{i}\n")
+            yield {"step": i, "pad": pad} if pad else {"step": i}
+
+    @tool(description="Streams `after` chunks, then raises RuntimeError", supports_streaming=True)
+    def stream_fail(self, after: int = 2) -> Iterator[Dict[str, int]]:
+        for i in range(1, int(after) + 1):
+            yield {"step": i}
+        raise RuntimeError(f"failed after {after} chunks")
+
+    @tool(description="The request's metadata, correlation id and session id as the "
+                      "worker saw them")
+    def request_metadata(self) -> Dict[str, Any]:
+        ctx = self.session_context
+        if ctx is None:
+            return {}
+        out: Dict[str, Any] = dict(getattr(ctx, "request_metadata", {}) or {})
+        out["correlation_id"] = getattr(ctx, "correlation_id", "") or out.get("correlation_id", "")
+        out["session_id"] = getattr(ctx, "session_id", "")
+        out["pid"] = os.getpid()
+        return out
+
+    @tool(description="Sleeps ms milliseconds in a worker thread; returns wall-clock start "
+                      "and end (seconds) and the pid, to observe overlap")
+    def timed_sleep(self, ms: float) -> Dict[str, Any]:
+        start = time.time()
+        time.sleep(float(ms) / 1000.0)
+        return {"start": start, "end": time.time(), "pid": os.getpid()}
+
     @tool(description="Records value to the file at path, then sleeps ms milliseconds "
                       "(upstream's slow_probe: proves whether a request executed)")
     def slow_probe(self, path: str, value: Any, ms: float = 500) -> bool:
