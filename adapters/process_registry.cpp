@@ -129,6 +129,16 @@ std::optional<uint64_t> process_start_time(pid_t pid) {
   return static_cast<uint64_t>(value);
 }
 
+/// The state letter of `/proc/<pid>/stat` (field 3), 0 if the process does not exist.
+static char process_state(pid_t pid) {
+  std::ifstream in{"/proc/" + std::to_string(pid) + "/stat"};
+  std::string line;
+  if (!in || !std::getline(in, line))
+    return 0;
+  auto close = line.rfind(')');
+  return close != std::string::npos && close + 2 < line.size() ? line[close + 2] : 0;
+}
+
 std::string current_boot_id() {
   std::ifstream in{"/proc/sys/kernel/random/boot_id"};
   std::string id;
@@ -385,8 +395,9 @@ sweep_report process_registry::sweep(const std::string& keep_run_id,
       drop.push_back(r.id);
       continue;
     }
+    // A zombie has finished: nothing to kill (its parent, often init, reaps it).
     auto start = process_start_time(r.pid);
-    if (!start || *start != r.start_time) {
+    if (!start || *start != r.start_time || process_state(r.pid) == 'Z') {
       ::close(fd);
       drop.push_back(r.id);
       continue;
