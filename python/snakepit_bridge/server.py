@@ -184,8 +184,10 @@ async def serve(cfg: WorkerConfig, adapter_class: type, lifeline: Optional[Lifel
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, request_stop, signal.Signals(sig).name)
     if lifeline is not None:
-        lifeline.set_on_lost(
-            lambda reason: loop.call_soon_threadsafe(request_stop, reason, True))
+        def on_host_lost(reason: str) -> None:
+            _kill_group_members()
+            loop.call_soon_threadsafe(request_stop, reason, True)
+        lifeline.set_on_lost(on_host_lost)
 
     options = [
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -232,6 +234,29 @@ async def serve(cfg: WorkerConfig, adapter_class: type, lifeline: Optional[Lifel
             await server.stop(grace)
         await servicer.close()
     return EXIT_OK
+
+
+def _kill_group_members() -> None:
+    """SIGKILL the other members of our process group when we lead one: with the host
+    gone, nothing a tool started may outlive the worker (they hold no lifeline)."""
+    me = os.getpid()
+    try:
+        if os.getpgid(0) != me:
+            return
+        names = os.listdir("/proc")
+    except OSError:
+        return
+    for name in names:
+        if not name.isdigit() or int(name) == me:
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                raw = f.read()
+            # After the command name: state, ppid, pgrp.
+            if int(raw[raw.rindex(b")") + 2:].split()[2]) == me:
+                os.kill(int(name), signal.SIGKILL)
+        except (OSError, ValueError, IndexError):
+            continue
 
 
 def _maybe_setsid(cfg: WorkerConfig) -> None:

@@ -1,0 +1,60 @@
+// A minimal host for the chaos tests: starts a runtime with N workers (registry in the
+// given data directory), optionally has the workers start grandchildren, prints what it
+// started and then waits to be killed. Usage:
+//   snakepit_host_helper <data_dir> <workers> [grandchildren]
+// Output, one item per line: "run <id>", "worker <pid>"..., "grandchild <pid>"...,
+// "ready". Exits 2 if the runtime does not start.
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+
+#include "actors/runtime.hpp"
+#include "adapters/errors.hpp"
+
+int main(int argc, char** argv) {
+  if (argc < 3) {
+    std::fprintf(stderr, "usage: %s <data_dir> <workers> [grandchildren]\n", argv[0]);
+    return 64;
+  }
+  snakepit::config cfg;
+  cfg.data_dir = argv[1];
+  cfg.pools[0].pool_size = static_cast<size_t>(std::atoi(argv[2]));
+  cfg.pools[0].graceful_shutdown_timeout = std::chrono::milliseconds{2000};
+  cfg.pools[0].adapter = "chaos_adapter.ChaosAdapter";
+  // The build's entries plus the chaos adapter's folder.
+  std::string path = cfg.effective_python_path();
+  for (size_t pos = 0; pos <= path.size();) {
+    auto end = path.find(':', pos);
+    if (end == std::string::npos)
+      end = path.size();
+    if (end > pos)
+      cfg.python_path.push_back(path.substr(pos, end - pos));
+    pos = end + 1;
+  }
+  cfg.python_path.emplace_back(SNAKEPIT_CHAOS_PY_DIR);
+  auto grandchildren = argc > 3 ? std::atoi(argv[3]) : 0;
+  auto rt = snakepit::runtime::start(cfg);
+  if (!rt) {
+    std::fprintf(stderr, "host_helper: %s\n", snakepit::describe(rt.error()).c_str());
+    return 2;
+  }
+  std::printf("run %s\n", (*rt)->run_id().c_str());
+  for (auto pid : (*rt)->live_processes())
+    std::printf("worker %d\n", pid);
+  for (int i = 0; i < grandchildren; ++i) {
+    snakepit::execute_options opts;
+    opts.timeout = std::chrono::seconds{30};
+    auto res = (*rt)->execute("spawn_grandchild", snakepit::json::object(), opts);
+    if (!res) {
+      std::fprintf(stderr, "host_helper: %s\n", snakepit::describe(res.error()).c_str());
+      return 3;
+    }
+    std::printf("grandchild %d\n", res->result.at("pid").get<int>());
+  }
+  std::printf("ready\n");
+  std::fflush(stdout);
+  for (;;)
+    ::pause();
+}
