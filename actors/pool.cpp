@@ -12,6 +12,7 @@
 #include <fmt/format.h>
 
 #include "actors/atoms.hpp"
+#include "actors/telemetry.hpp"
 #include "actors/reply_slot.hpp"
 #include "actors/session_store.hpp"
 #include "actors/stream_sink.hpp"
@@ -161,6 +162,7 @@ struct pool_state {
   size_t started_ok = 0;
   std::unordered_set<std::string> ever_ready;
   bool startup_done = false;
+  time_point init_started;
   caf::error first_start_error;
   bool draining = false;
   pool_stats stats;
@@ -169,16 +171,33 @@ struct pool_state {
 
 using pool_actor = caf::stateful_actor<pool_state>;
 
+/// Emits `snakepit.<name>` when anyone listens (one atomic load otherwise).
+template <class MakeMeasurements, class MakeMetadata>
+void emit(pool_actor* self, const char* name, MakeMeasurements&& m, MakeMetadata&& md) {
+  auto& bus = self->state.env->telemetry;
+  if (bus && bus->active())
+    bus->emit(name, m(), md());
+}
+
 void finish(pool_actor* self, sink& out, execute_result res, time_point accepted) {
   auto& st = self->state;
+  auto us = std::chrono::duration_cast<std::chrono::microseconds>(self->clock().now()
+                                                                   - accepted);
   if (res) {
     ++st.stats.completed;
-    auto us = std::chrono::duration_cast<std::chrono::microseconds>(self->clock().now()
-                                                                     - accepted);
     st.latencies.add(us.count());
   } else {
     ++st.stats.errors;
   }
+  emit(
+    self, res ? "snakepit.request.stop" : "snakepit.request.exception",
+    [&] { return json{{"duration_us", us.count()}}; },
+    [&] {
+      json md{{"pool", st.cfg.name}, {"success", static_cast<bool>(res)}};
+      if (!res)
+        md["error"] = describe(res.error());
+      return md;
+    });
   deliver(out, std::move(res));
 }
 
@@ -194,6 +213,21 @@ void dispatch(pool_actor* self, const std::string& worker_id, pending_request p)
   auto& st = self->state;
   auto& w = st.workers.at(worker_id);
   auto now = self->clock().now();
+  emit(
+    self, "snakepit.request.start",
+    [&] {
+      return json{{"queue_us", std::chrono::duration_cast<std::chrono::microseconds>(
+                                 now - p.accepted)
+                                 .count()}};
+    },
+    [&] {
+      return json{{"pool", st.cfg.name},
+                  {"worker_id", worker_id},
+                  {"command", p.req.command},
+                  {"correlation_id", p.req.opts.correlation_id},
+                  {"session_id", p.req.opts.session_id},
+                  {"streaming", std::holds_alternative<stream_sink_ptr>(p.out)}};
+    });
   if (auto& sid = p.req.opts.session_id; !sid.empty()) {
     auto& b = st.sessions[sid];
     if (b.worker_id != worker_id || b.worker != w.handle.address()) {
@@ -250,6 +284,17 @@ void checkin(pool_actor* self, const std::string& worker_id) {
              p.accepted);
       continue;
     }
+    emit(
+      self, "snakepit.queue.dequeued",
+      [&] {
+        return json{{"wait_us", std::chrono::duration_cast<std::chrono::microseconds>(
+                                  now - p.accepted)
+                                  .count()}};
+      },
+      [&] {
+        return json{{"pool", st.cfg.name}, {"worker_id", worker_id},
+                    {"correlation_id", p.req.opts.correlation_id}};
+      });
     dispatch(self, worker_id, std::move(p));
   }
 }
@@ -386,6 +431,14 @@ void accept(pool_actor* self, execute_request req, sink out, caf::actor_addr cal
   if (st.queue.size() >= st.cfg.max_queue_size) {
     ++st.stats.saturations;
     --st.stats.requests;
+    emit(
+      self, "snakepit.pool.saturated",
+      [&] {
+        return json{{"queue_size", st.queue.size()}, {"max_queue_size", st.cfg.max_queue_size}};
+      },
+      [&] {
+        return json{{"pool", st.cfg.name}, {"correlation_id", p.req.opts.correlation_id}};
+      });
     finish(self, p.out,
            caf::make_error(errc::pool_saturated,
                            fmt::format("pool {}: {} requests queued", st.cfg.name,
@@ -394,6 +447,14 @@ void accept(pool_actor* self, execute_request req, sink out, caf::actor_addr cal
     return;
   }
   ++st.stats.queued;
+  emit(
+    self, "snakepit.queue.enqueued", [&] { return json{{"queue_size", st.queue.size() + 1}}; },
+    [&] {
+      return json{{"pool", st.cfg.name},
+                  {"command", p.req.command},
+                  {"correlation_id", p.req.opts.correlation_id},
+                  {"pinned_worker", p.pinned_worker}};
+    });
   auto wait = std::min<caf::timespan>(st.cfg.queue_timeout, budget);
   auto id = p.id;
   if (p.caller && st.monitored_callers.insert(p.caller).second)
@@ -441,6 +502,21 @@ void maybe_finish_startup(pool_actor* self) {
       || st.ever_ready.size() < st.started_ok)
     return;
   st.startup_done = true;
+  emit(
+    self, "snakepit.pool.init_complete",
+    [&] {
+      return json{{"duration_ms", std::chrono::duration_cast<std::chrono::milliseconds>(
+                                    self->clock().now() - st.init_started)
+                                    .count()},
+                  {"ready_workers", st.workers.size()},
+                  {"total_workers", st.cfg.pool_size}};
+    },
+    [&] {
+      json md{{"pool", st.cfg.name}};
+      if (st.first_start_error)
+        md["error"] = describe(st.first_start_error);
+      return md;
+    });
   answer_ready_waiters(self);
 }
 
@@ -494,6 +570,10 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg,
     return {};
   }
   st.start_attempts_left = st.cfg.pool_size;
+  st.init_started = self->clock().now();
+  emit(
+    self, "snakepit.pool.init_started", [&] { return json{{"total_workers", st.cfg.pool_size}}; },
+    [&] { return json{{"pool", st.cfg.name}}; });
   self->send(self, spawn_workers_atom::value);
   self->set_down_handler([self](caf::down_msg& msg) {
     auto& st = self->state;
@@ -513,6 +593,16 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg,
     }
     auto id = std::move(i->second);
     st.worker_ids.erase(i);
+    emit(
+      self, "snakepit.worker.terminated",
+      [&] {
+        auto w = st.workers.find(id);
+        return json{{"requests", w != st.workers.end() ? w->second.requests : 0}};
+      },
+      [&] {
+        return json{{"pool", st.cfg.name}, {"worker_id", id},
+                    {"reason", caf::to_string(msg.reason)}};
+      });
     st.workers.erase(id);
     st.order.erase(std::remove(st.order.begin(), st.order.end(), id), st.order.end());
     ++st.stats.worker_crashes;
@@ -574,7 +664,11 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg,
       if (st.workers.count(id) == 0)
         st.order.push_back(id);
       st.workers[id] = worker_entry{hdl, pid, 0, st.cfg.capacity(), 0, self->clock().now()};
-      st.ever_ready.insert(id);
+      bool restarted = !st.ever_ready.insert(id).second;
+      emit(
+        self, restarted ? "snakepit.worker.restarted" : "snakepit.worker.ready",
+        [&] { return json{{"workers", st.workers.size()}}; },
+        [&] { return json{{"pool", st.cfg.name}, {"worker_id", id}, {"pid", pid}}; });
       checkin(self, id);
       if (st.startup_done)
         answer_ready_waiters(self);
@@ -632,6 +726,13 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg,
       // The call's own deadline may be shorter than the queue timeout: then it is
       // the deadline that passed, and the caller gets `timeout`.
       auto deadline_passed = p.deadline <= self->clock().now();
+      emit(
+        self, "snakepit.queue.timeout", [] { return json::object(); },
+        [&] {
+          return json{{"pool", st.cfg.name},
+                      {"correlation_id", p.req.opts.correlation_id},
+                      {"deadline_passed", deadline_passed}};
+        });
       finish(self, p.out,
              deadline_passed
                ? caf::make_error(errc::timeout,

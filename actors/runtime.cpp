@@ -204,6 +204,8 @@ caf::expected<std::unique_ptr<runtime>> runtime::launch(std::unique_ptr<impl> p,
   env->runtime_dir = p->dir->path();
   env->grpc = std::make_shared<adapters::grpc_runtime>(1);
   env->telemetry = std::make_shared<telemetry::bus>();
+  for (auto& [prefix, fn] : opts.telemetry_handlers)
+    env->telemetry->attach(prefix, fn);
   for (auto& pool : p->cfg.pools)
     (*env->pool_generations)[pool.name] = 0;
   p->env = env;

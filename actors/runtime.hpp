@@ -28,6 +28,7 @@ class actor_system_config;
 } // namespace caf
 
 namespace snakepit::telemetry {
+struct event;
 class bus;
 } // namespace snakepit::telemetry
 
@@ -44,6 +45,10 @@ struct start_options {
   bool wait_ready = true;
   /// Budget for the whole start (tree + workers).
   std::chrono::milliseconds timeout{60000};
+  /// Telemetry handlers attached before anything starts (prefix, handler), so
+  /// start-up events such as `snakepit.pool.init_started` reach them.
+  std::vector<std::pair<std::string, std::function<void(const telemetry::event&)>>>
+    telemetry_handlers;
 };
 
 /// A running snakepit: the supervision tree, its pools and their workers.

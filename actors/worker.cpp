@@ -13,6 +13,7 @@
 #include <fmt/format.h>
 
 #include "actors/atoms.hpp"
+#include "actors/telemetry.hpp"
 #include "actors/reply_slot.hpp"
 #include "actors/stream_sink.hpp"
 #include "actors/types.hpp"
@@ -274,6 +275,9 @@ caf::behavior worker_impl(worker_actor* self, worker_args args, supervision::sta
   }
   st.proc.emplace(std::move(*proc));
   auto pid = st.proc->pid();
+  if (auto& bus = env.telemetry; bus && bus->active())
+    bus->emit("snakepit.worker.spawned", {{"pid", pid}},
+              {{"pool", st.args.pool_cfg.name}, {"worker_id", st.args.id}});
   auto procs = env.processes;
   procs->add(pid);
   auto hdl = caf::actor_cast<caf::actor>(self);
