@@ -264,15 +264,20 @@ int cmd_run(const std::string& config_path, int start_timeout_ms) {
   std::fflush(stdout);
   snakepit::start_options sopts;
   sopts.wait_ready = false;
+  // Worker lifecycle events (spawned, terminated, restarted; ready has its own line
+  // below) as one line each, attached before the start so the first spawns show too.
+  sopts.telemetry_handlers.emplace_back(
+    "snakepit.worker", [](const snakepit::telemetry::event& ev) {
+      if (ev.name == "snakepit.worker.ready")
+        return;
+      fmt::print("snakepit: {} {} {}\n", ev.name, ev.measurements.dump(),
+                 ev.metadata.dump());
+      std::fflush(stdout);
+    });
   auto rt = snakepit::runtime::start(*cfg, sopts);
   if (!rt)
     return fail(rt.error());
   auto& r = **rt;
-  // Worker lifecycle events after start (restarts, crashes) as one line each.
-  r.telemetry().attach("snakepit.worker", [](const snakepit::telemetry::event& ev) {
-    fmt::print("snakepit: {} {}\n", ev.name, ev.metadata.dump());
-    std::fflush(stdout);
-  });
   std::set<std::string> seen;
   size_t ready = 0;
   auto report_ready = [&] {

@@ -164,6 +164,20 @@ TEST_CASE("exec with a config file and a named pool runs there") {
   CHECK(contains(missing.err, "pool_not_found"));
 }
 
+TEST_CASE("exec with an adapter that cannot be imported exits 4 with the worker's error") {
+  auto file = scratch_dir() / "broken.toml";
+  {
+    std::ofstream out{file};
+    out << "[[pools]]\nadapter = \"snakepit_bridge.adapters.broken.BrokenAdapter\"\n"
+           "pool_size = 1\n";
+  }
+  auto res = run_cli({"exec", "--config", file.string(), "ping"});
+  CHECK(res.code == 4);
+  CHECK(res.out.empty());
+  CHECK(contains(res.err, "start_failed"));
+  CHECK(contains(res.err, "ImportError"));
+}
+
 TEST_CASE("doctor passes on this machine and prints each check") {
   auto res = run_cli({"doctor"});
   CHECK_MESSAGE(res.code == 0, res.out);
