@@ -254,7 +254,7 @@ TEST_CASE("a broken pool reports its error while a healthy pool keeps serving") 
   cfg.pools[0].name = "healthy";
   snakepit::pool_config broken = cfg.pools[0];
   broken.name = "broken";
-  broken.adapter = "snakepit_no_such_module.Adapter";
+  broken.adapter = "snakepit_missing_pool_module.Adapter";
   cfg.pools.push_back(broken);
   auto rt = snakepit::runtime::start(cfg);
   REQUIRE_MESSAGE(rt, explain(rt.error()));
