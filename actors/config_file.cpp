@@ -145,6 +145,17 @@ setter count_field(const context& c, size_t& out) {
   };
 }
 
+/// A size in bytes: any non-negative 64-bit integer.
+setter bytes_field(const context& c, size_t& out) {
+  return [&c, &out](const toml::node& n, const std::string& path) -> caf::error {
+    int64_t v = 0;
+    if (auto err = read_integer(c, n, path, 0, std::numeric_limits<int64_t>::max(), v))
+      return err;
+    out = static_cast<size_t>(v);
+    return caf::none;
+  };
+}
+
 setter int_field(const context& c, int& out) {
   return [&c, &out](const toml::node& n, const std::string& path) -> caf::error {
     int64_t v = 0;
@@ -256,9 +267,11 @@ key_table pool_keys(const context& c, pool_config& p) {
   keys["adapter"] = {"adapter", string_field(c, p.adapter)};
   keys["worker_profile"] = {"worker_profile", string_field(c, p.worker_profile)};
   keys["threads_per_worker"] = {"threads_per_worker", count_field(c, p.threads_per_worker)};
+  keys["affinity"] = {"affinity", string_field(c, p.affinity)};
   keys["adapter_args"] = {"adapter_args", strings_field(c, p.adapter_args)};
   keys["adapter_env"] = {"adapter_env", env_field(c, p.adapter_env)};
   keys["max_queue_size"] = {"max_queue_size", count_field(c, p.max_queue_size)};
+  keys["max_message_bytes"] = {"max_message_bytes", bytes_field(c, p.max_message_bytes)};
   add_millis(keys, c, "queue_timeout", p.queue_timeout);
   add_millis(keys, c, "request_timeout", p.request_timeout);
   keys["startup_concurrency"] = {"startup_concurrency", count_field(c, p.startup_concurrency)};

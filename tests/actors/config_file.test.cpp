@@ -67,6 +67,8 @@ pool_size = 3
 adapter = "my.module.Adapter"
 worker_profile = "thread"
 threads_per_worker = 8
+affinity = "strict_queue"
+max_message_bytes = 1048576
 adapter_args = ["--flag", "x"]
 adapter_env = { FOO = "1", BAR = "two" }
 max_queue_size = 50
@@ -100,6 +102,8 @@ request_timeout_ms = 900000
   CHECK(p.adapter == "my.module.Adapter");
   CHECK(p.worker_profile == "thread");
   CHECK(p.threads_per_worker == 8);
+  CHECK(p.affinity == "strict_queue");
+  CHECK(p.max_message_bytes == 1048576);
   CHECK(p.adapter_args == std::vector<std::string>{"--flag", "x"});
   REQUIRE(p.adapter_env.size() == 2);
   CHECK(p.adapter_env[0] == std::pair<std::string, std::string>{"BAR", "two"});
