@@ -143,8 +143,8 @@ bool has_category(const caf::error& err) {
 
 TEST_SUITE("chaos") {
 
-TEST_CASE("a host killed by SIGKILL takes every worker and grandchild along; reboots sweep "
-          "its entries and the registry keeps only the current run") {
+TEST_CASE("a host killed by SIGKILL takes every worker and grandchild along and reboots "
+          "sweep its entries until only the current run is recorded") {
   temp_dir dir;
   std::string previous_run;
   double worst = 0;
@@ -257,7 +257,7 @@ TEST_CASE("a booting runtime kills a recorded orphan but not an unrelated proces
   CHECK(ad::wait_for_exit(unrelated.pid(), 10s));
 }
 
-TEST_CASE("crash storm: 30 random kill -9 during 400 requests at concurrency 16; every "
+TEST_CASE("crash storm: 30 random kill -9 during 400 requests at concurrency 16 and every "
           "request returns in time and the pool is back to 8 ready workers") {
   temp_dir dir;
   auto cfg = small_config(8);
