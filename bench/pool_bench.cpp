@@ -5,6 +5,8 @@
 //   3. throughput, 4 workers, 16 concurrent callers: pool vs direct clients
 //   4. Python's multiprocessing.Pool(4): apply p50, apply_async throughput
 // Prints a table and writes the figures and ratios (ours / anchor) as JSON.
+#include <signal.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -13,6 +15,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include <fmt/format.h>
@@ -57,6 +60,34 @@ bool direct_ping(bridge::BridgeService::Stub& stub, const bridge::ExecuteToolReq
   bridge::ExecuteToolResponse resp;
   auto status = stub.ExecuteTool(&ctx, req, &resp);
   return status.ok() && resp.success();
+}
+
+/// Reads one whole stream with a synchronous stub; returns chunks and bytes.
+std::pair<size_t, size_t> direct_stream(bridge::BridgeService::Stub& stub, int steps,
+                                        int size) {
+  bridge::ExecuteToolRequest req;
+  req.set_tool_name("stream_record");
+  req.set_stream(true);
+  google::protobuf::Any steps_any, size_any;
+  steps_any.set_type_url("type.googleapis.com/google.protobuf.StringValue");
+  steps_any.set_value(std::to_string(steps));
+  size_any.set_type_url("type.googleapis.com/google.protobuf.StringValue");
+  size_any.set_value(std::to_string(size));
+  (*req.mutable_parameters())["steps"] = steps_any;
+  (*req.mutable_parameters())["size"] = size_any;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds{60});
+  auto reader = stub.ExecuteStreamingTool(&ctx, req);
+  bridge::ToolChunk chunk;
+  size_t chunks = 0, bytes = 0;
+  while (reader->Read(&chunk)) {
+    // Decode like any user of the chunk would (the pool hands over decoded JSON).
+    auto decoded = json::parse(chunk.data(), nullptr, false);
+    ++chunks;
+    bytes += decoded.is_object() ? decoded.size() : 0;
+  }
+  reader->Finish();
+  return {chunks, bytes};
 }
 
 /// Runs `fn` from `callers` threads until `total` calls are done; calls per second.
@@ -165,8 +196,93 @@ int main(int argc, char** argv) {
   });
   direct_tput = (direct_tput + direct_tput2) / 2;
   pool_tput = (pool_tput + pool_tput2) / 2;
+  // Session affinity overhead: execute_in_session vs execute on the same idle pool.
+  latencies plain_lat, session_lat;
+  for (size_t round = 0; round < 10; ++round) {
+    for (size_t i = 0; i < n_seq / 10; ++i) {
+      auto t0 = clock_type::now();
+      pool.execute("ping");
+      plain_lat.ms.push_back(since_ms(t0));
+    }
+    for (size_t i = 0; i < n_seq / 10; ++i) {
+      auto t0 = clock_type::now();
+      pool.execute_in_session("bench_session", "ping");
+      session_lat.ms.push_back(since_ms(t0));
+    }
+  }
+  auto affinity_overhead_us = (session_lat.pct(0.5) - plain_lat.pct(0.5)) * 1000.0;
+
+  // Streaming: small chunks (chunks/s) and 64 KiB chunks (MB/s), pool vs direct,
+  // plus time to first chunk through the pool.
+  auto stream_rate = [&](int steps, int size, bool through_pool) {
+    auto t0 = clock_type::now();
+    size_t chunks = 0, bytes = 0;
+    if (through_pool) {
+      pool.execute_stream("stream_record", {{"steps", steps}, {"size", size}},
+                          [&](const json& c, bool) {
+                            ++chunks;
+                            bytes += c.size(); // touch the decoded chunk
+                            return true;
+                          });
+    } else {
+      std::tie(chunks, bytes) = direct_stream(*stubs[0], steps, size);
+    }
+    auto secs = since_ms(t0) / 1000.0;
+    (void) bytes;
+    auto payload = static_cast<double>(chunks) * (size + 16);
+    return std::make_pair(static_cast<double>(chunks) / secs, payload / secs / 1e6);
+  };
+  stream_rate(200, 0, true); // warm-up
+  stream_rate(200, 0, false);
+  auto small_pool = stream_rate(5000, 0, true).first;
+  auto small_direct = stream_rate(5000, 0, false).first;
+  auto big_pool = stream_rate(400, 65536, true).second;
+  auto big_direct = stream_rate(400, 65536, false).second;
+  latencies first_chunk;
+  for (int i = 0; i < 50; ++i) {
+    auto t0 = clock_type::now();
+    bool first = true;
+    pool.execute_stream("stream_progress", {{"steps", 1}}, [&](const json&, bool) {
+      if (first)
+        first_chunk.ms.push_back(since_ms(t0));
+      first = false;
+      return true;
+    });
+  }
+
+  // Recovery: kill -9 a worker, time until its replacement serves.
+  double kill_to_ready_ms = 0;
+  if (auto before = pool.list_workers(); before && !before->empty()) {
+    auto victim = before->front();
+    auto t0 = clock_type::now();
+    ::kill(victim.pid, SIGKILL);
+    for (int i = 0; i < 10000; ++i) {
+      auto now = pool.list_workers();
+      bool back = false;
+      if (now)
+        for (auto& w : *now)
+          if (w.id == victim.id && w.pid != victim.pid)
+            back = true;
+      if (back)
+        break;
+      std::this_thread::sleep_for(std::chrono::milliseconds{1});
+    }
+    kill_to_ready_ms = since_ms(t0);
+  }
   stubs.clear();
   auto stop_err = pool.stop();
+
+  // Startup time to ready for 4 workers (fresh runtime).
+  double startup_4_ms = 0;
+  {
+    snakepit::config c4;
+    c4.pools[0].pool_size = 4;
+    auto t0 = clock_type::now();
+    auto rt4 = snakepit::runtime::start(c4);
+    startup_4_ms = since_ms(t0);
+    if (rt4)
+      (*rt4)->stop();
+  }
 
   // 4: multiprocessing.Pool(4), after our workers are gone.
   auto mp = run_mp_anchor(n_seq, n_tput);
@@ -195,8 +311,19 @@ int main(int argc, char** argv) {
       {"pool_vs_mp_apply_p50", ratio(pool_lat.pct(0.50), mp_p50)}}},
     {"throughput",
      {{"pool_vs_direct", ratio(pool_tput, direct_tput)},
-      {"pool_vs_mp_async", ratio(pool_tput, mp_tput)}}},
+      {"pool_vs_mp_async", ratio(pool_tput, mp_tput)},
+      {"stream_chunks_vs_direct", ratio(small_pool, small_direct)},
+      {"stream_mbps_vs_direct", ratio(big_pool, big_direct)}}},
+    {"streaming",
+     {{"pool_chunks_per_s", small_pool},
+      {"direct_chunks_per_s", small_direct},
+      {"pool_mb_per_s_64k", big_pool},
+      {"direct_mb_per_s_64k", big_direct},
+      {"time_to_first_chunk_p50_ms", first_chunk.pct(0.5)}}},
+    {"recovery", {{"kill_to_ready_ms", kill_to_ready_ms}}},
+    {"startup", {{"workers_4_ms", startup_4_ms}}},
   };
+  results["latency"]["session_affinity_overhead_us"] = affinity_overhead_us;
   fmt::print("\n{:<44} {:>12} {:>12}\n", "benchmark (ping tool)", "p50 ms", "p99 ms");
   fmt::print("{:<44} {:>12.3f} {:>12.3f}\n", "pool, sequential, 1 caller", pool_lat.pct(0.5),
              pool_lat.pct(0.99));
@@ -207,6 +334,14 @@ int main(int argc, char** argv) {
   fmt::print("{:<44} {:>12.0f}\n", "pool", pool_tput);
   fmt::print("{:<44} {:>12.0f}\n", "direct gRPC clients", direct_tput);
   fmt::print("{:<44} {:>12.0f}\n", "multiprocessing.Pool(4).apply_async", mp_tput);
+  fmt::print("\n{:<44} {:>12.0f} {:>12.0f}\n", "stream chunks/s (pool, direct)", small_pool,
+             small_direct);
+  fmt::print("{:<44} {:>12.1f} {:>12.1f}\n", "stream MB/s, 64 KiB chunks (pool, direct)",
+             big_pool, big_direct);
+  fmt::print("{:<44} {:>12.3f}\n", "time to first chunk p50 ms", first_chunk.pct(0.5));
+  fmt::print("{:<44} {:>12.1f}\n", "session affinity overhead p50 us", affinity_overhead_us);
+  fmt::print("{:<44} {:>12.1f}\n", "kill -9 to replacement ready ms", kill_to_ready_ms);
+  fmt::print("{:<44} {:>12.1f}\n", "startup, 4 workers, ms", startup_4_ms);
   fmt::print("\nratios (ours / anchor): {}\n", json{{"latency", results["latency"]},
                                                     {"throughput", results["throughput"]}}
                                                  .dump(2));
