@@ -702,12 +702,13 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg,
     [self](result_atom, std::string& worker_id, uint64_t req_id, execute_result& res) {
       auto& st = self->state;
       auto f = st.inflight.find(req_id);
-      if (f != st.inflight.end()) {
-        auto started = f->second.started;
-        auto out = std::move(f->second.out);
-        st.inflight.erase(f);
-        finish(self, out, std::move(res), started);
-      }
+      if (f == st.inflight.end())
+        return; // failed already when its worker died; a restarted worker with
+                // the same id must not have its load decremented for it
+      auto started = f->second.started;
+      auto out = std::move(f->second.out);
+      st.inflight.erase(f);
+      finish(self, out, std::move(res), started);
       if (auto w = st.workers.find(worker_id); w != st.workers.end() && w->second.load > 0)
         --w->second.load;
       checkin(self, worker_id);
