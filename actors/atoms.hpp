@@ -45,6 +45,8 @@ using stream_atom = caf::atom_constant<caf::atom("stream")>;
 using stream_chunk_atom = caf::atom_constant<caf::atom("strchunk")>;
 /// Actor API: the end of a stream (caf::error, none when clean).
 using stream_end_atom = caf::atom_constant<caf::atom("strend")>;
+/// Pool-internal: ask the tool registry for the tools its workers registered.
+using refresh_tools_atom = caf::atom_constant<caf::atom("refrtools")>;
 /// Pool: enter shutdown; reject new work with shutting_down.
 using drain_atom = caf::atom_constant<caf::atom("drain")>;
 

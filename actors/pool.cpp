@@ -15,6 +15,7 @@
 #include "actors/telemetry.hpp"
 #include "actors/reply_slot.hpp"
 #include "actors/session_store.hpp"
+#include "actors/tool_registry.hpp"
 #include "actors/stream_sink.hpp"
 #include "actors/types.hpp"
 #include "actors/worker.hpp"
@@ -147,6 +148,11 @@ struct pool_state {
   std::vector<std::string> order;  ///< ready workers, for round-robin among equals
   std::unordered_map<std::string, session_binding> sessions;  ///< affinity cache
   affinity_mode default_affinity = affinity_mode::hint;
+  /// Tools the pool's workers registered with the host (tool_registry); calls to
+  /// other names are rejected before dispatch once the set is known.
+  std::unordered_set<std::string> tools;
+  /// The adapter dispatches any name itself (upstream `execute_tool`): no check.
+  bool open_dispatch = false;
   size_t rr = 0;
   std::list<pending_request> queue;
   std::unordered_map<uint64_t, std::list<pending_request>::iterator> queued;
@@ -376,6 +382,15 @@ void accept(pool_actor* self, execute_request req, sink out, caf::actor_addr cal
     deliver(out, std::move(err));
     return;
   }
+  if (!st.tools.empty() && !st.open_dispatch && req.opts.session_id.empty()
+      && st.tools.count(req.command) == 0) {
+    // Known before dispatch: the pool's workers registered their tools. (Session
+    // calls may use tools an adapter registers per session, so they go through.)
+    deliver(out, caf::make_error(errc::unknown_tool,
+                                 fmt::format("pool {} has no tool '{}'", st.cfg.name,
+                                             req.command)));
+    return;
+  }
   if (req.opts.correlation_id.empty())
     req.opts.correlation_id = make_correlation_id(st.cfg.name, st.next_id);
   auto now = self->clock().now();
@@ -491,6 +506,38 @@ void answer_ready_waiters(pool_actor* self) {
                    : caf::make_error(errc::start_failed, st.cfg.name, "no worker started"));
   }
   st.ready_waiters.clear();
+}
+
+/// Asks the tool registry which tools this pool's workers registered.
+void refresh_tools(pool_actor* self) {
+  auto reg = self->state.env->names->get("tool_registry");
+  if (!reg)
+    return;
+  self->request(reg, std::chrono::seconds{5}, tool_list_atom::value, std::string{})
+    .then(
+      [self](std::vector<tool_info>& all) {
+        auto& st = self->state;
+        auto prefix = st.cfg.name + "_worker_";
+        std::unordered_set<std::string> mine;
+        bool open = false;
+        for (auto& t : all) {
+          if (t.kind != "python" || !t.session_id.empty())
+            continue;
+          bool ours = std::any_of(t.workers.begin(), t.workers.end(), [&](const auto& w) {
+            return w.rfind(prefix, 0) == 0;
+          });
+          if (!ours)
+            continue;
+          if (t.name == "execute_tool")
+            open = true;
+          mine.insert(t.name);
+        }
+        if (!mine.empty()) {
+          st.tools = std::move(mine);
+          st.open_dispatch = open;
+        }
+      },
+      [](caf::error&) {});
 }
 
 /// Startup is over once every start attempt finished and every started worker's
@@ -638,6 +685,7 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg,
     self->quit(msg.reason);
   });
   return {
+    [self](refresh_tools_atom) { refresh_tools(self); },
     [self](spawn_workers_atom) {
       // A restarted pool first retires the workers of its predecessor, which
       // would otherwise keep running unseen (upstream leaked them).
@@ -665,6 +713,12 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg,
         st.order.push_back(id);
       st.workers[id] = worker_entry{hdl, pid, 0, st.cfg.capacity(), 0, self->clock().now()};
       bool restarted = !st.ever_ready.insert(id).second;
+      if (st.tools.empty()) {
+        // Workers register their tools with the host as they start; look now and
+        // once more shortly after, when the registration has surely arrived.
+        refresh_tools(self);
+        self->delayed_send(self, std::chrono::milliseconds{500}, refresh_tools_atom::value);
+      }
       emit(
         self, restarted ? "snakepit.worker.restarted" : "snakepit.worker.ready",
         [&] { return json{{"workers", st.workers.size()}}; },

@@ -317,8 +317,13 @@ caf::behavior worker_impl(worker_actor* self, worker_args args, supervision::sta
     [self](process_exited_atom, int code, int sig) {
       auto& st = self->state;
       adapters::process_exit e{code, sig};
-      if (st.proc)
+      if (st.proc) {
+        // The worker led its own process group: whatever it started dies with it
+        // (the group id stays reserved while members remain, so this cannot hit
+        // an unrelated process).
+        ::kill(-st.proc->pgid(), SIGKILL);
         st.proc.reset();
+      }
       switch (st.ph) {
         case phase::starting: {
           auto err = startup_error_text(st.ready_path);

@@ -110,6 +110,27 @@ TEST_CASE("an unknown tool is reported as unknown_tool") {
   stop_and_check(**rt);
 }
 
+TEST_CASE("once the workers registered their tools, an unknown tool is rejected before dispatch") {
+  auto rt = snakepit::runtime::start(small_config(1));
+  REQUIRE_MESSAGE(rt, explain(rt.error()));
+  auto& r = **rt;
+  // Registration reaches the host shortly after the worker is ready.
+  CHECK(eventually([&] {
+    auto res = r.execute("no_such_tool_either");
+    return !res && snakepit::describe(res.error()).find("has no tool") != std::string::npos;
+  }, 10s));
+  auto before = r.get_stats();
+  REQUIRE(before);
+  auto res = r.execute("no_such_tool_either");
+  REQUIRE_FALSE(res);
+  CHECK(has_code(res.error(), errc::unknown_tool));
+  auto after = r.get_stats();
+  REQUIRE(after);
+  CHECK(after->requests == before->requests); // never reached a worker
+  CHECK(r.execute("ping")); // registered tools still go through
+  stop_and_check(r);
+}
+
 TEST_CASE("a call to a pool that does not exist fails with pool_not_found") {
   auto rt = snakepit::runtime::start(small_config(1));
   REQUIRE_MESSAGE(rt, explain(rt.error()));
