@@ -53,6 +53,14 @@ caf::error pool_config::validate() const {
   if (affinity != "hint" && affinity != "strict_queue" && affinity != "strict_fail_fast")
     return field("affinity", fmt::format("'{}' is not hint, strict_queue or strict_fail_fast",
                                          affinity));
+  if (heartbeat_enabled) {
+    if (heartbeat_interval.count() <= 0)
+      return field("heartbeat_interval", "must be positive");
+    if (heartbeat_timeout.count() <= 0)
+      return field("heartbeat_timeout", "must be positive");
+    if (heartbeat_max_missed < 1)
+      return field("heartbeat_max_missed", "must be at least 1");
+  }
   if (max_message_bytes < 1024)
     return field("max_message_bytes", "must be at least 1024");
   if (queue_timeout.count() <= 0)

@@ -51,6 +51,15 @@ struct pool_config {
   std::chrono::milliseconds worker_ready_timeout{30000};
   /// SIGTERM grace period before SIGKILL when a worker stops.
   std::chrono::milliseconds graceful_shutdown_timeout{6000};
+  /// Heartbeat (upstream HeartbeatMonitor): the worker pings its process every
+  /// interval; a ping unanswered within the timeout counts as missed, and after
+  /// `heartbeat_max_missed` misses in a row a dependent worker's process is killed
+  /// (its starter then restarts it). Independent workers only report the misses.
+  bool heartbeat_enabled = true;
+  std::chrono::milliseconds heartbeat_interval{2000};
+  std::chrono::milliseconds heartbeat_timeout{10000};
+  int heartbeat_max_missed = 3;
+  bool heartbeat_dependent = true;
   /// Restart intensity of each worker_starter (upstream 3 restarts in 5 s).
   int worker_max_restarts = 3;
   /// Restart period of each worker_starter.

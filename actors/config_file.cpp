@@ -279,6 +279,11 @@ key_table pool_keys(const context& c, pool_config& p) {
   add_millis(keys, c, "graceful_shutdown_timeout", p.graceful_shutdown_timeout);
   keys["worker_max_restarts"] = {"worker_max_restarts", int_field(c, p.worker_max_restarts)};
   keys["worker_max_seconds"] = {"worker_max_seconds", seconds_field(c, p.worker_max_seconds)};
+  keys["heartbeat_enabled"] = {"heartbeat_enabled", bool_field(c, p.heartbeat_enabled)};
+  add_millis(keys, c, "heartbeat_interval", p.heartbeat_interval);
+  add_millis(keys, c, "heartbeat_timeout", p.heartbeat_timeout);
+  keys["heartbeat_max_missed"] = {"heartbeat_max_missed", int_field(c, p.heartbeat_max_missed)};
+  keys["heartbeat_dependent"] = {"heartbeat_dependent", bool_field(c, p.heartbeat_dependent)};
   return keys;
 }
 

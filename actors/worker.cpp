@@ -35,6 +35,8 @@ enum class phase { starting, ready, stopping };
 
 using register_atom_retry = caf::atom_constant<caf::atom("regretry")>;
 using rpc_recheck_atom = caf::atom_constant<caf::atom("rpcrecheck")>;
+using heartbeat_atom = caf::atom_constant<caf::atom("heartbeat")>;
+using heartbeat_result_atom = caf::atom_constant<caf::atom("hbresult")>;
 
 struct worker_state {
   static inline const char* name = "snakepit.worker";
@@ -52,6 +54,7 @@ struct worker_state {
   uint64_t escalate_gen = 0;
   caf::error stop_reason;
   std::unordered_set<uint64_t> inflight;
+  int missed_heartbeats = 0;
 
   ~worker_state() {
     // Last line of defence (e.g. the actor was killed): never leave the process.
@@ -153,6 +156,8 @@ void on_ready(worker_actor* self) {
   auto& st = self->state;
   st.ph = phase::ready;
   register_worker(self, 0);
+  if (st.args.pool_cfg.heartbeat_enabled)
+    self->delayed_send(self, st.args.pool_cfg.heartbeat_interval, heartbeat_atom::value);
   self->send(st.args.pool, worker_ready_atom::value, st.args.id,
              caf::actor_cast<caf::actor>(self), static_cast<int>(st.proc->pid()));
   st.ack.ok(caf::actor_cast<caf::actor>(self));
@@ -297,6 +302,45 @@ caf::behavior worker_impl(worker_actor* self, worker_args args, supervision::sta
   return {
     [self](check_ready_atom) { check_ready(self); },
     [self](register_atom_retry, int attempt) { register_worker(self, attempt); },
+    [self](heartbeat_atom) {
+      // One ping in flight at a time; the next is scheduled when it resolves.
+      auto& st = self->state;
+      if (st.ph != phase::ready)
+        return;
+      auto hdl = caf::actor_cast<caf::actor>(self);
+      st.client.ping("heartbeat", st.args.pool_cfg.heartbeat_timeout,
+                     [hdl](caf::expected<std::string> res) {
+                       caf::anon_send(hdl, heartbeat_result_atom::value,
+                                      res ? caf::error{} : std::move(res.error()));
+                     });
+    },
+    [self](heartbeat_result_atom, caf::error& err) {
+      auto& st = self->state;
+      if (st.ph != phase::ready)
+        return;
+      auto& cfg = st.args.pool_cfg;
+      if (!err) {
+        st.missed_heartbeats = 0;
+      } else {
+        ++st.missed_heartbeats;
+        auto& bus = st.args.env->telemetry;
+        if (bus && bus->active())
+          bus->emit("snakepit.heartbeat.missed", {{"missed", st.missed_heartbeats}},
+                    {{"pool", cfg.name}, {"worker_id", st.args.id},
+                     {"error", describe(err)}});
+        if (st.missed_heartbeats >= cfg.heartbeat_max_missed && cfg.heartbeat_dependent) {
+          // Hung (a tool holding the event loop, SIGSTOP, deadlock): kill the
+          // process; its exit makes this worker crash and its starter restart it.
+          if (bus && bus->active())
+            bus->emit("snakepit.heartbeat.timeout", {{"missed", st.missed_heartbeats}},
+                      {{"pool", cfg.name}, {"worker_id", st.args.id}});
+          if (st.proc)
+            st.proc->signal_group(SIGKILL);
+          return;
+        }
+      }
+      self->delayed_send(self, cfg.heartbeat_interval, heartbeat_atom::value);
+    },
     [self](ping_result_atom, caf::error err) {
       auto& st = self->state;
       if (st.ph != phase::starting)

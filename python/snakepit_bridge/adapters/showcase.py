@@ -113,6 +113,12 @@ class ShowcaseAdapter(BaseAdapter):
         time.sleep(float(ms) / 1000.0)
         return {"start": start, "end": time.time(), "pid": os.getpid()}
 
+    @tool(description="Blocks the worker's event loop for ms milliseconds (a misbehaving "
+                      "async tool: the worker stops answering, heartbeats included)")
+    async def block_loop(self, ms: float) -> bool:
+        time.sleep(float(ms) / 1000.0)
+        return True
+
     @tool(description="Records value to the file at path, then sleeps ms milliseconds "
                       "(upstream's slow_probe: proves whether a request executed)")
     def slow_probe(self, path: str, value: Any, ms: float = 500) -> bool:
