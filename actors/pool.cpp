@@ -76,6 +76,8 @@ struct pending_request {
   caf::actor_addr caller;
   /// strict_queue: only this worker may run it (empty: any worker).
   std::string pinned_worker;
+  /// Retries so far (idempotent requests whose worker crashed).
+  int attempt = 0;
 };
 
 /// Affinity modes (upstream :hint, :strict_queue, :strict_fail_fast).
@@ -102,7 +104,13 @@ struct inflight_request {
   std::string worker_id;
   sink out;
   time_point started;
+  /// For idempotent calls: what to run again if the worker crashes (its `out` is
+  /// a placeholder; the live sink is the one above).
+  std::shared_ptr<pending_request> retry;
 };
+
+/// Retries of an idempotent call after worker crashes.
+constexpr int max_crash_retries = 1;
 
 struct worker_entry {
   caf::actor handle;
@@ -252,14 +260,19 @@ void dispatch(pool_actor* self, const std::string& worker_id, pending_request p)
     std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(budget).count());
   if (auto* ss = std::get_if<stream_sink_ptr>(&p.out)) {
     auto sink = *ss;
-    st.inflight.emplace(p.id, inflight_request{worker_id, std::move(p.out), p.accepted});
+    st.inflight.emplace(p.id, inflight_request{worker_id, std::move(p.out), p.accepted, {}});
     self->send(w.handle, stream_atom::value, p.id, std::move(p.req), span, std::move(sink));
     return;
   }
   reply_slot_ptr slot;
   if (auto* sp = std::get_if<reply_slot_ptr>(&p.out))
     slot = *sp;
-  st.inflight.emplace(p.id, inflight_request{worker_id, std::move(p.out), p.accepted});
+  std::shared_ptr<pending_request> retry;
+  if (p.req.opts.idempotent && p.attempt < max_crash_retries)
+    retry = std::make_shared<pending_request>(pending_request{
+      p.id, p.req, sink{}, p.deadline, p.accepted, p.caller, std::string{}, p.attempt + 1});
+  st.inflight.emplace(p.id, inflight_request{worker_id, std::move(p.out), p.accepted,
+                                             std::move(retry)});
   self->send(w.handle, execute_atom::value, p.id, std::move(p.req), span, std::move(slot));
 }
 
@@ -396,7 +409,7 @@ void accept(pool_actor* self, execute_request req, sink out, caf::actor_addr cal
   auto now = self->clock().now();
   auto budget = req.opts.timeout.count() > 0 ? req.opts.timeout : st.cfg.request_timeout;
   pending_request p{st.next_id++, std::move(req), std::move(out), now + budget, now,
-                    std::move(caller), std::string{}};
+                    std::move(caller), std::string{}, 0};
   ++st.stats.requests;
   if (!p.req.opts.session_id.empty()) {
     if (!valid_session_id(p.req.opts.session_id)) {
@@ -667,8 +680,21 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg,
         ++q;
       }
     }
-    // Requests running on the dead worker fail now, never hang.
+    // Requests running on the dead worker fail now, never hang — except
+    // idempotent ones with time left, which go first in line for another worker.
+    std::vector<pending_request> retries;
+    auto now = self->clock().now();
     for (auto f = st.inflight.begin(); f != st.inflight.end();) {
+      // (Session calls are not moved: their worker's state went with it.)
+      if (f->second.worker_id == id && f->second.retry && f->second.retry->deadline > now
+          && f->second.retry->req.opts.session_id.empty()) {
+        auto p = std::move(*f->second.retry);
+        p.id = st.next_id++;
+        p.out = std::move(f->second.out);
+        retries.push_back(std::move(p));
+        f = st.inflight.erase(f);
+        continue;
+      }
       if (f->second.worker_id == id) {
         finish(self, f->second.out,
                caf::make_error(errc::worker_crashed,
@@ -678,6 +704,25 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg,
       } else {
         ++f;
       }
+    }
+    for (auto r = retries.rbegin(); r != retries.rend(); ++r) {
+      emit(
+        self, "snakepit.request.retried", [&] { return json{{"attempt", r->attempt}}; },
+        [&] {
+          return json{{"pool", st.cfg.name}, {"worker_id", id},
+                      {"correlation_id", r->req.opts.correlation_id}};
+        });
+      auto rid = r->id;
+      auto wait = r->deadline - now;
+      st.queue.push_front(std::move(*r));
+      st.queued.emplace(rid, st.queue.begin());
+      self->delayed_send(self, std::chrono::duration_cast<caf::timespan>(wait),
+                         queue_timeout_atom::value, rid);
+    }
+    if (!retries.empty()) {
+      auto ids = st.order;
+      for (auto& wid : ids)
+        checkin(self, wid);
     }
   });
   self->set_exit_handler([self](caf::exit_msg& msg) {

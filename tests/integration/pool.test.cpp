@@ -215,6 +215,35 @@ TEST_CASE("kill -9 of a busy worker: the in-flight call gets worker_crashed and 
   stop_and_check(r);
 }
 
+TEST_CASE("an idempotent call whose worker is killed mid-call succeeds on another worker") {
+  auto rt = snakepit::runtime::start(small_config(2));
+  REQUIRE_MESSAGE(rt, explain(rt.error()));
+  auto& r = **rt;
+  std::promise<snakepit::execute_result> p;
+  snakepit::execute_options opts;
+  opts.idempotent = true;
+  opts.timeout = 20s;
+  r.execute_async("sleep", {{"ms", 800}}, opts,
+                  [&p](snakepit::execute_result res) { p.set_value(std::move(res)); });
+  int victim = 0;
+  REQUIRE(eventually([&] {
+    auto ws = r.list_workers();
+    if (!ws)
+      return false;
+    for (auto& w : *ws)
+      if (w.state == "busy")
+        victim = w.pid;
+    return victim != 0;
+  }));
+  REQUIRE(::kill(victim, SIGKILL) == 0);
+  auto fut = p.get_future();
+  REQUIRE(fut.wait_for(15s) == std::future_status::ready);
+  auto res = fut.get();
+  REQUIRE_MESSAGE(res, explain(res.error()));
+  CHECK(res->result.value("pid", 0) != victim);
+  stop_and_check(r);
+}
+
 TEST_CASE("saturation: queue timeouts and pool_saturated, and no timed-out request ever executes") {
   auto cfg = small_config(1);
   cfg.pools[0].max_queue_size = 5;
