@@ -116,6 +116,12 @@ caf::error config::validate() const {
     return invalid("worker_sup_max_restarts: must not be negative");
   if (worker_sup_max_seconds.count() <= 0)
     return invalid("worker_sup_max_seconds: must be positive");
+  if (session_ttl.count() <= 0)
+    return invalid("session_ttl: must be positive");
+  if (session_sweep_interval.count() <= 0)
+    return invalid("session_sweep_interval: must be positive");
+  if (max_sessions == 0)
+    return invalid("max_sessions: must be at least 1");
   if (shutdown_timeout.count() <= 0)
     return invalid("shutdown_timeout: must be positive");
   if (python.empty())

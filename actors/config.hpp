@@ -85,6 +85,12 @@ struct config {
   int worker_sup_max_restarts = 3;
   /// Restart period of the dynamic worker supervisor.
   std::chrono::seconds worker_sup_max_seconds{5};
+  /// Sessions (docs/sessions.md): idle time after which a session is removed,
+  /// how often expired sessions are swept, and the most sessions at once
+  /// (beyond it: quota_exceeded; a warning event at 80 %).
+  std::chrono::seconds session_ttl{3600};
+  std::chrono::milliseconds session_sweep_interval{60000};
+  size_t max_sessions = 10000;
   /// Deadline for an orderly stop before remaining processes are killed.
   std::chrono::milliseconds shutdown_timeout{15000};
   /// Check that the interpreter can `import grpc` before starting (one short

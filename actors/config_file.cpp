@@ -343,6 +343,9 @@ caf::expected<config> parse_config(std::string_view toml_text, std::string origi
                                     seconds_field(c, cfg.worker_sup_max_seconds)};
   add_millis(keys, c, "shutdown_timeout", cfg.shutdown_timeout);
   keys["check_interpreter"] = {"check_interpreter", bool_field(c, cfg.check_interpreter)};
+  keys["session_ttl"] = {"session_ttl", seconds_field(c, cfg.session_ttl)};
+  add_millis(keys, c, "session_sweep_interval", cfg.session_sweep_interval);
+  keys["max_sessions"] = {"max_sessions", count_field(c, cfg.max_sessions)};
   keys["data_dir"] = {"data_dir", string_field(c, cfg.data_dir)};
   keys["sweep_orphans_at_start"] = {"sweep_orphans_at_start",
                                     bool_field(c, cfg.sweep_orphans_at_start)};

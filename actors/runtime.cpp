@@ -253,7 +253,14 @@ caf::expected<std::unique_ptr<runtime>> runtime::launch(std::unique_ptr<impl> p,
   top_children.push_back(
     named(supervision::registry_child("registry"), env->names, "registry"));
   actors::session_store_config scfg;
-  scfg.on_expire = [names = env->names](const std::string& id) {
+  scfg.ttl = p->cfg.session_ttl;
+  scfg.sweep_interval = p->cfg.session_sweep_interval;
+  scfg.max_sessions = p->cfg.max_sessions;
+  scfg.on_warning = [bus = env->telemetry](size_t count, size_t max) {
+    bus->emit("snakepit.session.accumulation_warning", {{"count", count}, {"max", max}});
+  };
+  scfg.on_expire = [names = env->names, bus = env->telemetry](const std::string& id) {
+    bus->emit("snakepit.session.expired", json::object(), {{"session_id", id}});
     if (auto tools = names->get("tool_registry"))
       caf::anon_send(tools, actors::session_cleanup_atom::value, id);
   };

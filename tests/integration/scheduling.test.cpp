@@ -157,6 +157,21 @@ TEST_CASE("killing the session's worker: hint moves on, strict reports session_w
   }
 }
 
+TEST_CASE("the runtime's max_sessions quota is enforced with quota_exceeded") {
+  auto cfg = small_config(1);
+  cfg.max_sessions = 2;
+  auto rt = snakepit::runtime::start(cfg);
+  REQUIRE_MESSAGE(rt, explain(rt.error()));
+  CHECK((*rt)->create_session(std::string{"q1"}));
+  CHECK((*rt)->create_session(std::string{"q2"}));
+  auto third = (*rt)->create_session(std::string{"q3"});
+  REQUIRE_FALSE(third);
+  CHECK_MESSAGE(has_code(third.error(), errc::quota_exceeded), explain(third.error()));
+  CHECK((*rt)->cleanup_session("q1"));
+  CHECK((*rt)->create_session(std::string{"q3"}));
+  stop_and_check(**rt);
+}
+
 TEST_CASE("an invalid session id is rejected") {
   auto rt = snakepit::runtime::start(small_config(1));
   REQUIRE_MESSAGE(rt, explain(rt.error()));
