@@ -48,6 +48,10 @@ caf::error pool_config::validate() const {
   if (worker_profile != "process" && worker_profile != "thread")
     return field("worker_profile", fmt::format("'{}' is neither \"process\" nor \"thread\"",
                                                worker_profile));
+  if (capacity_strategy != "pool" && capacity_strategy != "hybrid"
+      && capacity_strategy != "profile")
+    return field("capacity_strategy", fmt::format("'{}' is not pool, hybrid or profile",
+                                                  capacity_strategy));
   if (worker_profile == "thread" && (threads_per_worker == 0 || threads_per_worker > 1024))
     return field("threads_per_worker", "must be between 1 and 1024");
   if (affinity != "hint" && affinity != "strict_queue" && affinity != "strict_fail_fast")
@@ -84,6 +88,8 @@ caf::error pool_config::validate() const {
 }
 
 size_t pool_config::capacity() const {
+  if (capacity_strategy == "profile")
+    return 1;
   return worker_profile == "thread" ? threads_per_worker : 1;
 }
 

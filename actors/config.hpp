@@ -27,6 +27,12 @@ struct pool_config {
   std::string worker_profile = "process";
   /// Concurrent requests per worker under the "thread" profile.
   size_t threads_per_worker = 4;
+  /// Who schedules by capacity (seed 002): "pool" (default) — the pool tracks
+  /// load/capacity and dispatches accordingly; "hybrid" — the same, and the pool
+  /// also reports each worker reaching its capacity (`snakepit.pool.capacity_reached`);
+  /// "profile" — the pool dispatches one request per worker at a time and leaves
+  /// any further concurrency to callers that use the profile directly.
+  std::string capacity_strategy = "pool";
   /// Session affinity (upstream): "hint" prefers the session's worker while it
   /// has headroom, else any; "strict_queue" waits for it; "strict_fail_fast"
   /// fails with worker_busy. In strict modes a dead worker gives

@@ -268,6 +268,7 @@ key_table pool_keys(const context& c, pool_config& p) {
   keys["worker_profile"] = {"worker_profile", string_field(c, p.worker_profile)};
   keys["threads_per_worker"] = {"threads_per_worker", count_field(c, p.threads_per_worker)};
   keys["affinity"] = {"affinity", string_field(c, p.affinity)};
+  keys["capacity_strategy"] = {"capacity_strategy", string_field(c, p.capacity_strategy)};
   keys["adapter_args"] = {"adapter_args", strings_field(c, p.adapter_args)};
   keys["adapter_env"] = {"adapter_env", env_field(c, p.adapter_env)};
   keys["max_queue_size"] = {"max_queue_size", count_field(c, p.max_queue_size)};

@@ -253,6 +253,11 @@ void dispatch(pool_actor* self, const std::string& worker_id, pending_request p)
   }
   ++w.load;
   ++w.requests;
+  if (w.load == w.capacity && st.cfg.capacity_strategy == "hybrid")
+    emit(
+      self, "snakepit.pool.capacity_reached",
+      [&] { return json{{"capacity", w.capacity}, {"load", w.load}}; },
+      [&] { return json{{"pool", st.cfg.name}, {"worker_id", worker_id}}; });
   auto budget = p.deadline - now;
   auto span = std::chrono::duration_cast<caf::timespan>(budget);
   // Python sees the remaining budget (upstream's metadata key) and the gRPC deadline.

@@ -1,10 +1,12 @@
 // Session affinity modes, worker profiles with real per-worker concurrency, and
 // multi-pool routing, with real Python workers.
 #include <algorithm>
+#include <atomic>
 #include <future>
 #include <mutex>
 #include <set>
 
+#include "actors/telemetry.hpp"
 #include "harness.hpp"
 
 using namespace std::chrono_literals;
@@ -228,6 +230,42 @@ TEST_CASE("thread profile: 8 concurrent sleeps on 2 workers x 4 threads all over
   for (auto& w : *ws)
     CHECK(w.capacity == 4);
   stop_and_check(r);
+}
+
+TEST_CASE("capacity strategies: profile dispatches one per worker, hybrid reports capacity") {
+  {
+    auto cfg = small_config(1);
+    cfg.pools[0].worker_profile = "thread";
+    cfg.pools[0].threads_per_worker = 4;
+    cfg.pools[0].capacity_strategy = "profile";
+    auto rt = snakepit::runtime::start(cfg);
+    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    CHECK((*rt)->list_workers()->front().capacity == 1);
+    stop_and_check(**rt);
+  }
+  {
+    std::atomic<int> reached{0};
+    snakepit::start_options opts;
+    opts.telemetry_handlers.emplace_back("snakepit.pool.capacity_reached",
+                                         [&](const auto&) { ++reached; });
+    auto cfg = small_config(1);
+    cfg.pools[0].worker_profile = "thread";
+    cfg.pools[0].threads_per_worker = 2;
+    cfg.pools[0].capacity_strategy = "hybrid";
+    auto rt = snakepit::runtime::start(cfg, opts);
+    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    std::promise<void> a, b;
+    (*rt)->execute_async("sleep", {{"ms", 300}}, {}, [&](snakepit::execute_result) { a.set_value(); });
+    (*rt)->execute_async("sleep", {{"ms", 300}}, {}, [&](snakepit::execute_result) { b.set_value(); });
+    a.get_future().wait();
+    b.get_future().wait();
+    (*rt)->telemetry().flush(5s);
+    CHECK(reached.load() >= 1);
+    stop_and_check(**rt);
+  }
+  auto bad = small_config(1);
+  bad.pools[0].capacity_strategy = "magic";
+  CHECK(snakepit::describe(bad.validate()).find("capacity_strategy") != std::string::npos);
 }
 
 TEST_CASE("thread limits follow the profile and the pool's override wins") {
