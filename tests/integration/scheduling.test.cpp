@@ -280,7 +280,7 @@ TEST_CASE("thread limits follow the profile and the pool's override wins") {
   stop_and_check(**rt);
 }
 
-TEST_CASE("two pools with different settings serve concurrently and are routed by name") {
+TEST_CASE("pools with different adapters and settings serve side by side, routed by name") {
   auto cfg = small_config(1);
   cfg.pools[0].name = "alpha";
   snakepit::pool_config beta = cfg.pools[0];
@@ -288,14 +288,24 @@ TEST_CASE("two pools with different settings serve concurrently and are routed b
   beta.pool_size = 2;
   beta.adapter_env = {{"POOL_TAG", "beta"}};
   cfg.pools.push_back(beta);
+  snakepit::pool_config gamma = cfg.pools[0];
+  gamma.name = "gamma";
+  gamma.adapter = "snakepit_bridge.adapters.session_showcase.SessionShowcaseAdapter";
+  cfg.pools.push_back(gamma);
   auto rt = snakepit::runtime::start(cfg);
   REQUIRE_MESSAGE(rt, explain(rt.error()));
   auto& r = **rt;
-  snakepit::execute_options a, b;
+  snakepit::execute_options a, b, g;
   a.pool = "alpha";
   b.pool = "beta";
+  g.pool = "gamma";
   CHECK(r.execute("env", {{"name", "POOL_TAG"}}, a)->result.is_null());
   CHECK(r.execute("env", {{"name", "POOL_TAG"}}, b)->result == "beta");
+  // A third pool with a different adapter, served at the same time as the others.
+  CHECK(r.execute("whoami", json::object(), g));
+  auto other = r.execute("whoami", json::object(), a);
+  REQUIRE_FALSE(other); // alpha's adapter has no such tool
+  CHECK(has_code(other.error(), errc::unknown_tool));
   CHECK(r.list_workers("alpha")->size() == 1);
   CHECK(r.list_workers("beta")->size() == 2);
   CHECK(r.get_stats("beta")->completed == 1);
