@@ -197,8 +197,8 @@ TEST_CASE("thread profile: 8 concurrent sleeps on 2 workers x 4 threads all over
   std::mutex mtx;
   std::vector<json> results;
   std::vector<std::promise<void>> done(8);
-  for (size_t i = 0; i < 8; ++i)
-    r.execute_async("timed_sleep", {{"ms", 600}}, {}, [&, i](snakepit::execute_result res) {
+  for (size_t i = 0; i < 8; ++i) {
+    r.execute_async("timed_sleep", {{"ms", 1500}}, {}, [&, i](snakepit::execute_result res) {
       {
         std::lock_guard<std::mutex> g{mtx};
         if (res)
@@ -206,15 +206,18 @@ TEST_CASE("thread profile: 8 concurrent sleeps on 2 workers x 4 threads all over
       }
       done[i].set_value();
     });
-  CHECK(eventually([&] {
-    auto s = r.get_stats();
-    return s && s->in_flight == 8;
-  }, 5s));
+    // Load tracking follows every dispatch: in flight = calls made so far.
+    CHECK(eventually([&] {
+      auto s = r.get_stats();
+      return s && s->in_flight == i + 1;
+    }, 5s));
+  }
   auto s = r.get_stats();
   REQUIRE(s);
   CHECK(s->capacity == 8);
   for (auto& d : done)
     d.get_future().wait();
+  CHECK(eventually([&] { return r.get_stats()->in_flight == 0; }));
   REQUIRE(results.size() == 8);
   double latest_start = 0, earliest_end = 1e300;
   std::set<int> pids;
