@@ -621,6 +621,32 @@ void start_more_workers(pool_actor* self) {
   maybe_finish_startup(self);
 }
 
+/// Puts an idempotent call whose worker crashed first in line for another worker
+/// (within its original deadline); false if it cannot be retried.
+bool retry_elsewhere(pool_actor* self, inflight_request& f, const std::string& dead_worker) {
+  auto& st = self->state;
+  auto now = self->clock().now();
+  if (!f.retry || f.retry->deadline <= now || !f.retry->req.opts.session_id.empty())
+    return false; // (session calls are not moved: their worker's state went with it)
+  auto p = std::move(*f.retry);
+  f.retry.reset();
+  p.id = st.next_id++;
+  p.out = std::move(f.out);
+  emit(
+    self, "snakepit.request.retried", [&] { return json{{"attempt", p.attempt}}; },
+    [&] {
+      return json{{"pool", st.cfg.name}, {"worker_id", dead_worker},
+                  {"correlation_id", p.req.opts.correlation_id}};
+    });
+  auto rid = p.id;
+  auto wait = p.deadline - now;
+  st.queue.push_front(std::move(p));
+  st.queued.emplace(rid, st.queue.begin());
+  self->delayed_send(self, std::chrono::duration_cast<caf::timespan>(wait),
+                     queue_timeout_atom::value, rid);
+  return true;
+}
+
 caf::behavior pool_impl(pool_actor* self, pool_config cfg,
                         std::shared_ptr<const worker_env> env) {
   auto& st = self->state;
@@ -687,44 +713,23 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg,
     }
     // Requests running on the dead worker fail now, never hang — except
     // idempotent ones with time left, which go first in line for another worker.
-    std::vector<pending_request> retries;
-    auto now = self->clock().now();
+    bool retried = false;
     for (auto f = st.inflight.begin(); f != st.inflight.end();) {
-      // (Session calls are not moved: their worker's state went with it.)
-      if (f->second.worker_id == id && f->second.retry && f->second.retry->deadline > now
-          && f->second.retry->req.opts.session_id.empty()) {
-        auto p = std::move(*f->second.retry);
-        p.id = st.next_id++;
-        p.out = std::move(f->second.out);
-        retries.push_back(std::move(p));
-        f = st.inflight.erase(f);
+      if (f->second.worker_id != id) {
+        ++f;
         continue;
       }
-      if (f->second.worker_id == id) {
+      if (retry_elsewhere(self, f->second, id)) {
+        retried = true;
+      } else {
         finish(self, f->second.out,
                caf::make_error(errc::worker_crashed,
                                fmt::format("worker {}: {}", id, caf::to_string(msg.reason))),
                f->second.started);
-        f = st.inflight.erase(f);
-      } else {
-        ++f;
       }
+      f = st.inflight.erase(f);
     }
-    for (auto r = retries.rbegin(); r != retries.rend(); ++r) {
-      emit(
-        self, "snakepit.request.retried", [&] { return json{{"attempt", r->attempt}}; },
-        [&] {
-          return json{{"pool", st.cfg.name}, {"worker_id", id},
-                      {"correlation_id", r->req.opts.correlation_id}};
-        });
-      auto rid = r->id;
-      auto wait = r->deadline - now;
-      st.queue.push_front(std::move(*r));
-      st.queued.emplace(rid, st.queue.begin());
-      self->delayed_send(self, std::chrono::duration_cast<caf::timespan>(wait),
-                         queue_timeout_atom::value, rid);
-    }
-    if (!retries.empty()) {
+    if (retried) {
       auto ids = st.order;
       for (auto& wid : ids)
         checkin(self, wid);
@@ -809,6 +814,18 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg,
       if (f == st.inflight.end())
         return; // failed already when its worker died; a restarted worker with
                 // the same id must not have its load decremented for it
+      if (!res && res.error() == errc::worker_crashed
+          && retry_elsewhere(self, f->second, worker_id)) {
+        // The worker saw its process die before the pool saw the worker go.
+        st.inflight.erase(f);
+        if (auto w = st.workers.find(worker_id); w != st.workers.end() && w->second.load > 0)
+          --w->second.load;
+        auto ids = st.order;
+        for (auto& wid : ids)
+          if (wid != worker_id)
+            checkin(self, wid);
+        return;
+      }
       auto started = f->second.started;
       auto out = std::move(f->second.out);
       st.inflight.erase(f);
