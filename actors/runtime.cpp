@@ -1,10 +1,13 @@
 #include "actors/runtime.hpp"
 
 #include <signal.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <condition_variable>
 #include <deque>
+#include <filesystem>
+#include <fstream>
 #include <future>
 #include <mutex>
 #include <optional>
@@ -65,6 +68,41 @@ supervision::child_spec named(supervision::child_spec spec,
     return hdl;
   };
   return spec;
+}
+
+/// Marks `dir` as ours (host pid and its start time in `<dir>/owner`) and removes
+/// the runtime directories beside it whose owner is gone: a host killed by SIGKILL
+/// cannot remove its own (its workers exit through the lifeline, their files stay).
+/// A directory is removed only when its owner file names a pid that is dead or now
+/// belongs to a process with another start time.
+void sweep_runtime_dirs(const std::filesystem::path& parent, const std::string& skip) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  for (auto& entry : fs::directory_iterator{parent, ec}) {
+    auto name = entry.path().filename().string();
+    if (name == skip || name.rfind("snakepit-", 0) != 0 || !entry.is_directory(ec))
+      continue;
+    std::ifstream in{entry.path() / "owner"};
+    long pid = 0;
+    uint64_t start = 0;
+    if (!(in >> pid >> start) || pid <= 0)
+      continue; // not ours to judge
+    auto now_start = adapters::process_start_time(static_cast<pid_t>(pid));
+    if (now_start && *now_start == start)
+      continue; // its host is alive
+    fs::remove_all(entry.path(), ec);
+  }
+}
+
+void claim_and_sweep_runtime_dirs(const std::string& dir) {
+  auto me = ::getpid();
+  auto my_start = adapters::process_start_time(me);
+  {
+    std::ofstream out{dir + "/owner"};
+    out << me << ' ' << (my_start ? *my_start : 0) << '\n';
+  }
+  std::filesystem::path p{dir};
+  sweep_runtime_dirs(p.parent_path(), p.filename().string());
 }
 
 } // namespace
@@ -197,6 +235,7 @@ caf::expected<std::unique_ptr<runtime>> runtime::launch(std::unique_ptr<impl> p,
   if (!dir)
     return dir.error();
   p->dir.emplace(std::move(*dir));
+  claim_and_sweep_runtime_dirs(p->dir->path());
   auto env = std::make_shared<actors::worker_env>();
   env->python = p->cfg.python;
   env->python_path = p->cfg.effective_python_path();
@@ -663,6 +702,10 @@ caf::expected<adapters::sweep_report> cleanup_orphans(const config& cfg) {
     cfg.data_dir.empty() ? adapters::default_data_dir() : cfg.data_dir);
   if (!registry)
     return registry.error();
+  // Runtime directories of dead hosts go too (where runtime_dir::create puts them).
+  sweep_runtime_dirs("/tmp", {});
+  if (auto* xdg = ::getenv("XDG_RUNTIME_DIR"); xdg && *xdg)
+    sweep_runtime_dirs(xdg, {});
   return (*registry)->sweep();
 }
 

@@ -118,6 +118,43 @@ TEST_CASE("run_as_script starts, runs the function and stops everything") {
   CHECK_FALSE(path_exists(dir));
 }
 
+TEST_CASE("a start removes runtime directories left by hosts that died, and only those") {
+  std::string parent;
+  {
+    auto rt = snakepit::runtime::start(small_config(1));
+    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    auto dir = (*rt)->runtime_dir();
+    parent = dir.substr(0, dir.rfind('/'));
+    CHECK(path_exists(dir + "/owner"));
+    stop_and_check(**rt);
+  }
+  auto make_dir = [&](const std::string& owner_line) {
+    std::string tmpl = parent + "/snakepit-testXXXXXX";
+    std::vector<char> buf(tmpl.begin(), tmpl.end());
+    buf.push_back('\0');
+    REQUIRE(::mkdtemp(buf.data()) != nullptr);
+    std::string dir = buf.data();
+    std::ofstream{dir + "/owner"} << owner_line;
+    std::ofstream{dir + "/w1.ready"} << "unix:" << dir << "/w1.sock";
+    return dir;
+  };
+  // A host that is gone: a pid that has exited (reaped) with its old start time.
+  auto dead = make_dir("999999999 12345\n");
+  // A host that is alive: this test process, with a wrong start time (pid reuse).
+  auto reused = make_dir(std::to_string(::getpid()) + " 1\n");
+  // A directory without an owner file is not ours to judge.
+  std::string foreign = make_dir("");
+  std::remove((foreign + "/owner").c_str());
+  auto rt = snakepit::runtime::start(small_config(1));
+  REQUIRE_MESSAGE(rt, explain(rt.error()));
+  CHECK_FALSE(path_exists(dead));
+  CHECK_FALSE(path_exists(reused));
+  CHECK(path_exists(foreign));
+  stop_and_check(**rt);
+  std::remove((foreign + "/w1.ready").c_str());
+  ::rmdir(foreign.c_str());
+}
+
 TEST_CASE("calls after stop fail with a typed error instead of hanging") {
   auto rt = snakepit::runtime::start(small_config(1));
   REQUIRE_MESSAGE(rt, explain(rt.error()));
