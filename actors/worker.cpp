@@ -201,6 +201,18 @@ void check_ready(worker_actor* self) {
   st.poll_interval = std::min(st.poll_interval * 2, std::chrono::milliseconds{50});
 }
 
+/// The wire-level call for a pool request (moves its parts).
+adapters::tool_call to_tool_call(execute_request req) {
+  adapters::tool_call call;
+  call.tool_name = std::move(req.command);
+  call.args = std::move(req.args);
+  call.binary_args = std::move(req.opts.binary_args);
+  call.metadata = std::move(req.opts.metadata);
+  call.correlation_id = std::move(req.opts.correlation_id);
+  call.session_id = std::move(req.opts.session_id);
+  return call;
+}
+
 /// Hands one finished call to the pool (crash-aware, see rpc_done).
 void complete_rpc(worker_actor* self, uint64_t req_id, execute_result res) {
   auto& st = self->state;
@@ -403,13 +415,7 @@ caf::behavior worker_impl(worker_actor* self, worker_args args, supervision::sta
                    execute_result{caf::make_error(errc::not_ready, st.args.id)});
         return;
       }
-      adapters::tool_call call;
-      call.tool_name = std::move(req.command);
-      call.args = std::move(req.args);
-      call.binary_args = std::move(req.opts.binary_args);
-      call.metadata = std::move(req.opts.metadata);
-      call.correlation_id = std::move(req.opts.correlation_id);
-      call.session_id = std::move(req.opts.session_id);
+      auto call = to_tool_call(std::move(req));
       auto hdl = caf::actor_cast<caf::actor>(self);
       st.inflight.insert(req_id);
       st.client.execute(
@@ -453,13 +459,7 @@ caf::behavior worker_impl(worker_actor* self, worker_args args, supervision::sta
                    execute_result{caf::make_error(errc::not_ready, st.args.id)});
         return;
       }
-      adapters::tool_call call;
-      call.tool_name = std::move(req.command);
-      call.args = std::move(req.args);
-      call.binary_args = std::move(req.opts.binary_args);
-      call.metadata = std::move(req.opts.metadata);
-      call.correlation_id = std::move(req.opts.correlation_id);
-      call.session_id = std::move(req.opts.session_id);
+      auto call = to_tool_call(std::move(req));
       auto hdl = caf::actor_cast<caf::actor>(self);
       st.inflight.insert(req_id);
       auto ctl = st.client.execute_stream(
