@@ -47,6 +47,21 @@ using stream_chunk_atom = caf::atom_constant<caf::atom("strchunk")>;
 using stream_end_atom = caf::atom_constant<caf::atom("strend")>;
 /// Pool-internal: ask the tool registry for the tools its workers registered.
 using refresh_tools_atom = caf::atom_constant<caf::atom("refrtools")>;
+/// Worker -> pool: its process exited unexpectedly (worker id, exit code, signal),
+/// sent just before the worker quits, for crash classification.
+using worker_exit_atom = caf::atom_constant<caf::atom("wrkexit")>;
+/// Worker -> pool: a start (or restart) failed (worker id, reason).
+using worker_start_failed_atom = caf::atom_constant<caf::atom("wrkstfail")>;
+/// Pool: recycle a worker now (worker id) -> ok_atom | error(invalid_argument).
+using recycle_atom = caf::atom_constant<caf::atom("recycle")>;
+/// Pool-internal: the periodic TTL / memory check.
+using lifecycle_tick_atom = caf::atom_constant<caf::atom("lctick")>;
+/// Pool-internal: a parked retry's backoff elapsed (request id).
+using retry_atom = caf::atom_constant<caf::atom("retry")>;
+/// Pool-internal: the circuit breaker's reset period elapsed.
+using circuit_probe_atom = caf::atom_constant<caf::atom("circprobe")>;
+/// Pool-internal: a worker's taint ran out (worker id).
+using taint_expired_atom = caf::atom_constant<caf::atom("taintexp")>;
 /// Pool: enter shutdown; reject new work with shutting_down.
 using drain_atom = caf::atom_constant<caf::atom("drain")>;
 

@@ -10,6 +10,7 @@
 #include <caf/sec.hpp>
 #include <fmt/format.h>
 
+#include "actors/lifecycle.hpp"
 #include "adapters/errors.hpp"
 #include "adapters/process.hpp"
 
@@ -81,6 +82,31 @@ caf::error pool_config::validate() const {
     return field("worker_max_restarts", "must not be negative");
   if (worker_max_seconds.count() <= 0)
     return field("worker_max_seconds", "must be positive");
+  if (worker_ttl.count() < 0)
+    return field("worker_ttl", "must not be negative (0: no TTL)");
+  if (!(max_requests_jitter >= 0 && max_requests_jitter < 1))
+    return field("max_requests_jitter", "must be in [0, 1)");
+  if (lifecycle_check_interval.count() <= 0)
+    return field("lifecycle_check_interval", "must be positive");
+  for (auto& cause : taint_on)
+    if (!actors::is_crash_cause(cause))
+      return field("taint_on",
+                   fmt::format("'{}' is not segfault, abort, bus_error, illegal_instruction, "
+                               "fpe, killed or exit_<code>",
+                               cause));
+  if (taint_duration.count() < 0)
+    return field("taint_duration", "must not be negative");
+  if (retry_max_attempts < 0 || retry_max_attempts > 10)
+    return field("retry_max_attempts", "must be between 0 and 10");
+  if (retry_max_attempts > 0 && retry_backoff.empty())
+    return field("retry_backoff", "needs at least one delay when retries are on");
+  for (auto& d : retry_backoff)
+    if (d.count() < 0)
+      return field("retry_backoff", "delays must not be negative");
+  if (circuit_threshold < 0)
+    return field("circuit_threshold", "must not be negative (0: no breaker)");
+  if (circuit_reset.count() <= 0)
+    return field("circuit_reset", "must be positive");
   for (auto& [k, v] : adapter_env)
     if (k.empty() || k.find('=') != std::string::npos)
       return field("adapter_env", fmt::format("'{}' is not a valid variable name", k));

@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <utility>
 #include <vector>
@@ -66,6 +67,39 @@ struct pool_config {
   std::chrono::milliseconds heartbeat_timeout{10000};
   int heartbeat_max_missed = 3;
   bool heartbeat_dependent = true;
+  /// Recycling (upstream LifecycleManager; docs/reliability.md): a worker is
+  /// replaced after `worker_ttl` (0: never), after `worker_max_requests` requests
+  /// (0: never; each worker's limit is drawn from [max·(1−jitter), max] so a pool
+  /// does not recycle all at once), or when its Python process's resident memory
+  /// exceeds `memory_threshold_mb` (0: never), checked every
+  /// `lifecycle_check_interval`. Recycling drains: the worker takes no new work,
+  /// a replacement starts first, and the old one stops once its calls finished.
+  std::chrono::milliseconds worker_ttl{0};
+  uint64_t worker_max_requests = 0;
+  double max_requests_jitter = 0.1;
+  uint64_t memory_threshold_mb = 0;
+  std::chrono::milliseconds lifecycle_check_interval{5000};
+  /// Crash barrier: a worker whose process died of one of the `taint_on` causes
+  /// (segfault, abort, bus_error, illegal_instruction, fpe, killed, exit_<code>)
+  /// is not offered new requests for `taint_duration` after its restart while an
+  /// untainted worker is ready. Empty `taint_on`: no tainting.
+  std::vector<std::string> taint_on = {"segfault", "abort", "bus_error",
+                                       "illegal_instruction", "fpe"};
+  std::chrono::milliseconds taint_duration{30000};
+  /// Idempotent calls (`execute_options::idempotent`) whose worker crashed run
+  /// again on another worker up to `retry_max_attempts` more times, after the
+  /// backoff of that attempt (the last entry repeats; ±25 % jitter), within
+  /// their original deadline. 0: never retried.
+  int retry_max_attempts = 2;
+  std::vector<std::chrono::milliseconds> retry_backoff = {std::chrono::milliseconds{50},
+                                                          std::chrono::milliseconds{100},
+                                                          std::chrono::milliseconds{200}};
+  /// Circuit breaker: after `circuit_threshold` worker starts in a row failed
+  /// (0: no breaker) the pool stops restarting them and fails calls that find no
+  /// ready worker with `circuit_open`; after `circuit_reset` one probe worker is
+  /// started (half-open) and its success closes the circuit again.
+  int circuit_threshold = 5;
+  std::chrono::milliseconds circuit_reset{30000};
   /// Restart intensity of each worker_starter (upstream 3 restarts in 5 s).
   int worker_max_restarts = 3;
   /// Restart period of each worker_starter.

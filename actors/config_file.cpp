@@ -224,6 +224,48 @@ setter env_field(const context& c, std::vector<std::pair<std::string, std::strin
   };
 }
 
+setter uint64_field(const context& c, uint64_t& out) {
+  return [&c, &out](const toml::node& n, const std::string& path) -> caf::error {
+    int64_t v = 0;
+    if (auto err = read_integer(c, n, path, 0, std::numeric_limits<int64_t>::max(), v))
+      return err;
+    out = static_cast<uint64_t>(v);
+    return caf::none;
+  };
+}
+
+/// A number (integer or float).
+setter number_field(const context& c, double& out) {
+  return [&c, &out](const toml::node& n, const std::string& path) -> caf::error {
+    if (n.is_floating_point())
+      out = n.as_floating_point()->get();
+    else if (n.is_integer())
+      out = static_cast<double>(n.as_integer()->get());
+    else
+      return c.wrong_type(path, "number", n);
+    return caf::none;
+  };
+}
+
+/// An array of milliseconds (`<field>_ms = [50, 100]`).
+setter millis_list_field(const context& c, std::vector<std::chrono::milliseconds>& out) {
+  return [&c, &out](const toml::node& n, const std::string& path) -> caf::error {
+    auto arr = n.as_array();
+    if (!arr)
+      return c.wrong_type(path, "array of integers", n);
+    std::vector<std::chrono::milliseconds> items;
+    for (size_t i = 0; i < arr->size(); ++i) {
+      int64_t v = 0;
+      if (auto err = read_integer(c, *arr->get(i), fmt::format("{}[{}]", path, i), 0,
+                                  max_duration_s * 1000, v))
+        return err;
+      items.emplace_back(v);
+    }
+    out = std::move(items);
+    return caf::none;
+  };
+}
+
 /// Registers `<field>_ms` and `<field>_s` for a millisecond field.
 void add_millis(key_table& keys, const context& c, const std::string& field,
                 std::chrono::milliseconds& out) {
@@ -285,6 +327,17 @@ key_table pool_keys(const context& c, pool_config& p) {
   add_millis(keys, c, "heartbeat_timeout", p.heartbeat_timeout);
   keys["heartbeat_max_missed"] = {"heartbeat_max_missed", int_field(c, p.heartbeat_max_missed)};
   keys["heartbeat_dependent"] = {"heartbeat_dependent", bool_field(c, p.heartbeat_dependent)};
+  add_millis(keys, c, "worker_ttl", p.worker_ttl);
+  keys["worker_max_requests"] = {"worker_max_requests", uint64_field(c, p.worker_max_requests)};
+  keys["max_requests_jitter"] = {"max_requests_jitter", number_field(c, p.max_requests_jitter)};
+  keys["memory_threshold_mb"] = {"memory_threshold_mb", uint64_field(c, p.memory_threshold_mb)};
+  add_millis(keys, c, "lifecycle_check_interval", p.lifecycle_check_interval);
+  keys["taint_on"] = {"taint_on", strings_field(c, p.taint_on)};
+  add_millis(keys, c, "taint_duration", p.taint_duration);
+  keys["retry_max_attempts"] = {"retry_max_attempts", int_field(c, p.retry_max_attempts)};
+  keys["retry_backoff_ms"] = {"retry_backoff", millis_list_field(c, p.retry_backoff)};
+  keys["circuit_threshold"] = {"circuit_threshold", int_field(c, p.circuit_threshold)};
+  add_millis(keys, c, "circuit_reset", p.circuit_reset);
   return keys;
 }
 

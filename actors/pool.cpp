@@ -12,6 +12,7 @@
 #include <fmt/format.h>
 
 #include "actors/atoms.hpp"
+#include "actors/lifecycle.hpp"
 #include "actors/telemetry.hpp"
 #include "actors/reply_slot.hpp"
 #include "actors/session_store.hpp"
@@ -109,9 +110,6 @@ struct inflight_request {
   std::shared_ptr<pending_request> retry;
 };
 
-/// Retries of an idempotent call after worker crashes.
-constexpr int max_crash_retries = 1;
-
 struct worker_entry {
   caf::actor handle;
   int pid = 0;
@@ -119,6 +117,10 @@ struct worker_entry {
   size_t capacity = 1;  ///< requests it may run at once (worker profile)
   uint64_t requests = 0;
   time_point ready_at;
+  /// Recycle after this many requests (0: never); drawn with jitter per worker.
+  uint64_t request_limit = 0;
+  /// Crash barrier: not offered new work before this (while untainted workers exist).
+  time_point tainted_until{};
 };
 
 /// Bounded window of recent latencies for p50/p99 (microseconds).
@@ -143,6 +145,12 @@ private:
   static constexpr size_t capacity = 4096;
   std::vector<int64_t> samples_;
   size_t next_ = 0;
+};
+
+/// Why a worker is recycled ("ttl", "max_requests", "memory", "manual").
+struct recycle_info {
+  std::string reason;
+  uint64_t rss_bytes = 0;
 };
 
 struct pool_state {
@@ -181,6 +189,27 @@ struct pool_state {
   bool draining = false;
   pool_stats stats;
   latency_window latencies;
+  // Lifecycle (docs/reliability.md).
+  /// Workers whose starter runs under worker_sup on this pool's behalf.
+  std::unordered_set<std::string> members;
+  /// Workers being recycled: they serve until their replacement is ready, then
+  /// take no new work and are retired once their calls finished.
+  std::unordered_map<std::string, recycle_info> recycling;
+  /// Replacements starting (new id -> recycled id).
+  std::unordered_map<std::string, std::string> replacing;
+  /// Recycled workers whose replacement is ready.
+  std::unordered_set<std::string> replaced;
+  uint64_t recycles = 0;
+  /// How each worker's process last died (code, signal), until its down arrives.
+  std::unordered_map<std::string, std::pair<int, int>> exits;
+  /// Crash barrier: worker id -> tainted until.
+  std::unordered_map<std::string, time_point> taints;
+  /// Idempotent calls waiting out their retry backoff.
+  std::unordered_map<uint64_t, pending_request> parked;
+  circuit_breaker breaker;
+  std::mt19937_64 rng{std::random_device{}()};
+
+  double uniform() { return std::uniform_real_distribution<double>{0.0, 1.0}(rng); }
 };
 
 using pool_actor = caf::stateful_actor<pool_state>;
@@ -192,6 +221,9 @@ void emit(pool_actor* self, const char* name, MakeMeasurements&& m, MakeMetadata
   if (bus && bus->active())
     bus->emit(name, m(), md());
 }
+
+bool begin_recycle(pool_actor* self, const std::string& id, const std::string& reason,
+                   uint64_t rss_bytes = 0);
 
 void finish(pool_actor* self, sink& out, execute_result res, time_point accepted) {
   auto& st = self->state;
@@ -253,6 +285,8 @@ void dispatch(pool_actor* self, const std::string& worker_id, pending_request p)
   }
   ++w.load;
   ++w.requests;
+  if (w.request_limit > 0 && w.requests >= w.request_limit)
+    begin_recycle(self, worker_id, "max_requests");
   if (w.load == w.capacity && st.cfg.capacity_strategy == "hybrid")
     emit(
       self, "snakepit.pool.capacity_reached",
@@ -273,12 +307,33 @@ void dispatch(pool_actor* self, const std::string& worker_id, pending_request p)
   if (auto* sp = std::get_if<reply_slot_ptr>(&p.out))
     slot = *sp;
   std::shared_ptr<pending_request> retry;
-  if (p.req.opts.idempotent && p.attempt < max_crash_retries)
+  if (p.req.opts.idempotent && p.attempt < st.cfg.retry_max_attempts)
     retry = std::make_shared<pending_request>(pending_request{
       p.id, p.req, sink{}, p.deadline, p.accepted, p.caller, std::string{}, p.attempt + 1});
   st.inflight.emplace(p.id, inflight_request{worker_id, std::move(p.out), p.accepted,
                                              std::move(retry)});
   self->send(w.handle, execute_atom::value, p.id, std::move(p.req), span, std::move(slot));
+}
+
+bool tainted(const worker_entry& w, time_point now) {
+  return w.tainted_until > now;
+}
+
+/// Whether any ready worker is free of taint (then tainted ones get no new work).
+bool untainted_ready(pool_actor* self, time_point now) {
+  auto& st = self->state;
+  return std::any_of(st.order.begin(), st.order.end(),
+                     [&](const std::string& id) { return !tainted(st.workers.at(id), now); });
+}
+
+/// Whether a worker may take requests that are not pinned to it: not while it is
+/// recycled, nor while tainted if an untainted worker is ready.
+bool offers_new_work(pool_actor* self, const std::string& id, const worker_entry& w,
+                     time_point now) {
+  auto& st = self->state;
+  if (st.replaced.count(id) > 0)
+    return false;
+  return !tainted(w, now) || !untainted_ready(self, now);
 }
 
 /// A worker has room again: give it the oldest runnable queued requests that fit.
@@ -288,10 +343,15 @@ void checkin(pool_actor* self, const std::string& worker_id) {
   if (i == st.workers.end())
     return;
   auto now = self->clock().now();
+  bool takes_new = offers_new_work(self, worker_id, i->second, now);
   auto q = st.queue.begin();
   while (q != st.queue.end() && i->second.load < i->second.capacity) {
     if (!q->pinned_worker.empty() && q->pinned_worker != worker_id) {
       ++q; // pinned to another worker (strict_queue): leave it for that one
+      continue;
+    }
+    if (q->pinned_worker.empty() && !takes_new) {
+      ++q; // recycling or tainted: only what is pinned to it
       continue;
     }
     auto p = std::move(*q);
@@ -330,10 +390,12 @@ std::string checkout(pool_actor* self) {
   auto n = st.order.size();
   const std::string* best = nullptr;
   size_t best_load = 0;
+  auto now = self->clock().now();
+  bool skip_tainted = !st.taints.empty() && untainted_ready(self, now);
   for (size_t k = 0; k < n; ++k) {
     auto& id = st.order[(st.rr + k) % n];
     auto& w = st.workers.at(id);
-    if (w.load >= w.capacity)
+    if (w.load >= w.capacity || (skip_tainted && tainted(w, now)))
       continue;
     if (best == nullptr || w.load < best_load) {
       best = &id;
@@ -394,6 +456,14 @@ void accept(pool_actor* self, execute_request req, sink out, caf::actor_addr cal
   if (st.startup_done && st.workers.empty() && st.first_start_error) {
     // A pool that could not start any worker fails fast instead of queueing.
     deliver(out, st.first_start_error);
+    return;
+  }
+  if (st.workers.empty() && st.breaker.current() != circuit_breaker::state::closed) {
+    // No worker to wait for and starts keep failing: fail fast, no storm.
+    deliver(out, caf::make_error(errc::circuit_open,
+                                 fmt::format("pool {}: circuit open after {} failed worker "
+                                             "starts",
+                                             st.cfg.name, st.breaker.failures())));
     return;
   }
   if (auto err = check_payload(st.cfg, req)) {
@@ -506,6 +576,9 @@ void fail_everything(pool_actor* self, caf::error reason) {
   for (auto& [id, f] : st.inflight)
     finish(self, f.out, reason, f.started);
   st.inflight.clear();
+  for (auto& [id, p] : st.parked)
+    finish(self, p.out, reason, p.accepted);
+  st.parked.clear();
   for (auto& rp : st.ready_waiters)
     rp.deliver(reason);
   st.ready_waiters.clear();
@@ -585,22 +658,34 @@ void maybe_finish_startup(pool_actor* self) {
   answer_ready_waiters(self);
 }
 
+/// Arguments of the next new worker (fresh id; `<pool>_worker_<n>[_g<gen>]`).
+worker_args next_worker(pool_actor* self) {
+  auto& st = self->state;
+  worker_args args;
+  ++st.next_worker_index;
+  args.id = st.generation <= 1 ? fmt::format("{}_worker_{}", st.cfg.name, st.next_worker_index)
+                               : fmt::format("{}_worker_{}_g{}", st.cfg.name,
+                                             st.next_worker_index, st.generation);
+  args.pool = caf::actor_cast<caf::actor>(self);
+  args.pool_cfg = st.cfg;
+  args.env = st.env;
+  st.members.insert(args.id);
+  return args;
+}
+
+caf::timespan start_timeout(const pool_config& cfg) {
+  return cfg.worker_ready_timeout + std::chrono::seconds{10};
+}
+
 void start_more_workers(pool_actor* self) {
   auto& st = self->state;
   while (st.start_attempts_left > 0 && st.starting < st.cfg.startup_concurrency) {
     --st.start_attempts_left;
     ++st.starting;
-    worker_args args;
-    ++st.next_worker_index;
-    args.id = st.generation <= 1 ? fmt::format("{}_worker_{}", st.cfg.name, st.next_worker_index)
-                                 : fmt::format("{}_worker_{}_g{}", st.cfg.name,
-                                               st.next_worker_index, st.generation);
-    args.pool = caf::actor_cast<caf::actor>(self);
-    args.pool_cfg = st.cfg;
-    args.env = st.env;
-    auto timeout = st.cfg.worker_ready_timeout + std::chrono::seconds{10};
+    auto args = next_worker(self);
+    auto id = args.id;
     self
-      ->request(st.worker_sup, timeout, supervision::start_child_atom::value,
+      ->request(st.worker_sup, start_timeout(st.cfg), supervision::start_child_atom::value,
                 worker_starter_spec(std::move(args)))
       .then(
         [self](caf::actor&) {
@@ -608,8 +693,9 @@ void start_more_workers(pool_actor* self) {
           ++self->state.started_ok;
           start_more_workers(self);
         },
-        [self](caf::error& err) {
+        [self, id](caf::error& err) {
           auto& st = self->state;
+          st.members.erase(id);
           --st.starting;
           if (!st.first_start_error)
             st.first_start_error = caf::make_error(errc::start_failed,
@@ -621,30 +707,175 @@ void start_more_workers(pool_actor* self) {
   maybe_finish_startup(self);
 }
 
-/// Puts an idempotent call whose worker crashed first in line for another worker
-/// (within its original deadline); false if it cannot be retried.
+/// Parks an idempotent call whose worker crashed for its backoff, after which it
+/// goes first in line for another worker; false if it cannot be retried (no
+/// attempts left, a session call — its worker's state went with it — or no time
+/// left for the backoff within its deadline).
 bool retry_elsewhere(pool_actor* self, inflight_request& f, const std::string& dead_worker) {
   auto& st = self->state;
   auto now = self->clock().now();
-  if (!f.retry || f.retry->deadline <= now || !f.retry->req.opts.session_id.empty())
-    return false; // (session calls are not moved: their worker's state went with it)
+  if (!f.retry || !f.retry->req.opts.session_id.empty())
+    return false;
+  auto delay = retry_delay(st.cfg.retry_backoff, f.retry->attempt, st.uniform());
+  if (f.retry->deadline <= now + delay)
+    return false;
   auto p = std::move(*f.retry);
   f.retry.reset();
   p.id = st.next_id++;
   p.out = std::move(f.out);
   emit(
-    self, "snakepit.request.retried", [&] { return json{{"attempt", p.attempt}}; },
+    self, "snakepit.request.retried",
+    [&] { return json{{"attempt", p.attempt}, {"delay_ms", delay.count()}}; },
     [&] {
       return json{{"pool", st.cfg.name}, {"worker_id", dead_worker},
                   {"correlation_id", p.req.opts.correlation_id}};
     });
   auto rid = p.id;
-  auto wait = p.deadline - now;
-  st.queue.push_front(std::move(p));
-  st.queued.emplace(rid, st.queue.begin());
-  self->delayed_send(self, std::chrono::duration_cast<caf::timespan>(wait),
-                     queue_timeout_atom::value, rid);
+  st.parked.emplace(rid, std::move(p));
+  self->delayed_send(self, delay, retry_atom::value, rid);
   return true;
+}
+
+/// Stops a worker for good: its starter leaves worker_sup. Found by id, since
+/// worker_sup may have restarted the starter under a new handle.
+void retire(pool_actor* self, const std::string& id) {
+  auto& st = self->state;
+  st.members.erase(id);
+  auto sup = st.worker_sup;
+  auto stop_budget = st.cfg.graceful_shutdown_timeout + std::chrono::seconds{10};
+  self->request(sup, std::chrono::seconds{10}, supervision::which_children_atom::value)
+    .then(
+      [self, sup, id, stop_budget](std::vector<supervision::child_info>& kids) {
+        for (auto& kid : kids)
+          if (kid.id == id && kid.pid)
+            self
+              ->request(sup, stop_budget, supervision::terminate_child_atom::value, kid.pid)
+              .then([](caf::ok_atom) {}, [](caf::error&) {});
+      },
+      [](caf::error&) {});
+}
+
+/// Retires a recycled worker once its replacement is ready and its calls finished.
+void maybe_retire(pool_actor* self, const std::string& id) {
+  auto& st = self->state;
+  auto w = st.workers.find(id);
+  if (st.replaced.count(id) == 0 || w == st.workers.end() || w->second.load > 0
+      || st.members.count(id) == 0)
+    return;
+  retire(self, id);
+}
+
+/// Workers the pool should have besides those on their way out.
+size_t worker_deficit(pool_actor* self) {
+  auto& st = self->state;
+  auto target = st.cfg.pool_size + st.recycling.size();
+  return target > st.members.size() ? target - st.members.size() : 0;
+}
+
+void cancel_recycle(pool_actor* self, const std::string& old);
+
+/// Starts one worker outside the initial start-up: a recycle's replacement (when
+/// `replaces` is set), a circuit-breaker probe, or a refill.
+void start_worker(pool_actor* self, const std::string& replaces = {}) {
+  auto& st = self->state;
+  auto args = next_worker(self);
+  auto id = args.id;
+  if (!replaces.empty())
+    st.replacing[id] = replaces;
+  self
+    ->request(st.worker_sup, start_timeout(st.cfg), supervision::start_child_atom::value,
+              worker_starter_spec(std::move(args)))
+    .then([](caf::actor&) {},
+          [self, id](caf::error&) {
+            auto& st = self->state;
+            st.members.erase(id);
+            if (auto r = st.replacing.find(id); r != st.replacing.end()) {
+              auto old = r->second;
+              st.replacing.erase(r);
+              cancel_recycle(self, old);
+            }
+          });
+}
+
+/// A replacement did not start: the old worker keeps serving (a later check
+/// tries again); if it is gone meanwhile, a new worker takes its place.
+void cancel_recycle(pool_actor* self, const std::string& old) {
+  auto& st = self->state;
+  st.recycling.erase(old);
+  st.replaced.erase(old);
+  if (st.members.count(old) == 0) {
+    if (!st.draining && worker_deficit(self) > 0)
+      start_worker(self);
+    return;
+  }
+  if (st.workers.count(old) > 0
+      && std::find(st.order.begin(), st.order.end(), old) == st.order.end()) {
+    st.order.push_back(old);
+    checkin(self, old);
+  }
+}
+
+bool begin_recycle(pool_actor* self, const std::string& id, const std::string& reason,
+                   uint64_t rss_bytes) {
+  auto& st = self->state;
+  if (st.draining || st.recycling.count(id) > 0 || st.workers.count(id) == 0
+      || st.members.count(id) == 0)
+    return false;
+  // A few at a time, so a pool whose workers all reach their limit together
+  // still serves (and manual recycles are not refused).
+  auto limit = std::max<size_t>(1, st.cfg.pool_size / 4);
+  if (reason != "manual" && st.recycling.size() >= limit)
+    return false;
+  st.recycling[id] = recycle_info{reason, rss_bytes};
+  start_worker(self, id);
+  return true;
+}
+
+/// The periodic TTL and memory check (upstream LifecycleManager's check cycle).
+void lifecycle_check(pool_actor* self) {
+  auto& st = self->state;
+  auto now = self->clock().now();
+  auto ids = st.order;
+  for (auto& id : ids) {
+    auto& w = st.workers.at(id);
+    if (st.recycling.count(id) > 0)
+      continue;
+    if (st.cfg.worker_ttl.count() > 0 && now - w.ready_at >= st.cfg.worker_ttl) {
+      begin_recycle(self, id, "ttl");
+      continue;
+    }
+    if (st.cfg.memory_threshold_mb > 0)
+      if (auto rss = resident_bytes(w.pid); rss && *rss > st.cfg.memory_threshold_mb << 20)
+        begin_recycle(self, id, "memory", *rss);
+  }
+}
+
+/// Too many worker starts failed in a row: stop restarting (retire every worker
+/// that is not serving), fail calls that have no worker to wait for, and look
+/// again after the reset period.
+void open_circuit(pool_actor* self, const std::string& worker_id, const caf::error& err) {
+  auto& st = self->state;
+  emit(
+    self, "snakepit.circuit_breaker.opened",
+    [&] { return json{{"failures", st.breaker.failures()}}; },
+    [&] {
+      return json{{"pool", st.cfg.name}, {"worker_id", worker_id}, {"error", describe(err)}};
+    });
+  st.start_attempts_left = 0;
+  std::vector<std::string> idle(st.members.begin(), st.members.end());
+  for (auto& id : idle)
+    if (st.workers.count(id) == 0)
+      retire(self, id);
+  if (st.workers.empty()) {
+    for (auto& p : st.queue)
+      finish(self, p.out,
+             caf::make_error(errc::circuit_open,
+                             fmt::format("pool {}: worker starts keep failing", st.cfg.name)),
+             p.accepted);
+    st.queue.clear();
+    st.queued.clear();
+  }
+  self->delayed_send(self, st.breaker.reset(), circuit_probe_atom::value);
 }
 
 caf::behavior pool_impl(pool_actor* self, pool_config cfg,
@@ -662,6 +893,9 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg,
   }
   st.start_attempts_left = st.cfg.pool_size;
   st.init_started = self->clock().now();
+  st.breaker = circuit_breaker{st.cfg.circuit_threshold, st.cfg.circuit_reset};
+  if (st.cfg.worker_ttl.count() > 0 || st.cfg.memory_threshold_mb > 0)
+    self->delayed_send(self, st.cfg.lifecycle_check_interval, lifecycle_tick_atom::value);
   emit(
     self, "snakepit.pool.init_started", [&] { return json{{"total_workers", st.cfg.pool_size}}; },
     [&] { return json{{"pool", st.cfg.name}}; });
@@ -684,6 +918,14 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg,
     }
     auto id = std::move(i->second);
     st.worker_ids.erase(i);
+    auto now = self->clock().now();
+    // Retired on purpose (recycled) or gone on its own (crashed)?
+    bool retired = st.members.count(id) == 0;
+    std::string cause;
+    if (auto e = st.exits.find(id); e != st.exits.end()) {
+      cause = classify_exit(e->second.first, e->second.second);
+      st.exits.erase(e);
+    }
     emit(
       self, "snakepit.worker.terminated",
       [&] {
@@ -694,9 +936,50 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg,
         return json{{"pool", st.cfg.name}, {"worker_id", id},
                     {"reason", caf::to_string(msg.reason)}};
       });
+    if (auto r = st.recycling.find(id); r != st.recycling.end()) {
+      auto info = r->second;
+      st.recycling.erase(r);
+      st.replaced.erase(id);
+      if (!retired)
+        retire(self, id); // crashed while recycled: its replacement takes over
+      ++st.recycles;
+      emit(
+        self, "snakepit.worker.recycled",
+        [&] {
+          auto w = st.workers.find(id);
+          json m{{"requests", w != st.workers.end() ? w->second.requests : 0},
+                 {"uptime_ms", w != st.workers.end()
+                                 ? std::chrono::duration_cast<std::chrono::milliseconds>(
+                                     now - w->second.ready_at)
+                                     .count()
+                                 : 0}};
+          if (info.rss_bytes > 0)
+            m["memory_mb"] = static_cast<double>(info.rss_bytes) / (1 << 20);
+          return m;
+        },
+        [&] {
+          return json{{"pool", st.cfg.name}, {"worker_id", id}, {"reason", info.reason}};
+        });
+    }
     st.workers.erase(id);
     st.order.erase(std::remove(st.order.begin(), st.order.end(), id), st.order.end());
-    ++st.stats.worker_crashes;
+    if (!retired || !cause.empty())
+      ++st.stats.worker_crashes;
+    if (!cause.empty()) {
+      emit(
+        self, "snakepit.worker.crash", [] { return json::object(); },
+        [&] { return json{{"pool", st.cfg.name}, {"worker_id", id}, {"cause", cause}}; });
+      auto& taint_on = st.cfg.taint_on;
+      if (st.cfg.taint_duration.count() > 0 && !retired
+          && std::find(taint_on.begin(), taint_on.end(), cause) != taint_on.end()) {
+        // Crash barrier: its restarted process gets no new work for a while.
+        st.taints[id] = now + st.cfg.taint_duration;
+        emit(
+          self, "snakepit.worker.tainted",
+          [&] { return json{{"duration_ms", st.cfg.taint_duration.count()}}; },
+          [&] { return json{{"pool", st.cfg.name}, {"worker_id", id}, {"cause", cause}}; });
+      }
+    }
     // strict_queue requests waiting for the dead worker can never run.
     for (auto q = st.queue.begin(); q != st.queue.end();) {
       if (q->pinned_worker == id) {
@@ -729,7 +1012,8 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg,
       }
       f = st.inflight.erase(f);
     }
-    if (retried) {
+    if (retried || !st.queue.empty()) {
+      // (Also: tainted workers may be all that is left to serve the queue.)
       auto ids = st.order;
       for (auto& wid : ids)
         checkin(self, wid);
@@ -760,13 +1044,25 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg,
     },
     [self](worker_ready_atom, std::string& id, caf::actor& hdl, int pid) {
       auto& st = self->state;
-      if (st.draining)
-        return;
+      if (st.draining || st.members.count(id) == 0)
+        return; // (retired while it started: its stop is on the way)
       self->monitor(hdl);
       st.worker_ids[hdl.address()] = id;
       if (st.workers.count(id) == 0)
         st.order.push_back(id);
-      st.workers[id] = worker_entry{hdl, pid, 0, st.cfg.capacity(), 0, self->clock().now()};
+      auto now = self->clock().now();
+      auto& w = st.workers[id] =
+        worker_entry{hdl, pid, 0, st.cfg.capacity(), 0, now,
+                     jittered_limit(st.cfg.worker_max_requests, st.cfg.max_requests_jitter,
+                                    st.uniform())};
+      if (auto t = st.taints.find(id); t != st.taints.end()) {
+        if (t->second > now) {
+          w.tainted_until = t->second;
+          self->delayed_send(self, t->second - now, taint_expired_atom::value, id);
+        } else {
+          st.taints.erase(t);
+        }
+      }
       bool restarted = !st.ever_ready.insert(id).second;
       if (st.tools.empty()) {
         // Workers register their tools with the host as they start; look now and
@@ -779,10 +1075,104 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg,
         [&] { return json{{"workers", st.workers.size()}}; },
         [&] { return json{{"pool", st.cfg.name}, {"worker_id", id}, {"pid", pid}}; });
       checkin(self, id);
+      if (st.breaker.on_success()) {
+        emit(
+          self, "snakepit.circuit_breaker.closed", [] { return json::object(); },
+          [&] { return json{{"pool", st.cfg.name}, {"worker_id", id}}; });
+        for (auto n = worker_deficit(self); n > 0; --n)
+          start_worker(self);
+      }
+      if (auto r = st.replacing.find(id); r != st.replacing.end()) {
+        // A recycle's replacement is ready: the old worker takes no new work now
+        // and stops once its calls finished.
+        auto old = r->second;
+        st.replacing.erase(r);
+        if (st.recycling.count(old) > 0 && st.workers.count(old) > 0) {
+          st.replaced.insert(old);
+          st.order.erase(std::remove(st.order.begin(), st.order.end(), old), st.order.end());
+          maybe_retire(self, old);
+        }
+      }
       if (st.startup_done)
         answer_ready_waiters(self);
       else
         maybe_finish_startup(self);
+    },
+    [self](worker_exit_atom, std::string& id, int code, int sig) {
+      self->state.exits[id] = {code, sig};
+    },
+    [self](worker_start_failed_atom, std::string& id, caf::error& err) {
+      auto& st = self->state;
+      if (st.draining || !st.breaker.enabled())
+        return;
+      if (st.breaker.on_failure(self->clock().now()))
+        open_circuit(self, id, err);
+      else if (st.breaker.current() != circuit_breaker::state::closed && st.workers.count(id) == 0)
+        retire(self, id);
+    },
+    [self](circuit_probe_atom) {
+      auto& st = self->state;
+      if (st.draining || st.breaker.current() != circuit_breaker::state::open)
+        return;
+      auto now = self->clock().now();
+      if (!st.breaker.try_half_open(now)) {
+        // Failures after the opening pushed the reset out: look again then.
+        self->delayed_send(self, st.breaker.opened_at() + st.breaker.reset() - now,
+                           circuit_probe_atom::value);
+        return;
+      }
+      emit(
+        self, "snakepit.circuit_breaker.half_open", [] { return json::object(); },
+        [&] { return json{{"pool", st.cfg.name}}; });
+      if (worker_deficit(self) == 0) {
+        if (st.breaker.on_success())
+          emit(
+            self, "snakepit.circuit_breaker.closed", [] { return json::object(); },
+            [&] { return json{{"pool", st.cfg.name}}; });
+        return;
+      }
+      start_worker(self); // the probe: its start closes or re-opens the circuit
+    },
+    [self](lifecycle_tick_atom) {
+      auto& st = self->state;
+      if (st.draining)
+        return;
+      lifecycle_check(self);
+      self->delayed_send(self, st.cfg.lifecycle_check_interval, lifecycle_tick_atom::value);
+    },
+    [self](recycle_atom, std::string& id) -> caf::result<caf::ok_atom> {
+      auto& st = self->state;
+      if (st.workers.count(id) == 0)
+        return caf::make_error(errc::invalid_argument,
+                               fmt::format("pool {} has no ready worker '{}'", st.cfg.name, id));
+      begin_recycle(self, id, "manual");
+      return caf::ok_atom::value;
+    },
+    [self](taint_expired_atom, std::string& id) {
+      auto& st = self->state;
+      auto t = st.taints.find(id);
+      if (t != st.taints.end() && t->second <= self->clock().now())
+        st.taints.erase(t);
+      checkin(self, id);
+    },
+    [self](retry_atom, uint64_t rid) {
+      auto& st = self->state;
+      auto i = st.parked.find(rid);
+      if (i == st.parked.end())
+        return;
+      auto p = std::move(i->second);
+      st.parked.erase(i);
+      if (caller_gone(p))
+        return;
+      auto now = self->clock().now();
+      st.queue.push_front(std::move(p));
+      st.queued.emplace(rid, st.queue.begin());
+      self->delayed_send(self, std::chrono::duration_cast<caf::timespan>(
+                                 st.queue.front().deadline - now),
+                         queue_timeout_atom::value, rid);
+      auto ids = st.order;
+      for (auto& wid : ids)
+        checkin(self, wid);
     },
     [self](execute_atom, execute_request& req) -> caf::result<execute_reply> {
       auto rp = self->make_response_promise<execute_reply>();
@@ -820,6 +1210,7 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg,
         st.inflight.erase(f);
         if (auto w = st.workers.find(worker_id); w != st.workers.end() && w->second.load > 0)
           --w->second.load;
+        maybe_retire(self, worker_id);
         auto ids = st.order;
         for (auto& wid : ids)
           if (wid != worker_id)
@@ -833,6 +1224,7 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg,
       if (auto w = st.workers.find(worker_id); w != st.workers.end() && w->second.load > 0)
         --w->second.load;
       checkin(self, worker_id);
+      maybe_retire(self, worker_id);
     },
     [self](queue_timeout_atom, uint64_t req_id) {
       auto& st = self->state;
@@ -888,6 +1280,7 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg,
         s.capacity += w.capacity;
       }
       s.queue_depth = st.queue.size();
+      s.recycles = st.recycles;
       s.latency_p50_ms = st.latencies.percentile_ms(0.50);
       s.latency_p99_ms = st.latencies.percentile_ms(0.99);
       return s;
@@ -898,7 +1291,12 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg,
       auto now = self->clock().now();
       for (auto& [id, w] : st.workers)
         out.push_back(worker_info{
-          id, w.pid, w.load >= w.capacity ? "busy" : "available", w.requests,
+          id, w.pid,
+          st.replaced.count(id) > 0 ? "recycling"
+          : tainted(w, now)         ? "tainted"
+          : w.load >= w.capacity    ? "busy"
+                                    : "available",
+          w.requests,
           std::chrono::duration_cast<std::chrono::milliseconds>(now - w.ready_at), w.load,
           w.capacity});
       std::sort(out.begin(), out.end(),
@@ -912,6 +1310,9 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg,
         finish(self, p.out, caf::make_error(errc::shutting_down, st.cfg.name), p.accepted);
       st.queue.clear();
       st.queued.clear();
+      for (auto& [id, p] : st.parked)
+        finish(self, p.out, caf::make_error(errc::shutting_down, st.cfg.name), p.accepted);
+      st.parked.clear();
       return caf::ok_atom::value;
     },
   };

@@ -8,6 +8,7 @@
 //   await_ready_atom                   -> ok_atom | error(start_failed)
 //   get_stats_atom                     -> pool_stats
 //   list_workers_atom                  -> std::vector<worker_info>
+//   recycle_atom, std::string id       -> ok_atom | error(invalid_argument)
 //   drain_atom                         -> ok_atom (new work fails with shutting_down)
 #pragma once
 

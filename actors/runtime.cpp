@@ -593,6 +593,17 @@ caf::expected<std::vector<worker_info>> runtime::list_workers(const std::string&
   return out;
 }
 
+caf::error runtime::recycle_worker(const std::string& worker_id, const std::string& pool) {
+  auto hdl = impl_->find_pool(pool);
+  if (!hdl)
+    return impl_->pool_missing(pool);
+  caf::scoped_actor self{*impl_->sys};
+  caf::error out = caf::make_error(errc::timeout, "recycle_worker");
+  self->request(hdl, 5s, actors::recycle_atom::value, worker_id)
+    .receive([&](caf::ok_atom) { out = caf::none; }, [&](caf::error& err) { out = std::move(err); });
+  return out;
+}
+
 caf::actor runtime::pool(const std::string& name) const {
   return impl_->find_pool(name);
 }

@@ -111,6 +111,10 @@ public:
   /// The ready workers of one pool.
   caf::expected<std::vector<worker_info>> list_workers(const std::string& pool = {});
 
+  /// Recycles a worker now (docs/reliability.md): a replacement starts, then the
+  /// worker drains and stops. Error: invalid_argument for an unknown worker.
+  caf::error recycle_worker(const std::string& worker_id, const std::string& pool = {});
+
   /// The pool actor, for hosts that speak to it with messages (see actors/pool.hpp).
   caf::actor pool(const std::string& name = {}) const;
 

@@ -94,6 +94,7 @@ struct pool_stats {
   uint64_t queue_timeouts = 0;
   uint64_t saturations = 0; ///< rejections with pool_saturated
   uint64_t worker_crashes = 0;
+  uint64_t recycles = 0;    ///< workers replaced by recycling (ttl, max_requests, ...)
   double latency_p50_ms = 0; ///< over the most recent completed requests
   double latency_p99_ms = 0;
 };

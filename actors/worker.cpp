@@ -108,10 +108,14 @@ std::string startup_error_text(const std::string& ready_path) {
   return text;
 }
 
-void fail_start(worker_actor* self, caf::error reason) {
+/// A start that did not make it. The pool hears of it (its circuit breaker counts
+/// failed starts) unless the start was cut short by a stop request.
+void fail_start(worker_actor* self, caf::error reason, bool tell_pool = true) {
   auto& st = self->state;
   if (st.proc && st.proc->alive())
     st.proc->signal_group(SIGKILL);
+  if (tell_pool)
+    self->send(st.args.pool, worker_start_failed_atom::value, st.args.id, reason);
   st.ack.fail(reason);
   self->quit(std::move(reason));
 }
@@ -307,7 +311,7 @@ caf::behavior worker_impl(worker_actor* self, worker_args args, supervision::sta
   self->set_exit_handler([self](caf::exit_msg& msg) {
     // A supervisor (or anyone holding our handle) asks us to stop.
     if (self->state.ph == phase::starting)
-      fail_start(self, msg.reason);
+      fail_start(self, msg.reason, false);
     else
       begin_stop(self, std::move(msg.reason));
   });
@@ -391,7 +395,9 @@ caf::behavior worker_impl(worker_actor* self, worker_args args, supervision::sta
           break;
         }
         case phase::ready:
-          // Unexpected exit: an abnormal reason, so the starter restarts us.
+          // Unexpected exit: an abnormal reason, so the starter restarts us. The
+          // pool first learns how the process died (crash barrier).
+          self->send(st.args.pool, worker_exit_atom::value, st.args.id, e.code, e.signal);
           st.client.cancel_all();
           self->quit(caf::make_error(
             errc::worker_crashed,

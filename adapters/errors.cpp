@@ -64,6 +64,8 @@ std::string to_string(errc x) {
     return "quota_exceeded";
   case errc::payload_too_large:
     return "payload_too_large";
+  case errc::circuit_open:
+    return "circuit_open";
   }
   return "errc(" + std::to_string(static_cast<int>(x)) + ")";
 }

@@ -66,6 +66,8 @@ enum class errc : uint8_t {
   quota_exceeded,
   /// A request's payload exceeds the configured maximum message size.
   payload_too_large,
+  /// The pool's circuit breaker is open: its workers keep failing to start.
+  circuit_open,
 };
 
 /// Returns the enumerator's name, e.g. "tool_error".

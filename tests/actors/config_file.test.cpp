@@ -79,6 +79,17 @@ worker_ready_timeout_ms = 4000
 graceful_shutdown_timeout_ms = 250
 worker_max_restarts = 5
 worker_max_seconds = 11
+worker_ttl_s = 3600
+worker_max_requests = 1000
+max_requests_jitter = 0.25
+memory_threshold_mb = 2048
+lifecycle_check_interval_ms = 750
+taint_on = ["segfault", "exit_42"]
+taint_duration_s = 5
+retry_max_attempts = 3
+retry_backoff_ms = [10, 20]
+circuit_threshold = 4
+circuit_reset_ms = 2500
 
 [[pools]]
 name = "slow"
@@ -116,6 +127,17 @@ request_timeout_ms = 900000
   CHECK(p.graceful_shutdown_timeout == 250ms);
   CHECK(p.worker_max_restarts == 5);
   CHECK(p.worker_max_seconds == 11s);
+  CHECK(p.worker_ttl == 3600000ms);
+  CHECK(p.worker_max_requests == 1000);
+  CHECK(p.max_requests_jitter == doctest::Approx(0.25));
+  CHECK(p.memory_threshold_mb == 2048);
+  CHECK(p.lifecycle_check_interval == 750ms);
+  CHECK(p.taint_on == std::vector<std::string>{"segfault", "exit_42"});
+  CHECK(p.taint_duration == 5000ms);
+  CHECK(p.retry_max_attempts == 3);
+  CHECK(p.retry_backoff == std::vector<std::chrono::milliseconds>{10ms, 20ms});
+  CHECK(p.circuit_threshold == 4);
+  CHECK(p.circuit_reset == 2500ms);
   CHECK(cfg->pools[1].name == "slow");
   CHECK(cfg->pools[1].request_timeout == 900000ms);
 }
@@ -174,6 +196,16 @@ TEST_CASE("values are range-checked and validated like config::validate") {
         != std::string::npos);
   CHECK(error_of("[[pools]]\nadapter = \"a.b.C\"\nrequest_timeout_s = 0\n")
         == "test.toml: pools[default].request_timeout: must be positive");
+  CHECK(error_of("[[pools]]\nadapter = \"a.b.C\"\ntaint_on = [\"oom\"]\n")
+          .find("pools[default].taint_on: 'oom' is not segfault")
+        != std::string::npos);
+  CHECK(error_of("[[pools]]\nadapter = \"a.b.C\"\nmax_requests_jitter = 1.5\n")
+        == "test.toml: pools[default].max_requests_jitter: must be in [0, 1)");
+  CHECK(error_of("[[pools]]\nadapter = \"a.b.C\"\nretry_backoff_ms = [10, -1]\n")
+        == "test.toml: pools[0].retry_backoff_ms[1]: must not be negative");
+  CHECK(error_of("[[pools]]\nadapter = \"a.b.C\"\nmax_requests_jitter = \"x\"\n")
+          .find("pools[0].max_requests_jitter")
+        != std::string::npos);
   CHECK(error_of("[[pools]]\nadapter = \"a.b.C\"\n[[pools]]\nadapter = \"a.b.D\"\n")
         == "test.toml: pools[1].name: duplicate pool name 'default' (also pools[0]; give "
            "each pool a distinct name)");

@@ -48,6 +48,20 @@ class ShowcaseAdapter(BaseAdapter):
     def crash(self, code: int = 1) -> None:
         os._exit(int(code))
 
+    @tool(description="Kills the worker process with the given signal (11: segfault)")
+    def crash_signal(self, signal: int = 11) -> None:
+        os.kill(os.getpid(), int(signal))
+        time.sleep(5)  # the signal arrives at once; never reached
+
+    @tool(description="Keeps mb megabytes allocated (touched) until the process ends; "
+                      "returns the total held")
+    def hold_memory(self, mb: int) -> Dict[str, Any]:
+        held = ShowcaseAdapter._held
+        held.append(bytearray(b"\x01" * (int(mb) << 20)))
+        return {"held_mb": sum(len(b) for b in held) >> 20, "pid": os.getpid()}
+
+    _held: list = []
+
     @tool(description="Process facts: pid, ppid, worker id, thread-limit env")
     def info(self) -> Dict[str, Any]:
         return {
