@@ -831,7 +831,8 @@ bool begin_recycle(pool_actor* self, const std::string& id, const std::string& r
   return true;
 }
 
-/// The periodic TTL and memory check (upstream LifecycleManager's check cycle).
+/// The periodic TTL, request-count and memory check (upstream LifecycleManager's
+/// check cycle); also run when a recycle completes, to start the next one.
 void lifecycle_check(pool_actor* self) {
   auto& st = self->state;
   auto now = self->clock().now();
@@ -842,6 +843,11 @@ void lifecycle_check(pool_actor* self) {
       continue;
     if (st.cfg.worker_ttl.count() > 0 && now - w.ready_at >= st.cfg.worker_ttl) {
       begin_recycle(self, id, "ttl");
+      continue;
+    }
+    if (w.request_limit > 0 && w.requests >= w.request_limit) {
+      // (Reached while other recycles were under way.)
+      begin_recycle(self, id, "max_requests");
       continue;
     }
     if (st.cfg.memory_threshold_mb > 0)
@@ -894,8 +900,9 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg,
   st.start_attempts_left = st.cfg.pool_size;
   st.init_started = self->clock().now();
   st.breaker = circuit_breaker{st.cfg.circuit_threshold, st.cfg.circuit_reset};
-  if (st.cfg.worker_ttl.count() > 0 || st.cfg.memory_threshold_mb > 0)
-    self->delayed_send(self, st.cfg.lifecycle_check_interval, lifecycle_tick_atom::value);
+  if (st.cfg.worker_ttl.count() > 0 || st.cfg.memory_threshold_mb > 0
+      || st.cfg.worker_max_requests > 0)
+    self->delayed_send(self, st.cfg.lifecycle_check_interval, lifecycle_tick_atom::value, true);
   emit(
     self, "snakepit.pool.init_started", [&] { return json{{"total_workers", st.cfg.pool_size}}; },
     [&] { return json{{"pool", st.cfg.name}}; });
@@ -943,6 +950,8 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg,
       if (!retired)
         retire(self, id); // crashed while recycled: its replacement takes over
       ++st.recycles;
+      if (!st.draining)
+        self->send(self, lifecycle_tick_atom::value, false); // next one, if any waits
       emit(
         self, "snakepit.worker.recycled",
         [&] {
@@ -1133,12 +1142,14 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg,
       }
       start_worker(self); // the probe: its start closes or re-opens the circuit
     },
-    [self](lifecycle_tick_atom) {
+    [self](lifecycle_tick_atom, bool periodic) {
       auto& st = self->state;
       if (st.draining)
         return;
       lifecycle_check(self);
-      self->delayed_send(self, st.cfg.lifecycle_check_interval, lifecycle_tick_atom::value);
+      if (periodic)
+        self->delayed_send(self, st.cfg.lifecycle_check_interval, lifecycle_tick_atom::value,
+                           true);
     },
     [self](recycle_atom, std::string& id) -> caf::result<caf::ok_atom> {
       auto& st = self->state;

@@ -38,9 +38,9 @@ struct execute_options {
   /// Affinity mode for this call: "hint", "strict_queue", "strict_fail_fast";
   /// empty means the pool's setting.
   std::string affinity;
-  /// Safe to run twice: if its worker crashes mid-call, the call is retried once
-  /// on another worker (within the same deadline) instead of failing with
-  /// worker_crashed.
+  /// Safe to run twice: if its worker crashes mid-call, the call is retried on
+  /// another worker (up to the pool's `retry_max_attempts`, after its backoff,
+  /// within the same deadline) instead of failing with worker_crashed.
   bool idempotent = false;
   /// Extra request metadata (e.g. `thread_sensitive`).
   std::map<std::string, std::string> metadata;

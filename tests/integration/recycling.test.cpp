@@ -1,0 +1,356 @@
+// Worker lifecycle with real Python workers: recycling on max_requests, TTL and the
+// Python process's resident memory (replacement first, then drain), manual
+// recycling, the crash barrier (classified crashes taint a worker), idempotent
+// retries with backoff, and the circuit breaker over failing worker starts.
+#include <atomic>
+#include <cstdio>
+#include <fstream>
+#include <future>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "actors/telemetry.hpp"
+#include "harness.hpp"
+
+using namespace std::chrono_literals;
+using snakepit::errc;
+using snakepit::json;
+using namespace snakepit::testing;
+
+namespace {
+
+/// Collects the telemetry events under a prefix.
+struct recorder {
+  std::mutex mtx;
+  std::vector<snakepit::telemetry::event> events;
+
+  void attach_to(snakepit::start_options& opts, const std::string& prefix) {
+    opts.telemetry_handlers.emplace_back(prefix, [this](const snakepit::telemetry::event& ev) {
+      std::lock_guard<std::mutex> g{mtx};
+      events.push_back(ev);
+    });
+  }
+
+  std::vector<snakepit::telemetry::event> named(const std::string& name) {
+    std::lock_guard<std::mutex> g{mtx};
+    std::vector<snakepit::telemetry::event> out;
+    for (auto& ev : events)
+      if (ev.name == name)
+        out.push_back(ev);
+    return out;
+  }
+
+  size_t count(const std::string& name) { return named(name).size(); }
+};
+
+std::set<int> worker_pids(snakepit::runtime& rt) {
+  std::set<int> out;
+  if (auto ws = rt.list_workers())
+    for (auto& w : *ws)
+      out.insert(w.pid);
+  return out;
+}
+
+bool all_available(snakepit::runtime& rt, size_t n) {
+  auto ws = rt.list_workers();
+  if (!ws || ws->size() != n)
+    return false;
+  for (auto& w : *ws)
+    if (w.state != "available")
+      return false;
+  return rt.live_processes().size() == n;
+}
+
+} // namespace
+
+TEST_SUITE("integration.recycling") {
+
+TEST_CASE("max_requests recycles every worker, with a replacement first and no failed call") {
+  auto cfg = small_config(2);
+  cfg.pools[0].worker_max_requests = 5;
+  cfg.pools[0].max_requests_jitter = 0.0;
+  recorder rec;
+  snakepit::start_options opts;
+  rec.attach_to(opts, "snakepit.worker");
+  auto rt = snakepit::runtime::start(cfg, opts);
+  REQUIRE_MESSAGE(rt, explain(rt.error()));
+  auto& r = **rt;
+  auto first = worker_pids(r);
+  // Sample the pool while it recycles: it never has fewer than 2 ready workers.
+  std::atomic<bool> done{false};
+  std::atomic<size_t> fewest{100};
+  std::thread sampler{[&] {
+    while (!done) {
+      if (auto ws = r.list_workers(); ws && ws->size() < fewest)
+        fewest = ws->size();
+      std::this_thread::sleep_for(5ms);
+    }
+  }};
+  std::vector<std::future<snakepit::execute_result>> calls;
+  for (int i = 0; i < 4; ++i)
+    calls.push_back(std::async(std::launch::async, [&] {
+      snakepit::execute_result last = caf::make_error(errc::internal, "no call");
+      for (int k = 0; k < 10; ++k) {
+        last = r.execute("sleep", {{"ms", 10}});
+        if (!last)
+          return last;
+      }
+      return last;
+    }));
+  for (auto& c : calls) {
+    auto res = c.get();
+    CHECK_MESSAGE(res, explain(res.error()));
+  }
+  // Both first workers went (each served >= 5 of the 40 calls), and so did any
+  // replacement that reached 5.
+  CHECK(eventually([&] { return rec.count("snakepit.worker.recycled") >= 2; }, 20s));
+  CHECK(eventually([&] { return all_available(r, 2); }, 20s));
+  done = true;
+  sampler.join();
+  CHECK(fewest.load() >= 2);
+  for (auto& ev : rec.named("snakepit.worker.recycled")) {
+    CHECK(ev.metadata.at("reason") == "max_requests");
+    CHECK(ev.measurements.at("requests").get<uint64_t>() >= 5);
+  }
+  for (auto pid : first)
+    CHECK_MESSAGE(eventually([&] { return !pid_alive(pid); }), "recycled pid " << pid);
+  auto stats = r.get_stats();
+  REQUIRE(stats);
+  CHECK(stats->recycles >= 2);
+  CHECK(stats->worker_crashes == 0);
+  CHECK(stats->errors == 0);
+  stop_and_check(r);
+}
+
+TEST_CASE("ttl recycling drains: the call in flight finishes on the old worker") {
+  auto cfg = small_config(1);
+  cfg.pools[0].worker_ttl = 700ms;
+  cfg.pools[0].lifecycle_check_interval = 50ms;
+  recorder rec;
+  snakepit::start_options opts;
+  rec.attach_to(opts, "snakepit.worker.recycled");
+  auto rt = snakepit::runtime::start(cfg, opts);
+  REQUIRE_MESSAGE(rt, explain(rt.error()));
+  auto& r = **rt;
+  auto old_pid = *worker_pids(r).begin();
+  // Runs across the TTL, the replacement's start and the drain.
+  auto res = r.execute("sleep", {{"ms", 1500}});
+  REQUIRE_MESSAGE(res, explain(res.error()));
+  CHECK(res->result.at("pid") == old_pid);
+  CHECK(eventually([&] { return rec.count("snakepit.worker.recycled") >= 1; }, 10s));
+  auto ev = rec.named("snakepit.worker.recycled").front();
+  CHECK(ev.metadata.at("reason") == "ttl");
+  CHECK(ev.measurements.at("uptime_ms").get<int64_t>() >= 700);
+  CHECK(eventually([&] { return !pid_alive(old_pid); }));
+  auto next = r.execute("info");
+  REQUIRE(next);
+  CHECK(next->result.at("pid") != old_pid);
+  stop_and_check(r);
+}
+
+TEST_CASE("a worker whose Python process holds too much memory is recycled") {
+  auto cfg = small_config(1);
+  cfg.pools[0].memory_threshold_mb = 150;
+  cfg.pools[0].lifecycle_check_interval = 50ms;
+  recorder rec;
+  snakepit::start_options opts;
+  rec.attach_to(opts, "snakepit.worker.recycled");
+  auto rt = snakepit::runtime::start(cfg, opts);
+  REQUIRE_MESSAGE(rt, explain(rt.error()));
+  auto& r = **rt;
+  auto old_pid = *worker_pids(r).begin();
+  std::this_thread::sleep_for(300ms);
+  CHECK(rec.count("snakepit.worker.recycled") == 0); // an idle worker is far below
+  auto held = r.execute("hold_memory", {{"mb", 200}});
+  REQUIRE_MESSAGE(held, explain(held.error()));
+  CHECK(eventually([&] { return rec.count("snakepit.worker.recycled") == 1; }, 10s));
+  auto ev = rec.named("snakepit.worker.recycled").front();
+  CHECK(ev.metadata.at("reason") == "memory");
+  CHECK(ev.measurements.at("memory_mb").get<double>() > 150);
+  CHECK(eventually([&] { return !pid_alive(old_pid); }));
+  CHECK(eventually([&] { return all_available(r, 1); }));
+  auto next = r.execute("info");
+  REQUIRE(next);
+  CHECK(next->result.at("pid") != old_pid);
+  stop_and_check(r);
+}
+
+TEST_CASE("recycle_worker replaces one worker on demand") {
+  auto rt = snakepit::runtime::start(small_config(2));
+  REQUIRE_MESSAGE(rt, explain(rt.error()));
+  auto& r = **rt;
+  auto before = r.list_workers();
+  REQUIRE(before);
+  auto victim = before->front();
+  CHECK_FALSE(r.recycle_worker(victim.id));
+  CHECK(eventually([&] {
+    auto ws = r.list_workers();
+    return ws && ws->size() == 2
+           && std::none_of(ws->begin(), ws->end(),
+                           [&](const snakepit::worker_info& w) { return w.id == victim.id; });
+  }));
+  CHECK(eventually([&] { return !pid_alive(victim.pid); }));
+  auto err = r.recycle_worker("no_such_worker");
+  CHECK(err == errc::invalid_argument);
+  CHECK(r.get_stats()->recycles == 1);
+  stop_and_check(r);
+}
+
+} // TEST_SUITE
+
+TEST_SUITE("integration.crash_barrier") {
+
+TEST_CASE("a segfaulted worker is tainted: new calls go elsewhere until the taint ends") {
+  auto cfg = small_config(2);
+  cfg.pools[0].taint_duration = 2500ms;
+  recorder rec;
+  snakepit::start_options opts;
+  rec.attach_to(opts, "snakepit.worker");
+  auto rt = snakepit::runtime::start(cfg, opts);
+  REQUIRE_MESSAGE(rt, explain(rt.error()));
+  auto& r = **rt;
+  auto crashed = r.execute("crash_signal", {{"signal", SIGSEGV}});
+  REQUIRE_FALSE(crashed);
+  CHECK_MESSAGE(crashed.error() == errc::worker_crashed, explain(crashed.error()));
+  CHECK(eventually([&] { return rec.count("snakepit.worker.tainted") == 1; }));
+  auto crash = rec.named("snakepit.worker.crash");
+  REQUIRE(crash.size() == 1);
+  CHECK(crash[0].metadata.at("cause") == "segfault");
+  auto bad = crash[0].metadata.at("worker_id").get<std::string>();
+  // Its restart is listed as tainted and gets no new work while the other serves.
+  CHECK(eventually([&] {
+    auto ws = r.list_workers();
+    return ws && ws->size() == 2
+           && std::any_of(ws->begin(), ws->end(), [&](const snakepit::worker_info& w) {
+                return w.id == bad && w.state == "tainted";
+              });
+  }));
+  for (int i = 0; i < 10; ++i) {
+    auto res = r.execute("info");
+    REQUIRE(res);
+    CHECK(res->worker_id != bad);
+  }
+  // Once the taint is over it serves again.
+  std::this_thread::sleep_for(2600ms);
+  std::set<std::string> served;
+  std::vector<std::future<snakepit::execute_result>> calls;
+  for (int i = 0; i < 4; ++i)
+    calls.push_back(std::async(std::launch::async,
+                               [&] { return r.execute("sleep", {{"ms", 200}}); }));
+  for (auto& c : calls) {
+    auto res = c.get();
+    REQUIRE(res);
+    served.insert(res->worker_id);
+  }
+  CHECK(served.count(bad) == 1);
+  stop_and_check(r);
+}
+
+TEST_CASE("a killed worker is not tainted by default, and an exit code can be") {
+  auto cfg = small_config(2);
+  cfg.pools[0].taint_on = {"exit_7"};
+  recorder rec;
+  snakepit::start_options opts;
+  rec.attach_to(opts, "snakepit.worker");
+  auto rt = snakepit::runtime::start(cfg, opts);
+  REQUIRE_MESSAGE(rt, explain(rt.error()));
+  auto& r = **rt;
+  auto pid = r.list_workers()->front().pid;
+  ::kill(pid, SIGKILL);
+  CHECK(eventually([&] { return rec.count("snakepit.worker.crash") == 1; }));
+  CHECK(rec.named("snakepit.worker.crash")[0].metadata.at("cause") == "killed");
+  CHECK(r.execute("crash", {{"code", 7}}).error() == errc::worker_crashed);
+  CHECK(eventually([&] { return rec.count("snakepit.worker.crash") == 2; }));
+  CHECK(rec.named("snakepit.worker.crash")[1].metadata.at("cause") == "exit_7");
+  CHECK(eventually([&] { return rec.count("snakepit.worker.tainted") == 1; }));
+  stop_and_check(r);
+}
+
+TEST_CASE("an idempotent call is retried with backoff up to retry_max_attempts") {
+  auto cfg = small_config(2);
+  cfg.pools[0].retry_max_attempts = 2;
+  cfg.pools[0].retry_backoff = {100ms, 200ms};
+  cfg.pools[0].taint_on = {};
+  recorder rec;
+  snakepit::start_options opts;
+  rec.attach_to(opts, "snakepit");
+  auto rt = snakepit::runtime::start(cfg, opts);
+  REQUIRE_MESSAGE(rt, explain(rt.error()));
+  auto& r = **rt;
+  snakepit::execute_options o;
+  o.idempotent = true;
+  o.timeout = 20s;
+  auto started = std::chrono::steady_clock::now();
+  // A call that crashes every worker it runs on: three runs, then worker_crashed.
+  auto res = r.execute("crash", {{"code", 3}}, o);
+  auto took = std::chrono::steady_clock::now() - started;
+  REQUIRE_FALSE(res);
+  CHECK_MESSAGE(res.error() == errc::worker_crashed, explain(res.error()));
+  CHECK(took >= 75ms + 150ms); // both backoffs (with -25 % jitter) were waited out
+  auto retried = rec.named("snakepit.request.retried");
+  REQUIRE(retried.size() == 2);
+  CHECK(retried[0].measurements.at("attempt") == 1);
+  CHECK(retried[1].measurements.at("attempt") == 2);
+  CHECK(retried[0].measurements.at("delay_ms").get<int>() >= 75);
+  CHECK(retried[1].measurements.at("delay_ms").get<int>() >= 150);
+  CHECK(eventually([&] { return rec.count("snakepit.worker.crash") == 3; }));
+  // Not idempotent: one run, one crash.
+  CHECK(r.execute("crash", {{"code", 3}}).error() == errc::worker_crashed);
+  CHECK(eventually([&] { return rec.count("snakepit.worker.crash") == 4; }));
+  std::this_thread::sleep_for(300ms);
+  CHECK(rec.count("snakepit.worker.crash") == 4);
+  CHECK(eventually([&] { return all_available(r, 2); }));
+  stop_and_check(r);
+}
+
+} // TEST_SUITE
+
+TEST_SUITE("integration.circuit_breaker") {
+
+TEST_CASE("workers that keep failing to start open the circuit: fail fast, no storm, recovery") {
+  char marker[] = "/tmp/snakepit-flaky-XXXXXX";
+  int fd = ::mkstemp(marker);
+  REQUIRE(fd >= 0);
+  ::close(fd);
+  ::unlink(marker); // absent: workers start
+  auto cfg = small_config(2);
+  cfg.pools[0].adapter = "snakepit_bridge.adapters.flaky_start.FlakyStartAdapter";
+  cfg.pools[0].adapter_env = {{"SNAKEPIT_FLAKY_START_FILE", marker}};
+  cfg.pools[0].circuit_threshold = 3;
+  cfg.pools[0].circuit_reset = 1000ms;
+  cfg.pools[0].worker_max_restarts = 20;
+  cfg.pools[0].worker_max_seconds = std::chrono::seconds{10};
+  recorder rec;
+  snakepit::start_options opts;
+  rec.attach_to(opts, "snakepit");
+  auto rt = snakepit::runtime::start(cfg, opts);
+  REQUIRE_MESSAGE(rt, explain(rt.error()));
+  auto& r = **rt;
+  REQUIRE(r.execute("ping"));
+  { std::ofstream{marker} << "refuse\n"; }
+  for (auto pid : worker_pids(r))
+    ::kill(pid, SIGKILL);
+  REQUIRE(eventually([&] { return rec.count("snakepit.circuit_breaker.opened") == 1; }, 15s));
+  CHECK(eventually([&] { return r.list_workers()->empty(); }));
+  // Fail fast instead of waiting out the queue timeout.
+  auto t0 = std::chrono::steady_clock::now();
+  auto res = r.execute("ping");
+  REQUIRE_FALSE(res);
+  CHECK_MESSAGE(res.error() == errc::circuit_open, explain(res.error()));
+  CHECK(std::chrono::steady_clock::now() - t0 < 200ms);
+  // No storm: while open, at most the half-open probes start workers.
+  auto spawned = rec.count("snakepit.worker.spawned");
+  std::this_thread::sleep_for(2500ms);
+  CHECK(rec.count("snakepit.worker.spawned") - spawned <= 3);
+  CHECK(rec.count("snakepit.circuit_breaker.half_open") >= 1);
+  // Starts work again: the next probe closes the circuit and the pool refills.
+  ::unlink(marker);
+  CHECK(eventually([&] { return rec.count("snakepit.circuit_breaker.closed") == 1; }, 10s));
+  CHECK(eventually([&] { return all_available(r, 2); }, 15s));
+  auto ok = r.execute("ping");
+  CHECK_MESSAGE(ok, explain(ok.error()));
+  stop_and_check(r);
+}
+
+} // TEST_SUITE
