@@ -82,6 +82,8 @@ caf::error pool_config::validate() const {
     return field("worker_max_restarts", "must not be negative");
   if (worker_max_seconds.count() <= 0)
     return field("worker_max_seconds", "must be positive");
+  if (cancel_grace.count() < 0)
+    return field("cancel_grace", "must not be negative (0: never restart)");
   if (worker_ttl.count() < 0)
     return field("worker_ttl", "must not be negative (0: no TTL)");
   if (!(max_requests_jitter >= 0 && max_requests_jitter < 1))

@@ -56,6 +56,10 @@ struct pool_config {
   size_t startup_concurrency = 10;
   /// Budget for one worker to become ready (ready file + Ping).
   std::chrono::milliseconds worker_ready_timeout{30000};
+  /// A sync tool cannot be interrupted: when its call was cancelled (deadline,
+  /// caller gone) and it still runs this long after, its worker process exits
+  /// (status 86) and is restarted, freeing the thread it held. 0: never.
+  std::chrono::milliseconds cancel_grace{5000};
   /// SIGTERM grace period before SIGKILL when a worker stops.
   std::chrono::milliseconds graceful_shutdown_timeout{6000};
   /// Heartbeat (upstream HeartbeatMonitor): the worker pings its process every

@@ -327,6 +327,7 @@ key_table pool_keys(const context& c, pool_config& p) {
   add_millis(keys, c, "heartbeat_timeout", p.heartbeat_timeout);
   keys["heartbeat_max_missed"] = {"heartbeat_max_missed", int_field(c, p.heartbeat_max_missed)};
   keys["heartbeat_dependent"] = {"heartbeat_dependent", bool_field(c, p.heartbeat_dependent)};
+  add_millis(keys, c, "cancel_grace", p.cancel_grace);
   add_millis(keys, c, "worker_ttl", p.worker_ttl);
   keys["worker_max_requests"] = {"worker_max_requests", uint64_field(c, p.worker_max_requests)};
   keys["max_requests_jitter"] = {"max_requests_jitter", number_field(c, p.max_requests_jitter)};

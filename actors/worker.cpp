@@ -248,7 +248,8 @@ adapters::process_spec make_process_spec(const worker_state& st) {
                std::to_string(adapters::lifeline_child_fd()),
                "--snakepit-run-id", env.run_id,
                "--grace-period-ms",
-               std::to_string(std::max<int64_t>(cfg.graceful_shutdown_timeout.count() - 500, 100))};
+               std::to_string(std::max<int64_t>(cfg.graceful_shutdown_timeout.count() - 500, 100)),
+               "--cancel-grace-ms", std::to_string(cfg.cancel_grace.count())};
   if (!env.bridge_address.empty()) {
     spec.args.emplace_back("--elixir-address");
     spec.args.push_back(env.bridge_address);

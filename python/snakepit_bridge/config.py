@@ -49,6 +49,7 @@ class WorkerConfig:
     elixir_address: Optional[str] = None  # host bridge server; None = no callbacks
     grace_period_ms: int = 2000  # in-flight RPCs get this long on SIGTERM
     max_workers: int = 16  # threads running sync tools
+    cancel_grace_ms: int = 5000  # a cancelled sync tool still running after it: exit
     health_check: bool = False
     list_tools: bool = False  # print the adapter's tools as JSON and exit
     process_group: bool = False  # SNAKEPIT_PROCESS_GROUP
@@ -86,6 +87,8 @@ class WorkerConfig:
             raise ValueError("--grace-period-ms must be >= 0")
         if self.max_workers < 1:
             raise ValueError("--max-workers must be >= 1")
+        if self.cancel_grace_ms < 0:
+            raise ValueError("--cancel-grace-ms must be >= 0")
         if self.parent_fd is not None and self.parent_fd < 0:
             raise ValueError("--parent-fd must be >= 0")
 
@@ -113,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--elixir-address", help="host bridge server address for callbacks")
     p.add_argument("--grace-period-ms", type=int, default=2000)
     p.add_argument("--max-workers", type=int, default=16)
+    p.add_argument("--cancel-grace-ms", type=int, default=5000,
+                   help="exit when a cancelled sync tool still runs after this (0: never)")
     p.add_argument("--health-check", action="store_true",
                    help="import the adapter and exit 0 (ok) or 1")
     p.add_argument("--list-tools", action="store_true",
@@ -171,6 +176,7 @@ def parse_config(argv: Sequence[str], env: Mapping[str, str] = os.environ) -> Wo
         elixir_address=elixir_address,
         grace_period_ms=ns.grace_period_ms,
         max_workers=ns.max_workers,
+        cancel_grace_ms=ns.cancel_grace_ms,
         health_check=ns.health_check,
         list_tools=ns.list_tools,
         process_group=truthy(env.get("SNAKEPIT_PROCESS_GROUP")),

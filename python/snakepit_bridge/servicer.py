@@ -12,6 +12,7 @@ import contextvars
 import functools
 import inspect
 import logging
+import os
 import threading
 import time
 from concurrent.futures import Executor
@@ -28,6 +29,10 @@ from .errors import InvalidArgumentError, UnknownToolError
 from .logging_setup import correlation_id as _cid_var
 from .protocol import load
 from .session_context import SessionContext
+
+#: Exit status of a worker whose cancelled sync tool kept running past the grace
+#: period (the host classifies it as ``exit_86``).
+STUCK_TOOL_EXIT_CODE = 86
 
 pb2, pb2_grpc = load()
 
@@ -210,8 +215,42 @@ class BridgeServicer(pb2_grpc.BridgeServiceServicer):
             return fn(**kwargs)
         loop = asyncio.get_running_loop()
         ctx = contextvars.copy_context()
-        return await loop.run_in_executor(self.executor,
-                                          functools.partial(ctx.run, fn, **kwargs))
+        call = functools.partial(ctx.run, fn, **kwargs)
+        if self.executor is None:
+            return await loop.run_in_executor(None, call)
+        job = self.executor.submit(call)
+        try:
+            return await asyncio.wrap_future(job)
+        except asyncio.CancelledError:
+            # The call was cancelled (deadline, caller gone). A sync tool that is
+            # already running cannot be interrupted: watch it.
+            if not job.cancel():
+                self._watch_cancelled(job, getattr(fn, "__name__", "tool"))
+            raise
+
+    def _watch_cancelled(self, job: Any, name: str) -> None:
+        """Exits the worker when a cancelled sync tool is still running after the
+        cancel grace period: it holds a thread (and possibly the GIL) for nobody,
+        and only a new process frees them. The host sees the exit (code
+        STUCK_TOOL_EXIT_CODE) and the worker's starter restarts it."""
+        grace_s = self.config.cancel_grace_ms / 1000.0
+        if grace_s <= 0:
+            return
+        cid = _cid_var.get()
+
+        def check() -> None:
+            if job.done():
+                return
+            log.error("tool %s ignored its cancellation for %.1f s (correlation id %s); "
+                      "the worker exits so that it is restarted", name, grace_s, cid)
+            for handler in logging.getLogger().handlers:
+                try:
+                    handler.flush()
+                except Exception:  # noqa: BLE001
+                    pass
+            os._exit(STUCK_TOOL_EXIT_CODE)
+
+        asyncio.get_running_loop().call_later(grace_s, check)
 
     async def _create_adapter(self, session_ctx: SessionContext, inline: bool) -> Any:
         adapter = self.adapter_class()
