@@ -12,6 +12,7 @@
 #include <fmt/format.h>
 
 #include "actors/atoms.hpp"
+#include "actors/metrics.hpp"
 #include "actors/telemetry.hpp"
 #include "actors/reply_slot.hpp"
 #include "actors/session_store.hpp"
@@ -121,30 +122,6 @@ struct worker_entry {
   time_point ready_at;
 };
 
-/// Bounded window of recent latencies for p50/p99 (microseconds).
-class latency_window {
-public:
-  void add(int64_t us) {
-    if (samples_.size() < capacity)
-      samples_.push_back(us);
-    else
-      samples_[next_++ % capacity] = us;
-  }
-  double percentile_ms(double p) const {
-    if (samples_.empty())
-      return 0;
-    auto copy = samples_;
-    auto idx = static_cast<size_t>(p * static_cast<double>(copy.size() - 1) + 0.5);
-    std::nth_element(copy.begin(), copy.begin() + static_cast<long>(idx), copy.end());
-    return static_cast<double>(copy[idx]) / 1000.0;
-  }
-
-private:
-  static constexpr size_t capacity = 4096;
-  std::vector<int64_t> samples_;
-  size_t next_ = 0;
-};
-
 struct pool_state {
   static inline const char* name = "snakepit.pool";
 
@@ -180,7 +157,7 @@ struct pool_state {
   caf::error first_start_error;
   bool draining = false;
   pool_stats stats;
-  latency_window latencies;
+  latency_histogram latencies;  ///< completed requests, fixed memory
 };
 
 using pool_actor = caf::stateful_actor<pool_state>;
@@ -199,7 +176,7 @@ void finish(pool_actor* self, sink& out, execute_result res, time_point accepted
                                                                    - accepted);
   if (res) {
     ++st.stats.completed;
-    st.latencies.add(us.count());
+    st.latencies.record(us.count());
   } else {
     ++st.stats.errors;
   }
@@ -768,6 +745,8 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg,
         st.order.push_back(id);
       st.workers[id] = worker_entry{hdl, pid, 0, st.cfg.capacity(), 0, self->clock().now()};
       bool restarted = !st.ever_ready.insert(id).second;
+      if (restarted)
+        ++st.stats.restarts;
       if (st.tools.empty()) {
         // Workers register their tools with the host as they start; look now and
         // once more shortly after, when the registration has surely arrived.
@@ -888,8 +867,9 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg,
         s.capacity += w.capacity;
       }
       s.queue_depth = st.queue.size();
-      s.latency_p50_ms = st.latencies.percentile_ms(0.50);
-      s.latency_p99_ms = st.latencies.percentile_ms(0.99);
+      s.starting = st.starting + st.start_attempts_left;
+      s.latency = st.latencies;
+      derive_stats(s);
       return s;
     },
     [self](list_workers_atom) {
