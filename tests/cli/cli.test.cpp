@@ -341,4 +341,66 @@ TEST_CASE("stats without a reachable instance exits 8 with a clear message") {
   CHECK(contains(workers.err, "no running snakepit instance with pid 999999999"));
 }
 
+TEST_CASE("stats without --pid refuses to guess between several running instances") {
+  struct running {
+    pid_t pid = -1;
+    FILE* out = nullptr;
+  };
+  auto cfg = scratch_dir() / "one.toml";
+  {
+    std::ofstream f{cfg};
+    f << "[[pools]]\nadapter = \"snakepit_bridge.adapters.showcase.ShowcaseAdapter\"\n"
+         "pool_size = 1\n";
+  }
+  auto start = [&cfg]() {
+    int fds[2];
+    REQUIRE(::pipe(fds) == 0);
+    running r;
+    r.pid = ::fork();
+    REQUIRE(r.pid >= 0);
+    if (r.pid == 0) {
+      ::dup2(fds[1], 1);
+      ::close(fds[0]);
+      ::close(fds[1]);
+      ::execl(SNAKEPIT_CLI_BINARY, SNAKEPIT_CLI_BINARY, "run", "--config", cfg.c_str(),
+              static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    ::close(fds[1]);
+    r.out = ::fdopen(fds[0], "r");
+    REQUIRE(r.out != nullptr);
+    char line[1024];
+    std::string text;
+    while (std::fgets(line, sizeof(line), r.out) != nullptr) {
+      text += line;
+      if (contains(line, "serving"))
+        break;
+    }
+    CHECK(contains(text, "serving"));
+    return r;
+  };
+  auto a = start();
+  auto b = start();
+  auto res = run_cli({"stats"});
+  CHECK(res.code == 8);
+  CHECK(contains(res.err, "running instances; choose one with --pid or --runtime-dir"));
+  CHECK(contains(res.err, "pid " + std::to_string(a.pid) + " "));
+  CHECK(contains(res.err, "pid " + std::to_string(b.pid) + " "));
+  CHECK(res.out.empty());
+  auto one = run_cli({"workers", "--pid", std::to_string(b.pid)});
+  CHECK(one.code == 0);
+  CHECK(contains(one.out, "default_worker_1"));
+  for (auto& r : {a, b}) {
+    ::kill(r.pid, SIGTERM);
+    char line[1024];
+    while (std::fgets(line, sizeof(line), r.out) != nullptr) {
+    }
+    std::fclose(r.out);
+    int status = 0;
+    REQUIRE(::waitpid(r.pid, &status, 0) == r.pid);
+    CHECK(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 0);
+  }
+}
+
 } // TEST_SUITE
