@@ -128,7 +128,7 @@ TEST_CASE("a client that never finishes its request does not block the server fo
   ::rmdir(dir.c_str());
 }
 
-TEST_CASE("TCP: port 0 binds a free loopback port; a taken port and bad addresses fail typed") {
+TEST_CASE("TCP: port 0 binds a free loopback port, a taken port and bad addresses fail typed") {
   auto srv = http_server::listen_tcp("127.0.0.1:0", echo_path());
   REQUIRE_MESSAGE(srv, describe(srv.error()));
   auto addr = (*srv)->address();
