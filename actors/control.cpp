@@ -35,7 +35,8 @@ adapters::http_response answer(runtime& rt, const std::string& path, bool contro
       return failure(st.error());
     auto ws = rt.list_all_workers();
     return {200, prometheus_type,
-            render_prometheus(*st, ws ? *ws : std::map<std::string, std::vector<worker_info>>{})};
+            render_prometheus(
+              *st, ws ? *ws : std::map<std::string, std::vector<worker_info>>{})};
   }
   if (control && path == "/stats") {
     auto st = rt.get_all_stats();
@@ -73,7 +74,8 @@ caf::expected<control_servers> start_control_servers(runtime& rt, const config& 
   }
   if (!cfg.metrics_address.empty()) {
     auto srv = adapters::http_server::listen_tcp(
-      cfg.metrics_address, [&rt](const std::string& path) { return answer(rt, path, false); });
+      cfg.metrics_address,
+      [&rt](const std::string& path) { return answer(rt, path, false); });
     if (!srv) {
       out.stop();
       return srv.error();

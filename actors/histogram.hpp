@@ -12,13 +12,14 @@ namespace snakepit {
 
 /// Latency histogram over microseconds, 1024 counters (8 KiB), no allocation.
 class latency_histogram {
-public:
+ public:
   /// Sub-buckets per power of two, as a power of two (32).
   static constexpr unsigned sub_bits = 5;
   /// Values at or above 2^max_bits µs (about 19 hours) count in the last bucket.
   static constexpr unsigned max_bits = 36;
   /// Number of counters.
-  static constexpr size_t bucket_count = (size_t{1} << sub_bits) * (max_bits - sub_bits + 1);
+  static constexpr size_t bucket_count =
+    (size_t{1} << sub_bits) * (max_bits - sub_bits + 1);
 
   /// Records one value (negative values count as 0).
   void record(int64_t us);
@@ -49,7 +50,7 @@ public:
   /// Count in bucket `i`.
   uint64_t bucket(size_t i) const { return counts_[i]; }
 
-private:
+ private:
   std::array<uint64_t, bucket_count> counts_{};
   uint64_t count_ = 0;
   uint64_t sum_ = 0;

@@ -6,7 +6,8 @@ namespace snakepit {
 
 void derive_stats(pool_stats& s) {
   auto answered = s.completed + s.errors;
-  s.error_rate = answered ? static_cast<double>(s.errors) / static_cast<double>(answered) : 0;
+  s.error_rate =
+    answered ? static_cast<double>(s.errors) / static_cast<double>(answered) : 0;
   s.latency_p50_ms = s.latency.quantile_us(0.50) / 1000.0;
   s.latency_p95_ms = s.latency.quantile_us(0.95) / 1000.0;
   s.latency_p99_ms = s.latency.quantile_us(0.99) / 1000.0;
@@ -78,8 +79,12 @@ json to_json(const runtime_stats& s) {
 }
 
 json to_json(const worker_info& w) {
-  return json{{"id", w.id},         {"pid", w.pid},           {"state", w.state},
-              {"load", w.load},     {"capacity", w.capacity}, {"requests", w.requests},
+  return json{{"id", w.id},
+              {"pid", w.pid},
+              {"state", w.state},
+              {"load", w.load},
+              {"capacity", w.capacity},
+              {"requests", w.requests},
               {"uptime_ms", w.uptime.count()}};
 }
 
@@ -106,17 +111,20 @@ void family(std::string& out, const char* name, const char* type, const char* he
   out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
 }
 
-template <class T>
+template<class T>
 void sample(std::string& out, const char* name, const std::string& labels, T value) {
   out += fmt::format("{}{{{}}} {}\n", name, labels, value);
 }
 
 } // namespace
 
-std::string render_prometheus(const runtime_stats& s,
-                              const std::map<std::string, std::vector<worker_info>>& workers) {
+std::string
+render_prometheus(const runtime_stats& s,
+                  const std::map<std::string, std::vector<worker_info>>& workers) {
   std::string out;
-  auto pool_label = [](const pool_stats& p) { return fmt::format("pool=\"{}\"", escape(p.pool)); };
+  auto pool_label = [](const pool_stats& p) {
+    return fmt::format("pool=\"{}\"", escape(p.pool));
+  };
   family(out, "snakepit_pool_workers", "gauge",
          "Workers of the pool by state (ready = handshake done; available and busy are "
          "subsets of ready and overlap for multi-request workers).");
@@ -132,12 +140,13 @@ std::string render_prometheus(const runtime_stats& s,
     const char* help;
     size_t pool_stats::*field;
   };
-  for (auto g : {gauge_def{"snakepit_pool_capacity", "Requests the ready workers may run at once.",
-                           &pool_stats::capacity},
-                 gauge_def{"snakepit_pool_in_flight", "Requests running on workers now.",
-                           &pool_stats::in_flight},
-                 gauge_def{"snakepit_pool_queue_depth", "Requests waiting in the queue now.",
-                           &pool_stats::queue_depth}}) {
+  for (auto g :
+       {gauge_def{"snakepit_pool_capacity", "Requests the ready workers may run at once.",
+                  &pool_stats::capacity},
+        gauge_def{"snakepit_pool_in_flight", "Requests running on workers now.",
+                  &pool_stats::in_flight},
+        gauge_def{"snakepit_pool_queue_depth", "Requests waiting in the queue now.",
+                  &pool_stats::queue_depth}}) {
     family(out, g.name, "gauge", g.help);
     for (auto& p : s.pools)
       sample(out, g.name, pool_label(p), p.*g.field);
@@ -148,22 +157,24 @@ std::string render_prometheus(const runtime_stats& s,
     uint64_t pool_stats::*field;
   };
   for (auto c :
-       {counter_def{"snakepit_requests_total", "Requests accepted (dispatched or queued).",
-                    &pool_stats::requests},
-        counter_def{"snakepit_requests_completed_total", "Requests answered with a result.",
-                    &pool_stats::completed},
+       {counter_def{"snakepit_requests_total",
+                    "Requests accepted (dispatched or queued).", &pool_stats::requests},
+        counter_def{"snakepit_requests_completed_total",
+                    "Requests answered with a result.", &pool_stats::completed},
         counter_def{"snakepit_request_errors_total", "Requests answered with an error.",
                     &pool_stats::errors},
-        counter_def{"snakepit_requests_queued_total", "Requests that waited in the queue.",
-                    &pool_stats::queued},
-        counter_def{"snakepit_queue_timeouts_total", "Requests that timed out in the queue.",
-                    &pool_stats::queue_timeouts},
+        counter_def{"snakepit_requests_queued_total",
+                    "Requests that waited in the queue.", &pool_stats::queued},
+        counter_def{"snakepit_queue_timeouts_total",
+                    "Requests that timed out in the queue.", &pool_stats::queue_timeouts},
         counter_def{"snakepit_pool_saturations_total",
-                    "Requests rejected because the queue was full.", &pool_stats::saturations},
+                    "Requests rejected because the queue was full.",
+                    &pool_stats::saturations},
         counter_def{"snakepit_worker_crashes_total", "Ready workers that went down.",
                     &pool_stats::worker_crashes},
         counter_def{"snakepit_worker_restarts_total",
-                    "Workers that became ready again after going down.", &pool_stats::restarts},
+                    "Workers that became ready again after going down.",
+                    &pool_stats::restarts},
         counter_def{"snakepit_worker_recycles_total", "Workers replaced on purpose.",
                     &pool_stats::recycles}}) {
     family(out, c.name, "counter", c.help);
@@ -180,8 +191,8 @@ std::string render_prometheus(const runtime_stats& s,
   for (auto& p : s.pools) {
     auto l = pool_label(p);
     for (double q : {0.5, 0.95, 0.99})
-      sample(out, "snakepit_request_duration_seconds", fmt::format("{},quantile=\"{}\"", l, q),
-             p.latency.quantile_us(q) / 1e6);
+      sample(out, "snakepit_request_duration_seconds",
+             fmt::format("{},quantile=\"{}\"", l, q), p.latency.quantile_us(q) / 1e6);
     out += fmt::format("snakepit_request_duration_seconds_sum{{{}}} {}\n", l,
                        static_cast<double>(p.latency.sum_us()) / 1e6);
     out += fmt::format("snakepit_request_duration_seconds_count{{{}}} {}\n", l,
@@ -192,7 +203,8 @@ std::string render_prometheus(const runtime_stats& s,
     for (auto& [pool, ws] : workers)
       for (auto& w : ws)
         sample(out, "snakepit_worker_load",
-               fmt::format("pool=\"{}\",worker=\"{}\"", escape(pool), escape(w.id)), w.load);
+               fmt::format("pool=\"{}\",worker=\"{}\"", escape(pool), escape(w.id)),
+               w.load);
     family(out, "snakepit_worker_requests_total", "counter",
            "Requests the worker (this incarnation) has served.");
     for (auto& [pool, ws] : workers)

@@ -31,8 +31,8 @@ json to_json(const worker_info& w);
 /// Prometheus text exposition format 0.0.4: counters, gauges and a latency summary
 /// per pool (label `pool`), with HELP and TYPE lines. `workers` (pool -> workers)
 /// adds per-worker gauges; it may be empty.
-std::string render_prometheus(const runtime_stats& s,
-                              const std::map<std::string, std::vector<worker_info>>& workers
-                              = {});
+std::string
+render_prometheus(const runtime_stats& s,
+                  const std::map<std::string, std::vector<worker_info>>& workers = {});
 
 } // namespace snakepit

@@ -34,7 +34,8 @@ std::string sys_error(const std::string& what) {
 }
 
 int ms_left(clock::time_point deadline) {
-  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock::now());
+  auto left =
+    std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock::now());
   return left.count() > 0 ? static_cast<int>(left.count()) : 0;
 }
 
@@ -60,7 +61,8 @@ bool write_all(int fd, const std::string& data, clock::time_point deadline) {
     }
     if (n < 0 && errno == EINTR)
       continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && wait_fd(fd, POLLOUT, deadline))
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) &&
+        wait_fd(fd, POLLOUT, deadline))
       continue;
     return false;
   }
@@ -69,18 +71,18 @@ bool write_all(int fd, const std::string& data, clock::time_point deadline) {
 
 const char* reason_of(int status) {
   switch (status) {
-    case 200:
-      return "OK";
-    case 400:
-      return "Bad Request";
-    case 404:
-      return "Not Found";
-    case 405:
-      return "Method Not Allowed";
-    case 503:
-      return "Service Unavailable";
-    default:
-      return status < 400 ? "OK" : "Error";
+  case 200:
+    return "OK";
+  case 400:
+    return "Bad Request";
+  case 404:
+    return "Not Found";
+  case 405:
+    return "Method Not Allowed";
+  case 503:
+    return "Service Unavailable";
+  default:
+    return status < 400 ? "OK" : "Error";
   }
 }
 
@@ -131,8 +133,8 @@ struct http_server::impl {
     auto sp2 = sp1 == std::string::npos ? sp1 : line.find(' ', sp1 + 1);
     http_response res;
     bool with_body = true;
-    if (line_end == std::string::npos || sp2 == std::string::npos
-        || line.compare(sp2 + 1, 5, "HTTP/") != 0) {
+    if (line_end == std::string::npos || sp2 == std::string::npos ||
+        line.compare(sp2 + 1, 5, "HTTP/") != 0) {
       res = {400, "text/plain; charset=utf-8", "malformed request\n"};
     } else {
       auto method = line.substr(0, sp1);
@@ -174,7 +176,8 @@ struct http_server::impl {
 
 namespace {
 
-caf::expected<std::unique_ptr<http_server::impl>> make_impl(int fd, http_handler handler) {
+caf::expected<std::unique_ptr<http_server::impl>> make_impl(int fd,
+                                                            http_handler handler) {
   auto p = std::make_unique<http_server::impl>();
   p->listen_fd = fd;
   p->handler = std::move(handler);
@@ -187,8 +190,8 @@ caf::expected<std::unique_ptr<http_server::impl>> make_impl(int fd, http_handler
 
 } // namespace
 
-caf::expected<std::unique_ptr<http_server>> http_server::listen_tcp(const std::string& address,
-                                                                    http_handler handler) {
+caf::expected<std::unique_ptr<http_server>>
+http_server::listen_tcp(const std::string& address, http_handler handler) {
   auto colon = address.rfind(':');
   if (colon == std::string::npos || colon == 0 || colon + 1 == address.size())
     return make_error(errc::invalid_config,
@@ -197,8 +200,8 @@ caf::expected<std::unique_ptr<http_server>> http_server::listen_tcp(const std::s
   auto port = address.substr(colon + 1);
   if (host.front() == '[' && host.back() == ']')
     host = host.substr(1, host.size() - 2);
-  if (port.find_first_not_of("0123456789") != std::string::npos || port.size() > 5
-      || std::stoul(port) > 65535)
+  if (port.find_first_not_of("0123456789") != std::string::npos || port.size() > 5 ||
+      std::stoul(port) > 65535)
     return make_error(errc::invalid_config,
                       fmt::format("metrics address '{}': bad port '{}'", address, port));
   addrinfo hints{};
@@ -207,8 +210,8 @@ caf::expected<std::unique_ptr<http_server>> http_server::listen_tcp(const std::s
   hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
   addrinfo* found = nullptr;
   if (int rc = ::getaddrinfo(host.c_str(), port.c_str(), &hints, &found); rc != 0)
-    return make_error(errc::invalid_config, fmt::format("metrics address '{}': {}", address,
-                                                        ::gai_strerror(rc)));
+    return make_error(errc::invalid_config, fmt::format("metrics address '{}': {}",
+                                                        address, ::gai_strerror(rc)));
   std::string last_error = "no address";
   int fd = -1;
   for (auto* ai = found; ai != nullptr && fd < 0; ai = ai->ai_next) {
@@ -228,8 +231,9 @@ caf::expected<std::unique_ptr<http_server>> http_server::listen_tcp(const std::s
   }
   ::freeaddrinfo(found);
   if (fd < 0)
-    return make_error(errc::start_failed,
-                      fmt::format("metrics address '{}': cannot bind: {}", address, last_error));
+    return make_error(
+      errc::start_failed,
+      fmt::format("metrics address '{}': cannot bind: {}", address, last_error));
   sockaddr_storage bound{};
   socklen_t len = sizeof(bound);
   ::getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &len);
@@ -249,8 +253,8 @@ caf::expected<std::unique_ptr<http_server>> http_server::listen_tcp(const std::s
   return srv;
 }
 
-caf::expected<std::unique_ptr<http_server>> http_server::listen_unix(const std::string& path,
-                                                                     http_handler handler) {
+caf::expected<std::unique_ptr<http_server>>
+http_server::listen_unix(const std::string& path, http_handler handler) {
   sockaddr_un sa{};
   sa.sun_family = AF_UNIX;
   if (path.empty() || path.size() >= sizeof(sa.sun_path))
@@ -280,8 +284,7 @@ caf::expected<std::unique_ptr<http_server>> http_server::listen_unix(const std::
   return srv;
 }
 
-http_server::http_server(std::unique_ptr<impl> p) : impl_(std::move(p)) {
-}
+http_server::http_server(std::unique_ptr<impl> p) : impl_(std::move(p)) {}
 
 http_server::~http_server() {
   stop();
@@ -303,7 +306,8 @@ const std::string& http_server::address() const {
   return impl_->address;
 }
 
-caf::expected<http_reply> http_get_unix(const std::string& path, const std::string& target,
+caf::expected<http_reply> http_get_unix(const std::string& path,
+                                        const std::string& target,
                                         std::chrono::milliseconds timeout) {
   auto deadline = clock::now() + timeout;
   sockaddr_un sa{};
@@ -321,16 +325,17 @@ caf::expected<http_reply> http_get_unix(const std::string& path, const std::stri
   if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0)
     return make_error(errc::unavailable, sys_error("cannot connect to " + path));
   ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
-  auto req = fmt::format("GET {} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
-                         target);
+  auto req = fmt::format(
+    "GET {} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n", target);
   if (!write_all(fd, req, deadline))
     return make_error(errc::unavailable, "cannot send the request to " + path);
   std::string resp;
   char buf[4096];
   for (;;) {
     if (!wait_fd(fd, POLLIN, deadline))
-      return make_error(errc::timeout, fmt::format("no complete reply from {} within {} ms",
-                                                   path, timeout.count()));
+      return make_error(
+        errc::timeout,
+        fmt::format("no complete reply from {} within {} ms", path, timeout.count()));
     auto n = ::recv(fd, buf, sizeof(buf), 0);
     if (n < 0 && (errno == EINTR || errno == EAGAIN))
       continue;
@@ -341,8 +346,8 @@ caf::expected<http_reply> http_get_unix(const std::string& path, const std::stri
     resp.append(buf, static_cast<size_t>(n));
   }
   auto head_end = resp.find("\r\n\r\n");
-  if (resp.compare(0, 9, "HTTP/1.1 ") != 0 || head_end == std::string::npos
-      || resp.size() < 12)
+  if (resp.compare(0, 9, "HTTP/1.1 ") != 0 || head_end == std::string::npos ||
+      resp.size() < 12)
     return make_error(errc::internal, "malformed HTTP reply from " + path);
   http_reply out;
   out.status = std::atoi(resp.substr(9, 3).c_str());

@@ -26,12 +26,12 @@ using http_handler = std::function<http_response(const std::string& path)>;
 
 /// A listening server; stops (and joins its thread) on `stop()` or destruction.
 class http_server {
-public:
+ public:
   /// Listens on TCP `address` = "host:port" (IPv6 as "[::1]:port"; port 0 picks a
   /// free one). Errors: invalid_config for a malformed address, start_failed when
   /// the address cannot be bound.
-  static caf::expected<std::unique_ptr<http_server>> listen_tcp(const std::string& address,
-                                                                http_handler handler);
+  static caf::expected<std::unique_ptr<http_server>>
+  listen_tcp(const std::string& address, http_handler handler);
 
   /// Listens on a unix socket at `path` (created with mode 0600, removed on stop).
   static caf::expected<std::unique_ptr<http_server>> listen_unix(const std::string& path,
@@ -50,7 +50,7 @@ public:
 
   struct impl;
 
-private:
+ private:
   explicit http_server(std::unique_ptr<impl> p);
   std::unique_ptr<impl> impl_;
 };
@@ -64,7 +64,8 @@ struct http_reply {
 /// GET `target` from the server on the unix socket `path` (connect, send, read to
 /// EOF within `timeout`). Errors: unavailable when nothing listens there, timeout,
 /// internal for a malformed reply.
-caf::expected<http_reply> http_get_unix(const std::string& path, const std::string& target,
+caf::expected<http_reply> http_get_unix(const std::string& path,
+                                        const std::string& target,
                                         std::chrono::milliseconds timeout);
 
 } // namespace snakepit::adapters
