@@ -136,6 +136,38 @@ std::string config::effective_python_path() const {
   return out;
 }
 
+namespace {
+
+/// "host:port" with a loopback host unless remote exposure is asked for.
+caf::error validate_metrics_address(const std::string& address, bool allow_remote) {
+  if (address.empty())
+    return caf::none;
+  auto colon = address.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == address.size())
+    return invalid(fmt::format("metrics_address: '{}' is not host:port", address));
+  auto host = address.substr(0, colon);
+  auto port = address.substr(colon + 1);
+  if (port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos
+      || std::stoul(port) > 65535)
+    return invalid(fmt::format("metrics_address: '{}' has no valid port (0..65535)", address));
+  if (host.front() == '[') {
+    if (host.back() != ']' || host.size() < 3)
+      return invalid(fmt::format("metrics_address: '{}': unbalanced [ ]", address));
+    host = host.substr(1, host.size() - 2);
+  } else if (host.find(':') != std::string::npos) {
+    return invalid(fmt::format("metrics_address: '{}': write IPv6 hosts as [addr]:port",
+                               address));
+  }
+  bool loopback = host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
+  if (!loopback && !allow_remote)
+    return invalid(fmt::format("metrics_address: '{}' is not a loopback address; set "
+                               "metrics_allow_remote = true to serve metrics on it",
+                               host));
+  return caf::none;
+}
+
+} // namespace
+
 caf::error config::validate() const {
   if (pools.empty())
     return invalid("pools: at least one pool is required");
@@ -158,6 +190,8 @@ caf::error config::validate() const {
     return invalid("max_sessions: must be at least 1");
   if (shutdown_timeout.count() <= 0)
     return invalid("shutdown_timeout: must be positive");
+  if (auto err = validate_metrics_address(metrics_address, metrics_allow_remote))
+    return err;
   if (python.empty())
     return invalid("python: no interpreter given");
   struct stat st;

@@ -147,6 +147,16 @@ struct config {
   /// At start, kill what earlier (dead) runs left behind, matched by pid and start
   /// time, and drop their entries (docs/reliability.md).
   bool sweep_orphans_at_start = true;
+  /// Prometheus metrics endpoint (docs/observability.md): "host:port" to serve
+  /// `GET /metrics` on; empty = off; port 0 = a free port (see
+  /// `runtime::metrics_address`). Only loopback hosts unless `metrics_allow_remote`.
+  std::string metrics_address;
+  /// Allow `metrics_address` on a non-loopback interface (the endpoint has no
+  /// authentication).
+  bool metrics_allow_remote = false;
+  /// Serve stats and workers as JSON on `<runtime dir>/control.sock` (mode 0600),
+  /// where `snakepit stats` and `snakepit workers` find a running instance.
+  bool control_socket = true;
 
   /// Checks the fields and (if `check_interpreter`) the interpreter itself:
   /// missing, not executable, or without grpc. Runs no worker.

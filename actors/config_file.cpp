@@ -404,6 +404,10 @@ caf::expected<config> parse_config(std::string_view toml_text, std::string origi
   keys["data_dir"] = {"data_dir", string_field(c, cfg.data_dir)};
   keys["sweep_orphans_at_start"] = {"sweep_orphans_at_start",
                                     bool_field(c, cfg.sweep_orphans_at_start)};
+  keys["metrics_address"] = {"metrics_address", string_field(c, cfg.metrics_address)};
+  keys["metrics_allow_remote"] = {"metrics_allow_remote",
+                                  bool_field(c, cfg.metrics_allow_remote)};
+  keys["control_socket"] = {"control_socket", bool_field(c, cfg.control_socket)};
   keys["pools"] = {"pools", [&c, &cfg](const toml::node& n, const std::string&) {
                      return read_pools(c, n, cfg.pools);
                    }};

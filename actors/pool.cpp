@@ -13,6 +13,7 @@
 
 #include "actors/atoms.hpp"
 #include "actors/lifecycle.hpp"
+#include "actors/metrics.hpp"
 #include "actors/telemetry.hpp"
 #include "actors/reply_slot.hpp"
 #include "actors/session_store.hpp"
@@ -123,30 +124,6 @@ struct worker_entry {
   time_point tainted_until{};
 };
 
-/// Bounded window of recent latencies for p50/p99 (microseconds).
-class latency_window {
-public:
-  void add(int64_t us) {
-    if (samples_.size() < capacity)
-      samples_.push_back(us);
-    else
-      samples_[next_++ % capacity] = us;
-  }
-  double percentile_ms(double p) const {
-    if (samples_.empty())
-      return 0;
-    auto copy = samples_;
-    auto idx = static_cast<size_t>(p * static_cast<double>(copy.size() - 1) + 0.5);
-    std::nth_element(copy.begin(), copy.begin() + static_cast<long>(idx), copy.end());
-    return static_cast<double>(copy[idx]) / 1000.0;
-  }
-
-private:
-  static constexpr size_t capacity = 4096;
-  std::vector<int64_t> samples_;
-  size_t next_ = 0;
-};
-
 /// Why a worker is recycled ("ttl", "max_requests", "memory", "manual").
 struct recycle_info {
   std::string reason;
@@ -188,7 +165,7 @@ struct pool_state {
   caf::error first_start_error;
   bool draining = false;
   pool_stats stats;
-  latency_window latencies;
+  latency_histogram latencies;  ///< completed requests, fixed memory
   // Lifecycle (docs/reliability.md).
   /// Workers whose starter runs under worker_sup on this pool's behalf.
   std::unordered_set<std::string> members;
@@ -231,7 +208,7 @@ void finish(pool_actor* self, sink& out, execute_result res, time_point accepted
                                                                    - accepted);
   if (res) {
     ++st.stats.completed;
-    st.latencies.add(us.count());
+    st.latencies.record(us.count());
   } else {
     ++st.stats.errors;
   }
@@ -1073,6 +1050,8 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg,
         }
       }
       bool restarted = !st.ever_ready.insert(id).second;
+      if (restarted)
+        ++st.stats.restarts;
       if (st.tools.empty()) {
         // Workers register their tools with the host as they start; look now and
         // once more shortly after, when the registration has surely arrived.
@@ -1292,8 +1271,9 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg,
       }
       s.queue_depth = st.queue.size();
       s.recycles = st.recycles;
-      s.latency_p50_ms = st.latencies.percentile_ms(0.50);
-      s.latency_p99_ms = st.latencies.percentile_ms(0.99);
+      s.starting = st.starting + st.start_attempts_left;
+      s.latency = st.latencies;
+      derive_stats(s);
       return s;
     },
     [self](list_workers_atom) {

@@ -17,6 +17,8 @@
 #include <fmt/format.h>
 
 #include "actors/atoms.hpp"
+#include "actors/control.hpp"
+#include "actors/metrics.hpp"
 #include "actors/pool.hpp"
 #include "actors/session_store.hpp"
 #include "actors/stream_sink.hpp"
@@ -119,6 +121,7 @@ struct runtime::impl {
   bool stopped = false;
   std::shared_ptr<adapters::process_registry> registry;
   std::unique_ptr<adapters::bridge_server> bridge;
+  actors::control_servers servers;
 
   caf::actor find_pool(const std::string& name) const {
     auto& pname = name.empty() ? cfg.pools.front().name : name;
@@ -147,6 +150,9 @@ struct runtime::impl {
     std::lock_guard<std::mutex> guard{stop_mtx};
     if (stopped)
       return caf::none;
+    // The endpoints' threads ask the pools: they go first (and see no half-stopped
+    // runtime).
+    servers.stop();
     stopped = true;
     caf::error result;
     if (top) {
@@ -321,6 +327,12 @@ caf::expected<std::unique_ptr<runtime>> runtime::launch(std::unique_ptr<impl> p,
   }
   p->top = *top;
   std::unique_ptr<runtime> rt{new runtime(std::move(p))};
+  auto servers = actors::start_control_servers(*rt, rt->impl_->cfg);
+  if (!servers) {
+    rt->stop();
+    return servers.error();
+  }
+  rt->impl_->servers = std::move(*servers);
   if (opts.wait_ready) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
       deadline - std::chrono::steady_clock::now());
@@ -602,6 +614,47 @@ caf::error runtime::recycle_worker(const std::string& worker_id, const std::stri
   self->request(hdl, 5s, actors::recycle_atom::value, worker_id)
     .receive([&](caf::ok_atom) { out = caf::none; }, [&](caf::error& err) { out = std::move(err); });
   return out;
+}
+
+caf::expected<runtime_stats> runtime::get_all_stats() {
+  runtime_stats out;
+  for (auto& p : impl_->cfg.pools) {
+    if (!impl_->find_pool(p.name))
+      continue;
+    auto s = get_stats(p.name);
+    if (s)
+      out.pools.push_back(std::move(*s));
+    else if (s.error() == errc::shutting_down)
+      return s.error();
+  }
+  if (impl_->stopped)
+    return caf::make_error(errc::shutting_down, "the runtime is stopped");
+  out.total = sum_stats(out.pools);
+  return out;
+}
+
+caf::expected<std::map<std::string, std::vector<worker_info>>> runtime::list_all_workers() {
+  std::map<std::string, std::vector<worker_info>> out;
+  for (auto& p : impl_->cfg.pools) {
+    if (!impl_->find_pool(p.name))
+      continue;
+    auto ws = list_workers(p.name);
+    if (ws)
+      out.emplace(p.name, std::move(*ws));
+    else if (ws.error() == errc::shutting_down)
+      return ws.error();
+  }
+  if (impl_->stopped)
+    return caf::make_error(errc::shutting_down, "the runtime is stopped");
+  return out;
+}
+
+std::string runtime::metrics_address() const {
+  return impl_->servers.metrics ? impl_->servers.metrics->address() : std::string{};
+}
+
+std::string runtime::control_socket() const {
+  return impl_->servers.control ? impl_->servers.control->address() : std::string{};
 }
 
 caf::actor runtime::pool(const std::string& name) const {

@@ -115,6 +115,22 @@ public:
   /// worker drains and stops. Error: invalid_argument for an unknown worker.
   caf::error recycle_worker(const std::string& worker_id, const std::string& pool = {});
 
+  /// Statistics of every running pool (in configuration order) and their sum
+  /// (`total`, quantiles from the merged histograms). A pool that is restarting
+  /// at that moment is left out; shutting_down once stopped.
+  caf::expected<runtime_stats> get_all_stats();
+
+  /// The ready workers of every running pool, by pool name.
+  caf::expected<std::map<std::string, std::vector<worker_info>>> list_all_workers();
+
+  /// The bound address of the metrics endpoint ("127.0.0.1:PORT", the real port
+  /// when configured with port 0); empty when `config::metrics_address` is empty.
+  std::string metrics_address() const;
+
+  /// The control socket's path (`<runtime dir>/control.sock`); empty when
+  /// `config::control_socket` is off.
+  std::string control_socket() const;
+
   /// The pool actor, for hosts that speak to it with messages (see actors/pool.hpp).
   caf::actor pool(const std::string& name = {}) const;
 

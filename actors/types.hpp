@@ -17,6 +17,8 @@
 #include <caf/expected.hpp>
 #include <nlohmann/json.hpp>
 
+#include "actors/histogram.hpp"
+
 namespace snakepit {
 
 using json = nlohmann::json;
@@ -78,25 +80,41 @@ struct callback_sink {
   std::shared_ptr<std::atomic<bool>> abandoned = std::make_shared<std::atomic<bool>>(false);
 };
 
-/// Counters and gauges of one pool (upstream `get_stats`).
+/// Counters and gauges of one pool (upstream `get_stats`), or of all pools added up
+/// (`runtime::get_all_stats`).
 struct pool_stats {
   std::string pool;
-  size_t workers = 0;       ///< workers that completed the handshake
-  size_t available = 0;     ///< ready and idle
+  size_t workers = 0;       ///< workers that completed the handshake ("ready")
+  size_t starting = 0;      ///< workers of the initial start not ready yet
+  size_t available = 0;     ///< ready with headroom (load below capacity)
   size_t busy = 0;          ///< ready and running at least one request
   size_t in_flight = 0;     ///< requests running on workers now
   size_t capacity = 0;      ///< sum of the workers' capacities
   uint64_t requests = 0;    ///< requests accepted (dispatched or queued)
   uint64_t completed = 0;   ///< requests answered with a result
   uint64_t errors = 0;      ///< requests answered with an error
+  double error_rate = 0;    ///< errors / (completed + errors); 0 before any answer
   uint64_t queued = 0;      ///< requests that ever waited in the queue
   size_t queue_depth = 0;   ///< requests waiting now
   uint64_t queue_timeouts = 0;
   uint64_t saturations = 0; ///< rejections with pool_saturated
-  uint64_t worker_crashes = 0;
-  uint64_t recycles = 0;    ///< workers replaced by recycling (ttl, max_requests, ...)
-  double latency_p50_ms = 0; ///< over the most recent completed requests
+  uint64_t worker_crashes = 0; ///< ready workers the pool saw go down
+  uint64_t restarts = 0;    ///< workers that became ready again after going down
+  uint64_t recycles = 0;    ///< workers replaced on purpose (TTL, max requests, memory, manual)
+  /// Latency of completed requests (accepted to answered, queue time included),
+  /// over every request since start, from `latency`.
+  double latency_p50_ms = 0;
+  double latency_p95_ms = 0;
   double latency_p99_ms = 0;
+  /// The streaming histogram the quantiles come from (merges exactly across pools).
+  latency_histogram latency;
+};
+
+/// Every pool's stats and their sum (`pool` = "total", quantiles of the merged
+/// histogram).
+struct runtime_stats {
+  std::vector<pool_stats> pools;
+  pool_stats total;
 };
 
 /// One worker as seen by its pool (upstream `list_workers`, with details).

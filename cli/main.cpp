@@ -9,6 +9,9 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <cstdio>
 #include <map>
 #include <optional>
@@ -24,7 +27,9 @@
 #include "actors/runtime.hpp"
 #include "actors/telemetry.hpp"
 #include "adapters/errors.hpp"
+#include "adapters/http_server.hpp"
 #include "adapters/process.hpp"
+#include "adapters/process_registry.hpp"
 
 namespace {
 
@@ -42,6 +47,7 @@ enum exit_code : int {
   exit_tool_error = 5,   ///< the Python tool raised
   exit_unknown = 6,      ///< unknown tool, invalid arguments, unknown pool
   exit_call_failed = 7,  ///< timeout, queue timeout, saturation, worker crash, ...
+  exit_no_instance = 8,  ///< stats/workers: no running instance (or several) reachable
 };
 
 int exit_code_of(const caf::error& err) {
@@ -312,6 +318,10 @@ int cmd_run(const std::string& config_path, int start_timeout_ms) {
       return exit_ok;
     }
   }
+  if (auto sock = r.control_socket(); !sock.empty())
+    fmt::print("snakepit: control socket {} (snakepit stats --pid {})\n", sock, ::getpid());
+  if (auto addr = r.metrics_address(); !addr.empty())
+    fmt::print("snakepit: metrics on http://{}/metrics\n", addr);
   fmt::print("snakepit: serving ({} worker(s) ready); stop with Ctrl-C or SIGTERM\n", ready);
   std::fflush(stdout);
   int sig = 0;
@@ -448,6 +458,167 @@ int cmd_cleanup(const std::string& config_path) {
   return report->survivors == 0 ? exit_ok : exit_failure;
 }
 
+// ------------------------------------------------------------------ stats / workers
+
+/// A running instance: its runtime directory and owner pid.
+struct instance {
+  std::string dir;
+  long pid = 0;
+};
+
+/// Runtime directories (`snakepit-*` in /tmp and $XDG_RUNTIME_DIR) whose owner is
+/// alive (pid and start time of the `owner` file match) and that have a control socket.
+std::vector<instance> live_instances() {
+  namespace fs = std::filesystem;
+  std::vector<std::string> bases{"/tmp"};
+  if (auto* xdg = ::getenv("XDG_RUNTIME_DIR"); xdg && *xdg && std::string{xdg} != "/tmp")
+    bases.emplace_back(xdg);
+  std::vector<instance> out;
+  for (auto& base : bases) {
+    std::error_code ec;
+    for (auto& entry : fs::directory_iterator{base, ec}) {
+      auto name = entry.path().filename().string();
+      if (name.rfind("snakepit-", 0) != 0 || !entry.is_directory(ec))
+        continue;
+      std::ifstream in{entry.path() / "owner"};
+      long pid = 0;
+      uint64_t start = 0;
+      if (!(in >> pid >> start) || pid <= 0)
+        continue;
+      auto now_start = snakepit::adapters::process_start_time(static_cast<pid_t>(pid));
+      if (!now_start || *now_start != start)
+        continue;
+      if (!fs::exists(entry.path() / "control.sock", ec))
+        continue;
+      out.push_back(instance{entry.path().string(), pid});
+    }
+  }
+  return out;
+}
+
+/// GET `target` from the instance chosen by --runtime-dir / --pid (or the only
+/// live one) and return its JSON; prints the error and sets `code` otherwise.
+std::optional<json> ask_instance(const std::string& runtime_dir, long pid,
+                                 const std::string& target, int& code) {
+  code = exit_no_instance;
+  std::string dir = runtime_dir;
+  if (dir.empty()) {
+    auto found = live_instances();
+    if (pid > 0) {
+      std::vector<instance> mine;
+      for (auto& i : found)
+        if (i.pid == pid)
+          mine.push_back(i);
+      found = std::move(mine);
+    }
+    if (found.empty()) {
+      fmt::print(stderr, "snakepit: no running snakepit instance{} found (start one with "
+                         "`snakepit run`, or pass --runtime-dir)\n",
+                 pid > 0 ? fmt::format(" with pid {}", pid) : std::string{});
+      return std::nullopt;
+    }
+    if (found.size() > 1) {
+      fmt::print(stderr, "snakepit: {} running instances; choose one with --pid or "
+                         "--runtime-dir:\n", found.size());
+      for (auto& i : found)
+        fmt::print(stderr, "  pid {}  {}\n", i.pid, i.dir);
+      return std::nullopt;
+    }
+    dir = found.front().dir;
+  }
+  auto reply = snakepit::adapters::http_get_unix(dir + "/control.sock", target, 10s);
+  if (!reply) {
+    fmt::print(stderr, "snakepit: cannot reach the instance in {}: {}\n", dir,
+               snakepit::describe(reply.error()));
+    return std::nullopt;
+  }
+  auto body = json::parse(reply->body, nullptr, false);
+  if (reply->status != 200 || body.is_discarded()) {
+    fmt::print(stderr, "snakepit: the instance in {} answered {}: {}\n", dir, reply->status,
+               body.is_object() && body.contains("error") ? body["error"].dump()
+                                                          : reply->body);
+    code = exit_failure;
+    return std::nullopt;
+  }
+  code = exit_ok;
+  return body;
+}
+
+/// Prints rows as left-aligned columns.
+void print_table(const std::vector<std::vector<std::string>>& rows) {
+  std::vector<size_t> width;
+  for (auto& row : rows)
+    for (size_t i = 0; i < row.size(); ++i) {
+      if (width.size() <= i)
+        width.push_back(0);
+      width[i] = std::max(width[i], row[i].size());
+    }
+  for (auto& row : rows) {
+    std::string line;
+    for (size_t i = 0; i < row.size(); ++i)
+      line += i + 1 < row.size() ? fmt::format("{:<{}}  ", row[i], width[i]) : row[i];
+    fmt::print("{}\n", line);
+  }
+}
+
+std::string num(const json& v) {
+  if (v.is_number_float())
+    return fmt::format("{:.2f}", v.get<double>());
+  return v.dump();
+}
+
+int cmd_stats(const std::string& runtime_dir, long pid, bool as_json) {
+  int code = exit_ok;
+  auto body = ask_instance(runtime_dir, pid, "/stats", code);
+  if (!body)
+    return code;
+  if (as_json) {
+    fmt::print("{}\n", body->dump());
+    return exit_ok;
+  }
+  std::vector<std::vector<std::string>> rows{
+    {"pool", "ready", "starting", "available", "busy", "in_flight", "queue", "requests",
+     "errors", "error_rate", "saturations", "queue_timeouts", "crashes", "restarts",
+     "recycles", "p50_ms", "p95_ms", "p99_ms"}};
+  auto add = [&rows](const json& s) {
+    auto& w = s["workers"];
+    auto& l = s["latency_ms"];
+    rows.push_back({s["pool"].get<std::string>(), num(w["ready"]), num(w["starting"]),
+                    num(w["available"]), num(w["busy"]), num(s["in_flight"]),
+                    num(s["queue_depth"]), num(s["requests"]), num(s["errors"]),
+                    fmt::format("{:.1f}%", 100 * s["error_rate"].get<double>()),
+                    num(s["saturations"]), num(s["queue_timeouts"]), num(s["worker_crashes"]),
+                    num(s["restarts"]), num(s["recycles"]), num(l["p50"]), num(l["p95"]),
+                    num(l["p99"])});
+  };
+  for (auto& s : (*body)["pools"])
+    add(s);
+  add((*body)["total"]);
+  print_table(rows);
+  return exit_ok;
+}
+
+int cmd_workers(const std::string& runtime_dir, long pid, bool as_json) {
+  int code = exit_ok;
+  auto body = ask_instance(runtime_dir, pid, "/workers", code);
+  if (!body)
+    return code;
+  if (as_json) {
+    fmt::print("{}\n", body->dump());
+    return exit_ok;
+  }
+  std::vector<std::vector<std::string>> rows{
+    {"pool", "worker", "pid", "state", "load", "capacity", "requests", "uptime_s"}};
+  for (auto& p : (*body)["pools"])
+    for (auto& w : p["workers"])
+      rows.push_back({p["pool"].get<std::string>(), w["id"].get<std::string>(), num(w["pid"]),
+                      w["state"].get<std::string>(), num(w["load"]), num(w["capacity"]),
+                      num(w["requests"]),
+                      fmt::format("{:.1f}", w["uptime_ms"].get<double>() / 1000.0)});
+  print_table(rows);
+  return exit_ok;
+}
+
 } // namespace
 
 int main(int argc, char** argv) {
@@ -456,7 +627,7 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", "snakepit 0.1.0");
   app.footer("Exit codes: 0 ok, 1 failure, 2 usage, 3 invalid config, 4 start failed, "
              "5 tool raised, 6 unknown tool/pool or invalid arguments, 7 call failed "
-             "(timeout, saturation, crash). See docs/cli.md.");
+             "(timeout, saturation, crash), 8 no running instance reachable. See docs/cli.md.");
 
   std::string config_path;
   std::string pool;
@@ -489,6 +660,19 @@ int main(int argc, char** argv) {
                                               "runtime directory");
   doctor->add_option("-c,--config", config_path, "TOML configuration file");
 
+  std::string runtime_dir;
+  long instance_pid = 0;
+  auto* stats = app.add_subcommand("stats", "Print the stats of a running instance (per pool "
+                                            "and total)");
+  auto* workers = app.add_subcommand("workers", "List the workers of a running instance");
+  for (auto* sub : {stats, workers}) {
+    sub->add_option("--runtime-dir", runtime_dir,
+                    "Runtime directory of the instance (holds control.sock)");
+    sub->add_option("--pid", instance_pid, "Pid of the instance's host process")
+      ->check(CLI::PositiveNumber);
+    sub->add_flag("--json", as_json, "Print JSON instead of a table");
+  }
+
   auto* cleanup = app.add_subcommand("cleanup", "Kill worker processes that dead runs left "
                                                 "behind and clear their registry entries");
   cleanup->add_option("-c,--config", config_path, "TOML configuration file (for data_dir)");
@@ -513,6 +697,10 @@ int main(int argc, char** argv) {
     return cmd_tools(config_path, pool, as_json);
   if (doctor->parsed())
     return cmd_doctor(config_path);
+  if (stats->parsed())
+    return cmd_stats(runtime_dir, instance_pid, as_json);
+  if (workers->parsed())
+    return cmd_workers(runtime_dir, instance_pid, as_json);
   if (cleanup->parsed())
     return cmd_cleanup(config_path);
   return exit_usage;

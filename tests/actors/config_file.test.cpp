@@ -60,6 +60,9 @@ shutdown_timeout_s = 20
 check_interpreter = false
 data_dir = "/var/lib/snakepit-test"
 sweep_orphans_at_start = false
+metrics_address = "0.0.0.0:9568"
+metrics_allow_remote = true
+control_socket = false
 
 [[pools]]
 name = "fast"
@@ -106,6 +109,9 @@ request_timeout_ms = 900000
   CHECK_FALSE(cfg->check_interpreter);
   CHECK(cfg->data_dir == "/var/lib/snakepit-test");
   CHECK_FALSE(cfg->sweep_orphans_at_start);
+  CHECK(cfg->metrics_address == "0.0.0.0:9568");
+  CHECK(cfg->metrics_allow_remote);
+  CHECK_FALSE(cfg->control_socket);
   REQUIRE(cfg->pools.size() == 2);
   auto& p = cfg->pools[0];
   CHECK(p.name == "fast");
@@ -211,6 +217,11 @@ TEST_CASE("values are range-checked and validated like config::validate") {
            "each pool a distinct name)");
   CHECK(error_of("python = \"/no/such/python3\"\n[[pools]]\nadapter = \"a.b.C\"\n")
         == "test.toml: python: interpreter '/no/such/python3' does not exist");
+  CHECK(error_of("metrics_address = \"10.1.2.3:9568\"\n[[pools]]\nadapter = \"a.b.C\"\n")
+        == "test.toml: metrics_address: '10.1.2.3' is not a loopback address; set "
+           "metrics_allow_remote = true to serve metrics on it");
+  CHECK(error_of("metrics_address = \"127.0.0.1\"\n[[pools]]\nadapter = \"a.b.C\"\n")
+        == "test.toml: metrics_address: '127.0.0.1' is not host:port");
 }
 
 TEST_CASE("TOML syntax errors carry line and column") {

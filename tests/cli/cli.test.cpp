@@ -85,7 +85,7 @@ TEST_SUITE("cli") {
 TEST_CASE("--help lists the commands and exits 0") {
   auto res = run_cli({"--help"});
   CHECK(res.code == 0);
-  for (auto cmd : {"run", "exec", "tools", "doctor", "cleanup", "Exit codes"})
+  for (auto cmd : {"run", "exec", "tools", "doctor", "cleanup", "stats", "workers", "Exit codes"})
     CHECK_MESSAGE(contains(res.out, cmd), std::string{cmd});
   auto sub = run_cli({"exec", "--help"});
   CHECK(sub.code == 0);
@@ -256,6 +256,151 @@ TEST_CASE("run serves until SIGTERM, then stops cleanly with exit 0") {
   CHECK(WEXITSTATUS(status) == 0);
   CHECK(contains(text, "SIGTERM received, stopping"));
   CHECK(contains(text, "stopped"));
+}
+
+TEST_CASE("stats and workers read a running `run` through its control socket") {
+  int out_pipe[2];
+  REQUIRE(::pipe(out_pipe) == 0);
+  pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    ::dup2(out_pipe[1], 1);
+    ::close(out_pipe[0]);
+    ::close(out_pipe[1]);
+    ::execl(SNAKEPIT_CLI_BINARY, SNAKEPIT_CLI_BINARY, "run", static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  ::close(out_pipe[1]);
+  FILE* out = ::fdopen(out_pipe[0], "r");
+  REQUIRE(out != nullptr);
+  std::string text;
+  char line[1024];
+  while (std::fgets(line, sizeof(line), out) != nullptr) {
+    text += line;
+    if (contains(line, "serving"))
+      break;
+  }
+  REQUIRE(contains(text, "serving"));
+  // "snakepit: control socket <dir>/control.sock (snakepit stats --pid N)"
+  auto at = text.find("control socket ");
+  REQUIRE(at != std::string::npos);
+  auto sock = text.substr(at + 15, text.find(' ', at + 15) - at - 15);
+  auto dir = std::filesystem::path{sock}.parent_path().string();
+  CHECK(std::filesystem::exists(sock));
+  auto pid_arg = std::to_string(pid);
+
+  auto stats = run_cli({"stats", "--pid", pid_arg});
+  CHECK(stats.code == 0);
+  CHECK(contains(stats.out, "pool"));
+  CHECK(contains(stats.out, "p95_ms"));
+  CHECK(contains(stats.out, "\ndefault "));
+  CHECK(contains(stats.out, "\ntotal "));
+  auto stats_json = run_cli({"stats", "--pid", pid_arg, "--json"});
+  CHECK(stats_json.code == 0);
+  CHECK(contains(stats_json.out, "\"pools\":[{"));
+  CHECK(contains(stats_json.out, "\"ready\":2"));
+  CHECK(contains(stats_json.out, "\"total\":{"));
+  auto by_dir = run_cli({"stats", "--runtime-dir", dir, "--json"});
+  CHECK(by_dir.code == 0);
+  CHECK(contains(by_dir.out, "\"ready\":2"));
+
+  auto workers = run_cli({"workers", "--pid", pid_arg});
+  CHECK(workers.code == 0);
+  CHECK(contains(workers.out, "default_worker_1"));
+  CHECK(contains(workers.out, "default_worker_2"));
+  CHECK(contains(workers.out, "available"));
+  auto workers_json = run_cli({"workers", "--pid", pid_arg, "--json"});
+  CHECK(workers_json.code == 0);
+  CHECK(contains(workers_json.out, "\"id\":\"default_worker_1\""));
+  CHECK(contains(workers_json.out, "\"pid\":"));
+
+  ::kill(pid, SIGINT);
+  while (std::fgets(line, sizeof(line), out) != nullptr)
+    text += line;
+  std::fclose(out);
+  int status = 0;
+  REQUIRE(::waitpid(pid, &status, 0) == pid);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  CHECK(contains(text, "SIGINT received, stopping"));
+  CHECK(contains(text, "stopped"));
+  // The socket went with the runtime directory; the instance is no longer found.
+  CHECK_FALSE(std::filesystem::exists(dir));
+  auto gone = run_cli({"stats", "--pid", pid_arg});
+  CHECK(gone.code == 8);
+  CHECK(contains(gone.err, "no running snakepit instance with pid " + pid_arg));
+}
+
+TEST_CASE("stats without a reachable instance exits 8 with a clear message") {
+  auto res = run_cli({"stats", "--runtime-dir", (scratch_dir() / "nothing-here").string()});
+  CHECK(res.code == 8);
+  CHECK(contains(res.err, "cannot reach the instance"));
+  CHECK(res.out.empty());
+  auto workers = run_cli({"workers", "--pid", "999999999"});
+  CHECK(workers.code == 8);
+  CHECK(contains(workers.err, "no running snakepit instance with pid 999999999"));
+}
+
+TEST_CASE("stats without --pid refuses to guess between several running instances") {
+  struct running {
+    pid_t pid = -1;
+    FILE* out = nullptr;
+  };
+  auto cfg = scratch_dir() / "one.toml";
+  {
+    std::ofstream f{cfg};
+    f << "[[pools]]\nadapter = \"snakepit_bridge.adapters.showcase.ShowcaseAdapter\"\n"
+         "pool_size = 1\n";
+  }
+  auto start = [&cfg]() {
+    int fds[2];
+    REQUIRE(::pipe(fds) == 0);
+    running r;
+    r.pid = ::fork();
+    REQUIRE(r.pid >= 0);
+    if (r.pid == 0) {
+      ::dup2(fds[1], 1);
+      ::close(fds[0]);
+      ::close(fds[1]);
+      ::execl(SNAKEPIT_CLI_BINARY, SNAKEPIT_CLI_BINARY, "run", "--config", cfg.c_str(),
+              static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    ::close(fds[1]);
+    r.out = ::fdopen(fds[0], "r");
+    REQUIRE(r.out != nullptr);
+    char line[1024];
+    std::string text;
+    while (std::fgets(line, sizeof(line), r.out) != nullptr) {
+      text += line;
+      if (contains(line, "serving"))
+        break;
+    }
+    CHECK(contains(text, "serving"));
+    return r;
+  };
+  auto a = start();
+  auto b = start();
+  auto res = run_cli({"stats"});
+  CHECK(res.code == 8);
+  CHECK(contains(res.err, "running instances; choose one with --pid or --runtime-dir"));
+  CHECK(contains(res.err, "pid " + std::to_string(a.pid) + " "));
+  CHECK(contains(res.err, "pid " + std::to_string(b.pid) + " "));
+  CHECK(res.out.empty());
+  auto one = run_cli({"workers", "--pid", std::to_string(b.pid)});
+  CHECK(one.code == 0);
+  CHECK(contains(one.out, "default_worker_1"));
+  for (auto& r : {a, b}) {
+    ::kill(r.pid, SIGTERM);
+    char line[1024];
+    while (std::fgets(line, sizeof(line), r.out) != nullptr) {
+    }
+    std::fclose(r.out);
+    int status = 0;
+    REQUIRE(::waitpid(r.pid, &status, 0) == r.pid);
+    CHECK(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 0);
+  }
 }
 
 } // TEST_SUITE

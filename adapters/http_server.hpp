@@ -1,0 +1,71 @@
+// A minimal HTTP/1.1 server for GET requests, on a TCP or unix socket, with its own
+// thread (poll-based; one request per connection, answered in turn). It serves the
+// Prometheus metrics endpoint and the control socket; neither needs more. Plus the
+// matching client for unix sockets (the CLI's `stats` and `workers`).
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include <caf/expected.hpp>
+
+namespace snakepit::adapters {
+
+/// What a handler answers.
+struct http_response {
+  int status = 200;
+  std::string content_type = "text/plain; charset=utf-8";
+  std::string body;
+};
+
+/// Called on the server's thread with the request path (query string removed); it may
+/// block briefly (it asks actors with a timeout), never on a CAF thread.
+using http_handler = std::function<http_response(const std::string& path)>;
+
+/// A listening server; stops (and joins its thread) on `stop()` or destruction.
+class http_server {
+ public:
+  /// Listens on TCP `address` = "host:port" (IPv6 as "[::1]:port"; port 0 picks a
+  /// free one). Errors: invalid_config for a malformed address, start_failed when
+  /// the address cannot be bound.
+  static caf::expected<std::unique_ptr<http_server>>
+  listen_tcp(const std::string& address, http_handler handler);
+
+  /// Listens on a unix socket at `path` (created with mode 0600, removed on stop).
+  static caf::expected<std::unique_ptr<http_server>> listen_unix(const std::string& path,
+                                                                 http_handler handler);
+
+  ~http_server();
+  http_server(const http_server&) = delete;
+  http_server& operator=(const http_server&) = delete;
+
+  /// Stops accepting, finishes the request being answered, joins the thread.
+  /// Idempotent.
+  void stop();
+
+  /// The bound address: "host:port" with the real port, or the socket path.
+  const std::string& address() const;
+
+  struct impl;
+
+ private:
+  explicit http_server(std::unique_ptr<impl> p);
+  std::unique_ptr<impl> impl_;
+};
+
+/// A reply read by `http_get_unix`.
+struct http_reply {
+  int status = 0;
+  std::string body;
+};
+
+/// GET `target` from the server on the unix socket `path` (connect, send, read to
+/// EOF within `timeout`). Errors: unavailable when nothing listens there, timeout,
+/// internal for a malformed reply.
+caf::expected<http_reply> http_get_unix(const std::string& path,
+                                        const std::string& target,
+                                        std::chrono::milliseconds timeout);
+
+} // namespace snakepit::adapters
