@@ -253,6 +253,14 @@ adapters::process_spec make_process_spec(const worker_state& st) {
   if (!env.bridge_address.empty()) {
     spec.args.emplace_back("--elixir-address");
     spec.args.push_back(env.bridge_address);
+    // The worker's own heartbeat toward the host mirrors the pool's settings.
+    spec.args.insert(spec.args.end(),
+                     {"--heartbeat-enabled", cfg.heartbeat_enabled ? "true" : "false",
+                      "--heartbeat-interval-ms", std::to_string(cfg.heartbeat_interval.count()),
+                      "--heartbeat-timeout-ms", std::to_string(cfg.heartbeat_timeout.count()),
+                      "--heartbeat-max-missed", std::to_string(cfg.heartbeat_max_missed),
+                      cfg.heartbeat_dependent ? "--heartbeat-dependent"
+                                              : "--heartbeat-independent"});
   }
   spec.args.insert(spec.args.end(), cfg.adapter_args.begin(), cfg.adapter_args.end());
   std::vector<std::pair<std::string, std::string>> overrides{

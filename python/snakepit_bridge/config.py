@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from typing import Mapping, Optional, Sequence
+
+from .heartbeat import HeartbeatConfig
 
 #: Message size limit for both directions (matches upstream).
 MAX_MESSAGE_BYTES = 100 * 1024 * 1024
@@ -50,6 +53,7 @@ class WorkerConfig:
     grace_period_ms: int = 2000  # in-flight RPCs get this long on SIGTERM
     max_workers: int = 16  # threads running sync tools
     cancel_grace_ms: int = 5000  # a cancelled sync tool still running after it: exit
+    heartbeat: HeartbeatConfig = field(default_factory=HeartbeatConfig)  # toward the host
     health_check: bool = False
     list_tools: bool = False  # print the adapter's tools as JSON and exit
     process_group: bool = False  # SNAKEPIT_PROCESS_GROUP
@@ -122,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="import the adapter and exit 0 (ok) or 1")
     p.add_argument("--list-tools", action="store_true",
                    help="print the adapter's tools as a JSON array on stdout and exit")
-    # Upstream flags accepted for compatibility; heartbeats are driven by the host here.
+    # The worker's heartbeat toward the host (upstream's flags and defaults).
     p.add_argument("--heartbeat-enabled", nargs="?", const="true")
     p.add_argument("--heartbeat-interval-ms", type=int)
     p.add_argument("--heartbeat-timeout-ms", type=int)
@@ -132,6 +136,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heartbeat-independent", action="store_true")
     p.add_argument("--thread-safety-check", action="store_true")
     return p
+
+
+def _truthy_flag(value: str, name: str) -> bool:
+    v = value.strip().lower()
+    if v in ("1", "true", "yes", "on"):
+        return True
+    if v in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name} must be true or false, got {value!r}")
+
+
+def heartbeat_config(ns: argparse.Namespace, env: Mapping[str, str]) -> HeartbeatConfig:
+    """Upstream's merge: defaults, then ``SNAKEPIT_HEARTBEAT_CONFIG`` (JSON), then flags."""
+    hb = HeartbeatConfig()
+    raw = env.get("SNAKEPIT_HEARTBEAT_CONFIG", "").strip()
+    if raw:
+        try:
+            doc = json.loads(raw)
+        except ValueError as exc:
+            raise ValueError(f"SNAKEPIT_HEARTBEAT_CONFIG is not JSON: {exc}") from exc
+        if not isinstance(doc, dict):
+            raise ValueError("SNAKEPIT_HEARTBEAT_CONFIG must be a JSON object")
+        hb.enabled = bool(doc.get("enabled", hb.enabled))
+        hb.interval_ms = int(doc.get("interval_ms", hb.interval_ms))
+        hb.timeout_ms = int(doc.get("timeout_ms", hb.timeout_ms))
+        hb.max_missed = int(doc.get("max_missed_heartbeats", hb.max_missed))
+        hb.initial_delay_ms = int(doc.get("initial_delay_ms", hb.initial_delay_ms))
+        hb.dependent = bool(doc.get("dependent", hb.dependent))
+    if ns.heartbeat_enabled is not None:
+        hb.enabled = _truthy_flag(ns.heartbeat_enabled, "--heartbeat-enabled")
+    if ns.heartbeat_interval_ms is not None:
+        hb.interval_ms = ns.heartbeat_interval_ms
+    if ns.heartbeat_timeout_ms is not None:
+        hb.timeout_ms = ns.heartbeat_timeout_ms
+    if ns.heartbeat_max_missed is not None:
+        hb.max_missed = ns.heartbeat_max_missed
+    if ns.heartbeat_initial_delay_ms is not None:
+        hb.initial_delay_ms = ns.heartbeat_initial_delay_ms
+    if ns.heartbeat_dependent:
+        hb.dependent = True
+    if ns.heartbeat_independent:
+        hb.dependent = False
+    if hb.interval_ms <= 0 or hb.timeout_ms <= 0:
+        raise ValueError("heartbeat interval and timeout must be positive")
+    if hb.max_missed < 1:
+        raise ValueError("--heartbeat-max-missed must be >= 1")
+    return hb
 
 
 def parse_config(argv: Sequence[str], env: Mapping[str, str] = os.environ) -> WorkerConfig:
@@ -177,6 +228,7 @@ def parse_config(argv: Sequence[str], env: Mapping[str, str] = os.environ) -> Wo
         grace_period_ms=ns.grace_period_ms,
         max_workers=ns.max_workers,
         cancel_grace_ms=ns.cancel_grace_ms,
+        heartbeat=heartbeat_config(ns, env),
         health_check=ns.health_check,
         list_tools=ns.list_tools,
         process_group=truthy(env.get("SNAKEPIT_PROCESS_GROUP")),

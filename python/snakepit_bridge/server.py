@@ -23,6 +23,7 @@ from typing import List, Mapping, Optional, Sequence
 from . import logging_setup
 from .config import MAX_MESSAGE_BYTES, WorkerConfig, parse_config, set_current
 from .errors import AdapterImportError, StartupError, error_type_name
+from .heartbeat import run_host_heartbeat
 from .lifeline import Lifeline
 
 log = logging.getLogger("snakepit_bridge.server")
@@ -209,6 +210,7 @@ async def serve(cfg: WorkerConfig, adapter_class: type, lifeline: Optional[Lifel
         raise StartupError(f"cannot bind {address}")
 
     started = False
+    heartbeat_task: Optional[asyncio.Future] = None
     try:
         await server.start()
         started = True
@@ -225,9 +227,18 @@ async def serve(cfg: WorkerConfig, adapter_class: type, lifeline: Optional[Lifel
                     from exc
         log.info("serving %s (adapter %s)", address if cfg.socket else f"127.0.0.1:{port}",
                  cfg.adapter)
+        if servicer.has_host and cfg.heartbeat.enabled:
+            def on_lost(reason: str) -> None:
+                log.error("stopping: %s", reason)
+                _kill_group_members()
+                request_stop(reason, True)
+            heartbeat_task = asyncio.ensure_future(run_host_heartbeat(
+                cfg.heartbeat, servicer.ping_host, on_lost))
 
         await stop_event.wait()
     finally:
+        if heartbeat_task is not None:
+            heartbeat_task.cancel()
         grace = min(HOST_LOST_GRACE_S, cfg.grace_period_s) if host_lost \
             else cfg.grace_period_s
         if started:

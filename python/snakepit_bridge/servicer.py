@@ -158,6 +158,10 @@ class BridgeServicer(pb2_grpc.BridgeServiceServicer):
             self._host_stub = pb2_grpc.BridgeServiceStub(self._host_channel)
         return self._host_stub
 
+    async def ping_host(self, timeout_s: float) -> None:
+        """One heartbeat call to the host's bridge server (raises on failure)."""
+        await self._host().Heartbeat(pb2.HeartbeatRequest(session_id=""), timeout=timeout_s)
+
     def _sync_host(self) -> Any:
         with self._sync_lock:
             if self._sync_host_stub is None:

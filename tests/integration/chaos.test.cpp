@@ -82,7 +82,8 @@ struct host {
 
 /// Starts the helper host and reads what it started (generous: workers start slowly
 /// on a loaded machine).
-host boot_host(const std::string& data_dir, int workers, int grandchildren) {
+host boot_host(const std::string& data_dir, int workers, int grandchildren,
+               std::vector<std::pair<std::string, std::string>> env = {}) {
   int fds[2];
   REQUIRE(::pipe2(fds, O_CLOEXEC) == 0);
   ad::process_spec spec;
@@ -91,6 +92,8 @@ host boot_host(const std::string& data_dir, int workers, int grandchildren) {
   spec.pass_lifeline = false;
   spec.new_process_group = true;
   spec.stdout_fd = fds[1];
+  if (!env.empty())
+    spec.env = ad::build_environment(env);
   auto child = ad::spawn_process(spec);
   ::close(fds[1]);
   REQUIRE_MESSAGE(child, explain(child.error()));
@@ -200,6 +203,34 @@ TEST_CASE("a host killed by SIGKILL takes every worker and grandchild along and 
   auto reg = open_registry(dir.path);
   CHECK(reg->entries().empty());
   CHECK(reg->runs().empty());
+}
+
+TEST_CASE("workers of a host that stops answering (SIGSTOP) miss its heartbeats and exit") {
+  temp_dir dir;
+  auto h = boot_host(dir.path, 2, 1, {{"SNAKEPIT_HELPER_HEARTBEAT_MS", "100"}});
+  for (auto pid : h.ours())
+    CHECK(pid_alive(pid));
+  // Stopped, not dead: the lifeline pipe stays open, only the heartbeat can tell.
+  REQUIRE(h.proc.signal(SIGSTOP));
+  auto t0 = clock_type::now();
+  auto all_gone = [&] {
+    for (auto pid : h.ours())
+      if (pid_alive(pid))
+        return false;
+    return true;
+  };
+  // 2 misses of (100 ms interval + 200 ms timeout), plus the worker's stop.
+  CHECK_MESSAGE(eventually(all_gone, 5s), "workers outlived a stopped host");
+  MESSAGE("workers of a stopped host gone after " << seconds_since(t0) << " s");
+  CHECK(h.proc.alive()); // the host itself is only stopped
+  h.kill_hard();
+  // Its runtime directory and registry entries go with the next sweep.
+  snakepit::config cfg;
+  cfg.data_dir = dir.path;
+  auto rep = snakepit::cleanup_orphans(cfg);
+  REQUIRE_MESSAGE(rep, explain(rep.error()));
+  CHECK(rep->killed == 0);
+  CHECK(open_registry(dir.path)->entries().empty());
 }
 
 TEST_CASE("a booting runtime kills a recorded orphan but not an unrelated process that "
