@@ -11,6 +11,7 @@
 #include <fmt/format.h>
 
 #include "adapters/errors.hpp"
+#include "adapters/log.hpp"
 #include "adapters/process.hpp"
 
 namespace snakepit {
@@ -108,7 +109,21 @@ std::string config::effective_python_path() const {
   return out;
 }
 
+caf::error log_config::validate() const {
+  if (!adapters::parse_log_level(level))
+    return invalid(fmt::format("log.level: '{}' is not trace, debug, info, warn, error, "
+                               "critical or off", level));
+  if (!adapters::parse_log_format(format))
+    return invalid(fmt::format("log.format: '{}' is neither \"text\" nor \"json\"", format));
+  if (!adapters::parse_log_level(worker_stderr_level))
+    return invalid(fmt::format("log.worker_stderr_level: '{}' is not trace, debug, info, "
+                               "warn, error, critical or off", worker_stderr_level));
+  return caf::none;
+}
+
 caf::error config::validate() const {
+  if (auto err = log.validate())
+    return err;
   if (pools.empty())
     return invalid("pools: at least one pool is required");
   std::set<std::string> names;

@@ -3,11 +3,18 @@
 stdout stays silent: the host parses nothing from it. The correlation id lives in a
 context variable, so it follows a request into ``asyncio.to_thread`` and executor calls
 made through ``contextvars.copy_context()``.
+
+Two formats (``SNAKEPIT_LOG_FORMAT``): ``text`` (default, for people) and ``json`` (one
+object per line with ts, level, logger, msg, worker_id, correlation_id, pid and, for
+exceptions, exc). The C++ host asks for ``json`` when it captures a worker's stderr and
+re-logs each record with its level and correlation id.
 """
 
 from __future__ import annotations
 
 import contextvars
+import datetime
+import json
 import logging
 import sys
 from typing import Optional
@@ -31,6 +38,27 @@ _LEVELS = {
 }
 
 
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record, on one line (newlines in messages are escaped)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        ts = datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc)
+        out = {
+            "ts": ts.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+            "worker_id": getattr(record, "worker_id", _worker_id),
+            "correlation_id": getattr(record, "correlation_id", "-"),
+            "pid": record.process,
+        }
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            out["exc"] = record.exc_text
+        return json.dumps(out, ensure_ascii=False, default=str)
+
+
 class _ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.worker_id = _worker_id
@@ -45,7 +73,13 @@ def parse_level(name: Optional[str]) -> int:
     return _LEVELS.get(name.strip().lower(), logging.WARNING)
 
 
-def configure(worker_id: str = "", level: Optional[str] = None) -> None:
+def parse_format(name: Optional[str]) -> str:
+    """Map ``SNAKEPIT_LOG_FORMAT`` values to ``text`` or ``json`` (default text)."""
+    return "json" if (name or "").strip().lower() == "json" else "text"
+
+
+def configure(worker_id: str = "", level: Optional[str] = None,
+              fmt: Optional[str] = None) -> None:
     """Send all logging to stderr in our format. Safe to call more than once."""
     global _worker_id
     _worker_id = worker_id or "-"
@@ -55,7 +89,10 @@ def configure(worker_id: str = "", level: Optional[str] = None) -> None:
             root.removeHandler(h)
     handler = logging.StreamHandler(sys.stderr)
     handler._snakepit = True  # type: ignore[attr-defined]
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    if parse_format(fmt) == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
     handler.addFilter(_ContextFilter())
     root.addHandler(handler)
     root.setLevel(parse_level(level))

@@ -290,12 +290,12 @@ def run(argv: Optional[Sequence[str]] = None, env: Optional[Mapping[str, str]] =
     try:
         cfg = parse_config(argv, env)
     except ValueError as exc:
-        logging_setup.configure("", env.get("SNAKEPIT_LOG_LEVEL"))
+        logging_setup.configure("", env.get("SNAKEPIT_LOG_LEVEL"), env.get("SNAKEPIT_LOG_FORMAT"))
         print(f"snakepit_bridge: error: {exc}", file=sys.stderr)
         write_error_file(_ready_file_hint(argv, env), StartupError(str(exc)))
         return EXIT_STARTUP_FAILURE
 
-    logging_setup.configure(cfg.worker_id, cfg.log_level)
+    logging_setup.configure(cfg.worker_id, cfg.log_level, cfg.log_format)
     set_current(cfg)
 
     if cfg.health_check:

@@ -277,6 +277,7 @@ class BridgeServicer(pb2_grpc.BridgeServiceServicer):
         cid = self._correlation_id(request, context)
         token = _cid_var.set(cid or "-")
         adapter = None
+        log.debug("tool %s started", request.tool_name)
         try:
             inline = request.metadata.get("thread_sensitive", "").lower() == "true"
             try:
@@ -304,6 +305,8 @@ class BridgeServicer(pb2_grpc.BridgeServiceServicer):
             finally:
                 await self._cleanup(adapter)
             response.execution_time_ms = int((time.perf_counter() - started) * 1000)
+            log.debug("tool %s finished in %d ms (success=%s)", request.tool_name,
+                      response.execution_time_ms, response.success)
             if cid:
                 response.metadata["correlation_id"] = cid
             return response
@@ -378,6 +381,8 @@ class BridgeServicer(pb2_grpc.BridgeServiceServicer):
         token = _cid_var.set(cid or "-")
         call_ctx = self._call_context(request, "execute_streaming_tool")
         tool_name = request.tool_name
+        started = time.perf_counter()
+        log.debug("streaming tool %s started", tool_name)
         adapter = None
         producer: Optional[asyncio.Future] = None
         stop = threading.Event()
@@ -459,6 +464,9 @@ class BridgeServicer(pb2_grpc.BridgeServiceServicer):
                 except BaseException:  # noqa: BLE001
                     pass
             await self._cleanup(adapter)
+            log.debug("streaming tool %s ended after %d ms (error=%s)", tool_name,
+                      int((time.perf_counter() - started) * 1000),
+                      type(error).__name__ if error is not None else None)
             try:
                 _cid_var.reset(token)
             except ValueError:  # finalized from another context

@@ -6,7 +6,9 @@ Tool names and signatures are part of the test contract with the C++ side.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import sys
 import time
 from typing import Any, Dict, Iterator, Optional
 
@@ -139,3 +141,19 @@ class ShowcaseAdapter(BaseAdapter):
     def bytes_concat(self, **kwargs: Any) -> bytes:
         return b"".join(bytes(kwargs[k]) for k in sorted(kwargs)
                         if isinstance(kwargs[k], (bytes, bytearray, memoryview)))
+
+    @tool(description="Logs message through Python logging at level (debug, info, "
+                      "warning, error) and, if raw, prints it to stderr too")
+    def log(self, message: str, level: str = "info", raw: bool = False) -> bool:
+        logging.getLogger("snakepit_bridge.showcase").log(
+            logging.getLevelName(level.upper()), "%s", message)
+        if raw:
+            print(message, file=sys.stderr, flush=True)
+        return True
+
+    @tool(description="Streams steps chunks, logging message (at info) before each",
+          supports_streaming=True)
+    def stream_log(self, message: str, steps: int = 2) -> Iterator[Dict[str, int]]:
+        for step in range(1, int(steps) + 1):
+            logging.getLogger("snakepit_bridge.showcase").info("%s step %d", message, step)
+            yield {"step": step}
