@@ -344,7 +344,7 @@ caf::expected<std::unique_ptr<runtime>> runtime::launch(std::unique_ptr<impl> p,
   }
   p->top = *top;
   if (env->log->enabled(adapters::log_level::info)) {
-    auto names = json::array();
+    auto names = adapters::log_fields::array();
     for (auto& pool : p->cfg.pools)
       names.push_back(pool.name);
     env->log->info("runtime started", {{"run_id", env->run_id}, {"pools", names}});

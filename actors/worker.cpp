@@ -74,6 +74,11 @@ struct worker_state {
 
 using worker_actor = caf::stateful_actor<worker_state>;
 
+/// The fields every log line of a worker carries.
+adapters::log_fields worker_fields(const worker_state& st) {
+  return adapters::log_fields{{"pool", st.args.pool_cfg.name}, {"worker_id", st.args.id}};
+}
+
 bool transport_failure(const caf::error& err) {
   auto code = errc_of(err);
   return code && (*code == errc::unavailable || *code == errc::internal
@@ -236,8 +241,8 @@ struct request_log {
   bool streaming = false;
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
 
-  json fields() const {
-    return json{{"pool", pool},           {"worker_id", worker_id},
+  adapters::log_fields fields() const {
+    return adapters::log_fields{{"pool", pool},           {"worker_id", worker_id},
                 {"command", command},     {"correlation_id", correlation_id},
                 {"session_id", session_id}, {"streaming", streaming}};
   }
@@ -293,10 +298,6 @@ const char* python_log_level(adapters::log_level lvl) {
       break;
   }
   return "none";
-}
-
-json worker_fields(const worker_state& st) {
-  return json{{"pool", st.args.pool_cfg.name}, {"worker_id", st.args.id}};
 }
 
 /// Hands one finished call to the pool (crash-aware, see rpc_done).

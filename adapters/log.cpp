@@ -15,7 +15,7 @@ namespace snakepit::adapters {
 
 namespace {
 
-using json = nlohmann::json;
+using json = log_fields;
 
 constexpr const char* text_pattern = "%Y-%m-%dT%H:%M:%S.%e %^%l%$ snakepit: %v";
 constexpr const char* json_pattern = "%v";
@@ -51,7 +51,7 @@ std::string utc_now() {
             % 1000;
   struct tm tm {};
   ::gmtime_r(&secs, &tm);
-  char buf[40];
+  char buf[80];
   std::snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
                 static_cast<int>(ms));

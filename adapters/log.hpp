@@ -24,6 +24,9 @@ class sink;
 
 namespace snakepit::adapters {
 
+/// The fields of a line: a JSON object whose keys keep their insertion order.
+using log_fields = nlohmann::ordered_json;
+
 /// Severity, lowest first; `off` disables the log.
 enum class log_level { trace, debug, info, warn, error, critical, off };
 
@@ -83,21 +86,21 @@ public:
   /// Writes one line (no-op when `lvl` is not enabled). `fields` must be an object
   /// (anything else is ignored); invalid UTF-8 in strings is replaced, never thrown.
   void log(log_level lvl, std::string_view msg,
-           const nlohmann::json& fields = nlohmann::json::object());
+           const log_fields& fields = log_fields::object());
 
-  void trace(std::string_view msg, const nlohmann::json& fields = nlohmann::json::object()) {
+  void trace(std::string_view msg, const log_fields& fields = log_fields::object()) {
     log(log_level::trace, msg, fields);
   }
-  void debug(std::string_view msg, const nlohmann::json& fields = nlohmann::json::object()) {
+  void debug(std::string_view msg, const log_fields& fields = log_fields::object()) {
     log(log_level::debug, msg, fields);
   }
-  void info(std::string_view msg, const nlohmann::json& fields = nlohmann::json::object()) {
+  void info(std::string_view msg, const log_fields& fields = log_fields::object()) {
     log(log_level::info, msg, fields);
   }
-  void warn(std::string_view msg, const nlohmann::json& fields = nlohmann::json::object()) {
+  void warn(std::string_view msg, const log_fields& fields = log_fields::object()) {
     log(log_level::warn, msg, fields);
   }
-  void error(std::string_view msg, const nlohmann::json& fields = nlohmann::json::object()) {
+  void error(std::string_view msg, const log_fields& fields = log_fields::object()) {
     log(log_level::error, msg, fields);
   }
 
@@ -115,7 +118,7 @@ public:
 
   /// Renders one line as it would be written (without the text format's timestamp
   /// and level prefix, which the sink's pattern adds). For tests and custom sinks.
-  std::string render(log_level lvl, std::string_view msg, const nlohmann::json& fields) const;
+  std::string render(log_level lvl, std::string_view msg, const log_fields& fields) const;
 
 private:
   logger(std::shared_ptr<spdlog::logger> impl, log_level lvl, log_format fmt);

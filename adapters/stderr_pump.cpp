@@ -17,7 +17,7 @@ namespace snakepit::adapters {
 
 namespace {
 
-using json = nlohmann::json;
+using json = log_fields;
 
 /// A line longer than this is logged in pieces (a runaway write without newlines
 /// must not grow the buffer without bound).

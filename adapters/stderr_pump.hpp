@@ -34,7 +34,7 @@ public:
   /// to the child as its stderr and close it right after the spawn, whether or not
   /// the spawn succeeded — the pump closes the read end once every writer is gone and
   /// the last (even unterminated) line is logged.
-  caf::expected<int> open(nlohmann::json fields);
+  caf::expected<int> open(log_fields fields);
 
   /// Read ends still open (a writer may still hold the pipe).
   size_t open_pipes() const;
@@ -54,7 +54,7 @@ private:
 /// log record (its level, logger, correlation id and exception text are kept); any
 /// other line is logged at `raw_level` with `stream=stderr` (and the correlation id if
 /// it carries `cid=<id>`, as Python's text log format does). Exposed for tests.
-void log_worker_line(logger& log, log_level raw_level, const nlohmann::json& fields,
+void log_worker_line(logger& log, log_level raw_level, const log_fields& fields,
                      std::string_view line);
 
 } // namespace snakepit::adapters
