@@ -57,6 +57,8 @@ struct worker_state {
   caf::error stop_reason;
   std::unordered_set<uint64_t> inflight;
   int missed_heartbeats = 0;
+  /// The worker's StreamTelemetry relay (open while ready).
+  adapters::stream_control telemetry_stream;
 
   ~worker_state() {
     // Last line of defence (e.g. the actor was killed): never leave the process.
@@ -136,6 +138,7 @@ void begin_stop(worker_actor* self, caf::error reason) {
     return;
   st.ph = phase::stopping;
   st.stop_reason = std::move(reason);
+  st.telemetry_stream.cancel();
   if (!st.proc || !st.proc->alive()) {
     self->quit(st.stop_reason);
     return;
@@ -164,6 +167,46 @@ void register_worker(worker_actor* self, int attempt) {
           });
 }
 
+/// `snakepit.python.<name>` (a leading `python.` of upstream's names is not doubled).
+std::string relay_name(const std::string& name) {
+  if (name.rfind("python.", 0) == 0)
+    return "snakepit." + name;
+  return "snakepit.python." + name;
+}
+
+/// Opens the worker's StreamTelemetry: its events go onto the runtime's bus with the
+/// pool and worker id added (upstream GrpcStream).
+void start_python_telemetry(worker_actor* self) {
+  auto& st = self->state;
+  auto bus = st.args.env->telemetry;
+  if (!bus)
+    return;
+  st.telemetry_stream = st.client.stream_telemetry(
+    [bus, pool = st.args.pool_cfg.name, id = st.args.id](adapters::python_event ev) {
+      if (ev.name.empty() || !bus->active())
+        return;
+      json md = json::object();
+      for (auto& [key, value] : ev.metadata)
+        md[key] = std::move(value);
+      md["pool"] = pool;
+      md["worker_id"] = id;
+      if (!ev.correlation_id.empty())
+        md["correlation_id"] = std::move(ev.correlation_id);
+      if (ev.timestamp_ns != 0)
+        md["python_timestamp_ns"] = ev.timestamp_ns;
+      bus->emit(relay_name(ev.name), std::move(ev.measurements), std::move(md));
+    },
+    [log = st.args.env->log, fields = worker_fields(st)](caf::error err) {
+      auto code = err ? errc_of(err) : std::optional<errc>{};
+      if (!err || code == errc::cancelled || code == errc::shutting_down
+          || !log->enabled(adapters::log_level::debug))
+        return;
+      auto f = fields;
+      f["error"] = describe(err);
+      log->debug("python telemetry stream ended", f);
+    });
+}
+
 void on_ready(worker_actor* self) {
   auto& st = self->state;
   st.ph = phase::ready;
@@ -173,6 +216,7 @@ void on_ready(worker_actor* self) {
     log->info("worker ready", f);
   }
   register_worker(self, 0);
+  start_python_telemetry(self);
   if (st.args.pool_cfg.heartbeat_enabled)
     self->delayed_send(self, st.args.pool_cfg.heartbeat_interval, heartbeat_atom::value);
   self->send(st.args.pool, worker_ready_atom::value, st.args.id,
@@ -493,6 +537,7 @@ caf::behavior worker_impl(worker_actor* self, worker_args args, supervision::sta
     [self](process_exited_atom, int code, int sig) {
       auto& st = self->state;
       adapters::process_exit e{code, sig};
+      st.telemetry_stream.cancel();
       if (st.proc) {
         // The worker led its own process group: whatever it started dies with it
         // (the group id stays reserved while members remain, so this cannot hit

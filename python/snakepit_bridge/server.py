@@ -230,6 +230,8 @@ async def serve(cfg: WorkerConfig, adapter_class: type, lifeline: Optional[Lifel
     finally:
         grace = min(HOST_LOST_GRACE_S, cfg.grace_period_s) if host_lost \
             else cfg.grace_period_s
+        # An open StreamTelemetry would hold server.stop for the whole grace period.
+        servicer.telemetry.close()
         if started:
             await server.stop(grace)
         await servicer.close()

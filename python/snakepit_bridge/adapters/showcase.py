@@ -12,6 +12,7 @@ import sys
 import time
 from typing import Any, Dict, Iterator, Optional
 
+from snakepit_bridge import telemetry
 from snakepit_bridge.adapter import BaseAdapter, tool
 from snakepit_bridge.config import THREAD_LIMIT_VARS, current_worker_id
 
@@ -157,3 +158,9 @@ class ShowcaseAdapter(BaseAdapter):
         for step in range(1, int(steps) + 1):
             logging.getLogger("snakepit_bridge.showcase").info("%s step %d", message, step)
             yield {"step": step}
+
+    @tool(description="Emits a telemetry event (relayed to the host as "
+                      "snakepit.python.<name>); returns whether it was queued")
+    def emit_event(self, name: str, measurements: Optional[Dict[str, Any]] = None,
+                   metadata: Optional[Dict[str, Any]] = None) -> bool:
+        return telemetry.emit(name, measurements or {}, metadata or {})
