@@ -309,11 +309,6 @@ class BridgeServicer(pb2_grpc.BridgeServiceServicer):
             finally:
                 await self._cleanup(adapter)
             response.execution_time_ms = int((time.perf_counter() - started) * 1000)
-            if self.telemetry.enabled:
-                self.telemetry.emit(
-                    "tool.execution.stop" if response.success else "tool.execution.exception",
-                    {"duration_ms": (time.perf_counter() - started) * 1000.0},
-                    {"tool": request.tool_name, "streaming": "false"})
             log.debug("tool %s finished in %d ms (success=%s)", request.tool_name,
                       response.execution_time_ms, response.success)
             if cid:
@@ -473,13 +468,6 @@ class BridgeServicer(pb2_grpc.BridgeServiceServicer):
                 except BaseException:  # noqa: BLE001
                     pass
             await self._cleanup(adapter)
-            if self.telemetry.enabled:
-                md = {"tool": tool_name, "streaming": "true"}
-                if error is not None:
-                    md["error_type"] = type(error).__name__
-                self.telemetry.emit(
-                    "tool.execution.stop" if error is None else "tool.execution.exception",
-                    {"duration_ms": (time.perf_counter() - started) * 1000.0}, md)
             log.debug("streaming tool %s ended after %d ms (error=%s)", tool_name,
                       int((time.perf_counter() - started) * 1000),
                       type(error).__name__ if error is not None else None)

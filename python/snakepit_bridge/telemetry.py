@@ -1,7 +1,7 @@
 """Python-side telemetry relayed to the host over ``StreamTelemetry`` (as upstream).
 
-Adapters call :func:`emit` (or use :func:`span`); the worker also emits
-``tool.execution.stop`` / ``tool.execution.exception`` for every tool call. Events wait
+Adapters call :func:`emit` (or use :func:`span`); as upstream, the worker emits nothing
+by itself, so a call costs nothing extra unless its tool emits. Events wait
 in one bounded buffer per process (oldest dropped, counted) until the host's stream
 reads them, so events emitted before the host connects are not lost. The host puts them
 on its bus as ``snakepit.python.<name>`` with the worker id and pool added.

@@ -153,30 +153,28 @@ def test_stream_telemetry_relays_buffered_and_live_events_and_ends_on_close(shor
             first = await call.read()
             assert list(first.event_parts) == ["before", "connect"]
             assert first.measurements["n"].int_value == 1
-            # A tool call emits tool.execution.stop with its correlation id.
+            # A tool's event carries its call's correlation id; the worker emits
+            # nothing by itself.
             resp = await stub.ExecuteTool(pb2.ExecuteToolRequest(
                 tool_name="emit_event",
                 parameters={"name": encode_param("model.loaded"),
                             "measurements": encode_param({"size": 3})},
                 metadata={"correlation_id": "cid-s"}))
             assert resp.success and json.loads(resp.result.value) is True
-            got = {}
-            while len(got) < 2:
-                ev = await call.read()
-                got[".".join(ev.event_parts)] = ev
-            assert got["model.loaded"].measurements["size"].int_value == 3
-            assert got["model.loaded"].correlation_id == "cid-s"
-            assert got["tool.execution.stop"].metadata["tool"] == "emit_event"
-            assert got["tool.execution.stop"].correlation_id == "cid-s"
-            # Control from the host: deny tool events from now on.
+            ev = await call.read()
+            assert list(ev.event_parts) == ["model", "loaded"]
+            assert ev.measurements["size"].int_value == 3
+            assert ev.correlation_id == "cid-s"
+            # Control from the host: deny model events from now on.
             await controls.put(pb2.TelemetryControl(
-                filter=pb2.TelemetryEventFilter(deny=["tool.*"])))
+                filter=pb2.TelemetryEventFilter(deny=["model.*"])))
             for _ in range(100):
                 if stream.deny:
                     break
                 await asyncio.sleep(0.01)
-            assert stream.deny == ["tool.*"]
-            await stub.ExecuteTool(pb2.ExecuteToolRequest(tool_name="ping"))
+            assert stream.deny == ["model.*"]
+            await stub.ExecuteTool(pb2.ExecuteToolRequest(
+                tool_name="emit_event", parameters={"name": encode_param("model.denied")}))
             threading.Thread(target=stream.emit, args=("from.thread",)).start()
             ev = await call.read()
             assert list(ev.event_parts) == ["from", "thread"]

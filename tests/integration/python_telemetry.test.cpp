@@ -1,5 +1,5 @@
 // Python-side telemetry relayed through StreamTelemetry onto the host's bus as
-// snakepit.python.*, with real workers: adapter events, the automatic tool events,
+// snakepit.python.*, with real workers: adapter events from unary and streaming calls,
 // correlation ids, a restarted worker's stream, and a stop the open stream never holds.
 #include <mutex>
 #include <vector>
@@ -87,31 +87,27 @@ TEST_CASE("events a Python tool emits reach the bus as snakepit.python.* with wo
   CHECK(md(*ev, "correlation_id") == "cid-pytel-1");
   CHECK(ev->metadata["python_timestamp_ns"].get<int64_t>() > 0);
 
-  // The worker's own event for every tool call, with the call's correlation id.
-  auto stop = seen.wait_for("snakepit.python.tool.execution.stop", [](auto& e) {
-    return md(e, "correlation_id") == "cid-pytel-1";
-  });
-  REQUIRE_MESSAGE(stop, seen.names());
-  CHECK(md(*stop, "tool") == "emit_event");
-  CHECK(md(*stop, "streaming") == "false");
-  CHECK(stop->measurements["duration_ms"].is_number());
-
-  CHECK_FALSE(r.execute("fail"));
-  auto exc = seen.wait_for("snakepit.python.tool.execution.exception",
-                           [](auto& e) { return md(e, "tool") == "fail"; });
-  REQUIRE_MESSAGE(exc, seen.names());
-  CHECK(md(*exc, "correlation_id").rfind("default-", 0) == 0);
-
+  // From a streaming tool: each event carries the stream's correlation id.
   snakepit::execute_options streamed;
   streamed.correlation_id = "cid-pytel-stream";
-  auto err = r.execute_stream("stream_progress", {{"steps", 2}},
+  auto err = r.execute_stream("stream_log", {{"message", "m"}, {"steps", 2}},
                               [](const json&, bool) { return true; }, streamed);
   REQUIRE_MESSAGE(!err, explain(err));
-  auto sstop = seen.wait_for("snakepit.python.tool.execution.stop", [](auto& e) {
-    return md(e, "correlation_id") == "cid-pytel-stream";
-  });
-  REQUIRE_MESSAGE(sstop, seen.names());
-  CHECK(md(*sstop, "streaming") == "true");
+  for (int step : {1, 2}) {
+    auto sev = seen.wait_for("snakepit.python.showcase.stream_step", [&](auto& e) {
+      return e.measurements.value("step", 0) == step;
+    });
+    REQUIRE_MESSAGE(sev, seen.names());
+    CHECK(md(*sev, "correlation_id") == "cid-pytel-stream");
+    CHECK(md(*sev, "worker_id") == res->worker_id);
+    CHECK(md(*sev, "message") == "m");
+  }
+  // A generated id reaches the events too.
+  res = r.execute("emit_event", {{"name", "no.cid.given"}});
+  REQUIRE_MESSAGE(res, explain(res.error()));
+  auto gen = seen.wait_for("snakepit.python.no.cid.given", [](auto&) { return true; });
+  REQUIRE_MESSAGE(gen, seen.names());
+  CHECK(md(*gen, "correlation_id").rfind("default-", 0) == 0);
 
   // Upstream's python.* names are not doubled; invalid names are refused in Python.
   res = r.execute("emit_event", {{"name", "python.memory.sampled"},

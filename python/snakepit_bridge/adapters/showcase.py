@@ -152,11 +152,13 @@ class ShowcaseAdapter(BaseAdapter):
             print(message, file=sys.stderr, flush=True)
         return True
 
-    @tool(description="Streams steps chunks, logging message (at info) before each",
+    @tool(description="Streams steps chunks, logging message (at info) and emitting the "
+                      "telemetry event showcase.stream_step before each",
           supports_streaming=True)
     def stream_log(self, message: str, steps: int = 2) -> Iterator[Dict[str, int]]:
         for step in range(1, int(steps) + 1):
             logging.getLogger("snakepit_bridge.showcase").info("%s step %d", message, step)
+            telemetry.emit("showcase.stream_step", {"step": step}, {"message": message})
             yield {"step": step}
 
     @tool(description="Emits a telemetry event (relayed to the host as "
