@@ -6,6 +6,7 @@
 #include <cstdio>
 
 #include <spdlog/logger.h>
+#include <spdlog/pattern_formatter.h>
 #include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 
@@ -17,8 +18,29 @@ namespace {
 
 using json = log_fields;
 
-constexpr const char* text_pattern = "%Y-%m-%dT%H:%M:%S.%e %^%l%$ snakepit: %v";
+// `%*` is our level name ("warn", as in JSON lines, not spdlog's "warning").
+constexpr const char* text_pattern = "%Y-%m-%dT%H:%M:%S.%e %^%*%$ snakepit: %v";
 constexpr const char* json_pattern = "%v";
+
+class level_flag final : public spdlog::custom_flag_formatter {
+public:
+  void format(const spdlog::details::log_msg& msg, const std::tm&,
+              spdlog::memory_buf_t& dest) override {
+    std::string_view name = to_string(static_cast<log_level>(static_cast<int>(msg.level)));
+    dest.append(name.data(), name.data() + name.size());
+  }
+
+  std::unique_ptr<custom_flag_formatter> clone() const override {
+    return std::make_unique<level_flag>();
+  }
+};
+
+std::unique_ptr<spdlog::formatter> make_formatter(log_format fmt) {
+  auto f = std::make_unique<spdlog::pattern_formatter>();
+  f->add_flag<level_flag>('*');
+  f->set_pattern(fmt == log_format::json ? json_pattern : text_pattern);
+  return f;
+}
 
 spdlog::level::level_enum to_spdlog(log_level lvl) {
   return static_cast<spdlog::level::level_enum>(static_cast<int>(lvl));
@@ -115,16 +137,15 @@ logger::~logger() {
 
 caf::expected<std::shared_ptr<logger>> logger::create(log_options opts) {
   std::vector<spdlog::sink_ptr> sinks;
-  auto pattern = opts.format == log_format::json ? json_pattern : text_pattern;
   if (opts.to_stderr) {
     auto s = std::make_shared<spdlog::sinks::stderr_color_sink_mt>();
-    s->set_pattern(pattern);
+    s->set_formatter(make_formatter(opts.format));
     sinks.push_back(std::move(s));
   }
   if (!opts.file.empty()) {
     try {
       auto s = std::make_shared<spdlog::sinks::basic_file_sink_mt>(opts.file, false);
-      s->set_pattern(pattern);
+      s->set_formatter(make_formatter(opts.format));
       sinks.push_back(std::move(s));
     } catch (const std::exception& e) {
       return make_error(errc::invalid_config,

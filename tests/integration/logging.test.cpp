@@ -245,10 +245,11 @@ TEST_CASE("text lines go to the log file for requests and the worker's lines and
   auto res = r.execute("log", {{"message", "text-format"}}, given);
   REQUIRE_MESSAGE(res, explain(res.error()));
   auto worker = res->worker_id;
+  auto pid = r.list_workers()->front().pid;
   CHECK_FALSE(r.execute("crash"));
   REQUIRE(eventually([&] {
     auto ws = r.list_workers();
-    return ws && ws->size() == 1;
+    return ws && ws->size() == 1 && ws->front().pid != pid;
   }));
   stop_and_check(r);
   auto text = read_all(dir->file("host.log"));
