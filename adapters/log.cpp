@@ -23,10 +23,11 @@ constexpr const char* text_pattern = "%Y-%m-%dT%H:%M:%S.%e %^%*%$ snakepit: %v";
 constexpr const char* json_pattern = "%v";
 
 class level_flag final : public spdlog::custom_flag_formatter {
-public:
+ public:
   void format(const spdlog::details::log_msg& msg, const std::tm&,
               spdlog::memory_buf_t& dest) override {
-    std::string_view name = to_string(static_cast<log_level>(static_cast<int>(msg.level)));
+    std::string_view name =
+      to_string(static_cast<log_level>(static_cast<int>(msg.level)));
     dest.append(name.data(), name.data() + name.size());
   }
 
@@ -61,7 +62,8 @@ bool needs_quotes(const std::string& s) {
 }
 
 bool skipped(const json& value) {
-  return value.is_null() || (value.is_string() && value.get_ref<const std::string&>().empty());
+  return value.is_null() ||
+         (value.is_string() && value.get_ref<const std::string&>().empty());
 }
 
 /// UTC, millisecond precision, e.g. 2026-11-23T18:37:51.123Z.
@@ -69,14 +71,14 @@ std::string utc_now() {
   auto now = std::chrono::system_clock::now();
   auto secs = std::chrono::system_clock::to_time_t(now);
   auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch())
-              .count()
-            % 1000;
+              .count() %
+            1000;
   struct tm tm {};
   ::gmtime_r(&secs, &tm);
   char buf[80];
-  std::snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                static_cast<int>(ms));
+  std::snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
+                tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+                tm.tm_sec, static_cast<int>(ms));
   return buf;
 }
 
@@ -110,20 +112,20 @@ std::optional<log_format> parse_log_format(std::string_view name) {
 
 const char* to_string(log_level lvl) {
   switch (lvl) {
-    case log_level::trace:
-      return "trace";
-    case log_level::debug:
-      return "debug";
-    case log_level::info:
-      return "info";
-    case log_level::warn:
-      return "warn";
-    case log_level::error:
-      return "error";
-    case log_level::critical:
-      return "critical";
-    case log_level::off:
-      break;
+  case log_level::trace:
+    return "trace";
+  case log_level::debug:
+    return "debug";
+  case log_level::info:
+    return "info";
+  case log_level::warn:
+    return "warn";
+  case log_level::error:
+    return "error";
+  case log_level::critical:
+    return "critical";
+  case log_level::off:
+    break;
   }
   return "off";
 }
@@ -164,8 +166,8 @@ caf::expected<std::shared_ptr<logger>> logger::create(log_options opts) {
 
 std::shared_ptr<logger> logger::null() {
   auto impl = std::make_shared<spdlog::logger>("snakepit");
-  return std::shared_ptr<logger>{new logger(std::move(impl), log_level::off,
-                                            log_format::text)};
+  return std::shared_ptr<logger>{
+    new logger(std::move(impl), log_level::off, log_format::text)};
 }
 
 void logger::set_level(log_level lvl) noexcept {
@@ -177,7 +179,8 @@ void logger::flush() {
     impl_->flush();
 }
 
-std::string logger::render(log_level lvl, std::string_view msg, const json& fields) const {
+std::string logger::render(log_level lvl, std::string_view msg,
+                           const json& fields) const {
   std::string out;
   if (format_ == log_format::json) {
     out.reserve(96 + msg.size());
@@ -189,7 +192,8 @@ std::string logger::render(log_level lvl, std::string_view msg, const json& fiel
     out += dump(json(std::string{msg}));
     if (fields.is_object())
       for (auto& [key, value] : fields.items()) {
-        if (skipped(value) || key == "ts" || key == "level" || key == "logger" || key == "msg")
+        if (skipped(value) || key == "ts" || key == "level" || key == "logger" ||
+            key == "msg")
           continue;
         out += ',';
         out += dump(json(key));

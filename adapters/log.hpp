@@ -65,7 +65,7 @@ struct log_options {
 /// A thread-safe structured logger. Fields are a JSON object; in the text format they
 /// are rendered as `key=value` after the message.
 class logger {
-public:
+ public:
   /// Opens the sinks; fails with errc::invalid_config naming the file that cannot be
   /// opened.
   static caf::expected<std::shared_ptr<logger>> create(log_options opts);
@@ -120,7 +120,7 @@ public:
   /// and level prefix, which the sink's pattern adds). For tests and custom sinks.
   std::string render(log_level lvl, std::string_view msg, const log_fields& fields) const;
 
-private:
+ private:
   logger(std::shared_ptr<spdlog::logger> impl, log_level lvl, log_format fmt);
 
   std::shared_ptr<spdlog::logger> impl_;

@@ -44,7 +44,8 @@ std::string cid_in(std::string_view line) {
     return {};
   auto start = pos + 5;
   auto end = line.find(' ', start);
-  auto cid = std::string{line.substr(start, end == std::string_view::npos ? end : end - start)};
+  auto cid =
+    std::string{line.substr(start, end == std::string_view::npos ? end : end - start)};
   return cid == "-" ? std::string{} : cid;
 }
 
@@ -142,8 +143,8 @@ struct stderr_pump::impl {
     int fds[2];
     if (::pipe2(fds, O_CLOEXEC) != 0)
       return make_error(errc::start_failed,
-                        "cannot create a stderr pipe: "
-                          + std::error_code{errno, std::generic_category()}.message());
+                        "cannot create a stderr pipe: " +
+                          std::error_code{errno, std::generic_category()}.message());
     ::fcntl(fds[0], F_SETFL, ::fcntl(fds[0], F_GETFL) | O_NONBLOCK);
     std::lock_guard<std::mutex> guard{mtx};
     if (stopping) {

@@ -19,7 +19,7 @@ namespace snakepit::adapters {
 /// Drains worker stderr pipes on one thread; never lets a pipe fill up (a worker
 /// writing stderr is only ever held back by the log's own sinks).
 class stderr_pump {
-public:
+ public:
   /// `raw_level` is the level of lines that are not structured log records.
   stderr_pump(logger_ptr log, log_level raw_level);
 
@@ -46,7 +46,7 @@ public:
   /// Implementation detail.
   struct impl;
 
-private:
+ private:
   std::unique_ptr<impl> impl_;
 };
 
