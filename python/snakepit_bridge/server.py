@@ -298,6 +298,8 @@ def run(argv: Optional[Sequence[str]] = None, env: Optional[Mapping[str, str]] =
         return EXIT_STARTUP_FAILURE
 
     logging_setup.configure(cfg.worker_id, cfg.log_level, cfg.log_format)
+    if logging_setup.parse_format(cfg.log_format) == "json" and not cfg.list_tools:
+        logging_setup.capture_prints()
     set_current(cfg)
 
     if cfg.health_check:

@@ -43,6 +43,38 @@ def test_json_records_carry_worker_and_correlation_id(capsys):
     assert "ValueError: bad" in recs[2]["exc"]
 
 
+def test_line_records_turn_prints_into_json_with_the_correlation_id():
+    import io
+    import threading
+
+    target = io.StringIO()
+    out = logging_setup.LineRecords(target, "stderr")
+    token = logging_setup.correlation_id.set("cid-p")
+    try:
+        print("hello", "world", file=out)
+        out.write("partial ")
+    finally:
+        logging_setup.correlation_id.reset(token)
+
+    def other_thread():
+        out.write("from a thread\n")
+
+    t = threading.Thread(target=other_thread)
+    t.start()
+    t.join()
+    out.write("end\n")  # completes this thread's partial line
+    out.write("x" * (logging_setup.LineRecords.MAX_LINE + 1))
+    out.write("tail")
+    out.flush()
+    recs = [json.loads(line) for line in target.getvalue().splitlines()]
+    assert [r["msg"] for r in recs[:3]] == ["hello world", "from a thread", "partial end"]
+    assert recs[0]["correlation_id"] == "cid-p" and recs[0]["stream"] == "stderr"
+    assert "correlation_id" not in recs[1]
+    assert "level" not in recs[0]
+    assert len(recs[3]["msg"]) == logging_setup.LineRecords.MAX_LINE + 1
+    assert recs[4]["msg"] == "tail"
+
+
 def test_text_format_is_the_default_and_levels_filter(capsys):
     try:
         logging_setup.configure("w2", "warning", None)

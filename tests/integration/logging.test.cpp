@@ -212,8 +212,10 @@ TEST_SUITE("integration.logging") {
     auto& r = **rt;
     // At level debug the logging record is below the worker's level: only the print
     // reaches the host.
+    snakepit::execute_options given;
+    given.correlation_id = "cid-print-1";
     auto res = r.execute(
-      "log", {{"message", "printed to stderr"}, {"level", "debug"}, {"raw", true}});
+      "log", {{"message", "printed to stderr"}, {"level", "debug"}, {"raw", true}}, given);
     REQUIRE_MESSAGE(res, explain(res.error()));
     auto line = sink->wait_for(
       [](const json& rec) { return str(rec, "msg") == "printed to stderr"; });
@@ -221,6 +223,9 @@ TEST_SUITE("integration.logging") {
     CHECK(str(*line, "worker_id") == res->worker_id);
     CHECK(str(*line, "pool") == "default");
     CHECK(str(*line, "stream") == "stderr");
+    // The worker turns its prints into records that carry the request's id.
+    CHECK(str(*line, "correlation_id") == "cid-print-1");
+    CHECK(str(*line, "source") == "python");
     CHECK(str(*line, "level") == "warn");
     auto lines = sink->lines();
     CHECK(std::count_if(lines.begin(), lines.end(), [](const std::string& l) {
