@@ -12,6 +12,7 @@
 
 #include "actors/lifecycle.hpp"
 #include "adapters/errors.hpp"
+#include "adapters/log.hpp"
 #include "adapters/process.hpp"
 
 namespace snakepit {
@@ -168,7 +169,21 @@ caf::error validate_metrics_address(const std::string& address, bool allow_remot
 
 } // namespace
 
+caf::error log_config::validate() const {
+  if (!adapters::parse_log_level(level))
+    return invalid(fmt::format("log.level: '{}' is not trace, debug, info, warn, error, "
+                               "critical or off", level));
+  if (!adapters::parse_log_format(format))
+    return invalid(fmt::format("log.format: '{}' is neither \"text\" nor \"json\"", format));
+  if (!adapters::parse_log_level(worker_stderr_level))
+    return invalid(fmt::format("log.worker_stderr_level: '{}' is not trace, debug, info, "
+                               "warn, error, critical or off", worker_stderr_level));
+  return caf::none;
+}
+
 caf::error config::validate() const {
+  if (auto err = log.validate())
+    return err;
   if (pools.empty())
     return invalid("pools: at least one pool is required");
   std::set<std::string> names;

@@ -116,6 +116,30 @@ struct pool_config {
   size_t capacity() const;
 };
 
+/// The runtime's log (docs/observability.md, "Logs"): the host's own lines and the
+/// captured stderr of its workers.
+struct log_config {
+  /// Lowest level written: trace, debug, info, warn, error, critical or off. Workers
+  /// log at the matching Python level (a pool's adapter_env SNAKEPIT_LOG_LEVEL wins).
+  std::string level = "warn";
+  /// "text" (`<ts> <level> snakepit: <msg> key=value ...`) or "json" (one object per
+  /// line: ts, level, logger, msg and the fields).
+  std::string format = "text";
+  /// Write lines to the host's stderr.
+  bool to_stderr = true;
+  /// Also append lines to this file; empty = no file.
+  std::string file;
+  /// Read each worker's stderr through a pipe and log it line by line with the
+  /// worker's id (false: workers inherit the host's stderr, untouched).
+  bool capture_worker_stderr = true;
+  /// Level of captured stderr lines that are not Python log records (print,
+  /// tracebacks, warnings).
+  std::string worker_stderr_level = "warn";
+
+  /// Checks the names; the message names the field (`log.level: ...`).
+  caf::error validate() const;
+};
+
 /// The whole runtime.
 struct config {
   /// Interpreter that has grpcio and protobuf (Debian's, not the first on PATH).
@@ -157,6 +181,8 @@ struct config {
   /// Serve stats and workers as JSON on `<runtime dir>/control.sock` (mode 0600),
   /// where `snakepit stats` and `snakepit workers` find a running instance.
   bool control_socket = true;
+  /// The log (`[log]` in a config file).
+  log_config log;
 
   /// Checks the fields and (if `check_interpreter`) the interpreter itself:
   /// missing, not executable, or without grpc. Runs no worker.

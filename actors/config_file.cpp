@@ -342,6 +342,18 @@ key_table pool_keys(const context& c, pool_config& p) {
   return keys;
 }
 
+key_table log_keys(const context& c, log_config& l) {
+  key_table keys;
+  keys["level"] = {"level", string_field(c, l.level)};
+  keys["format"] = {"format", string_field(c, l.format)};
+  keys["to_stderr"] = {"to_stderr", bool_field(c, l.to_stderr)};
+  keys["file"] = {"file", string_field(c, l.file)};
+  keys["capture_worker_stderr"] = {"capture_worker_stderr",
+                                   bool_field(c, l.capture_worker_stderr)};
+  keys["worker_stderr_level"] = {"worker_stderr_level", string_field(c, l.worker_stderr_level)};
+  return keys;
+}
+
 caf::error read_pools(const context& c, const toml::node& n, std::vector<pool_config>& out) {
   auto arr = n.as_array();
   if (!arr)
@@ -411,6 +423,12 @@ caf::expected<config> parse_config(std::string_view toml_text, std::string origi
   keys["pools"] = {"pools", [&c, &cfg](const toml::node& n, const std::string&) {
                      return read_pools(c, n, cfg.pools);
                    }};
+  keys["log"] = {"log", [&c, &cfg](const toml::node& n, const std::string& path) {
+                   auto tbl = n.as_table();
+                   if (!tbl)
+                     return c.wrong_type(path, "table", n);
+                   return apply(c, *tbl, path, log_keys(c, cfg.log));
+                 }};
   if (auto err = apply(c, doc, "", keys))
     return err;
   if (!doc.contains("pools"))
@@ -440,6 +458,8 @@ caf::expected<config> load_config(const std::string& path) {
   for (auto& entry : cfg->python_path)
     if (!entry.empty() && std::filesystem::path{entry}.is_relative())
       entry = (dir / entry).lexically_normal().string();
+  if (auto& file = cfg->log.file; !file.empty() && std::filesystem::path{file}.is_relative())
+    file = (dir / file).lexically_normal().string();
   return cfg;
 }
 

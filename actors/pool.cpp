@@ -511,6 +511,11 @@ void accept(pool_actor* self, execute_request req, sink out, caf::actor_addr cal
   if (st.queue.size() >= st.cfg.max_queue_size) {
     ++st.stats.saturations;
     --st.stats.requests;
+    if (auto& log = st.env->log; log->enabled(adapters::log_level::warn))
+      log->warn("pool saturated: request refused",
+                {{"pool", st.cfg.name}, {"command", p.req.command},
+                 {"correlation_id", p.req.opts.correlation_id},
+                 {"queue_size", st.queue.size()}});
     emit(
       self, "snakepit.pool.saturated",
       [&] {
@@ -1230,6 +1235,11 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg,
       // The call's own deadline may be shorter than the queue timeout: then it is
       // the deadline that passed, and the caller gets `timeout`.
       auto deadline_passed = p.deadline <= self->clock().now();
+      if (auto& log = st.env->log; log->enabled(adapters::log_level::warn))
+        log->warn(deadline_passed ? "request deadline passed in the queue"
+                                  : "queue timeout: no worker became free",
+                  {{"pool", st.cfg.name}, {"command", p.req.command},
+                   {"correlation_id", p.req.opts.correlation_id}});
       emit(
         self, "snakepit.queue.timeout", [] { return json::object(); },
         [&] {

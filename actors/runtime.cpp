@@ -28,8 +28,10 @@
 #include "adapters/bridge_client.hpp"
 #include "adapters/bridge_server.hpp"
 #include "adapters/errors.hpp"
+#include "adapters/log.hpp"
 #include "adapters/process.hpp"
 #include "adapters/process_registry.hpp"
+#include "adapters/stderr_pump.hpp"
 #include "supervision/dynamic_supervisor.hpp"
 #include "supervision/registry.hpp"
 #include "supervision/supervisor.hpp"
@@ -173,6 +175,9 @@ struct runtime::impl {
     if (bridge)
       bridge->stop();
     reap_all(cfg.shutdown_timeout);
+    // Every worker is gone: their pipes are at EOF and the last lines get logged.
+    if (env->stderr_pump)
+      env->stderr_pump->stop();
     if (registry)
       registry->end_run(env->run_id);
     if (env->grpc)
@@ -181,6 +186,9 @@ struct runtime::impl {
       env->telemetry->stop();
     if (dir)
       dir->remove();
+    if (env->log->enabled(adapters::log_level::info))
+      env->log->info("runtime stopped", {{"run_id", env->run_id}});
+    env->log->flush();
     return result;
   }
 };
@@ -243,6 +251,21 @@ caf::expected<std::unique_ptr<runtime>> runtime::launch(std::unique_ptr<impl> p,
   p->dir.emplace(std::move(*dir));
   claim_and_sweep_runtime_dirs(p->dir->path());
   auto env = std::make_shared<actors::worker_env>();
+  {
+    adapters::log_options lopts;
+    lopts.level = *adapters::parse_log_level(p->cfg.log.level);
+    lopts.format = *adapters::parse_log_format(p->cfg.log.format);
+    lopts.to_stderr = p->cfg.log.to_stderr;
+    lopts.file = p->cfg.log.file;
+    lopts.sinks = opts.log_sinks;
+    auto log = adapters::logger::create(std::move(lopts));
+    if (!log)
+      return log.error();
+    env->log = std::move(*log);
+    if (p->cfg.log.capture_worker_stderr)
+      env->stderr_pump = std::make_shared<adapters::stderr_pump>(
+        env->log, *adapters::parse_log_level(p->cfg.log.worker_stderr_level));
+  }
   env->python = p->cfg.python;
   env->python_path = p->cfg.effective_python_path();
   env->run_id = actors::make_run_id();
@@ -326,6 +349,12 @@ caf::expected<std::unique_ptr<runtime>> runtime::launch(std::unique_ptr<impl> p,
     return top.error();
   }
   p->top = *top;
+  if (env->log->enabled(adapters::log_level::info)) {
+    auto names = adapters::log_fields::array();
+    for (auto& pool : p->cfg.pools)
+      names.push_back(pool.name);
+    env->log->info("runtime started", {{"run_id", env->run_id}, {"pools", names}});
+  }
   std::unique_ptr<runtime> rt{new runtime(std::move(p))};
   auto servers = actors::start_control_servers(*rt, rt->impl_->cfg);
   if (!servers) {
@@ -759,6 +788,10 @@ const std::string& runtime::run_id() const {
 
 telemetry::bus& runtime::telemetry() {
   return *impl_->env->telemetry;
+}
+
+adapters::logger& runtime::log() {
+  return *impl_->env->log;
 }
 
 caf::expected<adapters::sweep_report> cleanup_orphans(const config& cfg) {

@@ -32,6 +32,14 @@ struct event;
 class bus;
 } // namespace snakepit::telemetry
 
+namespace spdlog::sinks {
+class sink;
+} // namespace spdlog::sinks
+
+namespace snakepit::adapters {
+class logger;
+} // namespace snakepit::adapters
+
 namespace snakepit {
 
 /// Registers the snakepit error category with a host's actor system config
@@ -49,6 +57,9 @@ struct start_options {
   /// start-up events such as `snakepit.pool.init_started` reach them.
   std::vector<std::pair<std::string, std::function<void(const telemetry::event&)>>>
     telemetry_handlers;
+  /// spdlog sinks of the host that receive the runtime's log lines besides
+  /// `config::log`'s stderr and file (docs/observability.md, "Logs").
+  std::vector<std::shared_ptr<spdlog::sinks::sink>> log_sinks;
 };
 
 /// A running snakepit: the supervision tree, its pools and their workers.
@@ -181,6 +192,9 @@ public:
 
   /// The runtime's telemetry bus: attach handlers here (docs/telemetry.md).
   telemetry::bus& telemetry();
+
+  /// The runtime's log (level adjustable at run time; see adapters/log.hpp).
+  adapters::logger& log();
 
   struct impl;
 

@@ -19,7 +19,9 @@
 #include "actors/types.hpp"
 #include "adapters/bridge_client.hpp"
 #include "adapters/errors.hpp"
+#include "adapters/log.hpp"
 #include "adapters/process.hpp"
+#include "adapters/stderr_pump.hpp"
 #include "supervision/atoms.hpp"
 #include "supervision/supervisor.hpp"
 
@@ -55,6 +57,8 @@ struct worker_state {
   caf::error stop_reason;
   std::unordered_set<uint64_t> inflight;
   int missed_heartbeats = 0;
+  /// The worker's StreamTelemetry relay (open while ready).
+  adapters::stream_control telemetry_stream;
 
   ~worker_state() {
     // Last line of defence (e.g. the actor was killed): never leave the process.
@@ -71,6 +75,11 @@ struct worker_state {
 };
 
 using worker_actor = caf::stateful_actor<worker_state>;
+
+/// The fields every log line of a worker carries.
+adapters::log_fields worker_fields(const worker_state& st) {
+  return adapters::log_fields{{"pool", st.args.pool_cfg.name}, {"worker_id", st.args.id}};
+}
 
 bool transport_failure(const caf::error& err) {
   auto code = errc_of(err);
@@ -112,6 +121,11 @@ std::string startup_error_text(const std::string& ready_path) {
 /// failed starts) unless the start was cut short by a stop request.
 void fail_start(worker_actor* self, caf::error reason, bool tell_pool = true) {
   auto& st = self->state;
+  if (auto& log = st.args.env->log; log->enabled(adapters::log_level::error)) {
+    auto f = worker_fields(st);
+    f["error"] = describe(reason);
+    log->error("worker failed to start", f);
+  }
   if (st.proc && st.proc->alive())
     st.proc->signal_group(SIGKILL);
   if (tell_pool)
@@ -128,6 +142,7 @@ void begin_stop(worker_actor* self, caf::error reason) {
     return;
   st.ph = phase::stopping;
   st.stop_reason = std::move(reason);
+  st.telemetry_stream.cancel();
   if (!st.proc || !st.proc->alive()) {
     self->quit(st.stop_reason);
     return;
@@ -156,10 +171,56 @@ void register_worker(worker_actor* self, int attempt) {
           });
 }
 
+/// `snakepit.python.<name>` (a leading `python.` of upstream's names is not doubled).
+std::string relay_name(const std::string& name) {
+  if (name.rfind("python.", 0) == 0)
+    return "snakepit." + name;
+  return "snakepit.python." + name;
+}
+
+/// Opens the worker's StreamTelemetry: its events go onto the runtime's bus with the
+/// pool and worker id added (upstream GrpcStream).
+void start_python_telemetry(worker_actor* self) {
+  auto& st = self->state;
+  auto bus = st.args.env->telemetry;
+  if (!bus)
+    return;
+  st.telemetry_stream = st.client.stream_telemetry(
+    [bus, pool = st.args.pool_cfg.name, id = st.args.id](adapters::python_event ev) {
+      if (ev.name.empty() || !bus->active())
+        return;
+      json md = json::object();
+      for (auto& [key, value] : ev.metadata)
+        md[key] = std::move(value);
+      md["pool"] = pool;
+      md["worker_id"] = id;
+      if (!ev.correlation_id.empty())
+        md["correlation_id"] = std::move(ev.correlation_id);
+      if (ev.timestamp_ns != 0)
+        md["python_timestamp_ns"] = ev.timestamp_ns;
+      bus->emit(relay_name(ev.name), std::move(ev.measurements), std::move(md));
+    },
+    [log = st.args.env->log, fields = worker_fields(st)](caf::error err) {
+      auto code = err ? errc_of(err) : std::optional<errc>{};
+      if (!err || code == errc::cancelled || code == errc::shutting_down
+          || !log->enabled(adapters::log_level::debug))
+        return;
+      auto f = fields;
+      f["error"] = describe(err);
+      log->debug("python telemetry stream ended", f);
+    });
+}
+
 void on_ready(worker_actor* self) {
   auto& st = self->state;
   st.ph = phase::ready;
+  if (auto& log = st.args.env->log; log->enabled(adapters::log_level::info)) {
+    auto f = worker_fields(st);
+    f["pid"] = st.proc->pid();
+    log->info("worker ready", f);
+  }
   register_worker(self, 0);
+  start_python_telemetry(self);
   if (st.args.pool_cfg.heartbeat_enabled)
     self->delayed_send(self, st.args.pool_cfg.heartbeat_interval, heartbeat_atom::value);
   self->send(st.args.pool, worker_ready_atom::value, st.args.id,
@@ -217,6 +278,76 @@ adapters::tool_call to_tool_call(execute_request req) {
   return call;
 }
 
+/// What the log lines of one request carry; copied into the call's completion.
+struct request_log {
+  adapters::logger_ptr log;
+  std::string pool;
+  std::string worker_id;
+  std::string command;
+  std::string correlation_id;
+  std::string session_id;
+  bool streaming = false;
+  std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
+
+  adapters::log_fields fields() const {
+    return adapters::log_fields{{"pool", pool},           {"worker_id", worker_id},
+                {"command", command},     {"correlation_id", correlation_id},
+                {"session_id", session_id}, {"streaming", streaming}};
+  }
+
+  void dispatched() const {
+    if (log->enabled(adapters::log_level::debug))
+      log->debug("request dispatched", fields());
+  }
+
+  /// Failures of the tool or of the caller's making are info; the rest (deadline,
+  /// crash, transport) are warnings.
+  void done(const caf::error& err) const {
+    auto code = err ? errc_of(err) : std::optional<errc>{};
+    auto lvl = !err ? adapters::log_level::debug
+               : code && (*code == errc::tool_error || *code == errc::unknown_tool
+                          || *code == errc::invalid_argument || *code == errc::cancelled)
+                 ? adapters::log_level::info
+                 : adapters::log_level::warn;
+    if (!log->enabled(lvl))
+      return;
+    auto f = fields();
+    f["duration_ms"] = std::chrono::duration<double, std::milli>(
+                         std::chrono::steady_clock::now() - started)
+                         .count();
+    if (err)
+      f["error"] = describe(err);
+    log->log(lvl, err ? "request failed" : "request completed", f);
+  }
+};
+
+request_log make_request_log(const worker_state& st, const adapters::tool_call& call,
+                             bool streaming) {
+  return request_log{st.args.env->log, st.args.pool_cfg.name, st.args.id, call.tool_name,
+                     call.correlation_id, call.session_id, streaming,
+                     std::chrono::steady_clock::now()};
+}
+
+/// The Python logging level matching the host's.
+const char* python_log_level(adapters::log_level lvl) {
+  switch (lvl) {
+    case adapters::log_level::trace:
+    case adapters::log_level::debug:
+      return "debug";
+    case adapters::log_level::info:
+      return "info";
+    case adapters::log_level::warn:
+      return "warning";
+    case adapters::log_level::error:
+      return "error";
+    case adapters::log_level::critical:
+      return "critical";
+    case adapters::log_level::off:
+      break;
+  }
+  return "none";
+}
+
 /// Hands one finished call to the pool (crash-aware, see rpc_done).
 void complete_rpc(worker_actor* self, uint64_t req_id, execute_result res) {
   auto& st = self->state;
@@ -267,6 +398,10 @@ adapters::process_spec make_process_spec(const worker_state& st) {
     {"PYTHONPATH", env.python_path},
     {"SNAKEPIT_WORKER_ID", st.args.id},
     {"SNAKEPIT_POOL", cfg.name},
+    // Python logs at the host's level; captured stderr is parsed as JSON records.
+    {"SNAKEPIT_LOG_LEVEL", python_log_level(env.log->level())},
+    {"SNAKEPIT_LOG_FORMAT",
+     env.stderr_pump || env.log->format() == adapters::log_format::json ? "json" : "text"},
   };
   if (cfg.worker_profile == "thread") {
     // A thread worker runs `threads_per_worker` requests at once: its numeric
@@ -296,7 +431,20 @@ caf::behavior worker_impl(worker_actor* self, worker_args args, supervision::sta
   ::unlink(st.socket_path.c_str());
   ::unlink(st.ready_path.c_str());
   ::unlink((st.ready_path + ".error").c_str());
-  auto proc = adapters::spawn_process(make_process_spec(st));
+  auto spec = make_process_spec(st);
+  if (env.stderr_pump) {
+    auto fd = env.stderr_pump->open(worker_fields(st));
+    if (!fd) {
+      fail_start(self, caf::make_error(errc::start_failed,
+                                       fmt::format("worker {}: {}", st.args.id,
+                                                   describe(fd.error()))));
+      return {};
+    }
+    spec.stderr_fd = *fd;
+  }
+  auto proc = adapters::spawn_process(spec);
+  if (spec.stderr_fd >= 0)
+    ::close(spec.stderr_fd); // the child has its copy; EOF comes when it is gone
   if (!proc) {
     fail_start(self, caf::make_error(errc::start_failed,
                                      fmt::format("worker {}: {}", st.args.id,
@@ -305,6 +453,11 @@ caf::behavior worker_impl(worker_actor* self, worker_args args, supervision::sta
   }
   st.proc.emplace(std::move(*proc));
   auto pid = st.proc->pid();
+  if (env.log->enabled(adapters::log_level::debug)) {
+    auto f = worker_fields(st);
+    f["pid"] = pid;
+    env.log->debug("worker spawned", f);
+  }
   if (auto& bus = env.telemetry; bus && bus->active())
     bus->emit("snakepit.worker.spawned", {{"pid", pid}},
               {{"pool", st.args.pool_cfg.name}, {"worker_id", st.args.id}});
@@ -348,6 +501,12 @@ caf::behavior worker_impl(worker_actor* self, worker_args args, supervision::sta
         st.missed_heartbeats = 0;
       } else {
         ++st.missed_heartbeats;
+        if (auto& log = st.args.env->log; log->enabled(adapters::log_level::warn)) {
+          auto f = worker_fields(st);
+          f["missed"] = st.missed_heartbeats;
+          f["error"] = describe(err);
+          log->warn("heartbeat missed", f);
+        }
         auto& bus = st.args.env->telemetry;
         if (bus && bus->active())
           bus->emit("snakepit.heartbeat.missed", {{"missed", st.missed_heartbeats}},
@@ -356,6 +515,11 @@ caf::behavior worker_impl(worker_actor* self, worker_args args, supervision::sta
         if (st.missed_heartbeats >= cfg.heartbeat_max_missed && cfg.heartbeat_dependent) {
           // Hung (a tool holding the event loop, SIGSTOP, deadlock): kill the
           // process; its exit makes this worker crash and its starter restart it.
+          if (auto& log = st.args.env->log; log->enabled(adapters::log_level::error)) {
+            auto f = worker_fields(st);
+            f["missed"] = st.missed_heartbeats;
+            log->error("heartbeat timeout: killing the worker's process", f);
+          }
           if (bus && bus->active())
             bus->emit("snakepit.heartbeat.timeout", {{"missed", st.missed_heartbeats}},
                       {{"pool", cfg.name}, {"worker_id", st.args.id}});
@@ -386,6 +550,7 @@ caf::behavior worker_impl(worker_actor* self, worker_args args, supervision::sta
     [self](process_exited_atom, int code, int sig) {
       auto& st = self->state;
       adapters::process_exit e{code, sig};
+      st.telemetry_stream.cancel();
       if (st.proc) {
         // The worker led its own process group: whatever it started dies with it
         // (the group id stays reserved while members remain, so this cannot hit
@@ -407,12 +572,25 @@ caf::behavior worker_impl(worker_actor* self, worker_args args, supervision::sta
           // Unexpected exit: an abnormal reason, so the starter restarts us. The
           // pool first learns how the process died (crash barrier).
           self->send(st.args.pool, worker_exit_atom::value, st.args.id, e.code, e.signal);
+          if (auto& log = st.args.env->log; log->enabled(adapters::log_level::error)) {
+            auto f = worker_fields(st);
+            f["exit_code"] = code;
+            f["signal"] = sig;
+            f["in_flight"] = st.inflight.size();
+            log->error("worker exited unexpectedly (" + e.to_string() + ")", f);
+          }
           st.client.cancel_all();
           self->quit(caf::make_error(
             errc::worker_crashed,
             fmt::format("worker {}: python exited ({})", st.args.id, e.to_string())));
           break;
         case phase::stopping:
+          if (auto& log = st.args.env->log; log->enabled(adapters::log_level::debug)) {
+            auto f = worker_fields(st);
+            f["exit_code"] = code;
+            f["signal"] = sig;
+            log->debug("worker stopped", f);
+          }
           self->quit(st.stop_reason);
           break;
       }
@@ -431,12 +609,15 @@ caf::behavior worker_impl(worker_actor* self, worker_args args, supervision::sta
         return;
       }
       auto call = to_tool_call(std::move(req));
+      auto rlog = make_request_log(st, call, false);
+      rlog.dispatched();
       auto hdl = caf::actor_cast<caf::actor>(self);
       st.inflight.insert(req_id);
       st.client.execute(
         std::move(call), std::chrono::duration_cast<std::chrono::milliseconds>(budget),
         [hdl, req_id, slot = std::move(slot), pool = st.args.pool, id_copy = st.args.id,
-         id = st.args.id](caf::expected<adapters::tool_reply> res) mutable {
+         id = st.args.id, rlog = std::move(rlog)](caf::expected<adapters::tool_reply> res) mutable {
+          rlog.done(res ? caf::error{} : res.error());
           execute_result out{caf::no_error};
           if (res) {
             execute_reply rep;
@@ -475,12 +656,16 @@ caf::behavior worker_impl(worker_actor* self, worker_args args, supervision::sta
         return;
       }
       auto call = to_tool_call(std::move(req));
+      auto rlog = make_request_log(st, call, true);
+      rlog.dispatched();
       auto hdl = caf::actor_cast<caf::actor>(self);
       st.inflight.insert(req_id);
       auto ctl = st.client.execute_stream(
         std::move(call), std::chrono::duration_cast<std::chrono::milliseconds>(budget),
         [sink](json chunk, bool is_final) { return sink->on_chunk(std::move(chunk), is_final); },
-        [hdl, req_id, sink, pool = st.args.pool, id = st.args.id](caf::error err) {
+        [hdl, req_id, sink, pool = st.args.pool, id = st.args.id,
+         rlog = std::move(rlog)](caf::error err) {
+          rlog.done(err);
           // As for unary calls: a broken connection goes through the actor, which
           // tells a crash from a hiccup; everything else ends the stream here,
           // after the pool's books (see execute).

@@ -16,9 +16,12 @@
 
 #include <caf/actor.hpp>
 
+#include "adapters/log.hpp"
+
 namespace snakepit::adapters {
 class grpc_runtime;
 class process_registry;
+class stderr_pump;
 } // namespace snakepit::adapters
 
 namespace snakepit::telemetry {
@@ -73,6 +76,11 @@ struct worker_env {
   std::shared_ptr<adapters::grpc_runtime> grpc;
   /// The runtime's telemetry bus (docs/telemetry.md); never null in a started runtime.
   std::shared_ptr<telemetry::bus> telemetry;
+  /// The runtime's log (docs/observability.md); never null.
+  adapters::logger_ptr log = adapters::logger::null();
+  /// Drains the workers' stderr pipes into `log`; null when workers inherit the
+  /// host's stderr (`log_config::capture_worker_stderr = false`).
+  std::shared_ptr<adapters::stderr_pump> stderr_pump;
   std::shared_ptr<process_table> processes = std::make_shared<process_table>();
   std::shared_ptr<name_table> names = std::make_shared<name_table>();
   /// Incarnation counter per pool name, so a restarted pool names its workers anew.

@@ -309,6 +309,97 @@ struct stream_call final : call_base {
   call_tag finish_tag{this, finish_step};
 };
 
+/// StreamTelemetry: start, then reads until the worker ends the stream, then Finish.
+/// The host never writes (no control messages), so only one operation is ever
+/// outstanding and the call can delete itself after Finish.
+struct telemetry_call final : call_base {
+  enum step_id { start_step, read_step, finish_step };
+
+  telemetry_call(std::shared_ptr<client_state> owner,
+                 std::function<void(python_event)> on_event,
+                 std::function<void(caf::error)> done)
+    : call_base(std::move(owner)), on_event(std::move(on_event)), done(std::move(done)),
+      control(std::make_shared<stream_control::impl>()) {
+    control->call = this;
+  }
+
+  void read_next() override {
+    event.Clear();
+    stream->Read(&event, &read_tag);
+  }
+
+  static python_event convert(const bridge::TelemetryEvent& ev) {
+    python_event out;
+    for (const auto& part : ev.event_parts()) {
+      if (!out.name.empty())
+        out.name += '.';
+      out.name += part;
+    }
+    for (const auto& [key, value] : ev.measurements()) {
+      switch (value.value_case()) {
+        case bridge::TelemetryValue::kIntValue:
+          out.measurements[key] = value.int_value();
+          break;
+        case bridge::TelemetryValue::kFloatValue:
+          out.measurements[key] = value.float_value();
+          break;
+        case bridge::TelemetryValue::kStringValue:
+          out.measurements[key] = value.string_value();
+          break;
+        default:
+          break;
+      }
+    }
+    for (const auto& [key, value] : ev.metadata())
+      out.metadata.emplace(key, value);
+    out.timestamp_ns = ev.timestamp_ns();
+    out.correlation_id = ev.correlation_id();
+    return out;
+  }
+
+  void proceed(bool ok, int step) override {
+    switch (step) {
+    case start_step:
+      if (ok)
+        read_next();
+      else
+        stream->Finish(&status, &finish_tag);
+      return;
+    case read_step:
+      if (!ok) {
+        stream->Finish(&status, &finish_tag);
+        return;
+      }
+      if (on_event)
+        on_event(convert(event));
+      read_next();
+      return;
+    default: {
+      {
+        std::lock_guard<std::mutex> guard{control->mtx};
+        control->call = nullptr;
+      }
+      caf::error result = status_error(status);
+      owner->runtime->finished(this);
+      if (done)
+        done(std::move(result));
+      delete this;
+    }
+    }
+  }
+
+  bridge::TelemetryEvent event;
+  grpc::Status status;
+  std::unique_ptr<grpc::ClientAsyncReaderWriter<bridge::TelemetryControl, bridge::TelemetryEvent>>
+    stream;
+  std::function<void(python_event)> on_event;
+  std::function<void(caf::error)> done;
+  std::shared_ptr<stream_control::impl> control;
+  call_tag start_tag{this, start_step};
+  call_tag read_tag{this, read_step};
+  call_tag finish_tag{this, finish_step};
+};
+
 caf::error runtime_gone() {
   return make_error(errc::shutting_down, "grpc runtime shut down");
 }
@@ -472,6 +563,31 @@ stream_control bridge_client::execute_stream(
     call->reader = state_->stub->PrepareAsyncExecuteStreamingTool(&call->ctx, request,
                                                                   &state_->runtime->cq);
     call->reader->StartCall(&call->start_tag);
+  });
+  if (!started) {
+    {
+      std::lock_guard<std::mutex> guard{call->control->mtx};
+      call->control->call = nullptr;
+    }
+    auto cb = std::move(call->done);
+    delete call;
+    cb(detail::runtime_gone());
+  }
+  return control;
+}
+
+stream_control bridge_client::stream_telemetry(std::function<void(python_event)> on_event,
+                                               std::function<void(caf::error)> done) {
+  stream_control control;
+  if (!state_) {
+    done(detail::no_client());
+    return control;
+  }
+  auto* call = new detail::telemetry_call(state_, std::move(on_event), std::move(done));
+  control.impl_ = call->control;
+  auto started = state_->runtime->start(call, [&] {
+    call->stream = state_->stub->PrepareAsyncStreamTelemetry(&call->ctx, &state_->runtime->cq);
+    call->stream->StartCall(&call->start_tag);
   });
   if (!started) {
     {

@@ -53,6 +53,20 @@ struct tool_reply {
   int64_t execution_time_ms = 0;
 };
 
+/// One event a worker relays through StreamTelemetry (upstream `TelemetryEvent`).
+struct python_event {
+  /// Dotted name as the worker sent it (`event_parts` joined by '.').
+  std::string name;
+  /// Numbers (int or float) and strings, by key.
+  nlohmann::json measurements = nlohmann::json::object();
+  /// String metadata.
+  std::map<std::string, std::string> metadata;
+  /// When the worker emitted it (ns since the epoch; 0 if not sent).
+  int64_t timestamp_ns = 0;
+  /// The request it belongs to ("" for none).
+  std::string correlation_id;
+};
+
 namespace detail {
 struct runtime_state;
 struct client_state;
@@ -140,6 +154,14 @@ class bridge_client {
                                 std::function<stream_step(nlohmann::json chunk,
                                                           bool is_final)> on_chunk,
                                 std::function<void(caf::error)> done);
+
+  /// StreamTelemetry RPC, open until the worker ends it or `cancel()` is called on the
+  /// returned control (no deadline). `on_event` gets every relayed event on a runtime
+  /// thread; `done` fires once: none after the worker ended the stream, cancelled after
+  /// `cancel()`, else the mapped error (unimplemented for a worker without telemetry).
+  /// The host sends no control messages.
+  stream_control stream_telemetry(std::function<void(python_event)> on_event,
+                                  std::function<void(caf::error)> done);
 
   /// TryCancel every in-flight call of this client; their callbacks still fire exactly
   /// once, with errc::cancelled (unless they completed first).

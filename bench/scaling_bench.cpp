@@ -1,6 +1,6 @@
 // Scaling benchmark: pool throughput with 1..16 process workers under the same
 // closed-loop load, the thread profile against the process profile for an
-// I/O-bound tool at equal total capacity, and startup time to ready for 4, 16 and
+// I/O-bound tool at equal total capacity, and startup time to ready for 4, 16, 32 and
 // 64 workers. Adds a "scaling" section to the benchmark JSON.
 #include <atomic>
 #include <chrono>
@@ -101,7 +101,7 @@ int main(int argc, char** argv) {
 
   // 3. Startup time to ready.
   json startup = json::object();
-  for (size_t n : {4, 16, 64}) {
+  for (size_t n : {4, 16, 32, 64}) {
     auto t0 = clock_type::now();
     auto rt = snakepit::runtime::start(pool_of(n), slow_start);
     auto ms = since_ms(t0);

@@ -94,10 +94,21 @@ snakepit::config default_config() {
   return cfg;
 }
 
-caf::expected<snakepit::config> resolve_config(const std::string& path) {
-  if (path.empty())
-    return default_config();
-  return snakepit::load_config(path);
+/// `--log-level` / `--log-format` of run and exec; empty = the configuration's.
+struct log_overrides {
+  std::string level;
+  std::string format;
+};
+
+caf::expected<snakepit::config> resolve_config(const std::string& path,
+                                               const log_overrides& log = {}) {
+  auto cfg = path.empty() ? caf::expected<snakepit::config>{default_config()}
+                          : snakepit::load_config(path);
+  if (cfg && !log.level.empty())
+    cfg->log.level = log.level;
+  if (cfg && !log.format.empty())
+    cfg->log.format = log.format;
+  return cfg;
 }
 
 caf::expected<const snakepit::pool_config*> find_pool(const snakepit::config& cfg,
@@ -208,7 +219,7 @@ std::string last_line(const std::string& text) {
 // ------------------------------------------------------------------ commands
 
 int cmd_exec(const std::string& config_path, const std::string& pool, const std::string& tool,
-             const std::string& args_text, int timeout_ms) {
+             const std::string& args_text, int timeout_ms, const log_overrides& log) {
   json args = json::object();
   if (!args_text.empty()) {
     try {
@@ -222,7 +233,7 @@ int cmd_exec(const std::string& config_path, const std::string& pool, const std:
       return exit_usage;
     }
   }
-  auto cfg = resolve_config(config_path);
+  auto cfg = resolve_config(config_path, log);
   if (!cfg)
     return fail(cfg.error());
   if (auto p = find_pool(*cfg, pool); !p)
@@ -252,8 +263,8 @@ int cmd_exec(const std::string& config_path, const std::string& pool, const std:
   return code;
 }
 
-int cmd_run(const std::string& config_path, int start_timeout_ms) {
-  auto cfg = resolve_config(config_path);
+int cmd_run(const std::string& config_path, int start_timeout_ms, const log_overrides& log) {
+  auto cfg = resolve_config(config_path, log);
   if (!cfg)
     return fail(cfg.error());
   // Block the stop signals in every thread (the runtime's threads inherit the mask;
@@ -636,11 +647,21 @@ int main(int argc, char** argv) {
   int timeout_ms = 0;
   int start_timeout_ms = 60000;
   bool as_json = false;
+  log_overrides log;
+  auto log_options = [&log](CLI::App* cmd) {
+    cmd->add_option("--log-level", log.level,
+                    "Log level (trace, debug, info, warn, error, critical, off); "
+                    "overrides [log] level")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
+    cmd->add_option("--log-format", log.format, "Log line format; overrides [log] format")
+      ->check(CLI::IsMember({"text", "json"}));
+  };
 
   auto* run = app.add_subcommand("run", "Start the pools and serve until SIGINT/SIGTERM");
   run->add_option("-c,--config", config_path, "TOML configuration file (docs/configuration.md)");
   run->add_option("--start-timeout-ms", start_timeout_ms, "Budget for every worker to start")
     ->check(CLI::PositiveNumber);
+  log_options(run);
 
   auto* exec = app.add_subcommand("exec", "Start, run one tool call, print its JSON result, stop");
   exec->add_option("-c,--config", config_path, "TOML configuration file");
@@ -650,6 +671,7 @@ int main(int argc, char** argv) {
     ->check(CLI::NonNegativeNumber);
   exec->add_option("TOOL", tool, "Tool name, e.g. echo")->required();
   exec->add_option("ARGS", args_text, "Arguments as a JSON object, e.g. '{\"message\":\"hi\"}'");
+  log_options(exec);
 
   auto* tools = app.add_subcommand("tools", "List the tools of a pool's adapter");
   tools->add_option("-c,--config", config_path, "TOML configuration file");
@@ -690,9 +712,9 @@ int main(int argc, char** argv) {
     return exit_usage;
   }
   if (run->parsed())
-    return cmd_run(config_path, start_timeout_ms);
+    return cmd_run(config_path, start_timeout_ms, log);
   if (exec->parsed())
-    return cmd_exec(config_path, pool, tool, args_text, timeout_ms);
+    return cmd_exec(config_path, pool, tool, args_text, timeout_ms, log);
   if (tools->parsed())
     return cmd_tools(config_path, pool, as_json);
   if (doctor->parsed())

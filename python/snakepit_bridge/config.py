@@ -58,6 +58,7 @@ class WorkerConfig:
     list_tools: bool = False  # print the adapter's tools as JSON and exit
     process_group: bool = False  # SNAKEPIT_PROCESS_GROUP
     log_level: str = "warning"  # SNAKEPIT_LOG_LEVEL
+    log_format: str = "text"  # SNAKEPIT_LOG_FORMAT: text | json
 
     @property
     def grace_period_s(self) -> float:
@@ -233,6 +234,7 @@ def parse_config(argv: Sequence[str], env: Mapping[str, str] = os.environ) -> Wo
         list_tools=ns.list_tools,
         process_group=truthy(env.get("SNAKEPIT_PROCESS_GROUP")),
         log_level=(env.get("SNAKEPIT_LOG_LEVEL") or "warning").strip().lower(),
+        log_format=(env.get("SNAKEPIT_LOG_FORMAT") or "text").strip().lower(),
     )
     cfg.validate()
     return cfg

@@ -241,6 +241,8 @@ async def serve(cfg: WorkerConfig, adapter_class: type, lifeline: Optional[Lifel
             heartbeat_task.cancel()
         grace = min(HOST_LOST_GRACE_S, cfg.grace_period_s) if host_lost \
             else cfg.grace_period_s
+        # An open StreamTelemetry would hold server.stop for the whole grace period.
+        servicer.telemetry.close()
         if started:
             await server.stop(grace)
         await servicer.close()
@@ -301,12 +303,14 @@ def run(argv: Optional[Sequence[str]] = None, env: Optional[Mapping[str, str]] =
     try:
         cfg = parse_config(argv, env)
     except ValueError as exc:
-        logging_setup.configure("", env.get("SNAKEPIT_LOG_LEVEL"))
+        logging_setup.configure("", env.get("SNAKEPIT_LOG_LEVEL"), env.get("SNAKEPIT_LOG_FORMAT"))
         print(f"snakepit_bridge: error: {exc}", file=sys.stderr)
         write_error_file(_ready_file_hint(argv, env), StartupError(str(exc)))
         return EXIT_STARTUP_FAILURE
 
-    logging_setup.configure(cfg.worker_id, cfg.log_level)
+    logging_setup.configure(cfg.worker_id, cfg.log_level, cfg.log_format)
+    if logging_setup.parse_format(cfg.log_format) == "json" and not cfg.list_tools:
+        logging_setup.capture_prints()
     set_current(cfg)
 
     if cfg.health_check:

@@ -23,6 +23,7 @@ import grpc
 from google.protobuf import timestamp_pb2
 
 from . import serialization as ser
+from . import telemetry as _telemetry
 from .adapter import BaseAdapter, StreamChunk
 from .config import WorkerConfig
 from .errors import InvalidArgumentError, UnknownToolError
@@ -103,8 +104,11 @@ class BridgeServicer(pb2_grpc.BridgeServiceServicer):
     """Serves one adapter class. Create inside the running event loop's thread."""
 
     def __init__(self, adapter_class: type, config: Optional[WorkerConfig] = None,
-                 executor: Optional[Executor] = None):
+                 executor: Optional[Executor] = None,
+                 telemetry: Optional[_telemetry.TelemetryStream] = None):
         self.adapter_class = adapter_class
+        # The process's event buffer, relayed by StreamTelemetry.
+        self.telemetry = telemetry if telemetry is not None else _telemetry.stream()
         self.config = config or WorkerConfig()
         self.executor = executor
         self._legacy = callable(getattr(adapter_class, "execute_tool", None))
@@ -320,6 +324,7 @@ class BridgeServicer(pb2_grpc.BridgeServiceServicer):
         cid = self._correlation_id(request, context)
         token = _cid_var.set(cid or "-")
         adapter = None
+        log.debug("tool %s started", request.tool_name)
         try:
             inline = request.metadata.get("thread_sensitive", "").lower() == "true"
             try:
@@ -347,6 +352,8 @@ class BridgeServicer(pb2_grpc.BridgeServiceServicer):
             finally:
                 await self._cleanup(adapter)
             response.execution_time_ms = int((time.perf_counter() - started) * 1000)
+            log.debug("tool %s finished in %d ms (success=%s)", request.tool_name,
+                      response.execution_time_ms, response.success)
             if cid:
                 response.metadata["correlation_id"] = cid
             return response
@@ -421,6 +428,8 @@ class BridgeServicer(pb2_grpc.BridgeServiceServicer):
         token = _cid_var.set(cid or "-")
         call_ctx = self._call_context(request, "execute_streaming_tool")
         tool_name = request.tool_name
+        started = time.perf_counter()
+        log.debug("streaming tool %s started", tool_name)
         adapter = None
         producer: Optional[asyncio.Future] = None
         stop = threading.Event()
@@ -502,6 +511,9 @@ class BridgeServicer(pb2_grpc.BridgeServiceServicer):
                 except BaseException:  # noqa: BLE001
                     pass
             await self._cleanup(adapter)
+            log.debug("streaming tool %s ended after %d ms (error=%s)", tool_name,
+                      int((time.perf_counter() - started) * 1000),
+                      type(error).__name__ if error is not None else None)
             try:
                 _cid_var.reset(token)
             except ValueError:  # finalized from another context
@@ -555,6 +567,25 @@ class BridgeServicer(pb2_grpc.BridgeServiceServicer):
         await self._unimplemented(context, "ExecuteElixirTool")
 
     async def StreamTelemetry(self, request_iterator, context):
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED,
-                            "StreamTelemetry is not implemented by this worker yet")
-        yield  # pragma: no cover - makes this an async generator (stream response)
+        """Relays this process's telemetry events until the worker stops or the host
+        cancels; control messages from the host (toggle, sampling, filter) apply as
+        they arrive."""
+        stream = self.telemetry
+
+        async def consume_controls() -> None:
+            try:
+                async for control in request_iterator:
+                    stream.apply_control(control)
+            except Exception:  # noqa: BLE001 - the host went away or closed its side
+                pass
+
+        controls = asyncio.ensure_future(consume_controls())
+        try:
+            while True:
+                batch = await stream.next_batch()
+                if not batch:
+                    return
+                for event in batch:
+                    yield _telemetry.to_proto(event, pb2)
+        finally:
+            controls.cancel()

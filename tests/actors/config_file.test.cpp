@@ -248,6 +248,58 @@ TEST_CASE("load_config reads a file and resolves relative python_path entries") 
   std::filesystem::remove_all(dir);
 }
 
+TEST_CASE("the [log] table sets log_config and its mistakes name the key") {
+  auto cfg = parse_config(R"(
+[log]
+level = "debug"
+format = "json"
+to_stderr = false
+file = "/tmp/x.log"
+capture_worker_stderr = false
+worker_stderr_level = "info"
+)" + std::string{minimal}, "test.toml");
+  REQUIRE_MESSAGE(cfg, snakepit::describe(cfg.error()));
+  CHECK(cfg->log.level == "debug");
+  CHECK(cfg->log.format == "json");
+  CHECK_FALSE(cfg->log.to_stderr);
+  CHECK(cfg->log.file == "/tmp/x.log");
+  CHECK_FALSE(cfg->log.capture_worker_stderr);
+  CHECK(cfg->log.worker_stderr_level == "info");
+  auto defaults = parse_config(minimal, "test.toml");
+  REQUIRE(defaults);
+  CHECK(defaults->log.level == "warn");
+  CHECK(defaults->log.format == "text");
+  CHECK(defaults->log.capture_worker_stderr);
+  CHECK(error_of("[log]\nlevel = \"loud\"\n" + std::string{minimal})
+        == "test.toml: log.level: 'loud' is not trace, debug, info, warn, error, critical "
+           "or off");
+  CHECK(error_of("[log]\nformat = \"xml\"\n" + std::string{minimal}).find("log.format")
+        != std::string::npos);
+  CHECK(error_of("[log]\nworker_stderr_level = \"x\"\n" + std::string{minimal})
+          .find("log.worker_stderr_level") != std::string::npos);
+  CHECK(error_of("[log]\nlevle = \"info\"\n" + std::string{minimal})
+        == "test.toml: log.levle: unknown key (did you mean level?)");
+  CHECK(error_of("[log]\nto_stderr = 1\n" + std::string{minimal})
+        == "test.toml: log.to_stderr: expected boolean, got integer");
+  CHECK(error_of("log = 3\n" + std::string{minimal})
+        == "test.toml: log: expected table, got integer");
+}
+
+TEST_CASE("load_config resolves a relative log file against the file's directory") {
+  auto dir = std::filesystem::temp_directory_path()
+             / ("snakepit-config-log-test-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  auto file = dir / "pools.toml";
+  {
+    std::ofstream out{file};
+    out << "[log]\nfile = \"logs/host.log\"\n" << minimal;
+  }
+  auto cfg = load_config(file.string());
+  REQUIRE_MESSAGE(cfg, snakepit::describe(cfg.error()));
+  CHECK(cfg->log.file == (dir / "logs/host.log").string());
+  std::filesystem::remove_all(dir);
+}
+
 TEST_CASE("the example file in examples/ loads") {
   auto src = std::getenv("SNAKEPIT_SOURCE_DIR");
   REQUIRE(src != nullptr);

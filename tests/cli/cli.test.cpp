@@ -16,6 +16,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 namespace {
 
 struct outcome {
@@ -104,6 +106,29 @@ TEST_CASE("exec echo prints the JSON result with the built-in default pool") {
   auto res = run_cli({"exec", "echo", R"({"message":"hi"})"});
   CHECK_MESSAGE(res.code == 0, res.err);
   CHECK(res.out == "{\"message\":\"hi\"}\n");
+}
+
+TEST_CASE("exec --log-level debug logs the request on stderr and leaves stdout alone") {
+  auto res = run_cli({"exec", "--log-level", "debug", "--log-format", "json", "echo",
+                      R"({"message":"hi"})"});
+  CHECK_MESSAGE(res.code == 0, res.err);
+  CHECK(res.out == "{\"message\":\"hi\"}\n");
+  std::string host_cid;
+  std::string python_cid;
+  std::istringstream lines{res.err};
+  std::string line;
+  while (std::getline(lines, line)) {
+    auto rec = nlohmann::json::parse(line, nullptr, false);
+    REQUIRE_MESSAGE(rec.is_object(), line);
+    if (rec.value("msg", "") == "request completed")
+      host_cid = rec.value("correlation_id", "");
+    if (rec.value("msg", "") == "tool echo started")
+      python_cid = rec.value("correlation_id", "");
+  }
+  CHECK_MESSAGE(!host_cid.empty(), res.err);
+  CHECK(host_cid == python_cid);
+  CHECK(run_cli({"exec", "--log-level", "loud", "echo"}).code == 2);
+  CHECK(run_cli({"exec", "--log-format", "xml", "echo"}).code == 2);
 }
 
 TEST_CASE("exec of an unknown tool exits 6 and names the tool on stderr") {

@@ -6,10 +6,13 @@ Tool names and signatures are part of the test contract with the C++ side.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import sys
 import time
 from typing import Any, Dict, Iterator, Optional
 
+from snakepit_bridge import telemetry
 from snakepit_bridge.adapter import BaseAdapter, tool
 from snakepit_bridge.config import THREAD_LIMIT_VARS, current_worker_id
 
@@ -153,3 +156,27 @@ class ShowcaseAdapter(BaseAdapter):
     def bytes_concat(self, **kwargs: Any) -> bytes:
         return b"".join(bytes(kwargs[k]) for k in sorted(kwargs)
                         if isinstance(kwargs[k], (bytes, bytearray, memoryview)))
+
+    @tool(description="Logs message through Python logging at level (debug, info, "
+                      "warning, error) and, if raw, prints it to stderr too")
+    def log(self, message: str, level: str = "info", raw: bool = False) -> bool:
+        logging.getLogger("snakepit_bridge.showcase").log(
+            logging.getLevelName(level.upper()), "%s", message)
+        if raw:
+            print(message, file=sys.stderr, flush=True)
+        return True
+
+    @tool(description="Streams steps chunks, logging message (at info) and emitting the "
+                      "telemetry event showcase.stream_step before each",
+          supports_streaming=True)
+    def stream_log(self, message: str, steps: int = 2) -> Iterator[Dict[str, int]]:
+        for step in range(1, int(steps) + 1):
+            logging.getLogger("snakepit_bridge.showcase").info("%s step %d", message, step)
+            telemetry.emit("showcase.stream_step", {"step": step}, {"message": message})
+            yield {"step": step}
+
+    @tool(description="Emits a telemetry event (relayed to the host as "
+                      "snakepit.python.<name>); returns whether it was queued")
+    def emit_event(self, name: str, measurements: Optional[Dict[str, Any]] = None,
+                   metadata: Optional[Dict[str, Any]] = None) -> bool:
+        return telemetry.emit(name, measurements or {}, metadata or {})

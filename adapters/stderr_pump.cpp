@@ -1,0 +1,262 @@
+#include "adapters/stderr_pump.hpp"
+
+#include <fcntl.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <mutex>
+#include <system_error>
+#include <thread>
+#include <unordered_map>
+
+#include "adapters/errors.hpp"
+
+namespace snakepit::adapters {
+
+namespace {
+
+using json = log_fields;
+
+/// A line longer than this is logged in pieces (a runaway write without newlines
+/// must not grow the buffer without bound).
+constexpr size_t max_line = 64 * 1024;
+
+std::optional<log_level> python_level(const std::string& name) {
+  if (name == "DEBUG")
+    return log_level::debug;
+  if (name == "INFO")
+    return log_level::info;
+  if (name == "WARNING" || name == "WARN")
+    return log_level::warn;
+  if (name == "ERROR")
+    return log_level::error;
+  if (name == "CRITICAL" || name == "FATAL")
+    return log_level::critical;
+  return std::nullopt;
+}
+
+/// `cid=<id>` as written by Python's text log format ("-" means none).
+std::string cid_in(std::string_view line) {
+  auto pos = line.find(" cid=");
+  if (pos == std::string_view::npos)
+    return {};
+  auto start = pos + 5;
+  auto end = line.find(' ', start);
+  auto cid =
+    std::string{line.substr(start, end == std::string_view::npos ? end : end - start)};
+  return cid == "-" ? std::string{} : cid;
+}
+
+} // namespace
+
+void log_worker_line(logger& log, log_level raw_level, const json& fields,
+                     std::string_view line) {
+  if (!line.empty() && line.back() == '\r')
+    line.remove_suffix(1);
+  if (line.empty())
+    return;
+  if (line.front() == '{') {
+    auto rec = json::parse(line.begin(), line.end(), nullptr, false);
+    if (rec.is_object() && rec.contains("msg") && rec["msg"].is_string()) {
+      auto lvl = raw_level;
+      if (auto l = rec.find("level"); l != rec.end() && l->is_string())
+        lvl = python_level(l->get<std::string>()).value_or(raw_level);
+      if (!log.enabled(lvl))
+        return;
+      json out = fields.is_object() ? fields : json::object();
+      out["source"] = "python";
+      for (auto& [key, value] : rec.items()) {
+        if (key == "msg" || key == "level" || key == "ts")
+          continue;
+        if (key == "logger")
+          out["python_logger"] = value;
+        else if (key == "correlation_id" && value == "-")
+          continue;
+        else if (!out.contains(key))
+          out[key] = value;
+      }
+      log.log(lvl, rec["msg"].get_ref<const std::string&>(), out);
+      return;
+    }
+  }
+  if (!log.enabled(raw_level))
+    return;
+  json out = fields.is_object() ? fields : json::object();
+  out["source"] = "python";
+  out["stream"] = "stderr";
+  if (auto cid = cid_in(line); !cid.empty())
+    out["correlation_id"] = std::move(cid);
+  log.log(raw_level, line, out);
+}
+
+struct stderr_pump::impl {
+  struct pipe_entry {
+    json fields;
+    std::string partial;
+  };
+
+  static constexpr uint64_t wake_key = ~uint64_t{0};
+
+  logger_ptr log;
+  log_level raw_level;
+  mutable std::mutex mtx;
+  std::unordered_map<int, pipe_entry> pipes;
+  int epfd = -1;
+  int evfd = -1;
+  bool stopping = false;
+  bool stopped = false;
+  std::thread thread;
+
+  impl(logger_ptr lg, log_level raw) : log(std::move(lg)), raw_level(raw) {
+    epfd = ::epoll_create1(EPOLL_CLOEXEC);
+    evfd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u64 = wake_key;
+    ::epoll_ctl(epfd, EPOLL_CTL_ADD, evfd, &ev);
+    thread = std::thread{[this] { run(); }};
+  }
+
+  ~impl() {
+    stop();
+    ::close(evfd);
+    ::close(epfd);
+  }
+
+  void stop() {
+    {
+      std::lock_guard<std::mutex> guard{mtx};
+      if (stopped)
+        return;
+      stopped = true;
+      stopping = true;
+    }
+    uint64_t one = 1;
+    [[maybe_unused]] auto n = ::write(evfd, &one, sizeof(one));
+    if (thread.joinable())
+      thread.join();
+  }
+
+  caf::expected<int> open(json fields) {
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0)
+      return make_error(errc::start_failed,
+                        "cannot create a stderr pipe: " +
+                          std::error_code{errno, std::generic_category()}.message());
+    ::fcntl(fds[0], F_SETFL, ::fcntl(fds[0], F_GETFL) | O_NONBLOCK);
+    std::lock_guard<std::mutex> guard{mtx};
+    if (stopping) {
+      ::close(fds[0]);
+      ::close(fds[1]);
+      return make_error(errc::shutting_down, "the stderr pump is stopped");
+    }
+    pipes.emplace(fds[0], pipe_entry{std::move(fields), {}});
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u64 = static_cast<uint64_t>(fds[0]);
+    ::epoll_ctl(epfd, EPOLL_CTL_ADD, fds[0], &ev);
+    return fds[1];
+  }
+
+  void emit_lines(pipe_entry& e, bool final) {
+    size_t start = 0;
+    for (;;) {
+      auto nl = e.partial.find('\n', start);
+      if (nl == std::string::npos)
+        break;
+      log_worker_line(*log, raw_level, e.fields,
+                      std::string_view{e.partial}.substr(start, nl - start));
+      start = nl + 1;
+    }
+    e.partial.erase(0, start);
+    if (final || e.partial.size() >= max_line) {
+      log_worker_line(*log, raw_level, e.fields, e.partial);
+      e.partial.clear();
+    }
+  }
+
+  /// Reads what is available; true when the pipe reached EOF (or failed).
+  bool drain(int fd, pipe_entry& e) {
+    char buf[16384];
+    for (;;) {
+      auto n = ::read(fd, buf, sizeof(buf));
+      if (n > 0) {
+        e.partial.append(buf, static_cast<size_t>(n));
+        emit_lines(e, false);
+        continue;
+      }
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        return false;
+      return true; // EOF or a real error: this pipe is done
+    }
+  }
+
+  void close_pipe(int fd, pipe_entry& e) {
+    emit_lines(e, true);
+    ::epoll_ctl(epfd, EPOLL_CTL_DEL, fd, nullptr);
+    ::close(fd);
+  }
+
+  void run() {
+    constexpr int max_events = 64;
+    epoll_event events[max_events];
+    for (;;) {
+      auto n = ::epoll_wait(epfd, events, max_events, -1);
+      if (n < 0) {
+        if (errno == EINTR)
+          continue;
+        break;
+      }
+      std::lock_guard<std::mutex> guard{mtx};
+      for (int i = 0; i < n; ++i) {
+        if (events[i].data.u64 == wake_key) {
+          uint64_t count = 0;
+          [[maybe_unused]] auto r = ::read(evfd, &count, sizeof(count));
+          continue;
+        }
+        auto fd = static_cast<int>(events[i].data.u64);
+        auto it = pipes.find(fd);
+        if (it == pipes.end())
+          continue;
+        if (drain(fd, it->second)) {
+          close_pipe(fd, it->second);
+          pipes.erase(it);
+        }
+      }
+      if (stopping)
+        break;
+    }
+    // Last words: whatever is readable now is logged, then every read end closes.
+    std::lock_guard<std::mutex> guard{mtx};
+    for (auto& [fd, e] : pipes) {
+      drain(fd, e);
+      close_pipe(fd, e);
+    }
+    pipes.clear();
+    log->flush();
+  }
+};
+
+stderr_pump::stderr_pump(logger_ptr log, log_level raw_level)
+  : impl_(std::make_unique<impl>(std::move(log), raw_level)) {}
+
+stderr_pump::~stderr_pump() = default;
+
+caf::expected<int> stderr_pump::open(json fields) {
+  return impl_->open(std::move(fields));
+}
+
+size_t stderr_pump::open_pipes() const {
+  std::lock_guard<std::mutex> guard{impl_->mtx};
+  return impl_->pipes.size();
+}
+
+void stderr_pump::stop() {
+  impl_->stop();
+}
+
+} // namespace snakepit::adapters

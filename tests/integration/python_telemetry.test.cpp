@@ -1,0 +1,154 @@
+// Python-side telemetry relayed through StreamTelemetry onto the host's bus as
+// snakepit.python.*, with real workers: adapter events from unary and streaming calls,
+// correlation ids, a restarted worker's stream, and a stop the open stream never holds.
+#include <mutex>
+#include <vector>
+
+#include "actors/telemetry.hpp"
+#include "harness.hpp"
+
+using namespace std::chrono_literals;
+using snakepit::json;
+using namespace snakepit::testing;
+
+namespace {
+
+/// Collects the events of one prefix.
+struct collector {
+  std::mutex mtx;
+  std::vector<snakepit::telemetry::event> events;
+
+  void add(const snakepit::telemetry::event& ev) {
+    std::lock_guard<std::mutex> g{mtx};
+    events.push_back(ev);
+  }
+
+  /// The first event named `name` for which `pred` holds, waiting up to 20 s.
+  template<class Pred>
+  std::optional<snakepit::telemetry::event> wait_for(const std::string& name, Pred pred) {
+    std::optional<snakepit::telemetry::event> found;
+    eventually([&] {
+      std::lock_guard<std::mutex> g{mtx};
+      for (auto& ev : events)
+        if (ev.name == name && pred(ev)) {
+          found = ev;
+          return true;
+        }
+      return false;
+    });
+    return found;
+  }
+
+  std::string names() {
+    std::lock_guard<std::mutex> g{mtx};
+    std::string out;
+    for (auto& ev : events)
+      out += ev.name + " " + ev.metadata.dump() + "\n";
+    return out;
+  }
+};
+
+std::string md(const snakepit::telemetry::event& ev, const char* key) {
+  auto i = ev.metadata.find(key);
+  return i != ev.metadata.end() && i->is_string() ? i->get<std::string>() : std::string{};
+}
+
+} // namespace
+
+TEST_SUITE("integration.python_telemetry") {
+
+  TEST_CASE(
+    "events a Python tool emits reach the bus as snakepit.python.* with worker and "
+    "correlation ids") {
+    collector seen;
+    snakepit::start_options opts;
+    opts.telemetry_handlers.emplace_back(
+      "snakepit.python", [&](const snakepit::telemetry::event& ev) { seen.add(ev); });
+    auto rt = snakepit::runtime::start(small_config(1), opts);
+    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    auto& r = **rt;
+
+    snakepit::execute_options given;
+    given.correlation_id = "cid-pytel-1";
+    auto res = r.execute("emit_event",
+                         {{"name", "model.loaded"},
+                          {"measurements", {{"size", 3}, {"ratio", 0.5}, {"label", "x"}}},
+                          {"metadata", {{"stage", "warm"}}}},
+                         given);
+    REQUIRE_MESSAGE(res, explain(res.error()));
+    CHECK(res->result == true);
+    auto ev = seen.wait_for("snakepit.python.model.loaded", [](auto&) { return true; });
+    REQUIRE_MESSAGE(ev, seen.names());
+    CHECK(ev->measurements["size"] == 3);
+    CHECK(ev->measurements["ratio"] == 0.5);
+    CHECK(ev->measurements["label"] == "x");
+    CHECK(md(*ev, "stage") == "warm");
+    CHECK(md(*ev, "worker_id") == res->worker_id);
+    CHECK(md(*ev, "pool") == "default");
+    CHECK(md(*ev, "correlation_id") == "cid-pytel-1");
+    CHECK(ev->metadata["python_timestamp_ns"].get<int64_t>() > 0);
+
+    // From a streaming tool: each event carries the stream's correlation id.
+    snakepit::execute_options streamed;
+    streamed.correlation_id = "cid-pytel-stream";
+    auto err = r.execute_stream(
+      "stream_log", {{"message", "m"}, {"steps", 2}},
+      [](const json&, bool) { return true; }, streamed);
+    REQUIRE_MESSAGE(!err, explain(err));
+    for (int step : {1, 2}) {
+      auto sev = seen.wait_for("snakepit.python.showcase.stream_step", [&](auto& e) {
+        return e.measurements.value("step", 0) == step;
+      });
+      REQUIRE_MESSAGE(sev, seen.names());
+      CHECK(md(*sev, "correlation_id") == "cid-pytel-stream");
+      CHECK(md(*sev, "worker_id") == res->worker_id);
+      CHECK(md(*sev, "message") == "m");
+    }
+    // A generated id reaches the events too.
+    res = r.execute("emit_event", {{"name", "no.cid.given"}});
+    REQUIRE_MESSAGE(res, explain(res.error()));
+    auto gen = seen.wait_for("snakepit.python.no.cid.given", [](auto&) { return true; });
+    REQUIRE_MESSAGE(gen, seen.names());
+    CHECK(md(*gen, "correlation_id").rfind("default-", 0) == 0);
+
+    // Upstream's python.* names are not doubled; invalid names are refused in Python.
+    res = r.execute("emit_event", {{"name", "python.memory.sampled"},
+                                   {"measurements", {{"rss_mb", 12.5}}}});
+    REQUIRE_MESSAGE(res, explain(res.error()));
+    CHECK(seen.wait_for("snakepit.python.memory.sampled", [](auto&) { return true; }));
+    res = r.execute("emit_event", {{"name", "not a name!"}});
+    REQUIRE_MESSAGE(res, explain(res.error()));
+    CHECK(res->result == false);
+    stop_and_check(r);
+  }
+
+  TEST_CASE("a restarted worker relays again and the open stream never holds a stop") {
+    collector seen;
+    snakepit::start_options opts;
+    opts.telemetry_handlers.emplace_back(
+      "snakepit.python", [&](const snakepit::telemetry::event& ev) { seen.add(ev); });
+    auto cfg = small_config(1);
+    // Python's grace period would be 9.5 s: a stop held by the stream would show.
+    cfg.pools[0].graceful_shutdown_timeout = 10s;
+    auto rt = snakepit::runtime::start(cfg, opts);
+    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    auto& r = **rt;
+    auto pid = r.list_workers()->front().pid;
+    ::kill(pid, SIGKILL);
+    REQUIRE(eventually([&] {
+      auto ws = r.list_workers();
+      return ws && ws->size() == 1 && ws->front().pid != pid;
+    }));
+    auto res = r.execute("emit_event", {{"name", "after.restart"}});
+    REQUIRE_MESSAGE(res, explain(res.error()));
+    CHECK(seen.wait_for("snakepit.python.after.restart", [](auto&) { return true; }));
+    auto started = std::chrono::steady_clock::now();
+    stop_and_check(r);
+    auto took = std::chrono::steady_clock::now() - started;
+    CHECK_MESSAGE(
+      took < 8s,
+      "stop took " << std::chrono::duration_cast<std::chrono::milliseconds>(took).count()
+                   << " ms");
+  }
+
+} // TEST_SUITE
