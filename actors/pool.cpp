@@ -202,6 +202,15 @@ void emit(pool_actor* self, const char* name, MakeMeasurements&& m, MakeMetadata
 bool begin_recycle(pool_actor* self, const std::string& id, const std::string& reason,
                    uint64_t rss_bytes = 0);
 
+/// One host log line of this pool (fields get the pool's name).
+void log_line(pool_actor* self, adapters::log_level level, const char* msg, json fields) {
+  auto& log = self->state.env->log;
+  if (!log->enabled(level))
+    return;
+  fields["pool"] = self->state.cfg.name;
+  log->log(level, msg, fields);
+}
+
 void finish(pool_actor* self, sink& out, execute_result res, time_point accepted) {
   auto& st = self->state;
   auto us = std::chrono::duration_cast<std::chrono::microseconds>(self->clock().now()
@@ -809,6 +818,8 @@ bool begin_recycle(pool_actor* self, const std::string& id, const std::string& r
   if (reason != "manual" && st.recycling.size() >= limit)
     return false;
   st.recycling[id] = recycle_info{reason, rss_bytes};
+  log_line(self, adapters::log_level::info, "recycling worker: starting its replacement",
+           {{"worker_id", id}, {"reason", reason}});
   start_worker(self, id);
   return true;
 }
@@ -843,6 +854,10 @@ void lifecycle_check(pool_actor* self) {
 /// again after the reset period.
 void open_circuit(pool_actor* self, const std::string& worker_id, const caf::error& err) {
   auto& st = self->state;
+  log_line(self, adapters::log_level::error,
+           "circuit open: worker starts keep failing; restarts stop until the probe",
+           {{"worker_id", worker_id}, {"failures", st.breaker.failures()},
+            {"error", describe(err)}, {"reset_ms", st.breaker.reset().count()}});
   emit(
     self, "snakepit.circuit_breaker.opened",
     [&] { return json{{"failures", st.breaker.failures()}}; },
@@ -932,6 +947,8 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg,
       if (!retired)
         retire(self, id); // crashed while recycled: its replacement takes over
       ++st.recycles;
+      log_line(self, adapters::log_level::info, "worker recycled",
+               {{"worker_id", id}, {"reason", info.reason}});
       if (!st.draining)
         self->send(self, lifecycle_tick_atom::value, false); // next one, if any waits
       emit(
@@ -965,6 +982,9 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg,
           && std::find(taint_on.begin(), taint_on.end(), cause) != taint_on.end()) {
         // Crash barrier: its restarted process gets no new work for a while.
         st.taints[id] = now + st.cfg.taint_duration;
+        log_line(self, adapters::log_level::warn, "worker tainted after a crash",
+                 {{"worker_id", id}, {"cause", cause},
+                  {"duration_ms", st.cfg.taint_duration.count()}});
         emit(
           self, "snakepit.worker.tainted",
           [&] { return json{{"duration_ms", st.cfg.taint_duration.count()}}; },
@@ -1069,6 +1089,8 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg,
         [&] { return json{{"pool", st.cfg.name}, {"worker_id", id}, {"pid", pid}}; });
       checkin(self, id);
       if (st.breaker.on_success()) {
+        log_line(self, adapters::log_level::warn, "circuit closed: workers start again",
+                 {{"worker_id", id}});
         emit(
           self, "snakepit.circuit_breaker.closed", [] { return json::object(); },
           [&] { return json{{"pool", st.cfg.name}, {"worker_id", id}}; });
@@ -1114,6 +1136,8 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg,
                            circuit_probe_atom::value);
         return;
       }
+      log_line(self, adapters::log_level::info, "circuit half-open: starting a probe worker",
+               json::object());
       emit(
         self, "snakepit.circuit_breaker.half_open", [] { return json::object(); },
         [&] { return json{{"pool", st.cfg.name}}; });
