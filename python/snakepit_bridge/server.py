@@ -172,6 +172,7 @@ async def serve(cfg: WorkerConfig, adapter_class: type, lifeline: Optional[Lifel
     from .servicer import BridgeServicer, pb2_grpc
 
     loop = asyncio.get_running_loop()
+    loop.set_exception_handler(_quiet_grpc_teardown)
     stop_event = asyncio.Event()
     host_lost = False
 
@@ -247,6 +248,17 @@ async def serve(cfg: WorkerConfig, adapter_class: type, lifeline: Optional[Lifel
             await server.stop(grace)
         await servicer.close()
     return EXIT_OK
+
+
+def _quiet_grpc_teardown(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+    """grpc.aio reports a streaming call whose client went away (cancelled, host
+    stopped the stream) as an unretrieved ``ExecuteBatchError`` from its own task;
+    that is an ordinary end of a call, logged at debug, not an error."""
+    exc = context.get("exception")
+    if exc is not None and type(exc).__name__ == "ExecuteBatchError":
+        log.debug("a call ended after its client went away: %s", exc)
+        return
+    loop.default_exception_handler(context)
 
 
 def _kill_group_members() -> None:
