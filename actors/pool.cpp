@@ -233,6 +233,15 @@ void finish(pool_actor* self, sink& out, execute_result res, time_point accepted
         md["error"] = describe(res.error());
       return md;
     });
+  if (std::holds_alternative<stream_sink_ptr>(out))
+    emit(
+      self, "snakepit.stream.stop", [&] { return json{{"duration_us", us.count()}}; },
+      [&] {
+        json md{{"pool", st.cfg.name}, {"success", static_cast<bool>(res)}};
+        if (!res)
+          md["error"] = describe(res.error());
+        return md;
+      });
   deliver(out, std::move(res));
 }
 
@@ -289,6 +298,12 @@ void dispatch(pool_actor* self, const std::string& worker_id, pending_request p)
     std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(budget).count());
   if (auto* ss = std::get_if<stream_sink_ptr>(&p.out)) {
     auto sink = *ss;
+    emit(
+      self, "snakepit.stream.start", [] { return json::object(); },
+      [&] {
+        return json{{"pool", st.cfg.name}, {"worker_id", worker_id}, {"command", p.req.command},
+                    {"correlation_id", p.req.opts.correlation_id}};
+      });
     st.inflight.emplace(p.id, inflight_request{worker_id, std::move(p.out), p.accepted, {}});
     self->send(w.handle, stream_atom::value, p.id, std::move(p.req), span, std::move(sink));
     return;

@@ -327,6 +327,14 @@ caf::expected<std::unique_ptr<runtime>> runtime::launch(std::unique_ptr<impl> p,
   scfg.on_warning = [bus = env->telemetry](size_t count, size_t max) {
     bus->emit("snakepit.session.accumulation_warning", {{"count", count}, {"max", max}});
   };
+  scfg.on_create = [bus = env->telemetry](const std::string& id) {
+    if (bus->active())
+      bus->emit("snakepit.session.created", json::object(), {{"session_id", id}});
+  };
+  scfg.on_cleanup = [bus = env->telemetry](const std::string& id, int32_t removed) {
+    if (bus->active())
+      bus->emit("snakepit.session.cleanup", {{"removed", removed}}, {{"session_id", id}});
+  };
   scfg.on_expire = [names = env->names, bus = env->telemetry](const std::string& id) {
     bus->emit("snakepit.session.expired", json::object(), {{"session_id", id}});
     if (auto tools = names->get("tool_registry"))

@@ -126,6 +126,8 @@ session* find_or_create(self_ptr self, const std::string& id, caf::error& err) {
   s.created = std::chrono::system_clock::now();
   touch(self, s);
   check_warning(self);
+  if (st.cfg.on_create)
+    st.cfg.on_create(id);
   return &s;
 }
 
@@ -222,6 +224,8 @@ caf::behavior session_store(self_ptr self, session_store_config cfg) {
       auto n = static_cast<int32_t>(i->second.state.size()) + 1;
       sessions.erase(i);
       check_warning(self);
+      if (self->state.cfg.on_cleanup)
+        self->state.cfg.on_cleanup(id, n);
       return n;
     },
     [=](session_count_atom) { return static_cast<uint64_t>(self->state.sessions.size()); },

@@ -74,6 +74,10 @@ struct session_store_config {
   /// Called when the session count crosses `warn_ratio * max_sessions` upwards
   /// (default: a line on stderr).
   std::function<void(size_t count, size_t max)> on_warning;
+  /// Called (on the store's thread) for every new session, and for every session
+  /// removed by a cleanup request (with the number of entries removed).
+  std::function<void(const std::string&)> on_create;
+  std::function<void(const std::string&, int32_t removed)> on_cleanup;
 
   /// Checks the limits (positive ttl, interval and quota, ratio in (0, 1]).
   caf::error validate() const;

@@ -660,9 +660,22 @@ caf::behavior worker_impl(worker_actor* self, worker_args args, supervision::sta
       rlog.dispatched();
       auto hdl = caf::actor_cast<caf::actor>(self);
       st.inflight.insert(req_id);
+      // `snakepit.stream.chunk` per chunk, only while someone listens (one load).
+      auto on_chunk = [sink, bus = st.args.env->telemetry, n = uint64_t{0},
+                       md = json{{"pool", st.args.pool_cfg.name}, {"worker_id", st.args.id},
+                                 {"correlation_id", call.correlation_id}}](
+                        json chunk, bool is_final) mutable {
+        ++n;
+        if (bus && bus->active()) {
+          auto meta = md;
+          meta["is_final"] = is_final;
+          bus->emit("snakepit.stream.chunk", {{"index", n}}, std::move(meta));
+        }
+        return sink->on_chunk(std::move(chunk), is_final);
+      };
       auto ctl = st.client.execute_stream(
         std::move(call), std::chrono::duration_cast<std::chrono::milliseconds>(budget),
-        [sink](json chunk, bool is_final) { return sink->on_chunk(std::move(chunk), is_final); },
+        std::move(on_chunk),
         [hdl, req_id, sink, pool = st.args.pool, id = st.args.id,
          rlog = std::move(rlog)](caf::error err) {
           rlog.done(err);
