@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -65,6 +66,8 @@ int exit_code_of(const caf::error& err) {
     case errc::unknown_tool:
     case errc::invalid_argument:
     case errc::pool_not_found:
+    case errc::invalid_session_id:
+    case errc::payload_too_large:
       return exit_unknown;
     case errc::timeout:
     case errc::queue_timeout:
@@ -74,6 +77,9 @@ int exit_code_of(const caf::error& err) {
     case errc::shutting_down:
     case errc::cancelled:
     case errc::worker_busy:
+    case errc::circuit_open:
+    case errc::session_worker_unavailable:
+    case errc::quota_exceeded:
       return exit_call_failed;
     default:
       return exit_failure;
@@ -218,8 +224,54 @@ std::string last_line(const std::string& text) {
 
 // ------------------------------------------------------------------ commands
 
-int cmd_exec(const std::string& config_path, const std::string& pool, const std::string& tool,
-             const std::string& args_text, int timeout_ms, const log_overrides& log) {
+/// What `exec` was asked to run.
+struct exec_request {
+  std::string config_path;
+  std::string pool;
+  std::string session;
+  std::string tool;
+  std::string args_text;
+  int timeout_ms = 0;
+  /// Stream even if the tool does not declare `supports_streaming`.
+  bool stream = false;
+};
+
+/// Whether the workers registered `tool` as a streaming tool.
+bool streams(snakepit::runtime& rt, const std::string& tool, const std::string& session) {
+  auto tools = rt.list_tools(session);
+  if (!tools)
+    return false;
+  return std::any_of(
+    tools->begin(), tools->end(), [&](const snakepit::actors::tool_info& t) {
+      return t.name == tool && t.kind == "python" && t.supports_streaming;
+    });
+}
+
+/// Prints every chunk as one JSON line as it arrives (the empty end marker the
+/// worker appends to an unmarked stream is not printed).
+int exec_stream(snakepit::runtime& rt, const std::string& tool, json args,
+                const snakepit::execute_options& opts) {
+  auto err = rt.execute_stream(
+    tool, std::move(args),
+    [](const json& chunk, bool is_final) {
+      if (!(is_final && chunk.is_object() && chunk.empty())) {
+        fmt::print("{}\n", chunk.dump());
+        std::fflush(stdout);
+      }
+      return true;
+    },
+    opts);
+  if (!err)
+    return exit_ok;
+  auto code = fail(err);
+  auto py = snakepit::python_error_of(err);
+  if (code == exit_tool_error && py && !py->traceback.empty())
+    fmt::print(stderr, "{}", py->traceback);
+  return code;
+}
+
+int cmd_exec(const exec_request& x, const log_overrides& log) {
+  const auto& [config_path, pool, session, tool, args_text, timeout_ms, force_stream] = x;
   json args = json::object();
   if (!args_text.empty()) {
     try {
@@ -243,7 +295,14 @@ int cmd_exec(const std::string& config_path, const std::string& pool, const std:
     return fail(rt.error());
   snakepit::execute_options opts;
   opts.pool = pool;
+  opts.session_id = session;
   opts.timeout = std::chrono::milliseconds{timeout_ms};
+  if (force_stream || streams(**rt, tool, session)) {
+    auto code = exec_stream(**rt, tool, std::move(args), opts);
+    if (auto err = (*rt)->stop(); err && code == exit_ok)
+      return fail(err);
+    return code;
+  }
   auto res = (*rt)->execute(tool, std::move(args), opts);
   int code = exit_ok;
   if (res) {
@@ -642,9 +701,6 @@ int main(int argc, char** argv) {
 
   std::string config_path;
   std::string pool;
-  std::string tool;
-  std::string args_text;
-  int timeout_ms = 0;
   int start_timeout_ms = 60000;
   bool as_json = false;
   log_overrides log;
@@ -663,14 +719,22 @@ int main(int argc, char** argv) {
     ->check(CLI::PositiveNumber);
   log_options(run);
 
-  auto* exec = app.add_subcommand("exec", "Start, run one tool call, print its JSON result, stop");
-  exec->add_option("-c,--config", config_path, "TOML configuration file");
-  exec->add_option("-p,--pool", pool, "Pool to run on (default: the first)");
-  exec->add_option("--timeout-ms", timeout_ms,
+  exec_request ex;
+  auto* exec = app.add_subcommand("exec", "Start, run one tool call, print its JSON result (or "
+                                          "each chunk of a streaming tool), stop");
+  exec->add_option("-c,--config", ex.config_path, "TOML configuration file");
+  exec->add_option("-p,--pool", ex.pool, "Pool to run on (default: the first)");
+  exec->add_option("-s,--session", ex.session,
+                   "Run in this session (execute_in_session: affinity, session state)");
+  exec->add_option("--timeout-ms", ex.timeout_ms,
                    "End-to-end budget of the call (default: the pool's request_timeout)")
     ->check(CLI::NonNegativeNumber);
-  exec->add_option("TOOL", tool, "Tool name, e.g. echo")->required();
-  exec->add_option("ARGS", args_text, "Arguments as a JSON object, e.g. '{\"message\":\"hi\"}'");
+  exec->add_flag("--stream", ex.stream,
+                 "Stream even if the tool does not declare supports_streaming "
+                 "(streaming tools always stream)");
+  exec->add_option("TOOL", ex.tool, "Tool name, e.g. echo")->required();
+  exec->add_option("ARGS", ex.args_text,
+                   "Arguments as a JSON object, e.g. '{\"message\":\"hi\"}'");
   log_options(exec);
 
   auto* tools = app.add_subcommand("tools", "List the tools of a pool's adapter");
@@ -714,7 +778,7 @@ int main(int argc, char** argv) {
   if (run->parsed())
     return cmd_run(config_path, start_timeout_ms, log);
   if (exec->parsed())
-    return cmd_exec(config_path, pool, tool, args_text, timeout_ms, log);
+    return cmd_exec(ex, log);
   if (tools->parsed())
     return cmd_tools(config_path, pool, as_json);
   if (doctor->parsed())

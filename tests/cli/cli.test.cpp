@@ -131,6 +131,49 @@ TEST_CASE("exec --log-level debug logs the request on stderr and leaves stdout a
   CHECK(run_cli({"exec", "--log-format", "xml", "echo"}).code == 2);
 }
 
+TEST_CASE("exec of a streaming tool prints each chunk as a line as it arrives") {
+  // Read stdout line by line: the first chunk must be there long before the last.
+  std::string cmd = "timeout -k 5 90 " + quote(SNAKEPIT_CLI_BINARY)
+                    + R"( exec stream_progress '{"steps":3,"delay_ms":400}' 2>/dev/null)";
+  FILE* pipe = ::popen(cmd.c_str(), "r");
+  REQUIRE(pipe != nullptr);
+  std::vector<std::string> lines;
+  std::vector<std::chrono::steady_clock::time_point> at;
+  char buf[4096];
+  while (std::fgets(buf, sizeof(buf), pipe)) {
+    lines.emplace_back(buf);
+    at.push_back(std::chrono::steady_clock::now());
+  }
+  int status = ::pclose(pipe);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  REQUIRE(lines.size() == 3);
+  for (size_t i = 0; i < 3; ++i) {
+    auto chunk = nlohmann::json::parse(lines[i]);
+    CHECK(chunk.at("step") == i + 1);
+    CHECK(chunk.at("total") == 3);
+  }
+  CHECK(at[2] - at[0] >= std::chrono::milliseconds{600});
+}
+
+TEST_CASE("exec of a stream that fails prints the chunks before it, then exits 5") {
+  auto res = run_cli({"exec", "stream_fail", R"({"after":2})"});
+  CHECK(res.code == 5);
+  CHECK(res.out == "{\"step\":1}\n{\"step\":2}\n");
+  CHECK(contains(res.err, "RuntimeError: failed after 2 chunks"));
+}
+
+TEST_CASE("exec --session runs the call in that session") {
+  auto res = run_cli({"exec", "--session", "cli-session-1", "request_metadata"});
+  CHECK_MESSAGE(res.code == 0, res.err);
+  auto reply = nlohmann::json::parse(res.out, nullptr, false);
+  REQUIRE_MESSAGE(reply.is_object(), res.out);
+  CHECK(reply.at("session_id") == "cli-session-1");
+  auto bad = run_cli({"exec", "--session", "bad id!", "ping"});
+  CHECK(bad.code == 6);
+  CHECK(contains(bad.err, "invalid_session_id"));
+}
+
 TEST_CASE("exec of an unknown tool exits 6 and names the tool on stderr") {
   auto res = run_cli({"exec", "no_such_tool"});
   CHECK(res.code == 6);
