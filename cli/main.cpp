@@ -507,6 +507,19 @@ int cmd_doctor(const std::string& config_path) {
         "make $XDG_RUNTIME_DIR (or /tmp) writable for this user");
   if (dir)
     dir->remove();
+  auto data_dir = c.data_dir.empty() ? snakepit::adapters::default_data_dir() : c.data_dir;
+  auto reg = snakepit::adapters::process_registry::open(data_dir);
+  std::string reg_detail;
+  if (reg) {
+    auto n = (*reg)->entries().size();
+    reg_detail = fmt::format("{} ({} recorded process{}{})", (*reg)->path(), n,
+                             n == 1 ? "" : "es",
+                             n > 0 ? "; `snakepit cleanup` sweeps those of dead runs" : "");
+  } else {
+    reg_detail = snakepit::describe(reg.error());
+  }
+  check(static_cast<bool>(reg), "process registry", reg_detail,
+        "make " + data_dir + " writable for this user, or set `data_dir` in the config file");
   if (failures > 0) {
     fmt::print("{} check(s) failed\n", failures);
     return exit_failure;

@@ -250,7 +250,8 @@ TEST_CASE("doctor passes on this machine and prints each check") {
   auto res = run_cli({"doctor"});
   CHECK_MESSAGE(res.code == 0, res.out);
   for (auto check : {"interpreter", "import grpc", "snakepit_bridge package",
-                     "generated modules", "pool default: adapter", "runtime directory"})
+                     "generated modules", "pool default: adapter", "runtime directory",
+                     "process registry"})
     CHECK_MESSAGE(contains(res.out, std::string{"[ OK ] "} + check), std::string{check});
 }
 
@@ -264,6 +265,21 @@ TEST_CASE("doctor fails with a fix when the adapter cannot be imported") {
   CHECK(res.code == 1);
   CHECK(contains(res.out, "[FAIL] pool default: adapter no_such_pkg.mod.Adapter"));
   CHECK(contains(res.out, "fix:"));
+}
+
+TEST_CASE("doctor fails with a fix when the registry's data_dir cannot be created") {
+  auto blocker = scratch_dir() / "a-file";
+  { std::ofstream{blocker} << "not a directory\n"; }
+  auto file = scratch_dir() / "baddata.toml";
+  {
+    std::ofstream out{file};
+    out << "data_dir = \"" << (blocker / "state").string() << "\"\n[[pools]]\nadapter = "
+           "\"snakepit_bridge.adapters.showcase.ShowcaseAdapter\"\n";
+  }
+  auto res = run_cli({"doctor", "--config", file.string()});
+  CHECK(res.code == 1);
+  CHECK_MESSAGE(contains(res.out, "[FAIL] process registry"), res.out);
+  CHECK(contains(res.out, "set `data_dir`"));
 }
 
 TEST_CASE("tools lists the showcase adapter's tools") {
