@@ -72,6 +72,23 @@ TEST_CASE("a tool that blocks the worker's event loop gets the worker restarted"
   stop_and_check(r);
 }
 
+TEST_CASE("a sync tool that sleeps holding the GIL gets the worker restarted") {
+  auto rt = snakepit::runtime::start(heartbeat_config(true));
+  REQUIRE_MESSAGE(rt, explain(rt.error()));
+  auto& r = **rt;
+  auto pid = r.list_workers()->front().pid;
+  auto t0 = std::chrono::steady_clock::now();
+  auto res = r.execute("hold_gil", {{"ms", 20000}});
+  REQUIRE_FALSE(res);
+  CHECK_MESSAGE(res.error() == errc::worker_crashed, explain(res.error()));
+  // Killed by the heartbeat, not released by the end of the sleep.
+  CHECK(std::chrono::steady_clock::now() - t0 < 15s);
+  CHECK(eventually([&] { return replaced(r, pid); }, 15s));
+  CHECK(eventually([&] { return !pid_alive(pid); }));
+  CHECK(r.execute("ping"));
+  stop_and_check(r);
+}
+
 TEST_CASE("an independent heartbeat reports misses but leaves the worker alone") {
   auto rt = snakepit::runtime::start(heartbeat_config(false));
   REQUIRE_MESSAGE(rt, explain(rt.error()));

@@ -136,6 +136,14 @@ class ShowcaseAdapter(BaseAdapter):
         time.sleep(float(ms) / 1000.0)
         return True
 
+    @tool(description="Sleeps ms milliseconds in a worker thread WITHOUT releasing the "
+                      "GIL (usleep through ctypes.PyDLL): no other Python thread runs, so "
+                      "the worker answers nothing, heartbeats included")
+    def hold_gil(self, ms: float) -> bool:
+        import ctypes  # pylint: disable=import-outside-toplevel
+        ctypes.PyDLL(None).usleep(int(float(ms) * 1000))
+        return True
+
     @tool(description="Records value to the file at path, then sleeps ms milliseconds "
                       "(upstream's slow_probe: proves whether a request executed)")
     def slow_probe(self, path: str, value: Any, ms: float = 500) -> bool:
