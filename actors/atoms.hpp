@@ -45,6 +45,12 @@ using stream_atom = caf::atom_constant<caf::atom("stream")>;
 using stream_chunk_atom = caf::atom_constant<caf::atom("strchunk")>;
 /// Actor API: the end of a stream (caf::error, none when clean).
 using stream_end_atom = caf::atom_constant<caf::atom("strend")>;
+/// Actor API, windowed streams: host -> pool, `n` chunks of stream `id` consumed
+/// (stream_ack_atom, uint64_t id, uint32_t n); the pool lets that many more through.
+using stream_ack_atom = caf::atom_constant<caf::atom("strack")>;
+/// Actor API, windowed streams: host -> pool, stop stream `id` now (its end follows
+/// with no error); pool-internal with `true` when the stream's deadline passed.
+using stream_halt_atom = caf::atom_constant<caf::atom("strhalt")>;
 /// Pool-internal: ask the tool registry for the tools its workers registered.
 using refresh_tools_atom = caf::atom_constant<caf::atom("refrtools")>;
 /// Worker -> pool: its process exited unexpectedly (worker id, exit code, signal),

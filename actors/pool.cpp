@@ -4,6 +4,7 @@
 #include <deque>
 #include <random>
 #include <list>
+#include <mutex>
 #include <unordered_map>
 #include <unordered_set>
 #include <variant>
@@ -67,6 +68,86 @@ public:
 
 private:
   caf::actor dest_;
+};
+
+/// The actor API with flow control: at most `window` chunks are sent to the host
+/// actor and not yet acknowledged (stream_ack_atom); at the limit no further chunk
+/// is read from the worker, so HTTP/2 flow control holds the Python producer back
+/// instead of the host actor's mailbox growing.
+class windowed_actor_stream_sink final : public stream_sink {
+public:
+  windowed_actor_stream_sink(caf::actor dest, uint64_t id, uint32_t window)
+    : dest_(std::move(dest)), id_(id), window_(window) {}
+
+  adapters::stream_step on_chunk(json chunk, bool is_final) override {
+    std::lock_guard<std::mutex> guard{mtx_};
+    if (halted_)
+      return adapters::stream_step::halt;
+    caf::anon_send(dest_, stream_chunk_atom::value, id_, std::move(chunk), is_final);
+    if (++outstanding_ >= window_) {
+      paused_ = true;
+      return adapters::stream_step::pause;
+    }
+    return adapters::stream_step::more;
+  }
+
+  void on_end(caf::error err) override {
+    {
+      std::lock_guard<std::mutex> guard{mtx_};
+      // A halt cancels the RPC on purpose: a clean end for the host, unless it
+      // was the deadline.
+      if (halted_ && err == errc::cancelled)
+        err = expired_ ? caf::make_error(errc::timeout, "stream did not end within its budget")
+                       : caf::error{};
+    }
+    caf::anon_send(dest_, stream_end_atom::value, id_, std::move(err));
+  }
+
+  void attach(adapters::stream_control ctl) override {
+    std::lock_guard<std::mutex> guard{mtx_};
+    control_ = std::move(ctl);
+    if (halted_)
+      stop_locked();
+  }
+
+  /// The host consumed `n` chunks.
+  void ack(uint32_t n) {
+    std::lock_guard<std::mutex> guard{mtx_};
+    outstanding_ -= std::min(n, outstanding_);
+    if (paused_ && outstanding_ < window_) {
+      paused_ = false;
+      control_.resume();
+    }
+  }
+
+  /// Cancels the RPC (`expired`: because its deadline passed).
+  void halt(bool expired) {
+    std::lock_guard<std::mutex> guard{mtx_};
+    if (halted_)
+      return;
+    halted_ = true;
+    expired_ = expired;
+    stop_locked();
+  }
+
+private:
+  void stop_locked() {
+    control_.cancel();
+    if (paused_) {
+      paused_ = false;
+      control_.resume(); // the pending read fails after the cancel; the stream ends
+    }
+  }
+
+  caf::actor dest_;
+  uint64_t id_;
+  uint32_t window_;
+  std::mutex mtx_;
+  adapters::stream_control control_;
+  uint32_t outstanding_ = 0;
+  bool paused_ = false;
+  bool halted_ = false;
+  bool expired_ = false;
 };
 
 struct pending_request {
@@ -156,6 +237,9 @@ struct pool_state {
   std::unordered_set<caf::actor_addr> monitored_callers;
   std::vector<caf::response_promise> ready_waiters;
   uint64_t next_id = 1;
+  /// Windowed actor-API streams by the id their chunks carry (acks, halts).
+  std::unordered_map<uint64_t, std::weak_ptr<windowed_actor_stream_sink>> windowed;
+  uint64_t next_stream_id = 1;
   // Startup bookkeeping (upstream Initializer): bounded concurrent starts.
   size_t next_worker_index = 0;
   uint64_t generation = 0;
@@ -1231,6 +1315,49 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg,
       auto caller = sender.address();
       accept(self, std::move(req), std::make_shared<actor_stream_sink>(std::move(sender)),
              std::move(caller));
+    },
+    [self](stream_atom, execute_request& req, uint32_t window) {
+      // Actor API with flow control: chunks carry the stream's id; the sender
+      // acknowledges them with stream_ack_atom.
+      auto sender = caf::actor_cast<caf::actor>(self->current_sender());
+      if (!sender)
+        return;
+      auto& st = self->state;
+      for (auto i = st.windowed.begin(); i != st.windowed.end();)
+        i = i->second.expired() ? st.windowed.erase(i) : std::next(i);
+      auto id = st.next_stream_id++;
+      auto sink =
+        std::make_shared<windowed_actor_stream_sink>(sender, id, std::max<uint32_t>(window, 1));
+      st.windowed.emplace(id, sink);
+      // The deadline holds even while the host sends no acks (a paused RPC would
+      // otherwise wait for it forever).
+      auto budget = req.opts.timeout.count() > 0 ? req.opts.timeout : st.cfg.request_timeout;
+      self->delayed_send(self, budget, stream_halt_atom::value, id, true);
+      auto caller = sender.address();
+      accept(self, std::move(req), std::move(sink), std::move(caller));
+    },
+    [self](stream_ack_atom, uint64_t id, uint32_t n) {
+      auto& st = self->state;
+      if (auto i = st.windowed.find(id); i != st.windowed.end()) {
+        if (auto sink = i->second.lock())
+          sink->ack(n);
+        else
+          st.windowed.erase(i);
+      }
+    },
+    [self](stream_halt_atom, uint64_t id) {
+      auto& st = self->state;
+      if (auto i = st.windowed.find(id); i != st.windowed.end())
+        if (auto sink = i->second.lock())
+          sink->halt(false);
+    },
+    [self](stream_halt_atom, uint64_t id, bool expired) {
+      auto& st = self->state;
+      if (auto i = st.windowed.find(id); i != st.windowed.end()) {
+        if (auto sink = i->second.lock(); sink && !sink->ended())
+          sink->halt(expired);
+        st.windowed.erase(i);
+      }
     },
     [self](result_atom, std::string& worker_id, uint64_t req_id, execute_result& res) {
       auto& st = self->state;

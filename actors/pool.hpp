@@ -10,6 +10,13 @@
 //   list_workers_atom                  -> std::vector<worker_info>
 //   recycle_atom, std::string id       -> ok_atom | error(invalid_argument)
 //   drain_atom                         -> ok_atom (new work fails with shutting_down)
+//   stream_atom, execute_request       (sender gets stream_chunk_atom, json, bool
+//                                       is_final ... then stream_end_atom, error)
+//   stream_atom, execute_request, uint32_t window
+//                                      (chunks and end carry the stream id first; at
+//                                       most `window` unacknowledged chunks)
+//   stream_ack_atom, uint64_t id, uint32_t n    (n chunks of stream id consumed)
+//   stream_halt_atom, uint64_t id               (stop it; a clean end follows)
 #pragma once
 
 #include <caf/actor.hpp>

@@ -1,5 +1,6 @@
 // Streaming through the pool, end-to-end deadlines, correlation ids and payload
 // limits, with real Python workers (issue: streaming, correlation ids, deadlines).
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <fstream>
@@ -205,6 +206,126 @@ TEST_CASE("a host actor receives stream chunks and the end as messages") {
     }
     CHECK(ended);
     CHECK(chunks >= 4);
+  }
+  stop_and_check(**rt);
+}
+
+namespace {
+
+using stream_atom = caf::atom_constant<caf::atom("stream")>;
+using chunk_atom = caf::atom_constant<caf::atom("strchunk")>;
+using end_atom = caf::atom_constant<caf::atom("strend")>;
+using ack_atom = caf::atom_constant<caf::atom("strack")>;
+using halt_atom = caf::atom_constant<caf::atom("strhalt")>;
+
+size_t lines_in(const std::string& path) {
+  auto text = slurp(path);
+  return static_cast<size_t>(std::count(text.begin(), text.end(), '\n'));
+}
+
+} // namespace
+
+TEST_CASE("a windowed actor stream holds the producer back until the host acknowledges") {
+  auto rt = snakepit::runtime::start(small_config(1));
+  REQUIRE_MESSAGE(rt, explain(rt.error()));
+  auto probe = temp_path("window");
+  {
+    caf::scoped_actor self{(*rt)->system()};
+    snakepit::execute_request req;
+    req.command = "stream_record";
+    req.args = {{"steps", 400}, {"path", probe}, {"size", 65536}};
+    self->send((*rt)->pool(), stream_atom::value, req, uint32_t{4});
+    // No acks: exactly the window arrives, and the producer stops far short of 400.
+    size_t got = 0;
+    uint64_t id = 0;
+    bool more = true;
+    while (more)
+      self->receive(
+        [&](chunk_atom, uint64_t sid, const json&, bool) {
+          id = sid;
+          ++got;
+        },
+        caf::after(1500ms) >> [&] { more = false; });
+    CHECK(got == 4);
+    auto produced = lines_in(probe);
+    CHECK(produced < 400);
+    // Acknowledge each chunk as it is handled: the rest arrives, in order, then the end.
+    self->send((*rt)->pool(), ack_atom::value, id, static_cast<uint32_t>(got));
+    bool ended = false;
+    bool final_seen = false;
+    while (!ended) {
+      bool any = false;
+      self->receive(
+        [&](chunk_atom, uint64_t sid, const json& chunk, bool is_final) {
+          CHECK(sid == id);
+          if (!is_final)
+            CHECK(chunk.value("step", 0) == static_cast<int>(got) + 1);
+          final_seen = final_seen || is_final;
+          ++got;
+          self->send((*rt)->pool(), ack_atom::value, id, uint32_t{1});
+          any = true;
+        },
+        [&](end_atom, uint64_t sid, const caf::error& err) {
+          CHECK(sid == id);
+          CHECK_MESSAGE(!err, explain(err));
+          ended = true;
+          any = true;
+        },
+        caf::after(10s) >> [] {});
+      if (!any)
+        break;
+    }
+    CHECK(ended);
+    CHECK(final_seen);
+    CHECK(got >= 400);
+  }
+  ::unlink(probe.c_str());
+  CHECK((*rt)->execute("ping"));
+  stop_and_check(**rt);
+}
+
+TEST_CASE("a windowed actor stream can be halted, and one never acknowledged ends at its deadline") {
+  auto rt = snakepit::runtime::start(small_config(1));
+  REQUIRE_MESSAGE(rt, explain(rt.error()));
+  {
+    caf::scoped_actor self{(*rt)->system()};
+    snakepit::execute_request req;
+    req.command = "stream_progress";
+    req.args = {{"steps", 1000}};
+    self->send((*rt)->pool(), stream_atom::value, req, uint32_t{2});
+    uint64_t id = 0;
+    self->receive([&](chunk_atom, uint64_t sid, const json&, bool) { id = sid; },
+                  caf::after(10s) >> [] { FAIL("no chunk"); });
+    self->send((*rt)->pool(), halt_atom::value, id);
+    caf::error end_err = caf::make_error(errc::internal);
+    bool ended = false;
+    while (!ended)
+      self->receive([&](chunk_atom, uint64_t, const json&, bool) {},
+                    [&](end_atom, uint64_t, const caf::error& err) {
+                      end_err = err;
+                      ended = true;
+                    },
+                    caf::after(10s) >> [&] { ended = true; });
+    CHECK_MESSAGE(!end_err, explain(end_err));
+    // The worker is free again at once.
+    CHECK((*rt)->execute("ping"));
+
+    // Never acknowledged: the deadline ends it with timeout and frees the worker.
+    req.opts.timeout = 700ms;
+    auto t0 = std::chrono::steady_clock::now();
+    self->send((*rt)->pool(), stream_atom::value, req, uint32_t{2});
+    ended = false;
+    end_err = caf::error{};
+    while (!ended)
+      self->receive([&](chunk_atom, uint64_t, const json&, bool) {},
+                    [&](end_atom, uint64_t, const caf::error& err) {
+                      end_err = err;
+                      ended = true;
+                    },
+                    caf::after(10s) >> [&] { ended = true; });
+    CHECK_MESSAGE(has_code(end_err, errc::timeout), explain(end_err));
+    CHECK(std::chrono::steady_clock::now() - t0 < 5s);
+    CHECK((*rt)->execute("ping"));
   }
   stop_and_check(**rt);
 }
