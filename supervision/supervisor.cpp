@@ -164,30 +164,13 @@ private:
     return ids;
   }
 
-  template <class F>
-  void when_idle(F fn) {
-    if (core_.busy())
-      core_.defer(std::move(fn));
-    else
-      fn();
+  void when_idle(std::function<void()> fn) {
+    core_.when_idle(std::move(fn));
   }
 
-  // Requests are queued while an operation runs. Their promises are kept here
-  // until they run, so a supervisor that quits first can still answer them.
-  template <class F>
-  caf::response_promise request(F fn) {
-    auto rp = self_->make_response_promise();
-    auto key = ++next_request_;
-    queued_.emplace(key, rp);
-    when_idle([this, fn, key]() mutable {
-      auto i = queued_.find(key);
-      if (i == queued_.end())
-        return;
-      auto p = std::move(i->second);
-      queued_.erase(i);
-      fn(p);
-    });
-    return rp;
+  // Requests wait while an operation runs (OTP handles one message at a time).
+  caf::response_promise request(std::function<void(caf::response_promise&)> fn) {
+    return core_.queue_request(std::move(fn));
   }
 
   // -- start / stop sequences -------------------------------------------------
@@ -243,9 +226,7 @@ private:
   void finish(const caf::error& reason, bool init_failed) {
     if (init_failed)
       ack_.fail(reason);
-    for (auto& kv : queued_)
-      kv.second.deliver(caf::make_error(caf::sec::request_receiver_down));
-    queued_.clear();
+    core_.fail_queued_requests();
     self_->quit(reason);
   }
 
@@ -447,8 +428,6 @@ private:
   detail::restart_window window_;
   start_ack ack_;
   std::vector<child_rec> children_; // start order
-  uint64_t next_request_ = 0;
-  std::map<uint64_t, caf::response_promise> queued_;
   bool stopping_ = false;
 };
 

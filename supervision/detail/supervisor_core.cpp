@@ -206,6 +206,35 @@ void supervisor_core::defer(std::function<void()> fn, bool front) {
     queue_.push_back(deferred{caf::actor_addr{}, std::move(fn)});
 }
 
+void supervisor_core::when_idle(std::function<void()> fn) {
+  if (busy_)
+    defer(std::move(fn));
+  else
+    fn();
+}
+
+caf::response_promise
+supervisor_core::queue_request(std::function<void(caf::response_promise&)> fn) {
+  auto rp = self_->make_response_promise();
+  auto key = ++next_request_;
+  queued_requests_.emplace(key, rp);
+  when_idle([this, fn = std::move(fn), key] {
+    auto i = queued_requests_.find(key);
+    if (i == queued_requests_.end())
+      return;
+    auto p = std::move(i->second);
+    queued_requests_.erase(i);
+    fn(p);
+  });
+  return rp;
+}
+
+void supervisor_core::fail_queued_requests() {
+  for (auto& kv : queued_requests_)
+    kv.second.deliver(caf::make_error(caf::sec::request_receiver_down));
+  queued_requests_.clear();
+}
+
 void supervisor_core::defer_down(const caf::down_msg& dm, std::function<void()> fn) {
   queue_.push_back(deferred{dm.source, std::move(fn)});
 }

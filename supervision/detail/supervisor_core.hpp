@@ -94,6 +94,19 @@ public:
   /// Defers work until no operation is in progress.
   void defer(std::function<void()> fn, bool front = false);
 
+  /// Runs `fn` now, or once the operation in progress ended.
+  void when_idle(std::function<void()> fn);
+
+  /// A request to the supervisor (start_child, which_children, ...): `fn` runs
+  /// when no operation is in progress and answers through the promise. Until
+  /// then the promise is kept here, so a supervisor that quits first can still
+  /// answer it (see fail_queued_requests).
+  caf::response_promise queue_request(std::function<void(caf::response_promise&)> fn);
+
+  /// Answers every request still queued with request_receiver_down (the
+  /// supervisor is about to quit).
+  void fail_queued_requests();
+
   /// Defers a child's down_msg; a later stop of that child consumes it.
   void defer_down(const caf::down_msg& dm, std::function<void()> fn);
 
@@ -135,6 +148,8 @@ private:
   std::map<caf::actor_addr, pending_stop> stops_;
   std::deque<deferred> queue_;
   std::shared_ptr<live_map> live_;
+  uint64_t next_request_ = 0;
+  std::map<uint64_t, caf::response_promise> queued_requests_;
 };
 
 } // namespace snakepit::supervision::detail

@@ -218,6 +218,20 @@ using end_atom = caf::atom_constant<caf::atom("strend")>;
 using ack_atom = caf::atom_constant<caf::atom("strack")>;
 using halt_atom = caf::atom_constant<caf::atom("strhalt")>;
 
+/// Skips chunks until the end of a windowed stream; its error, or `internal` when
+/// no end arrives within 10 s.
+caf::error end_of_stream(caf::scoped_actor& self) {
+  caf::error out = caf::make_error(errc::internal, "no end of stream");
+  for (bool ended = false; !ended;)
+    self->receive([&](chunk_atom, uint64_t, const json&, bool) {},
+                  [&](end_atom, uint64_t, const caf::error& err) {
+                    out = err;
+                    ended = true;
+                  },
+                  caf::after(10s) >> [&] { ended = true; });
+  return out;
+}
+
 size_t lines_in(const std::string& path) {
   auto text = slurp(path);
   return static_cast<size_t>(std::count(text.begin(), text.end(), '\n'));
@@ -297,15 +311,7 @@ TEST_CASE("a windowed actor stream can be halted, and one never acknowledged end
     self->receive([&](chunk_atom, uint64_t sid, const json&, bool) { id = sid; },
                   caf::after(10s) >> [] { FAIL("no chunk"); });
     self->send((*rt)->pool(), halt_atom::value, id);
-    caf::error end_err = caf::make_error(errc::internal);
-    bool ended = false;
-    while (!ended)
-      self->receive([&](chunk_atom, uint64_t, const json&, bool) {},
-                    [&](end_atom, uint64_t, const caf::error& err) {
-                      end_err = err;
-                      ended = true;
-                    },
-                    caf::after(10s) >> [&] { ended = true; });
+    auto end_err = end_of_stream(self);
     CHECK_MESSAGE(!end_err, explain(end_err));
     // The worker is free again at once.
     CHECK((*rt)->execute("ping"));
@@ -314,15 +320,7 @@ TEST_CASE("a windowed actor stream can be halted, and one never acknowledged end
     req.opts.timeout = 700ms;
     auto t0 = std::chrono::steady_clock::now();
     self->send((*rt)->pool(), stream_atom::value, req, uint32_t{2});
-    ended = false;
-    end_err = caf::error{};
-    while (!ended)
-      self->receive([&](chunk_atom, uint64_t, const json&, bool) {},
-                    [&](end_atom, uint64_t, const caf::error& err) {
-                      end_err = err;
-                      ended = true;
-                    },
-                    caf::after(10s) >> [&] { ended = true; });
+    end_err = end_of_stream(self);
     CHECK_MESSAGE(has_code(end_err, errc::timeout), explain(end_err));
     CHECK(std::chrono::steady_clock::now() - t0 < 5s);
     CHECK((*rt)->execute("ping"));
