@@ -124,6 +124,8 @@ struct runtime::impl {
   std::shared_ptr<adapters::process_registry> registry;
   std::unique_ptr<adapters::bridge_server> bridge;
   actors::control_servers servers;
+  /// Blocking callers polling for their reply right now (see reply_waiter).
+  std::atomic<int> polling_callers{0};
 
   caf::actor find_pool(const std::string& name) const {
     auto& pname = name.empty() ? cfg.pools.front().name : name;
@@ -385,7 +387,10 @@ namespace {
 
 /// One blocking caller waiting for its reply. The reply usually arrives within a
 /// millisecond, so the caller first polls (yielding its core) before it sleeps on
-/// the condition variable: a futex wake-up costs tens of µs on small VMs.
+/// the condition variable: a futex wake-up costs tens of µs on small VMs. Only one
+/// caller of a runtime polls at a time: under concurrent load, many polling callers
+/// would take the cores the workers and the gRPC thread need, and their replies
+/// come at a rate where waking costs little.
 struct reply_waiter {
   std::atomic<bool> ready{false};
   std::mutex mtx;
@@ -401,14 +406,16 @@ struct reply_waiter {
     cv.notify_one();
   }
 
-  bool wait(std::chrono::steady_clock::time_point deadline) {
-    auto spin_until = std::chrono::steady_clock::now() + std::chrono::microseconds{300};
-    while (!ready.load(std::memory_order_acquire)) {
-      auto now = std::chrono::steady_clock::now();
-      if (now >= spin_until)
-        break;
-      std::this_thread::yield();
+  bool wait(std::chrono::steady_clock::time_point deadline, std::atomic<int>& polling) {
+    if (polling.fetch_add(1, std::memory_order_acq_rel) == 0) {
+      auto spin_until = std::chrono::steady_clock::now() + std::chrono::microseconds{300};
+      while (!ready.load(std::memory_order_acquire)) {
+        if (std::chrono::steady_clock::now() >= spin_until)
+          break;
+        std::this_thread::yield();
+      }
     }
+    polling.fetch_sub(1, std::memory_order_acq_rel);
     std::unique_lock<std::mutex> guard{mtx};
     return cv.wait_until(guard, deadline, [this] { return ready.load(); });
   }
@@ -435,7 +442,7 @@ execute_result runtime::execute(const std::string& command, json args, execute_o
   caf::anon_send(hdl, actors::execute_cb_atom::value, std::move(req), std::move(sink));
   // The pool always answers (result, queue timeout, deadline, crash, shutdown);
   // the margin only guards against a pool that died with the request.
-  if (!waiter->wait(std::chrono::steady_clock::now() + budget + 5s)) {
+  if (!waiter->wait(std::chrono::steady_clock::now() + budget + 5s, impl_->polling_callers)) {
     abandoned->store(true);
     return caf::make_error(errc::timeout, command);
   }
