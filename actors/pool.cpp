@@ -190,6 +190,8 @@ struct inflight_request {
   /// For idempotent calls: what to run again if the worker crashes (its `out` is
   /// a placeholder; the live sink is the one above).
   std::shared_ptr<pending_request> retry;
+  /// The request's correlation id, attached to the error if it fails.
+  std::string correlation_id;
 };
 
 struct worker_entry {
@@ -298,8 +300,12 @@ void log_line(pool_actor* self, adapters::log_level level, const char* msg, json
   log->log(level, msg, fields);
 }
 
-void finish(pool_actor* self, sink& out, execute_result res, time_point accepted) {
+/// Answers a request (stats, events), its error carrying the correlation id.
+void finish(pool_actor* self, sink& out, execute_result res, time_point accepted,
+            const std::string& correlation_id) {
   auto& st = self->state;
+  if (!res)
+    res = with_correlation_id(std::move(res.error()), correlation_id);
   auto us = std::chrono::duration_cast<std::chrono::microseconds>(self->clock().now()
                                                                    - accepted);
   if (res) {
@@ -388,7 +394,8 @@ void dispatch(pool_actor* self, const std::string& worker_id, pending_request p)
         return json{{"pool", st.cfg.name}, {"worker_id", worker_id}, {"command", p.req.command},
                     {"correlation_id", p.req.opts.correlation_id}};
       });
-    st.inflight.emplace(p.id, inflight_request{worker_id, std::move(p.out), p.accepted, {}});
+    st.inflight.emplace(p.id, inflight_request{worker_id, std::move(p.out), p.accepted, {},
+                                               p.req.opts.correlation_id});
     self->send(w.handle, stream_atom::value, p.id, std::move(p.req), span, std::move(sink));
     return;
   }
@@ -400,7 +407,7 @@ void dispatch(pool_actor* self, const std::string& worker_id, pending_request p)
     retry = std::make_shared<pending_request>(pending_request{
       p.id, p.req, sink{}, p.deadline, p.accepted, p.caller, std::string{}, p.attempt + 1});
   st.inflight.emplace(p.id, inflight_request{worker_id, std::move(p.out), p.accepted,
-                                             std::move(retry)});
+                                             std::move(retry), p.req.opts.correlation_id});
   self->send(w.handle, execute_atom::value, p.id, std::move(p.req), span, std::move(slot));
 }
 
@@ -454,7 +461,7 @@ void checkin(pool_actor* self, const std::string& worker_id) {
       finish(self, p.out,
              caf::make_error(errc::timeout, fmt::format("{}: deadline passed in the queue",
                                                         p.req.opts.correlation_id)),
-             p.accepted);
+             p.accepted, p.req.opts.correlation_id);
       continue;
     }
     emit(
@@ -534,38 +541,39 @@ std::string make_correlation_id(const std::string& pool, uint64_t n) {
 
 void accept(pool_actor* self, execute_request req, sink out, caf::actor_addr caller) {
   auto& st = self->state;
+  if (req.opts.correlation_id.empty())
+    req.opts.correlation_id = make_correlation_id(st.cfg.name, st.next_id);
+  auto reject = [&](caf::error err) {
+    deliver(out, with_correlation_id(std::move(err), req.opts.correlation_id));
+  };
   if (st.draining) {
-    deliver(out, caf::make_error(errc::shutting_down, st.cfg.name));
+    reject(caf::make_error(errc::shutting_down, st.cfg.name));
     return;
   }
   if (st.startup_done && st.workers.empty() && st.first_start_error) {
     // A pool that could not start any worker fails fast instead of queueing.
-    deliver(out, st.first_start_error);
+    reject(st.first_start_error);
     return;
   }
   if (st.workers.empty() && st.breaker.current() != circuit_breaker::state::closed) {
     // No worker to wait for and starts keep failing: fail fast, no storm.
-    deliver(out, caf::make_error(errc::circuit_open,
-                                 fmt::format("pool {}: circuit open after {} failed worker "
-                                             "starts",
-                                             st.cfg.name, st.breaker.failures())));
+    reject(caf::make_error(errc::circuit_open,
+                           fmt::format("pool {}: circuit open after {} failed worker starts",
+                                       st.cfg.name, st.breaker.failures())));
     return;
   }
   if (auto err = check_payload(st.cfg, req)) {
-    deliver(out, std::move(err));
+    reject(std::move(err));
     return;
   }
   if (!st.tools.empty() && !st.open_dispatch && req.opts.session_id.empty()
       && st.tools.count(req.command) == 0) {
     // Known before dispatch: the pool's workers registered their tools. (Session
     // calls may use tools an adapter registers per session, so they go through.)
-    deliver(out, caf::make_error(errc::unknown_tool,
-                                 fmt::format("pool {} has no tool '{}'", st.cfg.name,
-                                             req.command)));
+    reject(caf::make_error(errc::unknown_tool,
+                           fmt::format("pool {} has no tool '{}'", st.cfg.name, req.command)));
     return;
   }
-  if (req.opts.correlation_id.empty())
-    req.opts.correlation_id = make_correlation_id(st.cfg.name, st.next_id);
   auto now = self->clock().now();
   auto budget = req.opts.timeout.count() > 0 ? req.opts.timeout : st.cfg.request_timeout;
   pending_request p{st.next_id++, std::move(req), std::move(out), now + budget, now,
@@ -577,7 +585,7 @@ void accept(pool_actor* self, execute_request req, sink out, caf::actor_addr cal
       finish(self, p.out,
              caf::make_error(errc::invalid_session_id,
                              "session ids are 1-128 characters of [A-Za-z0-9_-]"),
-             p.accepted);
+             p.accepted, p.req.opts.correlation_id);
       return;
     }
     auto mode = parse_affinity(p.req.opts.affinity, st.default_affinity);
@@ -595,7 +603,7 @@ void accept(pool_actor* self, execute_request req, sink out, caf::actor_addr cal
                  caf::make_error(errc::session_worker_unavailable,
                                  fmt::format("session {}: worker {} is gone",
                                              p.req.opts.session_id, b->second.worker_id)),
-                 p.accepted);
+                 p.accepted, p.req.opts.correlation_id);
           return;
         }
         if (mode == affinity_mode::strict_fail_fast) {
@@ -603,7 +611,7 @@ void accept(pool_actor* self, execute_request req, sink out, caf::actor_addr cal
                  caf::make_error(errc::worker_busy,
                                  fmt::format("session {}: worker {} is busy",
                                              p.req.opts.session_id, b->second.worker_id)),
-                 p.accepted);
+                 p.accepted, p.req.opts.correlation_id);
           return;
         }
         p.pinned_worker = b->second.worker_id; // strict_queue: wait for that worker
@@ -636,7 +644,7 @@ void accept(pool_actor* self, execute_request req, sink out, caf::actor_addr cal
            caf::make_error(errc::pool_saturated,
                            fmt::format("pool {}: {} requests queued", st.cfg.name,
                                        st.queue.size())),
-           p.accepted);
+           p.accepted, p.req.opts.correlation_id);
     return;
   }
   ++st.stats.queued;
@@ -660,14 +668,14 @@ void accept(pool_actor* self, execute_request req, sink out, caf::actor_addr cal
 void fail_everything(pool_actor* self, caf::error reason) {
   auto& st = self->state;
   for (auto& p : st.queue)
-    finish(self, p.out, reason, p.accepted);
+    finish(self, p.out, reason, p.accepted, p.req.opts.correlation_id);
   st.queue.clear();
   st.queued.clear();
   for (auto& [id, f] : st.inflight)
-    finish(self, f.out, reason, f.started);
+    finish(self, f.out, reason, f.started, f.correlation_id);
   st.inflight.clear();
   for (auto& [id, p] : st.parked)
-    finish(self, p.out, reason, p.accepted);
+    finish(self, p.out, reason, p.accepted, p.req.opts.correlation_id);
   st.parked.clear();
   for (auto& rp : st.ready_waiters)
     rp.deliver(reason);
@@ -973,7 +981,7 @@ void open_circuit(pool_actor* self, const std::string& worker_id, const caf::err
       finish(self, p.out,
              caf::make_error(errc::circuit_open,
                              fmt::format("pool {}: worker starts keep failing", st.cfg.name)),
-             p.accepted);
+             p.accepted, p.req.opts.correlation_id);
     st.queue.clear();
     st.queued.clear();
   }
@@ -1097,7 +1105,7 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg,
                caf::make_error(errc::session_worker_unavailable,
                                fmt::format("session {}: worker {} died",
                                            q->req.opts.session_id, id)),
-               q->accepted);
+               q->accepted, q->req.opts.correlation_id);
         st.queued.erase(q->id);
         q = st.queue.erase(q);
       } else {
@@ -1118,7 +1126,7 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg,
         finish(self, f->second.out,
                caf::make_error(errc::worker_crashed,
                                fmt::format("worker {}: {}", id, caf::to_string(msg.reason))),
-               f->second.started);
+               f->second.started, f->second.correlation_id);
       }
       f = st.inflight.erase(f);
     }
@@ -1380,8 +1388,9 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg,
       }
       auto started = f->second.started;
       auto out = std::move(f->second.out);
+      auto cid = std::move(f->second.correlation_id);
       st.inflight.erase(f);
-      finish(self, out, std::move(res), started);
+      finish(self, out, std::move(res), started, cid);
       if (auto w = st.workers.find(worker_id); w != st.workers.end() && w->second.load > 0)
         --w->second.load;
       checkin(self, worker_id);
@@ -1422,7 +1431,7 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg,
                                  fmt::format("pool {}: no worker within the queue timeout "
                                              "({})",
                                              st.cfg.name, p.req.opts.correlation_id)),
-             p.accepted);
+             p.accepted, p.req.opts.correlation_id);
     },
     [self](await_ready_atom) -> caf::result<caf::ok_atom> {
       auto& st = self->state;
@@ -1474,11 +1483,11 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg,
       auto& st = self->state;
       st.draining = true;
       for (auto& p : st.queue)
-        finish(self, p.out, caf::make_error(errc::shutting_down, st.cfg.name), p.accepted);
+        finish(self, p.out, caf::make_error(errc::shutting_down, st.cfg.name), p.accepted, p.req.opts.correlation_id);
       st.queue.clear();
       st.queued.clear();
       for (auto& [id, p] : st.parked)
-        finish(self, p.out, caf::make_error(errc::shutting_down, st.cfg.name), p.accepted);
+        finish(self, p.out, caf::make_error(errc::shutting_down, st.cfg.name), p.accepted, p.req.opts.correlation_id);
       st.parked.clear();
       return caf::ok_atom::value;
     },

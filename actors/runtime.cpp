@@ -438,13 +438,14 @@ execute_result runtime::execute(const std::string& command, json args, execute_o
   callback_sink sink;
   sink.fn = [waiter](execute_result res) { waiter->set(std::move(res)); };
   auto abandoned = sink.abandoned;
+  auto cid = opts.correlation_id;
   execute_request req{command, std::move(args), std::move(opts)};
   caf::anon_send(hdl, actors::execute_cb_atom::value, std::move(req), std::move(sink));
   // The pool always answers (result, queue timeout, deadline, crash, shutdown);
   // the margin only guards against a pool that died with the request.
   if (!waiter->wait(std::chrono::steady_clock::now() + budget + 5s, impl_->polling_callers)) {
     abandoned->store(true);
-    return caf::make_error(errc::timeout, command);
+    return with_correlation_id(caf::make_error(errc::timeout, command), cid);
   }
   std::lock_guard<std::mutex> guard{waiter->mtx};
   return std::move(*waiter->value);

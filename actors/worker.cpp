@@ -629,7 +629,7 @@ caf::behavior worker_impl(worker_actor* self, worker_args args, supervision::sta
             rep.worker_id = std::move(id);
             out = std::move(rep);
           } else {
-            out = std::move(res.error());
+            out = with_correlation_id(std::move(res.error()), rlog.correlation_id);
           }
           // Fast path: answer the caller from this (gRPC) thread. A transport
           // failure takes the actor path, which tells a crash from a hiccup.
@@ -681,6 +681,7 @@ caf::behavior worker_impl(worker_actor* self, worker_args args, supervision::sta
         [hdl, req_id, sink, pool = st.args.pool, id = st.args.id,
          rlog = std::move(rlog)](caf::error err) {
           rlog.done(err);
+          err = with_correlation_id(std::move(err), rlog.correlation_id);
           // As for unary calls: a broken connection goes through the actor, which
           // tells a crash from a hiccup; everything else ends the stream here,
           // after the pool's books (see execute).

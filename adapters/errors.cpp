@@ -100,12 +100,48 @@ std::optional<errc> errc_of(const caf::error& err) {
   return static_cast<errc>(err.code());
 }
 
+namespace {
+
+constexpr auto cid_marker = caf::atom("cid");
+
+/// Where the correlation id marker stands in `ctx` (its size if absent).
+size_t cid_position(const caf::message& ctx) {
+  for (size_t i = 0; i + 1 < ctx.size(); ++i)
+    if (ctx.match_element<caf::atom_value>(i) && ctx.get_as<caf::atom_value>(i) == cid_marker
+        && ctx.match_element<std::string>(i + 1))
+      return i;
+  return ctx.size();
+}
+
+} // namespace
+
+caf::error with_correlation_id(caf::error err, const std::string& correlation_id) {
+  if (!err || !is_ours(err) || correlation_id.empty())
+    return err;
+  const auto& ctx = err.context();
+  auto pos = cid_position(ctx);
+  auto base = pos == ctx.size() ? ctx : ctx.take(pos);
+  return caf::error{err.code(), err.category(),
+                    base + caf::make_message(cid_marker, correlation_id)};
+}
+
+std::string correlation_id_of(const caf::error& err) {
+  if (!is_ours(err))
+    return {};
+  const auto& ctx = err.context();
+  auto pos = cid_position(ctx);
+  return pos == ctx.size() ? std::string{} : ctx.get_as<std::string>(pos + 1);
+}
+
 std::optional<python_error> python_error_of(const caf::error& err) {
   if (!is_ours(err))
     return std::nullopt;
   const auto& ctx = err.context();
-  if (!ctx.match_elements<std::string, std::string, std::string, std::vector<std::string>,
-                          std::string>())
+  // Five fields, possibly followed by the correlation id.
+  auto n = cid_position(ctx);
+  if (n != 5 || !ctx.match_element<std::string>(0) || !ctx.match_element<std::string>(1)
+      || !ctx.match_element<std::string>(2)
+      || !ctx.match_element<std::vector<std::string>>(3) || !ctx.match_element<std::string>(4))
     return std::nullopt;
   python_error result;
   result.type = ctx.get_as<std::string>(0);
@@ -124,7 +160,7 @@ std::string message_of(const caf::error& err) {
   // Callers also write caf::make_error(errc::x, name, "what happened"): join the parts.
   const auto& ctx = err.context();
   std::string result;
-  for (size_t i = 0; i < ctx.size(); ++i) {
+  for (size_t i = 0, n = cid_position(ctx); i < n; ++i) {
     auto part =
       ctx.match_element<std::string>(i) ? ctx.get_as<std::string>(i) : ctx.stringify(i);
     if (part.empty())

@@ -113,6 +113,15 @@ caf::error make_error(errc code, python_error details);
 /// Shorthand for `make_error(errc::tool_error, std::move(details))`.
 caf::error make_tool_error(python_error details);
 
+/// The same error with the request's correlation id attached (at the end of its
+/// context, after the marker atom "cid"); errors of other categories, no error and
+/// an empty id are returned unchanged, an id already attached is replaced.
+caf::error with_correlation_id(caf::error err, const std::string& correlation_id);
+
+/// The correlation id attached by `with_correlation_id`, "" if none. Every error a
+/// pool returns for a request carries that request's id.
+std::string correlation_id_of(const caf::error& err);
+
 /// Returns the `errc` of `err`, or nullopt if `err` is none or of a foreign category.
 std::optional<errc> errc_of(const caf::error& err);
 

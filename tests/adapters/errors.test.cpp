@@ -103,4 +103,30 @@ TEST_SUITE("adapters.errors") {
     CHECK(text.find("ValueError: boom") != std::string::npos);
   }
 
+
+  TEST_CASE("a correlation id rides along without changing what the error says") {
+    auto plain = make_error(errc::queue_timeout, "pool default: waited 100 ms");
+    auto tagged = with_correlation_id(plain, "cid-1");
+    CHECK(tagged == errc::queue_timeout);
+    CHECK(correlation_id_of(tagged) == "cid-1");
+    CHECK(correlation_id_of(plain).empty());
+    CHECK(message_of(tagged) == message_of(plain));
+    CHECK(describe(tagged) == describe(plain));
+    // Attaching again replaces the id instead of stacking a second one.
+    auto again = with_correlation_id(tagged, "cid-2");
+    CHECK(correlation_id_of(again) == "cid-2");
+    CHECK(again.context().size() == tagged.context().size());
+    // Python details survive the tag.
+    auto py = with_correlation_id(make_tool_error(sample_error()), "cid-3");
+    auto details = python_error_of(py);
+    REQUIRE(details);
+    CHECK(*details == sample_error());
+    CHECK(describe(py) == "tool_error: ValueError: boom");
+    CHECK(correlation_id_of(py) == "cid-3");
+    // Nothing to attach to, or nothing to attach: unchanged.
+    CHECK_FALSE(with_correlation_id(caf::error{}, "cid-4"));
+    auto foreign = caf::make_error(caf::sec::request_timeout);
+    CHECK(with_correlation_id(foreign, "cid-5") == foreign);
+    CHECK(correlation_id_of(with_correlation_id(plain, "")).empty());
+  }
 } // TEST_SUITE

@@ -391,6 +391,72 @@ TEST_CASE("a correlation id is generated when absent and the caller's is passed 
   stop_and_check(**rt);
 }
 
+TEST_CASE("every error a caller gets carries the request's correlation id") {
+  auto cfg = small_config(1);
+  cfg.pools[0].max_queue_size = 1;
+  cfg.pools[0].queue_timeout = 100ms;
+  auto rt = snakepit::runtime::start(cfg);
+  REQUIRE_MESSAGE(rt, explain(rt.error()));
+  auto& r = **rt;
+  auto with_cid = [](std::string cid) {
+    snakepit::execute_options o;
+    o.correlation_id = std::move(cid);
+    return o;
+  };
+  // Raised in Python, cut off by the deadline, the worker dying under it.
+  auto raised = r.execute("fail", {{"message", "no"}}, with_cid("cid-raise"));
+  REQUIRE_FALSE(raised);
+  CHECK(snakepit::correlation_id_of(raised.error()) == "cid-raise");
+  CHECK(snakepit::python_error_of(raised.error())->type == "ValueError");
+  auto slow = with_cid("cid-deadline");
+  slow.timeout = 200ms;
+  auto late = r.execute("async_sleep", {{"ms", 3000}}, slow);
+  REQUIRE_FALSE(late);
+  CHECK(has_code(late.error(), errc::timeout));
+  CHECK(snakepit::correlation_id_of(late.error()) == "cid-deadline");
+  auto old_pid = r.list_workers()->front().pid;
+  auto crashed = r.execute("crash", {{"code", 3}}, with_cid("cid-crash"));
+  REQUIRE_FALSE(crashed);
+  CHECK(has_code(crashed.error(), errc::worker_crashed));
+  CHECK(snakepit::correlation_id_of(crashed.error()) == "cid-crash");
+  REQUIRE(eventually([&] {
+    auto ws = r.list_workers();
+    return ws && ws->size() == 1 && ws->front().pid != old_pid;
+  }));
+  // Rejected by the pool before any worker: unknown tool, queue timeout, queue full.
+  REQUIRE(r.execute("ping"));
+  auto unknown = r.execute("no_such_tool", json::object(), with_cid("cid-unknown"));
+  REQUIRE_FALSE(unknown);
+  CHECK(snakepit::correlation_id_of(unknown.error()) == "cid-unknown");
+  std::promise<snakepit::execute_result> busy, queued, rejected;
+  r.execute_async("sleep", {{"ms", 500}}, {},
+                  [&](snakepit::execute_result res) { busy.set_value(std::move(res)); });
+  REQUIRE(eventually([&] { return r.get_stats()->busy == 1; }));
+  r.execute_async("ping", json::object(), with_cid("cid-queued"),
+                  [&](snakepit::execute_result res) { queued.set_value(std::move(res)); });
+  r.execute_async("ping", json::object(), with_cid("cid-full"),
+                  [&](snakepit::execute_result res) { rejected.set_value(std::move(res)); });
+  auto q = queued.get_future().get();
+  auto f = rejected.get_future().get();
+  busy.get_future().wait();
+  REQUIRE_FALSE(q);
+  CHECK(has_code(q.error(), errc::queue_timeout));
+  CHECK(snakepit::correlation_id_of(q.error()) == "cid-queued");
+  REQUIRE_FALSE(f);
+  CHECK(has_code(f.error(), errc::pool_saturated));
+  CHECK(snakepit::correlation_id_of(f.error()) == "cid-full");
+  // A stream that fails, and an error whose id the pool generated.
+  auto stream_err = r.execute_stream(
+    "stream_fail", {{"after", 1}}, [](const json&, bool) { return true; },
+    with_cid("cid-stream"));
+  CHECK(has_code(stream_err, errc::tool_error));
+  CHECK(snakepit::correlation_id_of(stream_err) == "cid-stream");
+  auto anonymous = r.execute("fail");
+  REQUIRE_FALSE(anonymous);
+  CHECK(snakepit::correlation_id_of(anonymous.error()).rfind("default-", 0) == 0);
+  stop_and_check(r);
+}
+
 TEST_CASE("a 50 MiB binary round trip works and an over-limit payload is rejected before sending") {
   auto cfg = small_config(1);
   auto rt = snakepit::runtime::start(cfg);
