@@ -68,6 +68,9 @@ using retry_atom = caf::atom_constant<caf::atom("retry")>;
 using circuit_probe_atom = caf::atom_constant<caf::atom("circprobe")>;
 /// Pool-internal: a worker's taint ran out (worker id).
 using taint_expired_atom = caf::atom_constant<caf::atom("taintexp")>;
+/// Runtime -> pool -> worker: the Python telemetry settings changed (worker_env);
+/// each worker sends them on its StreamTelemetry.
+using python_telemetry_atom = caf::atom_constant<caf::atom("pytelem")>;
 /// Pool: enter shutdown; reject new work with shutting_down.
 using drain_atom = caf::atom_constant<caf::atom("drain")>;
 

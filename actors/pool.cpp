@@ -1479,6 +1479,10 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg,
                 [](const worker_info& a, const worker_info& b) { return a.id < b.id; });
       return out;
     },
+    [self](python_telemetry_atom msg) {
+      for (auto& kv : self->state.workers)
+        self->send(kv.second.handle, msg);
+    },
     [self](drain_atom) {
       auto& st = self->state;
       st.draining = true;

@@ -645,6 +645,19 @@ caf::expected<std::vector<worker_info>> runtime::list_workers(const std::string&
   return out;
 }
 
+caf::error runtime::set_python_telemetry(adapters::telemetry_control ctl) {
+  if (!(ctl.sampling_rate >= 0.0 && ctl.sampling_rate <= 1.0))
+    return caf::make_error(errc::invalid_argument,
+                           fmt::format("sampling_rate {} is not in [0, 1]", ctl.sampling_rate));
+  if (impl_->stopped)
+    return caf::make_error(errc::shutting_down, "the runtime is stopped");
+  impl_->env->python_telemetry->set(std::move(ctl));
+  for (auto& p : impl_->cfg.pools)
+    if (auto hdl = impl_->find_pool(p.name))
+      caf::anon_send(hdl, actors::python_telemetry_atom::value);
+  return caf::none;
+}
+
 caf::error runtime::recycle_worker(const std::string& worker_id, const std::string& pool) {
   auto hdl = impl_->find_pool(pool);
   if (!hdl)

@@ -20,6 +20,7 @@
 #include "actors/session_store.hpp"
 #include "actors/tool_registry.hpp"
 #include "actors/types.hpp"
+#include "adapters/bridge_client.hpp"
 #include "adapters/process_registry.hpp"
 
 namespace caf {
@@ -189,6 +190,11 @@ public:
 
   /// The host's bridge server address workers call back to ("unix:<dir>/host.sock").
   const std::string& bridge_address() const;
+
+  /// Tells every worker's Python process, now and after any restart, which of its
+  /// telemetry events to relay (upstream TelemetryControl: on/off, sampling, name
+  /// filters). Error: invalid_argument for a sampling rate outside [0, 1].
+  caf::error set_python_telemetry(adapters::telemetry_control ctl);
 
   /// The runtime's telemetry bus: attach handlers here (docs/telemetry.md).
   telemetry::bus& telemetry();

@@ -209,6 +209,10 @@ void start_python_telemetry(worker_actor* self) {
       f["error"] = describe(err);
       log->debug("python telemetry stream ended", f);
     });
+  // Settings the host chose earlier apply to a (re)started worker too; written
+  // once the stream is up, ahead of anything else the host sends on it.
+  if (auto ctl = st.args.env->python_telemetry->get())
+    st.telemetry_stream.send(*ctl);
 }
 
 void on_ready(worker_actor* self) {
@@ -596,6 +600,11 @@ caf::behavior worker_impl(worker_actor* self, worker_args args, supervision::sta
           self->quit(st.stop_reason);
           break;
       }
+    },
+    [self](python_telemetry_atom) {
+      auto& st = self->state;
+      if (auto ctl = st.args.env->python_telemetry->get())
+        st.telemetry_stream.send(*ctl);
     },
     [self](escalate_atom, uint64_t gen) {
       auto& st = self->state;

@@ -95,4 +95,14 @@ std::string make_run_id() {
   return out;
 }
 
+void python_telemetry_settings::set(adapters::telemetry_control ctl) {
+  std::lock_guard<std::mutex> guard{mtx_};
+  ctl_ = std::move(ctl);
+}
+
+std::optional<adapters::telemetry_control> python_telemetry_settings::get() const {
+  std::lock_guard<std::mutex> guard{mtx_};
+  return ctl_;
+}
+
 } // namespace snakepit::actors

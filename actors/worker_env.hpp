@@ -11,11 +11,13 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 
 #include <caf/actor.hpp>
 
+#include "adapters/bridge_client.hpp"
 #include "adapters/log.hpp"
 
 namespace snakepit::adapters {
@@ -52,6 +54,19 @@ private:
   std::string run_id_;
 };
 
+/// What every worker tells its Python process's StreamTelemetry
+/// (`runtime::set_python_telemetry`); read when a worker's stream opens.
+class python_telemetry_settings {
+public:
+  void set(adapters::telemetry_control ctl);
+  /// The settings, and whether any were set (none: the workers' defaults stand).
+  std::optional<adapters::telemetry_control> get() const;
+
+private:
+  mutable std::mutex mtx_;
+  std::optional<adapters::telemetry_control> ctl_;
+};
+
 /// Registered process names of one runtime (worker_sup, registry, pools).
 class name_table {
 public:
@@ -83,6 +98,8 @@ struct worker_env {
   std::shared_ptr<adapters::stderr_pump> stderr_pump;
   std::shared_ptr<process_table> processes = std::make_shared<process_table>();
   std::shared_ptr<name_table> names = std::make_shared<name_table>();
+  std::shared_ptr<python_telemetry_settings> python_telemetry =
+    std::make_shared<python_telemetry_settings>();
   /// Incarnation counter per pool name, so a restarted pool names its workers anew.
   std::shared_ptr<std::map<std::string, std::atomic<uint64_t>>> pool_generations
     = std::make_shared<std::map<std::string, std::atomic<uint64_t>>>();

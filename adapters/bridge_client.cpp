@@ -1,6 +1,7 @@
 #include "adapters/bridge_client.hpp"
 
 #include <atomic>
+#include <deque>
 #include <mutex>
 #include <thread>
 #include <unordered_set>
@@ -46,6 +47,8 @@ struct call_base {
   virtual void proceed(bool ok, int step) = 0;
   /// Streams only: issue the next read after a pause.
   virtual void read_next() {}
+  /// StreamTelemetry only: queue control messages; the stream's control mutex is held.
+  virtual void send_locked(const telemetry_control&) {}
 
   /// Requests cancellation; the call still completes through the queue.
   void cancel(errc reason) {
@@ -310,10 +313,11 @@ struct stream_call final : call_base {
 };
 
 /// StreamTelemetry: start, then reads until the worker ends the stream, then Finish.
-/// The host never writes (no control messages), so only one operation is ever
-/// outstanding and the call can delete itself after Finish.
+/// Control messages are written one at a time beside the outstanding read; Finish is
+/// issued only once no write is outstanding, so after it nothing else can complete
+/// and the call can delete itself.
 struct telemetry_call final : call_base {
-  enum step_id { start_step, read_step, finish_step };
+  enum step_id { start_step, read_step, finish_step, write_step };
 
   telemetry_call(std::shared_ptr<client_state> owner,
                  std::function<void(python_event)> on_event,
@@ -326,6 +330,45 @@ struct telemetry_call final : call_base {
   void read_next() override {
     event.Clear();
     stream->Read(&event, &read_tag);
+  }
+
+  void send_locked(const telemetry_control& ctl) override {
+    if (finishing)
+      return;
+    bridge::TelemetryControl toggle;
+    toggle.mutable_toggle()->set_enabled(ctl.enabled);
+    bridge::TelemetryControl sampling;
+    sampling.mutable_sampling()->set_sampling_rate(ctl.sampling_rate);
+    for (const auto& p : ctl.sampling_patterns)
+      sampling.mutable_sampling()->add_event_patterns(p);
+    bridge::TelemetryControl filter;
+    for (const auto& p : ctl.allow)
+      filter.mutable_filter()->add_allow(p);
+    for (const auto& p : ctl.deny)
+      filter.mutable_filter()->add_deny(p);
+    filter.mutable_filter(); // an empty filter clears an earlier one
+    pending.push_back(std::move(toggle));
+    pending.push_back(std::move(sampling));
+    pending.push_back(std::move(filter));
+    if (started && !writing)
+      write_next_locked();
+  }
+
+  void write_next_locked() {
+    writing = true;
+    outgoing = std::move(pending.front());
+    pending.pop_front();
+    stream->Write(outgoing, &write_tag);
+  }
+
+  /// The stream is over (failed start, or the last read): Finish once no write is
+  /// outstanding.
+  void begin_finish() {
+    std::lock_guard<std::mutex> guard{control->mtx};
+    finishing = true;
+    pending.clear();
+    if (!writing)
+      stream->Finish(&status, &finish_tag);
   }
 
   static python_event convert(const bridge::TelemetryEvent& ev) {
@@ -360,20 +403,38 @@ struct telemetry_call final : call_base {
   void proceed(bool ok, int step) override {
     switch (step) {
     case start_step:
-      if (ok)
-        read_next();
-      else
-        stream->Finish(&status, &finish_tag);
+      if (!ok) {
+        begin_finish();
+        return;
+      }
+      {
+        std::lock_guard<std::mutex> guard{control->mtx};
+        started = true;
+        if (!pending.empty() && !writing)
+          write_next_locked();
+      }
+      read_next();
       return;
     case read_step:
       if (!ok) {
-        stream->Finish(&status, &finish_tag);
+        begin_finish();
         return;
       }
       if (on_event)
         on_event(convert(event));
       read_next();
       return;
+    case write_step: {
+      std::lock_guard<std::mutex> guard{control->mtx};
+      writing = false;
+      if (!ok)
+        pending.clear(); // the stream is going away; its read fails next
+      if (finishing)
+        stream->Finish(&status, &finish_tag);
+      else if (!pending.empty())
+        write_next_locked();
+      return;
+    }
     default: {
       {
         std::lock_guard<std::mutex> guard{control->mtx};
@@ -395,9 +456,16 @@ struct telemetry_call final : call_base {
   std::function<void(python_event)> on_event;
   std::function<void(caf::error)> done;
   std::shared_ptr<stream_control::impl> control;
+  // Guarded by control->mtx:
+  std::deque<bridge::TelemetryControl> pending;
+  bridge::TelemetryControl outgoing;
+  bool started = false;
+  bool writing = false;
+  bool finishing = false;
   call_tag start_tag{this, start_step};
   call_tag read_tag{this, read_step};
   call_tag finish_tag{this, finish_step};
+  call_tag write_tag{this, write_step};
 };
 
 caf::error runtime_gone() {
@@ -528,6 +596,14 @@ void stream_control::resume() const {
   } else {
     impl_->resume_requested = true;
   }
+}
+
+void stream_control::send(const telemetry_control& ctl) const {
+  if (!impl_)
+    return;
+  std::lock_guard<std::mutex> guard{impl_->mtx};
+  if (impl_->call != nullptr)
+    impl_->call->send_locked(ctl);
 }
 
 void stream_control::cancel() const {

@@ -12,6 +12,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -106,6 +107,21 @@ class grpc_runtime {
 /// What a stream consumer wants after a chunk.
 enum class stream_step { more, pause, halt };
 
+/// What a host may tell a worker's StreamTelemetry (upstream `TelemetryControl`):
+/// switch relaying on or off, sample events, filter them by name (fnmatch patterns).
+struct telemetry_control {
+  /// TelemetryToggle: the worker drops its events while off.
+  bool enabled = true;
+  /// TelemetrySamplingUpdate: the share of events kept, in [0, 1], for the events
+  /// matching `sampling_patterns` (all when empty).
+  double sampling_rate = 1.0;
+  std::vector<std::string> sampling_patterns;
+  /// TelemetryEventFilter: only names matching one of `allow` (all when empty) and
+  /// none of `deny`.
+  std::vector<std::string> allow;
+  std::vector<std::string> deny;
+};
+
 /// Handle to one stream's flow control; cheap to copy; safe from any thread, also
 /// after the stream ended (then it does nothing).
 class stream_control {
@@ -114,6 +130,10 @@ public:
   void resume() const;
   /// Cancels the stream; `done` fires once with `errc::cancelled`.
   void cancel() const;
+  /// StreamTelemetry only: sends `ctl` to the worker as three TelemetryControl
+  /// messages (toggle, sampling, filter), written in order after those sent before;
+  /// does nothing on other streams or once the stream ended.
+  void send(const telemetry_control& ctl) const;
 
   struct impl;
   std::shared_ptr<impl> impl_;
@@ -159,7 +179,7 @@ class bridge_client {
   /// returned control (no deadline). `on_event` gets every relayed event on a runtime
   /// thread; `done` fires once: none after the worker ended the stream, cancelled after
   /// `cancel()`, else the mapped error (unimplemented for a worker without telemetry).
-  /// The host sends no control messages.
+  /// `stream_control::send` writes control messages on it.
   stream_control stream_telemetry(std::function<void(python_event)> on_event,
                                   std::function<void(caf::error)> done);
 

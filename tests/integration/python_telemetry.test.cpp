@@ -151,4 +151,70 @@ TEST_SUITE("integration.python_telemetry") {
                    << " ms");
   }
 
+
+  TEST_CASE("set_python_telemetry switches, filters and samples the workers' events, also "
+            "after a restart") {
+    collector seen;
+    snakepit::start_options opts;
+    opts.telemetry_handlers.emplace_back(
+      "snakepit.python", [&](const snakepit::telemetry::event& ev) { seen.add(ev); });
+    auto rt = snakepit::runtime::start(small_config(1), opts);
+    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    auto& r = **rt;
+    // The tool returns whether its worker queued the event, so the worker's view of
+    // the settings is observable without waiting for absent events.
+    auto queued = [&](const std::string& name) {
+      auto res = r.execute("emit_event", {{"name", name}});
+      REQUIRE_MESSAGE(res, explain(res.error()));
+      return res->result.get<bool>();
+    };
+    snakepit::adapters::telemetry_control off;
+    off.enabled = false;
+    REQUIRE_FALSE(r.set_python_telemetry(off));
+    CHECK(eventually([&] { return !queued("off.probe"); }));
+    CHECK_FALSE(queued("off.final"));
+
+    snakepit::adapters::telemetry_control filtered;
+    filtered.deny = {"noisy.*"};
+    REQUIRE_FALSE(r.set_python_telemetry(filtered));
+    CHECK(eventually([&] { return queued("kept.one"); }));
+    CHECK_FALSE(queued("noisy.one"));
+    CHECK(seen.wait_for("snakepit.python.kept.one", [](auto&) { return true; }));
+
+    snakepit::adapters::telemetry_control sampled;
+    sampled.sampling_rate = 0.0;
+    sampled.sampling_patterns = {"sampled.*"};
+    REQUIRE_FALSE(r.set_python_telemetry(sampled));
+    CHECK(eventually([&] { return !queued("sampled.probe"); }));
+    CHECK_FALSE(queued("sampled.final"));
+    CHECK(queued("other.one")); // the filter of before was replaced: nothing denied now
+    CHECK(queued("noisy.two"));
+
+    // A restarted worker gets the settings without being told again.
+    REQUIRE_FALSE(r.set_python_telemetry(off));
+    CHECK(eventually([&] { return !queued("off.probe"); }));
+    auto pid = r.list_workers()->front().pid;
+    ::kill(pid, SIGKILL);
+    REQUIRE(eventually([&] {
+      auto ws = r.list_workers();
+      return ws && ws->size() == 1 && ws->front().pid != pid;
+    }));
+    CHECK(eventually([&] {
+      auto res = r.execute("emit_event", {{"name", "off.restarted"}});
+      return res && !res->result.get<bool>();
+    }));
+
+    snakepit::adapters::telemetry_control bad;
+    bad.sampling_rate = 1.5;
+    CHECK(r.set_python_telemetry(bad) == snakepit::errc::invalid_argument);
+
+    CHECK(r.telemetry().flush(5s));
+    for (auto name : {"snakepit.python.off.final", "snakepit.python.noisy.one",
+                      "snakepit.python.sampled.final"}) {
+      std::lock_guard<std::mutex> g{seen.mtx};
+      for (auto& ev : seen.events)
+        CHECK_MESSAGE(ev.name != name, name);
+    }
+    stop_and_check(r);
+  }
 } // TEST_SUITE
