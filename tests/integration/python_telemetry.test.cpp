@@ -23,6 +23,14 @@ struct collector {
     events.push_back(ev);
   }
 
+  /// Start options whose handler collects `snakepit.python.*` here.
+  snakepit::start_options options() {
+    snakepit::start_options opts;
+    opts.telemetry_handlers.emplace_back(
+      "snakepit.python", [this](const snakepit::telemetry::event& ev) { add(ev); });
+    return opts;
+  }
+
   /// The first event named `name` for which `pred` holds, waiting up to 20 s.
   template<class Pred>
   std::optional<snakepit::telemetry::event> wait_for(const std::string& name, Pred pred) {
@@ -61,10 +69,7 @@ TEST_SUITE("integration.python_telemetry") {
     "events a Python tool emits reach the bus as snakepit.python.* with worker and "
     "correlation ids") {
     collector seen;
-    snakepit::start_options opts;
-    opts.telemetry_handlers.emplace_back(
-      "snakepit.python", [&](const snakepit::telemetry::event& ev) { seen.add(ev); });
-    auto rt = snakepit::runtime::start(small_config(1), opts);
+    auto rt = snakepit::runtime::start(small_config(1), seen.options());
     REQUIRE_MESSAGE(rt, explain(rt.error()));
     auto& r = **rt;
 
@@ -124,13 +129,10 @@ TEST_SUITE("integration.python_telemetry") {
 
   TEST_CASE("a restarted worker relays again and the open stream never holds a stop") {
     collector seen;
-    snakepit::start_options opts;
-    opts.telemetry_handlers.emplace_back(
-      "snakepit.python", [&](const snakepit::telemetry::event& ev) { seen.add(ev); });
     auto cfg = small_config(1);
     // Python's grace period would be 9.5 s: a stop held by the stream would show.
     cfg.pools[0].graceful_shutdown_timeout = 10s;
-    auto rt = snakepit::runtime::start(cfg, opts);
+    auto rt = snakepit::runtime::start(cfg, seen.options());
     REQUIRE_MESSAGE(rt, explain(rt.error()));
     auto& r = **rt;
     auto pid = r.list_workers()->front().pid;
@@ -155,10 +157,7 @@ TEST_SUITE("integration.python_telemetry") {
   TEST_CASE("set_python_telemetry switches, filters and samples the workers' events, also "
             "after a restart") {
     collector seen;
-    snakepit::start_options opts;
-    opts.telemetry_handlers.emplace_back(
-      "snakepit.python", [&](const snakepit::telemetry::event& ev) { seen.add(ev); });
-    auto rt = snakepit::runtime::start(small_config(1), opts);
+    auto rt = snakepit::runtime::start(small_config(1), seen.options());
     REQUIRE_MESSAGE(rt, explain(rt.error()));
     auto& r = **rt;
     // The tool returns whether its worker queued the event, so the worker's view of
