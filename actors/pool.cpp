@@ -314,24 +314,17 @@ void finish(pool_actor* self, sink& out, execute_result res, time_point accepted
   } else {
     ++st.stats.errors;
   }
-  emit(
-    self, res ? "snakepit.request.stop" : "snakepit.request.exception",
-    [&] { return json{{"duration_us", us.count()}}; },
-    [&] {
-      json md{{"pool", st.cfg.name}, {"success", static_cast<bool>(res)}};
-      if (!res)
-        md["error"] = describe(res.error());
-      return md;
-    });
+  auto measurements = [&] { return json{{"duration_us", us.count()}}; };
+  auto metadata = [&] {
+    json md{{"pool", st.cfg.name}, {"success", static_cast<bool>(res)}};
+    if (!res)
+      md["error"] = describe(res.error());
+    return md;
+  };
+  emit(self, res ? "snakepit.request.stop" : "snakepit.request.exception", measurements,
+       metadata);
   if (std::holds_alternative<stream_sink_ptr>(out))
-    emit(
-      self, "snakepit.stream.stop", [&] { return json{{"duration_us", us.count()}}; },
-      [&] {
-        json md{{"pool", st.cfg.name}, {"success", static_cast<bool>(res)}};
-        if (!res)
-          md["error"] = describe(res.error());
-        return md;
-      });
+    emit(self, "snakepit.stream.stop", measurements, metadata);
   deliver(out, std::move(res));
 }
 
