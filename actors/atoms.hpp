@@ -73,5 +73,8 @@ using taint_expired_atom = caf::atom_constant<caf::atom("taintexp")>;
 using python_telemetry_atom = caf::atom_constant<caf::atom("pytelem")>;
 /// Pool: enter shutdown; reject new work with shutting_down.
 using drain_atom = caf::atom_constant<caf::atom("drain")>;
+/// A blocking caller freed a worker's slot in the checkout table while the pool
+/// must hear of it (table closed, slot withdrawn, request limit reached).
+using lane_done_atom = caf::atom_constant<caf::atom("lanedone")>;
 
 } // namespace snakepit::actors

@@ -43,6 +43,10 @@ struct pool_config {
   std::vector<std::string> adapter_args;
   /// Extra environment for the worker; wins over the thread-limit defaults.
   std::vector<std::pair<std::string, std::string>> adapter_env;
+  /// Blocking `runtime::execute` callers may run their call on their own thread
+  /// when the pool would dispatch it at once (the direct lane, docs/architecture.md);
+  /// false sends every call through the pool and worker actors.
+  bool direct_dispatch = true;
   /// Maximum number of queued requests; beyond it calls fail with `pool_saturated`.
   size_t max_queue_size = 1000;
   /// How long a request may wait in the queue (`queue_timeout`).

@@ -313,6 +313,7 @@ key_table pool_keys(const context& c, pool_config& p) {
   keys["capacity_strategy"] = {"capacity_strategy", string_field(c, p.capacity_strategy)};
   keys["adapter_args"] = {"adapter_args", strings_field(c, p.adapter_args)};
   keys["adapter_env"] = {"adapter_env", env_field(c, p.adapter_env)};
+  keys["direct_dispatch"] = {"direct_dispatch", bool_field(c, p.direct_dispatch)};
   keys["max_queue_size"] = {"max_queue_size", count_field(c, p.max_queue_size)};
   keys["max_message_bytes"] = {"max_message_bytes", bytes_field(c, p.max_message_bytes)};
   add_millis(keys, c, "queue_timeout", p.queue_timeout);

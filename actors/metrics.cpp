@@ -24,6 +24,7 @@ pool_stats sum_stats(const std::vector<pool_stats>& pools) {
     t.in_flight += s.in_flight;
     t.capacity += s.capacity;
     t.requests += s.requests;
+    t.direct += s.direct;
     t.completed += s.completed;
     t.errors += s.errors;
     t.queued += s.queued;
@@ -50,6 +51,7 @@ json to_json(const pool_stats& s) {
     {"in_flight", s.in_flight},
     {"capacity", s.capacity},
     {"requests", s.requests},
+    {"direct", s.direct},
     {"completed", s.completed},
     {"errors", s.errors},
     {"error_rate", s.error_rate},
@@ -159,6 +161,8 @@ render_prometheus(const runtime_stats& s,
   for (auto c :
        {counter_def{"snakepit_requests_total",
                     "Requests accepted (dispatched or queued).", &pool_stats::requests},
+        counter_def{"snakepit_requests_direct_total",
+                    "Requests blocking callers ran on the direct lane.", &pool_stats::direct},
         counter_def{"snakepit_requests_completed_total",
                     "Requests answered with a result.", &pool_stats::completed},
         counter_def{"snakepit_request_errors_total", "Requests answered with an error.",

@@ -13,10 +13,12 @@
 #include <fmt/format.h>
 
 #include "actors/atoms.hpp"
+#include "actors/direct_lane.hpp"
 #include "actors/lifecycle.hpp"
 #include "actors/metrics.hpp"
 #include "actors/telemetry.hpp"
 #include "actors/reply_slot.hpp"
+#include "actors/request_trace.hpp"
 #include "actors/session_store.hpp"
 #include "actors/tool_registry.hpp"
 #include "actors/stream_sink.hpp"
@@ -197,17 +199,20 @@ struct inflight_request {
 struct worker_entry {
   caf::actor handle;
   int pid = 0;
-  size_t load = 0;      ///< requests in flight on this worker
+  /// Its row in the checkout table: load (requests in flight, through either
+  /// path), requests served, last use; claimed by compare-and-swap.
+  lane_slot_ptr slot;
   size_t capacity = 1;  ///< requests it may run at once (worker profile)
-  uint64_t requests = 0;
   time_point ready_at;
   /// Recycle after this many requests (0: never); drawn with jitter per worker.
   uint64_t request_limit = 0;
   /// Crash barrier: not offered new work before this (while untainted workers exist).
   time_point tainted_until{};
-  /// When it last got a request (the pool's dispatch counter).
-  uint64_t last_used = 0;
 };
+
+uint32_t load_of(const worker_entry& w) {
+  return w.slot->load.load();
+}
 
 /// Why a worker is recycled ("ttl", "max_requests", "memory", "manual").
 struct recycle_info {
@@ -231,8 +236,11 @@ struct pool_state {
   std::unordered_set<std::string> tools;
   /// The adapter dispatches any name itself (upstream `execute_tool`): no check.
   bool open_dispatch = false;
-  /// Dispatch counter: stamps each worker's last use (warm-worker preference).
-  uint64_t use_seq = 0;
+  /// The checkout table (docs/architecture.md, "direct lane"); its dispatch
+  /// counter stamps each worker's last use (warm-worker preference).
+  std::shared_ptr<direct_lane> lane;
+  /// The set of ready workers changed since the table last saw it.
+  bool slots_dirty = false;
   std::list<pending_request> queue;
   std::unordered_map<uint64_t, std::list<pending_request>::iterator> queued;
   std::unordered_map<uint64_t, inflight_request> inflight;
@@ -276,6 +284,19 @@ struct pool_state {
   std::mt19937_64 rng{std::random_device{}()};
 
   double uniform() { return std::uniform_real_distribution<double>{0.0, 1.0}(rng); }
+
+  pool_state() = default;
+  pool_state(const pool_state&) = delete;
+  pool_state& operator=(const pool_state&) = delete;
+
+  ~pool_state() {
+    // Blocking callers stop finding this pool's workers; their calls in progress
+    // finish on their own.
+    if (lane) {
+      lane->retire();
+      env->lanes->remove(cfg.name, lane);
+    }
+  }
 };
 
 using pool_actor = caf::stateful_actor<pool_state>;
@@ -315,12 +336,7 @@ void finish(pool_actor* self, sink& out, execute_result res, time_point accepted
     ++st.stats.errors;
   }
   auto measurements = [&] { return json{{"duration_us", us.count()}}; };
-  auto metadata = [&] {
-    json md{{"pool", st.cfg.name}, {"success", static_cast<bool>(res)}};
-    if (!res)
-      md["error"] = describe(res.error());
-    return md;
-  };
+  auto metadata = [&] { return request_stop_metadata(st.cfg.name, res); };
   emit(self, res ? "snakepit.request.stop" : "snakepit.request.exception", measurements,
        metadata);
   if (std::holds_alternative<stream_sink_ptr>(out))
@@ -336,6 +352,7 @@ bool caller_gone(const pending_request& p) {
   return false;
 }
 
+/// Runs `p` on `worker_id`, whose slot the caller claimed for it.
 void dispatch(pool_actor* self, const std::string& worker_id, pending_request p) {
   auto& st = self->state;
   auto& w = st.workers.at(worker_id);
@@ -348,31 +365,27 @@ void dispatch(pool_actor* self, const std::string& worker_id, pending_request p)
                                  .count()}};
     },
     [&] {
-      return json{{"pool", st.cfg.name},
-                  {"worker_id", worker_id},
-                  {"command", p.req.command},
-                  {"correlation_id", p.req.opts.correlation_id},
-                  {"session_id", p.req.opts.session_id},
-                  {"streaming", std::holds_alternative<stream_sink_ptr>(p.out)}};
+      return request_start_metadata(st.cfg.name, worker_id, p.req,
+                                    std::holds_alternative<stream_sink_ptr>(p.out));
     });
   if (auto& sid = p.req.opts.session_id; !sid.empty()) {
     auto& b = st.sessions[sid];
     if (b.worker_id != worker_id || b.worker != w.handle.address()) {
       b.worker_id = worker_id;
       b.worker = w.handle.address();
+      st.lane->bind_session(sid, w.slot);
     }
     if (auto store = st.env->names->get("session_store"))
       self->send(store, session_touch_atom::value, sid, worker_id);
   }
-  ++w.load;
-  ++w.requests;
-  w.last_used = ++st.use_seq;
-  if (w.request_limit > 0 && w.requests >= w.request_limit)
+  auto served = w.slot->requests.fetch_add(1) + 1;
+  w.slot->last_used.store(st.lane->next_use());
+  if (w.request_limit > 0 && served >= w.request_limit)
     begin_recycle(self, worker_id, "max_requests");
-  if (w.load == w.capacity && st.cfg.capacity_strategy == "hybrid")
+  if (load_of(w) >= w.capacity && st.cfg.capacity_strategy == "hybrid")
     emit(
       self, "snakepit.pool.capacity_reached",
-      [&] { return json{{"capacity", w.capacity}, {"load", w.load}}; },
+      [&] { return json{{"capacity", w.capacity}, {"load", load_of(w)}}; },
       [&] { return json{{"pool", st.cfg.name}, {"worker_id", worker_id}}; });
   auto budget = p.deadline - now;
   auto span = std::chrono::duration_cast<caf::timespan>(budget);
@@ -434,7 +447,7 @@ void checkin(pool_actor* self, const std::string& worker_id) {
   auto now = self->clock().now();
   bool takes_new = offers_new_work(self, worker_id, i->second, now);
   auto q = st.queue.begin();
-  while (q != st.queue.end() && i->second.load < i->second.capacity) {
+  while (q != st.queue.end() && load_of(i->second) < i->second.capacity) {
     if (!q->pinned_worker.empty() && q->pinned_worker != worker_id) {
       ++q; // pinned to another worker (strict_queue): leave it for that one
       continue;
@@ -443,12 +456,16 @@ void checkin(pool_actor* self, const std::string& worker_id) {
       ++q; // recycling or tainted: only what is pinned to it
       continue;
     }
+    bool gone = caller_gone(*q);
+    bool expired = q->deadline <= now;
+    if (!gone && !expired && !i->second.slot->try_claim())
+      break; // a blocking caller took the room meanwhile
     auto p = std::move(*q);
     q = st.queue.erase(q);
     st.queued.erase(p.id);
-    if (caller_gone(p))
+    if (gone)
       continue; // the caller stopped waiting: never execute its request
-    if (p.deadline <= now) {
+    if (expired) {
       // Its whole budget went by in the queue: it never runs.
       ++st.stats.queue_timeouts;
       finish(self, p.out,
@@ -472,27 +489,67 @@ void checkin(pool_actor* self, const std::string& worker_id) {
   }
 }
 
-/// The least-loaded ready worker with headroom; among equals the one used most
-/// recently (a warm process: its pages, caches and scheduler slot are hot, which
-/// saves a sequential caller about as much as the whole pool hop costs). Empty
-/// when every worker is at capacity.
-std::string checkout(pool_actor* self) {
+/// Brings the checkout table in line with the pool. It is open to blocking callers
+/// only when the pool would dispatch a new request at once (nothing queued or
+/// waiting out a retry backoff, not draining); each worker's slot is offered when
+/// the worker takes new work (not recycled, not tainted while untainted ones
+/// serve). Closing reads every load afterwards, so a slot a blocking caller freed
+/// just before the close still serves the queue (see direct_lane.hpp).
+void sync_lane(pool_actor* self) {
   auto& st = self->state;
-  const std::string* best = nullptr;
-  const worker_entry* best_w = nullptr;
+  if (st.slots_dirty) {
+    st.slots_dirty = false;
+    std::vector<lane_slot_ptr> slots;
+    slots.reserve(st.order.size());
+    for (auto& id : st.order)
+      slots.push_back(st.workers.at(id).slot);
+    st.lane->publish(std::move(slots));
+  }
   auto now = self->clock().now();
   bool skip_tainted = !st.taints.empty() && untainted_ready(self, now);
-  for (auto& id : st.order) {
-    auto& w = st.workers.at(id);
-    if (w.load >= w.capacity || (skip_tainted && tainted(w, now)))
-      continue;
-    if (best_w == nullptr || w.load < best_w->load
-        || (w.load == best_w->load && w.last_used > best_w->last_used)) {
-      best = &id;
-      best_w = &w;
-    }
+  for (auto& [id, w] : st.workers)
+    w.slot->offered.store(st.replaced.count(id) == 0 && !(skip_tainted && tainted(w, now)));
+  bool open = st.cfg.direct_dispatch && !st.draining && st.queue.empty() && st.parked.empty();
+  bool was_open = st.lane->is_open();
+  st.lane->set_open(open);
+  if (was_open && !open) {
+    auto ids = st.order;
+    for (auto& id : ids)
+      checkin(self, id);
   }
-  return best == nullptr ? std::string{} : *best;
+}
+
+/// Claims the least-loaded ready worker with headroom; among equals the one used
+/// most recently (a warm process: its pages, caches and scheduler slot are hot,
+/// which saves a sequential caller about as much as the whole pool hop costs).
+/// Empty when every worker is at capacity.
+std::string checkout(pool_actor* self) {
+  auto& st = self->state;
+  auto now = self->clock().now();
+  bool skip_tainted = !st.taints.empty() && untainted_ready(self, now);
+  // A blocking caller may claim the chosen worker first (direct lane): look again.
+  for (int attempt = 0; attempt < 4; ++attempt) {
+    const std::string* best = nullptr;
+    uint32_t best_load = 0;
+    uint64_t best_used = 0;
+    for (auto& id : st.order) {
+      auto& w = st.workers.at(id);
+      auto load = load_of(w);
+      if (load >= w.capacity || (skip_tainted && tainted(w, now)))
+        continue;
+      auto used = w.slot->last_used.load();
+      if (best == nullptr || load < best_load || (load == best_load && used > best_used)) {
+        best = &id;
+        best_load = load;
+        best_used = used;
+      }
+    }
+    if (best == nullptr)
+      return {};
+    if (st.workers.at(*best).slot->try_claim())
+      return *best;
+  }
+  return {};
 }
 
 bool valid_session_id(const std::string& id) {
@@ -525,14 +582,7 @@ caf::error check_payload(const pool_config& cfg, const execute_request& req) {
   return caf::none;
 }
 
-/// A correlation id for a request that came without one: pool, counter and
-/// randomness, so ids are unique across runs and readable in logs.
-std::string make_correlation_id(const std::string& pool, uint64_t n) {
-  static thread_local std::mt19937_64 rng{std::random_device{}()};
-  return fmt::format("{}-{:x}-{:08x}", pool, n, static_cast<uint32_t>(rng()));
-}
-
-void accept(pool_actor* self, execute_request req, sink out, caf::actor_addr caller) {
+void admit(pool_actor* self, execute_request req, sink out, caf::actor_addr caller) {
   auto& st = self->state;
   if (req.opts.correlation_id.empty())
     req.opts.correlation_id = make_correlation_id(st.cfg.name, st.next_id);
@@ -586,7 +636,7 @@ void accept(pool_actor* self, execute_request req, sink out, caf::actor_addr cal
     if (b != st.sessions.end()) {
       auto w = st.workers.find(b->second.worker_id);
       bool live = w != st.workers.end() && w->second.handle.address() == b->second.worker;
-      if (live && w->second.load < w->second.capacity) {
+      if (live && w->second.slot->try_claim()) {
         dispatch(self, w->first, std::move(p));
         return;
       }
@@ -658,6 +708,12 @@ void accept(pool_actor* self, execute_request req, sink out, caf::actor_addr cal
   self->delayed_send(self, wait, queue_timeout_atom::value, id);
 }
 
+/// Takes a request from the actor API or the facade: run, queue or refuse it.
+void accept(pool_actor* self, execute_request req, sink out, caf::actor_addr caller) {
+  admit(self, std::move(req), std::move(out), std::move(caller));
+  sync_lane(self);
+}
+
 void fail_everything(pool_actor* self, caf::error reason) {
   auto& st = self->state;
   for (auto& p : st.queue)
@@ -717,6 +773,7 @@ void refresh_tools(pool_actor* self) {
         if (!mine.empty()) {
           st.tools = std::move(mine);
           st.open_dispatch = open;
+          st.lane->set_tools(st.tools, st.open_dispatch);
         }
       },
       [](caf::error&) {});
@@ -850,7 +907,7 @@ void retire(pool_actor* self, const std::string& id) {
 void maybe_retire(pool_actor* self, const std::string& id) {
   auto& st = self->state;
   auto w = st.workers.find(id);
-  if (st.replaced.count(id) == 0 || w == st.workers.end() || w->second.load > 0
+  if (st.replaced.count(id) == 0 || w == st.workers.end() || load_of(w->second) > 0
       || st.members.count(id) == 0)
     return;
   retire(self, id);
@@ -902,7 +959,9 @@ void cancel_recycle(pool_actor* self, const std::string& old) {
   if (st.workers.count(old) > 0
       && std::find(st.order.begin(), st.order.end(), old) == st.order.end()) {
     st.order.push_back(old);
+    st.slots_dirty = true;
     checkin(self, old);
+    sync_lane(self);
   }
 }
 
@@ -938,7 +997,7 @@ void lifecycle_check(pool_actor* self) {
       begin_recycle(self, id, "ttl");
       continue;
     }
-    if (w.request_limit > 0 && w.requests >= w.request_limit) {
+    if (w.request_limit > 0 && w.slot->requests.load() >= w.request_limit) {
       // (Reached while other recycles were under way.)
       begin_recycle(self, id, "max_requests");
       continue;
@@ -978,6 +1037,7 @@ void open_circuit(pool_actor* self, const std::string& worker_id, const caf::err
     st.queue.clear();
     st.queued.clear();
   }
+  sync_lane(self);
   self->delayed_send(self, st.breaker.reset(), circuit_probe_atom::value);
 }
 
@@ -994,6 +1054,23 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg,
     self->quit(caf::make_error(errc::internal, "pool started without a worker_sup"));
     return {};
   }
+  lane_context lctx;
+  lctx.pool = st.cfg.name;
+  lctx.telemetry = st.env->telemetry;
+  lctx.log = st.env->log;
+  lctx.processes = st.env->processes;
+  lctx.capacity_events = st.cfg.capacity_strategy == "hybrid";
+  lctx.max_message_bytes = st.cfg.max_message_bytes;
+  lctx.touch_session = [names = st.env->names](const std::string& sid, const std::string& wid) {
+    if (auto store = names->get("session_store"))
+      caf::anon_send(store, session_touch_atom::value, sid, wid);
+  };
+  st.lane = std::make_shared<direct_lane>(
+    std::move(lctx), [hdl = caf::actor_cast<caf::actor>(self)](const std::string& id) {
+      caf::anon_send(hdl, lane_done_atom::value, id);
+    });
+  if (st.cfg.direct_dispatch)
+    st.env->lanes->put(st.cfg.name, st.lane);
   st.start_attempts_left = st.cfg.pool_size;
   st.init_started = self->clock().now();
   st.breaker = circuit_breaker{st.cfg.circuit_threshold, st.cfg.circuit_reset};
@@ -1018,6 +1095,7 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg,
           ++q;
         }
       }
+      sync_lane(self);
       return;
     }
     auto id = std::move(i->second);
@@ -1034,7 +1112,7 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg,
       self, "snakepit.worker.terminated",
       [&] {
         auto w = st.workers.find(id);
-        return json{{"requests", w != st.workers.end() ? w->second.requests : 0}};
+        return json{{"requests", w != st.workers.end() ? w->second.slot->requests.load() : 0}};
       },
       [&] {
         return json{{"pool", st.cfg.name}, {"worker_id", id},
@@ -1055,7 +1133,7 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg,
         self, "snakepit.worker.recycled",
         [&] {
           auto w = st.workers.find(id);
-          json m{{"requests", w != st.workers.end() ? w->second.requests : 0},
+          json m{{"requests", w != st.workers.end() ? w->second.slot->requests.load() : 0},
                  {"uptime_ms", w != st.workers.end()
                                  ? std::chrono::duration_cast<std::chrono::milliseconds>(
                                      now - w->second.ready_at)
@@ -1069,8 +1147,11 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg,
           return json{{"pool", st.cfg.name}, {"worker_id", id}, {"reason", info.reason}};
         });
     }
+    if (auto w = st.workers.find(id); w != st.workers.end())
+      w->second.slot->offered.store(false); // its blocking callers get the crash
     st.workers.erase(id);
     st.order.erase(std::remove(st.order.begin(), st.order.end(), id), st.order.end());
+    st.slots_dirty = true;
     if (!retired || !cause.empty())
       ++st.stats.worker_crashes;
     if (!cause.empty()) {
@@ -1129,8 +1210,10 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg,
       for (auto& wid : ids)
         checkin(self, wid);
     }
+    sync_lane(self);
   });
   self->set_exit_handler([self](caf::exit_msg& msg) {
+    self->state.lane->set_open(false);
     fail_everything(self, caf::make_error(errc::shutting_down, self->state.cfg.name));
     self->quit(msg.reason);
   });
@@ -1153,7 +1236,8 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg,
           },
           [self](caf::error&) { start_more_workers(self); });
     },
-    [self](worker_ready_atom, std::string& id, caf::actor& hdl, int pid) {
+    [self](worker_ready_atom, std::string& id, caf::actor& hdl, int pid,
+           adapters::bridge_client& client) {
       auto& st = self->state;
       if (st.draining || st.members.count(id) == 0)
         return; // (retired while it started: its stop is on the way)
@@ -1162,10 +1246,16 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg,
       if (st.workers.count(id) == 0)
         st.order.push_back(id);
       auto now = self->clock().now();
+      if (auto old = st.workers.find(id); old != st.workers.end())
+        old->second.slot->offered.store(false); // (its down is still on the way)
+      auto limit =
+        jittered_limit(st.cfg.worker_max_requests, st.cfg.max_requests_jitter, st.uniform());
+      auto slot = std::make_shared<lane_slot>(id, pid, std::move(client),
+                                              static_cast<uint32_t>(st.cfg.capacity()));
+      slot->request_limit = limit;
       auto& w = st.workers[id] =
-        worker_entry{hdl, pid, 0, st.cfg.capacity(), 0, now,
-                     jittered_limit(st.cfg.worker_max_requests, st.cfg.max_requests_jitter,
-                                    st.uniform())};
+        worker_entry{hdl, pid, std::move(slot), st.cfg.capacity(), now, limit};
+      st.slots_dirty = true;
       if (auto t = st.taints.find(id); t != st.taints.end()) {
         if (t->second > now) {
           w.tainted_until = t->second;
@@ -1205,9 +1295,12 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg,
         if (st.recycling.count(old) > 0 && st.workers.count(old) > 0) {
           st.replaced.insert(old);
           st.order.erase(std::remove(st.order.begin(), st.order.end(), old), st.order.end());
+          st.slots_dirty = true;
+          sync_lane(self); // withdrawn before its load is read
           maybe_retire(self, old);
         }
       }
+      sync_lane(self); // before anyone hears the pool is ready
       if (st.startup_done)
         answer_ready_waiters(self);
       else
@@ -1273,6 +1366,7 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg,
       if (t != st.taints.end() && t->second <= self->clock().now())
         st.taints.erase(t);
       checkin(self, id);
+      sync_lane(self);
     },
     [self](retry_atom, uint64_t rid) {
       auto& st = self->state;
@@ -1289,9 +1383,11 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg,
       self->delayed_send(self, std::chrono::duration_cast<caf::timespan>(
                                  st.queue.front().deadline - now),
                          queue_timeout_atom::value, rid);
+      sync_lane(self); // closed while it waits in line
       auto ids = st.order;
       for (auto& wid : ids)
         checkin(self, wid);
+      sync_lane(self);
     },
     [self](execute_atom, execute_request& req) -> caf::result<execute_reply> {
       auto rp = self->make_response_promise<execute_reply>();
@@ -1370,13 +1466,14 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg,
           && retry_elsewhere(self, f->second, worker_id)) {
         // The worker saw its process die before the pool saw the worker go.
         st.inflight.erase(f);
-        if (auto w = st.workers.find(worker_id); w != st.workers.end() && w->second.load > 0)
-          --w->second.load;
+        if (auto w = st.workers.find(worker_id); w != st.workers.end() && load_of(w->second) > 0)
+          w->second.slot->release();
         maybe_retire(self, worker_id);
         auto ids = st.order;
         for (auto& wid : ids)
           if (wid != worker_id)
             checkin(self, wid);
+        sync_lane(self);
         return;
       }
       auto started = f->second.started;
@@ -1384,10 +1481,24 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg,
       auto cid = std::move(f->second.correlation_id);
       st.inflight.erase(f);
       finish(self, out, std::move(res), started, cid);
-      if (auto w = st.workers.find(worker_id); w != st.workers.end() && w->second.load > 0)
-        --w->second.load;
+      if (auto w = st.workers.find(worker_id); w != st.workers.end() && load_of(w->second) > 0)
+        w->second.slot->release();
       checkin(self, worker_id);
       maybe_retire(self, worker_id);
+      sync_lane(self);
+    },
+    [self](lane_done_atom, std::string& worker_id) {
+      // A blocking caller freed this worker's slot while the pool must know.
+      auto& st = self->state;
+      auto w = st.workers.find(worker_id);
+      if (w == st.workers.end())
+        return;
+      if (w->second.request_limit > 0
+          && w->second.slot->requests.load() >= w->second.request_limit)
+        begin_recycle(self, worker_id, "max_requests");
+      checkin(self, worker_id);
+      maybe_retire(self, worker_id);
+      sync_lane(self);
     },
     [self](queue_timeout_atom, uint64_t req_id) {
       auto& st = self->state;
@@ -1425,6 +1536,7 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg,
                                              "({})",
                                              st.cfg.name, p.req.opts.correlation_id)),
              p.accepted, p.req.opts.correlation_id);
+      sync_lane(self);
     },
     [self](await_ready_atom) -> caf::result<caf::ok_atom> {
       auto& st = self->state;
@@ -1440,17 +1552,25 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg,
       s.busy = 0;
       s.available = 0;
       for (auto& [id, w] : st.workers) {
-        if (w.load > 0)
+        auto load = load_of(w);
+        if (load > 0)
           ++s.busy;
-        if (w.load < w.capacity)
+        if (load < w.capacity)
           ++s.available;
-        s.in_flight += w.load;
+        s.in_flight += load;
         s.capacity += w.capacity;
       }
       s.queue_depth = st.queue.size();
       s.recycles = st.recycles;
       s.starting = st.starting + st.start_attempts_left;
       s.latency = st.latencies;
+      // Calls blocking callers ran on the direct lane count like any other.
+      auto lane = st.lane->counters();
+      s.requests += lane.requests;
+      s.direct = lane.requests;
+      s.completed += lane.completed;
+      s.errors += lane.errors;
+      s.latency.merge(lane.latency);
       derive_stats(s);
       return s;
     },
@@ -1463,10 +1583,10 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg,
           id, w.pid,
           st.replaced.count(id) > 0 ? "recycling"
           : tainted(w, now)         ? "tainted"
-          : w.load >= w.capacity    ? "busy"
-                                    : "available",
-          w.requests,
-          std::chrono::duration_cast<std::chrono::milliseconds>(now - w.ready_at), w.load,
+          : load_of(w) >= w.capacity ? "busy"
+                                     : "available",
+          w.slot->requests.load(),
+          std::chrono::duration_cast<std::chrono::milliseconds>(now - w.ready_at), load_of(w),
           w.capacity});
       std::sort(out.begin(), out.end(),
                 [](const worker_info& a, const worker_info& b) { return a.id < b.id; });
@@ -1486,6 +1606,7 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg,
       for (auto& [id, p] : st.parked)
         finish(self, p.out, caf::make_error(errc::shutting_down, st.cfg.name), p.accepted, p.req.opts.correlation_id);
       st.parked.clear();
+      sync_lane(self);
       return caf::ok_atom::value;
     },
   };

@@ -429,12 +429,18 @@ execute_result runtime::execute(const std::string& command, json args, execute_o
   auto hdl = impl_->find_pool(opts.pool);
   if (!hdl)
     return impl_->pool_missing(opts.pool);
+  execute_request req{command, std::move(args), std::move(opts)};
+  // The direct lane: when the pool would dispatch at once, claim a worker in its
+  // checkout table and make the call on this thread (docs/architecture.md).
+  if (auto lane = impl_->env->lanes->get(req.opts.pool.empty() ? impl_->cfg.pools.front().name
+                                                               : req.opts.pool))
+    if (auto res = lane->execute(req, budget))
+      return std::move(*res);
   auto waiter = std::make_shared<reply_waiter>();
   callback_sink sink;
   sink.fn = [waiter](execute_result res) { waiter->set(std::move(res)); };
   auto abandoned = sink.abandoned;
-  auto cid = opts.correlation_id;
-  execute_request req{command, std::move(args), std::move(opts)};
+  auto cid = req.opts.correlation_id;
   caf::anon_send(hdl, actors::execute_cb_atom::value, std::move(req), std::move(sink));
   // The pool always answers (result, queue timeout, deadline, crash, shutdown);
   // the margin only guards against a pool that died with the request.

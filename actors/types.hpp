@@ -91,6 +91,7 @@ struct pool_stats {
   size_t in_flight = 0;     ///< requests running on workers now
   size_t capacity = 0;      ///< sum of the workers' capacities
   uint64_t requests = 0;    ///< requests accepted (dispatched or queued)
+  uint64_t direct = 0;      ///< of those, run by blocking callers on the direct lane
   uint64_t completed = 0;   ///< requests answered with a result
   uint64_t errors = 0;      ///< requests answered with an error
   double error_rate = 0;    ///< errors / (completed + errors); 0 before any answer

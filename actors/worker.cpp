@@ -15,6 +15,7 @@
 #include "actors/atoms.hpp"
 #include "actors/telemetry.hpp"
 #include "actors/reply_slot.hpp"
+#include "actors/request_trace.hpp"
 #include "actors/stream_sink.hpp"
 #include "actors/types.hpp"
 #include "adapters/bridge_client.hpp"
@@ -79,12 +80,6 @@ using worker_actor = caf::stateful_actor<worker_state>;
 /// The fields every log line of a worker carries.
 adapters::log_fields worker_fields(const worker_state& st) {
   return adapters::log_fields{{"pool", st.args.pool_cfg.name}, {"worker_id", st.args.id}};
-}
-
-bool transport_failure(const caf::error& err) {
-  auto code = errc_of(err);
-  return code && (*code == errc::unavailable || *code == errc::internal
-                  || *code == errc::cancelled);
 }
 
 bool file_exists(const std::string& path) {
@@ -227,8 +222,9 @@ void on_ready(worker_actor* self) {
   start_python_telemetry(self);
   if (st.args.pool_cfg.heartbeat_enabled)
     self->delayed_send(self, st.args.pool_cfg.heartbeat_interval, heartbeat_atom::value);
+  // The channel goes along: the pool lends it to blocking callers (direct lane).
   self->send(st.args.pool, worker_ready_atom::value, st.args.id,
-             caf::actor_cast<caf::actor>(self), static_cast<int>(st.proc->pid()));
+             caf::actor_cast<caf::actor>(self), static_cast<int>(st.proc->pid()), st.client);
   st.ack.ok(caf::actor_cast<caf::actor>(self));
 }
 
@@ -283,49 +279,6 @@ adapters::tool_call to_tool_call(execute_request req) {
   call.session_id = std::move(req.opts.session_id);
   return call;
 }
-
-/// What the log lines of one request carry; copied into the call's completion.
-struct request_log {
-  adapters::logger_ptr log;
-  std::string pool;
-  std::string worker_id;
-  std::string command;
-  std::string correlation_id;
-  std::string session_id;
-  bool streaming = false;
-  std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
-
-  adapters::log_fields fields() const {
-    return adapters::log_fields{{"pool", pool},           {"worker_id", worker_id},
-                {"command", command},     {"correlation_id", correlation_id},
-                {"session_id", session_id}, {"streaming", streaming}};
-  }
-
-  void dispatched() const {
-    if (log->enabled(adapters::log_level::debug))
-      log->debug("request dispatched", fields());
-  }
-
-  /// Failures of the tool or of the caller's making are info; the rest (deadline,
-  /// crash, transport) are warnings.
-  void done(const caf::error& err) const {
-    auto code = err ? errc_of(err) : std::optional<errc>{};
-    auto lvl = !err ? adapters::log_level::debug
-               : code && (*code == errc::tool_error || *code == errc::unknown_tool
-                          || *code == errc::invalid_argument || *code == errc::cancelled)
-                 ? adapters::log_level::info
-                 : adapters::log_level::warn;
-    if (!log->enabled(lvl))
-      return;
-    auto f = fields();
-    f["duration_ms"] = std::chrono::duration<double, std::milli>(
-                         std::chrono::steady_clock::now() - started)
-                         .count();
-    if (err)
-      f["error"] = describe(err);
-    log->log(lvl, err ? "request failed" : "request completed", f);
-  }
-};
 
 request_log make_request_log(const worker_state& st, const adapters::tool_call& call,
                              bool streaming) {

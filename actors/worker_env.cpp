@@ -56,6 +56,11 @@ std::set<pid_t> process_table::snapshot() const {
   return pids_;
 }
 
+bool process_table::contains(pid_t pid) const {
+  std::lock_guard<std::mutex> guard{mtx_};
+  return pids_.count(pid) > 0;
+}
+
 bool process_table::wait_empty(std::chrono::milliseconds timeout) const {
   std::unique_lock<std::mutex> guard{mtx_};
   return cv_.wait_for(guard, timeout, [this] { return pids_.empty(); });

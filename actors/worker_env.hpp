@@ -17,6 +17,7 @@
 
 #include <caf/actor.hpp>
 
+#include "actors/direct_lane.hpp"
 #include "adapters/bridge_client.hpp"
 #include "adapters/log.hpp"
 
@@ -39,6 +40,8 @@ public:
   void add(pid_t pid);
   void remove(pid_t pid);
   std::set<pid_t> snapshot() const;
+  /// Whether `pid` was started and has not been seen exit yet.
+  bool contains(pid_t pid) const;
   /// Blocks until the table is empty or `timeout` passed; true when empty.
   bool wait_empty(std::chrono::milliseconds timeout) const;
   /// From now on, `add` also records the pid (group, start time) under `run_id` in
@@ -98,6 +101,8 @@ struct worker_env {
   std::shared_ptr<adapters::stderr_pump> stderr_pump;
   std::shared_ptr<process_table> processes = std::make_shared<process_table>();
   std::shared_ptr<name_table> names = std::make_shared<name_table>();
+  /// Each pool's checkout table, for the direct lane of blocking callers.
+  std::shared_ptr<lane_table> lanes = std::make_shared<lane_table>();
   std::shared_ptr<python_telemetry_settings> python_telemetry =
     std::make_shared<python_telemetry_settings>();
   /// Incarnation counter per pool name, so a restarted pool names its workers anew.

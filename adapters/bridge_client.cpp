@@ -183,7 +183,27 @@ struct client_state {
   std::string target;
   std::shared_ptr<grpc::Channel> channel;
   std::unique_ptr<bridge::BridgeService::Stub> stub;
+  /// Blocking calls have a connection of their own: on the shared one, whichever
+  /// thread polls it (a completion thread waiting on the telemetry stream, say)
+  /// reads the reply and wakes the caller, a hand-off the caller's own poll avoids.
+  std::once_flag sync_once;
+  std::shared_ptr<grpc::Channel> sync_channel;
+  std::unique_ptr<bridge::BridgeService::Stub> sync_stub;
+  /// Blocking calls in progress (`bridge_client::call`), so cancel_all reaches them.
+  std::mutex sync_mtx;
+  std::unordered_set<grpc::ClientContext*> sync_calls;
 };
+
+namespace {
+
+grpc::ChannelArguments channel_args() {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(max_message_size);
+  args.SetMaxSendMessageSize(max_message_size);
+  return args;
+}
+
+} // namespace
 
 namespace {
 
@@ -510,13 +530,10 @@ bridge_client::bridge_client(grpc_runtime& runtime, std::string target)
   : state_(std::make_shared<detail::client_state>()) {
   if (!target.empty() && target.front() == '/')
     target = "unix:" + target;
-  grpc::ChannelArguments args;
-  args.SetMaxReceiveMessageSize(detail::max_message_size);
-  args.SetMaxSendMessageSize(detail::max_message_size);
   state_->runtime = runtime.state();
   state_->target = std::move(target);
-  state_->channel =
-    grpc::CreateCustomChannel(state_->target, grpc::InsecureChannelCredentials(), args);
+  state_->channel = grpc::CreateCustomChannel(state_->target, grpc::InsecureChannelCredentials(),
+                                              detail::channel_args());
   state_->stub = bridge::BridgeService::NewStub(state_->channel);
 }
 
@@ -571,6 +588,39 @@ void bridge_client::execute(tool_call tc, std::chrono::milliseconds timeout,
     delete call;
     cb(detail::runtime_gone());
   }
+}
+
+caf::expected<tool_reply> bridge_client::call(const tool_call& tc,
+                                              std::chrono::milliseconds timeout) {
+  if (!state_)
+    return detail::no_client();
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + timeout);
+  if (!tc.correlation_id.empty() && detail::printable_ascii(tc.correlation_id))
+    ctx.AddMetadata("x-snakepit-correlation-id", tc.correlation_id);
+  bridge::ExecuteToolRequest request;
+  encode_request(tc, false, &request);
+  bridge::ExecuteToolResponse response;
+  auto& st = *state_;
+  std::call_once(st.sync_once, [&st] {
+    auto args = detail::channel_args();
+    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1); // a connection of its own
+    st.sync_channel =
+      grpc::CreateCustomChannel(st.target, grpc::InsecureChannelCredentials(), args);
+    st.sync_stub = bridge::BridgeService::NewStub(st.sync_channel);
+  });
+  {
+    std::lock_guard<std::mutex> guard{state_->sync_mtx};
+    state_->sync_calls.insert(&ctx);
+  }
+  auto status = st.sync_stub->ExecuteTool(&ctx, request, &response);
+  {
+    std::lock_guard<std::mutex> guard{state_->sync_mtx};
+    state_->sync_calls.erase(&ctx);
+  }
+  if (!status.ok())
+    return error_from_status(status);
+  return decode_response(response);
 }
 
 void bridge_client::execute_stream(tool_call tc, std::chrono::milliseconds timeout,
@@ -678,8 +728,12 @@ stream_control bridge_client::stream_telemetry(std::function<void(python_event)>
 }
 
 void bridge_client::cancel_all() {
-  if (state_)
-    state_->runtime->cancel(state_.get(), errc::cancelled);
+  if (!state_)
+    return;
+  state_->runtime->cancel(state_.get(), errc::cancelled);
+  std::lock_guard<std::mutex> guard{state_->sync_mtx};
+  for (auto* ctx : state_->sync_calls)
+    ctx->TryCancel();
 }
 
 size_t bridge_client::in_flight() const {

@@ -159,6 +159,12 @@ class bridge_client {
   void execute(tool_call call, std::chrono::milliseconds timeout,
                std::function<void(caf::expected<tool_reply>)> done);
 
+  /// ExecuteTool on the calling thread: the same request, reply and errors as
+  /// `execute`, without the completion thread (the direct lane of a blocking
+  /// caller, docs/architecture.md). Blocks until the reply, the deadline, or
+  /// `cancel_all`; never call it from a CAF scheduler or gRPC runtime thread.
+  caf::expected<tool_reply> call(const tool_call& call, std::chrono::milliseconds timeout);
+
   /// ExecuteStreamingTool RPC. `on_chunk` gets each decoded chunk (see decode_chunk) and
   /// returns false to halt, which cancels the RPC; `done` then fires with no error.
   /// `done` gets none after a clean end of stream, else the mapped error.
@@ -183,8 +189,9 @@ class bridge_client {
   stream_control stream_telemetry(std::function<void(python_event)> on_event,
                                   std::function<void(caf::error)> done);
 
-  /// TryCancel every in-flight call of this client; their callbacks still fire exactly
-  /// once, with errc::cancelled (unless they completed first).
+  /// TryCancel every in-flight call of this client (blocking `call`s included); their
+  /// callbacks still fire exactly once, with errc::cancelled (unless they completed
+  /// first).
   void cancel_all();
 
   /// Number of this client's calls started and not yet completed.

@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <future>
 #include <memory>
 #include <string>
 #include <thread>
@@ -164,9 +165,25 @@ int main(int argc, char** argv) {
     direct_ping(*stubs[0], req);
   }
 
+  // One call through the pool and worker actors (the asynchronous API, whose
+  // caller waits on a future): what every call cost before the direct lane.
+  auto actor_ping = [&pool] {
+    std::promise<bool> done;
+    pool.execute_async("ping", json::object(), {},
+                       [&done](snakepit::execute_result res) { done.set_value(bool(res)); });
+    return done.get_future().get();
+  };
+  for (int i = 0; i < 300; ++i)
+    actor_ping();
+
   // 1 + 2: sequential latency, interleaved in rounds so drift hits both alike.
-  latencies pool_lat, direct_lat;
+  latencies pool_lat, direct_lat, actor_lat;
   for (size_t round = 0; round < 10; ++round) {
+    for (size_t i = 0; i < n_seq / 10; ++i) {
+      auto t0 = clock_type::now();
+      actor_ping();
+      actor_lat.ms.push_back(since_ms(t0));
+    }
     for (size_t i = 0; i < n_seq / 10; ++i) {
       auto t0 = clock_type::now();
       auto res = pool.execute("ping");
@@ -300,6 +317,8 @@ int main(int argc, char** argv) {
       {"pool_p99_ms", pool_lat.pct(0.99)},
       {"direct_p50_ms", direct_lat.pct(0.50)},
       {"direct_p99_ms", direct_lat.pct(0.99)},
+      {"actor_path_p50_ms", actor_lat.pct(0.50)},
+      {"actor_path_p99_ms", actor_lat.pct(0.99)},
       {"pool_throughput", pool_tput},
       {"direct_throughput", direct_tput},
       {"mp_apply_p50_ms", mp_p50},
@@ -308,6 +327,7 @@ int main(int argc, char** argv) {
     {"latency",
      {{"pool_vs_direct_p50", ratio(pool_lat.pct(0.50), direct_lat.pct(0.50))},
       {"pool_vs_direct_p99", ratio(pool_lat.pct(0.99), direct_lat.pct(0.99))},
+      {"actor_path_vs_direct_p50", ratio(actor_lat.pct(0.50), direct_lat.pct(0.50))},
       {"pool_vs_mp_apply_p50", ratio(pool_lat.pct(0.50), mp_p50)}}},
     {"throughput",
      {{"pool_vs_direct", ratio(pool_tput, direct_tput)},
@@ -329,6 +349,8 @@ int main(int argc, char** argv) {
              pool_lat.pct(0.99));
   fmt::print("{:<44} {:>12.3f} {:>12.3f}\n", "direct gRPC client, same worker", direct_lat.pct(0.5),
              direct_lat.pct(0.99));
+  fmt::print("{:<44} {:>12.3f} {:>12.3f}\n", "pool, actor path (execute_async + wait)",
+             actor_lat.pct(0.5), actor_lat.pct(0.99));
   fmt::print("{:<44} {:>12.3f} {:>12.3f}\n", "multiprocessing.Pool(4).apply", mp_p50, mp_p99);
   fmt::print("\n{:<44} {:>12}\n", "throughput, 4 workers, 16 callers", "calls/s");
   fmt::print("{:<44} {:>12.0f}\n", "pool", pool_tput);

@@ -91,6 +91,7 @@ TEST_CASE("the metrics endpoint and the control socket report what get_stats rep
   auto s = r.get_stats();
   REQUIRE(s);
   CHECK(s->requests == 22);
+  CHECK(s->direct == 22); // blocking calls, nothing queued: all on the direct lane
   CHECK(s->completed == 20);
   CHECK(s->errors == 2);
   CHECK(s->error_rate == doctest::Approx(2.0 / 22.0));
@@ -113,6 +114,7 @@ TEST_CASE("the metrics endpoint and the control socket report what get_stats rep
   auto m = parse_samples(scrape.out);
   CHECK(scrape.out.find("# TYPE snakepit_requests_total counter") != std::string::npos);
   CHECK(m["snakepit_requests_total{pool=\"default\"}"] == 22);
+  CHECK(m["snakepit_requests_direct_total{pool=\"default\"}"] == 22);
   CHECK(m["snakepit_requests_completed_total{pool=\"default\"}"] == 20);
   CHECK(m["snakepit_request_errors_total{pool=\"default\"}"] == 2);
   CHECK(m["snakepit_request_error_ratio{pool=\"default\"}"] == doctest::Approx(2.0 / 22.0));
