@@ -55,9 +55,12 @@ bridge::ExecuteToolRequest ping_request() {
   return req;
 }
 
-bool direct_ping(bridge::BridgeService::Stub& stub, const bridge::ExecuteToolRequest& req) {
+bool direct_ping(bridge::BridgeService::Stub& stub, const bridge::ExecuteToolRequest& req,
+                 const std::string& correlation_id = {}) {
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds{10});
+  if (!correlation_id.empty())
+    ctx.AddMetadata("x-snakepit-correlation-id", correlation_id);
   bridge::ExecuteToolResponse resp;
   auto status = stub.ExecuteTool(&ctx, req, &resp);
   return status.ok() && resp.success();
@@ -176,8 +179,30 @@ int main(int argc, char** argv) {
   for (int i = 0; i < 300; ++i)
     actor_ping();
 
-  // 1 + 2: sequential latency, interleaved in rounds so drift hits both alike.
-  latencies pool_lat, direct_lat, actor_lat;
+  // 1 + 2: sequential latency, interleaved in rounds so drift hits both alike. The
+  // direct client calls the same Python worker the pool's calls went to (the pool
+  // prefers its most recently used worker): Python processes on a shared VM differ
+  // in speed by more than the pool's own cost.
+  latencies pool_lat, direct_lat, actor_lat, same_req_lat;
+  // The request the pool sends for the same call: a fresh correlation id in the
+  // header and the metadata, the remaining budget as `timeout_ms`.
+  auto pool_like = [n = 0u](bridge::ExecuteToolRequest& out) mutable {
+    out.Clear();
+    out.set_tool_name("ping");
+    ++n;
+    auto cid = fmt::format("default-{:x}-{:08x}", n, 0x5eed0000u + n);
+    (*out.mutable_metadata())["correlation_id"] = cid;
+    (*out.mutable_metadata())["timeout_ms"] = "300000";
+    return cid;
+  };
+  bridge::ExecuteToolRequest same_req;
+  auto stub_of = [&](const std::string& worker_id) -> bridge::BridgeService::Stub& {
+    for (size_t k = 0; k < ws->size(); ++k)
+      if ((*ws)[k].id == worker_id)
+        return *stubs[k];
+    return *stubs[0];
+  };
+  std::string pool_worker = (*ws)[0].id;
   for (size_t round = 0; round < 10; ++round) {
     for (size_t i = 0; i < n_seq / 10; ++i) {
       auto t0 = clock_type::now();
@@ -190,11 +215,19 @@ int main(int argc, char** argv) {
       pool_lat.ms.push_back(since_ms(t0));
       if (!res)
         fmt::print(stderr, "pool error: {}\n", snakepit::describe(res.error()));
+      else
+        pool_worker = res->worker_id;
     }
     for (size_t i = 0; i < n_seq / 10; ++i) {
       auto t0 = clock_type::now();
-      direct_ping(*stubs[round % workers], req);
+      direct_ping(stub_of(pool_worker), req);
       direct_lat.ms.push_back(since_ms(t0));
+    }
+    for (size_t i = 0; i < n_seq / 10; ++i) {
+      auto t0 = clock_type::now();
+      auto cid = pool_like(same_req);
+      direct_ping(stub_of(pool_worker), same_req, cid);
+      same_req_lat.ms.push_back(since_ms(t0));
     }
   }
 
@@ -318,6 +351,7 @@ int main(int argc, char** argv) {
       {"direct_p50_ms", direct_lat.pct(0.50)},
       {"direct_p99_ms", direct_lat.pct(0.99)},
       {"actor_path_p50_ms", actor_lat.pct(0.50)},
+      {"direct_same_request_p50_ms", same_req_lat.pct(0.50)},
       {"actor_path_p99_ms", actor_lat.pct(0.99)},
       {"pool_throughput", pool_tput},
       {"direct_throughput", direct_tput},
@@ -328,6 +362,8 @@ int main(int argc, char** argv) {
      {{"pool_vs_direct_p50", ratio(pool_lat.pct(0.50), direct_lat.pct(0.50))},
       {"pool_vs_direct_p99", ratio(pool_lat.pct(0.99), direct_lat.pct(0.99))},
       {"actor_path_vs_direct_p50", ratio(actor_lat.pct(0.50), direct_lat.pct(0.50))},
+      {"pool_vs_direct_same_request_p50",
+       ratio(pool_lat.pct(0.50), same_req_lat.pct(0.50))},
       {"pool_vs_mp_apply_p50", ratio(pool_lat.pct(0.50), mp_p50)}}},
     {"throughput",
      {{"pool_vs_direct", ratio(pool_tput, direct_tput)},
@@ -349,6 +385,8 @@ int main(int argc, char** argv) {
              pool_lat.pct(0.99));
   fmt::print("{:<44} {:>12.3f} {:>12.3f}\n", "direct gRPC client, same worker", direct_lat.pct(0.5),
              direct_lat.pct(0.99));
+  fmt::print("{:<44} {:>12.3f} {:>12.3f}\n", "direct, the pool's request (cid, timeout_ms)",
+             same_req_lat.pct(0.5), same_req_lat.pct(0.99));
   fmt::print("{:<44} {:>12.3f} {:>12.3f}\n", "pool, actor path (execute_async + wait)",
              actor_lat.pct(0.5), actor_lat.pct(0.99));
   fmt::print("{:<44} {:>12.3f} {:>12.3f}\n", "multiprocessing.Pool(4).apply", mp_p50, mp_p99);
