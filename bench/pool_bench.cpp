@@ -131,6 +131,10 @@ json run_mp_anchor(size_t n_seq, size_t n_async) {
 } // namespace
 
 int main(int argc, char** argv) {
+  if (argc > 1 && argv[1][0] == '-') {
+    fmt::print("usage: {} [results.json] [sequential calls] [throughput calls]\n", argv[0]);
+    return argv[1] == std::string{"--help"} ? 0 : 2;
+  }
   std::string out_path = argc > 1 ? argv[1] : "build/bench/results.json";
   size_t n_seq = argc > 2 ? std::stoul(argv[2]) : 3000;
   size_t n_tput = argc > 3 ? std::stoul(argv[3]) : 20000;
