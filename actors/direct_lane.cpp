@@ -98,7 +98,7 @@ lane_slot_ptr direct_lane::claim_bound(const std::string& session_id) {
     slot = i->second.lock();
   }
   // Gone, withdrawn or busy: the pool applies the session's affinity mode.
-  if (!slot || !slot->offered.load() || !slot->try_claim())
+  if (!slot || !slot->claimable() || !slot->try_claim())
     return nullptr;
   return slot;
 }
@@ -116,7 +116,7 @@ lane_slot_ptr direct_lane::claim() {
     uint32_t best_load = 0;
     uint64_t best_used = 0;
     for (auto& s : *slots) {
-      if (!s->offered.load())
+      if (!s->claimable())
         continue;
       auto load = s->load.load();
       if (load >= s->capacity)
@@ -164,7 +164,7 @@ std::optional<execute_result> direct_lane::execute(execute_request& req,
   auto slot = sid.empty() ? claim() : claim_bound(sid);
   if (!slot)
     return std::nullopt;
-  if (!open_.load() || !slot->offered.load()) {
+  if (!open_.load() || !slot->claimable()) {
     // Closed or withdrawn between the look and the claim: the pool decides.
     slot->release();
     notify(slot->worker_id);
@@ -217,10 +217,13 @@ std::optional<execute_result> direct_lane::execute(execute_request& req,
     if (transport_failure(err)) {
       if (retired_.load())
         err = caf::make_error(errc::shutting_down, ctx_.pool);
-      else if (ctx_.processes && process_exited(*ctx_.processes, slot->pid))
+      else if (ctx_.processes && process_exited(*ctx_.processes, slot->pid)) {
+        // Until the pool sees the worker go down, no other caller tries it.
+        slot->dead.store(true);
         err = caf::make_error(errc::worker_crashed,
                               fmt::format("worker {}: python exited during the call",
                                           slot->worker_id));
+      }
     }
     rlog.done(err);
     out = with_correlation_id(std::move(err), call.correlation_id);
@@ -232,7 +235,7 @@ std::optional<execute_result> direct_lane::execute(execute_request& req,
   if (bus && bus->active())
     bus->emit(out ? "snakepit.request.stop" : "snakepit.request.exception",
               json{{"duration_us", us}}, request_stop_metadata(ctx_.pool, out));
-  if (!open_.load() || !slot->offered.load() || limit_reached)
+  if (!open_.load() || !slot->claimable() || limit_reached)
     notify(slot->worker_id);
   return out;
 }

@@ -67,6 +67,12 @@ struct lane_slot {
   std::atomic<uint64_t> last_used{0};
   /// Whether blocking callers may claim it (the pool's offers_new_work).
   std::atomic<bool> offered{false};
+  /// A lane call saw its process gone: nobody claims it again, even before the
+  /// pool has seen the worker go down.
+  std::atomic<bool> dead{false};
+
+  /// Whether a blocking caller may claim it now.
+  bool claimable() const noexcept { return offered.load() && !dead.load(); }
   /// Recycle once `requests` reaches this (0: never); set before it is published.
   uint64_t request_limit = 0;
 

@@ -312,6 +312,63 @@ TEST_CASE("kill -9 during a call on the lane: worker_crashed at once, then a new
   stop_and_check(r);
 }
 
+TEST_CASE("a sequential caller loses at most its one call when its worker is killed") {
+  auto rt = snakepit::runtime::start(small_config(2));
+  REQUIRE_MESSAGE(rt, explain(rt.error()));
+  auto& r = **rt;
+  std::atomic<bool> stop{false};
+  std::atomic<int> ok{0};
+  std::vector<snakepit::execute_result> failures;
+  std::mutex mtx;
+  std::string last_worker;
+  std::thread caller{[&] {
+    while (!stop) {
+      auto res = r.execute("sleep", {{"ms", 5}});
+      std::lock_guard<std::mutex> g{mtx};
+      if (res) {
+        ++ok;
+        last_worker = res->worker_id;
+      } else {
+        failures.push_back(std::move(res));
+      }
+    }
+  }};
+  REQUIRE(eventually([&] { return ok > 20; }));
+  int victim = 0;
+  std::string victim_id;
+  {
+    std::lock_guard<std::mutex> g{mtx};
+    victim_id = last_worker;
+  }
+  auto listed = r.list_workers();
+  REQUIRE(listed);
+  for (auto& w : *listed)
+    if (w.id == victim_id)
+      victim = w.pid;
+  REQUIRE(victim != 0);
+  REQUIRE(::kill(victim, SIGKILL) == 0);
+  // Until the pool sees the worker go, the caller's next calls must not keep
+  // trying the dead process: they go to the other worker.
+  REQUIRE(eventually([&] {
+    auto ws = r.list_workers();
+    if (!ws)
+      return false;
+    for (auto& w : *ws)
+      if (w.id == victim_id && w.pid != victim)
+        return true;
+    return false;
+  }));
+  auto before = ok.load();
+  REQUIRE(eventually([&] { return ok > before + 20; }));
+  stop = true;
+  caller.join();
+  std::lock_guard<std::mutex> g{mtx};
+  CHECK(failures.size() <= 1);
+  for (auto& f : failures)
+    CHECK_MESSAGE(has_code(f.error(), errc::worker_crashed), explain(f.error()));
+  stop_and_check(r);
+}
+
 TEST_CASE("a deadline on the lane gives timeout with the call's correlation id") {
   auto rt = snakepit::runtime::start(small_config(1));
   REQUIRE_MESSAGE(rt, explain(rt.error()));
