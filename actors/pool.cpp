@@ -406,8 +406,10 @@ void dispatch(pool_actor* self, const std::string& worker_id, pending_request p)
     return;
   }
   reply_slot_ptr slot;
-  if (auto* sp = std::get_if<reply_slot_ptr>(&p.out))
+  if (auto* sp = std::get_if<reply_slot_ptr>(&p.out)) {
     slot = *sp;
+    slot->lane = w.slot;
+  }
   std::shared_ptr<pending_request> retry;
   if (p.req.opts.idempotent && p.attempt < st.cfg.retry_max_attempts)
     retry = std::make_shared<pending_request>(pending_request{
@@ -1480,8 +1482,12 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg,
       auto out = std::move(f->second.out);
       auto cid = std::move(f->second.correlation_id);
       st.inflight.erase(f);
+      // (The gRPC thread may have given the capacity back already, see reply_slot.)
+      auto* rs = std::get_if<reply_slot_ptr>(&out);
+      bool released = rs != nullptr && (*rs)->lane_released.load();
       finish(self, out, std::move(res), started, cid);
-      if (auto w = st.workers.find(worker_id); w != st.workers.end() && load_of(w->second) > 0)
+      if (auto w = st.workers.find(worker_id);
+          !released && w != st.workers.end() && load_of(w->second) > 0)
         w->second.slot->release();
       checkin(self, worker_id);
       maybe_retire(self, worker_id);

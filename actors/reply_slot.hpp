@@ -9,6 +9,7 @@
 
 #include <caf/allowed_unsafe_message_type.hpp>
 
+#include "actors/direct_lane.hpp"
 #include "actors/types.hpp"
 
 namespace snakepit::actors {
@@ -18,6 +19,17 @@ struct reply_slot {
   /// Set by the caller when it stops waiting: a queued request is then dropped.
   std::shared_ptr<std::atomic<bool>> abandoned;
   std::atomic<bool> claimed{false};
+  /// The worker's row in the checkout table (set at dispatch): whoever answers from
+  /// the gRPC thread gives its capacity back first, so the caller's next call finds
+  /// the worker free even on the direct lane; the pool then does not release again.
+  lane_slot_ptr lane;
+  std::atomic<bool> lane_released{false};
+
+  /// Frees the worker's capacity for this call (once).
+  void release_lane() noexcept {
+    if (lane && !lane_released.exchange(true))
+      lane->release();
+  }
 
   /// True for exactly one caller.
   bool claim() noexcept {

@@ -601,6 +601,8 @@ caf::behavior worker_impl(worker_actor* self, worker_args args, supervision::sta
             // free again when that request arrives — which affinity relies on.
             auto summary = out ? execute_result{execute_reply{}} : execute_result{out.error()};
             auto mine = slot->claim(); // before the pool can: it must not answer first
+            if (mine)
+              slot->release_lane(); // the worker is free before the caller runs again
             caf::anon_send(pool, result_atom::value, id_copy, req_id, std::move(summary));
             if (mine && slot->fn)
               slot->fn(std::move(out));
