@@ -76,5 +76,7 @@ using drain_atom = caf::atom_constant<caf::atom("drain")>;
 /// A blocking caller freed a worker's slot in the checkout table while the pool
 /// must hear of it (table closed, slot withdrawn, request limit reached).
 using lane_done_atom = caf::atom_constant<caf::atom("lanedone")>;
+/// Session store -> pool: a session expired or was cleaned up; forget its worker.
+using session_forget_atom = caf::atom_constant<caf::atom("sessforg")>;
 
 } // namespace snakepit::actors

@@ -68,6 +68,11 @@ void direct_lane::bind_session(const std::string& session_id, const lane_slot_pt
     sessions_[session_id] = slot;
 }
 
+void direct_lane::forget_session(const std::string& session_id) {
+  std::lock_guard<std::mutex> guard{mtx_};
+  sessions_.erase(session_id);
+}
+
 lane_counters direct_lane::counters() const {
   std::lock_guard<std::mutex> guard{mtx_};
   return counters_;

@@ -135,6 +135,8 @@ public:
   /// Session affinity: `session_id` runs on `slot`'s worker (the pool binds a
   /// session when it dispatches a call of it; the lane only follows bindings).
   void bind_session(const std::string& session_id, const lane_slot_ptr& slot);
+  /// The session is gone (expired or cleaned up): its next call starts afresh.
+  void forget_session(const std::string& session_id);
   /// The next dispatch stamp (shared with the pool's own dispatches).
   uint64_t next_use() noexcept { return use_seq_.fetch_add(1) + 1; }
   /// Closed for good: the pool is gone. Calls in progress finish; `notify` is dropped.

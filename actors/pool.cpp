@@ -1598,6 +1598,12 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg,
                 [](const worker_info& a, const worker_info& b) { return a.id < b.id; });
       return out;
     },
+    [self](session_forget_atom, std::string& session_id) {
+      // The store dropped the session: its binding goes too (a later call with the
+      // same id is a new session), which also keeps the affinity cache bounded.
+      self->state.sessions.erase(session_id);
+      self->state.lane->forget_session(session_id);
+    },
     [self](python_telemetry_atom msg) {
       for (auto& kv : self->state.workers)
         self->send(kv.second.handle, msg);

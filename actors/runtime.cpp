@@ -331,14 +331,25 @@ caf::expected<std::unique_ptr<runtime>> runtime::launch(std::unique_ptr<impl> p,
     if (bus->active())
       bus->emit("snakepit.session.created", json::object(), {{"session_id", id}});
   };
-  scfg.on_cleanup = [bus = env->telemetry](const std::string& id, int32_t removed) {
+  // A session that is gone is forgotten by every pool's affinity cache too.
+  std::vector<std::string> pool_names;
+  for (auto& pc : p->cfg.pools)
+    pool_names.push_back("pool:" + pc.name);
+  auto forget = [names = env->names, pool_names](const std::string& id) {
+    for (auto& name : pool_names)
+      if (auto pool = names->get(name))
+        caf::anon_send(pool, actors::session_forget_atom::value, id);
+  };
+  scfg.on_cleanup = [bus = env->telemetry, forget](const std::string& id, int32_t removed) {
+    forget(id);
     if (bus->active())
       bus->emit("snakepit.session.cleanup", {{"removed", removed}}, {{"session_id", id}});
   };
-  scfg.on_expire = [names = env->names, bus = env->telemetry](const std::string& id) {
+  scfg.on_expire = [names = env->names, bus = env->telemetry, forget](const std::string& id) {
     bus->emit("snakepit.session.expired", json::object(), {{"session_id", id}});
     if (auto tools = names->get("tool_registry"))
       caf::anon_send(tools, actors::session_cleanup_atom::value, id);
+    forget(id);
   };
   top_children.push_back(named(actors::session_store_child("session_store", std::move(scfg)),
                                env->names, "session_store"));

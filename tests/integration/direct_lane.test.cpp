@@ -125,6 +125,18 @@ TEST_CASE("session calls take the lane to the worker their session is bound to")
     return i && i->request_count == 10;
   }));
   CHECK(info->last_worker == *workers.begin());
+  // A session cleaned up in the store is forgotten by the pool and the lane: its
+  // next call binds afresh through the pool, the ones after follow on the lane.
+  REQUIRE(r.cleanup_session("lane_session_1"));
+  REQUIRE(r.get_stats()); // (the store's notice is in the pool's mailbox before this)
+  for (int i = 0; i < 2; ++i) {
+    auto res = r.execute_in_session("lane_session_1", "request_metadata");
+    REQUIRE_MESSAGE(res, explain(res.error()));
+  }
+  auto after = r.get_stats();
+  REQUIRE(after);
+  CHECK(after->direct == 10);
+  CHECK(after->requests == 12);
   // An invalid id is the pool's to refuse.
   auto bad = r.execute_in_session("no spaces allowed", "ping");
   REQUIRE_FALSE(bad);
