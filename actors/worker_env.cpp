@@ -83,20 +83,19 @@ void name_table::clear() {
 }
 
 std::string make_run_id() {
+  // All seven characters random (36^7, about 7.8e10 ids). The run id keys the
+  // persisted process registry, so two hosts that start in the same second must
+  // not share one: upstream's 5 characters of timestamp + 2 random ones collided
+  // for 1 in 1296 such pairs, and a collision let one host's sweep kill the other
+  // host's workers.
   static constexpr char digits[] = "0123456789abcdefghijklmnopqrstuvwxyz";
-  static std::atomic<unsigned> counter{0};
-  auto secs = static_cast<uint64_t>(
-    std::chrono::duration_cast<std::chrono::seconds>(
-      std::chrono::system_clock::now().time_since_epoch())
-      .count());
   std::random_device rd;
-  uint64_t a = secs % (36ull * 36 * 36 * 36 * 36);
-  uint64_t b = (counter++ + rd()) % (36u * 36u);
+  uint64_t n = (static_cast<uint64_t>(rd()) << 32) ^ rd();
   std::string out(7, '0');
-  for (int i = 4; i >= 0; --i, a /= 36)
-    out[static_cast<size_t>(i)] = digits[a % 36];
-  for (int i = 6; i >= 5; --i, b /= 36)
-    out[static_cast<size_t>(i)] = digits[b % 36];
+  for (auto& c : out) {
+    c = digits[n % 36];
+    n /= 36;
+  }
   return out;
 }
 

@@ -110,7 +110,7 @@ struct worker_env {
     = std::make_shared<std::map<std::string, std::atomic<uint64_t>>>();
 };
 
-/// A 7-character base36 run id (upstream Snakepit.RunId), tagged on every worker
+/// A 7-character base36 run id (upstream Snakepit.RunId's format, all random), tagged on every worker
 /// command line so a later boot can recognise our processes.
 std::string make_run_id();
 

@@ -1,5 +1,5 @@
 // The lifecycle policy without processes: exit classification, recycling limits,
-// resident memory, retry backoff and the circuit breaker's state machine.
+// resident memory, retry backoff and the circuit breaker's state machine; run ids.
 #include <doctest/doctest.h>
 
 #include <signal.h>
@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "actors/lifecycle.hpp"
+#include "actors/worker_env.hpp"
 
 using namespace std::chrono_literals;
 using snakepit::actors::circuit_breaker;
@@ -117,6 +118,20 @@ TEST_CASE("a threshold of 0 disables the breaker") {
     CHECK_FALSE(cb.on_failure(t0));
   CHECK(cb.current() == circuit_breaker::state::closed);
   CHECK_FALSE(cb.enabled());
+}
+
+TEST_CASE("run ids are 7 base36 characters and do not repeat when made in the same second") {
+  // They key the persisted process registry: a repeat would let one host's sweep
+  // take another live host's workers for its own dead ones.
+  std::set<std::string> seen;
+  for (int i = 0; i < 20000; ++i) {
+    auto id = lc::make_run_id();
+    REQUIRE(id.size() == 7);
+    for (char c : id)
+      REQUIRE(((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z')));
+    seen.insert(id);
+  }
+  CHECK(seen.size() == 20000);
 }
 
 } // TEST_SUITE
