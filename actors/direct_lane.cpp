@@ -196,26 +196,17 @@ std::optional<execute_result> direct_lane::execute(execute_request& req,
                 json{{"capacity", slot->capacity}, {"load", slot->load.load()}},
                 json{{"pool", ctx_.pool}, {"worker_id", slot->worker_id}});
   }
-  adapters::tool_call call;
-  call.tool_name = req.command;
-  call.args = std::move(req.args);
-  call.metadata = std::move(req.opts.metadata);
+  auto call = to_tool_call(std::move(req));
+  req.opts.correlation_id = call.correlation_id; // the caller keeps the id it was given
   // Python sees the budget (upstream's metadata key) and the gRPC deadline.
   call.metadata["timeout_ms"] = std::to_string(budget.count());
-  call.correlation_id = req.opts.correlation_id;
-  call.session_id = sid;
-  request_log rlog{ctx_.log,           ctx_.pool, slot->worker_id, call.tool_name,
-                   call.correlation_id, sid,       false,           started};
+  request_log rlog{ctx_.log,           ctx_.pool,       slot->worker_id, call.tool_name,
+                   call.correlation_id, call.session_id, false,           started};
   rlog.dispatched();
   auto reply = slot->client.call(call, budget);
   execute_result out{caf::no_error};
   if (reply) {
-    execute_reply rep;
-    rep.result = std::move(reply->result);
-    rep.binary_result = std::move(reply->binary_result);
-    rep.execution_time_ms = reply->execution_time_ms;
-    rep.worker_id = slot->worker_id;
-    out = std::move(rep);
+    out = to_reply(std::move(*reply), slot->worker_id);
     rlog.done({});
   } else {
     auto err = std::move(reply.error());

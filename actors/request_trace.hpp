@@ -1,6 +1,7 @@
-// What one request reports, wherever it runs (through the worker actor or on the
-// direct lane of a blocking caller): its host log lines and the metadata of its
-// telemetry events, so both paths say the same thing about the same call.
+// What one request is on the wire and what it reports, wherever it runs (through
+// the worker actor or on the direct lane of a blocking caller): its conversion to
+// and from the gRPC client's types, its host log lines and the metadata of its
+// telemetry events, so both paths send and say the same thing about the same call.
 #pragma once
 
 #include <chrono>
@@ -9,6 +10,7 @@
 #include <caf/error.hpp>
 
 #include "actors/types.hpp"
+#include "adapters/bridge_client.hpp"
 #include "adapters/errors.hpp"
 #include "adapters/log.hpp"
 
@@ -20,6 +22,28 @@ inline bool transport_failure(const caf::error& err) {
   auto code = errc_of(err);
   return code && (*code == errc::unavailable || *code == errc::internal
                   || *code == errc::cancelled);
+}
+
+/// The wire-level call for a request (moves its parts).
+inline adapters::tool_call to_tool_call(execute_request req) {
+  adapters::tool_call call;
+  call.tool_name = std::move(req.command);
+  call.args = std::move(req.args);
+  call.binary_args = std::move(req.opts.binary_args);
+  call.metadata = std::move(req.opts.metadata);
+  call.correlation_id = std::move(req.opts.correlation_id);
+  call.session_id = std::move(req.opts.session_id);
+  return call;
+}
+
+/// A worker's reply as the caller gets it.
+inline execute_reply to_reply(adapters::tool_reply reply, std::string worker_id) {
+  execute_reply rep;
+  rep.result = std::move(reply.result);
+  rep.binary_result = std::move(reply.binary_result);
+  rep.execution_time_ms = reply.execution_time_ms;
+  rep.worker_id = std::move(worker_id);
+  return rep;
 }
 
 /// What the log lines of one request carry; copied into the call's completion.

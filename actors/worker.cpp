@@ -268,18 +268,6 @@ void check_ready(worker_actor* self) {
   st.poll_interval = std::min(st.poll_interval * 2, std::chrono::milliseconds{10});
 }
 
-/// The wire-level call for a pool request (moves its parts).
-adapters::tool_call to_tool_call(execute_request req) {
-  adapters::tool_call call;
-  call.tool_name = std::move(req.command);
-  call.args = std::move(req.args);
-  call.binary_args = std::move(req.opts.binary_args);
-  call.metadata = std::move(req.opts.metadata);
-  call.correlation_id = std::move(req.opts.correlation_id);
-  call.session_id = std::move(req.opts.session_id);
-  return call;
-}
-
 request_log make_request_log(const worker_state& st, const adapters::tool_call& call,
                              bool streaming) {
   return request_log{st.args.env->log, st.args.pool_cfg.name, st.args.id, call.tool_name,
@@ -584,12 +572,7 @@ caf::behavior worker_impl(worker_actor* self, worker_args args, supervision::sta
           rlog.done(res ? caf::error{} : res.error());
           execute_result out{caf::no_error};
           if (res) {
-            execute_reply rep;
-            rep.result = std::move(res->result);
-            rep.binary_result = std::move(res->binary_result);
-            rep.execution_time_ms = res->execution_time_ms;
-            rep.worker_id = std::move(id);
-            out = std::move(rep);
+            out = to_reply(std::move(*res), std::move(id));
           } else {
             out = with_correlation_id(std::move(res.error()), rlog.correlation_id);
           }
