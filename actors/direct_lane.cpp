@@ -198,8 +198,8 @@ std::optional<execute_result> direct_lane::execute(execute_request& req,
   }
   auto call = to_tool_call(std::move(req));
   req.opts.correlation_id = call.correlation_id; // the caller keeps the id it was given
-  // Python sees the budget (upstream's metadata key) and the gRPC deadline.
-  call.metadata["timeout_ms"] = std::to_string(budget.count());
+  // The budget travels as the gRPC deadline; the worker shows it to tools as
+  // metadata `timeout_ms` (upstream's key) when they read the metadata.
   request_log rlog{ctx_.log,           ctx_.pool,       slot->worker_id, call.tool_name,
                    call.correlation_id, call.session_id, false,           started};
   rlog.dispatched();

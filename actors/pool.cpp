@@ -389,9 +389,8 @@ void dispatch(pool_actor* self, const std::string& worker_id, pending_request p)
       [&] { return json{{"pool", st.cfg.name}, {"worker_id", worker_id}}; });
   auto budget = p.deadline - now;
   auto span = std::chrono::duration_cast<caf::timespan>(budget);
-  // Python sees the remaining budget (upstream's metadata key) and the gRPC deadline.
-  p.req.opts.metadata["timeout_ms"] =
-    std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(budget).count());
+  // The remaining budget travels as the gRPC deadline (`span` below); the worker
+  // shows it to tools as metadata `timeout_ms`, upstream's key.
   if (auto* ss = std::get_if<stream_sink_ptr>(&p.out)) {
     auto sink = *ss;
     emit(

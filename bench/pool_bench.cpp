@@ -6,14 +6,17 @@
 //   4. Python's multiprocessing.Pool(4): apply p50, apply_async throughput
 // Prints a table and writes the figures and ratios (ours / anchor) as JSON.
 #include <signal.h>
+#include <sys/resource.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <future>
 #include <memory>
+#include <random>
 #include <string>
 #include <thread>
 #include <tuple>
@@ -46,6 +49,14 @@ struct latencies {
 
 double since_ms(clock_type::time_point t0) {
   return std::chrono::duration<double, std::milli>(clock_type::now() - t0).count();
+}
+
+/// CPU time of this process so far (all threads, user + system), microseconds.
+double process_cpu_us() {
+  rusage ru{};
+  ::getrusage(RUSAGE_SELF, &ru);
+  auto us = [](const timeval& tv) { return tv.tv_sec * 1e6 + static_cast<double>(tv.tv_usec); };
+  return us(ru.ru_utime) + us(ru.ru_stime);
 }
 
 bridge::ExecuteToolRequest ping_request() {
@@ -183,20 +194,19 @@ int main(int argc, char** argv) {
   for (int i = 0; i < 300; ++i)
     actor_ping();
 
-  // 1 + 2: sequential latency, interleaved in rounds so drift hits both alike. The
+  // 1 + 2: sequential latency, interleaved call by call so drift hits all alike. The
   // direct client calls the same Python worker the pool's calls went to (the pool
   // prefers its most recently used worker): Python processes on a shared VM differ
   // in speed by more than the pool's own cost.
   latencies pool_lat, direct_lat, actor_lat, same_req_lat;
   // The request the pool sends for the same call: a fresh correlation id in the
-  // header and the metadata, the remaining budget as `timeout_ms`.
+  // header and the metadata (the budget is the deadline, as in `direct_ping`).
   auto pool_like = [n = 0u](bridge::ExecuteToolRequest& out) mutable {
     out.Clear();
     out.set_tool_name("ping");
     ++n;
     auto cid = fmt::format("default-{:x}-{:08x}", n, 0x5eed0000u + n);
     (*out.mutable_metadata())["correlation_id"] = cid;
-    (*out.mutable_metadata())["timeout_ms"] = "300000";
     return cid;
   };
   bridge::ExecuteToolRequest same_req;
@@ -207,31 +217,62 @@ int main(int argc, char** argv) {
     return *stubs[0];
   };
   std::string pool_worker = (*ws)[0].id;
-  for (size_t round = 0; round < 10; ++round) {
-    for (size_t i = 0; i < n_seq / 10; ++i) {
-      auto t0 = clock_type::now();
-      actor_ping();
-      actor_lat.ms.push_back(since_ms(t0));
+  // One call of each kind per step, in an order that changes every step: this VM's
+  // speed drifts by tens of per cent within seconds, and blocks of calls of one kind
+  // would each see a different machine.
+  auto one_call = [&](size_t kind) {
+    auto t0 = clock_type::now();
+    switch (kind) {
+      case 0:
+        actor_ping();
+        actor_lat.ms.push_back(since_ms(t0));
+        break;
+      case 1: {
+        auto res = pool.execute("ping");
+        pool_lat.ms.push_back(since_ms(t0));
+        if (!res)
+          fmt::print(stderr, "pool error: {}\n", snakepit::describe(res.error()));
+        else
+          pool_worker = res->worker_id;
+        break;
+      }
+      case 2:
+        direct_ping(stub_of(pool_worker), req);
+        direct_lat.ms.push_back(since_ms(t0));
+        break;
+      default: {
+        auto cid = pool_like(same_req);
+        direct_ping(stub_of(pool_worker), same_req, cid);
+        same_req_lat.ms.push_back(since_ms(t0));
+      }
     }
-    for (size_t i = 0; i < n_seq / 10; ++i) {
-      auto t0 = clock_type::now();
-      auto res = pool.execute("ping");
-      pool_lat.ms.push_back(since_ms(t0));
-      if (!res)
-        fmt::print(stderr, "pool error: {}\n", snakepit::describe(res.error()));
-      else
-        pool_worker = res->worker_id;
-    }
-    for (size_t i = 0; i < n_seq / 10; ++i) {
-      auto t0 = clock_type::now();
-      direct_ping(stub_of(pool_worker), req);
-      direct_lat.ms.push_back(since_ms(t0));
-    }
-    for (size_t i = 0; i < n_seq / 10; ++i) {
-      auto t0 = clock_type::now();
-      auto cid = pool_like(same_req);
-      direct_ping(stub_of(pool_worker), same_req, cid);
-      same_req_lat.ms.push_back(since_ms(t0));
+  };
+  // A fresh random order each step: a fixed rotation would make every kind follow
+  // mostly the same other kind (a call on another connection, or on the same one).
+  std::mt19937 order_rng{42};
+  std::array<size_t, 4> order{0, 1, 2, 3};
+  for (size_t i = 0; i < n_seq; ++i) {
+    std::shuffle(order.begin(), order.end(), order_rng);
+    for (auto kind : order)
+      one_call(kind);
+  }
+
+  // Host CPU per sequential call (all of this process's threads, user + system),
+  // pool vs direct client: the pool's own cost, less exposed to the VM's drift
+  // than wall-clock latency. Alternating blocks of 250 calls.
+  double pool_cpu_us = 0, direct_cpu_us = 0;
+  {
+    const size_t block = 250, blocks = std::max<size_t>(2, n_seq / block / 2);
+    for (size_t b = 0; b < blocks; ++b) {
+      auto c0 = process_cpu_us();
+      for (size_t i = 0; i < block; ++i)
+        pool.execute("ping");
+      auto c1 = process_cpu_us();
+      for (size_t i = 0; i < block; ++i)
+        direct_ping(stub_of(pool_worker), req);
+      auto c2 = process_cpu_us();
+      pool_cpu_us += (c1 - c0) / static_cast<double>(block * blocks);
+      direct_cpu_us += (c2 - c1) / static_cast<double>(block * blocks);
     }
   }
 
@@ -357,6 +398,8 @@ int main(int argc, char** argv) {
       {"actor_path_p50_ms", actor_lat.pct(0.50)},
       {"direct_same_request_p50_ms", same_req_lat.pct(0.50)},
       {"actor_path_p99_ms", actor_lat.pct(0.99)},
+      {"pool_host_cpu_us_per_call", pool_cpu_us},
+      {"direct_host_cpu_us_per_call", direct_cpu_us},
       {"pool_throughput", pool_tput},
       {"direct_throughput", direct_tput},
       {"mp_apply_p50_ms", mp_p50},
@@ -368,7 +411,8 @@ int main(int argc, char** argv) {
       {"actor_path_vs_direct_p50", ratio(actor_lat.pct(0.50), direct_lat.pct(0.50))},
       {"pool_vs_direct_same_request_p50",
        ratio(pool_lat.pct(0.50), same_req_lat.pct(0.50))},
-      {"pool_vs_mp_apply_p50", ratio(pool_lat.pct(0.50), mp_p50)}}},
+      {"pool_vs_mp_apply_p50", ratio(pool_lat.pct(0.50), mp_p50)},
+      {"pool_vs_direct_host_cpu", ratio(pool_cpu_us, direct_cpu_us)}}},
     {"throughput",
      {{"pool_vs_direct", ratio(pool_tput, direct_tput)},
       {"pool_vs_mp_async", ratio(pool_tput, mp_tput)},
@@ -389,11 +433,13 @@ int main(int argc, char** argv) {
              pool_lat.pct(0.99));
   fmt::print("{:<44} {:>12.3f} {:>12.3f}\n", "direct gRPC client, same worker", direct_lat.pct(0.5),
              direct_lat.pct(0.99));
-  fmt::print("{:<44} {:>12.3f} {:>12.3f}\n", "direct, the pool's request (cid, timeout_ms)",
+  fmt::print("{:<44} {:>12.3f} {:>12.3f}\n", "direct, the pool's request (cid)",
              same_req_lat.pct(0.5), same_req_lat.pct(0.99));
   fmt::print("{:<44} {:>12.3f} {:>12.3f}\n", "pool, actor path (execute_async + wait)",
              actor_lat.pct(0.5), actor_lat.pct(0.99));
   fmt::print("{:<44} {:>12.3f} {:>12.3f}\n", "multiprocessing.Pool(4).apply", mp_p50, mp_p99);
+  fmt::print("\n{:<44} {:>12.1f} {:>12.1f}\n", "host CPU us per call (pool, direct)", pool_cpu_us,
+             direct_cpu_us);
   fmt::print("\n{:<44} {:>12}\n", "throughput, 4 workers, 16 callers", "calls/s");
   fmt::print("{:<44} {:>12.0f}\n", "pool", pool_tput);
   fmt::print("{:<44} {:>12.0f}\n", "direct gRPC clients", direct_tput);

@@ -199,13 +199,14 @@ class BridgeServicer(pb2_grpc.BridgeServiceServicer):
             pass
         return ""
 
-    def _session_context(self, request: Any, cid: str) -> SessionContext:
+    def _session_context(self, request: Any, cid: str, context: Any) -> SessionContext:
         # The session id travels in the request field; metadata "session_id" is
         # accepted too for hosts that cannot set the field.
         session_id = request.session_id or request.metadata.get("session_id", "")
         return SessionContext(session_id, request.metadata, cid,
                               self.config.worker_id,
-                              self._sync_host if self.has_host else None)
+                              self._sync_host if self.has_host else None,
+                              time_remaining=getattr(context, "time_remaining", None))
 
     def _call_context(self, request: Any, call_type: str) -> Dict[str, Any]:
         return {
@@ -331,7 +332,7 @@ class BridgeServicer(pb2_grpc.BridgeServiceServicer):
                 arguments = ser.decode_parameters(request.parameters,
                                                   request.binary_parameters,
                                                   request.metadata)
-                session_ctx = self._session_context(request, cid)
+                session_ctx = self._session_context(request, cid, context)
                 adapter = await self._create_adapter(session_ctx, inline)
                 result = await self._invoke(adapter, request, arguments, session_ctx, inline)
                 if _is_stream(result):
@@ -354,8 +355,6 @@ class BridgeServicer(pb2_grpc.BridgeServiceServicer):
             response.execution_time_ms = int((time.perf_counter() - started) * 1000)
             log.debug("tool %s finished in %d ms (success=%s)", request.tool_name,
                       response.execution_time_ms, response.success)
-            if cid:
-                response.metadata["correlation_id"] = cid
             return response
         finally:
             _cid_var.reset(token)
@@ -441,7 +440,7 @@ class BridgeServicer(pb2_grpc.BridgeServiceServicer):
                 arguments = ser.decode_parameters(request.parameters,
                                                   request.binary_parameters,
                                                   request.metadata)
-                session_ctx = self._session_context(request, cid)
+                session_ctx = self._session_context(request, cid, context)
                 adapter = await self._create_adapter(session_ctx, inline)
                 source = await self._invoke(adapter, request, arguments, session_ctx, inline)
             except Exception as exc:  # noqa: BLE001

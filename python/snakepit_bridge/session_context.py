@@ -45,14 +45,37 @@ class SessionContext:
     def __init__(self, session_id: str, metadata: Optional[Mapping[str, str]] = None,
                  correlation_id: str = "", worker_id: str = "",
                  host_stub_factory: Optional[Callable[[], Any]] = None,
-                 timeout: float = 10.0):
+                 timeout: float = 10.0,
+                 time_remaining: Optional[Callable[[], Optional[float]]] = None):
         self.session_id = session_id
-        self.request_metadata: Dict[str, str] = dict(metadata or {})
+        # Copied on first use: most tools never look at the request metadata, and a
+        # protobuf map copy costs microseconds on every call.
+        self._raw_metadata = metadata
+        self._metadata: Optional[Dict[str, str]] = None
+        self._time_remaining = time_remaining
         self.correlation_id = correlation_id
         self.worker_id = worker_id
         self.timeout = timeout
         self._host_stub_factory = host_stub_factory
         self._host_tools: Optional[Dict[str, Dict[str, Any]]] = None
+
+    @property
+    def request_metadata(self) -> Dict[str, str]:
+        """The request's metadata (correlation id, ``timeout_ms``, …) as a dict."""
+        if self._metadata is None:
+            md = dict(self._raw_metadata or {})
+            self._raw_metadata = None
+            if "timeout_ms" not in md and self._time_remaining is not None:
+                # The host sends its budget as the gRPC deadline only; upstream's key
+                # is filled in from it (what is left of the budget when first read).
+                try:
+                    left = self._time_remaining()
+                except Exception:  # noqa: BLE001 - a context without a deadline
+                    left = None
+                if left is not None:
+                    md["timeout_ms"] = str(max(0, int(left * 1000)))
+            self._metadata = md
+        return self._metadata
 
     # Upstream name for the same thing.
     @property

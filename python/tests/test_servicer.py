@@ -171,12 +171,48 @@ def test_binary_parameters_and_binary_result(short_dir):
 def test_correlation_id_from_metadata_or_header(short_dir):
     async def body():
         async with serving(ShowcaseAdapter, short_dir) as stub:
-            resp = await stub.ExecuteTool(request("ping", metadata={"correlation_id": "c-1"}))
-            assert resp.metadata["correlation_id"] == "c-1"
             resp = await stub.ExecuteTool(
-                request("ping"), metadata=(("x-snakepit-correlation-id", "c-2"),))
-            assert resp.metadata["correlation_id"] == "c-2"
+                request("request_metadata", metadata={"correlation_id": "c-1"}))
+            assert result_of(resp)["correlation_id"] == "c-1"
+            resp = await stub.ExecuteTool(
+                request("request_metadata"), metadata=(("x-snakepit-correlation-id", "c-2"),))
+            assert result_of(resp)["correlation_id"] == "c-2"
+            # The metadata wins over the header when both are sent.
+            resp = await stub.ExecuteTool(
+                request("request_metadata", metadata={"correlation_id": "c-3"}),
+                metadata=(("x-snakepit-correlation-id", "c-4"),))
+            assert result_of(resp)["correlation_id"] == "c-3"
+            # The caller knows its id: the response does not repeat it (a map entry
+            # costs the round trip several per cent of a trivial call).
+            assert "correlation_id" not in resp.metadata
     run(body())
+
+
+def test_timeout_ms_comes_from_the_grpc_deadline(short_dir):
+    async def body():
+        async with serving(ShowcaseAdapter, short_dir) as stub:
+            got = result_of(await stub.ExecuteTool(request("request_metadata"), timeout=5))
+            assert 0 < int(got["timeout_ms"]) <= 5000
+            # A host that sends the key itself is believed.
+            got = result_of(await stub.ExecuteTool(
+                request("request_metadata", metadata={"timeout_ms": "123"}), timeout=5))
+            assert got["timeout_ms"] == "123"
+            # No deadline, no key.
+            got = result_of(await stub.ExecuteTool(request("request_metadata")))
+            assert "timeout_ms" not in got
+    run(body())
+
+
+def test_request_metadata_is_copied_on_first_use_only():
+    from snakepit_bridge.session_context import SessionContext
+    raw = {"correlation_id": "c-5", "timeout_ms": "250"}
+    ctx = SessionContext("s", raw, "c-5")
+    assert ctx._metadata is None  # nothing copied until a tool asks
+    md = ctx.metadata
+    assert md == raw and md is not raw and ctx.request_metadata is md
+    md["extra"] = "x"
+    assert "extra" not in raw
+    assert SessionContext("s").metadata == {}
 
 
 class Lifecycle(BaseAdapter):
