@@ -3,6 +3,7 @@
 // Until the pool routes `execute_in_session`, calls name their session with request
 // metadata "session_id" (the worker's SessionContext accepts it).
 #include <atomic>
+#include <future>
 #include <set>
 #include <stdexcept>
 #include <thread>
@@ -164,14 +165,52 @@ TEST_CASE("a stateless adapter keeps all state in the session; cleanup_session c
   auto& r = **rt;
   auto sid = r.create_session(std::nullopt, {{"user", "ada"}});
   REQUIRE(sid);
-  std::set<std::string> workers;
   for (int i = 0; i < 12; ++i) {
     auto w = r.execute("remember", {{"key", "k" + std::to_string(i % 3)}, {"value", i}},
                        in_session(*sid));
     REQUIRE_MESSAGE(w, explain(w.error()));
-    workers.insert(w->worker_id);
   }
-  CHECK(workers.size() >= 2); // the state did not live in one worker
+  // The state does not live in a worker: with two of the three workers held (capacity
+  // 1 each), a write goes to the third; with two held again, a read lands on a worker
+  // other than the writer (retried: which two are held is the pool's choice).
+  auto hold_two = [&] {
+    auto held = std::make_shared<std::vector<std::promise<snakepit::execute_result>>>(2);
+    for (auto& p : *held)
+      r.execute_async("pause", {{"ms", 800}}, in_session(*sid),
+                      [&p](snakepit::execute_result res) { p.set_value(std::move(res)); });
+    for (int i = 0; i < 500; ++i) {
+      auto st = r.get_stats();
+      if (st && st->busy == 2)
+        break;
+      std::this_thread::sleep_for(2ms);
+    }
+    return held;
+  };
+  auto release = [](auto& held) {
+    std::set<std::string> ids;
+    for (auto& p : *held) {
+      auto res = p.get_future().get();
+      REQUIRE_MESSAGE(res, explain(res.error()));
+      ids.insert(res->worker_id);
+    }
+    return ids;
+  };
+  auto held = hold_two();
+  auto wrote = r.execute("remember", {{"key", "moved"}, {"value", "yes"}}, in_session(*sid));
+  REQUIRE_MESSAGE(wrote, explain(wrote.error()));
+  auto busy = release(held);
+  CHECK(busy.size() == 2);
+  CHECK(busy.count(wrote->worker_id) == 0);
+  bool read_elsewhere = false;
+  for (int attempt = 0; attempt < 5 && !read_elsewhere; ++attempt) {
+    held = hold_two();
+    auto got = r.execute("recall", {{"key", "moved"}}, in_session(*sid));
+    REQUIRE_MESSAGE(got, explain(got.error()));
+    CHECK(got->result == "yes");
+    read_elsewhere = got->worker_id != wrote->worker_id;
+    release(held);
+  }
+  CHECK_MESSAGE(read_elsewhere, "every read landed on the worker that wrote");
   auto l = r.execute("append", {{"key", "log"}, {"item", "a"}}, in_session(*sid));
   REQUIRE(l);
   l = r.execute("append", {{"key", "log"}, {"item", "b"}}, in_session(*sid));
@@ -184,15 +223,15 @@ TEST_CASE("a stateless adapter keeps all state in the session; cleanup_session c
   REQUIRE_MESSAGE(info, explain(info.error()));
   CHECK(info->id == *sid);
   CHECK(info->metadata.at("user") == "ada");
-  CHECK(info->state_keys == std::vector<std::string>{"k0", "k1", "k2", "log"});
+  CHECK(info->state_keys == std::vector<std::string>{"k0", "k1", "k2", "log", "moved"});
   CHECK(info->last_accessed >= info->created);
   auto forgot = r.execute("forget", {{"key", "k0"}}, in_session(*sid));
   REQUIRE(forgot);
   CHECK(forgot->result == true);
-  // 3 state keys + the session record.
+  // 4 state keys + the session record.
   auto removed = r.cleanup_session(*sid);
   REQUIRE(removed);
-  CHECK(*removed == 4);
+  CHECK(*removed == 5);
   CHECK(r.get_session_info(*sid).error() == errc::session_not_found);
   auto again = r.cleanup_session(*sid);
   REQUIRE(again);

@@ -7,6 +7,7 @@ The C++ session tests and docs/sessions.md rely on these tool names.
 
 from __future__ import annotations
 
+import time
 from typing import Any, Dict, List, Optional
 
 from snakepit_bridge.adapter import BaseAdapter, tool
@@ -58,6 +59,12 @@ class SessionShowcaseAdapter(BaseAdapter):
     @tool(description="The session id and worker id serving this call")
     def whoami(self) -> Dict[str, Optional[str]]:
         return {"session_id": self.ctx.session_id, "worker_id": self.ctx.worker_id}
+
+    @tool(description="Holds this worker for ms milliseconds (tests use it to make the "
+                      "next call of a session go to another worker); returns the worker id")
+    def pause(self, ms: float) -> Optional[str]:
+        time.sleep(float(ms) / 1000.0)
+        return self.ctx.worker_id
 
     @tool(description="Calls the host tool `name` with `args`; returns its result")
     def call_host(self, name: str, args: Optional[Dict[str, Any]] = None) -> Any:
