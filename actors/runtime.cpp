@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <deque>
@@ -283,6 +284,14 @@ caf::expected<std::unique_ptr<runtime>> runtime::launch(std::unique_ptr<impl> p,
     p->cfg.data_dir.empty() ? adapters::default_data_dir() : p->cfg.data_dir);
   if (!registry)
     return registry.error();
+  // A run id already in the registry would make this host and that run one (its
+  // exit would let a boot sweep kill our workers): draw another.
+  {
+    auto taken = (*registry)->runs();
+    for (int i = 0; i < 16 && std::find(taken.begin(), taken.end(), env->run_id) != taken.end();
+         ++i)
+      env->run_id = actors::make_run_id();
+  }
   if (auto err = (*registry)->begin_run(env->run_id))
     return err;
   if (p->cfg.sweep_orphans_at_start)

@@ -301,9 +301,10 @@ TEST_CASE("load_config resolves a relative log file against the file's directory
 }
 
 TEST_CASE("the example file in examples/ loads") {
-  auto src = std::getenv("SNAKEPIT_SOURCE_DIR");
-  REQUIRE(src != nullptr);
-  auto cfg = load_config(std::string{src} + "/examples/pools.toml");
+  // ctest names the source tree; a binary run by hand uses the one it was built from.
+  const char* src = std::getenv("SNAKEPIT_SOURCE_DIR");
+  auto cfg = load_config(std::string{src ? src : SNAKEPIT_TEST_SOURCE_DIR} +
+                         "/examples/pools.toml");
   REQUIRE_MESSAGE(cfg, snakepit::describe(cfg.error()));
   CHECK(cfg->pools.size() >= 1);
 }
