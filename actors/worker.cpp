@@ -411,10 +411,16 @@ caf::behavior worker_impl(worker_actor* self, worker_args args, supervision::sta
   auto procs = env.processes;
   procs->add(pid);
   auto hdl = caf::actor_cast<caf::actor>(self);
-  adapters::exit_watcher::instance().watch(pid, [hdl, procs, pid](adapters::process_exit e) {
-    procs->remove(pid);
-    caf::anon_send(hdl, process_exited_atom::value, e.code, e.signal);
-  });
+  // The worker leads its own process group: whatever it started dies with it, killed
+  // by the watcher before the reap (the group id is still reserved then).
+  auto group = st.proc->own_group() ? st.proc->pgid() : 0;
+  adapters::exit_watcher::instance().watch(
+    pid,
+    [hdl, procs, pid](adapters::process_exit e) {
+      procs->remove(pid);
+      caf::anon_send(hdl, process_exited_atom::value, e.code, e.signal);
+    },
+    group);
   st.ready_deadline = self->clock().now() + st.args.pool_cfg.worker_ready_timeout;
   self->send(self, check_ready_atom::value);
   self->set_exit_handler([self](caf::exit_msg& msg) {
@@ -498,13 +504,8 @@ caf::behavior worker_impl(worker_actor* self, worker_args args, supervision::sta
       auto& st = self->state;
       adapters::process_exit e{code, sig};
       st.telemetry_stream.cancel();
-      if (st.proc) {
-        // The worker led its own process group: whatever it started dies with it
-        // (the group id stays reserved while members remain, so this cannot hit
-        // an unrelated process).
-        ::kill(-st.proc->pgid(), SIGKILL);
-        st.proc.reset();
-      }
+      // The exit watcher killed the process group before reaping (see the spawn).
+      st.proc.reset();
       switch (st.ph) {
         case phase::starting: {
           auto err = startup_error_text(st.ready_path);

@@ -359,6 +359,7 @@ struct exit_watcher::impl {
 
   struct entry {
     int pidfd = -1;
+    pid_t kill_group = 0; ///< process group to SIGKILL between exit and reap
     std::vector<callback> callbacks;
   };
 
@@ -415,10 +416,12 @@ struct exit_watcher::impl {
       recent.pop_front();
   }
 
-  void watch(pid_t pid, callback cb) {
+  void watch(pid_t pid, callback cb, pid_t kill_group) {
     std::unique_lock<std::mutex> guard{mtx};
     if (auto i = watched.find(pid); i != watched.end()) {
       i->second.callbacks.push_back(std::move(cb));
+      if (kill_group > 0)
+        i->second.kill_group = kill_group;
       return;
     }
     auto fd = pid > 0 ? pidfd_open_(pid) : -1;
@@ -437,6 +440,7 @@ struct exit_watcher::impl {
     }
     entry e;
     e.pidfd = fd;
+    e.kill_group = kill_group;
     e.callbacks.push_back(std::move(cb));
     watched.emplace(pid, std::move(e));
     epoll_event ev{};
@@ -468,10 +472,18 @@ struct exit_watcher::impl {
           auto it = watched.find(pid);
           if (it == watched.end())
             continue;
+          auto pidfd = static_cast<id_t>(it->second.pidfd);
           siginfo_t info{};
-          auto rc =
-            ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(it->second.pidfd),
-                     &info, WEXITED | WNOHANG);
+          if (it->second.kill_group > 0) {
+            // Exited but not reaped yet: the zombie leader keeps its group id reserved,
+            // so the kill reaches what it left behind and nothing else. After the reap
+            // an empty group's id could name an unrelated, newer group.
+            if (::waitid(static_cast<idtype_t>(P_PIDFD), pidfd, &info,
+                         WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid != 0)
+              ::kill(-it->second.kill_group, SIGKILL);
+            info = siginfo_t{};
+          }
+          auto rc = ::waitid(static_cast<idtype_t>(P_PIDFD), pidfd, &info, WEXITED | WNOHANG);
           if (rc == 0 && info.si_pid == 0)
             continue; // readable but not yet reapable: try again on the next event
           // rc < 0 (ECHILD): not our child or reaped elsewhere; status unknown.
@@ -508,8 +520,9 @@ exit_watcher& exit_watcher::instance() {
   return *instance;
 }
 
-void exit_watcher::watch(pid_t pid, std::function<void(process_exit)> on_exit) {
-  impl_->watch(pid, std::move(on_exit));
+void exit_watcher::watch(pid_t pid, std::function<void(process_exit)> on_exit,
+                         pid_t kill_group) {
+  impl_->watch(pid, std::move(on_exit), kill_group);
 }
 
 size_t exit_watcher::watched() const {

@@ -122,8 +122,11 @@ class exit_watcher {
   /// recently, the callback runs at once with the remembered status. If the pid is not
   /// ours or is already gone, the callback gets an unknown status ({-1, 0}).
   /// Callbacks run on the watcher thread: post into your actor (caf::anon_send), never
-  /// block.
-  void watch(pid_t pid, std::function<void(process_exit)> on_exit);
+  /// block. With `kill_group` > 0, that process group gets SIGKILL after `pid` exits
+  /// and before it is reaped — while the exited leader still holds the group id, so
+  /// the kill reaches what the process left behind and never a newer group that
+  /// reused the id (which a kill after the reap could).
+  void watch(pid_t pid, std::function<void(process_exit)> on_exit, pid_t kill_group = 0);
 
   /// Number of pids currently being watched (for tests and diagnostics).
   size_t watched() const;

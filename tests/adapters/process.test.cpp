@@ -179,6 +179,36 @@ TEST_SUITE("adapters.process") {
     CHECK_FALSE(child->signal_group(0));
   }
 
+  TEST_CASE("an exit watch with kill_group kills what the process left, before the reap") {
+    REQUIRE(::prctl(PR_SET_CHILD_SUBREAPER, 1) == 0);
+    int fds[2];
+    REQUIRE(::pipe2(fds, O_CLOEXEC) == 0);
+    // The leader exits by itself soon and leaves a grandchild in its group.
+    auto spec = sh("sleep 30 & echo $!; sleep 0.3");
+    spec.stdout_fd = fds[1];
+    auto child = spawn_process(spec);
+    ::close(fds[1]);
+    REQUIRE(child);
+    std::string line;
+    char c;
+    while (::read(fds[0], &c, 1) == 1 && c != '\n')
+      line += c;
+    ::close(fds[0]);
+    auto grandchild = static_cast<pid_t>(std::atoi(line.c_str()));
+    REQUIRE(grandchild > 0);
+    REQUIRE(::getpgid(grandchild) == child->pgid());
+    std::promise<process_exit> leader;
+    exit_watcher::instance().watch(
+      child->pid(), [&leader](process_exit e) { leader.set_value(e); }, child->pgid());
+    auto f = leader.get_future();
+    REQUIRE(f.wait_for(10s) == std::future_status::ready);
+    CHECK(f.get().exited());
+    // Re-parented to this process (subreaper): its status says who ended it.
+    auto ge = wait_for_exit(grandchild, 5s);
+    REQUIRE_MESSAGE(ge, "the grandchild outlived its leader");
+    CHECK(ge->signal == SIGKILL);
+  }
+
   TEST_CASE("a missing executable fails with start_failed naming the path") {
     auto child = spawn_process(cmd("/nonexistent/snakepit-no-such-binary"));
     REQUIRE_FALSE(child);

@@ -288,6 +288,45 @@ TEST_CASE("a booting runtime kills a recorded orphan but not an unrelated proces
   CHECK(ad::wait_for_exit(unrelated.pid(), 10s));
 }
 
+TEST_CASE("a worker killed by SIGKILL while the host lives takes what it started along") {
+  auto cfg = small_config(1);
+  cfg.pools[0].adapter = "chaos_adapter.ChaosAdapter";
+  // The build's Python path plus the chaos adapter's folder.
+  std::string path = cfg.effective_python_path();
+  for (size_t pos = 0; pos <= path.size();) {
+    auto end = path.find(':', pos);
+    if (end == std::string::npos)
+      end = path.size();
+    if (end > pos)
+      cfg.python_path.push_back(path.substr(pos, end - pos));
+    pos = end + 1;
+  }
+  cfg.python_path.emplace_back(SNAKEPIT_CHAOS_PY_DIR);
+  auto rt = snakepit::runtime::start(cfg);
+  REQUIRE_MESSAGE(rt, explain(rt.error()));
+  auto& r = **rt;
+  auto spawned = r.execute("spawn_grandchild", snakepit::json::object());
+  REQUIRE_MESSAGE(spawned, explain(spawned.error()));
+  auto grandchild = spawned->result.at("pid").get<int>();
+  auto worker = spawned->result.at("worker").get<int>();
+  REQUIRE(pid_alive(grandchild));
+  REQUIRE(::kill(worker, SIGKILL) == 0);
+  // The exit watcher kills the worker's group before it reaps the worker.
+  auto t0 = clock_type::now();
+  while (pid_alive(grandchild) && clock_type::now() - t0 < 3s)
+    std::this_thread::sleep_for(5ms);
+  CHECK_MESSAGE(!pid_alive(grandchild), "the grandchild outlived its worker");
+  // The replacement serves.
+  bool served = false;
+  for (int i = 0; i < 200 && !served; ++i) {
+    served = static_cast<bool>(r.execute("ping", snakepit::json::object()));
+    if (!served)
+      std::this_thread::sleep_for(25ms);
+  }
+  CHECK(served);
+  stop_and_check(r);
+}
+
 TEST_CASE("crash storm: 30 random kill -9 during 400 requests at concurrency 16 and every "
           "request returns in time and the pool is back to 8 ready workers") {
   temp_dir dir;
