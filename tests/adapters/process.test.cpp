@@ -13,6 +13,7 @@
 #include <future>
 #include <set>
 #include <string>
+#include <utility>
 #include <thread>
 
 #include <doctest/doctest.h>
@@ -82,6 +83,25 @@ process_spec sh(std::string script) {
   return spec;
 }
 
+/// Runs `script` (which starts a grandchild and prints `$!` first) with this process as
+/// subreaper, so the grandchild is re-parented to us and can be reaped to prove how it
+/// ended. Returns the child and the grandchild's pid (0 if none was printed).
+std::pair<caf::expected<child_process>, pid_t> spawn_with_grandchild(std::string script) {
+  REQUIRE(::prctl(PR_SET_CHILD_SUBREAPER, 1) == 0);
+  int fds[2];
+  REQUIRE(::pipe2(fds, O_CLOEXEC) == 0);
+  auto spec = sh(std::move(script));
+  spec.stdout_fd = fds[1];
+  auto child = spawn_process(spec);
+  ::close(fds[1]);
+  std::string line;
+  char c;
+  while (child && ::read(fds[0], &c, 1) == 1 && c != '\n')
+    line += c;
+  ::close(fds[0]);
+  return {std::move(child), static_cast<pid_t>(std::atoi(line.c_str()))};
+}
+
 // Kills and reaps a child a failing test may leave behind.
 struct reaper {
   child_process& child;
@@ -149,22 +169,11 @@ TEST_SUITE("adapters.process") {
   }
 
   TEST_CASE("signal_group kills the grandchildren of the process too") {
-    // Orphans are re-parented to us, so we can reap and prove the grandchild is gone.
-    REQUIRE(::prctl(PR_SET_CHILD_SUBREAPER, 1) == 0);
-    int fds[2];
-    REQUIRE(::pipe2(fds, O_CLOEXEC) == 0);
-    auto spec = sh("sleep 30 & echo $!; wait");
-    spec.stdout_fd = fds[1];
-    auto child = spawn_process(spec);
-    ::close(fds[1]);
+    auto spawned = spawn_with_grandchild("sleep 30 & echo $!; wait");
+    auto& child = spawned.first;
+    auto grandchild = spawned.second;
     REQUIRE(child);
     reaper guard{*child};
-    std::string line;
-    char c;
-    while (::read(fds[0], &c, 1) == 1 && c != '\n')
-      line += c;
-    ::close(fds[0]);
-    auto grandchild = static_cast<pid_t>(std::atoi(line.c_str()));
     REQUIRE(grandchild > 0);
     CHECK(::getpgid(grandchild) == child->pgid());
     REQUIRE(child->signal_group(SIGKILL));
@@ -180,21 +189,11 @@ TEST_SUITE("adapters.process") {
   }
 
   TEST_CASE("an exit watch with kill_group kills what the process left, before the reap") {
-    REQUIRE(::prctl(PR_SET_CHILD_SUBREAPER, 1) == 0);
-    int fds[2];
-    REQUIRE(::pipe2(fds, O_CLOEXEC) == 0);
     // The leader exits by itself soon and leaves a grandchild in its group.
-    auto spec = sh("sleep 30 & echo $!; sleep 0.3");
-    spec.stdout_fd = fds[1];
-    auto child = spawn_process(spec);
-    ::close(fds[1]);
+    auto spawned = spawn_with_grandchild("sleep 30 & echo $!; sleep 0.3");
+    auto& child = spawned.first;
+    auto grandchild = spawned.second;
     REQUIRE(child);
-    std::string line;
-    char c;
-    while (::read(fds[0], &c, 1) == 1 && c != '\n')
-      line += c;
-    ::close(fds[0]);
-    auto grandchild = static_cast<pid_t>(std::atoi(line.c_str()));
     REQUIRE(grandchild > 0);
     REQUIRE(::getpgid(grandchild) == child->pgid());
     std::promise<process_exit> leader;

@@ -18,6 +18,7 @@
 #include "adapters/process.hpp"
 #include "adapters/process_registry.hpp"
 
+#include "chaos_adapter.hpp"
 #include "harness.hpp"
 
 using namespace std::chrono_literals;
@@ -290,18 +291,7 @@ TEST_CASE("a booting runtime kills a recorded orphan but not an unrelated proces
 
 TEST_CASE("a worker killed by SIGKILL while the host lives takes what it started along") {
   auto cfg = small_config(1);
-  cfg.pools[0].adapter = "chaos_adapter.ChaosAdapter";
-  // The build's Python path plus the chaos adapter's folder.
-  std::string path = cfg.effective_python_path();
-  for (size_t pos = 0; pos <= path.size();) {
-    auto end = path.find(':', pos);
-    if (end == std::string::npos)
-      end = path.size();
-    if (end > pos)
-      cfg.python_path.push_back(path.substr(pos, end - pos));
-    pos = end + 1;
-  }
-  cfg.python_path.emplace_back(SNAKEPIT_CHAOS_PY_DIR);
+  use_chaos_adapter(cfg);
   auto rt = snakepit::runtime::start(cfg);
   REQUIRE_MESSAGE(rt, explain(rt.error()));
   auto& r = **rt;

@@ -12,6 +12,7 @@
 
 #include "actors/runtime.hpp"
 #include "adapters/errors.hpp"
+#include "chaos_adapter.hpp"
 
 int main(int argc, char** argv) {
   if (argc < 3) {
@@ -22,18 +23,7 @@ int main(int argc, char** argv) {
   cfg.data_dir = argv[1];
   cfg.pools[0].pool_size = static_cast<size_t>(std::atoi(argv[2]));
   cfg.pools[0].graceful_shutdown_timeout = std::chrono::milliseconds{2000};
-  cfg.pools[0].adapter = "chaos_adapter.ChaosAdapter";
-  // The build's entries plus the chaos adapter's folder.
-  std::string path = cfg.effective_python_path();
-  for (size_t pos = 0; pos <= path.size();) {
-    auto end = path.find(':', pos);
-    if (end == std::string::npos)
-      end = path.size();
-    if (end > pos)
-      cfg.python_path.push_back(path.substr(pos, end - pos));
-    pos = end + 1;
-  }
-  cfg.python_path.emplace_back(SNAKEPIT_CHAOS_PY_DIR);
+  use_chaos_adapter(cfg);
   if (auto hb = std::getenv("SNAKEPIT_HELPER_HEARTBEAT_MS")) {
     // Fast heartbeats both ways (the host-stopped test).
     auto ms = std::chrono::milliseconds{std::atoi(hb)};
