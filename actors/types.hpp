@@ -17,7 +17,7 @@
 #include <caf/expected.hpp>
 #include <nlohmann/json.hpp>
 
-#include "actors/histogram.hpp"
+#include "actors/observability/histogram.hpp"
 
 namespace snakepit {
 

@@ -26,7 +26,7 @@
 #include <grpcpp/grpcpp.h>
 #include <nlohmann/json.hpp>
 
-#include "actors/runtime.hpp"
+#include "actors/runtime/runtime.hpp"
 #include "adapters/errors.hpp"
 #include "snakepit_bridge.grpc.pb.h"
 

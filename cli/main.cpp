@@ -23,10 +23,10 @@
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
-#include "actors/config.hpp"
-#include "actors/config_file.hpp"
-#include "actors/runtime.hpp"
-#include "actors/telemetry.hpp"
+#include "actors/config/config.hpp"
+#include "actors/config/config_file.hpp"
+#include "actors/runtime/runtime.hpp"
+#include "actors/observability/telemetry.hpp"
 #include "adapters/errors.hpp"
 #include "adapters/http_server.hpp"
 #include "adapters/process.hpp"

@@ -11,7 +11,7 @@
 
 #include <fmt/format.h>
 
-#include "actors/runtime.hpp"
+#include "actors/runtime/runtime.hpp"
 #include "adapters/errors.hpp"
 
 using namespace std::chrono_literals;

@@ -1,7 +1,7 @@
 // The README's host example, built so it stays true.
 #include <fmt/format.h>
 
-#include "actors/runtime.hpp"
+#include "actors/runtime/runtime.hpp"
 #include "adapters/errors.hpp"
 
 int main() {

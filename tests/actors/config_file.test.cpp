@@ -9,7 +9,7 @@
 #include <fstream>
 #include <string>
 
-#include "actors/config_file.hpp"
+#include "actors/config/config_file.hpp"
 #include "adapters/errors.hpp"
 
 using namespace std::chrono_literals;

@@ -8,7 +8,7 @@
 
 #include <doctest/doctest.h>
 
-#include "actors/direct_lane.hpp"
+#include "actors/pool/direct_lane.hpp"
 #include "adapters/errors.hpp"
 
 using snakepit::execute_request;

@@ -9,8 +9,8 @@
 #include <string>
 #include <vector>
 
-#include "actors/histogram.hpp"
-#include "actors/metrics.hpp"
+#include "actors/observability/histogram.hpp"
+#include "actors/observability/metrics.hpp"
 
 using snakepit::latency_histogram;
 

@@ -8,8 +8,8 @@
 #include <set>
 #include <vector>
 
-#include "actors/lifecycle.hpp"
-#include "actors/worker_env.hpp"
+#include "actors/pool/lifecycle.hpp"
+#include "actors/worker/worker_env.hpp"
 
 using namespace std::chrono_literals;
 using snakepit::actors::circuit_breaker;

@@ -13,8 +13,8 @@
 #include "caf/all.hpp"
 #include "caf/scheduler/test_coordinator.hpp"
 
-#include "actors/session_store.hpp"
-#include "actors/tool_registry.hpp"
+#include "actors/sessions/session_store.hpp"
+#include "actors/sessions/tool_registry.hpp"
 #include "adapters/errors.hpp"
 
 using namespace std::chrono_literals;

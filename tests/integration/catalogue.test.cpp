@@ -8,7 +8,7 @@
 #include <set>
 #include <sstream>
 
-#include "actors/telemetry.hpp"
+#include "actors/observability/telemetry.hpp"
 #include "harness.hpp"
 
 using namespace std::chrono_literals;

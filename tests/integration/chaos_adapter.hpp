@@ -4,7 +4,7 @@
 
 #include <string>
 
-#include "actors/runtime.hpp"
+#include "actors/runtime/runtime.hpp"
 
 /// Points pool 0 at chaos_adapter.ChaosAdapter: the build's Python path (which setting
 /// `python_path` would otherwise replace) plus the chaos adapter's folder.

@@ -11,7 +11,7 @@
 #include <thread>
 #include <vector>
 
-#include "actors/telemetry.hpp"
+#include "actors/observability/telemetry.hpp"
 
 #include "harness.hpp"
 

@@ -16,7 +16,7 @@
 
 #include <doctest/doctest.h>
 
-#include "actors/runtime.hpp"
+#include "actors/runtime/runtime.hpp"
 #include "adapters/errors.hpp"
 
 namespace snakepit::testing {

@@ -10,7 +10,7 @@
 #include <cstdlib>
 #include <string>
 
-#include "actors/runtime.hpp"
+#include "actors/runtime/runtime.hpp"
 #include "adapters/errors.hpp"
 #include "chaos_adapter.hpp"
 

@@ -4,7 +4,7 @@
 #include <mutex>
 #include <set>
 
-#include "actors/telemetry.hpp"
+#include "actors/observability/telemetry.hpp"
 #include "harness.hpp"
 
 using namespace std::chrono_literals;

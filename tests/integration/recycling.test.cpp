@@ -10,7 +10,7 @@
 #include <set>
 #include <thread>
 
-#include "actors/telemetry.hpp"
+#include "actors/observability/telemetry.hpp"
 #include "harness.hpp"
 
 using namespace std::chrono_literals;
