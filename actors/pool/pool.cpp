@@ -251,6 +251,23 @@ void on_down(pool_ptr self, caf::down_msg& msg) {
   step(self, [&](detail::pool_core& core) { core.on_worker_down(id, serial, msg.reason); });
 }
 
+/// Takes a request: run, queue or refuse it. `from` is monitored while it waits.
+void accept(pool_ptr self, execute_request& req, detail::reply_sink out,
+            caf::strong_actor_ptr from) {
+  auto caller = caf::actor_cast<caf::actor_addr>(from);
+  step(self, [&](detail::pool_core& core) {
+    core.accept(std::move(req), std::move(out), std::move(caller));
+  });
+}
+
+/// Actor API: chunks and the end go to the sender as messages.
+void accept_streaming(pool_ptr self, execute_request& req) {
+  auto sender = caf::actor_cast<caf::actor>(self->current_sender());
+  if (sender)
+    accept(self, req, stream_sink_ptr{std::make_shared<detail::actor_stream_sink>(sender)},
+           self->current_sender());
+}
+
 /// Actor API with flow control: chunks carry the stream's id; the sender
 /// acknowledges them with stream_ack_atom.
 void accept_windowed(pool_ptr self, execute_request& req, uint32_t window) {
@@ -269,9 +286,7 @@ void accept_windowed(pool_ptr self, execute_request& req, uint32_t window) {
   auto budget = req.opts.timeout.count() > 0 ? req.opts.timeout : st.cfg.request_timeout;
   caf::delayed_anon_send(caf::actor_cast<caf::actor>(self), budget, stream_halt_atom::value, id,
                          true);
-  step(self, [&](detail::pool_core& core) {
-    core.accept(std::move(req), stream_sink_ptr{std::move(sink)}, sender.address());
-  });
+  accept(self, req, stream_sink_ptr{std::move(sink)}, self->current_sender());
 }
 
 /// The windowed stream `id`, if it is still running.
@@ -284,6 +299,32 @@ std::shared_ptr<detail::windowed_actor_stream_sink> windowed(pool_ptr self, uint
   if (!sink)
     w.erase(i);
   return sink;
+}
+
+caf::result<caf::ok_atom> await_ready(pool_ptr self) {
+  auto rp = self->make_response_promise<caf::ok_atom>();
+  self->state.core->await_ready([rp](caf::error err) mutable {
+    if (err)
+      rp.deliver(std::move(err));
+    else
+      rp.deliver(caf::ok_atom::value);
+  });
+  return rp;
+}
+
+caf::result<caf::ok_atom> recycle(pool_ptr self, const std::string& id) {
+  caf::error err;
+  step(self, [&](detail::pool_core& core) { err = core.recycle(id); });
+  if (err)
+    return err;
+  return caf::ok_atom::value;
+}
+
+/// The deadline of windowed stream `id` passed (or it ended: forget it).
+void stream_expired(pool_ptr self, uint64_t id, bool expired) {
+  if (auto sink = windowed(self, id); sink && !sink->ended())
+    sink->halt(expired);
+  self->state.windowed.erase(id);
 }
 
 pool_impl::behavior_type pool_behavior(pool_ptr self);
@@ -336,28 +377,19 @@ pool_impl::behavior_type pool_behavior(pool_ptr self) {
     // --- callers -------------------------------------------------------------------
     [self](execute_atom, execute_request& req) -> caf::result<execute_reply> {
       auto rp = self->make_response_promise<execute_reply>();
-      auto caller = caf::actor_cast<caf::actor_addr>(self->current_sender());
-      step(self, [&](core_t& c) { c.accept(std::move(req), caf::response_promise{rp}, caller); });
+      accept(self, req, caf::response_promise{rp}, self->current_sender());
       return rp;
     },
     [self](execute_cb_atom, execute_request& req, callback_sink& cb) {
       auto slot = std::make_shared<reply_slot>();
       slot->fn = std::move(cb.fn);
       slot->abandoned = std::move(cb.abandoned);
-      step(self, [&](core_t& c) { c.accept(std::move(req), std::move(slot), {}); });
+      accept(self, req, std::move(slot), nullptr);
     },
     [self](stream_atom, execute_request& req, stream_sink_ptr& sink) {
-      step(self, [&](core_t& c) { c.accept(std::move(req), std::move(sink), {}); });
+      accept(self, req, std::move(sink), nullptr);
     },
-    [self](stream_atom, execute_request& req) {
-      auto sender = caf::actor_cast<caf::actor>(self->current_sender());
-      if (!sender)
-        return;
-      auto sink = std::make_shared<detail::actor_stream_sink>(sender);
-      step(self, [&](core_t& c) {
-        c.accept(std::move(req), stream_sink_ptr{std::move(sink)}, sender.address());
-      });
-    },
+    [self](stream_atom, execute_request& req) { accept_streaming(self, req); },
     [self](stream_atom, execute_request& req, uint32_t window) {
       accept_windowed(self, req, window);
     },
@@ -369,25 +401,10 @@ pool_impl::behavior_type pool_behavior(pool_ptr self) {
       if (auto sink = windowed(self, id))
         sink->halt(false);
     },
-    [self](await_ready_atom) -> caf::result<caf::ok_atom> {
-      auto rp = self->make_response_promise<caf::ok_atom>();
-      self->state.core->await_ready([rp](caf::error err) mutable {
-        if (err)
-          rp.deliver(std::move(err));
-        else
-          rp.deliver(caf::ok_atom::value);
-      });
-      return rp;
-    },
+    [self](await_ready_atom) { return await_ready(self); },
     [&core](get_stats_atom) { return core.stats(); },
     [&core](list_workers_atom) { return core.workers(); },
-    [self](recycle_atom, std::string& id) -> caf::result<caf::ok_atom> {
-      caf::error err;
-      step(self, [&](core_t& c) { err = c.recycle(id); });
-      if (err)
-        return err;
-      return caf::ok_atom::value;
-    },
+    [self](recycle_atom, std::string& id) { return recycle(self, id); },
     [self](drain_atom) {
       step(self, [](core_t& c) { c.drain(); });
       return caf::ok_atom::value;
@@ -419,11 +436,7 @@ pool_impl::behavior_type pool_behavior(pool_ptr self) {
     [self](pool_timer_atom, detail::pool_timer& t) {
       step(self, [&](core_t& c) { c.on_timer(t); });
     },
-    [self](stream_halt_atom, uint64_t id, bool expired) {
-      if (auto sink = windowed(self, id); sink && !sink->ended())
-        sink->halt(expired);
-      self->state.windowed.erase(id);
-    },
+    [self](stream_halt_atom, uint64_t id, bool expired) { stream_expired(self, id, expired); },
   };
 }
 
