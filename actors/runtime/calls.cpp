@@ -59,7 +59,8 @@ struct reply_waiter {
 
 } // namespace
 
-execute_result runtime::execute(const std::string& command, json args, execute_options opts) {
+execute_result runtime::execute(const std::string& command, json args,
+                                execute_options opts) {
   auto budget = impl_->request_budget(opts);
   auto hdl = impl_->find_pool(opts.pool);
   if (!hdl)
@@ -118,7 +119,7 @@ namespace {
 /// A stream consumed by a blocking caller: the gRPC thread fills a bounded queue,
 /// the caller's thread drains it; a full queue pauses the RPC until drained.
 class blocking_stream_sink final : public actors::stream_sink {
-public:
+ public:
   static constexpr size_t high_water = 32;
   static constexpr size_t low_water = 8;
 
@@ -154,7 +155,8 @@ public:
                  std::chrono::steady_clock::time_point deadline) {
     std::unique_lock<std::mutex> guard{mtx_};
     for (;;) {
-      if (!cv_.wait_until(guard, deadline, [this] { return !queue_.empty() || finished_; })) {
+      if (!cv_.wait_until(guard, deadline,
+                          [this] { return !queue_.empty() || finished_; })) {
         abandoned = true;
         halted_ = true;
         control_.cancel();
@@ -188,7 +190,7 @@ public:
     return result_;
   }
 
-private:
+ private:
   std::mutex mtx_;
   std::condition_variable cv_;
   std::deque<std::pair<json, bool>> queue_;

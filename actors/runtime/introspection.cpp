@@ -48,14 +48,16 @@ caf::expected<std::vector<worker_info>> runtime::list_workers(const std::string&
   if (!hdl)
     return impl_->pool_missing(pool);
   caf::scoped_actor self{*impl_->sys};
-  caf::expected<std::vector<worker_info>> out{caf::make_error(errc::timeout, "list_workers")};
+  caf::expected<std::vector<worker_info>> out{
+    caf::make_error(errc::timeout, "list_workers")};
   self->request(hdl, 5s, actors::list_workers_atom::value)
     .receive([&](std::vector<worker_info>& ws) { out = std::move(ws); },
              [&](caf::error& err) { out = std::move(err); });
   return out;
 }
 
-caf::expected<std::map<std::string, std::vector<worker_info>>> runtime::list_all_workers() {
+caf::expected<std::map<std::string, std::vector<worker_info>>>
+runtime::list_all_workers() {
   std::map<std::string, std::vector<worker_info>> out;
   for (auto& p : impl_->cfg.pools) {
     if (!impl_->find_pool(p.name))
@@ -71,14 +73,16 @@ caf::expected<std::map<std::string, std::vector<worker_info>>> runtime::list_all
   return out;
 }
 
-caf::error runtime::recycle_worker(const std::string& worker_id, const std::string& pool) {
+caf::error runtime::recycle_worker(const std::string& worker_id,
+                                   const std::string& pool) {
   auto hdl = impl_->find_pool(pool);
   if (!hdl)
     return impl_->pool_missing(pool);
   caf::scoped_actor self{*impl_->sys};
   caf::error out = caf::make_error(errc::timeout, "recycle_worker");
   self->request(hdl, 5s, actors::recycle_atom::value, worker_id)
-    .receive([&](caf::ok_atom) { out = caf::none; }, [&](caf::error& err) { out = std::move(err); });
+    .receive([&](caf::ok_atom) { out = caf::none; },
+             [&](caf::error& err) { out = std::move(err); });
   return out;
 }
 
@@ -101,8 +105,9 @@ telemetry::bus& runtime::telemetry() {
 
 caf::error runtime::set_python_telemetry(adapters::telemetry_control ctl) {
   if (!(ctl.sampling_rate >= 0.0 && ctl.sampling_rate <= 1.0))
-    return caf::make_error(errc::invalid_argument,
-                           fmt::format("sampling_rate {} is not in [0, 1]", ctl.sampling_rate));
+    return caf::make_error(
+      errc::invalid_argument,
+      fmt::format("sampling_rate {} is not in [0, 1]", ctl.sampling_rate));
   if (impl_->stopped)
     return caf::make_error(errc::shutting_down, "the runtime is stopped");
   impl_->env->python_telemetry->set(std::move(ctl));

@@ -9,8 +9,9 @@
 
 namespace snakepit {
 
-caf::expected<std::string> runtime::create_session(std::optional<std::string> id,
-                                                   std::map<std::string, std::string> meta) {
+caf::expected<std::string>
+runtime::create_session(std::optional<std::string> id,
+                        std::map<std::string, std::string> meta) {
   if (id)
     if (auto err = actors::validate_session_id(*id))
       return err;
@@ -19,7 +20,8 @@ caf::expected<std::string> runtime::create_session(std::optional<std::string> id
                                   id.value_or(std::string{}), std::move(meta));
 }
 
-caf::expected<actors::session_info> runtime::get_session_info(const std::string& session_id) {
+caf::expected<actors::session_info>
+runtime::get_session_info(const std::string& session_id) {
   return detail::ask<actors::session_info>(*impl_->sys, session_store(),
                                            actors::session_info_atom::value, session_id);
 }

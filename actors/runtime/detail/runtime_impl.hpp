@@ -89,7 +89,7 @@ namespace detail {
 
 /// One blocking request from a host thread (never a CAF thread), 5 s budget; a
 /// null handle means the runtime stopped.
-template <class R, class... Ts>
+template<class R, class... Ts>
 caf::expected<R> ask(caf::actor_system& sys, const caf::actor& hdl, Ts&&... xs) {
   if (!hdl)
     return caf::make_error(errc::shutting_down, "the runtime is stopped");

@@ -4,11 +4,11 @@
 // and stops the started ones in reverse, also when a start in the middle fails.
 //
 //   detail::service_stack stack;
-//   stack.add("runtime_dir", [&] { return make_dir(); }, [&] { remove_dir(); return caf::error{}; });
+//   stack.add("runtime_dir", make_dir, remove_dir);     // caf::error() each
 //   stack.add("bridge_server", start_bridge, stop_bridge);
-//   if (auto err = stack.start())   // bridge failed: runtime_dir already stopped
+//   if (auto err = stack.start())  // bridge failed: runtime_dir is stopped already
 //     return err;
-//   stack.stop();                   // bridge_server, then runtime_dir
+//   stack.stop();                  // bridge_server, then runtime_dir
 #pragma once
 
 #include <functional>
@@ -33,7 +33,7 @@ struct service {
 /// Services started in the order they were added and stopped in reverse. Not
 /// thread-safe: the owner serialises `start` and `stop`.
 class service_stack {
-public:
+ public:
   service_stack() = default;
   service_stack(const service_stack&) = delete;
   service_stack& operator=(const service_stack&) = delete;
@@ -42,7 +42,8 @@ public:
   void add(service svc);
 
   /// Appends a service built from its parts.
-  void add(std::string name, std::function<caf::error()> start, std::function<caf::error()> stop);
+  void add(std::string name, std::function<caf::error()> start,
+           std::function<caf::error()> stop);
 
   /// Starts every service not yet started, in order. When one fails, every started
   /// service is stopped in reverse order and the failed start's error is returned.
@@ -56,11 +57,9 @@ public:
   std::vector<std::string> running() const;
 
   /// Number of services added.
-  size_t size() const {
-    return services_.size();
-  }
+  size_t size() const { return services_.size(); }
 
-private:
+ private:
   /// Stops the started services among the first `end`, last first; the first error.
   caf::error stop_below(size_t end);
 

@@ -107,7 +107,8 @@ service registry_service(impl& p) {
     // exit would let a boot sweep kill our workers): draw another.
     auto taken = (*registry)->runs();
     auto& run_id = p.env->run_id;
-    for (int i = 0; i < 16 && std::find(taken.begin(), taken.end(), run_id) != taken.end(); ++i)
+    for (int i = 0;
+         i < 16 && std::find(taken.begin(), taken.end(), run_id) != taken.end(); ++i)
       run_id = actors::make_run_id();
     if (auto err = (*registry)->begin_run(run_id))
       return err;

@@ -25,7 +25,8 @@ using names_ptr = std::shared_ptr<actors::name_table>;
 
 /// Wraps a child spec so the started actor is recorded under `name` (a restarted
 /// child replaces its entry).
-supervision::child_spec named(supervision::child_spec spec, names_ptr names, std::string name) {
+supervision::child_spec named(supervision::child_spec spec, names_ptr names,
+                              std::string name) {
   auto inner = std::move(spec.start);
   spec.start = [inner, names, name](caf::local_actor* parent, supervision::start_ack ack,
                                     const caf::message& extra) {
@@ -44,8 +45,8 @@ supervision::child_spec runtime_sup(const config& cfg,
   wflags.max_restarts = cfg.worker_sup_max_restarts;
   wflags.max_seconds = cfg.worker_sup_max_seconds;
   std::vector<supervision::child_spec> children;
-  children.push_back(
-    named(supervision::dynamic_supervisor_child("worker_sup", wflags), env->names, "worker_sup"));
+  children.push_back(named(supervision::dynamic_supervisor_child("worker_sup", wflags),
+                           env->names, "worker_sup"));
   for (auto& pool : cfg.pools)
     children.push_back(actors::pool_spec(pool, env));
   supervision::supervisor_flags flags;
@@ -79,12 +80,14 @@ actors::session_store_config session_store_settings(const config& cfg,
       if (auto pool = names->get(name))
         caf::anon_send(pool, actors::session_forget_atom::value, id);
   };
-  scfg.on_cleanup = [bus = env.telemetry, forget](const std::string& id, int32_t removed) {
+  scfg.on_cleanup = [bus = env.telemetry, forget](const std::string& id,
+                                                  int32_t removed) {
     forget(id);
     if (bus->active())
       bus->emit("snakepit.session.cleanup", {{"removed", removed}}, {{"session_id", id}});
   };
-  scfg.on_expire = [names = env.names, bus = env.telemetry, forget](const std::string& id) {
+  scfg.on_expire = [names = env.names, bus = env.telemetry,
+                    forget](const std::string& id) {
     bus->emit("snakepit.session.expired", json::object(), {{"session_id", id}});
     if (auto tools = names->get("tool_registry"))
       caf::anon_send(tools, actors::session_cleanup_atom::value, id);
@@ -99,9 +102,9 @@ caf::expected<caf::actor> start_tree(caf::actor_system& sys, const config& cfg,
                                      const std::shared_ptr<actors::worker_env>& env,
                                      std::chrono::milliseconds timeout) {
   std::vector<supervision::child_spec> children;
-  children.push_back(named(actors::session_store_child("session_store",
-                                                       session_store_settings(cfg, *env)),
-                           env->names, "session_store"));
+  children.push_back(
+    named(actors::session_store_child("session_store", session_store_settings(cfg, *env)),
+          env->names, "session_store"));
   children.push_back(
     named(actors::tool_registry_child("tool_registry"), env->names, "tool_registry"));
   children.push_back(runtime_sup(cfg, env));
