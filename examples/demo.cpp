@@ -11,8 +11,7 @@
 
 #include <fmt/format.h>
 
-#include "actors/runtime/runtime.hpp"
-#include "adapters/errors.hpp"
+#include "actors/snakepit.hpp"
 
 using namespace std::chrono_literals;
 

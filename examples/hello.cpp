@@ -1,8 +1,7 @@
 // The README's host example, built so it stays true.
 #include <fmt/format.h>
 
-#include "actors/runtime/runtime.hpp"
-#include "adapters/errors.hpp"
+#include "actors/snakepit.hpp"
 
 int main() {
   snakepit::config cfg;                        // interpreter: /usr/bin/python3

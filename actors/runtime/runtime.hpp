@@ -1,7 +1,13 @@
 // The public facade (upstream `Snakepit` module + Snakepit.Application): starts the
-// application tree in an actor system it owns or joins, and offers blocking and
-// asynchronous calls, stats, worker listing, await_ready and an orderly stop that
-// returns only when every Python process is gone.
+// application tree and its services in an actor system it owns or joins, and offers
+// blocking, asynchronous and streaming calls, sessions, host tools, stats and an
+// orderly stop that returns only when every Python process is gone. Hosts include
+// it through actors/snakepit.hpp:
+//
+//   auto rt = snakepit::runtime::start(cfg);          // validates, starts, waits ready
+//   if (!rt) return fail(rt.error());
+//   auto sum = (*rt)->execute("add", {{"a", 2}, {"b", 40}});
+//   (*rt)->stop();                                     // every worker is gone
 #pragma once
 
 #include <chrono>
@@ -63,9 +69,12 @@ struct start_options {
   std::vector<std::shared_ptr<spdlog::sinks::sink>> log_sinks;
 };
 
-/// A running snakepit: the supervision tree, its pools and their workers.
+/// A running snakepit: the supervision tree, its pools and their workers, and the
+/// services around them (their order: actors/runtime/detail/services.hpp).
 class runtime {
 public:
+  // --- Lifecycle: start, readiness, stop ------------------------------------------
+
   /// Validates `cfg`, then starts a runtime that owns its actor system.
   static caf::expected<std::unique_ptr<runtime>> start(config cfg, start_options opts = {});
 
@@ -78,20 +87,40 @@ public:
   runtime(const runtime&) = delete;
   runtime& operator=(const runtime&) = delete;
 
+  /// Waits until every pool has finished starting; fails only if no pool has a
+  /// ready worker (the error of the first failed pool).
+  caf::error await_ready(std::chrono::milliseconds timeout = std::chrono::seconds{30});
+
+  /// Waits until one pool has finished starting; its start error if it has no
+  /// ready worker.
+  caf::error await_ready(const std::string& pool,
+                         std::chrono::milliseconds timeout = std::chrono::seconds{30});
+
+  /// Orderly stop: pools reject new work, workers get SIGTERM, then SIGKILL after
+  /// their grace period; returns once every Python process has exited and the
+  /// runtime directory is removed. Idempotent.
+  caf::error stop();
+
+  /// The actor system the runtime lives in.
+  caf::actor_system& system();
+
+  /// The pool actor, for hosts that speak to it with messages (see actors/pool/pool.hpp).
+  caf::actor pool(const std::string& name = {}) const;
+
+  /// The private runtime directory (sockets, ready files).
+  const std::string& runtime_dir() const;
+
+  /// The run id tagged on every worker command line.
+  const std::string& run_id() const;
+
+  /// The host's bridge server address workers call back to ("unix:<dir>/host.sock").
+  const std::string& bridge_address() const;
+
+  // --- Calls: run a tool on a worker (calls.cpp) --------------------------------
+
   /// Runs `command` with `args` on a worker and waits for the result or a typed error.
   execute_result execute(const std::string& command, json args = json::object(),
                          execute_options opts = {});
-
-  /// `execute` within a session: routed by the pool's (or `opts.affinity`'s)
-  /// affinity mode to the session's worker; the session id reaches Python.
-  execute_result execute_in_session(const std::string& session_id, const std::string& command,
-                                    json args = json::object(), execute_options opts = {});
-
-  /// `execute_stream` within a session.
-  caf::error execute_in_session_stream(
-    const std::string& session_id, const std::string& command, json args,
-    const std::function<bool(const json& chunk, bool is_final)>& on_chunk,
-    execute_options opts = {});
 
   /// Asynchronous form: `done` runs exactly once, on a runtime thread.
   void execute_async(const std::string& command, json args, execute_options opts,
@@ -108,66 +137,18 @@ public:
                             const std::function<bool(const json& chunk, bool is_final)>& on_chunk,
                             execute_options opts = {});
 
-  /// Waits until every pool has finished starting; fails only if no pool has a
-  /// ready worker (the error of the first failed pool).
-  caf::error await_ready(std::chrono::milliseconds timeout = std::chrono::seconds{30});
+  /// `execute` within a session: routed by the pool's (or `opts.affinity`'s)
+  /// affinity mode to the session's worker; the session id reaches Python.
+  execute_result execute_in_session(const std::string& session_id, const std::string& command,
+                                    json args = json::object(), execute_options opts = {});
 
-  /// Waits until one pool has finished starting; its start error if it has no
-  /// ready worker.
-  caf::error await_ready(const std::string& pool,
-                         std::chrono::milliseconds timeout = std::chrono::seconds{30});
+  /// `execute_stream` within a session.
+  caf::error execute_in_session_stream(
+    const std::string& session_id, const std::string& command, json args,
+    const std::function<bool(const json& chunk, bool is_final)>& on_chunk,
+    execute_options opts = {});
 
-  /// Statistics of one pool (empty name: the first pool).
-  caf::expected<pool_stats> get_stats(const std::string& pool = {});
-
-  /// The ready workers of one pool.
-  caf::expected<std::vector<worker_info>> list_workers(const std::string& pool = {});
-
-  /// Recycles a worker now (docs/reliability.md): a replacement starts, then the
-  /// worker drains and stops. Error: invalid_argument for an unknown worker.
-  caf::error recycle_worker(const std::string& worker_id, const std::string& pool = {});
-
-  /// Statistics of every running pool (in configuration order) and their sum
-  /// (`total`, quantiles from the merged histograms). A pool that is restarting
-  /// at that moment is left out; shutting_down once stopped.
-  caf::expected<runtime_stats> get_all_stats();
-
-  /// The ready workers of every running pool, by pool name.
-  caf::expected<std::map<std::string, std::vector<worker_info>>> list_all_workers();
-
-  /// The bound address of the metrics endpoint ("127.0.0.1:PORT", the real port
-  /// when configured with port 0); empty when `config::metrics_address` is empty.
-  std::string metrics_address() const;
-
-  /// The control socket's path (`<runtime dir>/control.sock`); empty when
-  /// `config::control_socket` is off.
-  std::string control_socket() const;
-
-  /// The pool actor, for hosts that speak to it with messages (see actors/pool/pool.hpp).
-  caf::actor pool(const std::string& name = {}) const;
-
-  /// The actor system the runtime lives in.
-  caf::actor_system& system();
-
-  /// Orderly stop: pools reject new work, workers get SIGTERM, then SIGKILL after
-  /// their grace period; returns once every Python process has exited and the
-  /// runtime directory is removed. Idempotent.
-  caf::error stop();
-
-  /// Every OS pid the runtime started and has not seen exit.
-  std::vector<int> live_processes() const;
-
-  /// The private runtime directory (sockets, ready files).
-  const std::string& runtime_dir() const;
-
-  /// The run id tagged on every worker command line.
-  const std::string& run_id() const;
-
-  /// Registers a host tool: `fn` takes the JSON object of arguments and returns the
-  /// result; it runs on a bridge-server thread and a throw becomes a tool error for
-  /// the Python caller. `exposed` tools are listed to and callable from Python.
-  caf::error register_host_tool(const std::string& name, std::function<json(const json&)> fn,
-                                const std::string& description = {}, bool exposed = true);
+  // --- Sessions (sessions.cpp) ----------------------------------------------------
 
   /// Creates a session (idempotent for an existing id) and returns its id; without
   /// an id a random one is generated. Errors: invalid_session_id, quota_exceeded.
@@ -182,32 +163,68 @@ public:
   /// (state keys + session-scoped tools + 1 for the session record; 0 if unknown).
   caf::expected<int> cleanup_session(const std::string& session_id);
 
-  /// Host tools and the tools Python workers registered (plus `session_id`'s own).
-  caf::expected<std::vector<actors::tool_info>> list_tools(const std::string& session_id = {});
-
   /// The session_store actor (see actors/sessions/session_store.hpp for its messages).
   caf::actor session_store() const;
 
-  /// The host's bridge server address workers call back to ("unix:<dir>/host.sock").
-  const std::string& bridge_address() const;
+  // --- Tools (tools.cpp) ----------------------------------------------------------
+
+  /// Registers a host tool: `fn` takes the JSON object of arguments and returns the
+  /// result; it runs on a bridge-server thread and a throw becomes a tool error for
+  /// the Python caller. `exposed` tools are listed to and callable from Python.
+  caf::error register_host_tool(const std::string& name, std::function<json(const json&)> fn,
+                                const std::string& description = {}, bool exposed = true);
+
+  /// Host tools and the tools Python workers registered (plus `session_id`'s own).
+  caf::expected<std::vector<actors::tool_info>> list_tools(const std::string& session_id = {});
+
+  // --- Stats, workers and introspection (introspection.cpp) -----------------------
+
+  /// Statistics of one pool (empty name: the first pool).
+  caf::expected<pool_stats> get_stats(const std::string& pool = {});
+
+  /// Statistics of every running pool (in configuration order) and their sum
+  /// (`total`, quantiles from the merged histograms). A pool that is restarting
+  /// at that moment is left out; shutting_down once stopped.
+  caf::expected<runtime_stats> get_all_stats();
+
+  /// The ready workers of one pool.
+  caf::expected<std::vector<worker_info>> list_workers(const std::string& pool = {});
+
+  /// The ready workers of every running pool, by pool name.
+  caf::expected<std::map<std::string, std::vector<worker_info>>> list_all_workers();
+
+  /// Recycles a worker now (docs/reliability.md): a replacement starts, then the
+  /// worker drains and stops. Error: invalid_argument for an unknown worker.
+  caf::error recycle_worker(const std::string& worker_id, const std::string& pool = {});
+
+  /// Every OS pid the runtime started and has not seen exit.
+  std::vector<int> live_processes() const;
+
+  /// The bound address of the metrics endpoint ("127.0.0.1:PORT", the real port
+  /// when configured with port 0); empty when `config::metrics_address` is empty.
+  std::string metrics_address() const;
+
+  /// The control socket's path (`<runtime dir>/control.sock`); empty when
+  /// `config::control_socket` is off.
+  std::string control_socket() const;
+
+  /// The runtime's telemetry bus: attach handlers here (docs/telemetry.md).
+  telemetry::bus& telemetry();
 
   /// Tells every worker's Python process, now and after any restart, which of its
   /// telemetry events to relay (upstream TelemetryControl: on/off, sampling, name
   /// filters). Error: invalid_argument for a sampling rate outside [0, 1].
   caf::error set_python_telemetry(adapters::telemetry_control ctl);
 
-  /// The runtime's telemetry bus: attach handlers here (docs/telemetry.md).
-  telemetry::bus& telemetry();
-
   /// The runtime's log (level adjustable at run time; see adapters/log.hpp).
   adapters::logger& log();
 
+  /// The private state (actors/runtime/detail/runtime_impl.hpp).
   struct impl;
 
 private:
   explicit runtime(std::unique_ptr<impl> ptr);
-  static caf::expected<std::unique_ptr<runtime>> launch(std::unique_ptr<impl> p,
-                                                        start_options opts);
+  static caf::expected<std::unique_ptr<runtime>> launch(std::unique_ptr<impl> p);
   std::unique_ptr<impl> impl_;
 };
 

@@ -1,0 +1,263 @@
+#include "actors/runtime/detail/services.hpp"
+
+#include <signal.h>
+
+#include <algorithm>
+#include <utility>
+
+#include "actors/observability/telemetry.hpp"
+#include "actors/runtime/detail/runtime_dirs.hpp"
+#include "actors/runtime/detail/tree.hpp"
+#include "adapters/bridge_client.hpp"
+#include "adapters/log.hpp"
+#include "adapters/stderr_pump.hpp"
+
+namespace snakepit::detail {
+
+using namespace std::chrono_literals;
+
+namespace {
+
+using impl = runtime::impl;
+
+/// The log every other service writes to; its stop writes the run's last line.
+service log_service(impl& p) {
+  auto start = [&p]() -> caf::error {
+    adapters::log_options lopts;
+    lopts.level = *adapters::parse_log_level(p.cfg.log.level);
+    lopts.format = *adapters::parse_log_format(p.cfg.log.format);
+    lopts.to_stderr = p.cfg.log.to_stderr;
+    lopts.file = p.cfg.log.file;
+    lopts.sinks = p.opts.log_sinks;
+    auto log = adapters::logger::create(std::move(lopts));
+    if (!log)
+      return log.error();
+    p.env->log = std::move(*log);
+    return caf::none;
+  };
+  auto stop = [&p]() -> caf::error {
+    auto& log = *p.env->log;
+    if (log.enabled(adapters::log_level::info))
+      log.info("runtime stopped", {{"run_id", p.env->run_id}});
+    log.flush();
+    return caf::none;
+  };
+  return {"log", start, stop};
+}
+
+/// The private 0700 directory of sockets and ready files, marked as ours; the
+/// directories of dead hosts beside it are removed.
+service runtime_dir_service(impl& p) {
+  auto start = [&p]() -> caf::error {
+    auto dir = adapters::runtime_dir::create("snakepit");
+    if (!dir)
+      return dir.error();
+    p.dir.emplace(std::move(*dir));
+    claim_and_sweep_runtime_dirs(p.dir->path());
+    p.env->runtime_dir = p.dir->path();
+    return caf::none;
+  };
+  auto stop = [&p]() -> caf::error {
+    p.dir->remove();
+    return caf::none;
+  };
+  return {"runtime_dir", start, stop};
+}
+
+/// The event bus (one dispatcher thread); the host's handlers are attached before
+/// anything else starts, so start-up events reach them.
+service telemetry_service(impl& p) {
+  auto start = [&p]() -> caf::error {
+    p.env->telemetry = std::make_shared<telemetry::bus>();
+    for (auto& [prefix, fn] : p.opts.telemetry_handlers)
+      p.env->telemetry->attach(prefix, fn);
+    return caf::none;
+  };
+  auto stop = [&p]() -> caf::error {
+    p.env->telemetry->stop();
+    return caf::none;
+  };
+  return {"telemetry_bus", start, stop};
+}
+
+/// The completion-queue thread of the worker clients; its shutdown cancels what is
+/// still in flight.
+service grpc_service(impl& p) {
+  auto start = [&p]() -> caf::error {
+    p.env->grpc = std::make_shared<adapters::grpc_runtime>(1);
+    return caf::none;
+  };
+  auto stop = [&p]() -> caf::error {
+    p.env->grpc->shutdown();
+    return caf::none;
+  };
+  return {"grpc_runtime", start, stop};
+}
+
+/// The persisted process registry (docs/reliability.md): the run is recorded before
+/// the sweep (a concurrent sweeper then sees it alive), and the sweep runs before
+/// anything is spawned. Stop deletes the run's row when it left no entry.
+service registry_service(impl& p) {
+  auto start = [&p]() -> caf::error {
+    auto registry = adapters::process_registry::open(
+      p.cfg.data_dir.empty() ? adapters::default_data_dir() : p.cfg.data_dir);
+    if (!registry)
+      return registry.error();
+    // A run id already in the registry would make this host and that run one (its
+    // exit would let a boot sweep kill our workers): draw another.
+    auto taken = (*registry)->runs();
+    auto& run_id = p.env->run_id;
+    for (int i = 0;
+         i < 16 && std::find(taken.begin(), taken.end(), run_id) != taken.end(); ++i)
+      run_id = actors::make_run_id();
+    if (auto err = (*registry)->begin_run(run_id))
+      return err;
+    if (p.cfg.sweep_orphans_at_start)
+      (*registry)->sweep(run_id);
+    p.registry = std::move(*registry);
+    return caf::none;
+  };
+  auto stop = [&p]() -> caf::error {
+    p.registry->end_run(p.env->run_id);
+    return caf::none;
+  };
+  return {"process_registry", start, stop};
+}
+
+/// Drains the workers' stderr pipes into the log. Stopped once every worker is
+/// gone: their pipes are at EOF and the last lines are logged.
+service stderr_pump_service(impl& p) {
+  auto start = [&p]() -> caf::error {
+    if (p.cfg.log.capture_worker_stderr)
+      p.env->stderr_pump = std::make_shared<adapters::stderr_pump>(
+        p.env->log, *adapters::parse_log_level(p.cfg.log.worker_stderr_level));
+    return caf::none;
+  };
+  auto stop = [&p]() -> caf::error {
+    if (p.env->stderr_pump)
+      p.env->stderr_pump->stop();
+    return caf::none;
+  };
+  return {"stderr_pump", start, stop};
+}
+
+/// The table of every process the runtime started: from here on each spawn is
+/// recorded in the registry. Stop waits until the table is empty, killing any
+/// survivor, so that no Python process outlives `runtime::stop`.
+service process_table_service(impl& p) {
+  auto start = [&p]() -> caf::error {
+    p.env->processes->attach(p.registry, p.env->run_id);
+    return caf::none;
+  };
+  auto stop = [&p]() -> caf::error {
+    auto& processes = *p.env->processes;
+    if (processes.wait_empty(p.cfg.shutdown_timeout))
+      return caf::none;
+    for (auto pid : processes.snapshot()) {
+      ::kill(-pid, SIGKILL);
+      ::kill(pid, SIGKILL);
+    }
+    processes.wait_empty(5s);
+    return caf::none;
+  };
+  return {"process_table", start, stop};
+}
+
+/// The host's gRPC server that workers call back (sessions, state, host tools). It
+/// runs before any worker: workers get its address at spawn.
+service bridge_service(impl& p) {
+  auto start = [&p]() -> caf::error {
+    actors::bridge_server_options bopts;
+    bopts.socket_path = p.dir->file("host.sock");
+    bopts.system = p.sys;
+    bopts.session_store = [names = p.env->names] { return names->get("session_store"); };
+    bopts.tool_registry = [names = p.env->names] { return names->get("tool_registry"); };
+    auto bridge = actors::bridge_server::start(std::move(bopts));
+    if (!bridge)
+      return bridge.error();
+    p.bridge = std::move(*bridge);
+    p.env->bridge_address = p.bridge->address();
+    return caf::none;
+  };
+  auto stop = [&p]() -> caf::error {
+    p.bridge->stop();
+    return caf::none;
+  };
+  return {"bridge_server", start, stop};
+}
+
+/// snakepit_sup and everything under it (detail/tree.hpp). From the moment its stop
+/// begins, calls fail with shutting_down; its error is `runtime::stop`'s.
+service tree_service(impl& p) {
+  auto start = [&p]() -> caf::error {
+    auto top = start_tree(*p.sys, p.cfg, p.env, p.opts.timeout);
+    if (!top)
+      return top.error();
+    p.top = std::move(*top);
+    if (p.env->log->enabled(adapters::log_level::info)) {
+      auto names = adapters::log_fields::array();
+      for (auto& pool : p.cfg.pools)
+        names.push_back(pool.name);
+      p.env->log->info("runtime started", {{"run_id", p.env->run_id}, {"pools", names}});
+    }
+    return caf::none;
+  };
+  auto stop = [&p]() -> caf::error {
+    p.stopped = true;
+    auto top = std::move(p.top);
+    p.top = nullptr;
+    return stop_tree(*p.sys, top, p.cfg, *p.env);
+  };
+  return {"supervision_tree", start, stop};
+}
+
+/// `cfg` with only one of the two endpoints switched on.
+config endpoint_only(const config& cfg, bool control) {
+  auto out = cfg;
+  if (control)
+    out.metrics_address.clear();
+  else
+    out.control_socket = false;
+  return out;
+}
+
+/// An HTTP endpoint thread that asks the pools like `get_stats`; both endpoints stop
+/// before anything they ask does (docs/observability.md).
+service endpoint_service(runtime& rt, impl& p, bool control) {
+  auto start = [&rt, &p, control]() -> caf::error {
+    auto servers = actors::start_control_servers(rt, endpoint_only(p.cfg, control));
+    if (!servers)
+      return servers.error();
+    if (control)
+      p.servers.control = std::move(servers->control);
+    else
+      p.servers.metrics = std::move(servers->metrics);
+    return caf::none;
+  };
+  auto stop = [&p, control]() -> caf::error {
+    auto& srv = control ? p.servers.control : p.servers.metrics;
+    if (srv)
+      srv->stop();
+    return caf::none;
+  };
+  return {control ? "control_endpoint" : "metrics_endpoint", start, stop};
+}
+
+} // namespace
+
+void add_runtime_services(runtime& rt, runtime::impl& p) {
+  auto& stack = p.services;
+  stack.add(log_service(p));
+  stack.add(runtime_dir_service(p));
+  stack.add(telemetry_service(p));
+  stack.add(grpc_service(p));
+  stack.add(registry_service(p));
+  stack.add(stderr_pump_service(p));
+  stack.add(process_table_service(p));
+  stack.add(bridge_service(p));
+  stack.add(tree_service(p));
+  stack.add(endpoint_service(rt, p, false));
+  stack.add(endpoint_service(rt, p, true));
+}
+
+} // namespace snakepit::detail

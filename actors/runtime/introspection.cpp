@@ -1,0 +1,124 @@
+// Stats, workers and introspection facet of the facade: what the pools report
+// (stats, ready workers), worker recycling, the live processes, the endpoints'
+// addresses, and the telemetry and log handles.
+#include "actors/runtime/runtime.hpp"
+
+#include <caf/all.hpp>
+#include <fmt/format.h>
+
+#include "actors/atoms.hpp"
+#include "actors/observability/metrics.hpp"
+#include "actors/runtime/detail/runtime_impl.hpp"
+
+namespace snakepit {
+
+using namespace std::chrono_literals;
+
+caf::expected<pool_stats> runtime::get_stats(const std::string& pool) {
+  auto hdl = impl_->find_pool(pool);
+  if (!hdl)
+    return impl_->pool_missing(pool);
+  caf::scoped_actor self{*impl_->sys};
+  caf::expected<pool_stats> out{caf::make_error(errc::timeout, "get_stats")};
+  self->request(hdl, 5s, actors::get_stats_atom::value)
+    .receive([&](pool_stats& s) { out = std::move(s); },
+             [&](caf::error& err) { out = std::move(err); });
+  return out;
+}
+
+caf::expected<runtime_stats> runtime::get_all_stats() {
+  runtime_stats out;
+  for (auto& p : impl_->cfg.pools) {
+    if (!impl_->find_pool(p.name))
+      continue;
+    auto s = get_stats(p.name);
+    if (s)
+      out.pools.push_back(std::move(*s));
+    else if (s.error() == errc::shutting_down)
+      return s.error();
+  }
+  if (impl_->stopped)
+    return caf::make_error(errc::shutting_down, "the runtime is stopped");
+  out.total = sum_stats(out.pools);
+  return out;
+}
+
+caf::expected<std::vector<worker_info>> runtime::list_workers(const std::string& pool) {
+  auto hdl = impl_->find_pool(pool);
+  if (!hdl)
+    return impl_->pool_missing(pool);
+  caf::scoped_actor self{*impl_->sys};
+  caf::expected<std::vector<worker_info>> out{
+    caf::make_error(errc::timeout, "list_workers")};
+  self->request(hdl, 5s, actors::list_workers_atom::value)
+    .receive([&](std::vector<worker_info>& ws) { out = std::move(ws); },
+             [&](caf::error& err) { out = std::move(err); });
+  return out;
+}
+
+caf::expected<std::map<std::string, std::vector<worker_info>>>
+runtime::list_all_workers() {
+  std::map<std::string, std::vector<worker_info>> out;
+  for (auto& p : impl_->cfg.pools) {
+    if (!impl_->find_pool(p.name))
+      continue;
+    auto ws = list_workers(p.name);
+    if (ws)
+      out.emplace(p.name, std::move(*ws));
+    else if (ws.error() == errc::shutting_down)
+      return ws.error();
+  }
+  if (impl_->stopped)
+    return caf::make_error(errc::shutting_down, "the runtime is stopped");
+  return out;
+}
+
+caf::error runtime::recycle_worker(const std::string& worker_id,
+                                   const std::string& pool) {
+  auto hdl = impl_->find_pool(pool);
+  if (!hdl)
+    return impl_->pool_missing(pool);
+  caf::scoped_actor self{*impl_->sys};
+  caf::error out = caf::make_error(errc::timeout, "recycle_worker");
+  self->request(hdl, 5s, actors::recycle_atom::value, worker_id)
+    .receive([&](caf::ok_atom) { out = caf::none; },
+             [&](caf::error& err) { out = std::move(err); });
+  return out;
+}
+
+std::vector<int> runtime::live_processes() const {
+  auto pids = impl_->env->processes->snapshot();
+  return {pids.begin(), pids.end()};
+}
+
+std::string runtime::metrics_address() const {
+  return impl_->servers.metrics ? impl_->servers.metrics->address() : std::string{};
+}
+
+std::string runtime::control_socket() const {
+  return impl_->servers.control ? impl_->servers.control->address() : std::string{};
+}
+
+telemetry::bus& runtime::telemetry() {
+  return *impl_->env->telemetry;
+}
+
+caf::error runtime::set_python_telemetry(adapters::telemetry_control ctl) {
+  if (!(ctl.sampling_rate >= 0.0 && ctl.sampling_rate <= 1.0))
+    return caf::make_error(
+      errc::invalid_argument,
+      fmt::format("sampling_rate {} is not in [0, 1]", ctl.sampling_rate));
+  if (impl_->stopped)
+    return caf::make_error(errc::shutting_down, "the runtime is stopped");
+  impl_->env->python_telemetry->set(std::move(ctl));
+  for (auto& p : impl_->cfg.pools)
+    if (auto hdl = impl_->find_pool(p.name))
+      caf::anon_send(hdl, actors::python_telemetry_atom::value);
+  return caf::none;
+}
+
+adapters::logger& runtime::log() {
+  return *impl_->env->log;
+}
+
+} // namespace snakepit
