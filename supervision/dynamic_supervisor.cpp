@@ -27,19 +27,14 @@ struct dyn_rec : detail::child_record {
 
 class dynamic_impl;
 
-struct dynamic_state {
-  std::unique_ptr<dynamic_impl> impl;
-  static const char* name;
-};
-
-const char* dynamic_state::name = "snakepit_dynamic_supervisor";
-
-using self_ptr = caf::stateful_actor<dynamic_state>*;
+using self_ptr = caf::stateful_actor<detail::impl_state<dynamic_impl>>*;
 
 // Children are keyed by a private number, since their handles change on restart
 // (Elixir keys by the old pid while restarting; a number is simpler in C++).
 class dynamic_impl {
 public:
+  static constexpr const char* name = "snakepit_dynamic_supervisor";
+
   dynamic_impl(self_ptr self, dynamic_supervisor_flags flags, start_ack ack)
     : self_(self),
       flags_(flags),

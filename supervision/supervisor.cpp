@@ -31,19 +31,14 @@ struct start_failure {
 
 class supervisor_impl;
 
-struct supervisor_state {
-  std::unique_ptr<supervisor_impl> impl;
-  static const char* name;
-};
-
-const char* supervisor_state::name = "snakepit_supervisor";
-
-using self_ptr = caf::stateful_actor<supervisor_state>*;
+using self_ptr = caf::stateful_actor<detail::impl_state<supervisor_impl>>*;
 
 // All work happens in continuations on the supervisor's own thread of control;
 // the core serialises operations the way OTP's single-process supervisor does.
 class supervisor_impl {
 public:
+  static constexpr const char* name = "snakepit_supervisor";
+
   supervisor_impl(self_ptr self, supervisor_flags flags, std::vector<child_spec> specs,
                   start_ack ack)
     : self_(self),
@@ -324,16 +319,7 @@ private:
   void restart_child(const std::string& id, caf::response_promise& rp) {
     if (auto refusal = detail::refuse_restart_or_delete(id, find(id)))
       return rp.deliver(refusal);
-    core_.begin();
-    start_ids({id}, 0, [this, id, rp](std::optional<start_failure> fail) mutable {
-      if (fail) {
-        rp.deliver(
-          caf::make_error(sup_errc::failed_to_start_child, id, fail->reason));
-      } else if (auto rec = find(id)) {
-        rp.deliver(rec->pid);
-      }
-      core_.end();
-    });
+    start_and_reply(id, rp, false);
   }
 
   void delete_child(const std::string& id, caf::response_promise& rp) {
@@ -363,13 +349,18 @@ private:
     if (find(spec.id) != nullptr)
       return rp.deliver(caf::make_error(sup_errc::already_present, spec.id));
     children_.push_back(child_record{spec, caf::actor{}, false});
+    start_and_reply(spec.id, rp, true);
+  }
+
+  // Starts the stopped child `id` for a request and answers it with the child's pid
+  // or failed_to_start_child; a child the request added is forgotten when it fails.
+  void start_and_reply(const std::string& id, caf::response_promise& rp, bool added) {
     core_.begin();
-    auto id = spec.id;
-    start_ids({id}, 0, [this, id, rp](std::optional<start_failure> fail) mutable {
+    start_ids({id}, 0, [this, id, rp, added](std::optional<start_failure> fail) mutable {
       if (fail) {
-        erase(id);
-        rp.deliver(
-          caf::make_error(sup_errc::failed_to_start_child, id, fail->reason));
+        if (added)
+          erase(id);
+        rp.deliver(caf::make_error(sup_errc::failed_to_start_child, id, fail->reason));
       } else if (auto rec = find(id)) {
         rp.deliver(rec->pid);
       }

@@ -26,6 +26,14 @@
 
 namespace snakepit::supervision::detail {
 
+/// The state of a supervisor actor: the object that implements it, and the actor's
+/// name, which `Impl::name` gives.
+template <class Impl>
+struct impl_state {
+  std::unique_ptr<Impl> impl;
+  static inline const char* name = Impl::name;
+};
+
 /// Sliding window of restart times (OTP add_restart/3).
 class restart_window {
 public:
