@@ -4,6 +4,7 @@
 #include <deque>
 #include <mutex>
 #include <thread>
+#include <type_traits>
 #include <unordered_set>
 #include <utility>
 #include <vector>
@@ -196,6 +197,16 @@ struct client_state {
 
 namespace {
 
+/// The last step of every call: unregisters it (cancel_all no longer reaches it),
+/// reports `result` to its owner and frees it.
+template<class Call, class Result>
+void complete(Call* call, Result result) {
+  call->owner->runtime->finished(call);
+  if (call->done)
+    call->done(std::move(result));
+  delete call;
+}
+
 grpc::ChannelArguments channel_args() {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(max_message_size);
@@ -217,12 +228,8 @@ struct unary_call final : call_base {
     : call_base(std::move(owner)), done(std::move(done)), convert(convert) {}
 
   void proceed(bool, int) override {
-    caf::expected<Result> result =
-      status.ok() ? convert(response) : caf::expected<Result>{status_error(status)};
-    owner->runtime->finished(this);
-    if (done)
-      done(std::move(result));
-    delete this;
+    complete(this, status.ok() ? convert(response)
+                               : caf::expected<Result>{status_error(status)});
   }
 
   Response response;
@@ -258,17 +265,31 @@ namespace detail {
 
 namespace {
 
+/// A streaming call with a consumer-side handle (`stream_control`).
+struct controlled_call : call_base {
+  explicit controlled_call(std::shared_ptr<client_state> owner)
+    : call_base(std::move(owner)), control(std::make_shared<stream_control::impl>()) {
+    control->call = this;
+  }
+
+  /// Detaches the handle: pause/resume/cancel on it do nothing from now on.
+  void release_control() {
+    std::lock_guard<std::mutex> guard{control->mtx};
+    control->call = nullptr;
+  }
+
+  std::shared_ptr<stream_control::impl> control;
+};
+
 /// A server-streaming RPC: start, then reads until the stream ends, then Finish.
-struct stream_call final : call_base {
+struct stream_call final : controlled_call {
   enum step_id { start_step, read_step, finish_step };
 
   stream_call(std::shared_ptr<client_state> owner,
               std::function<stream_step(nlohmann::json, bool)> on_chunk,
               std::function<void(caf::error)> done)
-    : call_base(std::move(owner)), on_chunk(std::move(on_chunk)), done(std::move(done)),
-      control(std::make_shared<stream_control::impl>()) {
-    control->call = this;
-  }
+    : controlled_call(std::move(owner)), on_chunk(std::move(on_chunk)),
+      done(std::move(done)) {}
 
   void read_next() override {
     chunk.Clear();
@@ -306,17 +327,9 @@ struct stream_call final : call_base {
       read_next();
       return;
     }
-    default: {
-      {
-        std::lock_guard<std::mutex> guard{control->mtx};
-        control->call = nullptr;
-      }
-      caf::error result = halted ? caf::error{} : status_error(status);
-      owner->runtime->finished(this);
-      if (done)
-        done(std::move(result));
-      delete this;
-    }
+    default:
+      release_control();
+      complete(this, halted ? caf::error{} : status_error(status));
     }
   }
 
@@ -325,7 +338,6 @@ struct stream_call final : call_base {
   std::unique_ptr<grpc::ClientAsyncReader<bridge::ToolChunk>> reader;
   std::function<stream_step(nlohmann::json, bool)> on_chunk;
   std::function<void(caf::error)> done;
-  std::shared_ptr<stream_control::impl> control;
   bool halted = false;
   call_tag start_tag{this, start_step};
   call_tag read_tag{this, read_step};
@@ -336,16 +348,14 @@ struct stream_call final : call_base {
 /// Control messages are written one at a time beside the outstanding read; Finish is
 /// issued only once no write is outstanding, so after it nothing else can complete
 /// and the call can delete itself.
-struct telemetry_call final : call_base {
+struct telemetry_call final : controlled_call {
   enum step_id { start_step, read_step, finish_step, write_step };
 
   telemetry_call(std::shared_ptr<client_state> owner,
                  std::function<void(python_event)> on_event,
                  std::function<void(caf::error)> done)
-    : call_base(std::move(owner)), on_event(std::move(on_event)), done(std::move(done)),
-      control(std::make_shared<stream_control::impl>()) {
-    control->call = this;
-  }
+    : controlled_call(std::move(owner)), on_event(std::move(on_event)),
+      done(std::move(done)) {}
 
   void read_next() override {
     event.Clear();
@@ -455,17 +465,9 @@ struct telemetry_call final : call_base {
         write_next_locked();
       return;
     }
-    default: {
-      {
-        std::lock_guard<std::mutex> guard{control->mtx};
-        control->call = nullptr;
-      }
-      caf::error result = status_error(status);
-      owner->runtime->finished(this);
-      if (done)
-        done(std::move(result));
-      delete this;
-    }
+    default:
+      release_control();
+      complete(this, status_error(status));
     }
   }
 
@@ -475,7 +477,6 @@ struct telemetry_call final : call_base {
     stream;
   std::function<void(python_event)> on_event;
   std::function<void(caf::error)> done;
-  std::shared_ptr<stream_control::impl> control;
   // Guarded by control->mtx:
   std::deque<bridge::TelemetryControl> pending;
   bridge::TelemetryControl outgoing;
@@ -494,6 +495,19 @@ caf::error runtime_gone() {
 
 caf::error no_client() {
   return make_error(errc::internal, "bridge_client used without a target");
+}
+
+/// Registers `call` and issues its first operations (`issue`, under the runtime's
+/// lock); when the runtime is gone, frees the call and tells its owner so instead.
+template<class Call, class Issue>
+void start_call(client_state& client, Call* call, Issue&& issue) {
+  if (client.runtime->start(call, std::forward<Issue>(issue)))
+    return;
+  if constexpr (std::is_base_of_v<controlled_call, Call>)
+    call->release_control();
+  auto done = std::move(call->done);
+  delete call;
+  done(runtime_gone());
 }
 
 } // namespace
@@ -553,17 +567,12 @@ void bridge_client::ping(std::string message, std::chrono::milliseconds timeout,
   call->prepare(timeout, {});
   bridge::PingRequest request;
   request.set_message(std::move(message));
-  auto started = state_->runtime->start(call, [&] {
+  detail::start_call(*state_, call, [&] {
     call->reader =
       state_->stub->PrepareAsyncPing(&call->ctx, request, &state_->runtime->cq);
     call->reader->StartCall();
     call->reader->Finish(&call->response, &call->status, &call->finish_tag);
   });
-  if (!started) {
-    auto cb = std::move(call->done);
-    delete call;
-    cb(detail::runtime_gone());
-  }
 }
 
 void bridge_client::execute(tool_call tc, std::chrono::milliseconds timeout,
@@ -577,17 +586,12 @@ void bridge_client::execute(tool_call tc, std::chrono::milliseconds timeout,
   call->prepare(timeout, tc.correlation_id);
   bridge::ExecuteToolRequest request;
   encode_request(tc, false, &request);
-  auto started = state_->runtime->start(call, [&] {
+  detail::start_call(*state_, call, [&] {
     call->reader =
       state_->stub->PrepareAsyncExecuteTool(&call->ctx, request, &state_->runtime->cq);
     call->reader->StartCall();
     call->reader->Finish(&call->response, &call->status, &call->finish_tag);
   });
-  if (!started) {
-    auto cb = std::move(call->done);
-    delete call;
-    cb(detail::runtime_gone());
-  }
 }
 
 caf::expected<tool_reply> bridge_client::call(const tool_call& tc,
@@ -685,20 +689,11 @@ stream_control bridge_client::execute_stream(
   call->prepare(timeout, tc.correlation_id);
   bridge::ExecuteToolRequest request;
   encode_request(tc, true, &request);
-  auto started = state_->runtime->start(call, [&] {
+  detail::start_call(*state_, call, [&] {
     call->reader = state_->stub->PrepareAsyncExecuteStreamingTool(&call->ctx, request,
                                                                   &state_->runtime->cq);
     call->reader->StartCall(&call->start_tag);
   });
-  if (!started) {
-    {
-      std::lock_guard<std::mutex> guard{call->control->mtx};
-      call->control->call = nullptr;
-    }
-    auto cb = std::move(call->done);
-    delete call;
-    cb(detail::runtime_gone());
-  }
   return control;
 }
 
@@ -711,19 +706,10 @@ stream_control bridge_client::stream_telemetry(std::function<void(python_event)>
   }
   auto* call = new detail::telemetry_call(state_, std::move(on_event), std::move(done));
   control.impl_ = call->control;
-  auto started = state_->runtime->start(call, [&] {
+  detail::start_call(*state_, call, [&] {
     call->stream = state_->stub->PrepareAsyncStreamTelemetry(&call->ctx, &state_->runtime->cq);
     call->stream->StartCall(&call->start_tag);
   });
-  if (!started) {
-    {
-      std::lock_guard<std::mutex> guard{call->control->mtx};
-      call->control->call = nullptr;
-    }
-    auto cb = std::move(call->done);
-    delete call;
-    cb(detail::runtime_gone());
-  }
   return control;
 }
 

@@ -4,10 +4,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
-#include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -18,17 +15,14 @@
 #include <filesystem>
 #include <future>
 #include <mutex>
-#include <system_error>
 #include <thread>
 #include <unordered_map>
 
 #include <fmt/format.h>
 
+#include "adapters/detail/linux.hpp"
+#include "adapters/detail/wake_loop.hpp"
 #include "adapters/errors.hpp"
-
-#ifndef P_PIDFD
-#define P_PIDFD 3
-#endif
 
 extern char** environ;
 
@@ -36,19 +30,7 @@ namespace snakepit::adapters {
 
 namespace {
 
-// glibc 2.36 has wrappers, but the raw syscalls keep us independent of header versions.
-int pidfd_open_(pid_t pid) {
-  return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
-}
-
-int pidfd_send_signal_(int fd, int sig) {
-  return static_cast<int>(::syscall(SYS_pidfd_send_signal, fd, sig, nullptr, 0));
-}
-
-// strerror is not thread-safe; the generic category's message is.
-std::string errno_text(int err) {
-  return std::error_code{err, std::generic_category()}.message();
-}
+using detail::errno_text;
 
 process_exit exit_of(const siginfo_t& info) {
   process_exit result;
@@ -249,7 +231,7 @@ bool child_process::signal(int sig) {
   if (pid_ <= 0)
     return false;
   if (pidfd_ >= 0)
-    return pidfd_send_signal_(pidfd_, sig) == 0;
+    return detail::pidfd_send_signal(pidfd_, sig) == 0;
   return ::kill(pid_, sig) == 0;
 }
 
@@ -347,7 +329,7 @@ caf::expected<child_process> spawn_process(const process_spec& spec) {
       msg += fmt::format(" (cwd {})", spec.cwd);
     return make_error(errc::start_failed, std::move(msg));
   }
-  auto pidfd = pidfd_open_(pid);
+  auto pidfd = detail::pidfd_open(pid);
   auto pgid = spec.new_process_group ? pid : ::getpgrp();
   return child_process{pid, pgid, spec.new_process_group, pidfd};
 }
@@ -363,12 +345,10 @@ struct exit_watcher::impl {
     std::vector<callback> callbacks;
   };
 
-  static constexpr uint64_t wake_key = ~uint64_t{0};
   static constexpr size_t max_recent = 256;
 
   mutable std::mutex mtx;
-  int epfd = -1;
-  int evfd = -1;
+  detail::wake_loop loop;
   bool stopping = false;
   std::unordered_map<pid_t, entry> watched;
   // Statuses reaped recently, for a watch() that arrives after the exit.
@@ -378,12 +358,6 @@ struct exit_watcher::impl {
   std::thread thread;
 
   impl() {
-    epfd = ::epoll_create1(EPOLL_CLOEXEC);
-    evfd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    epoll_event ev{};
-    ev.events = EPOLLIN;
-    ev.data.u64 = wake_key;
-    ::epoll_ctl(epfd, EPOLL_CTL_ADD, evfd, &ev);
     thread = std::thread{[this] { run(); }};
   }
 
@@ -392,7 +366,7 @@ struct exit_watcher::impl {
       std::lock_guard<std::mutex> guard{mtx};
       stopping = true;
     }
-    wake();
+    loop.wake();
     if (thread.joinable()) {
       if (thread.get_id() == std::this_thread::get_id())
         thread.detach();
@@ -401,13 +375,6 @@ struct exit_watcher::impl {
     }
     for (auto& [pid, e] : watched)
       ::close(e.pidfd);
-    ::close(evfd);
-    ::close(epfd);
-  }
-
-  void wake() {
-    uint64_t one = 1;
-    [[maybe_unused]] auto n = ::write(evfd, &one, sizeof(one));
   }
 
   void remember(pid_t pid, process_exit status) {
@@ -424,7 +391,7 @@ struct exit_watcher::impl {
         i->second.kill_group = kill_group;
       return;
     }
-    auto fd = pid > 0 ? pidfd_open_(pid) : -1;
+    auto fd = pid > 0 ? detail::pidfd_open(pid) : -1;
     if (fd < 0) {
       // Gone already: either we reaped it (status remembered) or it is not ours.
       process_exit status;
@@ -435,7 +402,7 @@ struct exit_watcher::impl {
         }
       pending.emplace_back(std::move(cb), status);
       guard.unlock();
-      wake();
+      loop.wake();
       return;
     }
     entry e;
@@ -443,58 +410,48 @@ struct exit_watcher::impl {
     e.kill_group = kill_group;
     e.callbacks.push_back(std::move(cb));
     watched.emplace(pid, std::move(e));
-    epoll_event ev{};
-    ev.events = EPOLLIN;
-    ev.data.u64 = static_cast<uint64_t>(pid);
-    ::epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev);
+    loop.add(fd, static_cast<uint64_t>(pid));
+  }
+
+  /// Reaps `it`'s process if it is reapable: its callbacks move to `ready`.
+  void reap(std::unordered_map<pid_t, entry>::iterator it,
+            std::vector<std::pair<callback, process_exit>>& ready) {
+    auto pid = it->first;
+    auto pidfd = it->second.pidfd;
+    siginfo_t info{};
+    if (it->second.kill_group > 0) {
+      // Exited but not reaped yet: the zombie leader keeps its group id reserved,
+      // so the kill reaches what it left behind and nothing else. After the reap
+      // an empty group's id could name an unrelated, newer group.
+      if (detail::pidfd_waitid(pidfd, &info, WEXITED | WNOHANG | WNOWAIT) == 0
+          && info.si_pid != 0)
+        ::kill(-it->second.kill_group, SIGKILL);
+      info = siginfo_t{};
+    }
+    auto rc = detail::pidfd_waitid(pidfd, &info, WEXITED | WNOHANG);
+    if (rc == 0 && info.si_pid == 0)
+      return; // readable but not yet reapable: try again on the next event
+    // rc < 0 (ECHILD): not our child or reaped elsewhere; status unknown.
+    auto status = rc == 0 ? exit_of(info) : process_exit{};
+    loop.remove(pidfd);
+    ::close(pidfd);
+    for (auto& cb : it->second.callbacks)
+      ready.emplace_back(std::move(cb), status);
+    watched.erase(it);
+    remember(pid, status);
   }
 
   void run() {
-    constexpr int max_events = 64;
-    epoll_event events[max_events];
+    std::vector<uint64_t> keys;
     for (;;) {
-      auto n = ::epoll_wait(epfd, events, max_events, -1);
-      if (n < 0) {
-        if (errno == EINTR)
-          continue;
+      if (!loop.wait(keys))
         return;
-      }
       std::vector<std::pair<callback, process_exit>> ready;
       {
         std::lock_guard<std::mutex> guard{mtx};
-        for (int i = 0; i < n; ++i) {
-          if (events[i].data.u64 == wake_key) {
-            uint64_t count = 0;
-            [[maybe_unused]] auto r = ::read(evfd, &count, sizeof(count));
-            continue;
-          }
-          auto pid = static_cast<pid_t>(events[i].data.u64);
-          auto it = watched.find(pid);
-          if (it == watched.end())
-            continue;
-          auto pidfd = static_cast<id_t>(it->second.pidfd);
-          siginfo_t info{};
-          if (it->second.kill_group > 0) {
-            // Exited but not reaped yet: the zombie leader keeps its group id reserved,
-            // so the kill reaches what it left behind and nothing else. After the reap
-            // an empty group's id could name an unrelated, newer group.
-            if (::waitid(static_cast<idtype_t>(P_PIDFD), pidfd, &info,
-                         WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid != 0)
-              ::kill(-it->second.kill_group, SIGKILL);
-            info = siginfo_t{};
-          }
-          auto rc = ::waitid(static_cast<idtype_t>(P_PIDFD), pidfd, &info, WEXITED | WNOHANG);
-          if (rc == 0 && info.si_pid == 0)
-            continue; // readable but not yet reapable: try again on the next event
-          // rc < 0 (ECHILD): not our child or reaped elsewhere; status unknown.
-          auto status = rc == 0 ? exit_of(info) : process_exit{};
-          ::epoll_ctl(epfd, EPOLL_CTL_DEL, it->second.pidfd, nullptr);
-          ::close(it->second.pidfd);
-          for (auto& cb : it->second.callbacks)
-            ready.emplace_back(std::move(cb), status);
-          watched.erase(it);
-          remember(pid, status);
-        }
+        for (auto key : keys)
+          if (auto it = watched.find(static_cast<pid_t>(key)); it != watched.end())
+            reap(it, ready);
         for (auto& p : pending)
           ready.push_back(std::move(p));
         pending.clear();

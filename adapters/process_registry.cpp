@@ -3,7 +3,6 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <sqlite3.h>
@@ -20,19 +19,12 @@
 
 #include <fmt/format.h>
 
+#include "adapters/detail/linux.hpp"
 #include "adapters/errors.hpp"
 
 namespace snakepit::adapters {
 
 namespace {
-
-int pidfd_open_(pid_t pid) {
-  return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
-}
-
-int pidfd_send_signal_(int fd, int sig) {
-  return static_cast<int>(::syscall(SYS_pidfd_send_signal, fd, sig, nullptr, 0));
-}
 
 int64_t now_seconds() {
   return std::chrono::duration_cast<std::chrono::seconds>(
@@ -390,7 +382,7 @@ sweep_report process_registry::sweep(const std::string& keep_run_id,
       drop.push_back(r.id);
       continue;
     }
-    int fd = pidfd_open_(r.pid);
+    int fd = detail::pidfd_open(r.pid);
     if (fd < 0) {
       drop.push_back(r.id);
       continue;
@@ -405,7 +397,7 @@ sweep_report process_registry::sweep(const std::string& keep_run_id,
     // The leader is alive and is ours, so its group id cannot have been reused.
     if (r.pgid == r.pid)
       ::kill(-r.pgid, SIGKILL);
-    pidfd_send_signal_(fd, SIGKILL);
+    detail::pidfd_send_signal(fd, SIGKILL);
     ++rep.killed;
     victims.push_back({r, fd});
   }

@@ -1,16 +1,15 @@
 #include "adapters/stderr_pump.hpp"
 
 #include <fcntl.h>
-#include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <mutex>
-#include <system_error>
 #include <thread>
 #include <unordered_map>
 
+#include "adapters/detail/linux.hpp"
+#include "adapters/detail/wake_loop.hpp"
 #include "adapters/errors.hpp"
 
 namespace snakepit::adapters {
@@ -97,32 +96,21 @@ struct stderr_pump::impl {
     std::string partial;
   };
 
-  static constexpr uint64_t wake_key = ~uint64_t{0};
-
   logger_ptr log;
   log_level raw_level;
   mutable std::mutex mtx;
   std::unordered_map<int, pipe_entry> pipes;
-  int epfd = -1;
-  int evfd = -1;
+  detail::wake_loop loop;
   bool stopping = false;
   bool stopped = false;
   std::thread thread;
 
   impl(logger_ptr lg, log_level raw) : log(std::move(lg)), raw_level(raw) {
-    epfd = ::epoll_create1(EPOLL_CLOEXEC);
-    evfd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    epoll_event ev{};
-    ev.events = EPOLLIN;
-    ev.data.u64 = wake_key;
-    ::epoll_ctl(epfd, EPOLL_CTL_ADD, evfd, &ev);
     thread = std::thread{[this] { run(); }};
   }
 
   ~impl() {
     stop();
-    ::close(evfd);
-    ::close(epfd);
   }
 
   void stop() {
@@ -133,8 +121,7 @@ struct stderr_pump::impl {
       stopped = true;
       stopping = true;
     }
-    uint64_t one = 1;
-    [[maybe_unused]] auto n = ::write(evfd, &one, sizeof(one));
+    loop.wake();
     if (thread.joinable())
       thread.join();
   }
@@ -143,8 +130,7 @@ struct stderr_pump::impl {
     int fds[2];
     if (::pipe2(fds, O_CLOEXEC) != 0)
       return make_error(errc::start_failed,
-                        "cannot create a stderr pipe: " +
-                          std::error_code{errno, std::generic_category()}.message());
+                        "cannot create a stderr pipe: " + detail::errno_text(errno));
     ::fcntl(fds[0], F_SETFL, ::fcntl(fds[0], F_GETFL) | O_NONBLOCK);
     std::lock_guard<std::mutex> guard{mtx};
     if (stopping) {
@@ -153,10 +139,7 @@ struct stderr_pump::impl {
       return make_error(errc::shutting_down, "the stderr pump is stopped");
     }
     pipes.emplace(fds[0], pipe_entry{std::move(fields), {}});
-    epoll_event ev{};
-    ev.events = EPOLLIN;
-    ev.data.u64 = static_cast<uint64_t>(fds[0]);
-    ::epoll_ctl(epfd, EPOLL_CTL_ADD, fds[0], &ev);
+    loop.add(fds[0], static_cast<uint64_t>(fds[0]));
     return fds[1];
   }
 
@@ -197,28 +180,16 @@ struct stderr_pump::impl {
 
   void close_pipe(int fd, pipe_entry& e) {
     emit_lines(e, true);
-    ::epoll_ctl(epfd, EPOLL_CTL_DEL, fd, nullptr);
+    loop.remove(fd);
     ::close(fd);
   }
 
   void run() {
-    constexpr int max_events = 64;
-    epoll_event events[max_events];
-    for (;;) {
-      auto n = ::epoll_wait(epfd, events, max_events, -1);
-      if (n < 0) {
-        if (errno == EINTR)
-          continue;
-        break;
-      }
+    std::vector<uint64_t> keys;
+    while (loop.wait(keys)) {
       std::lock_guard<std::mutex> guard{mtx};
-      for (int i = 0; i < n; ++i) {
-        if (events[i].data.u64 == wake_key) {
-          uint64_t count = 0;
-          [[maybe_unused]] auto r = ::read(evfd, &count, sizeof(count));
-          continue;
-        }
-        auto fd = static_cast<int>(events[i].data.u64);
+      for (auto key : keys) {
+        auto fd = static_cast<int>(key);
         auto it = pipes.find(fd);
         if (it == pipes.end())
           continue;

@@ -8,44 +8,33 @@
 #include "caf/exit_reason.hpp"
 #include "caf/stateful_actor.hpp"
 
+#include "supervision/detail/child_record.hpp"
 #include "supervision/detail/supervisor_core.hpp"
 
 namespace snakepit::supervision {
 
 caf::error validate(const dynamic_supervisor_flags& flags) {
-  if (flags.max_restarts < 0)
-    return caf::make_error(sup_errc::invalid_child_spec, std::string{},
-                           std::string{"negative max_restarts"});
-  if (flags.max_seconds.count() <= 0)
-    return caf::make_error(sup_errc::invalid_child_spec, std::string{},
-                           std::string{"max_seconds must be positive"});
-  return caf::none;
+  return detail::validate_restart_limit(flags.max_restarts, flags.max_seconds,
+                                        "max_restarts", "max_seconds");
 }
 
 namespace {
 
-struct dyn_rec {
-  child_spec spec;
+/// A child and the extra start arguments its restarts get again.
+struct dyn_rec : detail::child_record {
   caf::message extra;
-  caf::actor pid;
-  bool restarting = false;
 };
 
 class dynamic_impl;
 
-struct dynamic_state {
-  std::unique_ptr<dynamic_impl> impl;
-  static const char* name;
-};
-
-const char* dynamic_state::name = "snakepit_dynamic_supervisor";
-
-using self_ptr = caf::stateful_actor<dynamic_state>*;
+using self_ptr = caf::stateful_actor<detail::impl_state<dynamic_impl>>*;
 
 // Children are keyed by a private number, since their handles change on restart
 // (Elixir keys by the old pid while restarting; a number is simpler in C++).
 class dynamic_impl {
 public:
+  static constexpr const char* name = "snakepit_dynamic_supervisor";
+
   dynamic_impl(self_ptr self, dynamic_supervisor_flags flags, start_ack ack)
     : self_(self),
       flags_(flags),
@@ -65,17 +54,7 @@ public:
       return {};
     }
     ack_.ok(self_);
-    return {
-      [this](ack_atom, uint64_t ticket, caf::actor& pid) {
-        core_.handle_ack(ticket, pid);
-      },
-      [this](ack_atom, uint64_t ticket, caf::error& err) {
-        core_.handle_ack(ticket, std::move(err));
-      },
-      [this](start_timeout_atom, uint64_t ticket) {
-        core_.handle_start_timeout(ticket);
-      },
-      [this](kill_timer_atom, uint64_t ticket) { core_.handle_kill_timer(ticket); },
+    return caf::message_handler{
       [this](try_again_atom, uint64_t key) {
         when_idle([this, key] { try_again(key); });
       },
@@ -103,7 +82,8 @@ public:
         return request(
           [this, pid](caf::response_promise& rp) { terminate_child(pid, rp); });
       },
-    };
+    }
+      .or_else(core_.handlers());
   }
 
 private:
@@ -130,18 +110,13 @@ private:
     return xs;
   }
 
-  void finish(const caf::error& reason) {
-    core_.fail_queued_requests();
-    self_->quit(reason);
-  }
-
   // Elixir's DynamicSupervisor stops all children at once, not in an order.
   void stop_all_and_quit(caf::error reason) {
     stopping_ = true;
     core_.begin();
     core_.stop_concurrent(running(), [this, reason] {
       children_.clear();
-      finish(reason);
+      core_.quit(reason);
     });
   }
 
@@ -162,13 +137,7 @@ private:
   }
 
   void on_down(const caf::down_msg& dm) {
-    if (core_.handle_down(dm))
-      return;
-    if (core_.busy()) {
-      core_.defer_down(dm, [this, dm] { child_exited(dm); });
-      return;
-    }
-    child_exited(dm);
+    core_.route_down(dm, [this](const caf::down_msg& x) { child_exited(x); });
   }
 
   void child_exited(const caf::down_msg& dm) {
@@ -214,27 +183,15 @@ private:
 
   std::vector<child_info> which_children() {
     std::vector<child_info> xs;
-    for (auto& kv : children_) {
-      auto& rec = kv.second;
-      auto st = rec.pid          ? child_status::running
-                : rec.restarting ? child_status::restarting
-                                 : child_status::undefined;
-      xs.push_back(child_info{rec.spec.id, rec.pid, rec.spec.type, st});
-    }
+    for (auto& kv : children_)
+      xs.push_back(detail::info_of(kv.second));
     return xs;
   }
 
   child_counts count_children() {
     child_counts res;
-    for (auto& kv : children_) {
-      ++res.specs;
-      if (kv.second.pid)
-        ++res.active;
-      if (kv.second.spec.type == child_type::supervisor)
-        ++res.supervisors;
-      else
-        ++res.workers;
-    }
+    for (auto& kv : children_)
+      detail::count_into(res, kv.second);
     return res;
   }
 
@@ -249,7 +206,7 @@ private:
     core_.start_child(spec, extra,
                       [this, key, spec, extra, rp](caf::expected<caf::actor> res) mutable {
                         if (res) {
-                          children_.emplace(key, dyn_rec{spec, extra, *res, false});
+                          children_.emplace(key, dyn_rec{{spec, *res, false}, extra});
                           rp.deliver(*res);
                         } else {
                           rp.deliver(caf::make_error(sup_errc::failed_to_start_child,

@@ -10,27 +10,19 @@
 #include "caf/scoped_actor.hpp"
 #include "caf/stateful_actor.hpp"
 
+#include "supervision/detail/child_record.hpp"
 #include "supervision/detail/supervisor_core.hpp"
 
 namespace snakepit::supervision {
 
 caf::error validate(const supervisor_flags& flags) {
-  if (flags.intensity < 0)
-    return caf::make_error(sup_errc::invalid_child_spec, std::string{},
-                           std::string{"negative restart intensity"});
-  if (flags.period.count() <= 0)
-    return caf::make_error(sup_errc::invalid_child_spec, std::string{},
-                           std::string{"restart period must be positive"});
-  return caf::none;
+  return detail::validate_restart_limit(flags.intensity, flags.period,
+                                        "restart intensity", "restart period");
 }
 
 namespace {
 
-struct child_rec {
-  child_spec spec;
-  caf::actor pid;
-  bool restarting = false;
-};
+using detail::child_record;
 
 struct start_failure {
   std::string id;
@@ -39,19 +31,14 @@ struct start_failure {
 
 class supervisor_impl;
 
-struct supervisor_state {
-  std::unique_ptr<supervisor_impl> impl;
-  static const char* name;
-};
-
-const char* supervisor_state::name = "snakepit_supervisor";
-
-using self_ptr = caf::stateful_actor<supervisor_state>*;
+using self_ptr = caf::stateful_actor<detail::impl_state<supervisor_impl>>*;
 
 // All work happens in continuations on the supervisor's own thread of control;
 // the core serialises operations the way OTP's single-process supervisor does.
 class supervisor_impl {
 public:
+  static constexpr const char* name = "snakepit_supervisor";
+
   supervisor_impl(self_ptr self, supervisor_flags flags, std::vector<child_spec> specs,
                   start_ack ack)
     : self_(self),
@@ -60,7 +47,7 @@ public:
       window_(flags.intensity, caf::timespan{flags.period}),
       ack_(std::move(ack)) {
     for (auto& spec : specs)
-      children_.push_back(child_rec{std::move(spec), caf::actor{}, false});
+      children_.push_back(child_record{std::move(spec), caf::actor{}, false});
   }
 
   caf::behavior init() {
@@ -89,17 +76,7 @@ public:
                                  fail->reason);
       stop_ids(all_ids(), [this, err] { finish(err, true); });
     });
-    return {
-      [this](ack_atom, uint64_t ticket, caf::actor& pid) {
-        core_.handle_ack(ticket, pid);
-      },
-      [this](ack_atom, uint64_t ticket, caf::error& err) {
-        core_.handle_ack(ticket, std::move(err));
-      },
-      [this](start_timeout_atom, uint64_t ticket) {
-        core_.handle_start_timeout(ticket);
-      },
-      [this](kill_timer_atom, uint64_t ticket) { core_.handle_kill_timer(ticket); },
+    return caf::message_handler{
       [this](try_again_atom, std::string& id) {
         when_idle([this, id] { try_again(id); });
       },
@@ -129,21 +106,22 @@ public:
         return request(
           [this, spec](caf::response_promise& rp) { start_child(spec, rp); });
       },
-    };
+    }
+      .or_else(core_.handlers());
   }
 
 private:
   // -- bookkeeping ----------------------------------------------------------
 
-  child_rec* find(const std::string& id) {
+  child_record* find(const std::string& id) {
     auto i = std::find_if(children_.begin(), children_.end(),
-                          [&](const child_rec& x) { return x.spec.id == id; });
+                          [&](const child_record& x) { return x.spec.id == id; });
     return i != children_.end() ? &*i : nullptr;
   }
 
-  child_rec* find(const caf::actor_addr& addr) {
+  child_record* find(const caf::actor_addr& addr) {
     auto i = std::find_if(children_.begin(), children_.end(),
-                          [&](const child_rec& x) {
+                          [&](const child_record& x) {
                             return x.pid && x.pid.address() == addr;
                           });
     return i != children_.end() ? &*i : nullptr;
@@ -151,7 +129,7 @@ private:
 
   void erase(const std::string& id) {
     children_.erase(std::remove_if(children_.begin(), children_.end(),
-                                   [&](const child_rec& x) {
+                                   [&](const child_record& x) {
                                      return x.spec.id == id;
                                    }),
                     children_.end());
@@ -226,8 +204,7 @@ private:
   void finish(const caf::error& reason, bool init_failed) {
     if (init_failed)
       ack_.fail(reason);
-    core_.fail_queued_requests();
-    self_->quit(reason);
+    core_.quit(reason);
   }
 
   // -- events -----------------------------------------------------------------
@@ -255,13 +232,7 @@ private:
   }
 
   void on_down(const caf::down_msg& dm) {
-    if (core_.handle_down(dm))
-      return;
-    if (core_.busy()) {
-      core_.defer_down(dm, [this, dm] { child_exited(dm); });
-      return;
-    }
-    child_exited(dm);
+    core_.route_down(dm, [this](const caf::down_msg& x) { child_exited(x); });
   }
 
   void child_exited(const caf::down_msg& dm) {
@@ -333,57 +304,27 @@ private:
 
   std::vector<child_info> which_children() {
     std::vector<child_info> xs;
-    for (auto& rec : children_) {
-      auto st = rec.pid          ? child_status::running
-                : rec.restarting ? child_status::restarting
-                                 : child_status::undefined;
-      xs.push_back(child_info{rec.spec.id, rec.pid, rec.spec.type, st});
-    }
+    for (auto& rec : children_)
+      xs.push_back(detail::info_of(rec));
     return xs;
   }
 
   child_counts count_children() {
     child_counts res;
-    for (auto& rec : children_) {
-      ++res.specs;
-      if (rec.pid)
-        ++res.active;
-      if (rec.spec.type == child_type::supervisor)
-        ++res.supervisors;
-      else
-        ++res.workers;
-    }
+    for (auto& rec : children_)
+      detail::count_into(res, rec);
     return res;
   }
 
   void restart_child(const std::string& id, caf::response_promise& rp) {
-    auto rec = find(id);
-    if (rec == nullptr)
-      return rp.deliver(caf::make_error(sup_errc::not_found, id));
-    if (rec->restarting)
-      return rp.deliver(caf::make_error(sup_errc::restarting, id));
-    if (rec->pid)
-      return rp.deliver(caf::make_error(sup_errc::running, id));
-    core_.begin();
-    start_ids({id}, 0, [this, id, rp](std::optional<start_failure> fail) mutable {
-      if (fail) {
-        rp.deliver(
-          caf::make_error(sup_errc::failed_to_start_child, id, fail->reason));
-      } else if (auto rec = find(id)) {
-        rp.deliver(rec->pid);
-      }
-      core_.end();
-    });
+    if (auto refusal = detail::refuse_restart_or_delete(id, find(id)))
+      return rp.deliver(refusal);
+    start_and_reply(id, rp, false);
   }
 
   void delete_child(const std::string& id, caf::response_promise& rp) {
-    auto rec = find(id);
-    if (rec == nullptr)
-      return rp.deliver(caf::make_error(sup_errc::not_found, id));
-    if (rec->restarting)
-      return rp.deliver(caf::make_error(sup_errc::restarting, id));
-    if (rec->pid)
-      return rp.deliver(caf::make_error(sup_errc::running, id));
+    if (auto refusal = detail::refuse_restart_or_delete(id, find(id)))
+      return rp.deliver(refusal);
     erase(id);
     rp.deliver(caf::ok_atom::value);
   }
@@ -407,14 +348,19 @@ private:
       return rp.deliver(err);
     if (find(spec.id) != nullptr)
       return rp.deliver(caf::make_error(sup_errc::already_present, spec.id));
-    children_.push_back(child_rec{spec, caf::actor{}, false});
+    children_.push_back(child_record{spec, caf::actor{}, false});
+    start_and_reply(spec.id, rp, true);
+  }
+
+  // Starts the stopped child `id` for a request and answers it with the child's pid
+  // or failed_to_start_child; a child the request added is forgotten when it fails.
+  void start_and_reply(const std::string& id, caf::response_promise& rp, bool added) {
     core_.begin();
-    auto id = spec.id;
-    start_ids({id}, 0, [this, id, rp](std::optional<start_failure> fail) mutable {
+    start_ids({id}, 0, [this, id, rp, added](std::optional<start_failure> fail) mutable {
       if (fail) {
-        erase(id);
-        rp.deliver(
-          caf::make_error(sup_errc::failed_to_start_child, id, fail->reason));
+        if (added)
+          erase(id);
+        rp.deliver(caf::make_error(sup_errc::failed_to_start_child, id, fail->reason));
       } else if (auto rec = find(id)) {
         rp.deliver(rec->pid);
       }
@@ -427,7 +373,7 @@ private:
   detail::supervisor_core core_;
   detail::restart_window window_;
   start_ack ack_;
-  std::vector<child_rec> children_; // start order
+  std::vector<child_record> children_; // start order
   bool stopping_ = false;
 };
 

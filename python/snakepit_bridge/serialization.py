@@ -1,4 +1,4 @@
-"""Wire conventions shared with upstream Snakepit (reference §2.1).
+"""Wire conventions shared with upstream Snakepit (docs/python.md, "Wire conventions").
 
 * ``google.protobuf.Any`` is a JSON carrier, not a packed message: ``value`` holds raw
   UTF-8 JSON. Only the last dotted segment of ``type_url`` is looked at.
@@ -25,7 +25,7 @@ RESULT_TYPE_PREFIX = "type.googleapis.com/snakepit."
 PARAM_TYPE_URL = "type.googleapis.com/google.protobuf.StringValue"
 BINARY_FORMAT_PREFIX = "binary_format:"
 
-# Real wrapper messages some upstream clients pack instead of JSON (see reference §3.3).
+# Real wrapper messages some upstream clients pack instead of JSON (docs/python.md).
 _WRAPPERS = {
     "StringValue": wrappers_pb2.StringValue,
     "BoolValue": wrappers_pb2.BoolValue,

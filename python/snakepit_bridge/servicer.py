@@ -1,8 +1,8 @@
 """``BridgeService`` implementation: runs adapter tools, answers session calls.
 
-Wire behaviour follows upstream Snakepit (reference §2.1 and §3.1): JSON in ``Any``,
-in-band tool errors, one adapter instance per request, ``ToolChunk`` streams fed
-through a bounded queue so a slow client slows the producer down.
+Wire behaviour follows upstream Snakepit (docs/python.md, "Wire conventions"): JSON in
+``Any``, in-band tool errors, one adapter instance per request, ``ToolChunk`` streams
+fed through a bounded queue so a slow client slows the producer down.
 """
 
 from __future__ import annotations

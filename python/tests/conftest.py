@@ -25,7 +25,9 @@ REPO_ROOT = PYTHON_DIR.parent
 PROTO = REPO_ROOT / "proto" / "snakepit_bridge.proto"
 INTERPRETER = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
 SHOWCASE = "snakepit_bridge.adapters.showcase.ShowcaseAdapter"
-BROKEN = "snakepit_bridge.adapters.broken.BrokenAdapter"
+# Test-only adapters live in the test tree, not in the shipped package.
+TEST_ADAPTERS_DIR = REPO_ROOT / "tests" / "support" / "python"
+BROKEN = "broken_adapter.BrokenAdapter"
 
 if str(PYTHON_DIR) not in sys.path:
     sys.path.insert(0, str(PYTHON_DIR))
@@ -53,10 +55,11 @@ GEN_DIR = _ensure_generated()
 
 
 def worker_env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
-    """Environment for worker subprocesses: our package and the generated modules."""
+    """Environment for worker subprocesses: our package, the generated modules and the
+    test-only adapters."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("SNAKEPIT_") and k != "PYTHONPATH"}
-    env["PYTHONPATH"] = os.pathsep.join([str(PYTHON_DIR), GEN_DIR])
+    env["PYTHONPATH"] = os.pathsep.join([str(PYTHON_DIR), GEN_DIR, str(TEST_ADAPTERS_DIR)])
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     env.update(extra or {})
     return env

@@ -62,6 +62,33 @@ void supervisor_core::handle_ack(uint64_t ticket, caf::expected<caf::actor> res)
   fail_start(ticket, std::move(res.error()));
 }
 
+caf::message_handler supervisor_core::handlers() {
+  return {
+    [this](ack_atom, uint64_t ticket, caf::actor& pid) { handle_ack(ticket, pid); },
+    [this](ack_atom, uint64_t ticket, caf::error& err) {
+      handle_ack(ticket, std::move(err));
+    },
+    [this](start_timeout_atom, uint64_t ticket) { handle_start_timeout(ticket); },
+    [this](kill_timer_atom, uint64_t ticket) { handle_kill_timer(ticket); },
+  };
+}
+
+void supervisor_core::route_down(const caf::down_msg& dm,
+                                 std::function<void(const caf::down_msg&)> exited) {
+  if (handle_down(dm))
+    return;
+  if (busy()) {
+    defer_down(dm, [dm, exited = std::move(exited)] { exited(dm); });
+    return;
+  }
+  exited(dm);
+}
+
+void supervisor_core::quit(const caf::error& reason) {
+  fail_queued_requests();
+  self_->quit(reason);
+}
+
 void supervisor_core::handle_start_timeout(uint64_t ticket) {
   if (starts_.count(ticket) != 0)
     fail_start(ticket, caf::make_error(sup_errc::start_timeout));

@@ -19,11 +19,20 @@
 #include "caf/error.hpp"
 #include "caf/expected.hpp"
 #include "caf/message.hpp"
+#include "caf/message_handler.hpp"
 #include "caf/event_based_actor.hpp"
 
 #include "supervision/child_spec.hpp"
 
 namespace snakepit::supervision::detail {
+
+/// The state of a supervisor actor: the object that implements it, and the actor's
+/// name, which `Impl::name` gives.
+template <class Impl>
+struct impl_state {
+  std::unique_ptr<Impl> impl;
+  static inline const char* name = Impl::name;
+};
 
 /// Sliding window of restart times (OTP add_restart/3).
 class restart_window {
@@ -77,6 +86,18 @@ public:
 
   /// Feeds a down_msg; true if a pending start or stop consumed it.
   bool handle_down(const caf::down_msg& dm);
+
+  /// The messages the core sends itself (start acks, start timeouts, kill timers),
+  /// for the supervisor to put beside its own handlers.
+  caf::message_handler handlers();
+
+  /// A down_msg for the supervisor: consumed by a pending start or stop, or passed
+  /// to `exited` now, or once the operation in progress ended.
+  void route_down(const caf::down_msg& dm,
+                  std::function<void(const caf::down_msg&)> exited);
+
+  /// Answers the queued requests (see fail_queued_requests) and quits with `reason`.
+  void quit(const caf::error& reason);
 
   /// True while an operation is in progress; input is deferred meanwhile.
   bool busy() const noexcept {

@@ -18,18 +18,13 @@
 #include <doctest/doctest.h>
 
 #include "adapters/errors.hpp"
+#include "tests/support/files.hpp"
 
 using namespace snakepit;
 using namespace snakepit::adapters;
 using namespace std::chrono_literals;
 
 namespace {
-
-std::string temp_dir() {
-  char templ[] = "/tmp/snakepit-http-test-XXXXXX";
-  REQUIRE(::mkdtemp(templ) != nullptr);
-  return templ;
-}
 
 http_handler echo_path(std::atomic<int>* calls = nullptr) {
   return [calls](const std::string& path) {
@@ -64,8 +59,8 @@ std::string raw_exchange(const std::string& path, const std::string& raw) {
 TEST_SUITE("adapters.http_server") {
 
 TEST_CASE("a unix-socket server answers GET, strips the query, and goes away on stop") {
-  auto dir = temp_dir();
-  auto sock = dir + "/control.sock";
+  snakepit::testing::temp_dir dir{"http-test"};
+  auto sock = dir.path + "/control.sock";
   auto srv = http_server::listen_unix(sock, echo_path());
   REQUIRE_MESSAGE(srv, describe(srv.error()));
   CHECK((*srv)->address() == sock);
@@ -85,12 +80,11 @@ TEST_CASE("a unix-socket server answers GET, strips the query, and goes away on 
   auto gone = http_get_unix(sock, "/stats", 2s);
   REQUIRE_FALSE(gone);
   CHECK(gone.error() == errc::unavailable);
-  ::rmdir(dir.c_str());
 }
 
 TEST_CASE("malformed requests get 400, other methods 405, HEAD no body") {
-  auto dir = temp_dir();
-  auto sock = dir + "/s.sock";
+  snakepit::testing::temp_dir dir{"http-test"};
+  auto sock = dir.path + "/s.sock";
   std::atomic<int> calls{0};
   auto srv = http_server::listen_unix(sock, echo_path(&calls));
   REQUIRE(srv);
@@ -105,12 +99,11 @@ TEST_CASE("malformed requests get 400, other methods 405, HEAD no body") {
   CHECK(head.substr(head.size() - 4) == "\r\n\r\n");
   CHECK(calls == 1); // the handler ran for HEAD only
   srv->reset();
-  ::rmdir(dir.c_str());
 }
 
 TEST_CASE("a client that never finishes its request does not block the server for long") {
-  auto dir = temp_dir();
-  auto sock = dir + "/s.sock";
+  snakepit::testing::temp_dir dir{"http-test"};
+  auto sock = dir.path + "/s.sock";
   auto srv = http_server::listen_unix(sock, echo_path());
   REQUIRE(srv);
   int idle = ::socket(AF_UNIX, SOCK_STREAM, 0);
@@ -125,7 +118,6 @@ TEST_CASE("a client that never finishes its request does not block the server fo
   CHECK(r->body == "path=/after");
   ::close(idle);
   srv->reset();
-  ::rmdir(dir.c_str());
 }
 
 TEST_CASE("TCP: port 0 binds a free loopback port, a taken port and bad addresses fail typed") {

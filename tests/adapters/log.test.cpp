@@ -15,43 +15,23 @@
 #include <vector>
 
 #include <doctest/doctest.h>
-#include <spdlog/sinks/base_sink.h>
 
 #include "adapters/errors.hpp"
 #include "adapters/log.hpp"
 #include "adapters/process.hpp"
 #include "adapters/stderr_pump.hpp"
+#include "tests/support/eventually.hpp"
+#include "tests/support/files.hpp"
+#include "tests/support/log_capture.hpp"
 
 using namespace std::chrono_literals;
 using nlohmann::json;
 using namespace snakepit::adapters;
+using snakepit::testing::capture_sink;
+using snakepit::testing::eventually;
+using snakepit::testing::read_file;
 
 namespace {
-
-/// Collects every line (the message part) that reaches it.
-class capture_sink : public spdlog::sinks::base_sink<std::mutex> {
- public:
-  std::vector<std::string> lines() {
-    std::lock_guard<std::mutex> guard{mutex_};
-    return lines_;
-  }
-
-  std::vector<json> records() {
-    std::vector<json> out;
-    for (auto& l : lines())
-      out.push_back(json::parse(l));
-    return out;
-  }
-
- protected:
-  void sink_it_(const spdlog::details::log_msg& msg) override {
-    lines_.emplace_back(msg.payload.data(), msg.payload.size());
-  }
-  void flush_() override {}
-
- private:
-  std::vector<std::string> lines_;
-};
 
 std::shared_ptr<logger> make_logger(std::shared_ptr<capture_sink> sink, log_level lvl,
                                     log_format fmt) {
@@ -63,13 +43,6 @@ std::shared_ptr<logger> make_logger(std::shared_ptr<capture_sink> sink, log_leve
   auto lg = logger::create(std::move(opts));
   REQUIRE(lg);
   return *lg;
-}
-
-std::string read_all(const std::string& path) {
-  std::ifstream in{path};
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
 }
 
 /// Open fds of this process, after the process-wide ones (exit watcher, lifeline
@@ -91,17 +64,6 @@ size_t open_fds() {
     ::closedir(d);
   }
   return n;
-}
-
-template<class Pred>
-bool eventually(Pred pred, std::chrono::milliseconds timeout = 10s) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (pred())
-      return true;
-    std::this_thread::sleep_for(10ms);
-  }
-  return pred();
 }
 
 /// Runs `script` under /bin/sh with its stderr on a pump pipe; waits for the exit.
@@ -199,7 +161,7 @@ TEST_SUITE("adapters.log") {
     REQUIRE(lg);
     (*lg)->info("hello", {{"worker_id", "w-1"}});
     (*lg)->flush();
-    auto text = read_all(dir->file("host.log"));
+    auto text = read_file(dir->file("host.log"));
     CHECK(text.find(" info snakepit: hello worker_id=w-1\n") != std::string::npos);
     // (spdlog creates missing parent directories; a regular file as parent fails.)
     opts.file = dir->file("host.log/nested.log");

@@ -19,10 +19,12 @@
 #include <doctest/doctest.h>
 
 #include "adapters/errors.hpp"
+#include "tests/support/eventually.hpp"
 
 using namespace snakepit;
 using namespace snakepit::adapters;
 using namespace std::chrono_literals;
+using snakepit::testing::eventually;
 
 namespace {
 
@@ -31,17 +33,6 @@ bool proc_exists(pid_t pid) {
   return ::stat(("/proc/" + std::to_string(pid)).c_str(), &st) == 0;
 }
 
-// Polls until `pred` holds or the deadline passes; real time, generous deadline.
-template<class Pred>
-bool eventually(Pred pred, std::chrono::milliseconds limit = 10s) {
-  auto deadline = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (pred())
-      return true;
-    std::this_thread::sleep_for(10ms);
-  }
-  return pred();
-}
 
 std::set<std::string> open_fds(pid_t pid) {
   std::set<std::string> result;

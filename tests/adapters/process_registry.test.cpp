@@ -17,25 +17,18 @@
 
 #include "adapters/errors.hpp"
 #include "adapters/process.hpp"
+#include "tests/support/eventually.hpp"
+#include "tests/support/files.hpp"
 
 using namespace snakepit::adapters;
 using namespace std::chrono_literals;
+using snakepit::testing::eventually;
 
 namespace {
 
 /// A private data directory, removed at scope exit.
-struct temp_dir {
-  std::string path;
-  temp_dir() {
-    char tmpl[] = "/tmp/snakepit-registry-test-XXXXXX";
-    auto* p = ::mkdtemp(tmpl);
-    REQUIRE(p != nullptr);
-    path = p;
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path, ec);
-  }
+struct registry_dir : snakepit::testing::temp_dir {
+  registry_dir() : temp_dir("registry-test") {}
 };
 
 /// Running and not a zombie.
@@ -46,17 +39,6 @@ bool running(pid_t pid) {
     return false;
   auto close = line.rfind(')');
   return close != std::string::npos && close + 2 < line.size() && line[close + 2] != 'Z';
-}
-
-template <class Pred>
-bool eventually(Pred pred, std::chrono::milliseconds limit = 10s) {
-  auto deadline = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (pred())
-      return true;
-    std::this_thread::sleep_for(10ms);
-  }
-  return pred();
 }
 
 /// Starts `sh -c script` in its own group, without the lifeline.
@@ -122,7 +104,7 @@ TEST_CASE("default_data_dir follows XDG_STATE_HOME, then HOME") {
 }
 
 TEST_CASE("reserve, activate and remove leave exactly the expected rows") {
-  temp_dir dir;
+  registry_dir dir;
   auto reg = process_registry::open(dir.path + "/nested/state");
   REQUIRE_MESSAGE(reg, snakepit::describe(reg.error()));
   auto& r = **reg;
@@ -163,7 +145,7 @@ TEST_CASE("reserve, activate and remove leave exactly the expected rows") {
 }
 
 TEST_CASE("entries survive closing and reopening the database") {
-  temp_dir dir;
+  registry_dir dir;
   {
     auto reg = process_registry::open(dir.path);
     REQUIRE(reg);
@@ -179,7 +161,7 @@ TEST_CASE("entries survive closing and reopening the database") {
 }
 
 TEST_CASE("the sweep kills a recorded process group when pid and start time match") {
-  temp_dir dir;
+  registry_dir dir;
   auto reg = process_registry::open(dir.path);
   REQUIRE(reg);
   auto& r = **reg;
@@ -209,7 +191,7 @@ TEST_CASE("the sweep kills a recorded process group when pid and start time matc
 }
 
 TEST_CASE("stale identity: a recorded pid that now names another process is not killed") {
-  temp_dir dir;
+  registry_dir dir;
   auto reg = process_registry::open(dir.path);
   REQUIRE(reg);
   auto& r = **reg;
@@ -230,7 +212,7 @@ TEST_CASE("stale identity: a recorded pid that now names another process is not 
 }
 
 TEST_CASE("entries of a run whose host is alive are left alone") {
-  temp_dir dir;
+  registry_dir dir;
   auto reg = process_registry::open(dir.path);
   REQUIRE(reg);
   auto& r = **reg;
@@ -261,7 +243,7 @@ TEST_CASE("entries of a run whose host is alive are left alone") {
 }
 
 TEST_CASE("gone processes, reservations and entries without a run are removed silently") {
-  temp_dir dir;
+  registry_dir dir;
   auto reg = process_registry::open(dir.path);
   REQUIRE(reg);
   auto& r = **reg;
@@ -280,7 +262,7 @@ TEST_CASE("gone processes, reservations and entries without a run are removed si
 }
 
 TEST_CASE("entries of an earlier boot are dropped when the database is opened") {
-  temp_dir dir;
+  registry_dir dir;
   {
     auto reg = process_registry::open(dir.path);
     REQUIRE(reg);
@@ -303,7 +285,7 @@ TEST_CASE("entries of an earlier boot are dropped when the database is opened") 
 }
 
 TEST_CASE("the database does not grow over many boots and sweeps") {
-  temp_dir dir;
+  registry_dir dir;
   uintmax_t first = 0;
   for (int boot = 0; boot < 6; ++boot) {
     auto reg = process_registry::open(dir.path);

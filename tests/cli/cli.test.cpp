@@ -18,6 +18,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "tests/support/python.hpp"
+
 namespace {
 
 struct outcome {
@@ -236,8 +238,10 @@ TEST_CASE("exec with an adapter that cannot be imported exits 4 with the worker'
   auto file = scratch_dir() / "broken.toml";
   {
     std::ofstream out{file};
-    out << "[[pools]]\nadapter = \"snakepit_bridge.adapters.broken.BrokenAdapter\"\n"
-           "pool_size = 1\n";
+    out << "python_path = [";
+    for (auto& dir : snakepit::testing::test_python_path())
+      out << "\"" << dir << "\", ";
+    out << "]\n[[pools]]\nadapter = \"broken_adapter.BrokenAdapter\"\npool_size = 1\n";
   }
   auto res = run_cli({"exec", "--config", file.string(), "ping"});
   CHECK(res.code == 4);

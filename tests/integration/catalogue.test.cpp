@@ -97,7 +97,7 @@ TEST_SUITE("integration.telemetry_catalogue") {
     snakepit::pool_config flaky;
     flaky.name = "flaky";
     flaky.pool_size = 1;
-    flaky.adapter = "snakepit_bridge.adapters.flaky_start.FlakyStartAdapter";
+    use_test_adapter(cfg, flaky, "flaky_start_adapter.FlakyStartAdapter");
     flaky.adapter_env = {{"SNAKEPIT_FLAKY_START_FILE", marker}};
     flaky.circuit_threshold = 2;
     flaky.circuit_reset = 500ms;

@@ -30,18 +30,8 @@ namespace {
 using clock_type = std::chrono::steady_clock;
 
 /// A private data directory (never the user's state dir), removed at scope exit.
-struct temp_dir {
-  std::string path;
-  temp_dir() {
-    char tmpl[] = "/tmp/snakepit-chaos-XXXXXX";
-    auto* p = ::mkdtemp(tmpl);
-    REQUIRE(p != nullptr);
-    path = p;
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path, ec);
-  }
+struct chaos_dir : temp_dir {
+  chaos_dir() : temp_dir("chaos") {}
 };
 
 double seconds_since(clock_type::time_point t0) {
@@ -139,17 +129,13 @@ std::shared_ptr<ad::process_registry> open_registry(const std::string& dir) {
   return *reg;
 }
 
-bool has_category(const caf::error& err) {
-  return err.category() == caf::atom("snakepit");
-}
-
 } // namespace
 
 TEST_SUITE("chaos") {
 
 TEST_CASE("a host killed by SIGKILL takes every worker and grandchild along and reboots "
           "sweep its entries until only the current run is recorded") {
-  temp_dir dir;
+  chaos_dir dir;
   std::string previous_run;
   double worst = 0;
   for (int boot = 0; boot <= 5; ++boot) {
@@ -207,7 +193,7 @@ TEST_CASE("a host killed by SIGKILL takes every worker and grandchild along and 
 }
 
 TEST_CASE("workers of a host that stops answering (SIGSTOP) miss its heartbeats and exit") {
-  temp_dir dir;
+  chaos_dir dir;
   auto h = boot_host(dir.path, 2, 1, {{"SNAKEPIT_HELPER_HEARTBEAT_MS", "100"}});
   for (auto pid : h.ours())
     CHECK(pid_alive(pid));
@@ -236,7 +222,7 @@ TEST_CASE("workers of a host that stops answering (SIGSTOP) miss its heartbeats 
 
 TEST_CASE("a booting runtime kills a recorded orphan but not an unrelated process that "
           "now has a recorded pid") {
-  temp_dir dir;
+  chaos_dir dir;
   auto start_sleep = [] {
     ad::process_spec spec;
     spec.executable = "/bin/sleep";
@@ -319,7 +305,7 @@ TEST_CASE("a worker killed by SIGKILL while the host lives takes what it started
 
 TEST_CASE("crash storm: 30 random kill -9 during 400 requests at concurrency 16 and every "
           "request returns in time and the pool is back to 8 ready workers") {
-  temp_dir dir;
+  chaos_dir dir;
   auto cfg = small_config(8);
   cfg.data_dir = dir.path;
   // This test is about crash handling, not restart intensity or the circuit breaker:
@@ -389,7 +375,7 @@ TEST_CASE("crash storm: 30 random kill -9 during 400 requests at concurrency 16 
       std::lock_guard<std::mutex> guard{mtx};
       if (res) {
         ++ok;
-      } else if (!has_category(res.error())) {
+      } else if (!is_snakepit_error(res.error())) {
         ++untyped;
       } else {
         ++errors[snakepit::describe(res.error()).substr(0, 20)];

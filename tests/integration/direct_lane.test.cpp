@@ -24,10 +24,6 @@ namespace {
 
 using steady = std::chrono::steady_clock;
 
-bool has_code(const caf::error& err, errc code) {
-  return err.category() == caf::atom("snakepit") && err.code() == static_cast<uint8_t>(code);
-}
-
 /// Waits until the pool reports `n` requests running.
 bool busy_with(snakepit::runtime& r, size_t n) {
   return eventually([&] {
@@ -61,7 +57,7 @@ TEST_CASE("blocking calls run on the direct lane and count in stats, listings an
   opts.correlation_id = "lane-cid-1";
   auto failed = r.execute("fail", json::object(), opts);
   REQUIRE_FALSE(failed);
-  CHECK(has_code(failed.error(), errc::tool_error));
+  CHECK(is_error(failed.error(), errc::tool_error));
   CHECK(snakepit::correlation_id_of(failed.error()) == "lane-cid-1");
   auto s = r.get_stats();
   REQUIRE(s);
@@ -140,7 +136,7 @@ TEST_CASE("session calls take the lane to the worker their session is bound to")
   // An invalid id is the pool's to refuse.
   auto bad = r.execute_in_session("no spaces allowed", "ping");
   REQUIRE_FALSE(bad);
-  CHECK(has_code(bad.error(), errc::invalid_session_id));
+  CHECK(is_error(bad.error(), errc::invalid_session_id));
   stop_and_check(r);
 }
 
@@ -303,7 +299,7 @@ TEST_CASE("kill -9 during a call on the lane: worker_crashed at once, then a new
   CHECK(steady::now() - killed < 2s);
   auto res = call.get();
   REQUIRE_FALSE(res);
-  CHECK_MESSAGE(has_code(res.error(), errc::worker_crashed), explain(res.error()));
+  CHECK_MESSAGE(is_error(res.error(), errc::worker_crashed), explain(res.error()));
   CHECK(snakepit::correlation_id_of(res.error()) == "lane-crash-1");
   REQUIRE(eventually([&] {
     auto ws = r.list_workers();
@@ -372,7 +368,7 @@ TEST_CASE("a sequential caller loses at most its one call when its worker is kil
   std::lock_guard<std::mutex> g{mtx};
   CHECK(failures.size() <= 1);
   for (auto& f : failures)
-    CHECK_MESSAGE(has_code(f.error(), errc::worker_crashed), explain(f.error()));
+    CHECK_MESSAGE(is_error(f.error(), errc::worker_crashed), explain(f.error()));
   stop_and_check(r);
 }
 
@@ -387,7 +383,7 @@ TEST_CASE("a deadline on the lane gives timeout with the call's correlation id")
   auto res = r.execute("sleep", {{"ms", 1500}}, opts);
   auto took = steady::now() - t0;
   REQUIRE_FALSE(res);
-  CHECK_MESSAGE(has_code(res.error(), errc::timeout), explain(res.error()));
+  CHECK_MESSAGE(is_error(res.error(), errc::timeout), explain(res.error()));
   CHECK(snakepit::correlation_id_of(res.error()) == "lane-deadline-1");
   CHECK(took >= 250ms);
   CHECK(took < 1200ms);
@@ -438,8 +434,8 @@ TEST_CASE("stopping the runtime while a call runs on the lane ends that call wit
   REQUIRE(call.wait_for(10s) == std::future_status::ready);
   auto res = call.get();
   REQUIRE_FALSE(res);
-  CHECK_MESSAGE((has_code(res.error(), errc::shutting_down)
-                 || has_code(res.error(), errc::worker_crashed)),
+  CHECK_MESSAGE((is_error(res.error(), errc::shutting_down)
+                 || is_error(res.error(), errc::worker_crashed)),
                 explain(res.error()));
 }
 

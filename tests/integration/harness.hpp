@@ -1,5 +1,6 @@
-// Shared helpers of the integration tests: configs for small real pools and the
-// leak checks every test ends with (no process of the run alive, no runtime dir).
+// Helpers of the integration tests: configs for small real pools and the leak checks
+// every test ends with (no process of the run alive, no runtime dir), plus the helpers
+// every suite shares (tests/support).
 #pragma once
 
 #include <dirent.h>
@@ -18,6 +19,10 @@
 
 #include "actors/runtime/runtime.hpp"
 #include "adapters/errors.hpp"
+#include "tests/support/errors.hpp"
+#include "tests/support/eventually.hpp"
+#include "tests/support/files.hpp"
+#include "tests/support/python_config.hpp"
 
 namespace snakepit::testing {
 
@@ -84,17 +89,6 @@ inline void stop_and_check(runtime& rt) {
   CHECK(processes_with("--snakepit-run-id " + run_id).empty());
   CHECK_FALSE(path_exists(dir));
   CHECK(rt.live_processes().empty());
-}
-
-template <class Pred>
-bool eventually(Pred pred, std::chrono::milliseconds timeout = std::chrono::seconds{20}) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (pred())
-      return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds{20});
-  }
-  return pred();
 }
 
 } // namespace snakepit::testing

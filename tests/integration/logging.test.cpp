@@ -7,62 +7,16 @@
 #include <optional>
 #include <sstream>
 
-#include <spdlog/sinks/base_sink.h>
-
 #include "adapters/log.hpp"
 #include "adapters/process.hpp"
 #include "harness.hpp"
+#include "tests/support/log_capture.hpp"
 
 using namespace std::chrono_literals;
 using snakepit::json;
 using namespace snakepit::testing;
 
 namespace {
-
-/// Collects every line (the message part, i.e. the JSON object in JSON format).
-class capture_sink : public spdlog::sinks::base_sink<std::mutex> {
- public:
-  std::vector<std::string> lines() {
-    std::lock_guard<std::mutex> guard{mutex_};
-    return lines_;
-  }
-
-  /// Every line parsed as JSON (a line that does not parse fails the test).
-  std::vector<json> records() {
-    std::vector<json> out;
-    for (auto& l : lines()) {
-      auto rec = json::parse(l, nullptr, false);
-      CHECK_MESSAGE(rec.is_object(), "not a JSON object: " << l);
-      if (rec.is_object())
-        out.push_back(std::move(rec));
-    }
-    return out;
-  }
-
-  /// The first record for which `pred` holds, waiting for it up to 20 s.
-  template<class Pred>
-  std::optional<json> wait_for(Pred pred) {
-    std::optional<json> found;
-    eventually([&] {
-      for (auto& r : records())
-        if (pred(r)) {
-          found = r;
-          return true;
-        }
-      return false;
-    });
-    return found;
-  }
-
- protected:
-  void sink_it_(const spdlog::details::log_msg& msg) override {
-    lines_.emplace_back(msg.payload.data(), msg.payload.size());
-  }
-  void flush_() override {}
-
- private:
-  std::vector<std::string> lines_;
-};
 
 std::string str(const json& rec, const char* key) {
   auto i = rec.find(key);
@@ -75,20 +29,6 @@ snakepit::config json_debug_config() {
   cfg.log.format = "json";
   cfg.log.to_stderr = false;
   return cfg;
-}
-
-std::string dump_lines(capture_sink& sink) {
-  std::string out;
-  for (auto& l : sink.lines())
-    out += l + "\n";
-  return out;
-}
-
-std::string read_all(const std::string& path) {
-  std::ifstream in{path};
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
 }
 
 } // namespace
@@ -111,7 +51,7 @@ TEST_SUITE("integration.logging") {
     auto worker = res->worker_id;
     auto py =
       sink->wait_for([](const json& rec) { return str(rec, "msg") == "unary-given"; });
-    REQUIRE_MESSAGE(py, dump_lines(*sink));
+    REQUIRE_MESSAGE(py, sink->dump());
     CHECK(str(*py, "correlation_id") == "cid-unary-given-1");
     CHECK(str(*py, "worker_id") == worker);
     CHECK(str(*py, "source") == "python");
@@ -120,7 +60,7 @@ TEST_SUITE("integration.logging") {
     auto host = sink->wait_for([](const json& rec) {
       return str(rec, "msg") == "request completed" && str(rec, "command") == "log";
     });
-    REQUIRE_MESSAGE(host, dump_lines(*sink));
+    REQUIRE_MESSAGE(host, sink->dump());
     CHECK(str(*host, "correlation_id") == "cid-unary-given-1");
     CHECK(str(*host, "worker_id") == worker);
     CHECK(str(*host, "pool") == "default");
@@ -137,14 +77,14 @@ TEST_SUITE("integration.logging") {
     REQUIRE_MESSAGE(res, explain(res.error()));
     py = sink->wait_for(
       [](const json& rec) { return str(rec, "msg") == "unary-generated"; });
-    REQUIRE_MESSAGE(py, dump_lines(*sink));
+    REQUIRE_MESSAGE(py, sink->dump());
     auto cid = str(*py, "correlation_id");
     CHECK(cid.rfind("default-", 0) == 0);
     host = sink->wait_for([&](const json& rec) {
       return str(rec, "msg") == "request completed" && str(rec, "correlation_id") == cid;
     });
     REQUIRE_MESSAGE(host, "generated id " << cid << " not in a host line:\n"
-                                          << dump_lines(*sink));
+                                          << sink->dump());
     CHECK(str(*host, "command") == "log");
     CHECK(str(*host, "worker_id") == res->worker_id);
     stop_and_check(r);
@@ -170,10 +110,10 @@ TEST_SUITE("integration.logging") {
       return str(rec, "msg") == "request completed" &&
              str(rec, "correlation_id") == "cid-stream-given-1";
     });
-    REQUIRE_MESSAGE(host, dump_lines(*sink));
+    REQUIRE_MESSAGE(host, sink->dump());
     for (auto step : {"stream-given step 1", "stream-given step 2"}) {
       auto py = sink->wait_for([&](const json& rec) { return str(rec, "msg") == step; });
-      REQUIRE_MESSAGE(py, dump_lines(*sink));
+      REQUIRE_MESSAGE(py, sink->dump());
       CHECK(str(*py, "correlation_id") == "cid-stream-given-1");
       CHECK(str(*py, "worker_id") == str(*host, "worker_id"));
       CHECK(str(*py, "source") == "python");
@@ -186,14 +126,14 @@ TEST_SUITE("integration.logging") {
     REQUIRE_MESSAGE(!err, explain(err));
     auto py = sink->wait_for(
       [](const json& rec) { return str(rec, "msg") == "stream-generated step 1"; });
-    REQUIRE_MESSAGE(py, dump_lines(*sink));
+    REQUIRE_MESSAGE(py, sink->dump());
     auto cid = str(*py, "correlation_id");
     CHECK(cid.rfind("default-", 0) == 0);
     host = sink->wait_for([&](const json& rec) {
       return str(rec, "msg") == "request completed" && str(rec, "correlation_id") == cid;
     });
     REQUIRE_MESSAGE(host, "generated id " << cid << " not in a host line:\n"
-                                          << dump_lines(*sink));
+                                          << sink->dump());
     CHECK(host->at("streaming") == true);
     CHECK(str(*host, "worker_id") == str(*py, "worker_id"));
     stop_and_check(r);
@@ -219,7 +159,7 @@ TEST_SUITE("integration.logging") {
     REQUIRE_MESSAGE(res, explain(res.error()));
     auto line = sink->wait_for(
       [](const json& rec) { return str(rec, "msg") == "printed to stderr"; });
-    REQUIRE_MESSAGE(line, dump_lines(*sink));
+    REQUIRE_MESSAGE(line, sink->dump());
     CHECK(str(*line, "worker_id") == res->worker_id);
     CHECK(str(*line, "pool") == "default");
     CHECK(str(*line, "stream") == "stderr");
@@ -263,7 +203,7 @@ TEST_SUITE("integration.logging") {
       return ws && ws->size() == 1 && ws->front().pid != pid;
     }));
     stop_and_check(r);
-    auto text = read_all(dir->file("host.log"));
+    auto text = read_file(dir->file("host.log"));
     auto has_line = [&](std::vector<std::string> parts) {
       std::istringstream in{text};
       std::string line;
@@ -296,7 +236,7 @@ TEST_SUITE("integration.logging") {
     snakepit::start_options opts;
     opts.log_sinks.push_back(sink);
     auto cfg = small_config(1);
-    cfg.pools[0].adapter = "snakepit_bridge.adapters.broken.BrokenAdapter";
+    use_test_adapter(cfg, cfg.pools[0], "broken_adapter.BrokenAdapter");
     cfg.log.format = "json";
     cfg.log.to_stderr = false;
     auto rt = snakepit::runtime::start(cfg, opts);
@@ -306,11 +246,11 @@ TEST_SUITE("integration.logging") {
       return str(rec, "source") == "python" &&
              rec.dump().find("ImportError") != std::string::npos;
     });
-    CHECK_MESSAGE(from_python >= 1, dump_lines(*sink));
+    CHECK_MESSAGE(from_python >= 1, sink->dump());
     auto failed = std::count_if(recs.begin(), recs.end(), [](const json& rec) {
       return str(rec, "msg") == "worker failed to start" && str(rec, "level") == "error";
     });
-    CHECK_MESSAGE(failed >= 1, dump_lines(*sink));
+    CHECK_MESSAGE(failed >= 1, sink->dump());
   }
 
   TEST_CASE("an invalid log setting fails the start with the key named") {

@@ -38,10 +38,6 @@ struct latch {
   }
 };
 
-bool has_code(const caf::error& err, errc code) {
-  return err.category() == caf::atom("snakepit") && err.code() == static_cast<uint8_t>(code);
-}
-
 } // namespace
 
 TEST_SUITE("integration.pool") {
@@ -89,7 +85,7 @@ TEST_CASE("a Python exception becomes tool_error with the Python type, message a
   REQUIRE_MESSAGE(rt, explain(rt.error()));
   auto res = (*rt)->execute("fail", {{"message", "bad input 42"}});
   REQUIRE_FALSE(res);
-  CHECK(has_code(res.error(), errc::tool_error));
+  CHECK(is_error(res.error(), errc::tool_error));
   auto py = snakepit::python_error_of(res.error());
   REQUIRE(py);
   CHECK(py->type == "ValueError");
@@ -106,7 +102,7 @@ TEST_CASE("an unknown tool is reported as unknown_tool") {
   REQUIRE_MESSAGE(rt, explain(rt.error()));
   auto res = (*rt)->execute("no_such_tool");
   REQUIRE_FALSE(res);
-  CHECK(has_code(res.error(), errc::unknown_tool));
+  CHECK(is_error(res.error(), errc::unknown_tool));
   stop_and_check(**rt);
 }
 
@@ -123,7 +119,7 @@ TEST_CASE("once the workers registered their tools, an unknown tool is rejected 
   REQUIRE(before);
   auto res = r.execute("no_such_tool_either");
   REQUIRE_FALSE(res);
-  CHECK(has_code(res.error(), errc::unknown_tool));
+  CHECK(is_error(res.error(), errc::unknown_tool));
   auto after = r.get_stats();
   REQUIRE(after);
   CHECK(after->requests == before->requests); // never reached a worker
@@ -138,7 +134,7 @@ TEST_CASE("a call to a pool that does not exist fails with pool_not_found") {
   opts.pool = "nope";
   auto res = (*rt)->execute("ping", json::object(), opts);
   REQUIRE_FALSE(res);
-  CHECK(has_code(res.error(), errc::pool_not_found));
+  CHECK(is_error(res.error(), errc::pool_not_found));
   CHECK_FALSE((*rt)->get_stats("nope"));
   stop_and_check(**rt);
 }
@@ -196,7 +192,7 @@ TEST_CASE("kill -9 of a busy worker: the in-flight call gets worker_crashed and 
   REQUIRE(fut.wait_for(5s) == std::future_status::ready);
   auto res = fut.get();
   REQUIRE_FALSE(res);
-  CHECK_MESSAGE(has_code(res.error(), errc::worker_crashed), explain(res.error()));
+  CHECK_MESSAGE(is_error(res.error(), errc::worker_crashed), explain(res.error()));
   CHECK(eventually([&] { return !pid_alive(old.pid); }));
   int new_pid = 0;
   CHECK(eventually([&] {
@@ -276,9 +272,9 @@ TEST_CASE("saturation: queue timeouts and pool_saturated, and no timed-out reque
     auto& res = results[static_cast<size_t>(i)];
     if (res)
       succeeded.insert(i);
-    else if (has_code(res.error(), errc::queue_timeout))
+    else if (is_error(res.error(), errc::queue_timeout))
       ++timeouts;
-    else if (has_code(res.error(), errc::pool_saturated))
+    else if (is_error(res.error(), errc::pool_saturated))
       ++saturated;
     else
       FAIL_CHECK("unexpected error: " << snakepit::describe(res.error()));
@@ -307,7 +303,7 @@ TEST_CASE("a call whose deadline passes while the tool runs fails with timeout")
   opts.timeout = 300ms;
   auto res = (*rt)->execute("sleep", {{"ms", 3000}}, opts);
   REQUIRE_FALSE(res);
-  CHECK(has_code(res.error(), errc::timeout));
+  CHECK(is_error(res.error(), errc::timeout));
   stop_and_check(**rt);
 }
 

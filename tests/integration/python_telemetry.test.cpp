@@ -6,55 +6,13 @@
 
 #include "actors/observability/telemetry.hpp"
 #include "harness.hpp"
+#include "tests/support/event_capture.hpp"
 
 using namespace std::chrono_literals;
 using snakepit::json;
 using namespace snakepit::testing;
 
 namespace {
-
-/// Collects the events of one prefix.
-struct collector {
-  std::mutex mtx;
-  std::vector<snakepit::telemetry::event> events;
-
-  void add(const snakepit::telemetry::event& ev) {
-    std::lock_guard<std::mutex> g{mtx};
-    events.push_back(ev);
-  }
-
-  /// Start options whose handler collects `snakepit.python.*` here.
-  snakepit::start_options options() {
-    snakepit::start_options opts;
-    opts.telemetry_handlers.emplace_back(
-      "snakepit.python", [this](const snakepit::telemetry::event& ev) { add(ev); });
-    return opts;
-  }
-
-  /// The first event named `name` for which `pred` holds, waiting up to 20 s.
-  template<class Pred>
-  std::optional<snakepit::telemetry::event> wait_for(const std::string& name, Pred pred) {
-    std::optional<snakepit::telemetry::event> found;
-    eventually([&] {
-      std::lock_guard<std::mutex> g{mtx};
-      for (auto& ev : events)
-        if (ev.name == name && pred(ev)) {
-          found = ev;
-          return true;
-        }
-      return false;
-    });
-    return found;
-  }
-
-  std::string names() {
-    std::lock_guard<std::mutex> g{mtx};
-    std::string out;
-    for (auto& ev : events)
-      out += ev.name + " " + ev.metadata.dump() + "\n";
-    return out;
-  }
-};
 
 std::string md(const snakepit::telemetry::event& ev, const char* key) {
   auto i = ev.metadata.find(key);
@@ -68,8 +26,8 @@ TEST_SUITE("integration.python_telemetry") {
   TEST_CASE(
     "events a Python tool emits reach the bus as snakepit.python.* with worker and "
     "correlation ids") {
-    collector seen;
-    auto rt = snakepit::runtime::start(small_config(1), seen.options());
+    event_capture seen;
+    auto rt = snakepit::runtime::start(small_config(1), seen.options("snakepit.python"));
     REQUIRE_MESSAGE(rt, explain(rt.error()));
     auto& r = **rt;
 
@@ -83,7 +41,7 @@ TEST_SUITE("integration.python_telemetry") {
     REQUIRE_MESSAGE(res, explain(res.error()));
     CHECK(res->result == true);
     auto ev = seen.wait_for("snakepit.python.model.loaded", [](auto&) { return true; });
-    REQUIRE_MESSAGE(ev, seen.names());
+    REQUIRE_MESSAGE(ev, seen.dump());
     CHECK(ev->measurements["size"] == 3);
     CHECK(ev->measurements["ratio"] == 0.5);
     CHECK(ev->measurements["label"] == "x");
@@ -104,7 +62,7 @@ TEST_SUITE("integration.python_telemetry") {
       auto sev = seen.wait_for("snakepit.python.showcase.stream_step", [&](auto& e) {
         return e.measurements.value("step", 0) == step;
       });
-      REQUIRE_MESSAGE(sev, seen.names());
+      REQUIRE_MESSAGE(sev, seen.dump());
       CHECK(md(*sev, "correlation_id") == "cid-pytel-stream");
       CHECK(md(*sev, "worker_id") == res->worker_id);
       CHECK(md(*sev, "message") == "m");
@@ -113,7 +71,7 @@ TEST_SUITE("integration.python_telemetry") {
     res = r.execute("emit_event", {{"name", "no.cid.given"}});
     REQUIRE_MESSAGE(res, explain(res.error()));
     auto gen = seen.wait_for("snakepit.python.no.cid.given", [](auto&) { return true; });
-    REQUIRE_MESSAGE(gen, seen.names());
+    REQUIRE_MESSAGE(gen, seen.dump());
     CHECK(md(*gen, "correlation_id").rfind("default-", 0) == 0);
 
     // Upstream's python.* names are not doubled; invalid names are refused in Python.
@@ -128,11 +86,11 @@ TEST_SUITE("integration.python_telemetry") {
   }
 
   TEST_CASE("a restarted worker relays again and the open stream never holds a stop") {
-    collector seen;
+    event_capture seen;
     auto cfg = small_config(1);
     // Python's grace period would be 9.5 s: a stop held by the stream would show.
     cfg.pools[0].graceful_shutdown_timeout = 10s;
-    auto rt = snakepit::runtime::start(cfg, seen.options());
+    auto rt = snakepit::runtime::start(cfg, seen.options("snakepit.python"));
     REQUIRE_MESSAGE(rt, explain(rt.error()));
     auto& r = **rt;
     auto pid = r.list_workers()->front().pid;
@@ -156,8 +114,8 @@ TEST_SUITE("integration.python_telemetry") {
 
   TEST_CASE("set_python_telemetry switches, filters and samples the workers' events, also "
             "after a restart") {
-    collector seen;
-    auto rt = snakepit::runtime::start(small_config(1), seen.options());
+    event_capture seen;
+    auto rt = snakepit::runtime::start(small_config(1), seen.options("snakepit.python"));
     REQUIRE_MESSAGE(rt, explain(rt.error()));
     auto& r = **rt;
     // The tool returns whether its worker queued the event, so the worker's view of
@@ -210,9 +168,7 @@ TEST_SUITE("integration.python_telemetry") {
     CHECK(r.telemetry().flush(5s));
     for (auto name : {"snakepit.python.off.final", "snakepit.python.noisy.one",
                       "snakepit.python.sampled.final"}) {
-      std::lock_guard<std::mutex> g{seen.mtx};
-      for (auto& ev : seen.events)
-        CHECK_MESSAGE(ev.name != name, name);
+      CHECK_MESSAGE(seen.count(name) == 0, name);
     }
     stop_and_check(r);
   }

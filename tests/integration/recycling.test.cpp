@@ -12,6 +12,7 @@
 
 #include "actors/observability/telemetry.hpp"
 #include "harness.hpp"
+#include "tests/support/event_capture.hpp"
 
 using namespace std::chrono_literals;
 using snakepit::errc;
@@ -19,30 +20,6 @@ using snakepit::json;
 using namespace snakepit::testing;
 
 namespace {
-
-/// Collects the telemetry events under a prefix.
-struct recorder {
-  std::mutex mtx;
-  std::vector<snakepit::telemetry::event> events;
-
-  void attach_to(snakepit::start_options& opts, const std::string& prefix) {
-    opts.telemetry_handlers.emplace_back(prefix, [this](const snakepit::telemetry::event& ev) {
-      std::lock_guard<std::mutex> g{mtx};
-      events.push_back(ev);
-    });
-  }
-
-  std::vector<snakepit::telemetry::event> named(const std::string& name) {
-    std::lock_guard<std::mutex> g{mtx};
-    std::vector<snakepit::telemetry::event> out;
-    for (auto& ev : events)
-      if (ev.name == name)
-        out.push_back(ev);
-    return out;
-  }
-
-  size_t count(const std::string& name) { return named(name).size(); }
-};
 
 std::set<int> worker_pids(snakepit::runtime& rt) {
   std::set<int> out;
@@ -70,7 +47,7 @@ TEST_CASE("max_requests recycles every worker, with a replacement first and no f
   // The issue's scenario: max_requests 50 (jitter 0.1) on 4 workers, 1000 requests.
   auto cfg = small_config(4);
   cfg.pools[0].worker_max_requests = 50;
-  recorder rec;
+  event_capture rec;
   snakepit::start_options opts;
   rec.attach_to(opts, "snakepit.worker");
   auto rt = snakepit::runtime::start(cfg, opts);
@@ -128,7 +105,7 @@ TEST_CASE("ttl recycling drains: the call in flight finishes on the old worker")
   auto cfg = small_config(1);
   cfg.pools[0].worker_ttl = 700ms;
   cfg.pools[0].lifecycle_check_interval = 50ms;
-  recorder rec;
+  event_capture rec;
   snakepit::start_options opts;
   rec.attach_to(opts, "snakepit.worker.recycled");
   auto rt = snakepit::runtime::start(cfg, opts);
@@ -154,7 +131,7 @@ TEST_CASE("a worker whose Python process holds too much memory is recycled") {
   auto cfg = small_config(1);
   cfg.pools[0].memory_threshold_mb = 150;
   cfg.pools[0].lifecycle_check_interval = 50ms;
-  recorder rec;
+  event_capture rec;
   snakepit::start_options opts;
   rec.attach_to(opts, "snakepit.worker.recycled");
   auto rt = snakepit::runtime::start(cfg, opts);
@@ -205,7 +182,7 @@ TEST_SUITE("integration.crash_barrier") {
 TEST_CASE("a segfaulted worker is tainted: new calls go elsewhere until the taint ends") {
   auto cfg = small_config(2);
   cfg.pools[0].taint_duration = 6000ms;
-  recorder rec;
+  event_capture rec;
   snakepit::start_options opts;
   rec.attach_to(opts, "snakepit.worker");
   auto rt = snakepit::runtime::start(cfg, opts);
@@ -254,7 +231,7 @@ TEST_CASE("a segfaulted worker is tainted: new calls go elsewhere until the tain
 TEST_CASE("a killed worker is not tainted by default, and an exit code can be") {
   auto cfg = small_config(2);
   cfg.pools[0].taint_on = {"exit_7"};
-  recorder rec;
+  event_capture rec;
   snakepit::start_options opts;
   rec.attach_to(opts, "snakepit.worker");
   auto rt = snakepit::runtime::start(cfg, opts);
@@ -276,7 +253,7 @@ TEST_CASE("an idempotent call is retried with backoff up to retry_max_attempts")
   cfg.pools[0].retry_max_attempts = 2;
   cfg.pools[0].retry_backoff = {100ms, 200ms};
   cfg.pools[0].taint_on = {};
-  recorder rec;
+  event_capture rec;
   snakepit::start_options opts;
   rec.attach_to(opts, "snakepit");
   auto rt = snakepit::runtime::start(cfg, opts);
@@ -319,13 +296,13 @@ TEST_CASE("workers that keep failing to start open the circuit: fail fast, no st
   ::close(fd);
   ::unlink(marker); // absent: workers start
   auto cfg = small_config(2);
-  cfg.pools[0].adapter = "snakepit_bridge.adapters.flaky_start.FlakyStartAdapter";
+  use_test_adapter(cfg, cfg.pools[0], "flaky_start_adapter.FlakyStartAdapter");
   cfg.pools[0].adapter_env = {{"SNAKEPIT_FLAKY_START_FILE", marker}};
   cfg.pools[0].circuit_threshold = 3;
   cfg.pools[0].circuit_reset = 1000ms;
   cfg.pools[0].worker_max_restarts = 20;
   cfg.pools[0].worker_max_seconds = std::chrono::seconds{10};
-  recorder rec;
+  event_capture rec;
   snakepit::start_options opts;
   rec.attach_to(opts, "snakepit");
   auto rt = snakepit::runtime::start(cfg, opts);
@@ -359,10 +336,10 @@ TEST_CASE("workers that keep failing to start open the circuit: fail fast, no st
 
 TEST_CASE("start storm: an adapter that never imports opens the circuit; spawns stay bounded") {
   auto cfg = small_config(2);
-  cfg.pools[0].adapter = "snakepit_bridge.adapters.broken.BrokenAdapter";
+  use_test_adapter(cfg, cfg.pools[0], "broken_adapter.BrokenAdapter");
   cfg.pools[0].circuit_threshold = 2;
   cfg.pools[0].circuit_reset = 700ms;
-  recorder rec;
+  event_capture rec;
   snakepit::start_options opts;
   opts.wait_ready = false;
   rec.attach_to(opts, "snakepit");
@@ -395,7 +372,7 @@ TEST_SUITE("integration.cancel_grace") {
 TEST_CASE("a sync tool that ignores its cancellation gets its worker restarted") {
   auto cfg = small_config(1);
   cfg.pools[0].cancel_grace = 300ms;
-  recorder rec;
+  event_capture rec;
   snakepit::start_options opts;
   rec.attach_to(opts, "snakepit.worker");
   auto rt = snakepit::runtime::start(cfg, opts);
@@ -422,7 +399,7 @@ TEST_CASE("a sync tool that ignores its cancellation gets its worker restarted")
 TEST_CASE("cancelled async tools and sync tools that finish in time keep their worker") {
   auto cfg = small_config(1);
   cfg.pools[0].cancel_grace = 1500ms;
-  recorder rec;
+  event_capture rec;
   snakepit::start_options opts;
   rec.attach_to(opts, "snakepit.worker");
   auto rt = snakepit::runtime::start(cfg, opts);

@@ -16,10 +16,6 @@ using namespace snakepit::testing;
 
 namespace {
 
-bool has_code(const caf::error& err, errc code) {
-  return err.category() == caf::atom("snakepit") && err.code() == static_cast<uint8_t>(code);
-}
-
 int pid_of(const snakepit::execute_result& res) {
   return res ? res->result.value("pid", 0) : 0;
 }
@@ -117,7 +113,7 @@ TEST_CASE("strict_fail_fast: a call to the session's busy worker fails with work
   REQUIRE(busy_workers(r, 1));
   auto res = r.execute_in_session("s4", "info");
   REQUIRE_FALSE(res);
-  CHECK_MESSAGE(has_code(res.error(), errc::worker_busy), explain(res.error()));
+  CHECK_MESSAGE(is_error(res.error(), errc::worker_busy), explain(res.error()));
   CHECK(r.get_stats()->queue_depth == 0);
   CHECK(slow.get_future().get());
   stop_and_check(r);
@@ -152,7 +148,7 @@ TEST_CASE("killing the session's worker: hint moves on, strict reports session_w
       CHECK(pid_of(next) != victim);
     } else {
       REQUIRE_FALSE(next);
-      CHECK_MESSAGE(has_code(next.error(), errc::session_worker_unavailable),
+      CHECK_MESSAGE(is_error(next.error(), errc::session_worker_unavailable),
                     explain(next.error()));
     }
     stop_and_check(r);
@@ -168,7 +164,7 @@ TEST_CASE("the runtime's max_sessions quota is enforced with quota_exceeded") {
   CHECK((*rt)->create_session(std::string{"q2"}));
   auto third = (*rt)->create_session(std::string{"q3"});
   REQUIRE_FALSE(third);
-  CHECK_MESSAGE(has_code(third.error(), errc::quota_exceeded), explain(third.error()));
+  CHECK_MESSAGE(is_error(third.error(), errc::quota_exceeded), explain(third.error()));
   CHECK((*rt)->cleanup_session("q1"));
   CHECK((*rt)->create_session(std::string{"q3"}));
   stop_and_check(**rt);
@@ -179,7 +175,7 @@ TEST_CASE("an invalid session id is rejected") {
   REQUIRE_MESSAGE(rt, explain(rt.error()));
   auto res = (*rt)->execute_in_session("bad id!", "ping");
   REQUIRE_FALSE(res);
-  CHECK(has_code(res.error(), errc::invalid_session_id));
+  CHECK(is_error(res.error(), errc::invalid_session_id));
   stop_and_check(**rt);
 }
 
@@ -308,7 +304,7 @@ TEST_CASE("pools with different adapters and settings serve side by side, routed
   CHECK(r.execute("whoami", json::object(), g));
   auto other = r.execute("whoami", json::object(), a);
   REQUIRE_FALSE(other); // alpha's adapter has no such tool
-  CHECK(has_code(other.error(), errc::unknown_tool));
+  CHECK(is_error(other.error(), errc::unknown_tool));
   CHECK(r.list_workers("alpha")->size() == 1);
   CHECK(r.list_workers("beta")->size() == 2);
   CHECK(r.get_stats("beta")->completed == 1);
@@ -331,11 +327,11 @@ TEST_CASE("a broken pool reports its error while a healthy pool keeps serving") 
   CHECK(r.execute("ping", json::object(), h));
   auto err = r.await_ready("broken", 5s);
   REQUIRE(err);
-  CHECK(has_code(err, errc::start_failed));
+  CHECK(is_error(err, errc::start_failed));
   CHECK(snakepit::describe(err).find("ModuleNotFoundError") != std::string::npos);
   auto res = r.execute("ping", json::object(), b);
   REQUIRE_FALSE(res);
-  CHECK(has_code(res.error(), errc::start_failed));
+  CHECK(is_error(res.error(), errc::start_failed));
   stop_and_check(r);
 }
 

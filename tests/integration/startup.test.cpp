@@ -12,10 +12,6 @@ using namespace snakepit::testing;
 
 namespace {
 
-bool has_code(const caf::error& err, errc code) {
-  return err.category() == caf::atom("snakepit") && err.code() == static_cast<uint8_t>(code);
-}
-
 std::string env_or(const char* name, const char* fallback) {
   auto* v = std::getenv(name);
   return v ? v : fallback;
@@ -35,7 +31,7 @@ TEST_CASE("a missing interpreter fails fast, naming the field, and spawns nothin
   auto before = runtime_dirs();
   auto rt = snakepit::runtime::start(cfg);
   REQUIRE_FALSE(rt);
-  CHECK(has_code(rt.error(), errc::invalid_config));
+  CHECK(is_error(rt.error(), errc::invalid_config));
   auto text = snakepit::describe(rt.error());
   CHECK(text.find("python") != std::string::npos);
   CHECK(text.find("/nonexistent/python3") != std::string::npos);
@@ -56,7 +52,7 @@ TEST_CASE("an interpreter that cannot import grpc is rejected before any worker 
                      env_or("SNAKEPIT_BUILD_DIR", "build") + std::string{"/python"}};
   auto rt = snakepit::runtime::start(cfg);
   REQUIRE_FALSE(rt);
-  CHECK(has_code(rt.error(), errc::invalid_config));
+  CHECK(is_error(rt.error(), errc::invalid_config));
   CHECK(snakepit::describe(rt.error()).find("grpc") != std::string::npos);
   std::remove((dir + "/grpc/__init__.py").c_str());
   ::rmdir((dir + "/grpc").c_str());
@@ -68,7 +64,7 @@ TEST_CASE("invalid pool settings are rejected with the field's name") {
   cfg.pools[0].pool_size = 0;
   auto rt = snakepit::runtime::start(cfg);
   REQUIRE_FALSE(rt);
-  CHECK(has_code(rt.error(), errc::invalid_config));
+  CHECK(is_error(rt.error(), errc::invalid_config));
   CHECK(snakepit::describe(rt.error()).find("pool_size") != std::string::npos);
 
   auto cfg2 = small_config(1);
@@ -94,7 +90,7 @@ TEST_CASE("an adapter that does not import fails the start with the worker's own
   auto before = processes_with("snakepit_no_such_module");
   auto rt = snakepit::runtime::start(cfg);
   REQUIRE_FALSE(rt);
-  CHECK(has_code(rt.error(), errc::start_failed));
+  CHECK(is_error(rt.error(), errc::start_failed));
   auto text = snakepit::describe(rt.error());
   CHECK_MESSAGE(text.find("snakepit_no_such_module") != std::string::npos, text);
   CHECK_MESSAGE(text.find("ModuleNotFoundError") != std::string::npos, text);
@@ -161,8 +157,8 @@ TEST_CASE("calls after stop fail with a typed error instead of hanging") {
   stop_and_check(**rt);
   auto res = (*rt)->execute("ping");
   REQUIRE_FALSE(res);
-  CHECK((has_code(res.error(), errc::pool_not_found)
-         || has_code(res.error(), errc::shutting_down)));
+  CHECK((is_error(res.error(), errc::pool_not_found)
+         || is_error(res.error(), errc::shutting_down)));
 }
 
 } // TEST_SUITE

@@ -10,6 +10,7 @@
 
 #include <caf/all.hpp>
 
+#include "actors/atoms.hpp"
 #include "harness.hpp"
 
 using namespace std::chrono_literals;
@@ -19,25 +20,11 @@ using namespace snakepit::testing;
 
 namespace {
 
-bool has_code(const caf::error& err, errc code) {
-  return err.category() == caf::atom("snakepit") && err.code() == static_cast<uint8_t>(code);
-}
-
-std::string temp_path(const char* tag) {
-  char tmpl[64];
-  std::snprintf(tmpl, sizeof(tmpl), "/tmp/snakepit-%s-XXXXXX", tag);
-  int fd = ::mkstemp(tmpl);
-  REQUIRE(fd >= 0);
-  ::close(fd);
-  return tmpl;
-}
-
-std::string slurp(const std::string& path) {
-  std::ifstream in{path};
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using snakepit::actors::stream_atom;
+using chunk_atom = snakepit::actors::stream_chunk_atom;
+using end_atom = snakepit::actors::stream_end_atom;
+using ack_atom = snakepit::actors::stream_ack_atom;
+using halt_atom = snakepit::actors::stream_halt_atom;
 
 } // namespace
 
@@ -115,7 +102,7 @@ TEST_CASE("a stream queues behind a busy worker and completes") {
 TEST_CASE("a slow consumer holds the producer back instead of buffering everything") {
   auto rt = snakepit::runtime::start(small_config(1));
   REQUIRE_MESSAGE(rt, explain(rt.error()));
-  auto probe = temp_path("flow");
+  auto probe = temp_file("flow");
   // The tool records how far it got; the consumer sleeps on every chunk.
   int seen = 0;
   auto err = (*rt)->execute_stream(
@@ -150,7 +137,7 @@ TEST_CASE("an error after two chunks arrives after them, as tool_error") {
                                    });
   CHECK(seen == 2);
   REQUIRE(err);
-  CHECK_MESSAGE(has_code(err, errc::tool_error), explain(err));
+  CHECK_MESSAGE(is_error(err, errc::tool_error), explain(err));
   auto py = snakepit::python_error_of(err);
   REQUIRE(py);
   CHECK(py->type == "RuntimeError");
@@ -170,7 +157,7 @@ TEST_CASE("a stream whose deadline passes ends with timeout") {
                                    },
                                    opts);
   REQUIRE(err);
-  CHECK_MESSAGE(has_code(err, errc::timeout), explain(err));
+  CHECK_MESSAGE(is_error(err, errc::timeout), explain(err));
   CHECK(seen < 100);
   auto next = (*rt)->execute("ping");
   CHECK(next);
@@ -185,17 +172,17 @@ TEST_CASE("a host actor receives stream chunks and the end as messages") {
     snakepit::execute_request req;
     req.command = "stream_progress";
     req.args = {{"steps", 4}};
-    self->send((*rt)->pool(), caf::atom_constant<caf::atom("stream")>::value, req);
+    self->send((*rt)->pool(), stream_atom::value, req);
     int chunks = 0;
     bool ended = false;
     while (!ended) {
       bool got = false;
       self->receive(
-        [&](caf::atom_constant<caf::atom("strchunk")>, const json&, bool) {
+        [&](chunk_atom, const json&, bool) {
           ++chunks;
           got = true;
         },
-        [&](caf::atom_constant<caf::atom("strend")>, const caf::error& err) {
+        [&](end_atom, const caf::error& err) {
           CHECK_FALSE(err);
           ended = true;
           got = true;
@@ -212,12 +199,6 @@ TEST_CASE("a host actor receives stream chunks and the end as messages") {
 
 namespace {
 
-using stream_atom = caf::atom_constant<caf::atom("stream")>;
-using chunk_atom = caf::atom_constant<caf::atom("strchunk")>;
-using end_atom = caf::atom_constant<caf::atom("strend")>;
-using ack_atom = caf::atom_constant<caf::atom("strack")>;
-using halt_atom = caf::atom_constant<caf::atom("strhalt")>;
-
 /// Skips chunks until the end of a windowed stream; its error, or `internal` when
 /// no end arrives within 10 s.
 caf::error end_of_stream(caf::scoped_actor& self) {
@@ -233,7 +214,7 @@ caf::error end_of_stream(caf::scoped_actor& self) {
 }
 
 size_t lines_in(const std::string& path) {
-  auto text = slurp(path);
+  auto text = read_file(path);
   return static_cast<size_t>(std::count(text.begin(), text.end(), '\n'));
 }
 
@@ -242,7 +223,7 @@ size_t lines_in(const std::string& path) {
 TEST_CASE("a windowed actor stream holds the producer back until the host acknowledges") {
   auto rt = snakepit::runtime::start(small_config(1));
   REQUIRE_MESSAGE(rt, explain(rt.error()));
-  auto probe = temp_path("window");
+  auto probe = temp_file("window");
   {
     caf::scoped_actor self{(*rt)->system()};
     snakepit::execute_request req;
@@ -321,7 +302,7 @@ TEST_CASE("a windowed actor stream can be halted, and one never acknowledged end
     auto t0 = std::chrono::steady_clock::now();
     self->send((*rt)->pool(), stream_atom::value, req, uint32_t{2});
     end_err = end_of_stream(self);
-    CHECK_MESSAGE(has_code(end_err, errc::timeout), explain(end_err));
+    CHECK_MESSAGE(is_error(end_err, errc::timeout), explain(end_err));
     CHECK(std::chrono::steady_clock::now() - t0 < 5s);
     CHECK((*rt)->execute("ping"));
   }
@@ -341,7 +322,7 @@ TEST_CASE("the caller's timeout reaches Python and a long tool is cut off at the
   auto res = (*rt)->execute("async_sleep", {{"ms", 5000}}, opts);
   auto took = std::chrono::steady_clock::now() - t0;
   REQUIRE_FALSE(res);
-  CHECK_MESSAGE(has_code(res.error(), errc::timeout), explain(res.error()));
+  CHECK_MESSAGE(is_error(res.error(), errc::timeout), explain(res.error()));
   CHECK(took < 3s); // generous: the 5 s tool did not have to finish
   auto meta = (*rt)->execute("request_metadata", json::object());
   REQUIRE_MESSAGE(meta, explain(meta.error()));
@@ -353,7 +334,7 @@ TEST_CASE("the caller's timeout reaches Python and a long tool is cut off at the
 TEST_CASE("time spent in the queue counts against the deadline, and such a request never runs") {
   auto rt = snakepit::runtime::start(small_config(1));
   REQUIRE_MESSAGE(rt, explain(rt.error()));
-  auto probe = temp_path("deadline");
+  auto probe = temp_file("deadline");
   std::promise<snakepit::execute_result> busy;
   (*rt)->execute_async("sleep", {{"ms", 800}}, {},
                        [&](snakepit::execute_result r) { busy.set_value(std::move(r)); });
@@ -365,10 +346,10 @@ TEST_CASE("time spent in the queue counts against the deadline, and such a reque
   opts.timeout = 200ms;
   auto res = (*rt)->execute("slow_probe", {{"path", probe}, {"value", 1}, {"ms", 1}}, opts);
   REQUIRE_FALSE(res);
-  CHECK_MESSAGE(has_code(res.error(), errc::timeout), explain(res.error()));
+  CHECK_MESSAGE(is_error(res.error(), errc::timeout), explain(res.error()));
   CHECK(busy.get_future().get());
   std::this_thread::sleep_for(200ms);
-  CHECK(slurp(probe).empty());
+  CHECK(read_file(probe).empty());
   ::unlink(probe.c_str());
   stop_and_check(**rt);
 }
@@ -412,12 +393,12 @@ TEST_CASE("every error a caller gets carries the request's correlation id") {
   slow.timeout = 200ms;
   auto late = r.execute("async_sleep", {{"ms", 3000}}, slow);
   REQUIRE_FALSE(late);
-  CHECK(has_code(late.error(), errc::timeout));
+  CHECK(is_error(late.error(), errc::timeout));
   CHECK(snakepit::correlation_id_of(late.error()) == "cid-deadline");
   auto old_pid = r.list_workers()->front().pid;
   auto crashed = r.execute("crash", {{"code", 3}}, with_cid("cid-crash"));
   REQUIRE_FALSE(crashed);
-  CHECK(has_code(crashed.error(), errc::worker_crashed));
+  CHECK(is_error(crashed.error(), errc::worker_crashed));
   CHECK(snakepit::correlation_id_of(crashed.error()) == "cid-crash");
   REQUIRE(eventually([&] {
     auto ws = r.list_workers();
@@ -440,16 +421,16 @@ TEST_CASE("every error a caller gets carries the request's correlation id") {
   auto f = rejected.get_future().get();
   busy.get_future().wait();
   REQUIRE_FALSE(q);
-  CHECK(has_code(q.error(), errc::queue_timeout));
+  CHECK(is_error(q.error(), errc::queue_timeout));
   CHECK(snakepit::correlation_id_of(q.error()) == "cid-queued");
   REQUIRE_FALSE(f);
-  CHECK(has_code(f.error(), errc::pool_saturated));
+  CHECK(is_error(f.error(), errc::pool_saturated));
   CHECK(snakepit::correlation_id_of(f.error()) == "cid-full");
   // A stream that fails, and an error whose id the pool generated.
   auto stream_err = r.execute_stream(
     "stream_fail", {{"after", 1}}, [](const json&, bool) { return true; },
     with_cid("cid-stream"));
-  CHECK(has_code(stream_err, errc::tool_error));
+  CHECK(is_error(stream_err, errc::tool_error));
   CHECK(snakepit::correlation_id_of(stream_err) == "cid-stream");
   auto anonymous = r.execute("fail");
   REQUIRE_FALSE(anonymous);
@@ -475,7 +456,7 @@ TEST_CASE("a 50 MiB binary round trip works and an over-limit payload is rejecte
   big.binary_args = {{"blob", std::string((100u << 20) + 1, 'x')}};
   auto rejected = (*rt)->execute("bytes_echo", json::object(), big);
   REQUIRE_FALSE(rejected);
-  CHECK_MESSAGE(has_code(rejected.error(), errc::payload_too_large), explain(rejected.error()));
+  CHECK_MESSAGE(is_error(rejected.error(), errc::payload_too_large), explain(rejected.error()));
   auto ok = (*rt)->execute("ping");
   CHECK(ok); // the worker stays healthy
   stop_and_check(**rt);

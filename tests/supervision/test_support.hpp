@@ -1,7 +1,6 @@
-// Shared fixtures for the supervision suites: a deterministic actor system on
-// CAF's test coordinator (virtual time), an event log children write to, and
-// configurable test children (crash on demand, fail or hang in init, ignore
-// shutdown requests).
+// Fixtures of the supervision suites: supervisors on the deterministic actor system
+// (tests/support), an event log children write to, and configurable test children
+// (crash on demand, fail or hang in init, ignore shutdown requests).
 #pragma once
 
 #include <doctest/doctest.h>
@@ -18,11 +17,12 @@
 #include <vector>
 
 #include "caf/all.hpp"
-#include "caf/scheduler/test_coordinator.hpp"
 
 #include "supervision/dynamic_supervisor.hpp"
 #include "supervision/registry.hpp"
 #include "supervision/supervisor.hpp"
+#include "tests/support/deterministic.hpp"
+#include "tests/support/eventually.hpp"
 
 namespace sp = snakepit::supervision;
 using namespace std::chrono_literals;
@@ -160,26 +160,12 @@ inline std::vector<std::string> events(std::initializer_list<const char*> xs) {
 }
 
 /// Deterministic fixture: no scheduler threads, virtual clock.
-struct det_fixture {
-  caf::actor_system_config cfg;
-  caf::actor_system sys;
-  caf::scoped_actor self;
-  caf::scheduler::test_coordinator& sched;
+struct det_fixture : snakepit::testing::deterministic_system {
   log_ptr log = std::make_shared<event_log>();
   std::vector<caf::actor> roots;
 
-  static caf::actor_system_config& prepare(caf::actor_system_config& c) {
-    c.set("scheduler.policy", caf::atom("testing"));
-    c.set("logger.inline-output", true);
-    sp::add_error_category(c);
-    return c;
-  }
-
-  det_fixture()
-    : sys(prepare(cfg)),
-      self(sys, true),
-      sched(dynamic_cast<caf::scheduler::test_coordinator&>(sys.scheduler())) {
-    sched.clock().current_time += std::chrono::hours(1);
+  det_fixture() : deterministic_system(sp::add_error_category) {
+    // nop
   }
 
   ~det_fixture() {
@@ -295,13 +281,7 @@ struct rt_fixture {
   /// Polls `pred` until it holds or a generous deadline passes.
   template <class Pred>
   bool eventually(Pred pred, std::chrono::milliseconds deadline = 10s) {
-    auto until = std::chrono::steady_clock::now() + deadline;
-    while (std::chrono::steady_clock::now() < until) {
-      if (pred())
-        return true;
-      std::this_thread::sleep_for(5ms);
-    }
-    return pred();
+    return snakepit::testing::eventually(pred, deadline, 5ms);
   }
 
   template <class T, class... Ts>
