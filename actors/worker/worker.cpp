@@ -55,7 +55,8 @@ self_actor handle_of(worker_pointer self) {
 }
 
 caf::error start_error(const worker_state& st, const std::string& what) {
-  return caf::make_error(errc::start_failed, fmt::format("worker {}: {}", st.args.id, what));
+  return caf::make_error(errc::start_failed,
+                         fmt::format("worker {}: {}", st.args.id, what));
 }
 
 // -- Start. The process runs; the ready file, then a Ping. ------------------------
@@ -87,10 +88,11 @@ void on_ready(worker_pointer self) {
   }
   st.telemetry.open(st.client, st.args);
   if (st.heartbeat.settings().enabled)
-    self->delayed_send(self, st.heartbeat.settings().interval, detail::heartbeat_atom::value);
-  st.channel = worker_channel{st.args.id,        st.args.pool_cfg.name, st.args.pool,
-                              handle_of(self),   st.client,             env.log,
-                              env.telemetry};
+    self->delayed_send(self, st.heartbeat.settings().interval,
+                       detail::heartbeat_atom::value);
+  st.channel = worker_channel{
+    st.args.id, st.args.pool_cfg.name, st.args.pool, handle_of(self), st.client,
+    env.log,    env.telemetry};
   // The channel goes along: the pool lends it to blocking callers (direct lane).
   auto hdl = caf::actor_cast<caf::actor>(self);
   self->anon_send(st.args.pool, worker_ready_atom::value, st.args.id, hdl,
@@ -110,8 +112,9 @@ void check_ready(worker_pointer self) {
   if (auto err = st.process.startup_error(); !err.empty())
     return fail_start(self, start_error(st, err));
   if (st.readiness.expired(self->clock().now()))
-    return fail_start(self, start_error(st, fmt::format("not ready within {} ms",
-                                                        st.args.pool_cfg.worker_ready_timeout.count())));
+    return fail_start(
+      self, start_error(st, fmt::format("not ready within {} ms",
+                                        st.args.pool_cfg.worker_ready_timeout.count())));
   self->delayed_send(self, st.readiness.next_poll(), detail::check_ready_atom::value);
 }
 
@@ -167,8 +170,9 @@ void on_crash(worker_pointer self, adapters::process_exit e, size_t in_flight) {
     log->error("worker exited unexpectedly (" + e.to_string() + ")", f);
   }
   st.client.cancel_all();
-  self->quit(caf::make_error(errc::worker_crashed, fmt::format("worker {}: python exited ({})",
-                                                               st.args.id, e.to_string())));
+  self->quit(
+    caf::make_error(errc::worker_crashed, fmt::format("worker {}: python exited ({})",
+                                                      st.args.id, e.to_string())));
 }
 
 void on_stopped(worker_pointer self, adapters::process_exit e) {
@@ -188,18 +192,19 @@ void on_process_exit(worker_pointer self, adapters::process_exit e) {
   st.telemetry.close();
   st.process.exited();
   switch (st.ph) {
-    case phase::starting: {
-      auto err = st.process.startup_error();
-      fail_start(self, start_error(st, fmt::format("python exited during startup ({}){}{}",
-                                                   e.to_string(), err.empty() ? "" : ": ", err)));
-      break;
-    }
-    case phase::ready:
-      on_crash(self, e, in_flight);
-      break;
-    case phase::stopping:
-      on_stopped(self, e);
-      break;
+  case phase::starting: {
+    auto err = st.process.startup_error();
+    fail_start(self,
+               start_error(st, fmt::format("python exited during startup ({}){}{}",
+                                           e.to_string(), err.empty() ? "" : ": ", err)));
+    break;
+  }
+  case phase::ready:
+    on_crash(self, e, in_flight);
+    break;
+  case phase::stopping:
+    on_stopped(self, e);
+    break;
   }
 }
 
@@ -220,7 +225,8 @@ void on_heartbeat_result(worker_pointer self, const caf::error& err) {
   if (verdict == detail::heartbeat_counter::verdict::dead)
     st.process.signal(SIGKILL); // its exit makes this worker crash
   else
-    self->delayed_send(self, st.heartbeat.settings().interval, detail::heartbeat_atom::value);
+    self->delayed_send(self, st.heartbeat.settings().interval,
+                       detail::heartbeat_atom::value);
 }
 
 // -- Calls. Issued as the pool would issue them (worker_rpc.hpp). ------------------
@@ -241,8 +247,9 @@ void report_failed_call(worker_pointer self, uint64_t req_id, execute_result res
   if (!res && transport_failure(res.error()) && !st.process.running()) {
     // The connection broke because the process died: report the crash, not the
     // transport symptom that happened to arrive before the exit notice.
-    res = caf::make_error(errc::worker_crashed,
-                          fmt::format("worker {}: python exited during the call", st.args.id));
+    res = caf::make_error(
+      errc::worker_crashed,
+      fmt::format("worker {}: python exited during the call", st.args.id));
   }
   self->anon_send(st.args.pool, result_atom::value, st.args.id, req_id, std::move(res));
 }
@@ -252,8 +259,8 @@ void on_rpc_failed(worker_pointer self, uint64_t req_id, execute_result res) {
     // A killed process closes its socket a moment before its exit becomes visible:
     // look again shortly. If it died, the worker quits before the recheck and the
     // pool answers the call with worker_crashed.
-    self->delayed_send(self, std::chrono::milliseconds{100}, detail::rpc_recheck_atom::value,
-                       req_id, std::move(res));
+    self->delayed_send(self, std::chrono::milliseconds{100},
+                       detail::rpc_recheck_atom::value, req_id, std::move(res));
     return;
   }
   report_failed_call(self, req_id, std::move(res));
@@ -266,12 +273,14 @@ self_actor::behavior_type worker_behavior(worker_pointer self) {
     [self](execute_atom, uint64_t req_id, execute_request& req, caf::timespan budget,
            reply_slot_ptr& slot) {
       if (accept_call(self, req_id))
-        issue_execute(self->state.channel, req_id, std::move(req), budget, std::move(slot));
+        issue_execute(self->state.channel, req_id, std::move(req), budget,
+                      std::move(slot));
     },
     [self](stream_atom, uint64_t req_id, execute_request& req, caf::timespan budget,
            stream_sink_ptr& sink) {
       if (accept_call(self, req_id))
-        issue_stream(self->state.channel, req_id, std::move(req), budget, std::move(sink));
+        issue_stream(self->state.channel, req_id, std::move(req), budget,
+                     std::move(sink));
     },
     [self](python_telemetry_atom) {
       self->state.telemetry.apply_settings(*self->state.args.env);
@@ -293,7 +302,9 @@ self_actor::behavior_type worker_behavior(worker_pointer self) {
         st.process.signal(SIGKILL);
     },
     [self](detail::heartbeat_atom) { on_heartbeat(self); },
-    [self](detail::heartbeat_result_atom, caf::error& err) { on_heartbeat_result(self, err); },
+    [self](detail::heartbeat_result_atom, caf::error& err) {
+      on_heartbeat_result(self, err);
+    },
   };
 }
 
@@ -302,15 +313,18 @@ self_actor::behavior_type worker_impl(worker_pointer self, worker_args args,
   auto& st = self->state;
   st.args = std::move(args);
   st.ack = std::move(ack);
-  st.heartbeat = detail::heartbeat_counter{detail::heartbeat_settings::of(st.args.pool_cfg)};
-  auto started = st.process.start(st.args, [hdl = handle_of(self)](adapters::process_exit e) {
-    caf::anon_send(hdl, detail::process_exited_atom::value, e.code, e.signal);
-  });
+  st.heartbeat =
+    detail::heartbeat_counter{detail::heartbeat_settings::of(st.args.pool_cfg)};
+  auto started =
+    st.process.start(st.args, [hdl = handle_of(self)](adapters::process_exit e) {
+      caf::anon_send(hdl, detail::process_exited_atom::value, e.code, e.signal);
+    });
   if (started) {
     fail_start(self, std::move(started));
     return self_actor::behavior_type::make_empty_behavior();
   }
-  st.readiness = detail::worker_readiness{self->clock().now() + st.args.pool_cfg.worker_ready_timeout};
+  st.readiness =
+    detail::worker_readiness{self->clock().now() + st.args.pool_cfg.worker_ready_timeout};
   self->send(self, detail::check_ready_atom::value);
   self->set_exit_handler([self](caf::exit_msg& msg) {
     // A supervisor (or anyone holding our handle) asks us to stop.
@@ -329,9 +343,10 @@ supervision::child_spec worker_spec(worker_args args) {
   spec.id = args.id;
   spec.restart = supervision::restart_type::transient;
   spec.type = supervision::child_type::worker;
-  spec.shutdown = supervision::shutdown_spec::after(args.pool_cfg.graceful_shutdown_timeout
-                                                    + std::chrono::milliseconds{2000});
-  spec.start_timeout = args.pool_cfg.worker_ready_timeout + std::chrono::milliseconds{5000};
+  spec.shutdown = supervision::shutdown_spec::after(
+    args.pool_cfg.graceful_shutdown_timeout + std::chrono::milliseconds{2000});
+  spec.start_timeout =
+    args.pool_cfg.worker_ready_timeout + std::chrono::milliseconds{5000};
   spec.start = [args](caf::local_actor* parent, supervision::start_ack ack,
                       const caf::message&) -> caf::actor {
     return caf::actor_cast<caf::actor>(parent->spawn(worker_impl, args, ack));
@@ -345,7 +360,8 @@ supervision::child_spec worker_starter_spec(worker_args args) {
   flags.intensity = args.pool_cfg.worker_max_restarts;
   flags.period = args.pool_cfg.worker_max_seconds;
   auto id = args.id;
-  return supervision::supervisor_child(std::move(id), flags, {worker_spec(std::move(args))},
+  return supervision::supervisor_child(std::move(id), flags,
+                                       {worker_spec(std::move(args))},
                                        supervision::restart_type::permanent);
 }
 

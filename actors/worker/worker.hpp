@@ -75,7 +75,7 @@ inline worker_actor worker_handle(const caf::actor& worker) {
 /// Pool -> worker: run one unary call. `slot` (may be null) answers the caller;
 /// the outcome also reaches the pool as `result_atom` (worker_rpc.hpp has the
 /// completion's contract; the pool may issue the call itself with `issue_execute`).
-template <class Self>
+template<class Self>
 void send_execute(Self* self, const caf::actor& worker, uint64_t req_id,
                   execute_request req, caf::timespan budget, reply_slot_ptr slot) {
   self->send(worker_handle(worker), execute_atom::value, req_id, std::move(req), budget,
@@ -83,7 +83,7 @@ void send_execute(Self* self, const caf::actor& worker, uint64_t req_id,
 }
 
 /// Pool -> worker: run one streaming call whose chunks and end go into `sink`.
-template <class Self>
+template<class Self>
 void send_stream(Self* self, const caf::actor& worker, uint64_t req_id,
                  execute_request req, caf::timespan budget, stream_sink_ptr sink) {
   self->send(worker_handle(worker), stream_atom::value, req_id, std::move(req), budget,
@@ -92,7 +92,7 @@ void send_stream(Self* self, const caf::actor& worker, uint64_t req_id,
 
 /// Pool -> worker: the Python telemetry settings in `worker_env` changed; the
 /// worker writes them on its StreamTelemetry.
-template <class Self>
+template<class Self>
 void send_python_telemetry(Self* self, const caf::actor& worker) {
   self->send(worker_handle(worker), python_telemetry_atom::value);
 }

@@ -21,8 +21,14 @@ struct prepared_call {
 
 prepared_call prepare(const worker_channel& ch, execute_request req, bool streaming) {
   auto call = to_tool_call(std::move(req));
-  request_log rlog{ch.log,          ch.pool_name,     ch.worker_id, call.tool_name,
-                   call.correlation_id, call.session_id, streaming,    std::chrono::steady_clock::now()};
+  request_log rlog{ch.log,
+                   ch.pool_name,
+                   ch.worker_id,
+                   call.tool_name,
+                   call.correlation_id,
+                   call.session_id,
+                   streaming,
+                   std::chrono::steady_clock::now()};
   rlog.dispatched();
   return prepared_call{std::move(call), std::move(rlog)};
 }
@@ -55,7 +61,8 @@ call_reporter reporter_of(const worker_channel& ch, uint64_t req_id) {
 }
 
 /// The end of a unary call, on the gRPC thread.
-void finish_execute(const call_reporter& rep, const reply_slot_ptr& slot, execute_result out) {
+void finish_execute(const call_reporter& rep, const reply_slot_ptr& slot,
+                    execute_result out) {
   if (!out && transport_failure(out.error())) {
     rep.to_worker(std::move(out));
     return;
@@ -78,7 +85,8 @@ void finish_execute(const call_reporter& rep, const reply_slot_ptr& slot, execut
 }
 
 /// The end of a stream, on the gRPC thread (as `finish_execute`, with the sink).
-void finish_stream(const call_reporter& rep, const stream_sink_ptr& sink, caf::error err) {
+void finish_stream(const call_reporter& rep, const stream_sink_ptr& sink,
+                   caf::error err) {
   execute_result summary = err ? execute_result{err} : execute_result{execute_reply{}};
   if (err && transport_failure(err)) {
     rep.to_worker(std::move(summary));
@@ -123,7 +131,8 @@ void issue_execute(const worker_channel& ch, uint64_t req_id, execute_request re
                    if (res)
                      out = to_reply(std::move(*res), rep.worker_id);
                    else
-                     out = with_correlation_id(std::move(res.error()), rlog.correlation_id);
+                     out =
+                       with_correlation_id(std::move(res.error()), rlog.correlation_id);
                    finish_execute(rep, slot, std::move(out));
                  });
 }

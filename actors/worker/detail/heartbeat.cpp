@@ -10,8 +10,9 @@
 namespace snakepit::actors::detail {
 
 heartbeat_settings heartbeat_settings::of(const pool_config& cfg) {
-  return heartbeat_settings{cfg.heartbeat_enabled, cfg.heartbeat_interval, cfg.heartbeat_timeout,
-                            cfg.heartbeat_max_missed, cfg.heartbeat_dependent};
+  return heartbeat_settings{cfg.heartbeat_enabled, cfg.heartbeat_interval,
+                            cfg.heartbeat_timeout, cfg.heartbeat_max_missed,
+                            cfg.heartbeat_dependent};
 }
 
 heartbeat_counter::verdict heartbeat_counter::on_result(const caf::error& err) {
@@ -28,7 +29,8 @@ void send_heartbeat(heartbeat_counter& hb, adapters::bridge_client& client,
                     const worker_self_actor& self) {
   hb.sent();
   client.ping("heartbeat", hb.settings().timeout, [self](caf::expected<std::string> res) {
-    caf::anon_send(self, heartbeat_result_atom::value, res ? caf::error{} : std::move(res.error()));
+    caf::anon_send(self, heartbeat_result_atom::value,
+                   res ? caf::error{} : std::move(res.error()));
   });
 }
 
@@ -45,8 +47,9 @@ void report_heartbeat(const worker_args& args, const heartbeat_counter& hb,
     log->warn("heartbeat missed", f);
   }
   if (bus && bus->active())
-    bus->emit("snakepit.heartbeat.missed", {{"missed", hb.missed()}},
-              {{"pool", args.pool_cfg.name}, {"worker_id", args.id}, {"error", describe(err)}});
+    bus->emit(
+      "snakepit.heartbeat.missed", {{"missed", hb.missed()}},
+      {{"pool", args.pool_cfg.name}, {"worker_id", args.id}, {"error", describe(err)}});
   if (v != heartbeat_counter::verdict::dead)
     return;
   // Hung (a tool holding the event loop, SIGSTOP, deadlock): the process is killed;

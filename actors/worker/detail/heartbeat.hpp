@@ -28,7 +28,7 @@ struct heartbeat_settings {
 
 /// Misses in a row and what they mean.
 class heartbeat_counter {
-public:
+ public:
   /// What a ping's answer means.
   enum class verdict {
     /// Answered: the count starts over.
@@ -39,32 +39,23 @@ public:
     dead,
   };
 
-  explicit heartbeat_counter(heartbeat_settings cfg = {}) : cfg_(cfg) {
-  }
+  explicit heartbeat_counter(heartbeat_settings cfg = {}) : cfg_(cfg) {}
 
-  const heartbeat_settings& settings() const {
-    return cfg_;
-  }
+  const heartbeat_settings& settings() const { return cfg_; }
 
   /// Counts a ping sent.
-  void sent() {
-    pending_ = true;
-  }
+  void sent() { pending_ = true; }
 
   /// Counts its answer (none when the process answered).
   verdict on_result(const caf::error& err);
 
   /// Misses in a row so far.
-  int missed() const {
-    return missed_;
-  }
+  int missed() const { return missed_; }
 
   /// Whether a ping is in flight.
-  bool pending() const {
-    return pending_;
-  }
+  bool pending() const { return pending_; }
 
-private:
+ private:
   heartbeat_settings cfg_;
   int missed_ = 0;
   bool pending_ = false;

@@ -52,7 +52,8 @@ std::vector<std::string> heartbeat_flags(const pool_config& cfg) {
           cfg.heartbeat_dependent ? "--heartbeat-dependent" : "--heartbeat-independent"};
 }
 
-std::vector<std::string> process_args(const worker_args& args, const std::string& socket_path,
+std::vector<std::string> process_args(const worker_args& args,
+                                      const std::string& socket_path,
                                       const std::string& ready_path) {
   auto& env = *args.env;
   auto& cfg = args.pool_cfg;
@@ -96,7 +97,8 @@ std::vector<std::pair<std::string, std::string>> process_env(const worker_args& 
     // Python logs at the host's level; captured stderr is parsed as JSON records.
     {"SNAKEPIT_LOG_LEVEL", python_log_level(env.log->level())},
     {"SNAKEPIT_LOG_FORMAT",
-     env.stderr_pump || env.log->format() == adapters::log_format::json ? "json" : "text"},
+     env.stderr_pump || env.log->format() == adapters::log_format::json ? "json"
+                                                                        : "text"},
   };
 }
 
@@ -106,7 +108,8 @@ void unlink_quietly(const std::string& path) {
 }
 
 caf::error start_failed(const worker_args& args, const caf::error& err) {
-  return caf::make_error(errc::start_failed, fmt::format("worker {}: {}", args.id, describe(err)));
+  return caf::make_error(errc::start_failed,
+                         fmt::format("worker {}: {}", args.id, describe(err)));
 }
 
 void announce_spawn(const worker_args& args, pid_t pid) {
@@ -125,24 +128,25 @@ void announce_spawn(const worker_args& args, pid_t pid) {
 
 const char* python_log_level(adapters::log_level lvl) {
   switch (lvl) {
-    case adapters::log_level::trace:
-    case adapters::log_level::debug:
-      return "debug";
-    case adapters::log_level::info:
-      return "info";
-    case adapters::log_level::warn:
-      return "warning";
-    case adapters::log_level::error:
-      return "error";
-    case adapters::log_level::critical:
-      return "critical";
-    case adapters::log_level::off:
-      break;
+  case adapters::log_level::trace:
+  case adapters::log_level::debug:
+    return "debug";
+  case adapters::log_level::info:
+    return "info";
+  case adapters::log_level::warn:
+    return "warning";
+  case adapters::log_level::error:
+    return "error";
+  case adapters::log_level::critical:
+    return "critical";
+  case adapters::log_level::off:
+    break;
   }
   return "none";
 }
 
-adapters::process_spec make_process_spec(const worker_args& args, const std::string& socket_path,
+adapters::process_spec make_process_spec(const worker_args& args,
+                                         const std::string& socket_path,
                                          const std::string& ready_path) {
   auto& cfg = args.pool_cfg;
   adapters::process_spec spec;
@@ -271,7 +275,8 @@ std::chrono::milliseconds worker_readiness::next_poll() {
   return delay;
 }
 
-std::optional<std::chrono::milliseconds> worker_readiness::retry_after_failed_ping() const {
+std::optional<std::chrono::milliseconds>
+worker_readiness::retry_after_failed_ping() const {
   if (ping_attempts_ >= 5)
     return std::nullopt;
   return std::chrono::milliseconds{std::min(50 << ping_attempts_, 500)};
@@ -280,9 +285,11 @@ std::optional<std::chrono::milliseconds> worker_readiness::retry_after_failed_pi
 void send_ready_ping(worker_readiness& readiness, adapters::bridge_client& client,
                      const worker_self_actor& self) {
   readiness.pinging();
-  client.ping("connection_test", std::chrono::seconds{2}, [self](caf::expected<std::string> res) {
-    caf::anon_send(self, ping_result_atom::value, res ? caf::error{} : std::move(res.error()));
-  });
+  client.ping("connection_test", std::chrono::seconds{2},
+              [self](caf::expected<std::string> res) {
+                caf::anon_send(self, ping_result_atom::value,
+                               res ? caf::error{} : std::move(res.error()));
+              });
 }
 
 // -- stop_escalation ------------------------------------------------------------

@@ -34,7 +34,8 @@ std::string relay_name(const std::string& name) {
   return "snakepit.python." + name;
 }
 
-void python_telemetry_relay::open(adapters::bridge_client& client, const worker_args& args) {
+void python_telemetry_relay::open(adapters::bridge_client& client,
+                                  const worker_args& args) {
   auto bus = args.env->telemetry;
   if (!bus)
     return;
@@ -47,8 +48,8 @@ void python_telemetry_relay::open(adapters::bridge_client& client, const worker_
     [open = open_, log = args.env->log, fields = worker_fields(args)](caf::error err) {
       open->store(false);
       auto code = err ? errc_of(err) : std::optional<errc>{};
-      if (!err || code == errc::cancelled || code == errc::shutting_down
-          || !log->enabled(adapters::log_level::debug))
+      if (!err || code == errc::cancelled || code == errc::shutting_down ||
+          !log->enabled(adapters::log_level::debug))
         return;
       auto f = fields;
       f["error"] = describe(err);

@@ -17,7 +17,7 @@ std::string relay_name(const std::string& name);
 
 /// One worker's StreamTelemetry, open while the worker is ready.
 class python_telemetry_relay {
-public:
+ public:
   /// Opens the stream on `client` when the runtime has a bus, and writes the
   /// settings the host chose earlier (they apply to a restarted worker too).
   void open(adapters::bridge_client& client, const worker_args& args);
@@ -29,11 +29,9 @@ public:
   void close() const;
 
   /// Whether the stream is open (until its end arrived).
-  bool is_open() const {
-    return open_ && open_->load();
-  }
+  bool is_open() const { return open_ && open_->load(); }
 
-private:
+ private:
   adapters::stream_control stream_;
   std::shared_ptr<std::atomic<bool>> open_;
 };
