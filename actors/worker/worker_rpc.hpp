@@ -71,6 +71,11 @@ struct worker_channel {
 /// the channel (a crash cancels them with `bridge_client::cancel_all`; a graceful
 /// stop lets them finish within the grace period, after which the process exits and
 /// they fail in transport).
+///
+/// What the issuer checks first: the worker actor issues only while it is ready
+/// (else the pool gets `not_ready`); the pool issues only on a worker it holds as
+/// ready and has not retired. A call the pool issues while the worker has begun a
+/// stop the pool has not seen yet runs like a call in flight at that moment.
 void issue_execute(const worker_channel& ch, uint64_t req_id, execute_request req,
                    caf::timespan budget, reply_slot_ptr slot);
 
