@@ -24,16 +24,6 @@ using await_ready_atom = caf::atom_constant<caf::atom("awaitready")>;
 using get_stats_atom = caf::atom_constant<caf::atom("getstats")>;
 /// Worker listing of a pool.
 using list_workers_atom = caf::atom_constant<caf::atom("listwrk")>;
-/// Worker-internal: poll the ready file again.
-using check_ready_atom = caf::atom_constant<caf::atom("chkready")>;
-/// Worker-internal: the Python process exited (posted by the exit watcher thread).
-using process_exited_atom = caf::atom_constant<caf::atom("procexit")>;
-/// Worker-internal: the readiness Ping answered.
-using ping_result_atom = caf::atom_constant<caf::atom("pingres")>;
-/// Worker-internal: the gRPC reply of one request (posted by the gRPC thread).
-using rpc_done_atom = caf::atom_constant<caf::atom("rpcdone")>;
-/// Worker-internal: the graceful-stop grace period elapsed; escalate to SIGKILL.
-using escalate_atom = caf::atom_constant<caf::atom("escalate")>;
 /// Pool-internal: start the next batch of workers.
 using spawn_workers_atom = caf::atom_constant<caf::atom("spawnwrk")>;
 /// A streaming call (upstream execute_stream): host -> pool -> worker.

@@ -1,0 +1,140 @@
+// Process ownership of one worker: its command line, the spawn (adapters::process),
+// the ready file and its backoff, the readiness Ping's retries, and the stop's
+// SIGTERM -> grace -> SIGKILL escalation. Upstream: GRPCWorker's init/connect steps,
+// worker/process_manager.ex and ProcessKiller. Plain C++: the actor decides when.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+
+#include <caf/actor_clock.hpp>
+#include <caf/error.hpp>
+
+#include "actors/worker/detail/protocol.hpp"
+#include "actors/worker/worker.hpp"
+#include "adapters/bridge_client.hpp"
+#include "adapters/log.hpp"
+#include "adapters/process.hpp"
+
+namespace snakepit::actors::detail {
+
+/// The Python logging level matching the host's.
+const char* python_log_level(adapters::log_level lvl);
+
+/// The command line and environment of a worker's Python process.
+adapters::process_spec make_process_spec(const worker_args& args,
+                                         const std::string& socket_path,
+                                         const std::string& ready_path);
+
+/// The worker's own startup error (`<ready file>.error`, JSON written by the Python
+/// side) as "Type: message"; "" when there is none.
+std::string startup_error_text(const std::string& ready_path);
+
+/// The one Python process of a worker and the files it is reached by. Its
+/// destructor is the last line of defence (e.g. the actor was killed): it never
+/// leaves the process running nor its files behind.
+class worker_process {
+ public:
+  worker_process() = default;
+  worker_process(const worker_process&) = delete;
+  worker_process& operator=(const worker_process&) = delete;
+  ~worker_process();
+
+  /// Clears what a predecessor of the same id left, spawns the process (stderr
+  /// into the runtime's pump), records it in the process table and has the exit
+  /// watcher call `on_exit` (on its thread) once it exited and its group is killed.
+  caf::error start(const worker_args& args,
+                   std::function<void(adapters::process_exit)> on_exit);
+
+  /// True until the process is seen to have exited.
+  bool running() const;
+
+  /// The process id (0 before the start or after the exit).
+  pid_t pid() const;
+
+  /// Sends `sig` to the process group if the process runs.
+  void signal(int sig);
+
+  /// The exit watcher reported the exit: the handle goes.
+  void exited();
+
+  /// The gRPC target once the ready file appeared (its content, else the socket).
+  std::optional<std::string> ready_target() const;
+
+  /// `startup_error_text` of this worker's ready file.
+  std::string startup_error() const;
+
+ private:
+  std::optional<adapters::child_process> proc_;
+  std::string socket_path_;
+  std::string ready_path_;
+};
+
+/// The readiness handshake's timing: ready-file polls back off quickly to 10 ms (a
+/// Python worker needs 100-300 ms to import grpc and bind, so readiness is seen at
+/// most 10 ms late, one stat() per poll); a failed Ping is retried after 100, 200,
+/// 400, 500 ms, and the fifth failure fails the start.
+class worker_readiness {
+ public:
+  using time_point = caf::actor_clock::time_point;
+
+  /// The start must be acknowledged by `deadline`.
+  explicit worker_readiness(time_point deadline = {}) : deadline_(deadline) {}
+
+  /// Whether the ready deadline passed.
+  bool expired(time_point now) const { return now >= deadline_; }
+
+  /// The delay before the next ready-file poll (2, 4, 8, 10, 10, ... ms).
+  std::chrono::milliseconds next_poll();
+
+  /// Counts a Ping sent.
+  void pinging() { ++ping_attempts_; }
+
+  /// After a failed Ping: the delay before trying again, none to give up.
+  std::optional<std::chrono::milliseconds> retry_after_failed_ping() const;
+
+ private:
+  time_point deadline_;
+  std::chrono::milliseconds poll_{2};
+  int ping_attempts_ = 0;
+};
+
+/// Sends the readiness Ping (counted in `readiness`) on `client`; its answer comes
+/// back to `self` as `ping_result_atom`.
+void send_ready_ping(worker_readiness& readiness, adapters::bridge_client& client,
+                     const worker_self_actor& self);
+
+/// The graceful stop (upstream's terminate/2 with ProcessKiller): SIGTERM, then
+/// SIGKILL when the grace period's timer of the current generation fires while the
+/// process still runs. Timers cannot be cancelled in CAF 0.17, hence the generation.
+class stop_escalation {
+ public:
+  /// Starts a stop for `reason`; false if one is under way (the first reason stays).
+  bool begin(caf::error reason);
+
+  /// Whether a stop began.
+  bool begun() const { return begun_; }
+
+  /// Why the worker stops.
+  const caf::error& reason() const { return reason_; }
+
+  /// A new grace timer; its message carries the returned generation.
+  uint64_t arm() { return ++gen_; }
+
+  /// Whether the grace timer of generation `gen` must SIGKILL.
+  bool kill_due(uint64_t gen, bool running) const {
+    return begun_ && gen == gen_ && running;
+  }
+
+ private:
+  bool begun_ = false;
+  caf::error reason_;
+  uint64_t gen_ = 0;
+};
+
+} // namespace snakepit::actors::detail
