@@ -68,14 +68,16 @@ struct call_handle {
   }
   const caf::error& error() const { return box->results.front().error(); }
   /// The worker that served the call (empty unless it succeeded).
-  std::string worker() const { return ok() ? box->results.front()->worker_id : std::string{}; }
+  std::string worker() const {
+    return ok() ? box->results.front()->worker_id : std::string{};
+  }
   /// The caller stops waiting (a facade call whose future was dropped).
   void abandon() const { slot->abandoned->store(true); }
 };
 
 /// A stream sink that records its chunks and its end.
 class recording_stream final : public stream_sink {
-public:
+ public:
   adapters::stream_step on_chunk(json chunk, bool) override {
     chunks.push_back(std::move(chunk));
     return adapters::stream_step::more;
@@ -111,7 +113,7 @@ struct timer_record {
 
 /// Records every effect; answers `now()` from a clock the test moves.
 class fake_callee final : public detail::pool_callee {
-public:
+ public:
   pool_time clock{std::chrono::hours{1}};
   /// What `uniform()` returns (jitter of limits and backoffs).
   double random = 0.5;
@@ -129,24 +131,28 @@ public:
   double uniform() override { return random; }
   void start_worker(const std::string& id) override { starts.push_back(id); }
   void retire_worker(const std::string& id) override { retires.push_back(id); }
-  void run(const detail::worker_incarnation& w, const std::string& worker_id, uint64_t req_id,
-           execute_request req, caf::timespan budget, reply_slot_ptr slot) override {
+  void run(const detail::worker_incarnation& w, const std::string& worker_id,
+           uint64_t req_id, execute_request req, caf::timespan budget,
+           reply_slot_ptr slot) override {
     runs.push_back(run_record{worker_id, w.serial, req_id, std::move(req), budget,
                               std::move(slot), nullptr, w.slot, clock, false});
   }
   void run_stream(const detail::worker_incarnation& w, const std::string& worker_id,
                   uint64_t req_id, execute_request req, caf::timespan budget,
                   stream_sink_ptr sink) override {
-    runs.push_back(run_record{worker_id, w.serial, req_id, std::move(req), budget, nullptr,
-                              std::move(sink), w.slot, clock, false});
+    runs.push_back(run_record{worker_id, w.serial, req_id, std::move(req), budget,
+                              nullptr, std::move(sink), w.slot, clock, false});
   }
   void schedule(caf::timespan delay, pool_timer t) override {
     timers.push_back(timer_record{
       clock + std::chrono::duration_cast<std::chrono::steady_clock::duration>(delay),
       next_seq_++, std::move(t)});
   }
-  void monitor_caller(const caf::actor_addr& caller) override { monitored.push_back(caller); }
-  void touch_session(const std::string& session_id, const std::string& worker_id) override {
+  void monitor_caller(const caf::actor_addr& caller) override {
+    monitored.push_back(caller);
+  }
+  void touch_session(const std::string& session_id,
+                     const std::string& worker_id) override {
     touches.emplace_back(session_id, worker_id);
   }
   void refresh_tools() override { ++tool_refreshes; }
@@ -159,11 +165,12 @@ public:
 
   /// Timers of kind `k` not fired yet.
   size_t pending(pool_timer::kind k) const {
-    return static_cast<size_t>(std::count_if(timers.begin(), timers.end(),
-                                             [k](const timer_record& r) { return r.t.what == k; }));
+    return static_cast<size_t>(
+      std::count_if(timers.begin(), timers.end(),
+                    [k](const timer_record& r) { return r.t.what == k; }));
   }
 
-private:
+ private:
   uint64_t next_seq_ = 1;
 };
 
@@ -186,7 +193,7 @@ inline pool_config small_pool(size_t workers = 2) {
 
 /// The core, its lane and a fake callee, driven the way the pool actor drives them.
 class pool_harness {
-public:
+ public:
   explicit pool_harness(pool_config config = small_pool()) : cfg(std::move(config)) {
     lane_context ctx;
     ctx.pool = cfg.name;
@@ -198,11 +205,11 @@ public:
     ctx.touch_session = [this](const std::string& sid, const std::string& wid) {
       lane_touches.emplace_back(sid, wid);
     };
-    lane = std::make_shared<direct_lane>(std::move(ctx), [this](const std::string& id) {
-      lane_notes.push_back(id);
-    });
+    lane = std::make_shared<direct_lane>(
+      std::move(ctx), [this](const std::string& id) { lane_notes.push_back(id); });
     core = std::make_unique<pool_core>(
-      cfg, lane, detail::pool_events{cfg.name, nullptr, adapters::logger::null()}, callee);
+      cfg, lane, detail::pool_events{cfg.name, nullptr, adapters::logger::null()},
+      callee);
   }
 
   ~pool_harness() { lane->retire(); }
@@ -274,7 +281,8 @@ public:
 
   /// A (re)start of the worker failed inside its starter.
   void start_failed_inside(const std::string& id) {
-    core->on_worker_start_failed(id, caf::make_error(errc::start_failed, "import failed"));
+    core->on_worker_start_failed(id,
+                                 caf::make_error(errc::start_failed, "import failed"));
     sync();
   }
 
@@ -300,7 +308,9 @@ public:
       opts.correlation_id = "c" + std::to_string(next_cid_++);
     call_handle h{opts.correlation_id, std::make_shared<reply_box>(),
                   std::make_shared<reply_slot>()};
-    h.slot->fn = [box = h.box](execute_result res) { box->results.push_back(std::move(res)); };
+    h.slot->fn = [box = h.box](execute_result res) {
+      box->results.push_back(std::move(res));
+    };
     h.slot->abandoned = std::make_shared<std::atomic<bool>>(false);
     core->accept(execute_request{command, json::object(), std::move(opts)}, h.slot,
                  std::move(caller));
@@ -316,7 +326,9 @@ public:
       opts.correlation_id = "c" + std::to_string(next_cid_++);
     call_handle h{opts.correlation_id, std::make_shared<reply_box>(),
                   std::make_shared<reply_slot>()};
-    h.slot->fn = [box = h.box](execute_result res) { box->results.push_back(std::move(res)); };
+    h.slot->fn = [box = h.box](execute_result res) {
+      box->results.push_back(std::move(res));
+    };
     h.slot->abandoned = std::make_shared<std::atomic<bool>>(false);
     core->accept(execute_request{"echo", std::move(args), std::move(opts)}, h.slot,
                  caf::actor_addr{});
@@ -361,8 +373,9 @@ public:
   /// How many times the call was run.
   size_t runs_of(const call_handle& c) const {
     return static_cast<size_t>(
-      std::count_if(callee.runs.begin(), callee.runs.end(),
-                    [&](const run_record& r) { return r.req.opts.correlation_id == c.cid; }));
+      std::count_if(callee.runs.begin(), callee.runs.end(), [&](const run_record& r) {
+        return r.req.opts.correlation_id == c.cid;
+      }));
   }
 
   /// Where the call runs now (empty: it does not run, or finished).
@@ -426,10 +439,11 @@ public:
   void advance(std::chrono::steady_clock::duration d) {
     auto target = callee.clock + d;
     for (;;) {
-      auto next = std::min_element(callee.timers.begin(), callee.timers.end(),
-                                   [](const timer_record& a, const timer_record& b) {
-                                     return a.due < b.due || (a.due == b.due && a.seq < b.seq);
-                                   });
+      auto next =
+        std::min_element(callee.timers.begin(), callee.timers.end(),
+                         [](const timer_record& a, const timer_record& b) {
+                           return a.due < b.due || (a.due == b.due && a.seq < b.seq);
+                         });
       if (next == callee.timers.end() || next->due > target)
         break;
       auto t = next->t;
@@ -447,7 +461,7 @@ public:
   /// Moves the clock without delivering timers (their messages are still on the way).
   void jump(std::chrono::steady_clock::duration d) { callee.clock += d; }
 
-private:
+ private:
   int next_pid_ = 1000;
   int next_cid_ = 1;
 };
