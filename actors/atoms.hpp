@@ -15,10 +15,9 @@ using execute_cb_atom = caf::atom_constant<caf::atom("executecb")>;
 using result_atom = caf::atom_constant<caf::atom("result")>;
 /// {:worker_ready, id} — a worker finished its handshake (ready file + Ping).
 using worker_ready_atom = caf::atom_constant<caf::atom("wrkready")>;
-/// {:queue_timeout, pool, from} — a queued request's timer fired.
-using queue_timeout_atom = caf::atom_constant<caf::atom("queuetmo")>;
-/// Guard timer for an in-flight request (gRPC deadline plus a margin).
-using inflight_timeout_atom = caf::atom_constant<caf::atom("infltmo")>;
+/// Pool-internal: one of the pool core's timers fired (queue timeout, retry
+/// backoff, circuit probe, taint expiry, lifecycle check; see pool_timer).
+using pool_timer_atom = caf::atom_constant<caf::atom("pooltimer")>;
 /// Pool readiness: replies once the pool has at least one ready worker.
 using await_ready_atom = caf::atom_constant<caf::atom("awaitready")>;
 /// Statistics of a pool.
@@ -37,8 +36,6 @@ using rpc_done_atom = caf::atom_constant<caf::atom("rpcdone")>;
 using escalate_atom = caf::atom_constant<caf::atom("escalate")>;
 /// Pool-internal: start the next batch of workers.
 using spawn_workers_atom = caf::atom_constant<caf::atom("spawnwrk")>;
-/// Pool-internal: a worker start finished (ok or failed).
-using worker_started_atom = caf::atom_constant<caf::atom("wrkstart")>;
 /// A streaming call (upstream execute_stream): host -> pool -> worker.
 using stream_atom = caf::atom_constant<caf::atom("stream")>;
 /// Actor API: one chunk of a stream (json chunk, bool is_final).
@@ -60,14 +57,6 @@ using worker_exit_atom = caf::atom_constant<caf::atom("wrkexit")>;
 using worker_start_failed_atom = caf::atom_constant<caf::atom("wrkstfail")>;
 /// Pool: recycle a worker now (worker id) -> ok_atom | error(invalid_argument).
 using recycle_atom = caf::atom_constant<caf::atom("recycle")>;
-/// Pool-internal: the periodic TTL / memory check.
-using lifecycle_tick_atom = caf::atom_constant<caf::atom("lctick")>;
-/// Pool-internal: a parked retry's backoff elapsed (request id).
-using retry_atom = caf::atom_constant<caf::atom("retry")>;
-/// Pool-internal: the circuit breaker's reset period elapsed.
-using circuit_probe_atom = caf::atom_constant<caf::atom("circprobe")>;
-/// Pool-internal: a worker's taint ran out (worker id).
-using taint_expired_atom = caf::atom_constant<caf::atom("taintexp")>;
 /// Runtime -> pool -> worker: the Python telemetry settings changed (worker_env);
 /// each worker sends them on its StreamTelemetry.
 using python_telemetry_atom = caf::atom_constant<caf::atom("pytelem")>;
