@@ -27,6 +27,7 @@ using snakepit::json;
 using snakepit::pool_config;
 using snakepit::actors::circuit_breaker;
 using snakepit::actors::test::call_handle;
+using snakepit::actors::test::event_log;
 using snakepit::actors::test::pool_harness;
 using snakepit::actors::test::small_pool;
 
@@ -711,6 +712,8 @@ TEST_SUITE("actors.pool_core") {
     auto i = h.idempotent_call();
     auto first = h.running_on(i);
     h.crash(first);
+    CHECK(h.core->queue_depth() == 0);
+    CHECK_FALSE(h.lane->is_open()); // closed while the call waits out its backoff
     h.advance(10ms);
     auto second = h.running_on(i);
     CHECK(second == other(ids, first));
@@ -919,7 +922,9 @@ TEST_SUITE("actors.pool_core") {
     CHECK(h.callee.retires.empty()); // its call is still running
     auto c3 = h.call();
     CHECK(h.running_on(c3) == repl);
+    auto c4 = h.call(); // every worker busy: it waits
     h.complete(on_old);
+    CHECK(h.running_on(c4).empty()); // the replaced worker takes no new work
     REQUIRE(h.callee.retires.size() == 1);
     CHECK(h.callee.retires[0] == old);
     h.down(old);
@@ -1469,6 +1474,312 @@ TEST_SUITE("actors.pool_core") {
     h.crash(r->worker_id);
     REQUIRE(s->ends.size() == 1);
     CHECK(s->ends[0] == errc::worker_crashed);
+  }
+
+  // --- more: draining workers, the breaker while workers serve, generations ---------
+
+  TEST_CASE("a replaced worker that a blocking caller frees is retired on lane_done") {
+    pool_harness h{small_pool(1)};
+    auto ids = h.boot();
+    auto old = ids[0];
+    auto slot = h.slot(old);
+    REQUIRE(slot->try_claim()); // a lane call in flight
+    REQUIRE_FALSE(h.core->recycle(old));
+    h.sync();
+    auto repl = h.callee.starts.back();
+    h.start_ok(repl);
+    h.ready(repl);
+    CHECK(h.callee.retires.empty()); // its lane call still runs
+    CHECK_FALSE(slot->offered.load());
+    slot->release();
+    h.lane_notes.push_back(old); // the caller saw its slot withdrawn
+    h.forward_lane_notes();
+    CHECK(h.callee.retires == std::vector<std::string>{old});
+  }
+
+  TEST_CASE("a worker being drained still serves the calls pinned to it, then retires") {
+    auto cfg = small_pool(2);
+    cfg.affinity = "strict_queue";
+    pool_harness h{cfg};
+    auto ids = h.boot();
+    auto s1 = h.session_call("s");
+    auto bound = h.running_on(s1);
+    REQUIRE_FALSE(h.core->recycle(bound));
+    h.sync();
+    auto repl = h.callee.starts.back();
+    h.start_ok(repl);
+    h.ready(repl);
+    REQUIRE(h.info(bound)->state == "recycling");
+    auto s2 = h.session_call("s");
+    CHECK(h.running_on(s2).empty()); // pinned to its busy, draining worker
+    h.complete(s1);
+    CHECK(h.running_on(s2) == bound);
+    CHECK(h.callee.retires.empty());
+    h.complete(s2);
+    CHECK(h.callee.retires == std::vector<std::string>{bound});
+  }
+
+  TEST_CASE("a recycled worker that crashes before it is idle completes the recycle and "
+            "its replacement takes over") {
+    pool_harness h;
+    auto ids = h.boot();
+    auto c = h.call();
+    auto old = h.running_on(c);
+    REQUIRE_FALSE(h.core->recycle(old));
+    h.sync();
+    auto repl = h.callee.starts.back();
+    h.start_ok(repl);
+    h.ready(repl);
+    REQUIRE(h.callee.retires.empty());
+    h.crash(old, 0, SIGKILL);
+    CHECK(c.code() == errc::worker_crashed);
+    CHECK(h.callee.retires == std::vector<std::string>{old});
+    auto s = h.core->stats();
+    CHECK(s.recycles == 1);
+    CHECK(s.worker_crashes == 1);
+    CHECK(h.core->table().recycling_count() == 0);
+    h.ready(old); // its starter restarted it before the retirement arrived
+    CHECK_FALSE(h.info(old).has_value());
+  }
+
+  TEST_CASE("nothing is recycled while draining") {
+    auto cfg = small_pool(2);
+    cfg.worker_ttl = 1000ms;
+    pool_harness h{cfg};
+    auto ids = h.boot();
+    h.core->drain();
+    h.sync();
+    h.advance(3000ms);
+    CHECK(h.callee.starts.size() == 2);
+    CHECK(h.core->recycle(ids[0]) == caf::error{});
+    h.sync();
+    CHECK(h.callee.starts.size() == 2);
+  }
+
+  TEST_CASE("while the circuit is open the ready workers still serve and a failing "
+            "restart is retired at once") {
+    auto cfg = small_pool(2);
+    cfg.circuit_threshold = 2;
+    pool_harness h{cfg};
+    auto ids = h.boot();
+    h.crash(ids[0]);
+    h.start_failed_inside(ids[0]);
+    h.start_failed_inside(ids[0]);
+    REQUIRE(h.core->breaker().current() == circuit_breaker::state::open);
+    CHECK(h.callee.retires == std::vector<std::string>{ids[0]});
+    auto c1 = h.call();
+    CHECK(h.running_on(c1) == ids[1]);
+    h.complete(c1);
+    h.crash(ids[1]);
+    h.start_failed_inside(ids[1]);
+    CHECK(h.callee.retires == std::vector<std::string>{ids[0], ids[1]});
+    auto c2 = h.call();
+    CHECK(c2.code() == errc::circuit_open);
+  }
+
+  TEST_CASE("failures while the circuit is open push the probe out") {
+    auto cfg = small_pool(2);
+    cfg.circuit_threshold = 2;
+    pool_harness h{cfg};
+    auto ids = h.boot();
+    h.crash(ids[0]);
+    h.crash(ids[1]);
+    h.start_failed_inside(ids[0]);
+    h.start_failed_inside(ids[0]);
+    REQUIRE(h.core->breaker().current() == circuit_breaker::state::open);
+    h.advance(500ms);
+    h.start_failed_inside(ids[1]); // (its retirement was still on the way)
+    h.advance(500ms);              // the first probe timer: too early now
+    CHECK(h.callee.starts.size() == 2);
+    CHECK(h.core->breaker().current() == circuit_breaker::state::open);
+    h.advance(499ms);
+    CHECK(h.callee.starts.size() == 2);
+    h.advance(1ms);
+    CHECK(h.callee.starts.size() == 3);
+    CHECK(h.core->breaker().current() == circuit_breaker::state::half_open);
+  }
+
+  TEST_CASE("a replacement retired by the open circuit cancels its recycle") {
+    auto cfg = small_pool(2);
+    cfg.circuit_threshold = 1;
+    pool_harness h{cfg};
+    auto ids = h.boot();
+    REQUIRE_FALSE(h.core->recycle(ids[0]));
+    h.sync();
+    auto repl = h.callee.starts.back();
+    h.start_failed_inside(repl); // opens the circuit, which retires the replacement
+    REQUIRE(h.core->breaker().current() == circuit_breaker::state::open);
+    CHECK(h.callee.retires == std::vector<std::string>{repl});
+    h.start_failed(repl); // its start_child fails
+    CHECK(h.core->table().recycling_count() == 0);
+    CHECK(h.info(ids[0])->state == "available");
+    // Nothing is missing at the probe: the circuit closes without a start.
+    h.advance(1000ms);
+    CHECK(h.callee.starts.size() == 3);
+    CHECK(h.core->breaker().current() == circuit_breaker::state::closed);
+  }
+
+  TEST_CASE("a worker the open circuit retired while it started does not keep startup "
+            "from finishing") {
+    auto cfg = small_pool(2);
+    cfg.circuit_threshold = 2;
+    pool_harness h{cfg};
+    h.core->begin_startup();
+    h.sync();
+    auto a = h.callee.starts.at(0);
+    auto b = h.callee.starts.at(1);
+    std::vector<caf::error> answers;
+    h.core->await_ready([&](caf::error err) { answers.push_back(std::move(err)); });
+    h.start_failed_inside(a);
+    h.start_failed_inside(a); // opens: b, still starting, is retired too
+    REQUIRE(h.core->breaker().current() == circuit_breaker::state::open);
+    CHECK(h.callee.retires.size() == 2);
+    h.start_failed(a);
+    h.ready(b); // it made it before its retirement arrived
+    h.start_ok(b);
+    CHECK(h.core->stats().workers == 0);
+    REQUIRE(answers.size() == 1);
+    CHECK(answers[0] != caf::error{});
+  }
+
+  TEST_CASE("a pool restarted under a later generation names its workers after it") {
+    pool_harness h{small_pool(2), nullptr, 3};
+    h.core->begin_startup();
+    h.sync();
+    CHECK(h.callee.starts == std::vector<std::string>{"p_worker_1_g3", "p_worker_2_g3"});
+  }
+
+  // --- events ------------------------------------------------------------------------
+
+  TEST_CASE("startup emits init_started, worker.ready and init_complete") {
+    event_log log;
+    pool_harness h{small_pool(2), log.bus};
+    h.boot();
+    auto started = log.named("snakepit.pool.init_started");
+    REQUIRE(started.size() == 1);
+    CHECK(started[0].measurements["total_workers"] == 2);
+    CHECK(started[0].metadata["pool"] == "p");
+    CHECK(log.named("snakepit.worker.ready").size() == 2);
+    auto complete = log.named("snakepit.pool.init_complete");
+    REQUIRE(complete.size() == 1);
+    CHECK(complete[0].measurements["ready_workers"] == 2);
+  }
+
+  TEST_CASE("a crash of a taint_on cause emits worker.terminated, worker.crash and "
+            "worker.tainted") {
+    event_log log;
+    pool_harness h{small_pool(2), log.bus};
+    auto ids = h.boot();
+    h.crash(ids[0], 0, SIGSEGV);
+    auto crash = log.named("snakepit.worker.crash");
+    REQUIRE(crash.size() == 1);
+    CHECK(crash[0].metadata["worker_id"] == ids[0]);
+    CHECK(crash[0].metadata["cause"] == "segfault");
+    auto tainted = log.named("snakepit.worker.tainted");
+    REQUIRE(tainted.size() == 1);
+    CHECK(tainted[0].measurements["duration_ms"] == 1000);
+    CHECK(log.named("snakepit.worker.terminated").size() == 1);
+    h.ready(ids[0]);
+    CHECK(log.named("snakepit.worker.restarted").size() == 1);
+  }
+
+  TEST_CASE("a retry emits request.retried with its attempt and delay") {
+    auto cfg = small_pool(2);
+    cfg.retry_backoff = {80ms};
+    event_log log;
+    pool_harness h{cfg, log.bus};
+    h.boot();
+    auto i = h.idempotent_call();
+    auto dead = h.running_on(i);
+    h.crash(dead);
+    auto retried = log.named("snakepit.request.retried");
+    REQUIRE(retried.size() == 1);
+    CHECK(retried[0].measurements["attempt"] == 1);
+    CHECK(retried[0].measurements["delay_ms"] == 80);
+    CHECK(retried[0].metadata["worker_id"] == dead);
+    CHECK(retried[0].metadata["correlation_id"] == i.cid);
+  }
+
+  TEST_CASE("saturation and a queue timeout emit pool.saturated and queue.timeout") {
+    auto cfg = small_pool(1);
+    cfg.max_queue_size = 1;
+    event_log log;
+    pool_harness h{cfg, log.bus};
+    h.boot();
+    auto a = h.call();
+    auto b = h.call();
+    auto c = h.call();
+    REQUIRE(c.code() == errc::pool_saturated);
+    auto sat = log.named("snakepit.pool.saturated");
+    REQUIRE(sat.size() == 1);
+    CHECK(sat[0].measurements["max_queue_size"] == 1);
+    CHECK(log.named("snakepit.queue.enqueued").size() == 1);
+    h.advance(1000ms);
+    auto to = log.named("snakepit.queue.timeout");
+    REQUIRE(to.size() == 1);
+    CHECK(to[0].metadata["correlation_id"] == b.cid);
+    CHECK(to[0].metadata["deadline_passed"] == false);
+  }
+
+  TEST_CASE("the circuit breaker's transitions emit opened, half_open and closed") {
+    auto cfg = small_pool(1);
+    cfg.circuit_threshold = 2;
+    event_log log;
+    pool_harness h{cfg, log.bus};
+    auto ids = h.boot();
+    h.crash(ids[0]);
+    h.start_failed_inside(ids[0]);
+    h.start_failed_inside(ids[0]);
+    auto opened = log.named("snakepit.circuit_breaker.opened");
+    REQUIRE(opened.size() == 1);
+    CHECK(opened[0].measurements["failures"] == 2);
+    h.advance(1000ms);
+    CHECK(log.named("snakepit.circuit_breaker.half_open").size() == 1);
+    auto probe = h.callee.starts.back();
+    h.start_ok(probe);
+    h.ready(probe);
+    auto closed = log.named("snakepit.circuit_breaker.closed");
+    REQUIRE(closed.size() == 1);
+    CHECK(closed[0].metadata["worker_id"] == probe);
+  }
+
+  TEST_CASE(
+    "a completed recycle emits worker.recycled with its reason, requests and memory") {
+    auto cfg = small_pool(2);
+    cfg.memory_threshold_mb = 100;
+    event_log log;
+    pool_harness h{cfg, log.bus};
+    auto ids = h.boot();
+    h.complete(h.call());
+    h.callee.rss[h.pids.at(ids[0])] = 200ull << 20;
+    h.advance(500ms);
+    auto repl = h.callee.starts.back();
+    h.start_ok(repl);
+    h.ready(repl);
+    REQUIRE(h.callee.retires == std::vector<std::string>{ids[0]});
+    h.down(ids[0]);
+    auto rec = log.named("snakepit.worker.recycled");
+    REQUIRE(rec.size() == 1);
+    CHECK(rec[0].metadata["reason"] == "memory");
+    CHECK(rec[0].metadata["worker_id"] == ids[0]);
+    CHECK(rec[0].measurements["requests"] == 1);
+    CHECK(rec[0].measurements["memory_mb"] == 200.0);
+  }
+
+  TEST_CASE("under the hybrid strategy a worker reaching its capacity emits "
+            "pool.capacity_reached") {
+    auto cfg = thread_pool(1, 2);
+    cfg.capacity_strategy = "hybrid";
+    event_log log;
+    pool_harness h{cfg, log.bus};
+    auto ids = h.boot();
+    h.call();
+    CHECK(log.named("snakepit.pool.capacity_reached").empty());
+    h.call();
+    auto cap = log.named("snakepit.pool.capacity_reached");
+    REQUIRE(cap.size() == 1);
+    CHECK(cap[0].measurements["capacity"] == 2);
+    CHECK(cap[0].metadata["worker_id"] == ids[0]);
   }
 
 } // TEST_SUITE

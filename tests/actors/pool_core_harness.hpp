@@ -17,6 +17,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <utility>
@@ -29,6 +30,7 @@
 #include <doctest/doctest.h>
 
 #include "actors/config/config.hpp"
+#include "actors/observability/telemetry.hpp"
 #include "actors/pool/detail/pool_core.hpp"
 #include "actors/pool/detail/pool_events.hpp"
 #include "actors/pool/direct_lane.hpp"
@@ -174,6 +176,39 @@ class fake_callee final : public detail::pool_callee {
   uint64_t next_seq_ = 1;
 };
 
+/// Every `snakepit.*` event of a telemetry bus, for assertions. Declare it before
+/// the harness that emits into it.
+class event_log {
+ public:
+  event_log() : bus(std::make_shared<telemetry::bus>()) {
+    bus->attach("snakepit", [this](const telemetry::event& e) {
+      std::lock_guard<std::mutex> guard{mtx_};
+      seen_.push_back(e);
+    });
+  }
+  ~event_log() { bus->stop(); }
+
+  event_log(const event_log&) = delete;
+  event_log& operator=(const event_log&) = delete;
+
+  /// The events named `name` emitted so far (waits for the dispatcher).
+  std::vector<telemetry::event> named(const std::string& name) {
+    bus->flush();
+    std::lock_guard<std::mutex> guard{mtx_};
+    std::vector<telemetry::event> out;
+    for (auto& e : seen_)
+      if (e.name == name)
+        out.push_back(e);
+    return out;
+  }
+
+  std::shared_ptr<telemetry::bus> bus;
+
+ private:
+  std::mutex mtx_;
+  std::vector<telemetry::event> seen_;
+};
+
 /// A pool configuration small enough to reason about: two process workers, short
 /// timeouts, no recycling.
 inline pool_config small_pool(size_t workers = 2) {
@@ -194,10 +229,15 @@ inline pool_config small_pool(size_t workers = 2) {
 /// The core, its lane and a fake callee, driven the way the pool actor drives them.
 class pool_harness {
  public:
-  explicit pool_harness(pool_config config = small_pool()) : cfg(std::move(config)) {
+  /// `bus`: where the pool's events go (null: nowhere); `generation`: how many
+  /// times a pool of this name was started in the runtime.
+  explicit pool_harness(pool_config config = small_pool(),
+                        std::shared_ptr<telemetry::bus> bus = nullptr,
+                        uint64_t generation = 1)
+    : cfg(std::move(config)) {
     lane_context ctx;
     ctx.pool = cfg.name;
-    ctx.telemetry = nullptr;
+    ctx.telemetry = bus;
     ctx.log = adapters::logger::null();
     ctx.processes = nullptr;
     ctx.capacity_events = cfg.capacity_strategy == "hybrid";
@@ -208,8 +248,8 @@ class pool_harness {
     lane = std::make_shared<direct_lane>(
       std::move(ctx), [this](const std::string& id) { lane_notes.push_back(id); });
     core = std::make_unique<pool_core>(
-      cfg, lane, detail::pool_events{cfg.name, nullptr, adapters::logger::null()},
-      callee);
+      cfg, lane, detail::pool_events{cfg.name, bus, adapters::logger::null()}, callee,
+      generation);
   }
 
   ~pool_harness() { lane->retire(); }
