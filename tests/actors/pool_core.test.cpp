@@ -433,6 +433,31 @@ TEST_SUITE("actors.pool_core") {
     CHECK(slot->load.load() == 1);
   }
 
+  TEST_CASE("a slot a blocking caller frees just before the table closes still serves "
+            "the queue") {
+    pool_harness h{small_pool(1)};
+    auto ids = h.boot();
+    auto slot = h.slot(ids[0]);
+    REQUIRE(slot->try_claim()); // a lane call in flight
+    auto out = std::make_shared<snakepit::actors::test::reply_box>();
+    auto rs = std::make_shared<snakepit::actors::reply_slot>();
+    rs->fn = [out](snakepit::execute_result res) {
+      out->results.push_back(std::move(res));
+    };
+    execute_options opts;
+    opts.correlation_id = "b";
+    h.core->accept(snakepit::execute_request{"echo", json::object(), opts}, rs,
+                   caf::actor_addr{});
+    REQUIRE(h.core->queue_depth() == 1); // queued; the table is not closed yet
+    REQUIRE(h.lane->is_open());
+    slot->release(); // the caller saw the table open: it tells nobody
+    REQUIRE(h.lane_notes.empty());
+    h.sync(); // closing reads the loads afterwards
+    CHECK_FALSE(h.lane->is_open());
+    REQUIRE(h.run_of("b") != nullptr);
+    CHECK(h.run_of("b")->worker_id == ids[0]);
+  }
+
   TEST_CASE("a lane call that reaches the worker's request limit makes the pool recycle "
             "it on lane_done") {
     auto cfg = small_pool(1);
@@ -1621,22 +1646,25 @@ TEST_SUITE("actors.pool_core") {
 
   TEST_CASE("a worker the open circuit retired while it started does not keep startup "
             "from finishing") {
-    auto cfg = small_pool(2);
+    auto cfg = small_pool(3);
     cfg.circuit_threshold = 2;
     pool_harness h{cfg};
     h.core->begin_startup();
     h.sync();
-    auto a = h.callee.starts.at(0);
-    auto b = h.callee.starts.at(1);
+    REQUIRE(h.callee.starts.size() == 3);
+    auto a = h.callee.starts[0];
+    auto b = h.callee.starts[1];
+    auto c = h.callee.starts[2];
     std::vector<caf::error> answers;
     h.core->await_ready([&](caf::error err) { answers.push_back(std::move(err)); });
     h.start_failed_inside(a);
-    h.start_failed_inside(a); // opens: b, still starting, is retired too
-    REQUIRE(h.core->breaker().current() == circuit_breaker::state::open);
-    CHECK(h.callee.retires.size() == 2);
     h.start_failed(a);
-    h.ready(b); // it made it before its retirement arrived
-    h.start_ok(b);
+    h.start_failed_inside(b); // opens: c, still starting, is retired
+    REQUIRE(h.core->breaker().current() == circuit_breaker::state::open);
+    CHECK(std::count(h.callee.retires.begin(), h.callee.retires.end(), c) == 1);
+    h.start_failed(b);
+    h.ready(c); // it made it before its retirement reached it
+    h.start_ok(c);
     CHECK(h.core->stats().workers == 0);
     REQUIRE(answers.size() == 1);
     CHECK(answers[0] != caf::error{});
