@@ -20,15 +20,6 @@ using terminate_child_atom = caf::atom_constant<caf::atom("term_child")>;
 /// Request: add and start a new child.
 using start_child_atom = caf::atom_constant<caf::atom("start_chld")>;
 
-/// Registry request: bind a name to an actor.
-using register_atom = caf::atom_constant<caf::atom("reg_name")>;
-/// Registry request: resolve a name.
-using lookup_atom = caf::atom_constant<caf::atom("lookup")>;
-/// Registry request: drop a name.
-using unregister_atom = caf::atom_constant<caf::atom("unreg_name")>;
-/// Registry request: list all names.
-using list_atom = caf::atom_constant<caf::atom("list_names")>;
-
 /// Start acknowledgement sent by a `start_ack`: `(ack_atom, uint64_t ticket, caf::actor)`
 /// on success, `(ack_atom, uint64_t ticket, caf::error)` on failure.
 using ack_atom = caf::atom_constant<caf::atom("sp_ack")>;

@@ -16,6 +16,7 @@
 #include "actors/sessions/session_store.hpp"
 #include "actors/sessions/tool_registry.hpp"
 #include "actors/worker/worker.hpp"
+#include "actors/worker/worker_rpc.hpp"
 #include "adapters/errors.hpp"
 #include "supervision/atoms.hpp"
 #include "supervision/dynamic_supervisor.hpp"
@@ -82,6 +83,9 @@ struct pool_state {
   std::unique_ptr<detail::pool_core> core;
   /// Monitored worker actors: which worker and incarnation each one is.
   std::unordered_map<caf::actor_addr, std::pair<std::string, uint64_t>> workers;
+  /// Each ready worker's channel: the pool issues calls on it itself, without a
+  /// hop through the worker actor (worker_rpc.hpp).
+  std::unordered_map<std::string, worker_channel> channels;
   /// Windowed actor-API streams by the id their chunks carry (acks, halts).
   std::unordered_map<uint64_t, std::weak_ptr<detail::windowed_actor_stream_sink>> windowed;
   uint64_t next_stream_id = 1;
@@ -146,15 +150,18 @@ void shell_callee::retire_worker(const std::string& id) {
       [](caf::error&) {});
 }
 
-void shell_callee::run(const detail::worker_incarnation& w, const std::string&, uint64_t req_id,
-                       execute_request req, caf::timespan budget, reply_slot_ptr slot) {
-  caf::unsafe_send_as(self_, w.handle, execute_atom::value, req_id, std::move(req), budget, std::move(slot));
+void shell_callee::run(const detail::worker_incarnation&, const std::string& worker_id,
+                       uint64_t req_id, execute_request req, caf::timespan budget,
+                       reply_slot_ptr slot) {
+  issue_execute(self_->state.channels.at(worker_id), req_id, std::move(req), budget,
+                std::move(slot));
 }
 
-void shell_callee::run_stream(const detail::worker_incarnation& w, const std::string&,
+void shell_callee::run_stream(const detail::worker_incarnation&, const std::string& worker_id,
                               uint64_t req_id, execute_request req, caf::timespan budget,
                               stream_sink_ptr sink) {
-  caf::unsafe_send_as(self_, w.handle, stream_atom::value, req_id, std::move(req), budget, std::move(sink));
+  issue_stream(self_->state.channels.at(worker_id), req_id, std::move(req), budget,
+               std::move(sink));
 }
 
 void shell_callee::schedule(caf::timespan delay, detail::pool_timer t) {
@@ -228,15 +235,18 @@ void replace_predecessor(pool_ptr self) {
 
 void worker_ready(pool_ptr self, const std::string& id, caf::actor& hdl, int pid,
                   adapters::bridge_client& client) {
-  auto addr = hdl.address();
+  auto& st = self->state;
+  if (!st.core->accepts_ready(id))
+    return; // (retired while it started: its stop is on the way)
+  st.channels[id] = worker_channel{id,     st.cfg.name, caf::actor_cast<caf::actor>(self),
+                                   worker_handle(hdl), client,      st.env->log,
+                                   st.env->telemetry};
+  self->monitor(hdl);
   uint64_t serial = 0;
   step(self, [&](detail::pool_core& core) {
     serial = core.on_worker_ready(id, hdl, pid, std::move(client));
   });
-  if (serial == 0)
-    return; // (retired while it started: its stop is on the way)
-  self->monitor(hdl);
-  self->state.workers[addr] = {id, serial};
+  st.workers[hdl.address()] = {id, serial};
 }
 
 void on_down(pool_ptr self, caf::down_msg& msg) {
@@ -248,6 +258,8 @@ void on_down(pool_ptr self, caf::down_msg& msg) {
   }
   auto [id, serial] = std::move(i->second);
   st.workers.erase(i);
+  if (auto* w = st.core->table().find(id); w != nullptr && w->live && w->live->serial == serial)
+    st.channels.erase(id);
   step(self, [&](detail::pool_core& core) { core.on_worker_down(id, serial, msg.reason); });
 }
 
@@ -409,9 +421,9 @@ pool_impl::behavior_type pool_behavior(pool_ptr self) {
       step(self, [](core_t& c) { c.drain(); });
       return caf::ok_atom::value;
     },
-    [self](python_telemetry_atom msg) {
+    [self](python_telemetry_atom) {
       for (auto& hdl : self->state.core->live_handles())
-        caf::unsafe_send_as(self, hdl, msg);
+        send_python_telemetry(self, hdl);
     },
     // --- workers and the tree ------------------------------------------------------
     [self](spawn_workers_atom) { replace_predecessor(self); },

@@ -19,7 +19,6 @@
 #include "caf/all.hpp"
 
 #include "supervision/dynamic_supervisor.hpp"
-#include "supervision/registry.hpp"
 #include "supervision/supervisor.hpp"
 #include "tests/support/deterministic.hpp"
 #include "tests/support/eventually.hpp"

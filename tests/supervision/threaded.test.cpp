@@ -1,5 +1,5 @@
 // The same trees on CAF's real, threaded scheduler: blocking start/stop for
-// hosts, restarts and the registry. Deadlines are generous; nothing here
+// hosts and restarts. Deadlines are generous; nothing here
 // asserts on speed. A child's "stop" entry is written by an attach_functor that
 // CAF may run after the monitor fired, so across threads only the order of
 // starts (and the set of events) is asserted; the strict order of stops is
@@ -68,26 +68,22 @@ TEST_CASE_FIXTURE(rt_fixture, "a crashed child is restarted under the threaded s
   CHECK_FALSE(sp::stop(sys, *sup, 10s));
 }
 
-TEST_CASE_FIXTURE(rt_fixture, "a dynamic supervisor and a registry work together under a root supervisor") {
+TEST_CASE_FIXTURE(rt_fixture, "a dynamic supervisor under a root supervisor starts and terminates children") {
   auto sup = sp::start_supervisor(sys, {sp::strategy::one_for_all, 3, 5s},
-                                  {sp::registry_child("names"),
-                                   sp::dynamic_supervisor_child("pool", {})},
-                                  10s);
+                                  {sp::dynamic_supervisor_child("pool", {})}, 10s);
   REQUIRE(sup);
   auto kids = ask<std::vector<sp::child_info>>(*sup, sp::which_children_atom::value);
   REQUIRE(kids);
-  auto reg = (*kids)[0].pid;
-  auto pool = (*kids)[1].pid;
+  auto pool = (*kids)[0].pid;
   auto w = ask<caf::actor>(pool, sp::start_child_atom::value, child("w", log),
                            caf::make_message(1));
   REQUIRE(w);
-  CHECK(ask<caf::ok_atom>(reg, sp::register_atom::value, std::string{"w"}, *w,
-                          caf::message{}));
   CHECK(ask<caf::ok_atom>(pool, sp::terminate_child_atom::value, *w));
   CHECK(eventually([&] {
-    auto names = ask<std::vector<std::string>>(reg, sp::list_atom::value);
-    return names && names->empty();
+    auto left = ask<std::vector<sp::child_info>>(pool, sp::which_children_atom::value);
+    return left && left->empty();
   }));
+  CHECK(eventually([&] { return log->count("stop:w") == 1; }));
   CHECK_FALSE(sp::stop(sys, *sup, 10s));
 }
 

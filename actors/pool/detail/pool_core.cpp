@@ -1,6 +1,7 @@
 #include "actors/pool/detail/pool_core.hpp"
 
 #include <algorithm>
+#include <utility>
 
 #include <fmt/format.h>
 
@@ -614,7 +615,8 @@ void pool_core::on_start_result(const std::string& id, const caf::error& err) {
   if (initial_.erase(id) > 0) {
     --starting_;
     if (!err) {
-      ++started_ok_;
+      if (rec != nullptr && rec->member)
+        ++started_ok_; // (one retired meanwhile will never be ready: not waited for)
     } else {
       if (rec != nullptr)
         rec->member = false;
@@ -660,10 +662,15 @@ void pool_core::answer_ready_waiters() {
                                                  "no worker started"));
 }
 
+bool pool_core::accepts_ready(const std::string& id) const {
+  auto* rec = table_.find(id);
+  return !draining_ && rec != nullptr && rec->member;
+}
+
 uint64_t pool_core::on_worker_ready(const std::string& id, caf::actor handle, int pid,
                                     adapters::bridge_client client) {
   auto* rec = table_.find(id);
-  if (draining_ || rec == nullptr || !rec->member)
+  if (!accepts_ready(id))
     return 0; // (retired while it started: its stop is on the way)
   auto now = callee_.now();
   auto limit = jittered_limit(cfg_.worker_max_requests, cfg_.max_requests_jitter,
@@ -838,8 +845,11 @@ void pool_core::retire(const std::string& id) {
   if (rec == nullptr)
     return;
   rec->member = false;
+  auto replaces = std::exchange(rec->replaces, {});
   callee_.retire_worker(id);
   table_.forget_if_gone(id);
+  if (!replaces.empty())
+    cancel_recycle(replaces); // a replacement that will never be ready
 }
 
 /// The periodic TTL, request-count and memory check (upstream LifecycleManager's

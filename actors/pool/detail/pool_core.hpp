@@ -141,6 +141,8 @@ public:
   void on_worker_exit(const std::string& id, int code, int signal);
   /// A (re)start of the worker failed inside its starter.
   void on_worker_start_failed(const std::string& id, const caf::error& err);
+  /// Whether a worker_ready of `id` would be taken (not draining, still a member).
+  bool accepts_ready(const std::string& id) const;
   /// The worker actor of incarnation `serial` terminated.
   void on_worker_down(const std::string& id, uint64_t serial, const caf::error& reason);
   /// The outcome of request `req_id` on `worker_id`.
