@@ -124,6 +124,11 @@ std::string error_payload(const std::string& type, const std::string& message,
     .dump();
 }
 
+/// What a Python caller sees when the store or the registry is gone (host shutdown).
+caf::error host_stopping() {
+  return make_error(errc::unavailable, "the host is stopping");
+}
+
 /// The value a call with replies `Rs...` yields: the single reply or a tuple.
 template<class... Rs>
 using reply_t =
@@ -153,7 +158,7 @@ caf::expected<reply_t<Rs...>> ask(caf::actor_system& sys,
           if (err == caf::sec::request_timeout)
             prom->set_value(make_error(errc::timeout, "the host did not answer in time"));
           else if (err == caf::sec::request_receiver_down)
-            prom->set_value(make_error(errc::unavailable, "the host is stopping"));
+            prom->set_value(host_stopping());
           else
             prom->set_value(std::move(err));
         });
@@ -161,10 +166,6 @@ caf::expected<reply_t<Rs...>> ask(caf::actor_system& sys,
   if (fut.wait_for(timeout + 1s) != std::future_status::ready)
     return make_error(errc::timeout, "the host did not answer in time");
   return fut.get();
-}
-
-caf::error host_stopping() {
-  return make_error(errc::unavailable, "the host is stopping");
 }
 
 } // namespace
