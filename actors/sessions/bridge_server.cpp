@@ -27,7 +27,6 @@ namespace {
 using namespace std::chrono_literals;
 using json = nlohmann::json;
 namespace pb = snakepit::bridge;
-namespace act = snakepit::actors;
 using namespace snakepit::adapters; // logger, wire conversions, errc mapping
 
 /// Our error -> the status a Python caller sees (the reverse of error_from_status).
@@ -75,15 +74,15 @@ json decode_args(const google::protobuf::Map<std::string, google::protobuf::Any>
   return out;
 }
 
-act::tool_info tool_from_proto(const pb::ToolRegistration& reg) {
-  act::tool_info t;
+tool_info tool_from_proto(const pb::ToolRegistration& reg) {
+  tool_info t;
   t.name = reg.name();
   t.description = reg.description();
   t.supports_streaming = reg.supports_streaming();
   for (auto& [k, v] : reg.metadata())
     t.metadata[k] = v;
   for (auto& p : reg.parameters()) {
-    act::param_spec ps;
+    param_spec ps;
     ps.name = p.name();
     ps.type = p.type();
     ps.description = p.description();
@@ -96,7 +95,7 @@ act::tool_info tool_from_proto(const pb::ToolRegistration& reg) {
   return t;
 }
 
-void tool_to_proto(const act::tool_info& t, pb::ToolSpec* out) {
+void tool_to_proto(const tool_info& t, pb::ToolSpec* out) {
   out->set_name(t.name);
   out->set_description(t.description);
   out->set_supports_streaming(t.supports_streaming);
@@ -125,45 +124,49 @@ std::string error_payload(const std::string& type, const std::string& message,
     .dump();
 }
 
-/// One request/response with an actor from a non-CAF thread, without a
-/// scoped_actor: a short-lived actor sends the request and fulfils a promise; the
-/// caller waits at most `timeout` (plus a margin for the hand-off).
-template <class... Rs>
-struct asker {
-  using value_type = std::conditional_t<sizeof...(Rs) == 1,
-                                        std::tuple_element_t<0, std::tuple<Rs...>>,
-                                        std::tuple<Rs...>>;
+/// What a Python caller sees when the store or the registry is gone (host shutdown).
+caf::error host_stopping() {
+  return make_error(errc::unavailable, "the host is stopping");
+}
 
-  template <class... Ts>
-  static caf::expected<value_type> ask(caf::actor_system& sys, const caf::actor& target,
-                                       std::chrono::milliseconds timeout, Ts... xs) {
-    if (!target)
-      return make_error(errc::unavailable, "the host is stopping");
-    auto prom = std::make_shared<std::promise<caf::expected<value_type>>>();
-    auto fut = prom->get_future();
-    sys.spawn([=](caf::event_based_actor* self) {
-      self->request(target, timeout, xs...)
-        .then(
-          [=](Rs&... rs) {
-            if constexpr (sizeof...(Rs) == 1)
-              prom->set_value(std::move(rs)...);
-            else
-              prom->set_value(std::make_tuple(std::move(rs)...));
-          },
-          [=](caf::error& err) {
-            if (err == caf::sec::request_timeout)
-              prom->set_value(make_error(errc::timeout, "the host did not answer in time"));
-            else if (err == caf::sec::request_receiver_down)
-              prom->set_value(make_error(errc::unavailable, "the host is stopping"));
-            else
-              prom->set_value(std::move(err));
-          });
-    });
-    if (fut.wait_for(timeout + 1s) != std::future_status::ready)
-      return make_error(errc::timeout, "the host did not answer in time");
-    return fut.get();
-  }
-};
+/// The value a call with replies `Rs...` yields: the single reply or a tuple.
+template<class... Rs>
+using reply_t =
+  std::conditional_t<sizeof...(Rs) == 1, std::tuple_element_t<0, std::tuple<Rs...>>,
+                     std::tuple<Rs...>>;
+
+/// One call to an actor from a gRPC thread, without a scoped_actor: a short-lived
+/// actor issues it (`issue(self, timeout)` returns the response handle of one of the
+/// wrappers in session_store.hpp / tool_registry.hpp) and fulfils a promise; the
+/// caller waits at most `timeout` (plus a margin for the hand-off). `issue` is
+/// copied into that actor, so it owns everything it sends.
+template<class... Rs, class Issue>
+caf::expected<reply_t<Rs...>> ask(caf::actor_system& sys,
+                                  std::chrono::milliseconds timeout, Issue issue) {
+  auto prom = std::make_shared<std::promise<caf::expected<reply_t<Rs...>>>>();
+  auto fut = prom->get_future();
+  sys.spawn([=](caf::event_based_actor* self) {
+    issue(self, timeout)
+      .then(
+        [=](Rs&... rs) {
+          if constexpr (sizeof...(Rs) == 1)
+            prom->set_value(std::move(rs)...);
+          else
+            prom->set_value(std::make_tuple(std::move(rs)...));
+        },
+        [=](caf::error& err) {
+          if (err == caf::sec::request_timeout)
+            prom->set_value(make_error(errc::timeout, "the host did not answer in time"));
+          else if (err == caf::sec::request_receiver_down)
+            prom->set_value(host_stopping());
+          else
+            prom->set_value(std::move(err));
+        });
+  });
+  if (fut.wait_for(timeout + 1s) != std::future_status::ready)
+    return make_error(errc::timeout, "the host did not answer in time");
+  return fut.get();
+}
 
 } // namespace
 
@@ -172,16 +175,34 @@ public:
   explicit bridge_service(const bridge_server_options& opts) : opts_(opts) {
   }
 
-  template <class... Rs, class... Ts>
-  auto ask_store(Ts... xs) {
-    return asker<Rs...>::ask(*opts_.system, opts_.session_store(), opts_.actor_timeout,
-                             xs...);
+  /// Calls the current session store: `call(self, store, timeout)` returns the
+  /// response handle of a session_store.hpp wrapper.
+  template<class... Rs, class Call>
+  caf::expected<reply_t<Rs...>> ask_store(Call call) {
+    auto store = as_session_store(opts_.session_store());
+    if (!store)
+      return host_stopping();
+    return ask<Rs...>(*opts_.system, opts_.actor_timeout, [=](auto* self, auto timeout) {
+      return call(self, store, timeout);
+    });
   }
 
-  template <class... Rs, class... Ts>
-  auto ask_tools(Ts... xs) {
-    return asker<Rs...>::ask(*opts_.system, opts_.tool_registry(), opts_.actor_timeout,
-                             xs...);
+  /// Calls the current tool registry, as `ask_store`.
+  template<class... Rs, class Call>
+  caf::expected<reply_t<Rs...>> ask_tools(Call call) {
+    auto registry = as_tool_registry(opts_.tool_registry());
+    if (!registry)
+      return host_stopping();
+    return ask<Rs...>(*opts_.system, opts_.actor_timeout, [=](auto* self, auto timeout) {
+      return call(self, registry, timeout);
+    });
+  }
+
+  /// The tools a session sees (InitializeSession and GetSession list them).
+  caf::expected<std::vector<tool_info>> list_tools_of(const std::string& session_id) {
+    return ask_tools<std::vector<tool_info>>([session_id](auto self, auto& reg, auto t) {
+      return list_tools(self, reg, session_id, t);
+    });
   }
 
   grpc::Status Ping(grpc::ServerContext*, const pb::PingRequest* req,
@@ -193,12 +214,15 @@ public:
 
   grpc::Status InitializeSession(grpc::ServerContext*, const pb::InitializeSessionRequest* req,
                                  pb::InitializeSessionResponse* resp) override {
-    std::map<std::string, std::string> meta{req->metadata().begin(), req->metadata().end()};
+    auto& sid = req->session_id();
+    session_metadata meta{req->metadata().begin(), req->metadata().end()};
     caf::error err;
-    if (req->session_id().empty())
+    if (sid.empty())
       err = make_error(errc::invalid_session_id, "empty session id");
-    else if (auto id = ask_store<std::string>(act::session_create_atom::value,
-                                              req->session_id(), meta);
+    else if (auto id =
+               ask_store<std::string>([sid, meta](auto self, auto& store, auto t) {
+                 return create_session(self, store, sid, meta, t);
+               });
              !id)
       err = id.error();
     if (err) {
@@ -207,8 +231,7 @@ public:
       return grpc::Status::OK;
     }
     resp->set_success(true);
-    if (auto tools = ask_tools<std::vector<act::tool_info>>(act::tool_list_atom::value,
-                                                            req->session_id()))
+    if (auto tools = list_tools_of(sid))
       for (auto& t : *tools)
         tool_to_proto(t, &(*resp->mutable_available_tools())[t.name]);
     return grpc::Status::OK;
@@ -216,10 +239,16 @@ public:
 
   grpc::Status CleanupSession(grpc::ServerContext*, const pb::CleanupSessionRequest* req,
                               pb::CleanupSessionResponse* resp) override {
-    auto state = ask_store<int32_t>(act::session_cleanup_atom::value, req->session_id());
+    auto state =
+      ask_store<int32_t>([sid = req->session_id()](auto self, auto& store, auto t) {
+        return cleanup_session(self, store, sid, t);
+      });
     if (!state)
       return status_of(state.error());
-    auto tools = ask_tools<int32_t>(act::session_cleanup_atom::value, req->session_id());
+    auto tools =
+      ask_tools<int32_t>([sid = req->session_id()](auto self, auto& reg, auto t) {
+        return cleanup_session_tools(self, reg, sid, t);
+      });
     if (!tools)
       return status_of(tools.error());
     resp->set_success(true);
@@ -229,23 +258,27 @@ public:
 
   grpc::Status GetSession(grpc::ServerContext*, const pb::GetSessionRequest* req,
                           pb::GetSessionResponse* resp) override {
-    auto info = ask_store<act::session_info>(act::session_info_atom::value,
-                                             req->session_id());
+    auto info =
+      ask_store<session_info>([sid = req->session_id()](auto self, auto& store, auto t) {
+        return get_session_info(self, store, sid, t);
+      });
     if (!info)
       return status_of(info.error());
     resp->set_session_id(info->id);
     for (auto& [k, v] : info->metadata)
       (*resp->mutable_metadata())[k] = v;
     *resp->mutable_created_at() = to_timestamp(info->created);
-    if (auto tools = ask_tools<std::vector<act::tool_info>>(act::tool_list_atom::value,
-                                                            req->session_id()))
+    if (auto tools = list_tools_of(req->session_id()))
       resp->set_tool_count(static_cast<int32_t>(tools->size()));
     return grpc::Status::OK;
   }
 
   grpc::Status Heartbeat(grpc::ServerContext*, const pb::HeartbeatRequest* req,
                          pb::HeartbeatResponse* resp) override {
-    auto valid = ask_store<bool>(act::session_exists_atom::value, req->session_id());
+    auto valid =
+      ask_store<bool>([sid = req->session_id()](auto self, auto& store, auto t) {
+        return session_exists(self, store, sid, t);
+      });
     if (!valid)
       return status_of(valid.error());
     resp->set_session_valid(*valid);
@@ -255,12 +288,13 @@ public:
 
   grpc::Status RegisterTools(grpc::ServerContext*, const pb::RegisterToolsRequest* req,
                              pb::RegisterToolsResponse* resp) override {
-    std::vector<act::tool_info> tools;
+    std::vector<tool_info> tools;
     for (auto& reg : req->tools())
       tools.push_back(tool_from_proto(reg));
-    auto ids = ask_tools<std::map<std::string, std::string>>(
-      act::tool_register_python_atom::value, req->session_id(), req->worker_id(),
-      std::move(tools));
+    auto ids = ask_tools<tool_ids>([sid = req->session_id(), wid = req->worker_id(),
+                                    tools](auto self, auto& reg, auto t) {
+      return register_python_tools(self, reg, sid, wid, tools, t);
+    });
     if (!ids) {
       resp->set_success(false);
       resp->set_error_message(describe(ids.error()));
@@ -275,8 +309,10 @@ public:
   grpc::Status GetExposedElixirTools(grpc::ServerContext*,
                                      const pb::GetExposedElixirToolsRequest* req,
                                      pb::GetExposedElixirToolsResponse* resp) override {
-    auto tools = ask_tools<std::vector<act::tool_info>>(act::tool_exposed_atom::value,
-                                                        req->session_id());
+    auto tools = ask_tools<std::vector<tool_info>>(
+      [sid = req->session_id()](auto self, auto& reg, auto t) {
+        return exposed_tools(self, reg, sid, t);
+      });
     if (!tools)
       return status_of(tools.error());
     for (auto& t : *tools)
@@ -296,7 +332,8 @@ public:
       return grpc::Status::OK;
     };
     auto& name = req->tool_name();
-    auto tool = ask_tools<act::host_tool>(act::tool_host_get_atom::value, name);
+    auto tool = ask_tools<host_tool>(
+      [name](auto self, auto& reg, auto t) { return get_host_tool(self, reg, name, t); });
     if (!tool && tool.error() != errc::unknown_tool)
       return status_of(tool.error());
     if (!tool || !tool->info.exposed) {
@@ -325,8 +362,10 @@ public:
 
   grpc::Status GetSessionState(grpc::ServerContext*, const pb::GetSessionStateRequest* req,
                                pb::GetSessionStateResponse* resp) override {
-    auto r = ask_store<bool, std::string>(act::state_get_atom::value, req->session_id(),
-                                          req->key());
+    auto r = ask_store<bool, std::string>(
+      [sid = req->session_id(), key = req->key()](auto self, auto& store, auto t) {
+        return get_state(self, store, sid, key, t);
+      });
     if (!r)
       return status_of(r.error());
     resp->set_found(std::get<0>(*r));
@@ -339,8 +378,10 @@ public:
                                pb::SetSessionStateResponse* resp) override {
     auto value = req->has_value() ? decode_any(req->value()).dump() : std::string{"null"};
     if (!req->compare()) {
-      auto r = ask_store<caf::ok_atom>(act::state_put_atom::value, req->session_id(),
-                                       req->key(), value);
+      auto r = ask_store<caf::ok_atom>([sid = req->session_id(), key = req->key(),
+                                        value](auto self, auto& store, auto t) {
+        return put_state(self, store, sid, key, value, t);
+      });
       if (!r)
         return status_of(r.error());
       resp->set_success(true);
@@ -349,8 +390,11 @@ public:
     }
     auto expected = req->has_expected() ? decode_any(req->expected()).dump()
                                         : std::string{"null"};
-    auto r = ask_store<bool, std::string>(act::state_cas_atom::value, req->session_id(),
-                                          req->key(), expected, value);
+    auto r =
+      ask_store<bool, std::string>([sid = req->session_id(), key = req->key(), expected,
+                                    value](auto self, auto& store, auto t) {
+        return compare_and_set_state(self, store, sid, key, expected, value, t);
+      });
     if (!r)
       return status_of(r.error());
     resp->set_success(std::get<0>(*r));
@@ -361,7 +405,10 @@ public:
   grpc::Status DeleteSessionState(grpc::ServerContext*,
                                   const pb::DeleteSessionStateRequest* req,
                                   pb::DeleteSessionStateResponse* resp) override {
-    auto r = ask_store<bool>(act::state_delete_atom::value, req->session_id(), req->key());
+    auto r = ask_store<bool>(
+      [sid = req->session_id(), key = req->key()](auto self, auto& store, auto t) {
+        return delete_state(self, store, sid, key, t);
+      });
     if (!r)
       return status_of(r.error());
     resp->set_existed(*r);
@@ -371,8 +418,10 @@ public:
   grpc::Status ListSessionStateKeys(grpc::ServerContext*,
                                     const pb::ListSessionStateKeysRequest* req,
                                     pb::ListSessionStateKeysResponse* resp) override {
-    auto r = ask_store<std::vector<std::string>>(act::state_keys_atom::value,
-                                                 req->session_id());
+    auto r = ask_store<std::vector<std::string>>(
+      [sid = req->session_id()](auto self, auto& store, auto t) {
+        return state_keys(self, store, sid, t);
+      });
     if (!r)
       return status_of(r.error());
     for (auto& k : *r)
@@ -384,8 +433,10 @@ public:
                                      const pb::IncrementSessionStateRequest* req,
                                      pb::IncrementSessionStateResponse* resp) override {
     auto by = req->has_by() ? decode_any(req->by()).dump() : std::string{"1"};
-    auto r = ask_store<std::string>(act::state_incr_atom::value, req->session_id(),
-                                    req->key(), by);
+    auto r = ask_store<std::string>(
+      [sid = req->session_id(), key = req->key(), by](auto self, auto& store, auto t) {
+        return increment_state(self, store, sid, key, by, t);
+      });
     if (!r)
       return status_of(r.error());
     set_json(resp->mutable_value(), *r);

@@ -27,8 +27,10 @@ struct bridge_server_options {
   /// The actor system of the session_store and tool_registry actors.
   caf::actor_system* system = nullptr;
   /// The current session_store actor (looked up per call: it may have restarted).
+  /// Dynamically typed because name tables and supervisors keep `caf::actor`; the
+  /// server views it as `session_store_actor`.
   std::function<caf::actor()> session_store;
-  /// The current tool_registry actor.
+  /// The current tool_registry actor (viewed as `tool_registry_actor`).
   std::function<caf::actor()> tool_registry;
   /// Longest a handler thread waits for one actor reply.
   std::chrono::milliseconds actor_timeout{5000};

@@ -6,7 +6,10 @@
 #include <cstdio>
 #include <unordered_map>
 
-#include <caf/all.hpp>
+#include <caf/actor_system.hpp>
+#include <caf/send.hpp>
+#include <caf/stateful_actor.hpp>
+#include <caf/typed_event_based_actor.hpp>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
@@ -65,6 +68,13 @@ std::string generate_session_id() {
 
 namespace {
 
+/// The periodic TTL sweep; only the store sends it, to itself.
+using session_sweep_atom = caf::atom_constant<caf::atom("sesssweep")>;
+
+/// The store's own view of its interface: the public one plus its private timer.
+using session_store_impl =
+  session_store_actor::extend<caf::reacts_to<session_sweep_atom>>;
+
 struct session {
   std::chrono::system_clock::time_point created;
   std::chrono::system_clock::time_point last_accessed_wall;
@@ -82,7 +92,7 @@ struct session_store_state {
   bool warned = false;
 };
 
-using self_ptr = caf::stateful_actor<session_store_state>*;
+using self_ptr = session_store_impl::stateful_pointer<session_store_state>;
 
 void touch(self_ptr self, session& s) {
   s.last_accessed = self->clock().now();
@@ -164,7 +174,7 @@ void sweep(self_ptr self) {
   check_warning(self);
 }
 
-caf::behavior session_store(self_ptr self, session_store_config cfg) {
+session_store_impl::behavior_type session_store(self_ptr self, session_store_config cfg) {
   self->state.cfg = std::move(cfg);
   self->delayed_send(self, self->state.cfg.sweep_interval, session_sweep_atom::value);
   return {
@@ -173,7 +183,7 @@ caf::behavior session_store(self_ptr self, session_store_config cfg) {
       self->delayed_send(self, self->state.cfg.sweep_interval, session_sweep_atom::value);
     },
     [=](session_create_atom, std::string& id,
-        std::map<std::string, std::string>& metadata) -> caf::result<std::string> {
+        session_metadata& metadata) -> caf::result<std::string> {
       if (id.empty()) {
         do
           id = generate_session_id();
@@ -194,10 +204,6 @@ caf::behavior session_store(self_ptr self, session_store_config cfg) {
         if (!worker.empty())
           s->last_worker = std::move(worker);
       }
-    },
-    [=](session_get_worker_atom, const std::string& id) -> std::string {
-      auto i = self->state.sessions.find(id);
-      return i == self->state.sessions.end() ? std::string{} : i->second.last_worker;
     },
     [=](session_info_atom, const std::string& id) -> caf::result<session_info> {
       auto* s = find(self, id);
@@ -228,7 +234,9 @@ caf::behavior session_store(self_ptr self, session_store_config cfg) {
         self->state.cfg.on_cleanup(id, n);
       return n;
     },
-    [=](session_count_atom) { return static_cast<uint64_t>(self->state.sessions.size()); },
+    [=](session_count_atom) {
+      return static_cast<uint64_t>(self->state.sessions.size());
+    },
     [=](state_get_atom, const std::string& id,
         const std::string& key) -> caf::result<bool, std::string> {
       caf::error err;
@@ -249,7 +257,8 @@ caf::behavior session_store(self_ptr self, session_store_config cfg) {
       s->state[std::move(key)] = parse_or_null(value);
       return caf::ok_atom::value;
     },
-    [=](state_cas_atom, const std::string& id, std::string& key, const std::string& expected,
+    [=](state_cas_atom, const std::string& id, std::string& key,
+        const std::string& expected,
         const std::string& value) -> caf::result<bool, std::string> {
       caf::error err;
       auto* s = find_or_create(self, id, err);
@@ -302,8 +311,14 @@ caf::behavior session_store(self_ptr self, session_store_config cfg) {
 
 } // namespace
 
-caf::actor spawn_session_store(caf::actor_system& sys, session_store_config cfg) {
+session_store_actor spawn_session_store(caf::actor_system& sys,
+                                        session_store_config cfg) {
   return sys.spawn(session_store, std::move(cfg));
+}
+
+void touch_session(const session_store_actor& store, std::string id,
+                   std::string worker_id) {
+  caf::anon_send(store, session_touch_atom::value, std::move(id), std::move(worker_id));
 }
 
 supervision::child_spec session_store_child(std::string id, session_store_config cfg) {

@@ -2,7 +2,9 @@
 // and last-access times, a TTL swept periodically, metadata, the last worker that
 // served them and a key/value state map that Python tools read and update through the
 // host's bridge server. One actor owns everything, so every update (increment,
-// compare-and-set) is atomic by construction.
+// compare-and-set) is atomic by construction. Its protocol is `session_store_actor`;
+// callers use the functions at the end of this header (as Elixir callers use
+// `SessionStore.create_session/2`) and never build its messages themselves.
 #pragma once
 
 #include <chrono>
@@ -10,12 +12,16 @@
 #include <functional>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include <caf/actor.hpp>
+#include <caf/actor_cast.hpp>
 #include <caf/allowed_unsafe_message_type.hpp>
 #include <caf/atom.hpp>
-#include <caf/actor.hpp>
 #include <caf/error.hpp>
+#include <caf/replies_to.hpp>
+#include <caf/typed_actor.hpp>
 
 #include "supervision/child_spec.hpp"
 
@@ -24,39 +30,6 @@ class actor_system;
 } // namespace caf
 
 namespace snakepit::actors {
-
-/// Create (or touch) a session: `(atom, id, metadata)` -> `std::string` id. An empty
-/// id asks for a generated one. Errors: invalid_session_id, quota_exceeded.
-using session_create_atom = caf::atom_constant<caf::atom("sesscreate")>;
-/// Cast `(atom, id, worker_id)`: one request of the session ran on `worker_id`
-/// (upserts the session, counts the request, refreshes last access).
-using session_touch_atom = caf::atom_constant<caf::atom("sesstouch")>;
-/// `(atom, id)` -> `std::string` worker id of the last request, "" if none or unknown.
-using session_get_worker_atom = caf::atom_constant<caf::atom("sessgetwrk")>;
-/// `(atom, id)` -> `session_info`; refreshes last access. Error: session_not_found.
-using session_info_atom = caf::atom_constant<caf::atom("sessinfo")>;
-/// `(atom, id)` -> bool: whether the session exists (refreshes it; Heartbeat).
-using session_exists_atom = caf::atom_constant<caf::atom("sessexists")>;
-/// `(atom, id)` -> `int32_t` entries removed (state keys + the session record).
-using session_cleanup_atom = caf::atom_constant<caf::atom("sessclean")>;
-/// `(atom)` -> `uint64_t` number of live sessions.
-using session_count_atom = caf::atom_constant<caf::atom("sesscount")>;
-/// `(atom, id, key)` -> `(bool found, std::string json)`.
-using state_get_atom = caf::atom_constant<caf::atom("stget")>;
-/// `(atom, id, key, std::string json)` -> ok.
-using state_put_atom = caf::atom_constant<caf::atom("stput")>;
-/// `(atom, id, key, std::string expected_json, std::string new_json)` ->
-/// `(bool swapped, std::string current_json)`; an absent key equals `null`.
-using state_cas_atom = caf::atom_constant<caf::atom("stcas")>;
-/// `(atom, id, key)` -> bool: whether the key existed.
-using state_delete_atom = caf::atom_constant<caf::atom("stdel")>;
-/// `(atom, id)` -> `std::vector<std::string>` keys in order.
-using state_keys_atom = caf::atom_constant<caf::atom("stkeys")>;
-/// `(atom, id, key, std::string by_json)` -> `std::string` new value (JSON number).
-/// An absent key counts as 0; integers stay integers. Error: invalid_argument.
-using state_incr_atom = caf::atom_constant<caf::atom("stincr")>;
-/// Internal: periodic TTL sweep.
-using session_sweep_atom = caf::atom_constant<caf::atom("sesssweep")>;
 
 /// Limits and timers of the store, with upstream's defaults.
 struct session_store_config {
@@ -93,11 +66,14 @@ struct session_info {
   std::map<std::string, std::string> metadata;
   /// State keys, sorted.
   std::vector<std::string> state_keys;
-  /// Requests routed to the session (`session_touch_atom`).
+  /// Requests routed to the session (`touch_session`).
   uint64_t request_count = 0;
   /// Time to live after the last access.
   std::chrono::seconds ttl{0};
 };
+
+/// Session metadata: string keys and values.
+using session_metadata = std::map<std::string, std::string>;
 
 /// Longest session id accepted.
 inline constexpr size_t max_session_id_length = 128;
@@ -108,11 +84,174 @@ caf::error validate_session_id(const std::string& id);
 /// A new session id: "sess_" + 32 hex digits from the kernel's CSPRNG (getrandom).
 std::string generate_session_id();
 
+// -- protocol -------------------------------------------------------------------
+
+/// Tags `create_session`.
+using session_create_atom = caf::atom_constant<caf::atom("sesscreate")>;
+/// Tags `touch_session`.
+using session_touch_atom = caf::atom_constant<caf::atom("sesstouch")>;
+/// Tags `get_session_info`.
+using session_info_atom = caf::atom_constant<caf::atom("sessinfo")>;
+/// Tags `session_exists`.
+using session_exists_atom = caf::atom_constant<caf::atom("sessexists")>;
+/// Tags `cleanup_session` here and `cleanup_session_tools` in the tool registry.
+using session_cleanup_atom = caf::atom_constant<caf::atom("sessclean")>;
+/// Tags `count_sessions`.
+using session_count_atom = caf::atom_constant<caf::atom("sesscount")>;
+/// Tags `get_state`.
+using state_get_atom = caf::atom_constant<caf::atom("stget")>;
+/// Tags `put_state`.
+using state_put_atom = caf::atom_constant<caf::atom("stput")>;
+/// Tags `compare_and_set_state`.
+using state_cas_atom = caf::atom_constant<caf::atom("stcas")>;
+/// Tags `delete_state`.
+using state_delete_atom = caf::atom_constant<caf::atom("stdel")>;
+/// Tags `state_keys`.
+using state_keys_atom = caf::atom_constant<caf::atom("stkeys")>;
+/// Tags `increment_state`.
+using state_incr_atom = caf::atom_constant<caf::atom("stincr")>;
+
+/// The store's interface; each message is documented at its wrapper below. State
+/// values travel as JSON text.
+using session_store_actor = caf::typed_actor<
+  caf::replies_to<session_create_atom, std::string, session_metadata>::with<std::string>,
+  caf::reacts_to<session_touch_atom, std::string, std::string>,
+  caf::replies_to<session_info_atom, std::string>::with<session_info>,
+  caf::replies_to<session_exists_atom, std::string>::with<bool>,
+  caf::replies_to<session_cleanup_atom, std::string>::with<int32_t>,
+  caf::replies_to<session_count_atom>::with<uint64_t>,
+  caf::replies_to<state_get_atom, std::string, std::string>::with<bool, std::string>,
+  caf::replies_to<state_put_atom, std::string, std::string,
+                  std::string>::with<caf::ok_atom>,
+  caf::replies_to<state_cas_atom, std::string, std::string, std::string,
+                  std::string>::with<bool, std::string>,
+  caf::replies_to<state_delete_atom, std::string, std::string>::with<bool>,
+  caf::replies_to<state_keys_atom, std::string>::with<std::vector<std::string>>,
+  caf::replies_to<state_incr_atom, std::string, std::string,
+                  std::string>::with<std::string>>;
+
+/// The name the runtime gives the store in its name table.
+inline constexpr const char* session_store_name = "session_store";
+
+/// The store behind a dynamically typed handle, as a name table or a supervisor
+/// keeps it. An invalid handle stays invalid.
+inline session_store_actor as_session_store(const caf::actor& hdl) {
+  return caf::actor_cast<session_store_actor>(hdl);
+}
+
 /// Spawns the store outside a supervision tree (tests, hosts with their own tree).
-caf::actor spawn_session_store(caf::actor_system& sys, session_store_config cfg = {});
+session_store_actor spawn_session_store(caf::actor_system& sys,
+                                        session_store_config cfg = {});
 
 /// A child spec for the store (permanent worker; state is lost when it restarts).
 supervision::child_spec session_store_child(std::string id, session_store_config cfg = {});
+
+// -- calls ----------------------------------------------------------------------
+//
+// Each call sends one request from `self` and returns CAF's response handle: an
+// actor continues with `.then(ok, err)`, a `caf::scoped_actor` with
+// `.receive(ok, err)`. `self` is an actor pointer or a scoped_actor; `timeout` a
+// `std::chrono` duration or `caf::infinite` (default 5 s, OTP's call timeout).
+
+/// Creates (or touches) session `id`, merging `metadata` into its own; an empty id
+/// asks for a generated one. Reply: the id. Errors: invalid_session_id, quota_exceeded.
+template<class Self, class Timeout = std::chrono::seconds>
+auto create_session(Self&& self, const session_store_actor& store, std::string id,
+                    session_metadata metadata,
+                    Timeout timeout = std::chrono::seconds{5}) {
+  return self->request(store, timeout, session_create_atom::value, std::move(id),
+                       std::move(metadata));
+}
+
+/// Reply: what the store knows about session `id`; refreshes its last access.
+/// Error: session_not_found.
+template<class Self, class Timeout = std::chrono::seconds>
+auto get_session_info(Self&& self, const session_store_actor& store, std::string id,
+                      Timeout timeout = std::chrono::seconds{5}) {
+  return self->request(store, timeout, session_info_atom::value, std::move(id));
+}
+
+/// Reply: whether session `id` exists; refreshes it (the bridge's Heartbeat).
+template<class Self, class Timeout = std::chrono::seconds>
+auto session_exists(Self&& self, const session_store_actor& store, std::string id,
+                    Timeout timeout = std::chrono::seconds{5}) {
+  return self->request(store, timeout, session_exists_atom::value, std::move(id));
+}
+
+/// Removes session `id`. Reply: `int32_t` entries removed (state keys + the session
+/// record), 0 if it did not exist.
+template<class Self, class Timeout = std::chrono::seconds>
+auto cleanup_session(Self&& self, const session_store_actor& store, std::string id,
+                     Timeout timeout = std::chrono::seconds{5}) {
+  return self->request(store, timeout, session_cleanup_atom::value, std::move(id));
+}
+
+/// Reply: `uint64_t` number of live sessions.
+template<class Self, class Timeout = std::chrono::seconds>
+auto count_sessions(Self&& self, const session_store_actor& store,
+                    Timeout timeout = std::chrono::seconds{5}) {
+  return self->request(store, timeout, session_count_atom::value);
+}
+
+/// Reply: `(bool found, std::string json)`, "null" when not found. Creates the
+/// session when missing (errors: invalid_session_id, quota_exceeded).
+template<class Self, class Timeout = std::chrono::seconds>
+auto get_state(Self&& self, const session_store_actor& store, std::string id,
+               std::string key, Timeout timeout = std::chrono::seconds{5}) {
+  return self->request(store, timeout, state_get_atom::value, std::move(id),
+                       std::move(key));
+}
+
+/// Sets `key` to the JSON text `value` (not JSON: null). Reply: ok. Creates the
+/// session when missing.
+template<class Self, class Timeout = std::chrono::seconds>
+auto put_state(Self&& self, const session_store_actor& store, std::string id,
+               std::string key, std::string value,
+               Timeout timeout = std::chrono::seconds{5}) {
+  return self->request(store, timeout, state_put_atom::value, std::move(id),
+                       std::move(key), std::move(value));
+}
+
+/// Sets `key` to `value` only if it currently equals `expected` (JSON; an absent
+/// key equals null). Reply: `(bool swapped, std::string current_json)`.
+template<class Self, class Timeout = std::chrono::seconds>
+auto compare_and_set_state(Self&& self, const session_store_actor& store, std::string id,
+                           std::string key, std::string expected, std::string value,
+                           Timeout timeout = std::chrono::seconds{5}) {
+  return self->request(store, timeout, state_cas_atom::value, std::move(id),
+                       std::move(key), std::move(expected), std::move(value));
+}
+
+/// Removes `key`. Reply: whether it existed.
+template<class Self, class Timeout = std::chrono::seconds>
+auto delete_state(Self&& self, const session_store_actor& store, std::string id,
+                  std::string key, Timeout timeout = std::chrono::seconds{5}) {
+  return self->request(store, timeout, state_delete_atom::value, std::move(id),
+                       std::move(key));
+}
+
+/// Reply: `std::vector<std::string>` the session's state keys, sorted.
+template<class Self, class Timeout = std::chrono::seconds>
+auto state_keys(Self&& self, const session_store_actor& store, std::string id,
+                Timeout timeout = std::chrono::seconds{5}) {
+  return self->request(store, timeout, state_keys_atom::value, std::move(id));
+}
+
+/// Adds the JSON number `by` to `key` (absent counts as 0; integers stay integers).
+/// Reply: the new value as JSON text. Error: invalid_argument.
+template<class Self, class Timeout = std::chrono::seconds>
+auto increment_state(Self&& self, const session_store_actor& store, std::string id,
+                     std::string key, std::string by,
+                     Timeout timeout = std::chrono::seconds{5}) {
+  return self->request(store, timeout, state_incr_atom::value, std::move(id),
+                       std::move(key), std::move(by));
+}
+
+/// Casts: one request of session `id` ran on `worker_id` (upserts the session,
+/// counts the request, refreshes its last access; upstream's store_worker_session).
+/// Safe from any thread; does nothing when `store` is invalid.
+void touch_session(const session_store_actor& store, std::string id,
+                   std::string worker_id);
 
 } // namespace snakepit::actors
 

@@ -1,6 +1,11 @@
 #include "actors/sessions/tool_registry.hpp"
 
-#include <caf/all.hpp>
+#include <algorithm>
+
+#include <caf/actor_system.hpp>
+#include <caf/send.hpp>
+#include <caf/stateful_actor.hpp>
+#include <caf/typed_event_based_actor.hpp>
 #include <fmt/format.h>
 
 #include "adapters/errors.hpp"
@@ -51,9 +56,9 @@ struct tool_registry_state {
   std::map<std::string, std::map<std::string, tool_info>> python;
 };
 
-using self_ptr = caf::stateful_actor<tool_registry_state>*;
+using self_ptr = tool_registry_actor::stateful_pointer<tool_registry_state>;
 
-caf::behavior tool_registry(self_ptr self) {
+tool_registry_actor::behavior_type tool_registry(self_ptr self) {
   return {
     [=](tool_register_host_atom, host_tool& t) -> caf::result<caf::ok_atom> {
       if (auto err = validate_tool_name(t.info.name))
@@ -72,7 +77,7 @@ caf::behavior tool_registry(self_ptr self) {
       return caf::ok_atom::value;
     },
     [=](tool_register_python_atom, const std::string& session, const std::string& worker,
-        std::vector<tool_info>& tools) -> caf::result<std::map<std::string, std::string>> {
+        std::vector<tool_info>& tools) -> caf::result<tool_ids> {
       if (!session.empty())
         if (auto err = validate_session_id(session))
           return err;
@@ -83,7 +88,7 @@ caf::behavior tool_registry(self_ptr self) {
           return err;
       }
       auto& table = self->state.python[session];
-      std::map<std::string, std::string> ids;
+      tool_ids ids;
       for (auto& t : tools) {
         auto& slot = table[t.name];
         auto workers = std::move(slot.workers);
@@ -141,8 +146,12 @@ caf::behavior tool_registry(self_ptr self) {
 
 } // namespace
 
-caf::actor spawn_tool_registry(caf::actor_system& sys) {
+tool_registry_actor spawn_tool_registry(caf::actor_system& sys) {
   return sys.spawn(tool_registry);
+}
+
+void drop_session_tools(const tool_registry_actor& registry, std::string session_id) {
+  caf::anon_send(registry, session_cleanup_atom::value, std::move(session_id));
 }
 
 supervision::child_spec tool_registry_child(std::string id) {

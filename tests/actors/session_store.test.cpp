@@ -1,5 +1,6 @@
 // session_store and tool_registry on CAF's test coordinator: virtual time for the
-// TTL sweep, every reply checked deterministically (no threads, no sleeps).
+// TTL sweep, every reply checked deterministically (no threads, no sleeps). The tests
+// talk to the actors only through the typed handles and the call wrappers.
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
@@ -10,8 +11,8 @@
 #include <tuple>
 #include <vector>
 
-#include "caf/all.hpp"
-#include "caf/scheduler/test_coordinator.hpp"
+#include <caf/all.hpp>
+#include <caf/scheduler/test_coordinator.hpp>
 
 #include "actors/sessions/session_store.hpp"
 #include "actors/sessions/tool_registry.hpp"
@@ -23,7 +24,7 @@ namespace act = snakepit::actors;
 
 namespace {
 
-using meta_map = std::map<std::string, std::string>;
+using meta_map = act::session_metadata;
 
 struct det_fixture {
   caf::actor_system_config cfg;
@@ -49,10 +50,10 @@ struct det_fixture {
     sched.run();
   }
 
-  /// Sends a request, runs every actor, returns the single-value reply or the error.
-  template <class R, class... Ts>
-  caf::expected<R> call(const caf::actor& hdl, Ts&&... xs) {
-    auto h = self->request(hdl, caf::infinite, std::forward<Ts>(xs)...);
+  /// Runs every actor, then takes the single-value reply of the request behind `h`
+  /// (a call wrapper's response handle) or its error.
+  template<class R, class Handle>
+  caf::expected<R> reply(Handle h) {
     sched.run();
     caf::expected<R> out{caf::make_error(errc::internal, "no reply")};
     std::move(h).receive([&](R& x) { out = std::move(x); },
@@ -61,9 +62,8 @@ struct det_fixture {
   }
 
   /// The same for a two-value reply.
-  template <class R1, class R2, class... Ts>
-  caf::expected<std::tuple<R1, R2>> call2(const caf::actor& hdl, Ts&&... xs) {
-    auto h = self->request(hdl, caf::infinite, std::forward<Ts>(xs)...);
+  template<class R1, class R2, class Handle>
+  caf::expected<std::tuple<R1, R2>> reply2(Handle h) {
     sched.run();
     caf::expected<std::tuple<R1, R2>> out{caf::make_error(errc::internal, "no reply")};
     std::move(h).receive([&](R1& x, R2& y) { out = std::make_tuple(x, y); },
@@ -71,15 +71,21 @@ struct det_fixture {
     return out;
   }
 
-  caf::expected<std::string> create(const caf::actor& store, std::string id,
+  caf::expected<std::string> create(const act::session_store_actor& store, std::string id,
                                     meta_map meta = {}) {
-    return call<std::string>(store, act::session_create_atom::value, std::move(id),
-                             std::move(meta));
+    return reply<std::string>(
+      act::create_session(self, store, std::move(id), std::move(meta), caf::infinite));
   }
 
-  bool exists(const caf::actor& store, const std::string& id) {
-    auto r = call<bool>(store, act::session_exists_atom::value, id);
+  bool exists(const act::session_store_actor& store, const std::string& id) {
+    auto r = reply<bool>(act::session_exists(self, store, id, caf::infinite));
     return r && *r;
+  }
+
+  caf::expected<act::session_info> info(const act::session_store_actor& store,
+                                        const std::string& id) {
+    return reply<act::session_info>(
+      act::get_session_info(self, store, id, caf::infinite));
   }
 };
 
@@ -110,16 +116,15 @@ TEST_CASE_FIXTURE(det_fixture, "a session not accessed for its TTL is removed by
   sched.run();
   // "idle" was last accessed 11 s ago, "busy" 5 s ago.
   CHECK(expired == std::vector<std::string>{"idle"});
-  auto info = call<act::session_info>(store, act::session_info_atom::value,
-                                      std::string{"idle"});
-  REQUIRE_FALSE(info);
-  CHECK(info.error() == errc::session_not_found);
+  auto idle = info(store, "idle");
+  REQUIRE_FALSE(idle);
+  CHECK(idle.error() == errc::session_not_found);
   CHECK(exists(store, "busy"));
   sched.advance_time(11s);
   sched.run();
   CHECK_FALSE(exists(store, "busy"));
   CHECK(expired == std::vector<std::string>{"idle", "busy"});
-  CHECK(*call<uint64_t>(store, act::session_count_atom::value) == 0);
+  CHECK(*reply<uint64_t>(act::count_sessions(self, store, caf::infinite)) == 0);
   caf::anon_send_exit(store, caf::exit_reason::kill);
 }
 
@@ -141,12 +146,12 @@ TEST_CASE_FIXTURE(det_fixture, "creating more than max_sessions fails with quota
   CHECK(over.error() == errc::quota_exceeded);
   // Touching or reading an existing session still works at the quota.
   CHECK(create(store, "s0"));
-  auto put = call<caf::ok_atom>(store, act::state_put_atom::value, std::string{"s6"},
-                                std::string{"k"}, std::string{"1"});
+  auto put =
+    reply<caf::ok_atom>(act::put_state(self, store, "s6", "k", "1", caf::infinite));
   REQUIRE_FALSE(put);
   CHECK(put.error() == errc::quota_exceeded);
   // Cleaning one up makes room again.
-  CHECK(*call<int32_t>(store, act::session_cleanup_atom::value, std::string{"s1"}) == 1);
+  CHECK(*reply<int32_t>(act::cleanup_session(self, store, "s1", caf::infinite)) == 1);
   CHECK(create(store, "s5"));
   caf::anon_send_exit(store, caf::exit_reason::kill);
 }
@@ -159,8 +164,8 @@ TEST_CASE_FIXTURE(det_fixture, "malformed session ids are rejected with invalid_
     auto r = create(store, bad);
     REQUIRE_FALSE(r);
     CHECK(r.error() == errc::invalid_session_id);
-    auto incr = call<std::string>(store, act::state_incr_atom::value, bad, std::string{"k"},
-                                  std::string{"1"});
+    auto incr =
+      reply<std::string>(act::increment_state(self, store, bad, "k", "1", caf::infinite));
     REQUIRE_FALSE(incr);
     CHECK(incr.error() == errc::invalid_session_id);
   }
@@ -192,26 +197,21 @@ TEST_CASE_FIXTURE(det_fixture, "touch records the last worker and counts request
   auto store = act::spawn_session_store(sys, small_store());
   sched.run();
   REQUIRE(create(store, "s", meta_map{{"user", "ada"}}));
-  CHECK(*call<std::string>(store, act::session_get_worker_atom::value, std::string{"s"})
-        == "");
-  caf::anon_send(store, act::session_touch_atom::value, std::string{"s"}, std::string{"w1"});
-  caf::anon_send(store, act::session_touch_atom::value, std::string{"s"}, std::string{"w2"});
+  CHECK(info(store, "s")->last_worker == "");
+  act::touch_session(store, "s", "w1");
+  act::touch_session(store, "s", "w2");
   // A touch upserts, like upstream's store_worker_session.
-  caf::anon_send(store, act::session_touch_atom::value, std::string{"t"}, std::string{"w3"});
+  act::touch_session(store, "t", "w3");
   sched.run();
-  CHECK(*call<std::string>(store, act::session_get_worker_atom::value, std::string{"s"})
-        == "w2");
-  CHECK(*call<std::string>(store, act::session_get_worker_atom::value, std::string{"t"})
-        == "w3");
-  CHECK(*call<std::string>(store, act::session_get_worker_atom::value, std::string{"none"})
-        == "");
-  auto info = call<act::session_info>(store, act::session_info_atom::value, std::string{"s"});
-  REQUIRE(info);
-  CHECK(info->last_worker == "w2");
-  CHECK(info->request_count == 2);
-  CHECK(info->metadata == meta_map{{"user", "ada"}});
-  CHECK(info->ttl == 10s);
-  CHECK(info->last_accessed >= info->created);
+  CHECK(info(store, "t")->last_worker == "w3");
+  CHECK(info(store, "none").error() == errc::session_not_found);
+  auto s = info(store, "s");
+  REQUIRE(s);
+  CHECK(s->last_worker == "w2");
+  CHECK(s->request_count == 2);
+  CHECK(s->metadata == meta_map{{"user", "ada"}});
+  CHECK(s->ttl == 10s);
+  CHECK(s->last_accessed >= s->created);
   caf::anon_send_exit(store, caf::exit_reason::kill);
 }
 
@@ -219,37 +219,37 @@ TEST_CASE_FIXTURE(det_fixture, "state get, put, compare-and-set, delete and keys
   auto store = act::spawn_session_store(sys, small_store());
   sched.run();
   std::string s = "st";
-  auto miss = call2<bool, std::string>(store, act::state_get_atom::value, s, std::string{"a"});
+  auto miss =
+    reply2<bool, std::string>(act::get_state(self, store, s, "a", caf::infinite));
   REQUIRE(miss);
   CHECK_FALSE(std::get<0>(*miss));
-  REQUIRE(call<caf::ok_atom>(store, act::state_put_atom::value, s, std::string{"a"},
-                             std::string{R"({"x":[1,2]})"}));
-  REQUIRE(call<caf::ok_atom>(store, act::state_put_atom::value, s, std::string{"b"},
-                             std::string{"\"text\""}));
-  auto hit = call2<bool, std::string>(store, act::state_get_atom::value, s, std::string{"a"});
+  REQUIRE(reply<caf::ok_atom>(
+    act::put_state(self, store, s, "a", R"({"x":[1,2]})", caf::infinite)));
+  REQUIRE(
+    reply<caf::ok_atom>(act::put_state(self, store, s, "b", "\"text\"", caf::infinite)));
+  auto hit =
+    reply2<bool, std::string>(act::get_state(self, store, s, "a", caf::infinite));
   REQUIRE(hit);
   CHECK(std::get<0>(*hit));
   CHECK(std::get<1>(*hit) == R"({"x":[1,2]})");
-  auto keys = call<std::vector<std::string>>(store, act::state_keys_atom::value, s);
+  auto keys =
+    reply<std::vector<std::string>>(act::state_keys(self, store, s, caf::infinite));
   CHECK(*keys == std::vector<std::string>{"a", "b"});
-  auto cas_bad = call2<bool, std::string>(store, act::state_cas_atom::value, s,
-                                          std::string{"b"}, std::string{"\"other\""},
-                                          std::string{"1"});
+  auto cas_bad = reply2<bool, std::string>(
+    act::compare_and_set_state(self, store, s, "b", "\"other\"", "1", caf::infinite));
   REQUIRE(cas_bad);
   CHECK_FALSE(std::get<0>(*cas_bad));
   CHECK(std::get<1>(*cas_bad) == "\"text\"");
-  auto cas_ok = call2<bool, std::string>(store, act::state_cas_atom::value, s,
-                                         std::string{"b"}, std::string{"\"text\""},
-                                         std::string{"2"});
+  auto cas_ok = reply2<bool, std::string>(
+    act::compare_and_set_state(self, store, s, "b", "\"text\"", "2", caf::infinite));
   REQUIRE(cas_ok);
   CHECK(std::get<0>(*cas_ok));
-  auto cas_new = call2<bool, std::string>(store, act::state_cas_atom::value, s,
-                                          std::string{"c"}, std::string{"null"},
-                                          std::string{"3"});
+  auto cas_new = reply2<bool, std::string>(
+    act::compare_and_set_state(self, store, s, "c", "null", "3", caf::infinite));
   CHECK(std::get<0>(*cas_new));
-  CHECK(*call<bool>(store, act::state_delete_atom::value, s, std::string{"a"}));
-  CHECK_FALSE(*call<bool>(store, act::state_delete_atom::value, s, std::string{"a"}));
-  keys = call<std::vector<std::string>>(store, act::state_keys_atom::value, s);
+  CHECK(*reply<bool>(act::delete_state(self, store, s, "a", caf::infinite)));
+  CHECK_FALSE(*reply<bool>(act::delete_state(self, store, s, "a", caf::infinite)));
+  keys = reply<std::vector<std::string>>(act::state_keys(self, store, s, caf::infinite));
   CHECK(*keys == std::vector<std::string>{"b", "c"});
   caf::anon_send_exit(store, caf::exit_reason::kill);
 }
@@ -263,24 +263,23 @@ TEST_CASE_FIXTURE(det_fixture, "increment is atomic in the store: 1000 increment
     senders.push_back(std::make_unique<caf::scoped_actor>(sys, true));
   for (int i = 0; i < 250; ++i)
     for (auto& snd : senders)
-      (*snd)->send(store, act::state_incr_atom::value, std::string{"c"}, std::string{"n"},
-                std::string{"1"});
+      act::increment_state(*snd, store, "c", "n", "1", caf::infinite);
   sched.run();
-  auto v = call2<bool, std::string>(store, act::state_get_atom::value, std::string{"c"},
-                                    std::string{"n"});
+  auto v =
+    reply2<bool, std::string>(act::get_state(self, store, "c", "n", caf::infinite));
   REQUIRE(v);
   CHECK(std::get<1>(*v) == "1000");
-  auto f = call<std::string>(store, act::state_incr_atom::value, std::string{"c"},
-                             std::string{"n"}, std::string{"0.5"});
+  auto f =
+    reply<std::string>(act::increment_state(self, store, "c", "n", "0.5", caf::infinite));
   CHECK(*f == "1000.5");
-  auto bad = call<std::string>(store, act::state_incr_atom::value, std::string{"c"},
-                               std::string{"n"}, std::string{"\"x\""});
+  auto bad = reply<std::string>(
+    act::increment_state(self, store, "c", "n", "\"x\"", caf::infinite));
   REQUIRE_FALSE(bad);
   CHECK(bad.error() == errc::invalid_argument);
-  REQUIRE(call<caf::ok_atom>(store, act::state_put_atom::value, std::string{"c"},
-                             std::string{"s"}, std::string{"\"text\""}));
-  bad = call<std::string>(store, act::state_incr_atom::value, std::string{"c"},
-                          std::string{"s"}, std::string{"1"});
+  REQUIRE(reply<caf::ok_atom>(
+    act::put_state(self, store, "c", "s", "\"text\"", caf::infinite)));
+  bad =
+    reply<std::string>(act::increment_state(self, store, "c", "s", "1", caf::infinite));
   REQUIRE_FALSE(bad);
   CHECK(bad.error() == errc::invalid_argument);
   caf::anon_send_exit(store, caf::exit_reason::kill);
@@ -290,10 +289,10 @@ TEST_CASE_FIXTURE(det_fixture, "cleanup_session returns the state entries plus t
   auto store = act::spawn_session_store(sys, small_store());
   sched.run();
   for (auto key : {"a", "b", "c"})
-    REQUIRE(call<caf::ok_atom>(store, act::state_put_atom::value, std::string{"x"},
-                               std::string{key}, std::string{"true"}));
-  CHECK(*call<int32_t>(store, act::session_cleanup_atom::value, std::string{"x"}) == 4);
-  CHECK(*call<int32_t>(store, act::session_cleanup_atom::value, std::string{"x"}) == 0);
+    REQUIRE(
+      reply<caf::ok_atom>(act::put_state(self, store, "x", key, "true", caf::infinite)));
+  CHECK(*reply<int32_t>(act::cleanup_session(self, store, "x", caf::infinite)) == 4);
+  CHECK(*reply<int32_t>(act::cleanup_session(self, store, "x", caf::infinite)) == 0);
   CHECK_FALSE(exists(store, "x"));
   caf::anon_send_exit(store, caf::exit_reason::kill);
 }
@@ -334,29 +333,32 @@ TEST_CASE_FIXTURE(det_fixture, "host tools register once, list with their exposu
   t.info.description = "doubles x";
   t.info.exposed = true;
   t.fn = [](const nlohmann::json& args) { return args.at("x").get<int>() * 2; };
-  REQUIRE(call<caf::ok_atom>(reg, act::tool_register_host_atom::value, t));
-  auto dup = call<caf::ok_atom>(reg, act::tool_register_host_atom::value, t);
+  REQUIRE(reply<caf::ok_atom>(act::register_host_tool(self, reg, t, caf::infinite)));
+  auto dup = reply<caf::ok_atom>(act::register_host_tool(self, reg, t, caf::infinite));
   REQUIRE_FALSE(dup);
   CHECK(dup.error() == errc::invalid_argument);
   act::host_tool hidden = t;
   hidden.info.name = "hidden";
   hidden.info.exposed = false;
-  REQUIRE(call<caf::ok_atom>(reg, act::tool_register_host_atom::value, hidden));
+  REQUIRE(reply<caf::ok_atom>(act::register_host_tool(self, reg, hidden, caf::infinite)));
   act::host_tool bad = t;
   bad.info.name = "bad name";
-  CHECK(call<caf::ok_atom>(reg, act::tool_register_host_atom::value, bad).error()
-        == errc::invalid_argument);
-  auto exposed = call<std::vector<act::tool_info>>(reg, act::tool_exposed_atom::value,
-                                                   std::string{});
+  CHECK(
+    reply<caf::ok_atom>(act::register_host_tool(self, reg, bad, caf::infinite)).error() ==
+    errc::invalid_argument);
+  auto exposed =
+    reply<std::vector<act::tool_info>>(act::exposed_tools(self, reg, "", caf::infinite));
   REQUIRE(exposed);
   REQUIRE(exposed->size() == 1);
   CHECK((*exposed)[0].name == "double");
   CHECK((*exposed)[0].kind == "host");
-  auto got = call<act::host_tool>(reg, act::tool_host_get_atom::value, std::string{"double"});
+  auto got =
+    reply<act::host_tool>(act::get_host_tool(self, reg, "double", caf::infinite));
   REQUIRE(got);
   CHECK(got->fn(nlohmann::json{{"x", 21}}) == 42);
-  CHECK(call<act::host_tool>(reg, act::tool_host_get_atom::value, std::string{"nope"}).error()
-        == errc::unknown_tool);
+  CHECK(
+    reply<act::host_tool>(act::get_host_tool(self, reg, "nope", caf::infinite)).error() ==
+    errc::unknown_tool);
   caf::anon_send_exit(reg, caf::exit_reason::kill);
 }
 
@@ -364,33 +366,40 @@ TEST_CASE_FIXTURE(det_fixture, "python tools merge workers, scope by session and
   auto reg = act::spawn_tool_registry(sys);
   sched.run();
   using tools = std::vector<act::tool_info>;
-  using ids = std::map<std::string, std::string>;
-  auto r1 = call<ids>(reg, act::tool_register_python_atom::value, std::string{},
-                      std::string{"w1"}, tools{py_tool("add"), py_tool("echo")});
+  using ids = act::tool_ids;
+  auto register_python = [&](std::string session, std::string worker, tools batch) {
+    return reply<ids>(act::register_python_tools(
+      self, reg, std::move(session), std::move(worker), std::move(batch), caf::infinite));
+  };
+  auto list = [&](std::string session) {
+    return reply<tools>(act::list_tools(self, reg, std::move(session), caf::infinite));
+  };
+  auto cleanup = [&](std::string session) {
+    return reply<int32_t>(
+      act::cleanup_session_tools(self, reg, std::move(session), caf::infinite));
+  };
+  auto r1 = register_python("", "w1", tools{py_tool("add"), py_tool("echo")});
   REQUIRE(r1);
   CHECK(r1->at("add") == "*:add");
-  REQUIRE(call<ids>(reg, act::tool_register_python_atom::value, std::string{},
-                    std::string{"w2"}, tools{py_tool("add"), py_tool("echo")}));
-  auto r3 = call<ids>(reg, act::tool_register_python_atom::value, std::string{"s1"},
-                      std::string{"w1"}, tools{py_tool("mine"), py_tool("yours")});
+  REQUIRE(register_python("", "w2", tools{py_tool("add"), py_tool("echo")}));
+  auto r3 = register_python("s1", "w1", tools{py_tool("mine"), py_tool("yours")});
   REQUIRE(r3);
   CHECK(r3->at("mine") == "s1:mine");
-  auto bad = call<ids>(reg, act::tool_register_python_atom::value, std::string{},
-                       std::string{"w1"}, tools{py_tool("ok"), py_tool("-bad")});
+  auto bad = register_python("", "w1", tools{py_tool("ok"), py_tool("-bad")});
   REQUIRE_FALSE(bad);
   CHECK(bad.error() == errc::invalid_argument);
-  auto global = call<tools>(reg, act::tool_list_atom::value, std::string{});
+  auto global = list("");
   REQUIRE(global);
   REQUIRE(global->size() == 2); // the rejected batch added nothing
   CHECK((*global)[0].name == "add");
   CHECK((*global)[0].kind == "python");
   CHECK((*global)[0].workers == std::vector<std::string>{"w1", "w2"});
   CHECK((*global)[0].parameters.size() == 1);
-  auto in_s1 = call<tools>(reg, act::tool_list_atom::value, std::string{"s1"});
+  auto in_s1 = list("s1");
   CHECK(in_s1->size() == 4);
-  CHECK(*call<int32_t>(reg, act::session_cleanup_atom::value, std::string{"s1"}) == 2);
-  CHECK(*call<int32_t>(reg, act::session_cleanup_atom::value, std::string{"s1"}) == 0);
-  CHECK(call<tools>(reg, act::tool_list_atom::value, std::string{"s1"})->size() == 2);
+  CHECK(*cleanup("s1") == 2);
+  CHECK(*cleanup("s1") == 0);
+  CHECK(list("s1")->size() == 2);
   caf::anon_send_exit(reg, caf::exit_reason::kill);
 }
 
