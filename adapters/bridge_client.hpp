@@ -17,8 +17,8 @@
 #include <nlohmann/json.hpp>
 
 #include "adapters/errors.hpp"
-#include "caf/error.hpp"
-#include "caf/expected.hpp"
+#include <caf/error.hpp>
+#include <caf/expected.hpp>
 
 namespace snakepit::adapters {
 

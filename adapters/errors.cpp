@@ -2,9 +2,9 @@
 
 #include <utility>
 
-#include "caf/actor_system_config.hpp"
-#include "caf/atom.hpp"
-#include "caf/message.hpp"
+#include <caf/actor_system_config.hpp>
+#include <caf/atom.hpp>
+#include <caf/message.hpp>
 
 namespace snakepit {
 

@@ -9,10 +9,10 @@
 #include <string>
 #include <vector>
 
-#include "caf/error.hpp"
-#include "caf/make_message.hpp"
-#include "caf/message.hpp"
-#include "caf/meta/type_name.hpp"
+#include <caf/error.hpp>
+#include <caf/make_message.hpp>
+#include <caf/message.hpp>
+#include <caf/meta/type_name.hpp>
 
 namespace caf {
 class actor_system_config;

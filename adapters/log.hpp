@@ -13,7 +13,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "caf/expected.hpp"
+#include <caf/expected.hpp>
 
 namespace spdlog {
 class logger;

@@ -15,7 +15,7 @@
 #include <utility>
 #include <vector>
 
-#include "caf/expected.hpp"
+#include <caf/expected.hpp>
 
 namespace snakepit::adapters {
 

@@ -14,8 +14,8 @@
 #include <string>
 #include <vector>
 
-#include "caf/error.hpp"
-#include "caf/expected.hpp"
+#include <caf/error.hpp>
+#include <caf/expected.hpp>
 
 namespace snakepit::adapters {
 

@@ -12,7 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "adapters/log.hpp"
-#include "caf/expected.hpp"
+#include <caf/expected.hpp>
 
 namespace snakepit::adapters {
 

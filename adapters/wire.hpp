@@ -13,8 +13,8 @@
 
 #include "adapters/bridge_client.hpp"
 #include "adapters/errors.hpp"
-#include "caf/error.hpp"
-#include "caf/expected.hpp"
+#include <caf/error.hpp>
+#include <caf/expected.hpp>
 #include "snakepit_bridge.pb.h"
 
 namespace snakepit::adapters {

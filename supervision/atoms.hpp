@@ -3,7 +3,7 @@
 // of Elixir's DynamicSupervisor and Registry, plus the supervisor's own timers.
 #pragma once
 
-#include "caf/atom.hpp"
+#include <caf/atom.hpp>
 
 namespace snakepit::supervision {
 

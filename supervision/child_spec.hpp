@@ -11,13 +11,13 @@
 #include <utility>
 #include <vector>
 
-#include "caf/actor.hpp"
-#include "caf/allowed_unsafe_message_type.hpp"
-#include "caf/detail/type_list.hpp"
-#include "caf/detail/type_traits.hpp"
-#include "caf/error.hpp"
-#include "caf/local_actor.hpp"
-#include "caf/message.hpp"
+#include <caf/actor.hpp>
+#include <caf/allowed_unsafe_message_type.hpp>
+#include <caf/detail/type_list.hpp>
+#include <caf/detail/type_traits.hpp>
+#include <caf/error.hpp>
+#include <caf/local_actor.hpp>
+#include <caf/message.hpp>
 
 #include "supervision/start_ack.hpp"
 

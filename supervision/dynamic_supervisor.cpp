@@ -4,9 +4,9 @@
 #include <map>
 #include <memory>
 
-#include "caf/event_based_actor.hpp"
-#include "caf/exit_reason.hpp"
-#include "caf/stateful_actor.hpp"
+#include <caf/event_based_actor.hpp>
+#include <caf/exit_reason.hpp>
+#include <caf/stateful_actor.hpp>
 
 #include "supervision/detail/child_record.hpp"
 #include "supervision/detail/supervisor_core.hpp"
@@ -25,17 +25,17 @@ struct dyn_rec : detail::child_record {
   caf::message extra;
 };
 
-class dynamic_impl;
+class dynamic_supervisor_callee;
 
-using self_ptr = caf::stateful_actor<detail::impl_state<dynamic_impl>>*;
+using self_ptr = caf::stateful_actor<detail::impl_state<dynamic_supervisor_callee>>*;
 
 // Children are keyed by a private number, since their handles change on restart
 // (Elixir keys by the old pid while restarting; a number is simpler in C++).
-class dynamic_impl {
+class dynamic_supervisor_callee {
 public:
-  static constexpr const char* name = "snakepit_dynamic_supervisor";
+  static constexpr const char* name = "snakepit.dynamic_supervisor";
 
-  dynamic_impl(self_ptr self, dynamic_supervisor_flags flags, start_ack ack)
+  dynamic_supervisor_callee(self_ptr self, dynamic_supervisor_flags flags, start_ack ack)
     : self_(self),
       flags_(flags),
       core_(self),
@@ -239,9 +239,9 @@ private:
   bool stopping_ = false;
 };
 
-caf::behavior dynamic_actor(self_ptr self, dynamic_supervisor_flags flags,
+caf::behavior dynamic_supervisor_impl(self_ptr self, dynamic_supervisor_flags flags,
                             start_ack ack) {
-  self->state.impl = std::make_unique<dynamic_impl>(self, flags, std::move(ack));
+  self->state.impl = std::make_unique<dynamic_supervisor_callee>(self, flags, std::move(ack));
   return self->state.impl->init();
 }
 
@@ -249,12 +249,12 @@ caf::behavior dynamic_actor(self_ptr self, dynamic_supervisor_flags flags,
 
 caf::actor spawn_dynamic_supervisor(caf::local_actor* parent,
                                     dynamic_supervisor_flags flags, start_ack ack) {
-  return parent->spawn(dynamic_actor, flags, std::move(ack));
+  return parent->spawn(dynamic_supervisor_impl, flags, std::move(ack));
 }
 
 caf::actor spawn_dynamic_supervisor(caf::actor_system& sys,
                                     dynamic_supervisor_flags flags) {
-  return sys.spawn(dynamic_actor, flags, start_ack{});
+  return sys.spawn(dynamic_supervisor_impl, flags, start_ack{});
 }
 
 child_spec dynamic_supervisor_child(std::string id, dynamic_supervisor_flags flags,

@@ -8,9 +8,9 @@
 #include <optional>
 #include <string>
 
-#include "caf/actor.hpp"
-#include "caf/actor_system.hpp"
-#include "caf/local_actor.hpp"
+#include <caf/actor.hpp>
+#include <caf/actor_system.hpp>
+#include <caf/local_actor.hpp>
 
 #include "supervision/atoms.hpp"
 #include "supervision/child_spec.hpp"

@@ -1,7 +1,7 @@
 #include "supervision/errors.hpp"
 
-#include "caf/exit_reason.hpp"
-#include "caf/message.hpp"
+#include <caf/exit_reason.hpp>
+#include <caf/message.hpp>
 
 namespace snakepit::supervision {
 

@@ -6,8 +6,8 @@
 #include <cstdint>
 #include <string>
 
-#include "caf/actor_system_config.hpp"
-#include "caf/error.hpp"
+#include <caf/actor_system_config.hpp>
+#include <caf/error.hpp>
 
 namespace snakepit::supervision {
 

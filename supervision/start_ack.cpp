@@ -1,7 +1,7 @@
 #include "supervision/start_ack.hpp"
 
-#include "caf/actor_cast.hpp"
-#include "caf/send.hpp"
+#include <caf/actor_cast.hpp>
+#include <caf/send.hpp>
 
 #include "supervision/atoms.hpp"
 

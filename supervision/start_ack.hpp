@@ -5,9 +5,9 @@
 
 #include <cstdint>
 
-#include "caf/actor.hpp"
-#include "caf/actor_addr.hpp"
-#include "caf/error.hpp"
+#include <caf/actor.hpp>
+#include <caf/actor_addr.hpp>
+#include <caf/error.hpp>
 
 namespace snakepit::supervision {
 

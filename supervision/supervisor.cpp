@@ -5,10 +5,10 @@
 #include <memory>
 #include <optional>
 
-#include "caf/event_based_actor.hpp"
-#include "caf/exit_reason.hpp"
-#include "caf/scoped_actor.hpp"
-#include "caf/stateful_actor.hpp"
+#include <caf/event_based_actor.hpp>
+#include <caf/exit_reason.hpp>
+#include <caf/scoped_actor.hpp>
+#include <caf/stateful_actor.hpp>
 
 #include "supervision/detail/child_record.hpp"
 #include "supervision/detail/supervisor_core.hpp"
@@ -29,17 +29,17 @@ struct start_failure {
   caf::error reason;
 };
 
-class supervisor_impl;
+class supervisor_callee;
 
-using self_ptr = caf::stateful_actor<detail::impl_state<supervisor_impl>>*;
+using self_ptr = caf::stateful_actor<detail::impl_state<supervisor_callee>>*;
 
 // All work happens in continuations on the supervisor's own thread of control;
 // the core serialises operations the way OTP's single-process supervisor does.
-class supervisor_impl {
+class supervisor_callee {
 public:
-  static constexpr const char* name = "snakepit_supervisor";
+  static constexpr const char* name = "snakepit.supervisor";
 
-  supervisor_impl(self_ptr self, supervisor_flags flags, std::vector<child_spec> specs,
+  supervisor_callee(self_ptr self, supervisor_flags flags, std::vector<child_spec> specs,
                   start_ack ack)
     : self_(self),
       flags_(flags),
@@ -377,9 +377,9 @@ private:
   bool stopping_ = false;
 };
 
-caf::behavior supervisor_actor(self_ptr self, supervisor_flags flags,
+caf::behavior supervisor_impl(self_ptr self, supervisor_flags flags,
                                std::vector<child_spec> children, start_ack ack) {
-  self->state.impl = std::make_unique<supervisor_impl>(self, flags,
+  self->state.impl = std::make_unique<supervisor_callee>(self, flags,
                                                        std::move(children),
                                                        std::move(ack));
   return self->state.impl->init();
@@ -389,12 +389,12 @@ caf::behavior supervisor_actor(self_ptr self, supervisor_flags flags,
 
 caf::actor spawn_supervisor(caf::local_actor* parent, supervisor_flags flags,
                             std::vector<child_spec> children, start_ack ack) {
-  return parent->spawn(supervisor_actor, flags, std::move(children), std::move(ack));
+  return parent->spawn(supervisor_impl, flags, std::move(children), std::move(ack));
 }
 
 caf::actor spawn_supervisor(caf::actor_system& sys, supervisor_flags flags,
                             std::vector<child_spec> children) {
-  return sys.spawn(supervisor_actor, flags, std::move(children), start_ack{});
+  return sys.spawn(supervisor_impl, flags, std::move(children), start_ack{});
 }
 
 child_spec supervisor_child(std::string id, supervisor_flags flags,
@@ -416,7 +416,7 @@ caf::expected<caf::actor> start_supervisor(caf::actor_system& sys,
                                            std::vector<child_spec> children,
                                            std::chrono::milliseconds timeout) {
   caf::scoped_actor self{sys};
-  auto sup = sys.spawn(supervisor_actor, flags, std::move(children),
+  auto sup = sys.spawn(supervisor_impl, flags, std::move(children),
                        start_ack{self->address(), 1});
   self->monitor(sup);
   caf::expected<caf::actor> result{caf::make_error(sup_errc::start_timeout)};

@@ -6,10 +6,10 @@
 #include <chrono>
 #include <vector>
 
-#include "caf/actor.hpp"
-#include "caf/actor_system.hpp"
-#include "caf/expected.hpp"
-#include "caf/local_actor.hpp"
+#include <caf/actor.hpp>
+#include <caf/actor_system.hpp>
+#include <caf/expected.hpp>
+#include <caf/local_actor.hpp>
 
 #include "supervision/atoms.hpp"
 #include "supervision/child_spec.hpp"

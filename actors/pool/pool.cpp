@@ -30,7 +30,7 @@ namespace {
 /// Private messages: workers and the tree (worker_ready, results, exits, start
 /// failures), blocking callers (lane_done), the session store (forget), and the
 /// pool's own timers.
-using pool_impl = pool_actor::extend<
+using pool_private = pool_actor::extend<
   caf::reacts_to<spawn_workers_atom>,
   caf::reacts_to<worker_ready_atom, std::string, caf::actor, int, adapters::bridge_client>,
   caf::reacts_to<worker_exit_atom, std::string, int, int>,
@@ -41,7 +41,7 @@ using pool_impl = pool_actor::extend<
   caf::reacts_to<stream_halt_atom, uint64_t, bool>>;
 
 struct pool_state;
-using pool_ptr = pool_impl::stateful_pointer<pool_state>;
+using pool_ptr = pool_private::stateful_pointer<pool_state>;
 
 /// Carries out what the core asks, as messages of this actor.
 class shell_callee final : public detail::pool_callee {
@@ -177,8 +177,8 @@ void shell_callee::monitor_caller(const caf::actor_addr& caller) {
 }
 
 void shell_callee::touch_session(const std::string& session_id, const std::string& worker_id) {
-  if (auto store = self_->state.env->names->get("session_store"))
-    caf::unsafe_send_as(self_, store, session_touch_atom::value, session_id, worker_id);
+  actors::touch_session(as_session_store(self_->state.env->names->get(session_store_name)), session_id,
+                worker_id);
 }
 
 void shell_callee::refresh_tools() {
@@ -193,11 +193,11 @@ void shell_callee::refresh_tools() {
 
 /// Asks the tool registry which tools this pool's workers registered.
 void ask_tool_registry(pool_ptr self) {
-  auto reg = self->state.env->names->get("tool_registry");
+  auto reg = as_tool_registry(self->state.env->names->get(tool_registry_name));
   if (!reg || self->state.core->tools_known())
     return;
   auto prefix = self->state.cfg.name + "_worker_";
-  self->request(reg, std::chrono::seconds{5}, tool_list_atom::value, std::string{})
+  list_tools(self, reg, std::string{})
     .then(
       [self, prefix](std::vector<tool_info>& all) {
         std::unordered_set<std::string> mine;
@@ -339,9 +339,9 @@ void stream_expired(pool_ptr self, uint64_t id, bool expired) {
   self->state.windowed.erase(id);
 }
 
-pool_impl::behavior_type pool_behavior(pool_ptr self);
+pool_private::behavior_type pool_behavior(pool_ptr self);
 
-pool_impl::behavior_type pool_init(pool_ptr self, pool_config cfg,
+pool_private::behavior_type pool_impl(pool_ptr self, pool_config cfg,
                                    std::shared_ptr<const worker_env> env) {
   auto& st = self->state;
   st.cfg = std::move(cfg);
@@ -349,7 +349,7 @@ pool_impl::behavior_type pool_init(pool_ptr self, pool_config cfg,
   st.worker_sup = st.env->names->get("worker_sup");
   if (!st.worker_sup) {
     self->quit(caf::make_error(errc::internal, "pool started without a worker_sup"));
-    return {pool_impl::behavior_type::unsafe_init{}, caf::behavior{}};
+    return {pool_private::behavior_type::unsafe_init{}, caf::behavior{}};
   }
   lane_context lctx;
   lctx.pool = st.cfg.name;
@@ -359,8 +359,7 @@ pool_impl::behavior_type pool_init(pool_ptr self, pool_config cfg,
   lctx.capacity_events = st.cfg.capacity_strategy == "hybrid";
   lctx.max_message_bytes = st.cfg.max_message_bytes;
   lctx.touch_session = [names = st.env->names](const std::string& sid, const std::string& wid) {
-    if (auto store = names->get("session_store"))
-      caf::anon_send(store, session_touch_atom::value, sid, wid);
+    touch_session(as_session_store(names->get(session_store_name)), sid, wid);
   };
   st.lane = std::make_shared<direct_lane>(
     std::move(lctx), [hdl = caf::actor_cast<caf::actor>(self)](const std::string& id) {
@@ -382,7 +381,7 @@ pool_impl::behavior_type pool_init(pool_ptr self, pool_config cfg,
   return pool_behavior(self);
 }
 
-pool_impl::behavior_type pool_behavior(pool_ptr self) {
+pool_private::behavior_type pool_behavior(pool_ptr self) {
   using core_t = detail::pool_core;
   auto& core = *self->state.core; // (lives as long as the behaviour)
   return {
@@ -464,7 +463,7 @@ supervision::child_spec pool_spec(pool_config cfg, std::shared_ptr<const worker_
   spec.shutdown = supervision::shutdown_spec::after(std::chrono::seconds{5});
   spec.start = [cfg, env](caf::local_actor* parent, supervision::start_ack ack,
                           const caf::message&) -> caf::actor {
-    auto hdl = caf::actor_cast<caf::actor>(parent->spawn(pool_init, cfg, env));
+    auto hdl = caf::actor_cast<caf::actor>(parent->spawn(pool_impl, cfg, env));
     env->names->put("pool:" + cfg.name, hdl);
     ack.ok(hdl);
     return hdl;

@@ -103,6 +103,52 @@ void halt_stream(Self* self, const pool_actor& pool, uint64_t id) {
   self->send(pool, stream_halt_atom::value, id);
 }
 
+// Requests return CAF's response handle: an actor continues with `.then(ok, err)`,
+// a `caf::scoped_actor` with `.receive(ok, err)`. `self` is an actor pointer or a
+// scoped_actor.
+
+/// Runs `req` and replies with its `execute_reply` or error (`timeout` is the
+/// request's own budget; the call's budget is `req.opts.timeout`).
+template <class Self, class Timeout>
+auto execute(Self&& self, const pool_actor& pool, execute_request req, Timeout timeout) {
+  return self->request(pool, timeout, execute_atom::value, std::move(req));
+}
+
+/// Replies ok once startup is over with a ready worker, else start_failed.
+template <class Self, class Timeout>
+auto await_ready(Self&& self, const pool_actor& pool, Timeout timeout) {
+  return self->request(pool, timeout, await_ready_atom::value);
+}
+
+/// Replies with the pool's `pool_stats`.
+template <class Self, class Timeout>
+auto get_stats(Self&& self, const pool_actor& pool, Timeout timeout) {
+  return self->request(pool, timeout, get_stats_atom::value);
+}
+
+/// Replies with the pool's workers (`std::vector<worker_info>`, by id).
+template <class Self, class Timeout>
+auto list_workers(Self&& self, const pool_actor& pool, Timeout timeout) {
+  return self->request(pool, timeout, list_workers_atom::value);
+}
+
+/// Recycles worker `id` now; replies ok, or invalid_argument for an unknown id.
+template <class Self, class Timeout>
+auto recycle_worker(Self&& self, const pool_actor& pool, std::string id, Timeout timeout) {
+  return self->request(pool, timeout, recycle_atom::value, std::move(id));
+}
+
+/// Enters shutdown: new and waiting calls fail with shutting_down; replies ok.
+template <class Self, class Timeout>
+auto drain(Self&& self, const pool_actor& pool, Timeout timeout) {
+  return self->request(pool, timeout, drain_atom::value);
+}
+
+/// The session store dropped `session_id`: the pool forgets its binding.
+inline void forget_session(const caf::actor& pool, std::string session_id) {
+  caf::anon_send(pool, session_forget_atom::value, std::move(session_id));
+}
+
 /// Tells every worker of the pool to send the current Python telemetry settings.
 inline void push_python_telemetry(const pool_actor& pool) {
   caf::anon_send(pool, python_telemetry_atom::value);

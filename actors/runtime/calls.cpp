@@ -1,6 +1,7 @@
 // Calls facet of the facade: a tool run on a worker, blocking (on the direct lane
 // when the pool would dispatch at once, else through the pool actor), asynchronous,
 // or streaming into a bounded queue the caller's thread drains.
+#include "actors/pool/pool.hpp"
 #include "actors/runtime/runtime.hpp"
 
 #include <atomic>
@@ -76,7 +77,7 @@ execute_result runtime::execute(const std::string& command, json args,
   sink.fn = [waiter](execute_result res) { waiter->set(std::move(res)); };
   auto abandoned = sink.abandoned;
   auto cid = req.opts.correlation_id;
-  caf::anon_send(hdl, actors::execute_cb_atom::value, std::move(req), std::move(sink));
+  actors::execute_async(actors::pool_handle(hdl), std::move(req), std::move(sink));
   // The pool always answers (result, queue timeout, deadline, crash, shutdown);
   // the margin only guards against a pool that died with the request.
   if (!waiter->wait(std::chrono::steady_clock::now() + budget + 5s)) {
@@ -111,7 +112,7 @@ void runtime::execute_async(const std::string& command, json args, execute_optio
   callback_sink sink;
   sink.fn = std::move(done);
   execute_request req{command, std::move(args), std::move(opts)};
-  caf::anon_send(hdl, actors::execute_cb_atom::value, std::move(req), std::move(sink));
+  actors::execute_async(actors::pool_handle(hdl), std::move(req), std::move(sink));
 }
 
 namespace {
@@ -213,8 +214,7 @@ caf::error runtime::execute_stream(const std::string& command, json args,
   opts.timeout = budget;
   auto sink = std::make_shared<blocking_stream_sink>();
   execute_request req{command, std::move(args), std::move(opts)};
-  caf::anon_send(hdl, actors::stream_atom::value, std::move(req),
-                 actors::stream_sink_ptr{sink});
+  actors::stream_to(actors::pool_handle(hdl), std::move(req), actors::stream_sink_ptr{sink});
   return sink->run(on_chunk, std::chrono::steady_clock::now() + budget + 5s);
 }
 

@@ -1,6 +1,7 @@
 // Stats, workers and introspection facet of the facade: what the pools report
 // (stats, ready workers), worker recycling, the live processes, the endpoints'
 // addresses, and the telemetry and log handles.
+#include "actors/pool/pool.hpp"
 #include "actors/runtime/runtime.hpp"
 
 #include <caf/all.hpp>
@@ -20,7 +21,7 @@ caf::expected<pool_stats> runtime::get_stats(const std::string& pool) {
     return impl_->pool_missing(pool);
   caf::scoped_actor self{*impl_->sys};
   caf::expected<pool_stats> out{caf::make_error(errc::timeout, "get_stats")};
-  self->request(hdl, 5s, actors::get_stats_atom::value)
+  actors::get_stats(self, actors::pool_handle(hdl), 5s)
     .receive([&](pool_stats& s) { out = std::move(s); },
              [&](caf::error& err) { out = std::move(err); });
   return out;
@@ -50,7 +51,7 @@ caf::expected<std::vector<worker_info>> runtime::list_workers(const std::string&
   caf::scoped_actor self{*impl_->sys};
   caf::expected<std::vector<worker_info>> out{
     caf::make_error(errc::timeout, "list_workers")};
-  self->request(hdl, 5s, actors::list_workers_atom::value)
+  actors::list_workers(self, actors::pool_handle(hdl), 5s)
     .receive([&](std::vector<worker_info>& ws) { out = std::move(ws); },
              [&](caf::error& err) { out = std::move(err); });
   return out;
@@ -80,7 +81,7 @@ caf::error runtime::recycle_worker(const std::string& worker_id,
     return impl_->pool_missing(pool);
   caf::scoped_actor self{*impl_->sys};
   caf::error out = caf::make_error(errc::timeout, "recycle_worker");
-  self->request(hdl, 5s, actors::recycle_atom::value, worker_id)
+  actors::recycle_worker(self, actors::pool_handle(hdl), worker_id, 5s)
     .receive([&](caf::ok_atom) { out = caf::none; },
              [&](caf::error& err) { out = std::move(err); });
   return out;
@@ -113,7 +114,7 @@ caf::error runtime::set_python_telemetry(adapters::telemetry_control ctl) {
   impl_->env->python_telemetry->set(std::move(ctl));
   for (auto& p : impl_->cfg.pools)
     if (auto hdl = impl_->find_pool(p.name))
-      caf::anon_send(hdl, actors::python_telemetry_atom::value);
+      actors::push_python_telemetry(actors::pool_handle(hdl));
   return caf::none;
 }
 

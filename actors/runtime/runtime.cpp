@@ -1,6 +1,7 @@
 // Lifecycle facet of the facade: start (the service stack of detail/services.hpp,
 // then the wait for ready pools), stop (the same stack in reverse), readiness and
 // the runtime's identity; plus cleanup_orphans and run_as_script.
+#include "actors/pool/pool.hpp"
 #include "actors/runtime/runtime.hpp"
 
 #include <stdlib.h>
@@ -140,7 +141,7 @@ caf::error runtime::await_ready(const std::string& pool, std::chrono::millisecon
     auto hdl = impl_->find_pool(p.name);
     if (!hdl)
       return impl_->pool_missing(p.name);
-    self->request(hdl, timeout, actors::await_ready_atom::value)
+    actors::await_ready(self, actors::pool_handle(hdl), timeout)
       .receive([](caf::ok_atom) {},
                [&](caf::error& err) {
                  if (!result)

@@ -15,31 +15,38 @@ runtime::create_session(std::optional<std::string> id,
   if (id)
     if (auto err = actors::validate_session_id(*id))
       return err;
-  return detail::ask<std::string>(*impl_->sys, session_store(),
-                                  actors::session_create_atom::value,
-                                  id.value_or(std::string{}), std::move(meta));
+  auto store = actors::as_session_store(session_store());
+  return detail::ask<std::string>(*impl_->sys, store, [&](auto& self) {
+    return actors::create_session(self, store, id.value_or(std::string{}), std::move(meta));
+  });
 }
 
 caf::expected<actors::session_info>
 runtime::get_session_info(const std::string& session_id) {
-  return detail::ask<actors::session_info>(*impl_->sys, session_store(),
-                                           actors::session_info_atom::value, session_id);
+  auto store = actors::as_session_store(session_store());
+  return detail::ask<actors::session_info>(*impl_->sys, store, [&](auto& self) {
+    return actors::get_session_info(self, store, session_id);
+  });
 }
 
 caf::expected<int> runtime::cleanup_session(const std::string& session_id) {
-  auto state = detail::ask<int32_t>(*impl_->sys, session_store(),
-                                    actors::session_cleanup_atom::value, session_id);
+  auto store = actors::as_session_store(session_store());
+  auto state = detail::ask<int32_t>(*impl_->sys, store, [&](auto& self) {
+    return actors::cleanup_session(self, store, session_id);
+  });
   if (!state)
     return state.error();
-  auto tools = detail::ask<int32_t>(*impl_->sys, impl_->env->names->get("tool_registry"),
-                                    actors::session_cleanup_atom::value, session_id);
+  auto registry = actors::as_tool_registry(impl_->env->names->get(actors::tool_registry_name));
+  auto tools = detail::ask<int32_t>(*impl_->sys, registry, [&](auto& self) {
+    return actors::cleanup_session_tools(self, registry, session_id);
+  });
   if (!tools)
     return tools.error();
   return *state + *tools;
 }
 
 caf::actor runtime::session_store() const {
-  return impl_->env->names->get("session_store");
+  return impl_->env->names->get(actors::session_store_name);
 }
 
 } // namespace snakepit

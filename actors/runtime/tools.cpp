@@ -17,17 +17,19 @@ caf::error runtime::register_host_tool(const std::string& name,
   t.info.description = description;
   t.info.exposed = exposed;
   t.fn = std::move(fn);
-  auto r =
-    detail::ask<caf::ok_atom>(*impl_->sys, impl_->env->names->get("tool_registry"),
-                              actors::tool_register_host_atom::value, std::move(t));
+  auto registry = actors::as_tool_registry(impl_->env->names->get(actors::tool_registry_name));
+  auto r = detail::ask<caf::ok_atom>(*impl_->sys, registry, [&](auto& self) {
+    return actors::register_host_tool(self, registry, std::move(t));
+  });
   return r ? caf::error{} : r.error();
 }
 
 caf::expected<std::vector<actors::tool_info>>
 runtime::list_tools(const std::string& session_id) {
-  return detail::ask<std::vector<actors::tool_info>>(
-    *impl_->sys, impl_->env->names->get("tool_registry"), actors::tool_list_atom::value,
-    session_id);
+  auto registry = actors::as_tool_registry(impl_->env->names->get(actors::tool_registry_name));
+  return detail::ask<std::vector<actors::tool_info>>(*impl_->sys, registry, [&](auto& self) {
+    return actors::list_tools(self, registry, session_id);
+  });
 }
 
 } // namespace snakepit

@@ -72,7 +72,7 @@ namespace {
 using session_sweep_atom = caf::atom_constant<caf::atom("sesssweep")>;
 
 /// The store's own view of its interface: the public one plus its private timer.
-using session_store_impl =
+using session_store_private =
   session_store_actor::extend<caf::reacts_to<session_sweep_atom>>;
 
 struct session {
@@ -86,13 +86,13 @@ struct session {
 };
 
 struct session_store_state {
-  static inline const char* name = "session_store";
+  static inline const char* name = "snakepit.session_store";
   session_store_config cfg;
   std::unordered_map<std::string, session> sessions;
   bool warned = false;
 };
 
-using self_ptr = session_store_impl::stateful_pointer<session_store_state>;
+using self_ptr = session_store_private::stateful_pointer<session_store_state>;
 
 void touch(self_ptr self, session& s) {
   s.last_accessed = self->clock().now();
@@ -174,7 +174,7 @@ void sweep(self_ptr self) {
   check_warning(self);
 }
 
-session_store_impl::behavior_type session_store(self_ptr self, session_store_config cfg) {
+session_store_private::behavior_type session_store_impl(self_ptr self, session_store_config cfg) {
   self->state.cfg = std::move(cfg);
   self->delayed_send(self, self->state.cfg.sweep_interval, session_sweep_atom::value);
   return {
@@ -313,7 +313,7 @@ session_store_impl::behavior_type session_store(self_ptr self, session_store_con
 
 session_store_actor spawn_session_store(caf::actor_system& sys,
                                         session_store_config cfg) {
-  return sys.spawn(session_store, std::move(cfg));
+  return sys.spawn(session_store_impl, std::move(cfg));
 }
 
 void touch_session(const session_store_actor& store, std::string id,
@@ -324,7 +324,7 @@ void touch_session(const session_store_actor& store, std::string id,
 supervision::child_spec session_store_child(std::string id, session_store_config cfg) {
   return supervision::worker_child(
     std::move(id),
-    [](self_ptr self, session_store_config c) { return session_store(self, std::move(c)); },
+    [](self_ptr self, session_store_config c) { return session_store_impl(self, std::move(c)); },
     std::move(cfg));
 }
 

@@ -50,7 +50,7 @@ caf::error validate_metadata(const tool_info& t) {
 }
 
 struct tool_registry_state {
-  static inline const char* name = "tool_registry";
+  static inline const char* name = "snakepit.tool_registry";
   std::map<std::string, host_tool> host;
   /// session id ("" = all sessions) -> name -> tool.
   std::map<std::string, std::map<std::string, tool_info>> python;
@@ -58,7 +58,7 @@ struct tool_registry_state {
 
 using self_ptr = tool_registry_actor::stateful_pointer<tool_registry_state>;
 
-tool_registry_actor::behavior_type tool_registry(self_ptr self) {
+tool_registry_actor::behavior_type tool_registry_impl(self_ptr self) {
   return {
     [=](tool_register_host_atom, host_tool& t) -> caf::result<caf::ok_atom> {
       if (auto err = validate_tool_name(t.info.name))
@@ -147,7 +147,7 @@ tool_registry_actor::behavior_type tool_registry(self_ptr self) {
 } // namespace
 
 tool_registry_actor spawn_tool_registry(caf::actor_system& sys) {
-  return sys.spawn(tool_registry);
+  return sys.spawn(tool_registry_impl);
 }
 
 void drop_session_tools(const tool_registry_actor& registry, std::string session_id) {
@@ -156,7 +156,7 @@ void drop_session_tools(const tool_registry_actor& registry, std::string session
 
 supervision::child_spec tool_registry_child(std::string id) {
   return supervision::worker_child(std::move(id),
-                                   [](self_ptr self) { return tool_registry(self); });
+                                   [](self_ptr self) { return tool_registry_impl(self); });
 }
 
 } // namespace snakepit::actors

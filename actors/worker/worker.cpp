@@ -25,7 +25,7 @@ namespace snakepit::actors {
 
 namespace {
 
-using self_actor = detail::worker_self_actor;
+using worker_private = detail::worker_private;
 
 /// Upstream GRPCWorker's phases: connecting (waiting for the ready file and the
 /// Ping), ready, and stopping (SIGTERM sent, waiting for the process to exit).
@@ -48,10 +48,10 @@ struct worker_state {
   worker_channel channel;
 };
 
-using worker_pointer = self_actor::stateful_pointer<worker_state>;
+using worker_pointer = worker_private::stateful_pointer<worker_state>;
 
-self_actor handle_of(worker_pointer self) {
-  return caf::actor_cast<self_actor>(self);
+worker_private handle_of(worker_pointer self) {
+  return caf::actor_cast<worker_private>(self);
 }
 
 caf::error start_error(const worker_state& st, const std::string& what) {
@@ -268,7 +268,7 @@ void on_rpc_failed(worker_pointer self, uint64_t req_id, execute_result res) {
 
 // -- The actor. --------------------------------------------------------------------
 
-self_actor::behavior_type worker_behavior(worker_pointer self) {
+worker_private::behavior_type worker_behavior(worker_pointer self) {
   return {
     [self](execute_atom, uint64_t req_id, execute_request& req, caf::timespan budget,
            reply_slot_ptr& slot) {
@@ -308,7 +308,7 @@ self_actor::behavior_type worker_behavior(worker_pointer self) {
   };
 }
 
-self_actor::behavior_type worker_impl(worker_pointer self, worker_args args,
+worker_private::behavior_type worker_impl(worker_pointer self, worker_args args,
                                       supervision::start_ack ack) {
   auto& st = self->state;
   st.args = std::move(args);
@@ -321,7 +321,7 @@ self_actor::behavior_type worker_impl(worker_pointer self, worker_args args,
     });
   if (started) {
     fail_start(self, std::move(started));
-    return self_actor::behavior_type::make_empty_behavior();
+    return worker_private::behavior_type::make_empty_behavior();
   }
   st.readiness =
     detail::worker_readiness{self->clock().now() + st.args.pool_cfg.worker_ready_timeout};

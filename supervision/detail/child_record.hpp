@@ -7,8 +7,8 @@
 #include <chrono>
 #include <string>
 
-#include "caf/actor.hpp"
-#include "caf/error.hpp"
+#include <caf/actor.hpp>
+#include <caf/error.hpp>
 
 #include "supervision/child_spec.hpp"
 

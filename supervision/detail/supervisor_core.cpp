@@ -2,8 +2,8 @@
 
 #include <set>
 
-#include "caf/exit_reason.hpp"
-#include "caf/send.hpp"
+#include <caf/exit_reason.hpp>
+#include <caf/send.hpp>
 
 #include "supervision/atoms.hpp"
 #include "supervision/errors.hpp"

@@ -12,15 +12,15 @@
 #include <unordered_map>
 #include <vector>
 
-#include "caf/actor.hpp"
-#include "caf/actor_addr.hpp"
-#include "caf/actor_clock.hpp"
-#include "caf/system_messages.hpp"
-#include "caf/error.hpp"
-#include "caf/expected.hpp"
-#include "caf/message.hpp"
-#include "caf/message_handler.hpp"
-#include "caf/event_based_actor.hpp"
+#include <caf/actor.hpp>
+#include <caf/actor_addr.hpp>
+#include <caf/actor_clock.hpp>
+#include <caf/system_messages.hpp>
+#include <caf/error.hpp>
+#include <caf/expected.hpp>
+#include <caf/message.hpp>
+#include <caf/message_handler.hpp>
+#include <caf/event_based_actor.hpp>
 
 #include "supervision/child_spec.hpp"
 

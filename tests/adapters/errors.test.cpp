@@ -4,9 +4,9 @@
 
 #include <doctest/doctest.h>
 
-#include "caf/actor_system.hpp"
-#include "caf/actor_system_config.hpp"
-#include "caf/sec.hpp"
+#include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
+#include <caf/sec.hpp>
 
 using namespace snakepit;
 

@@ -10,6 +10,7 @@
 
 #include <caf/scoped_actor.hpp>
 
+#include "actors/pool/pool.hpp"
 #include "actors/atoms.hpp"
 
 #include "harness.hpp"
@@ -331,7 +332,7 @@ TEST_CASE("a host actor talks to the pool actor with messages") {
   req.command = "add";
   req.args = {{"a", 1}, {"b", 2}};
   bool got = false;
-  self->request(pool, 10s, snakepit::actors::execute_atom::value, req)
+  snakepit::actors::execute(self, snakepit::actors::pool_handle(pool), req, 10s)
     .receive(
       [&](snakepit::execute_reply& rep) {
         got = true;

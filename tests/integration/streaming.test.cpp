@@ -11,6 +11,7 @@
 #include <caf/all.hpp>
 
 #include "actors/atoms.hpp"
+#include "actors/pool/pool.hpp"
 #include "harness.hpp"
 
 using namespace std::chrono_literals;
@@ -20,11 +21,8 @@ using namespace snakepit::testing;
 
 namespace {
 
-using snakepit::actors::stream_atom;
 using chunk_atom = snakepit::actors::stream_chunk_atom;
 using end_atom = snakepit::actors::stream_end_atom;
-using ack_atom = snakepit::actors::stream_ack_atom;
-using halt_atom = snakepit::actors::stream_halt_atom;
 
 } // namespace
 
@@ -172,7 +170,7 @@ TEST_CASE("a host actor receives stream chunks and the end as messages") {
     snakepit::execute_request req;
     req.command = "stream_progress";
     req.args = {{"steps", 4}};
-    self->send((*rt)->pool(), stream_atom::value, req);
+    snakepit::actors::stream_to_sender(self.ptr(), snakepit::actors::pool_handle((*rt)->pool()), req);
     int chunks = 0;
     bool ended = false;
     while (!ended) {
@@ -229,7 +227,7 @@ TEST_CASE("a windowed actor stream holds the producer back until the host acknow
     snakepit::execute_request req;
     req.command = "stream_record";
     req.args = {{"steps", 400}, {"path", probe}, {"size", 65536}};
-    self->send((*rt)->pool(), stream_atom::value, req, uint32_t{4});
+    snakepit::actors::stream_to_sender(self.ptr(), snakepit::actors::pool_handle((*rt)->pool()), req, 4);
     // No acks: exactly the window arrives, and the producer stops far short of 400.
     size_t got = 0;
     uint64_t id = 0;
@@ -245,7 +243,8 @@ TEST_CASE("a windowed actor stream holds the producer back until the host acknow
     auto produced = lines_in(probe);
     CHECK(produced < 400);
     // Acknowledge each chunk as it is handled: the rest arrives, in order, then the end.
-    self->send((*rt)->pool(), ack_atom::value, id, static_cast<uint32_t>(got));
+    snakepit::actors::ack_stream(self.ptr(), snakepit::actors::pool_handle((*rt)->pool()), id,
+                                   static_cast<uint32_t>(got));
     bool ended = false;
     bool final_seen = false;
     while (!ended) {
@@ -257,7 +256,7 @@ TEST_CASE("a windowed actor stream holds the producer back until the host acknow
             CHECK(chunk.value("step", 0) == static_cast<int>(got) + 1);
           final_seen = final_seen || is_final;
           ++got;
-          self->send((*rt)->pool(), ack_atom::value, id, uint32_t{1});
+          snakepit::actors::ack_stream(self.ptr(), snakepit::actors::pool_handle((*rt)->pool()), id, 1);
           any = true;
         },
         [&](end_atom, uint64_t sid, const caf::error& err) {
@@ -287,11 +286,11 @@ TEST_CASE("a windowed actor stream can be halted, and one never acknowledged end
     snakepit::execute_request req;
     req.command = "stream_progress";
     req.args = {{"steps", 1000}};
-    self->send((*rt)->pool(), stream_atom::value, req, uint32_t{2});
+    snakepit::actors::stream_to_sender(self.ptr(), snakepit::actors::pool_handle((*rt)->pool()), req, 2);
     uint64_t id = 0;
     self->receive([&](chunk_atom, uint64_t sid, const json&, bool) { id = sid; },
                   caf::after(10s) >> [] { FAIL("no chunk"); });
-    self->send((*rt)->pool(), halt_atom::value, id);
+    snakepit::actors::halt_stream(self.ptr(), snakepit::actors::pool_handle((*rt)->pool()), id);
     auto end_err = end_of_stream(self);
     CHECK_MESSAGE(!end_err, explain(end_err));
     // The worker is free again at once.
@@ -300,7 +299,7 @@ TEST_CASE("a windowed actor stream can be halted, and one never acknowledged end
     // Never acknowledged: the deadline ends it with timeout and frees the worker.
     req.opts.timeout = 700ms;
     auto t0 = std::chrono::steady_clock::now();
-    self->send((*rt)->pool(), stream_atom::value, req, uint32_t{2});
+    snakepit::actors::stream_to_sender(self.ptr(), snakepit::actors::pool_handle((*rt)->pool()), req, 2);
     end_err = end_of_stream(self);
     CHECK_MESSAGE(is_error(end_err, errc::timeout), explain(end_err));
     CHECK(std::chrono::steady_clock::now() - t0 < 5s);

@@ -16,7 +16,7 @@
 #include <tuple>
 #include <vector>
 
-#include "caf/all.hpp"
+#include <caf/all.hpp>
 
 #include "supervision/dynamic_supervisor.hpp"
 #include "supervision/supervisor.hpp"

@@ -5,10 +5,10 @@
 
 #include <chrono>
 
-#include "caf/actor_system.hpp"
-#include "caf/actor_system_config.hpp"
-#include "caf/scheduler/test_coordinator.hpp"
-#include "caf/scoped_actor.hpp"
+#include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
+#include <caf/scheduler/test_coordinator.hpp>
+#include <caf/scoped_actor.hpp>
 
 namespace snakepit::testing {
 

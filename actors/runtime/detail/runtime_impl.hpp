@@ -87,20 +87,20 @@ struct runtime::impl {
 
 namespace detail {
 
-/// One blocking request from a host thread (never a CAF thread), 5 s budget; a
-/// null handle means the runtime stopped.
-template<class R, class... Ts>
-caf::expected<R> ask(caf::actor_system& sys, const caf::actor& hdl, Ts&&... xs) {
+/// One blocking request from a host thread (never a CAF thread), 5 s budget.
+/// `issue(self)` sends it through an actor's wrapper function (e.g.
+/// `actors::create_session(self, store, ...)`); a null `hdl` means the runtime stopped.
+template<class R, class Handle, class Issue>
+caf::expected<R> ask(caf::actor_system& sys, const Handle& hdl, Issue issue) {
   if (!hdl)
     return caf::make_error(errc::shutting_down, "the runtime is stopped");
   caf::scoped_actor self{sys};
   caf::expected<R> out{caf::make_error(errc::timeout, "no reply within 5 s")};
-  self->request(hdl, std::chrono::seconds{5}, std::forward<Ts>(xs)...)
-    .receive([&](R& x) { out = std::move(x); },
-             [&](caf::error& err) {
-               if (err != caf::sec::request_timeout)
-                 out = std::move(err);
-             });
+  issue(self).receive([&](R& x) { out = std::move(x); },
+                      [&](caf::error& err) {
+                        if (err != caf::sec::request_timeout)
+                          out = std::move(err);
+                      });
   return out;
 }
 

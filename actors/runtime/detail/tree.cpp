@@ -78,7 +78,7 @@ actors::session_store_config session_store_settings(const config& cfg,
   auto forget = [names = env.names, pool_names](const std::string& id) {
     for (auto& name : pool_names)
       if (auto pool = names->get(name))
-        caf::anon_send(pool, actors::session_forget_atom::value, id);
+        actors::forget_session(pool, id);
   };
   scfg.on_cleanup = [bus = env.telemetry, forget](const std::string& id,
                                                   int32_t removed) {
@@ -89,8 +89,8 @@ actors::session_store_config session_store_settings(const config& cfg,
   scfg.on_expire = [names = env.names, bus = env.telemetry,
                     forget](const std::string& id) {
     bus->emit("snakepit.session.expired", json::object(), {{"session_id", id}});
-    if (auto tools = names->get("tool_registry"))
-      caf::anon_send(tools, actors::session_cleanup_atom::value, id);
+    actors::drop_session_tools(actors::as_tool_registry(names->get(actors::tool_registry_name)),
+                               id);
     forget(id);
   };
   return scfg;
@@ -103,10 +103,12 @@ caf::expected<caf::actor> start_tree(caf::actor_system& sys, const config& cfg,
                                      std::chrono::milliseconds timeout) {
   std::vector<supervision::child_spec> children;
   children.push_back(
-    named(actors::session_store_child("session_store", session_store_settings(cfg, *env)),
-          env->names, "session_store"));
+    named(actors::session_store_child(actors::session_store_name,
+                                      session_store_settings(cfg, *env)),
+          env->names, actors::session_store_name));
   children.push_back(
-    named(actors::tool_registry_child("tool_registry"), env->names, "tool_registry"));
+    named(actors::tool_registry_child(actors::tool_registry_name), env->names,
+          actors::tool_registry_name));
   children.push_back(runtime_sup(cfg, env));
   supervision::supervisor_flags flags;
   flags.strat = supervision::strategy::one_for_one;
@@ -124,7 +126,7 @@ caf::error stop_tree(caf::actor_system& sys, const caf::actor& top, const config
     caf::scoped_actor self{sys};
     for (auto& p : cfg.pools)
       if (auto hdl = env.names->get("pool:" + p.name))
-        self->request(hdl, 2s, actors::drain_atom::value)
+        actors::drain(self, actors::pool_handle(hdl), 2s)
           .receive([](caf::ok_atom) {}, [](caf::error&) {});
   }
   auto grace = std::chrono::milliseconds{0};

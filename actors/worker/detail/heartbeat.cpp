@@ -26,7 +26,7 @@ heartbeat_counter::verdict heartbeat_counter::on_result(const caf::error& err) {
 }
 
 void send_heartbeat(heartbeat_counter& hb, adapters::bridge_client& client,
-                    const worker_self_actor& self) {
+                    const worker_private& self) {
   hb.sent();
   client.ping("heartbeat", hb.settings().timeout, [self](caf::expected<std::string> res) {
     caf::anon_send(self, heartbeat_result_atom::value,

@@ -64,7 +64,7 @@ class heartbeat_counter {
 /// Sends the heartbeat ping on `client`; its answer comes back to `self` as
 /// `heartbeat_result_atom`.
 void send_heartbeat(heartbeat_counter& hb, adapters::bridge_client& client,
-                    const worker_self_actor& self);
+                    const worker_private& self);
 
 /// The log line and event of a miss, and of the verdict `dead`.
 void report_heartbeat(const worker_args& args, const heartbeat_counter& hb,

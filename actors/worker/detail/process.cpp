@@ -283,7 +283,7 @@ worker_readiness::retry_after_failed_ping() const {
 }
 
 void send_ready_ping(worker_readiness& readiness, adapters::bridge_client& client,
-                     const worker_self_actor& self) {
+                     const worker_private& self) {
   readiness.pinging();
   client.ping("connection_test", std::chrono::seconds{2},
               [self](caf::expected<std::string> res) {

@@ -107,7 +107,7 @@ class worker_readiness {
 /// Sends the readiness Ping (counted in `readiness`) on `client`; its answer comes
 /// back to `self` as `ping_result_atom`.
 void send_ready_ping(worker_readiness& readiness, adapters::bridge_client& client,
-                     const worker_self_actor& self);
+                     const worker_private& self);
 
 /// The graceful stop (upstream's terminate/2 with ProcessKiller): SIGTERM, then
 /// SIGKILL when the grace period's timer of the current generation fires while the

@@ -33,7 +33,7 @@ using heartbeat_result_atom = caf::atom_constant<caf::atom("hbresult")>;
 using rpc_recheck_atom = caf::atom_constant<caf::atom("rpcrecheck")>;
 
 /// The worker actor as it sees itself: its interface plus its private messages.
-using worker_self_actor = worker_actor::extend<
+using worker_private = worker_actor::extend<
   caf::reacts_to<check_ready_atom>, caf::reacts_to<ping_result_atom, caf::error>,
   caf::reacts_to<process_exited_atom, int, int>, caf::reacts_to<escalate_atom, uint64_t>,
   caf::reacts_to<heartbeat_atom>, caf::reacts_to<heartbeat_result_atom, caf::error>,
