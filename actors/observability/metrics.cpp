@@ -118,15 +118,12 @@ void sample(std::string& out, const char* name, const std::string& labels, T val
   out += fmt::format("{}{{{}}} {}\n", name, labels, value);
 }
 
-} // namespace
+std::string pool_label(const pool_stats& p) {
+  return fmt::format("pool=\"{}\"", escape(p.pool));
+}
 
-std::string
-render_prometheus(const runtime_stats& s,
-                  const std::map<std::string, std::vector<worker_info>>& workers) {
-  std::string out;
-  auto pool_label = [](const pool_stats& p) {
-    return fmt::format("pool=\"{}\"", escape(p.pool));
-  };
+/// Workers by state, capacity, in flight, queue depth.
+void render_gauges(std::string& out, const runtime_stats& s) {
   family(out, "snakepit_pool_workers", "gauge",
          "Workers of the pool by state (ready = handshake done; available and busy are "
          "subsets of ready and overlap for multi-request workers).");
@@ -153,6 +150,10 @@ render_prometheus(const runtime_stats& s,
     for (auto& p : s.pools)
       sample(out, g.name, pool_label(p), p.*g.field);
   }
+}
+
+/// The request and worker counters of every pool.
+void render_counters(std::string& out, const runtime_stats& s) {
   struct counter_def {
     const char* name;
     const char* help;
@@ -185,6 +186,10 @@ render_prometheus(const runtime_stats& s,
     for (auto& p : s.pools)
       sample(out, c.name, pool_label(p), p.*c.field);
   }
+}
+
+/// Error ratio and the latency summary of every pool.
+void render_latency(std::string& out, const runtime_stats& s) {
   family(out, "snakepit_request_error_ratio", "gauge",
          "Errors over answered requests since start.");
   for (auto& p : s.pools)
@@ -202,21 +207,38 @@ render_prometheus(const runtime_stats& s,
     out += fmt::format("snakepit_request_duration_seconds_count{{{}}} {}\n", l,
                        p.latency.count());
   }
-  if (!workers.empty()) {
-    family(out, "snakepit_worker_load", "gauge", "Requests running on the worker now.");
-    for (auto& [pool, ws] : workers)
-      for (auto& w : ws)
-        sample(out, "snakepit_worker_load",
-               fmt::format("pool=\"{}\",worker=\"{}\"", escape(pool), escape(w.id)),
-               w.load);
-    family(out, "snakepit_worker_requests_total", "counter",
-           "Requests the worker (this incarnation) has served.");
-    for (auto& [pool, ws] : workers)
-      for (auto& w : ws)
-        sample(out, "snakepit_worker_requests_total",
-               fmt::format("pool=\"{}\",worker=\"{}\"", escape(pool), escape(w.id)),
-               w.requests);
-  }
+}
+
+/// Per-worker load and requests.
+void render_workers(std::string& out,
+                    const std::map<std::string, std::vector<worker_info>>& workers) {
+  if (workers.empty())
+    return;
+  family(out, "snakepit_worker_load", "gauge", "Requests running on the worker now.");
+  for (auto& [pool, ws] : workers)
+    for (auto& w : ws)
+      sample(out, "snakepit_worker_load",
+             fmt::format("pool=\"{}\",worker=\"{}\"", escape(pool), escape(w.id)),
+             w.load);
+  family(out, "snakepit_worker_requests_total", "counter",
+         "Requests the worker (this incarnation) has served.");
+  for (auto& [pool, ws] : workers)
+    for (auto& w : ws)
+      sample(out, "snakepit_worker_requests_total",
+             fmt::format("pool=\"{}\",worker=\"{}\"", escape(pool), escape(w.id)),
+             w.requests);
+}
+
+} // namespace
+
+std::string
+render_prometheus(const runtime_stats& s,
+                  const std::map<std::string, std::vector<worker_info>>& workers) {
+  std::string out;
+  render_gauges(out, s);
+  render_counters(out, s);
+  render_latency(out, s);
+  render_workers(out, workers);
   return out;
 }
 

@@ -174,7 +174,134 @@ void sweep(self_ptr self) {
   check_warning(self);
 }
 
-session_store_private::behavior_type session_store_impl(self_ptr self, session_store_config cfg) {
+// --- handlers ----------------------------------------------------------------------
+
+caf::result<std::string> create(self_ptr self, std::string& id, session_metadata& metadata) {
+  if (id.empty()) {
+    do
+      id = generate_session_id();
+    while (self->state.sessions.count(id) > 0);
+  }
+  caf::error err;
+  auto* s = find_or_create(self, id, err);
+  if (!s)
+    return err;
+  for (auto& [k, v] : metadata)
+    s->metadata[k] = v;
+  return id;
+}
+
+void touch(self_ptr self, const std::string& id, std::string& worker) {
+  caf::error err;
+  if (auto* s = find_or_create(self, id, err)) {
+    ++s->requests;
+    if (!worker.empty())
+      s->last_worker = std::move(worker);
+  }
+}
+
+caf::result<session_info> info(self_ptr self, const std::string& id) {
+  auto* s = find(self, id);
+  if (!s)
+    return not_found(id);
+  session_info out;
+  out.id = id;
+  out.created = s->created;
+  out.last_accessed = s->last_accessed_wall;
+  out.last_worker = s->last_worker;
+  out.metadata = s->metadata;
+  for (auto& kv : s->state)
+    out.state_keys.push_back(kv.first);
+  out.request_count = s->requests;
+  out.ttl = self->state.cfg.ttl;
+  return out;
+}
+
+int32_t cleanup(self_ptr self, const std::string& id) {
+  auto& sessions = self->state.sessions;
+  auto i = sessions.find(id);
+  if (i == sessions.end())
+    return 0;
+  auto n = static_cast<int32_t>(i->second.state.size()) + 1;
+  sessions.erase(i);
+  check_warning(self);
+  if (self->state.cfg.on_cleanup)
+    self->state.cfg.on_cleanup(id, n);
+  return n;
+}
+
+caf::result<bool, std::string> state_get(self_ptr self, const std::string& id,
+                                         const std::string& key) {
+  caf::error err;
+  auto* s = find_or_create(self, id, err);
+  if (!s)
+    return err;
+  auto i = s->state.find(key);
+  if (i == s->state.end())
+    return {false, std::string{"null"}};
+  return {true, i->second.dump()};
+}
+
+caf::result<caf::ok_atom> state_put(self_ptr self, const std::string& id, std::string& key,
+                                    const std::string& value) {
+  caf::error err;
+  auto* s = find_or_create(self, id, err);
+  if (!s)
+    return err;
+  s->state[std::move(key)] = parse_or_null(value);
+  return caf::ok_atom::value;
+}
+
+caf::result<bool, std::string> state_cas(self_ptr self, const std::string& id,
+                                         std::string& key, const std::string& expected,
+                                         const std::string& value) {
+  caf::error err;
+  auto* s = find_or_create(self, id, err);
+  if (!s)
+    return err;
+  auto i = s->state.find(key);
+  json current = i == s->state.end() ? json{} : i->second;
+  if (current != parse_or_null(expected))
+    return {false, current.dump()};
+  auto v = parse_or_null(value);
+  auto text = v.dump();
+  s->state[std::move(key)] = std::move(v);
+  return {true, std::move(text)};
+}
+
+std::vector<std::string> state_keys(self_ptr self, const std::string& id) {
+  std::vector<std::string> keys;
+  if (auto* s = find(self, id))
+    for (auto& kv : s->state)
+      keys.push_back(kv.first);
+  return keys;
+}
+
+caf::result<std::string> state_incr(self_ptr self, const std::string& id, std::string& key,
+                                    const std::string& by_text) {
+  caf::error err;
+  auto* s = find_or_create(self, id, err);
+  if (!s)
+    return err;
+  auto by = parse_or_null(by_text);
+  if (!by.is_number())
+    return make_error(errc::invalid_argument,
+                      fmt::format("increment of {:?} by a non-number: {}", key, by_text));
+  auto& slot = s->state[key];
+  if (slot.is_null())
+    slot = 0;
+  if (!slot.is_number())
+    return make_error(errc::invalid_argument,
+                      fmt::format("state {:?} is not a number: {}", key, slot.dump()));
+  if (slot.is_number_integer() && by.is_number_integer())
+    slot = slot.get<int64_t>() + by.get<int64_t>();
+  else
+    slot = slot.get<double>() + by.get<double>();
+  return slot.dump();
+}
+
+session_store_private::behavior_type session_store_impl(self_ptr self,
+                                                        session_store_config cfg) {
   self->state.cfg = std::move(cfg);
   self->delayed_send(self, self->state.cfg.sweep_interval, session_sweep_atom::value);
   return {
@@ -182,129 +309,31 @@ session_store_private::behavior_type session_store_impl(self_ptr self, session_s
       sweep(self);
       self->delayed_send(self, self->state.cfg.sweep_interval, session_sweep_atom::value);
     },
-    [=](session_create_atom, std::string& id,
-        session_metadata& metadata) -> caf::result<std::string> {
-      if (id.empty()) {
-        do
-          id = generate_session_id();
-        while (self->state.sessions.count(id) > 0);
-      }
-      caf::error err;
-      auto* s = find_or_create(self, id, err);
-      if (!s)
-        return err;
-      for (auto& [k, v] : metadata)
-        s->metadata[k] = v;
-      return id;
+    [=](session_create_atom, std::string& id, session_metadata& metadata) {
+      return create(self, id, metadata);
     },
     [=](session_touch_atom, const std::string& id, std::string& worker) {
-      caf::error err;
-      if (auto* s = find_or_create(self, id, err)) {
-        ++s->requests;
-        if (!worker.empty())
-          s->last_worker = std::move(worker);
-      }
+      touch(self, id, worker);
     },
-    [=](session_info_atom, const std::string& id) -> caf::result<session_info> {
-      auto* s = find(self, id);
-      if (!s)
-        return not_found(id);
-      session_info out;
-      out.id = id;
-      out.created = s->created;
-      out.last_accessed = s->last_accessed_wall;
-      out.last_worker = s->last_worker;
-      out.metadata = s->metadata;
-      for (auto& kv : s->state)
-        out.state_keys.push_back(kv.first);
-      out.request_count = s->requests;
-      out.ttl = self->state.cfg.ttl;
-      return out;
-    },
+    [=](session_info_atom, const std::string& id) { return info(self, id); },
     [=](session_exists_atom, const std::string& id) { return find(self, id) != nullptr; },
-    [=](session_cleanup_atom, const std::string& id) -> int32_t {
-      auto& sessions = self->state.sessions;
-      auto i = sessions.find(id);
-      if (i == sessions.end())
-        return 0;
-      auto n = static_cast<int32_t>(i->second.state.size()) + 1;
-      sessions.erase(i);
-      check_warning(self);
-      if (self->state.cfg.on_cleanup)
-        self->state.cfg.on_cleanup(id, n);
-      return n;
+    [=](session_cleanup_atom, const std::string& id) { return cleanup(self, id); },
+    [=](session_count_atom) { return static_cast<uint64_t>(self->state.sessions.size()); },
+    [=](state_get_atom, const std::string& id, const std::string& key) {
+      return state_get(self, id, key);
     },
-    [=](session_count_atom) {
-      return static_cast<uint64_t>(self->state.sessions.size());
+    [=](state_put_atom, const std::string& id, std::string& key, const std::string& value) {
+      return state_put(self, id, key, value);
     },
-    [=](state_get_atom, const std::string& id,
-        const std::string& key) -> caf::result<bool, std::string> {
-      caf::error err;
-      auto* s = find_or_create(self, id, err);
-      if (!s)
-        return err;
-      auto i = s->state.find(key);
-      if (i == s->state.end())
-        return {false, std::string{"null"}};
-      return {true, i->second.dump()};
-    },
-    [=](state_put_atom, const std::string& id, std::string& key,
-        const std::string& value) -> caf::result<caf::ok_atom> {
-      caf::error err;
-      auto* s = find_or_create(self, id, err);
-      if (!s)
-        return err;
-      s->state[std::move(key)] = parse_or_null(value);
-      return caf::ok_atom::value;
-    },
-    [=](state_cas_atom, const std::string& id, std::string& key,
-        const std::string& expected,
-        const std::string& value) -> caf::result<bool, std::string> {
-      caf::error err;
-      auto* s = find_or_create(self, id, err);
-      if (!s)
-        return err;
-      auto i = s->state.find(key);
-      json current = i == s->state.end() ? json{} : i->second;
-      if (current != parse_or_null(expected))
-        return {false, current.dump()};
-      auto v = parse_or_null(value);
-      auto text = v.dump();
-      s->state[std::move(key)] = std::move(v);
-      return {true, std::move(text)};
-    },
-    [=](state_delete_atom, const std::string& id, const std::string& key) -> bool {
+    [=](state_cas_atom, const std::string& id, std::string& key, const std::string& expected,
+        const std::string& value) { return state_cas(self, id, key, expected, value); },
+    [=](state_delete_atom, const std::string& id, const std::string& key) {
       auto* s = find(self, id);
       return s != nullptr && s->state.erase(key) > 0;
     },
-    [=](state_keys_atom, const std::string& id) -> std::vector<std::string> {
-      std::vector<std::string> keys;
-      if (auto* s = find(self, id))
-        for (auto& kv : s->state)
-          keys.push_back(kv.first);
-      return keys;
-    },
-    [=](state_incr_atom, const std::string& id, std::string& key,
-        const std::string& by_text) -> caf::result<std::string> {
-      caf::error err;
-      auto* s = find_or_create(self, id, err);
-      if (!s)
-        return err;
-      auto by = parse_or_null(by_text);
-      if (!by.is_number())
-        return make_error(errc::invalid_argument,
-                          fmt::format("increment of {:?} by a non-number: {}", key, by_text));
-      auto& slot = s->state[key];
-      if (slot.is_null())
-        slot = 0;
-      if (!slot.is_number())
-        return make_error(errc::invalid_argument,
-                          fmt::format("state {:?} is not a number: {}", key, slot.dump()));
-      if (slot.is_number_integer() && by.is_number_integer())
-        slot = slot.get<int64_t>() + by.get<int64_t>();
-      else
-        slot = slot.get<double>() + by.get<double>();
-      return slot.dump();
+    [=](state_keys_atom, const std::string& id) { return state_keys(self, id); },
+    [=](state_incr_atom, const std::string& id, std::string& key, const std::string& by) {
+      return state_incr(self, id, key, by);
     },
   };
 }

@@ -58,66 +58,85 @@ struct tool_registry_state {
 
 using self_ptr = tool_registry_actor::stateful_pointer<tool_registry_state>;
 
+caf::result<caf::ok_atom> register_host(self_ptr self, host_tool& t) {
+  if (auto err = validate_tool_name(t.info.name))
+    return err;
+  if (auto err = validate_metadata(t.info))
+    return err;
+  if (!t.fn)
+    return make_error(errc::invalid_argument,
+                      fmt::format("host tool {} has no callable", t.info.name));
+  if (self->state.host.count(t.info.name) > 0)
+    return make_error(errc::invalid_argument, "duplicate_tool: " + t.info.name);
+  t.info.kind = "host";
+  t.info.session_id.clear();
+  auto name = t.info.name;
+  self->state.host.emplace(std::move(name), std::move(t));
+  return caf::ok_atom::value;
+}
+
+/// Registers `tools` for `session` ("" = every session); all or nothing.
+caf::result<tool_ids> register_python(self_ptr self, const std::string& session,
+                                      const std::string& worker,
+                                      std::vector<tool_info>& tools) {
+  if (!session.empty())
+    if (auto err = validate_session_id(session))
+      return err;
+  for (auto& t : tools) {
+    if (auto err = validate_tool_name(t.name))
+      return err;
+    if (auto err = validate_metadata(t))
+      return err;
+  }
+  auto& table = self->state.python[session];
+  tool_ids ids;
+  for (auto& t : tools) {
+    auto& slot = table[t.name];
+    auto workers = std::move(slot.workers);
+    slot = std::move(t);
+    slot.kind = "python";
+    slot.session_id = session;
+    slot.workers = std::move(workers);
+    if (!worker.empty()
+        && std::find(slot.workers.begin(), slot.workers.end(), worker) == slot.workers.end())
+      slot.workers.push_back(worker);
+    ids[slot.name] = (session.empty() ? std::string{"*"} : session) + ":" + slot.name;
+  }
+  return ids;
+}
+
+std::vector<tool_info> list(self_ptr self, const std::string& session) {
+  std::vector<tool_info> out;
+  for (auto& kv : self->state.host)
+    out.push_back(kv.second.info);
+  auto add = [&](const std::string& key) {
+    if (auto i = self->state.python.find(key); i != self->state.python.end())
+      for (auto& kv : i->second)
+        out.push_back(kv.second);
+  };
+  add("");
+  if (!session.empty())
+    add(session);
+  return out;
+}
+
+int32_t drop_session(self_ptr self, const std::string& session) {
+  if (session.empty())
+    return 0;
+  auto i = self->state.python.find(session);
+  if (i == self->state.python.end())
+    return 0;
+  auto n = static_cast<int32_t>(i->second.size());
+  self->state.python.erase(i);
+  return n;
+}
+
 tool_registry_actor::behavior_type tool_registry_impl(self_ptr self) {
   return {
-    [=](tool_register_host_atom, host_tool& t) -> caf::result<caf::ok_atom> {
-      if (auto err = validate_tool_name(t.info.name))
-        return err;
-      if (auto err = validate_metadata(t.info))
-        return err;
-      if (!t.fn)
-        return make_error(errc::invalid_argument,
-                          fmt::format("host tool {} has no callable", t.info.name));
-      if (self->state.host.count(t.info.name) > 0)
-        return make_error(errc::invalid_argument, "duplicate_tool: " + t.info.name);
-      t.info.kind = "host";
-      t.info.session_id.clear();
-      auto name = t.info.name;
-      self->state.host.emplace(std::move(name), std::move(t));
-      return caf::ok_atom::value;
-    },
+    [=](tool_register_host_atom, host_tool& t) { return register_host(self, t); },
     [=](tool_register_python_atom, const std::string& session, const std::string& worker,
-        std::vector<tool_info>& tools) -> caf::result<tool_ids> {
-      if (!session.empty())
-        if (auto err = validate_session_id(session))
-          return err;
-      for (auto& t : tools) {
-        if (auto err = validate_tool_name(t.name))
-          return err;
-        if (auto err = validate_metadata(t))
-          return err;
-      }
-      auto& table = self->state.python[session];
-      tool_ids ids;
-      for (auto& t : tools) {
-        auto& slot = table[t.name];
-        auto workers = std::move(slot.workers);
-        slot = std::move(t);
-        slot.kind = "python";
-        slot.session_id = session;
-        slot.workers = std::move(workers);
-        if (!worker.empty()
-            && std::find(slot.workers.begin(), slot.workers.end(), worker)
-                 == slot.workers.end())
-          slot.workers.push_back(worker);
-        ids[slot.name] = (session.empty() ? std::string{"*"} : session) + ":" + slot.name;
-      }
-      return ids;
-    },
-    [=](tool_list_atom, const std::string& session) {
-      std::vector<tool_info> out;
-      for (auto& kv : self->state.host)
-        out.push_back(kv.second.info);
-      auto add = [&](const std::string& key) {
-        if (auto i = self->state.python.find(key); i != self->state.python.end())
-          for (auto& kv : i->second)
-            out.push_back(kv.second);
-      };
-      add("");
-      if (!session.empty())
-        add(session);
-      return out;
-    },
+        std::vector<tool_info>& tools) { return register_python(self, session, worker, tools); },
+    [=](tool_list_atom, const std::string& session) { return list(self, session); },
     [=](tool_exposed_atom, const std::string&) {
       std::vector<tool_info> out;
       for (auto& kv : self->state.host)
@@ -131,16 +150,7 @@ tool_registry_actor::behavior_type tool_registry_impl(self_ptr self) {
         return make_error(errc::unknown_tool, "no host tool named " + name);
       return i->second;
     },
-    [=](session_cleanup_atom, const std::string& session) -> int32_t {
-      if (session.empty())
-        return 0;
-      auto i = self->state.python.find(session);
-      if (i == self->state.python.end())
-        return 0;
-      auto n = static_cast<int32_t>(i->second.size());
-      self->state.python.erase(i);
-      return n;
-    },
+    [=](session_cleanup_atom, const std::string& session) { return drop_session(self, session); },
   };
 }
 
