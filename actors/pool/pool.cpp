@@ -105,7 +105,7 @@ void step(pool_ptr self, F&& f) {
 }
 
 caf::timespan start_timeout(const pool_config& cfg) {
-  return cfg.worker_ready_timeout + std::chrono::seconds{10};
+  return cfg.startup.ready_timeout + std::chrono::seconds{10};
 }
 
 // --- the callee ------------------------------------------------------------------
@@ -344,7 +344,7 @@ pool_impl::behavior_type pool_init(pool_ptr self, pool_config cfg,
   lctx.telemetry = st.env->telemetry;
   lctx.log = st.env->log;
   lctx.processes = st.env->processes;
-  lctx.capacity_events = st.cfg.capacity_strategy == "hybrid";
+  lctx.capacity_events = st.cfg.capacity_strategy == snakepit::capacity_strategy::hybrid;
   lctx.max_message_bytes = st.cfg.max_message_bytes;
   lctx.touch_session = [names = st.env->names](const std::string& sid, const std::string& wid) {
     if (auto store = names->get("session_store"))

@@ -254,8 +254,8 @@ caf::expected<std::unique_ptr<runtime>> runtime::launch(std::unique_ptr<impl> p,
   auto env = std::make_shared<actors::worker_env>();
   {
     adapters::log_options lopts;
-    lopts.level = *adapters::parse_log_level(p->cfg.log.level);
-    lopts.format = *adapters::parse_log_format(p->cfg.log.format);
+    lopts.level = p->cfg.log.level;
+    lopts.format = p->cfg.log.format;
     lopts.to_stderr = p->cfg.log.to_stderr;
     lopts.file = p->cfg.log.file;
     lopts.sinks = opts.log_sinks;
@@ -265,7 +265,7 @@ caf::expected<std::unique_ptr<runtime>> runtime::launch(std::unique_ptr<impl> p,
     env->log = std::move(*log);
     if (p->cfg.log.capture_worker_stderr)
       env->stderr_pump = std::make_shared<adapters::stderr_pump>(
-        env->log, *adapters::parse_log_level(p->cfg.log.worker_stderr_level));
+        env->log, p->cfg.log.worker_stderr_level);
   }
   env->python = p->cfg.python;
   env->python_path = p->cfg.effective_python_path();
@@ -314,8 +314,8 @@ caf::expected<std::unique_ptr<runtime>> runtime::launch(std::unique_ptr<impl> p,
   // snakepit_sup (one_for_one) -> registry, runtime_sup (rest_for_one) ->
   // worker_sup (dynamic), pool per configured pool.
   supervision::dynamic_supervisor_flags wflags;
-  wflags.max_restarts = p->cfg.worker_sup_max_restarts;
-  wflags.max_seconds = p->cfg.worker_sup_max_seconds;
+  wflags.max_restarts = p->cfg.worker_sup.max_restarts;
+  wflags.max_seconds = p->cfg.worker_sup.max_seconds;
   std::vector<supervision::child_spec> runtime_children;
   runtime_children.push_back(
     named(supervision::dynamic_supervisor_child("worker_sup", wflags), env->names,
@@ -330,9 +330,9 @@ caf::expected<std::unique_ptr<runtime>> runtime::launch(std::unique_ptr<impl> p,
   top_children.push_back(
     named(supervision::registry_child("registry"), env->names, "registry"));
   actors::session_store_config scfg;
-  scfg.ttl = p->cfg.session_ttl;
-  scfg.sweep_interval = p->cfg.session_sweep_interval;
-  scfg.max_sessions = p->cfg.max_sessions;
+  scfg.ttl = p->cfg.sessions.ttl;
+  scfg.sweep_interval = p->cfg.sessions.sweep_interval;
+  scfg.max_sessions = p->cfg.sessions.max;
   scfg.on_warning = [bus = env->telemetry](size_t count, size_t max) {
     bus->emit("snakepit.session.accumulation_warning", {{"count", count}, {"max", max}});
   };

@@ -136,7 +136,7 @@ public:
   caf::expected<std::map<std::string, std::vector<worker_info>>> list_all_workers();
 
   /// The bound address of the metrics endpoint ("127.0.0.1:PORT", the real port
-  /// when configured with port 0); empty when `config::metrics_address` is empty.
+  /// when configured with port 0); empty when `config::metrics.address` is empty.
   std::string metrics_address() const;
 
   /// The control socket's path (`<runtime dir>/control.sock`); empty when

@@ -220,8 +220,8 @@ void on_ready(worker_actor* self) {
   }
   register_worker(self, 0);
   start_python_telemetry(self);
-  if (st.args.pool_cfg.heartbeat_enabled)
-    self->delayed_send(self, st.args.pool_cfg.heartbeat_interval, heartbeat_atom::value);
+  if (st.args.pool_cfg.heartbeat.enabled)
+    self->delayed_send(self, st.args.pool_cfg.heartbeat.interval, heartbeat_atom::value);
   // The channel goes along: the pool lends it to blocking callers (direct lane).
   self->send(st.args.pool, worker_ready_atom::value, st.args.id,
              caf::actor_cast<caf::actor>(self), static_cast<int>(st.proc->pid()), st.client);
@@ -259,7 +259,7 @@ void check_ready(worker_actor* self) {
     fail_start(self, caf::make_error(
                        errc::start_failed,
                        fmt::format("worker {}: not ready within {} ms", st.args.id,
-                                   st.args.pool_cfg.worker_ready_timeout.count())));
+                                   st.args.pool_cfg.startup.ready_timeout.count())));
     return;
   }
   // A Python worker needs 100-300 ms to import grpc and bind: back off quickly to
@@ -333,11 +333,11 @@ adapters::process_spec make_process_spec(const worker_state& st) {
     spec.args.push_back(env.bridge_address);
     // The worker's own heartbeat toward the host mirrors the pool's settings.
     spec.args.insert(spec.args.end(),
-                     {"--heartbeat-enabled", cfg.heartbeat_enabled ? "true" : "false",
-                      "--heartbeat-interval-ms", std::to_string(cfg.heartbeat_interval.count()),
-                      "--heartbeat-timeout-ms", std::to_string(cfg.heartbeat_timeout.count()),
-                      "--heartbeat-max-missed", std::to_string(cfg.heartbeat_max_missed),
-                      cfg.heartbeat_dependent ? "--heartbeat-dependent"
+                     {"--heartbeat-enabled", cfg.heartbeat.enabled ? "true" : "false",
+                      "--heartbeat-interval-ms", std::to_string(cfg.heartbeat.interval.count()),
+                      "--heartbeat-timeout-ms", std::to_string(cfg.heartbeat.timeout.count()),
+                      "--heartbeat-max-missed", std::to_string(cfg.heartbeat.max_missed),
+                      cfg.heartbeat.dependent ? "--heartbeat-dependent"
                                               : "--heartbeat-independent"});
   }
   spec.args.insert(spec.args.end(), cfg.adapter_args.begin(), cfg.adapter_args.end());
@@ -350,7 +350,7 @@ adapters::process_spec make_process_spec(const worker_state& st) {
     {"SNAKEPIT_LOG_FORMAT",
      env.stderr_pump || env.log->format() == adapters::log_format::json ? "json" : "text"},
   };
-  if (cfg.worker_profile == "thread") {
+  if (cfg.worker_profile == snakepit::worker_profile::thread) {
     // A thread worker runs `threads_per_worker` requests at once: its numeric
     // libraries may use as many threads (the pool's adapter_env still wins).
     auto n = std::to_string(cfg.threads_per_worker);
@@ -421,7 +421,7 @@ caf::behavior worker_impl(worker_actor* self, worker_args args, supervision::sta
       caf::anon_send(hdl, process_exited_atom::value, e.code, e.signal);
     },
     group);
-  st.ready_deadline = self->clock().now() + st.args.pool_cfg.worker_ready_timeout;
+  st.ready_deadline = self->clock().now() + st.args.pool_cfg.startup.ready_timeout;
   self->send(self, check_ready_atom::value);
   self->set_exit_handler([self](caf::exit_msg& msg) {
     // A supervisor (or anyone holding our handle) asks us to stop.
@@ -439,7 +439,7 @@ caf::behavior worker_impl(worker_actor* self, worker_args args, supervision::sta
       if (st.ph != phase::ready)
         return;
       auto hdl = caf::actor_cast<caf::actor>(self);
-      st.client.ping("heartbeat", st.args.pool_cfg.heartbeat_timeout,
+      st.client.ping("heartbeat", st.args.pool_cfg.heartbeat.timeout,
                      [hdl](caf::expected<std::string> res) {
                        caf::anon_send(hdl, heartbeat_result_atom::value,
                                       res ? caf::error{} : std::move(res.error()));
@@ -465,7 +465,7 @@ caf::behavior worker_impl(worker_actor* self, worker_args args, supervision::sta
           bus->emit("snakepit.heartbeat.missed", {{"missed", st.missed_heartbeats}},
                     {{"pool", cfg.name}, {"worker_id", st.args.id},
                      {"error", describe(err)}});
-        if (st.missed_heartbeats >= cfg.heartbeat_max_missed && cfg.heartbeat_dependent) {
+        if (st.missed_heartbeats >= cfg.heartbeat.max_missed && cfg.heartbeat.dependent) {
           // Hung (a tool holding the event loop, SIGSTOP, deadlock): kill the
           // process; its exit makes this worker crash and its starter restart it.
           if (auto& log = st.args.env->log; log->enabled(adapters::log_level::error)) {
@@ -481,7 +481,7 @@ caf::behavior worker_impl(worker_actor* self, worker_args args, supervision::sta
           return;
         }
       }
-      self->delayed_send(self, cfg.heartbeat_interval, heartbeat_atom::value);
+      self->delayed_send(self, cfg.heartbeat.interval, heartbeat_atom::value);
     },
     [self](ping_result_atom, caf::error err) {
       auto& st = self->state;
@@ -678,7 +678,7 @@ supervision::child_spec worker_spec(worker_args args) {
   spec.type = supervision::child_type::worker;
   spec.shutdown = supervision::shutdown_spec::after(args.pool_cfg.graceful_shutdown_timeout
                                                     + std::chrono::milliseconds{2000});
-  spec.start_timeout = args.pool_cfg.worker_ready_timeout + std::chrono::milliseconds{5000};
+  spec.start_timeout = args.pool_cfg.startup.ready_timeout + std::chrono::milliseconds{5000};
   spec.start = [args](caf::local_actor* parent, supervision::start_ack ack,
                       const caf::message&) -> caf::actor {
     return parent->spawn(worker_impl, args, ack);
@@ -689,8 +689,8 @@ supervision::child_spec worker_spec(worker_args args) {
 supervision::child_spec worker_starter_spec(worker_args args) {
   supervision::supervisor_flags flags;
   flags.strat = supervision::strategy::one_for_one;
-  flags.intensity = args.pool_cfg.worker_max_restarts;
-  flags.period = args.pool_cfg.worker_max_seconds;
+  flags.intensity = args.pool_cfg.restart.max_restarts;
+  flags.period = args.pool_cfg.restart.max_seconds;
   auto id = args.id;
   return supervision::supervisor_child(std::move(id), flags, {worker_spec(std::move(args))},
                                        supervision::restart_type::permanent);

@@ -71,8 +71,8 @@ std::string str(const json& rec, const char* key) {
 
 snakepit::config json_debug_config() {
   auto cfg = small_config(1);
-  cfg.log.level = "debug";
-  cfg.log.format = "json";
+  cfg.log.level = snakepit::adapters::log_level::debug;
+  cfg.log.format = snakepit::adapters::log_format::json;
   cfg.log.to_stderr = false;
   return cfg;
 }
@@ -204,8 +204,8 @@ TEST_SUITE("integration.logging") {
     snakepit::start_options opts;
     opts.log_sinks.push_back(sink);
     auto cfg = small_config(2);
-    cfg.log.level = "info";
-    cfg.log.format = "json";
+    cfg.log.level = snakepit::adapters::log_level::info;
+    cfg.log.format = snakepit::adapters::log_format::json;
     cfg.log.to_stderr = false;
     auto rt = snakepit::runtime::start(cfg, opts);
     REQUIRE_MESSAGE(rt, explain(rt.error()));
@@ -244,8 +244,8 @@ TEST_SUITE("integration.logging") {
     auto dir = snakepit::adapters::runtime_dir::create("logtest");
     REQUIRE(dir);
     auto cfg = small_config(1);
-    cfg.log.level = "debug";
-    cfg.log.format = "text";
+    cfg.log.level = snakepit::adapters::log_level::debug;
+    cfg.log.format = snakepit::adapters::log_format::text;
     cfg.log.to_stderr = false;
     cfg.log.file = dir->file("host.log");
     auto rt = snakepit::runtime::start(cfg);
@@ -297,7 +297,7 @@ TEST_SUITE("integration.logging") {
     opts.log_sinks.push_back(sink);
     auto cfg = small_config(1);
     cfg.pools[0].adapter = "snakepit_bridge.adapters.broken.BrokenAdapter";
-    cfg.log.format = "json";
+    cfg.log.format = snakepit::adapters::log_format::json;
     cfg.log.to_stderr = false;
     auto rt = snakepit::runtime::start(cfg, opts);
     REQUIRE_FALSE(rt);
@@ -315,7 +315,7 @@ TEST_SUITE("integration.logging") {
 
   TEST_CASE("an invalid log setting fails the start with the key named") {
     auto cfg = small_config(1);
-    cfg.log.level = "loud";
+    cfg.log.level = static_cast<snakepit::adapters::log_level>(42);
     auto rt = snakepit::runtime::start(cfg);
     REQUIRE_FALSE(rt);
     CHECK(rt.error() == snakepit::errc::invalid_config);
