@@ -16,16 +16,17 @@ namespace {
 
 constexpr const char* worker_profile_names[] = {"process", "thread"};
 constexpr const char* capacity_strategy_names[] = {"pool", "hybrid", "profile"};
-constexpr const char* affinity_mode_names[] = {"hint", "strict_queue", "strict_fail_fast"};
+constexpr const char* affinity_mode_names[] = {"hint", "strict_queue",
+                                               "strict_fail_fast"};
 constexpr const char* log_format_names[] = {"text", "json"};
 
-template <class E, size_t N>
+template<class E, size_t N>
 const char* name_of(E x, const char* const (&names)[N]) {
   auto i = static_cast<size_t>(x);
   return i < N ? names[i] : "?";
 }
 
-template <class E, size_t N>
+template<class E, size_t N>
 std::optional<E> parse_name(std::string_view text, const char* const (&names)[N]) {
   for (size_t i = 0; i < N; ++i)
     if (text == names[i])
@@ -33,12 +34,13 @@ std::optional<E> parse_name(std::string_view text, const char* const (&names)[N]
   return std::nullopt;
 }
 
-template <class E, size_t N>
-choice_set make_choices(const char* const (&names)[N], std::optional<int> (*parse)(std::string_view)) {
+template<class E, size_t N>
+choice_set make_choices(const char* const (&names)[N],
+                        std::optional<int> (*parse)(std::string_view)) {
   return {std::vector<const char*>(std::begin(names), std::end(names)), parse};
 }
 
-template <class E>
+template<class E>
 std::optional<int> as_index(std::optional<E> x) {
   if (!x)
     return std::nullopt;
@@ -46,32 +48,37 @@ std::optional<int> as_index(std::optional<E> x) {
 }
 
 /// The choice set of each enum a key may hold.
-template <class E>
+template<class E>
 const choice_set& choices_of();
 
-template <>
+template<>
 const choice_set& choices_of<worker_profile>() {
-  static const choice_set set = make_choices<worker_profile>(
-    worker_profile_names, [](std::string_view s) { return as_index(parse_worker_profile(s)); });
+  static const choice_set set =
+    make_choices<worker_profile>(worker_profile_names, [](std::string_view s) {
+      return as_index(parse_worker_profile(s));
+    });
   return set;
 }
 
-template <>
+template<>
 const choice_set& choices_of<capacity_strategy>() {
-  static const choice_set set = make_choices<capacity_strategy>(
-    capacity_strategy_names,
-    [](std::string_view s) { return as_index(parse_capacity_strategy(s)); });
+  static const choice_set set =
+    make_choices<capacity_strategy>(capacity_strategy_names, [](std::string_view s) {
+      return as_index(parse_capacity_strategy(s));
+    });
   return set;
 }
 
-template <>
+template<>
 const choice_set& choices_of<affinity_mode>() {
-  static const choice_set set = make_choices<affinity_mode>(
-    affinity_mode_names, [](std::string_view s) { return as_index(parse_affinity_mode(s)); });
+  static const choice_set set =
+    make_choices<affinity_mode>(affinity_mode_names, [](std::string_view s) {
+      return as_index(parse_affinity_mode(s));
+    });
   return set;
 }
 
-template <>
+template<>
 const choice_set& choices_of<adapters::log_level>() {
   // The log's own parser: it also takes "warning".
   static const choice_set set = [] {
@@ -84,10 +91,12 @@ const choice_set& choices_of<adapters::log_level>() {
   return set;
 }
 
-template <>
+template<>
 const choice_set& choices_of<adapters::log_format>() {
-  static const choice_set set = make_choices<adapters::log_format>(
-    log_format_names, [](std::string_view s) { return as_index(adapters::parse_log_format(s)); });
+  static const choice_set set =
+    make_choices<adapters::log_format>(log_format_names, [](std::string_view s) {
+      return as_index(adapters::parse_log_format(s));
+    });
   return set;
 }
 
@@ -143,24 +152,34 @@ bool is_valid_pool_name(std::string_view name) {
 
 namespace {
 
+template<class S>
+S& follow(S& s) {
+  return s;
+}
+
+template<class S, class M, class... Ms>
+auto& follow(S& s, M member, Ms... rest) {
+  return follow(s.*member, rest...);
+}
+
 /// The field `s.*M1.*M2...`: one path of member pointers reaches nested fields.
-template <auto... Ms>
+template<auto... Ms>
 struct member_path {
-  template <class S>
+  template<class S>
   static auto& at(S& s) {
-    return (s .* ... .* Ms);
+    return follow(s, Ms...);
   }
 };
 
-template <class M>
+template<class M>
 struct owner_of;
 
-template <class C, class T>
+template<class C, class T>
 struct owner_of<T C::*> {
   using type = C;
 };
 
-template <class S, class T, class Path>
+template<class S, class T, class Path>
 key_field<S> field_of() {
   if constexpr (std::is_enum_v<T>) {
     return choice_ref<S>{[](const S& s) { return static_cast<int>(Path::at(s)); },
@@ -168,11 +187,13 @@ key_field<S> field_of() {
                          &choices_of<T>()};
   } else if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
     // Counts stop at 2^31-1 in a file; wide() lifts that for byte sizes and such.
-    using limits = std::numeric_limits<std::conditional_t<std::is_signed_v<T>, T, int32_t>>;
+    using limits =
+      std::numeric_limits<std::conditional_t<std::is_signed_v<T>, T, int32_t>>;
     constexpr int64_t lo = std::is_signed_v<T> ? int64_t{limits::min()} : 0;
     constexpr int64_t hi = limits::max();
     return integer_ref<S>{[](const S& s) { return static_cast<int64_t>(Path::at(s)); },
-                          [](S& s, int64_t v) { Path::at(s) = static_cast<T>(v); }, lo, hi};
+                          [](S& s, int64_t v) { Path::at(s) = static_cast<T>(v); }, lo,
+                          hi};
   } else {
     return field_ref<S, T>{&Path::template at<S>, &Path::template at<const S>};
   }
@@ -180,13 +201,11 @@ key_field<S> field_of() {
 
 /// A key under construction: `key<&pool_config::queue, &pool_queue::timeout>(...)`
 /// followed by its checks.
-template <class S>
+template<class S>
 struct key_builder {
   config_key<S> k;
 
-  operator config_key<S>() const {
-    return k;
-  }
+  operator config_key<S>() const { return k; }
   key_builder at_least(int64_t n) {
     k.min = n;
     k.min_why = fmt::format("must be at least {}", n);
@@ -211,8 +230,9 @@ struct key_builder {
   /// `meaning_of_zero`, if given, is added in parentheses ("0: no TTL").
   key_builder non_negative(const char* meaning_of_zero = nullptr) {
     k.min = 0;
-    k.min_why = meaning_of_zero ? fmt::format("must not be negative ({})", meaning_of_zero)
-                                : std::string{"must not be negative"};
+    k.min_why = meaning_of_zero
+                  ? fmt::format("must not be negative ({})", meaning_of_zero)
+                  : std::string{"must not be negative"};
     return *this;
   }
   /// A file may write any non-negative 64-bit integer.
@@ -230,7 +250,7 @@ struct key_builder {
   }
 };
 
-template <auto M, auto... Ms>
+template<auto M, auto... Ms>
 auto key(const char* name, const char* what) {
   using S = typename owner_of<decltype(M)>::type;
   using path = member_path<M, Ms...>;
@@ -267,9 +287,10 @@ std::string check_jitter(const pool_config& p) {
 std::string check_taint_causes(const pool_config& p) {
   for (auto& cause : p.taint.causes)
     if (!actors::is_crash_cause(cause))
-      return fmt::format("'{}' is not segfault, abort, bus_error, illegal_instruction, fpe, "
-                         "killed or exit_<code>",
-                         cause);
+      return fmt::format(
+        "'{}' is not segfault, abort, bus_error, illegal_instruction, fpe, "
+        "killed or exit_<code>",
+        cause);
   return "";
 }
 
@@ -300,8 +321,8 @@ std::string check_metrics_address(const config& cfg) {
     return fmt::format("'{}' is not host:port", address);
   auto host = address.substr(0, colon);
   auto port = address.substr(colon + 1);
-  if (port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos
-      || std::stoul(port) > 65535)
+  if (port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos ||
+      std::stoul(port) > 65535)
     return fmt::format("'{}' has no valid port (0..65535)", address);
   if (host.front() == '[') {
     if (host.back() != ']' || host.size() < 3)
@@ -312,9 +333,10 @@ std::string check_metrics_address(const config& cfg) {
   }
   bool loopback = host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
   if (!loopback && !cfg.metrics.allow_remote)
-    return fmt::format("'{}' is not a loopback address; set metrics_allow_remote = true to "
-                       "serve metrics on it",
-                       host);
+    return fmt::format(
+      "'{}' is not a loopback address; set metrics_allow_remote = true to "
+      "serve metrics on it",
+      host);
   return "";
 }
 
@@ -326,18 +348,19 @@ const std::vector<config_key<config>>& config_keys() {
   using c = config;
   static const std::vector<config_key<config>> keys = {
     key<&c::python>("python", "interpreter that has grpcio and protobuf"),
-    key<&c::python_path>("python_path", "PYTHONPATH entries for workers; empty: this build's"),
+    key<&c::python_path>("python_path",
+                         "PYTHONPATH entries for workers; empty: this build's"),
     key<&c::worker_sup, &restart_intensity::max_restarts>(
       "worker_sup_max_restarts", "restart intensity of the dynamic worker supervisor")
       .non_negative(),
-    key<&c::worker_sup, &restart_intensity::max_seconds>(
-      "worker_sup_max_seconds", "its period, in seconds")
+    key<&c::worker_sup, &restart_intensity::max_seconds>("worker_sup_max_seconds",
+                                                         "its period, in seconds")
       .positive(),
-    key<&c::sessions, &session_limits::ttl>("session_ttl",
-                                            "idle seconds after which a session is removed")
+    key<&c::sessions, &session_limits::ttl>(
+      "session_ttl", "idle seconds after which a session is removed")
       .positive(),
-    key<&c::sessions, &session_limits::sweep_interval>("session_sweep_interval",
-                                                       "how often expired sessions are swept")
+    key<&c::sessions, &session_limits::sweep_interval>(
+      "session_sweep_interval", "how often expired sessions are swept")
       .positive(),
     key<&c::sessions, &session_limits::max>("max_sessions", "the most sessions at once")
       .at_least(1),
@@ -346,7 +369,8 @@ const std::vector<config_key<config>>& config_keys() {
       .positive(),
     key<&c::check_interpreter>("check_interpreter",
                                "check at start that the interpreter can import grpc"),
-    key<&c::data_dir>("data_dir", "where the process registry lives; empty: the XDG state dir"),
+    key<&c::data_dir>("data_dir",
+                      "where the process registry lives; empty: the XDG state dir"),
     key<&c::sweep_orphans_at_start>("sweep_orphans_at_start",
                                     "kill what earlier dead runs left behind"),
     key<&c::metrics, &metrics_endpoint::address>("metrics_address",
@@ -354,7 +378,8 @@ const std::vector<config_key<config>>& config_keys() {
       .check(check_metrics_address),
     key<&c::metrics, &metrics_endpoint::allow_remote>(
       "metrics_allow_remote", "allow metrics_address on a non-loopback interface"),
-    key<&c::control_socket>("control_socket", "serve JSON stats on <runtime dir>/control.sock"),
+    key<&c::control_socket>("control_socket",
+                            "serve JSON stats on <runtime dir>/control.sock"),
   };
   return keys;
 }
@@ -368,8 +393,8 @@ const std::vector<config_key<log_config>>& log_keys() {
     key<&l::file>("file", "also append lines to this file; empty: none"),
     key<&l::capture_worker_stderr>("capture_worker_stderr",
                                    "log each worker's stderr line by line"),
-    key<&l::worker_stderr_level>("worker_stderr_level",
-                                 "level of captured lines that are no Python log records"),
+    key<&l::worker_stderr_level>(
+      "worker_stderr_level", "level of captured lines that are no Python log records"),
   };
   return keys;
 }
@@ -378,7 +403,9 @@ const std::vector<config_key<pool_config>>& pool_keys() {
   using p = pool_config;
   static const std::vector<config_key<pool_config>> keys = {
     key<&p::name>("name", "pool name used for routing").check(check_pool_name),
-    key<&p::pool_size>("pool_size", "number of worker processes").at_least(1).at_most(1024),
+    key<&p::pool_size>("pool_size", "number of worker processes")
+      .at_least(1)
+      .at_most(1024),
     key<&p::adapter>("adapter", "adapter class, pkg.module.Class").check(check_adapter),
     key<&p::worker_profile>("worker_profile", "requests one worker runs at once"),
     key<&p::capacity_strategy>("capacity_strategy", "who schedules by capacity"),
@@ -389,7 +416,8 @@ const std::vector<config_key<pool_config>>& pool_keys() {
     key<&p::affinity>("affinity", "session affinity of calls that name no mode"),
     key<&p::heartbeat, &pool_heartbeat::enabled>("heartbeat_enabled",
                                                  "ping each worker's process"),
-    key<&p::heartbeat, &pool_heartbeat::interval>("heartbeat_interval", "time between pings")
+    key<&p::heartbeat, &pool_heartbeat::interval>("heartbeat_interval",
+                                                  "time between pings")
       .positive()
       .when(heartbeat_on),
     key<&p::heartbeat, &pool_heartbeat::timeout>("heartbeat_timeout",
@@ -410,13 +438,14 @@ const std::vector<config_key<pool_config>>& pool_keys() {
     key<&p::queue, &pool_queue::timeout>("queue_timeout",
                                          "how long a request may wait in the queue")
       .positive(),
-    key<&p::request_timeout>("request_timeout", "a call's budget when the caller gives none")
+    key<&p::request_timeout>("request_timeout",
+                             "a call's budget when the caller gives none")
       .positive(),
     key<&p::startup, &pool_startup::concurrency>("startup_concurrency",
                                                  "workers started concurrently")
       .at_least(1),
-    key<&p::startup, &pool_startup::ready_timeout>("worker_ready_timeout",
-                                                   "budget for one worker to become ready")
+    key<&p::startup, &pool_startup::ready_timeout>(
+      "worker_ready_timeout", "budget for one worker to become ready")
       .positive(),
     key<&p::graceful_shutdown_timeout>("graceful_shutdown_timeout",
                                        "SIGTERM grace period before SIGKILL")
@@ -427,11 +456,11 @@ const std::vector<config_key<pool_config>>& pool_keys() {
     key<&p::restart, &restart_intensity::max_seconds>("worker_max_seconds",
                                                       "its period, in seconds")
       .positive(),
-    key<&p::cancel_grace>("cancel_grace",
-                          "a cancelled sync tool still running this long restarts its worker")
+    key<&p::cancel_grace>(
+      "cancel_grace", "a cancelled sync tool still running this long restarts its worker")
       .non_negative("0: never restart"),
-    key<&p::recycling, &pool_recycling::ttl>("worker_ttl",
-                                             "a worker is replaced this long after it started")
+    key<&p::recycling, &pool_recycling::ttl>(
+      "worker_ttl", "a worker is replaced this long after it started")
       .non_negative("0: no TTL"),
     key<&p::recycling, &pool_recycling::max_requests>(
       "worker_max_requests", "a worker is replaced after this many requests (0: never)")
@@ -440,10 +469,11 @@ const std::vector<config_key<pool_config>>& pool_keys() {
       "max_requests_jitter", "spread of each worker's request limit, in [0, 1)")
       .check(check_jitter),
     key<&p::recycling, &pool_recycling::max_memory_mb>(
-      "memory_threshold_mb", "a worker whose Python RSS exceeds this is replaced (0: never)")
+      "memory_threshold_mb",
+      "a worker whose Python RSS exceeds this is replaced (0: never)")
       .wide(),
-    key<&p::recycling, &pool_recycling::check_interval>("lifecycle_check_interval",
-                                                        "how often TTL and memory are checked")
+    key<&p::recycling, &pool_recycling::check_interval>(
+      "lifecycle_check_interval", "how often TTL and memory are checked")
       .positive(),
     key<&p::taint, &pool_taint::causes>("taint_on", "exit causes that taint a worker")
       .check(check_taint_causes),
@@ -455,10 +485,11 @@ const std::vector<config_key<pool_config>>& pool_keys() {
       .between(0, 10),
     key<&p::retry, &pool_retry::backoff>("retry_backoff", "delay before each retry")
       .check(check_backoff),
-    key<&p::circuit, &pool_circuit::threshold>("circuit_threshold",
-                                               "failed starts in a row that open the circuit")
+    key<&p::circuit, &pool_circuit::threshold>(
+      "circuit_threshold", "failed starts in a row that open the circuit")
       .non_negative("0: no breaker"),
-    key<&p::circuit, &pool_circuit::reset>("circuit_reset", "time until the half-open probe")
+    key<&p::circuit, &pool_circuit::reset>("circuit_reset",
+                                           "time until the half-open probe")
       .positive(),
     key<&p::adapter_args>("adapter_args", "extra command-line arguments for the worker"),
     key<&p::adapter_env>("adapter_env", "extra environment for the worker")
@@ -471,12 +502,13 @@ const std::vector<config_key<pool_config>>& pool_keys() {
 
 // ------------------------------------------------------------------ using a table
 
-template <class S>
+template<class S>
 std::vector<std::string> file_names(const config_key<S>& key) {
   std::string name = key.name;
   if (std::holds_alternative<field_ref<S, std::chrono::milliseconds>>(key.field))
     return {name + "_ms", name + "_s"};
-  if (std::holds_alternative<field_ref<S, std::vector<std::chrono::milliseconds>>>(key.field))
+  if (std::holds_alternative<field_ref<S, std::vector<std::chrono::milliseconds>>>(
+        key.field))
     return {name + "_ms"};
   return {name};
 }
@@ -484,7 +516,7 @@ std::vector<std::string> file_names(const config_key<S>& key) {
 namespace {
 
 /// The value the range of `key` applies to, if it has one (integers, durations).
-template <class S>
+template<class S>
 std::optional<int64_t> ranged_value(const S& s, const config_key<S>& key) {
   if (auto f = std::get_if<integer_ref<S>>(&key.field))
     return f->read(s);
@@ -495,7 +527,7 @@ std::optional<int64_t> ranged_value(const S& s, const config_key<S>& key) {
   return std::nullopt;
 }
 
-template <class S>
+template<class S>
 std::string problem_of(const S& s, const config_key<S>& key) {
   if (key.applies && !key.applies(s))
     return "";
@@ -515,7 +547,7 @@ std::string problem_of(const S& s, const config_key<S>& key) {
 
 } // namespace
 
-template <class S>
+template<class S>
 caf::error validate_keys(const S& s, const std::vector<config_key<S>>& keys,
                          const std::string& prefix) {
   for (auto& key : keys)
@@ -530,7 +562,8 @@ template std::vector<std::string> file_names(const config_key<log_config>&);
 template std::vector<std::string> file_names(const config_key<pool_config>&);
 template caf::error validate_keys(const config&, const std::vector<config_key<config>>&,
                                   const std::string&);
-template caf::error validate_keys(const log_config&, const std::vector<config_key<log_config>>&,
+template caf::error validate_keys(const log_config&,
+                                  const std::vector<config_key<log_config>>&,
                                   const std::string&);
 template caf::error validate_keys(const pool_config&,
                                   const std::vector<config_key<pool_config>>&,

@@ -1,7 +1,8 @@
 // The keys of a configuration file, declared once: for every key of the top level,
 // `[log]` and `[[pools]]`, where its value lives in the structs of config.hpp, its type,
 // what validate() requires of it and one line of description. The TOML reader
-// (config_file.cpp), the validate() functions and docs/configuration.md follow these tables.
+// (config_file.cpp), the validate() functions and docs/configuration.md follow these
+// tables.
 #pragma once
 
 #include <chrono>
@@ -33,7 +34,7 @@ struct choice_set {
 std::string describe_choices(const choice_set& choices);
 
 /// A field of `S` of type `T`, reachable for reading and writing.
-template <class S, class T>
+template<class S, class T>
 struct field_ref {
   /// The field, to be set.
   T& (*get)(S&);
@@ -42,7 +43,7 @@ struct field_ref {
 };
 
 /// An integer field of any width, seen as int64_t; a file may write [lo, hi].
-template <class S>
+template<class S>
 struct integer_ref {
   /// The value, widened.
   int64_t (*read)(const S&);
@@ -55,7 +56,7 @@ struct integer_ref {
 };
 
 /// An enum field seen as its index into `choices`.
-template <class S>
+template<class S>
 struct choice_ref {
   /// The enum's value as an index.
   int (*read)(const S&);
@@ -71,15 +72,16 @@ using env_list = std::vector<std::pair<std::string, std::string>>;
 /// Where a key's value lives in `S`, by value type. A millisecond duration is written
 /// `<key>_ms` or `<key>_s` in a file, a list of them `<key>_ms`; everything else
 /// under the key's own name.
-template <class S>
-using key_field = std::variant<
-  field_ref<S, std::string>, field_ref<S, bool>, integer_ref<S>, field_ref<S, double>,
-  field_ref<S, std::chrono::milliseconds>, field_ref<S, std::chrono::seconds>,
-  field_ref<S, std::vector<std::string>>, field_ref<S, env_list>,
-  field_ref<S, std::vector<std::chrono::milliseconds>>, choice_ref<S>>;
+template<class S>
+using key_field =
+  std::variant<field_ref<S, std::string>, field_ref<S, bool>, integer_ref<S>,
+               field_ref<S, double>, field_ref<S, std::chrono::milliseconds>,
+               field_ref<S, std::chrono::seconds>, field_ref<S, std::vector<std::string>>,
+               field_ref<S, env_list>,
+               field_ref<S, std::vector<std::chrono::milliseconds>>, choice_ref<S>>;
 
 /// One key of a configuration file.
-template <class S>
+template<class S>
 struct config_key {
   /// The key as messages name it (durations without `_ms` / `_s`).
   const char* name;
@@ -116,12 +118,12 @@ const std::vector<config_key<pool_config>>& pool_keys();
 
 /// The spellings a file may use for `key`: "queue_timeout_ms" and "queue_timeout_s",
 /// "retry_backoff_ms", or the name itself.
-template <class S>
+template<class S>
 std::vector<std::string> file_names(const config_key<S>& key);
 
 /// Applies the checks of `keys` to `s` in table order; the first problem as
 /// `errc::invalid_config` with "<prefix><key>: <why>".
-template <class S>
+template<class S>
 caf::error validate_keys(const S& s, const std::vector<config_key<S>>& keys,
                          const std::string& prefix);
 
