@@ -157,7 +157,7 @@ int main(int argc, char** argv) {
   // 16 direct callers keep up to 4 calls in flight per worker; give the pool the
   // same per-worker concurrency (thread profile, 4 per worker) so both sides run
   // the same load.
-  cfg.pools[0].worker_profile = "thread";
+  cfg.pools[0].worker_profile = snakepit::worker_profile::thread;
   cfg.pools[0].threads_per_worker = 4;
   auto rt = snakepit::runtime::start(cfg);
   if (!rt) {

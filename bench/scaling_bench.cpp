@@ -39,13 +39,14 @@ double closed_loop(snakepit::runtime& rt, size_t callers, size_t total,
   return static_cast<double>(total) / (since_ms(t0) / 1000.0);
 }
 
-snakepit::config pool_of(size_t n, const std::string& profile = "process",
+snakepit::config pool_of(size_t n,
+                         snakepit::worker_profile profile = snakepit::worker_profile::process,
                          size_t threads = 4) {
   snakepit::config cfg;
   cfg.pools[0].pool_size = n;
   cfg.pools[0].worker_profile = profile;
   cfg.pools[0].threads_per_worker = threads;
-  cfg.pools[0].worker_ready_timeout = std::chrono::seconds{120};
+  cfg.pools[0].startup.ready_timeout = std::chrono::seconds{120};
   return cfg;
 }
 
@@ -86,7 +87,7 @@ int main(int argc, char** argv) {
     }
   }
   {
-    auto rt = snakepit::runtime::start(pool_of(2, "thread", 4), slow_start);
+    auto rt = snakepit::runtime::start(pool_of(2, snakepit::worker_profile::thread, 4), slow_start);
     if (rt) {
       thread_tput = closed_loop(**rt, 16, 800, "sleep", sleep_args);
       (*rt)->stop();

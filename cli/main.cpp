@@ -110,10 +110,11 @@ caf::expected<snakepit::config> resolve_config(const std::string& path,
                                                const log_overrides& log = {}) {
   auto cfg = path.empty() ? caf::expected<snakepit::config>{default_config()}
                           : snakepit::load_config(path);
-  if (cfg && !log.level.empty())
-    cfg->log.level = log.level;
-  if (cfg && !log.format.empty())
-    cfg->log.format = log.format;
+  // The options' checks admit only valid names.
+  if (auto level = snakepit::adapters::parse_log_level(log.level); cfg && level)
+    cfg->log.level = *level;
+  if (auto format = snakepit::adapters::parse_log_format(log.format); cfg && format)
+    cfg->log.format = *format;
   return cfg;
 }
 

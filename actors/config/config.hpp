@@ -1,18 +1,158 @@
-// Configuration of a snakepit runtime and its pools: plain structs with defaults next
-// to each field (upstream Snakepit.Config and its :balanced timeout profile) and a
-// validate() that names the offending field before anything is spawned.
+// Configuration of a snakepit runtime and its pools: plain structs, one sub-struct per
+// concern, with defaults next to each field (upstream Snakepit.Config and its :balanced
+// timeout profile) and a validate() that names the offending key before anything is
+// spawned. The keys and their checks are declared once, in config_keys.hpp.
 #pragma once
 
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
 #include <caf/error.hpp>
 
+#include "adapters/log.hpp"
+
 namespace snakepit {
+
+/// Worker profile (upstream WorkerProfile): `process` runs one request at a time per
+/// worker; `thread` runs up to `threads_per_worker` at once (sync tools on a thread
+/// pool of that size, async tools on the worker's event loop).
+enum class worker_profile : uint8_t { process, thread };
+
+/// Who schedules by capacity (seed 002).
+enum class capacity_strategy : uint8_t {
+  /// The pool tracks load and capacity and dispatches accordingly.
+  pool,
+  /// As `pool`, and the pool also reports each worker reaching its capacity
+  /// (`snakepit.pool.capacity_reached`).
+  hybrid,
+  /// The pool dispatches one request per worker at a time and leaves any further
+  /// concurrency to callers that use the profile directly.
+  profile,
+};
+
+/// Session affinity (upstream :hint, :strict_queue, :strict_fail_fast). In the strict
+/// modes a dead worker gives session_worker_unavailable.
+enum class affinity_mode : uint8_t {
+  /// Prefer the session's worker while it has headroom, else any.
+  hint,
+  /// Wait for the session's worker.
+  strict_queue,
+  /// Fail with worker_busy when the session's worker has no headroom.
+  strict_fail_fast,
+};
+
+/// The name of a choice as a configuration file writes it ("thread", "hybrid", ...).
+const char* to_string(worker_profile x);
+/// The name of a choice as a configuration file writes it.
+const char* to_string(capacity_strategy x);
+/// The name of a choice as a configuration file writes it.
+const char* to_string(affinity_mode x);
+
+/// Parses "process" or "thread"; nullopt for anything else.
+std::optional<worker_profile> parse_worker_profile(std::string_view name);
+/// Parses "pool", "hybrid" or "profile"; nullopt for anything else.
+std::optional<capacity_strategy> parse_capacity_strategy(std::string_view name);
+/// Parses "hint", "strict_queue" or "strict_fail_fast"; nullopt for anything else.
+std::optional<affinity_mode> parse_affinity_mode(std::string_view name);
+
+/// Heartbeat (upstream HeartbeatMonitor): the worker pings its process every
+/// interval; a ping unanswered within the timeout counts as missed, and after
+/// `max_missed` misses in a row a dependent worker's process is killed (its starter
+/// then restarts it). Independent workers only report the misses.
+struct pool_heartbeat {
+  /// Ping at all.
+  bool enabled = true;
+  /// Time between pings.
+  std::chrono::milliseconds interval{2000};
+  /// A ping unanswered this long is missed.
+  std::chrono::milliseconds timeout{10000};
+  /// Misses in a row that make a dependent worker's process be killed.
+  int max_missed = 3;
+  /// Kill the process after `max_missed` misses (false: only report them).
+  bool dependent = true;
+};
+
+/// Recycling (upstream LifecycleManager; docs/reliability.md). Recycling drains: the
+/// worker takes no new work, a replacement starts first, and the old one stops once
+/// its calls finished.
+struct pool_recycling {
+  /// A worker is replaced this long after it became ready; 0: never.
+  std::chrono::milliseconds ttl{0};
+  /// A worker is replaced after this many requests; 0: never.
+  uint64_t max_requests = 0;
+  /// Each worker's request limit is drawn from [max·(1−jitter), max], so a pool does
+  /// not recycle all its workers at once.
+  double requests_jitter = 0.1;
+  /// A worker is replaced when its Python process's resident memory exceeds this
+  /// many MiB; 0: never.
+  uint64_t max_memory_mb = 0;
+  /// How often TTL and memory are checked.
+  std::chrono::milliseconds check_interval{5000};
+};
+
+/// Crash barrier: a worker whose process died of one of the `causes` is not offered
+/// new requests for `duration` after its restart while an untainted worker is ready.
+struct pool_taint {
+  /// Causes that taint (segfault, abort, bus_error, illegal_instruction, fpe, killed,
+  /// exit_<code>); empty: no tainting.
+  std::vector<std::string> causes = {"segfault", "abort", "bus_error", "illegal_instruction",
+                                     "fpe"};
+  /// How long a restarted worker stays tainted.
+  std::chrono::milliseconds duration{30000};
+};
+
+/// Idempotent calls (`execute_options::idempotent`) whose worker crashed run again on
+/// another worker, within their original deadline.
+struct pool_retry {
+  /// Further attempts after the first; 0: never retried.
+  int max_attempts = 2;
+  /// Delay before each attempt (the last entry repeats; ±25 % jitter).
+  std::vector<std::chrono::milliseconds> backoff = {std::chrono::milliseconds{50},
+                                                    std::chrono::milliseconds{100},
+                                                    std::chrono::milliseconds{200}};
+};
+
+/// Circuit breaker: after `threshold` worker starts in a row failed the pool stops
+/// restarting them and fails calls that find no ready worker with `circuit_open`;
+/// after `reset` one probe worker is started (half-open) and its success closes the
+/// circuit again.
+struct pool_circuit {
+  /// Failed starts in a row that open the circuit; 0: no breaker.
+  int threshold = 5;
+  /// Time until the half-open probe.
+  std::chrono::milliseconds reset{30000};
+};
+
+/// Restart intensity of a supervisor (OTP `intensity`/`period`; upstream 3 in 5 s):
+/// more restarts than this within the period and the supervisor gives up.
+struct restart_intensity {
+  /// Restarts allowed within `max_seconds`.
+  int max_restarts = 3;
+  /// The period.
+  std::chrono::seconds max_seconds{5};
+};
+
+/// The pool's request queue (upstream's `:queue` with `queue_timeout`).
+struct pool_queue {
+  /// Maximum number of queued requests; beyond it calls fail with `pool_saturated`.
+  size_t max_size = 1000;
+  /// How long a request may wait in the queue.
+  std::chrono::milliseconds timeout{10000};
+};
+
+/// How the pool starts its workers.
+struct pool_startup {
+  /// Workers started concurrently (upstream `startup_batch_size`).
+  size_t concurrency = 10;
+  /// Budget for one worker to become ready (ready file + Ping).
+  std::chrono::milliseconds ready_timeout{30000};
+};
 
 /// One pool of identical Python workers.
 struct pool_config {
@@ -22,23 +162,14 @@ struct pool_config {
   size_t pool_size = 4;
   /// Adapter class, `pkg.module.Class`.
   std::string adapter = "snakepit_bridge.adapters.showcase.ShowcaseAdapter";
-  /// Worker profile (upstream WorkerProfile): "process" runs one request at a
-  /// time per worker; "thread" runs up to `threads_per_worker` at once (sync tools
-  /// on a thread pool of that size, async tools on the worker's event loop).
-  std::string worker_profile = "process";
-  /// Concurrent requests per worker under the "thread" profile.
+  /// How many requests one worker runs at once.
+  snakepit::worker_profile worker_profile = snakepit::worker_profile::process;
+  /// Concurrent requests per worker under the `thread` profile.
   size_t threads_per_worker = 4;
-  /// Who schedules by capacity (seed 002): "pool" (default) — the pool tracks
-  /// load/capacity and dispatches accordingly; "hybrid" — the same, and the pool
-  /// also reports each worker reaching its capacity (`snakepit.pool.capacity_reached`);
-  /// "profile" — the pool dispatches one request per worker at a time and leaves
-  /// any further concurrency to callers that use the profile directly.
-  std::string capacity_strategy = "pool";
-  /// Session affinity (upstream): "hint" prefers the session's worker while it
-  /// has headroom, else any; "strict_queue" waits for it; "strict_fail_fast"
-  /// fails with worker_busy. In strict modes a dead worker gives
-  /// session_worker_unavailable.
-  std::string affinity = "hint";
+  /// Who schedules by capacity.
+  snakepit::capacity_strategy capacity_strategy = snakepit::capacity_strategy::pool;
+  /// Session affinity of calls that name no mode of their own.
+  affinity_mode affinity = affinity_mode::hint;
   /// Extra command-line arguments for the worker.
   std::vector<std::string> adapter_args;
   /// Extra environment for the worker; wins over the thread-limit defaults.
@@ -47,73 +178,35 @@ struct pool_config {
   /// when the pool would dispatch it at once (the direct lane, docs/architecture.md);
   /// false sends every call through the pool and worker actors.
   bool direct_dispatch = true;
-  /// Maximum number of queued requests; beyond it calls fail with `pool_saturated`.
-  size_t max_queue_size = 1000;
-  /// How long a request may wait in the queue (`queue_timeout`).
-  std::chrono::milliseconds queue_timeout{10000};
+  /// The request queue.
+  pool_queue queue;
   /// Largest request payload (arguments plus binary parameters); larger ones fail
   /// with `payload_too_large` before they take a worker. Upstream's 100 MiB.
   size_t max_message_bytes = 100u << 20;
   /// Default end-to-end budget of a call when the caller gives none.
   std::chrono::milliseconds request_timeout{300000};
-  /// Workers started concurrently during startup (upstream `startup_batch_size`).
-  size_t startup_concurrency = 10;
-  /// Budget for one worker to become ready (ready file + Ping).
-  std::chrono::milliseconds worker_ready_timeout{30000};
+  /// Worker startup.
+  pool_startup startup;
   /// A sync tool cannot be interrupted: when its call was cancelled (deadline,
   /// caller gone) and it still runs this long after, its worker process exits
   /// (status 86) and is restarted, freeing the thread it held. 0: never.
   std::chrono::milliseconds cancel_grace{5000};
   /// SIGTERM grace period before SIGKILL when a worker stops.
   std::chrono::milliseconds graceful_shutdown_timeout{6000};
-  /// Heartbeat (upstream HeartbeatMonitor): the worker pings its process every
-  /// interval; a ping unanswered within the timeout counts as missed, and after
-  /// `heartbeat_max_missed` misses in a row a dependent worker's process is killed
-  /// (its starter then restarts it). Independent workers only report the misses.
-  bool heartbeat_enabled = true;
-  std::chrono::milliseconds heartbeat_interval{2000};
-  std::chrono::milliseconds heartbeat_timeout{10000};
-  int heartbeat_max_missed = 3;
-  bool heartbeat_dependent = true;
-  /// Recycling (upstream LifecycleManager; docs/reliability.md): a worker is
-  /// replaced after `worker_ttl` (0: never), after `worker_max_requests` requests
-  /// (0: never; each worker's limit is drawn from [max·(1−jitter), max] so a pool
-  /// does not recycle all at once), or when its Python process's resident memory
-  /// exceeds `memory_threshold_mb` (0: never), checked every
-  /// `lifecycle_check_interval`. Recycling drains: the worker takes no new work,
-  /// a replacement starts first, and the old one stops once its calls finished.
-  std::chrono::milliseconds worker_ttl{0};
-  uint64_t worker_max_requests = 0;
-  double max_requests_jitter = 0.1;
-  uint64_t memory_threshold_mb = 0;
-  std::chrono::milliseconds lifecycle_check_interval{5000};
-  /// Crash barrier: a worker whose process died of one of the `taint_on` causes
-  /// (segfault, abort, bus_error, illegal_instruction, fpe, killed, exit_<code>)
-  /// is not offered new requests for `taint_duration` after its restart while an
-  /// untainted worker is ready. Empty `taint_on`: no tainting.
-  std::vector<std::string> taint_on = {"segfault", "abort", "bus_error",
-                                       "illegal_instruction", "fpe"};
-  std::chrono::milliseconds taint_duration{30000};
-  /// Idempotent calls (`execute_options::idempotent`) whose worker crashed run
-  /// again on another worker up to `retry_max_attempts` more times, after the
-  /// backoff of that attempt (the last entry repeats; ±25 % jitter), within
-  /// their original deadline. 0: never retried.
-  int retry_max_attempts = 2;
-  std::vector<std::chrono::milliseconds> retry_backoff = {std::chrono::milliseconds{50},
-                                                          std::chrono::milliseconds{100},
-                                                          std::chrono::milliseconds{200}};
-  /// Circuit breaker: after `circuit_threshold` worker starts in a row failed
-  /// (0: no breaker) the pool stops restarting them and fails calls that find no
-  /// ready worker with `circuit_open`; after `circuit_reset` one probe worker is
-  /// started (half-open) and its success closes the circuit again.
-  int circuit_threshold = 5;
-  std::chrono::milliseconds circuit_reset{30000};
-  /// Restart intensity of each worker_starter (upstream 3 restarts in 5 s).
-  int worker_max_restarts = 3;
-  /// Restart period of each worker_starter.
-  std::chrono::seconds worker_max_seconds{5};
+  /// Heartbeat between each worker actor and its process.
+  pool_heartbeat heartbeat;
+  /// When workers are replaced although healthy.
+  pool_recycling recycling;
+  /// Crash barrier.
+  pool_taint taint;
+  /// Retries of idempotent calls.
+  pool_retry retry;
+  /// Circuit breaker over worker starts.
+  pool_circuit circuit;
+  /// Restart intensity of each worker_starter.
+  restart_intensity restart;
 
-  /// Checks every field; the error message names the field and the pool.
+  /// Checks every field; the error message names the key and the pool.
   caf::error validate() const;
 
   /// Requests one worker may run at once under this profile.
@@ -123,12 +216,12 @@ struct pool_config {
 /// The runtime's log (docs/observability.md, "Logs"): the host's own lines and the
 /// captured stderr of its workers.
 struct log_config {
-  /// Lowest level written: trace, debug, info, warn, error, critical or off. Workers
-  /// log at the matching Python level (a pool's adapter_env SNAKEPIT_LOG_LEVEL wins).
-  std::string level = "warn";
-  /// "text" (`<ts> <level> snakepit: <msg> key=value ...`) or "json" (one object per
+  /// Lowest level written. Workers log at the matching Python level (a pool's
+  /// adapter_env SNAKEPIT_LOG_LEVEL wins).
+  adapters::log_level level = adapters::log_level::warn;
+  /// `text` (`<ts> <level> snakepit: <msg> key=value ...`) or `json` (one object per
   /// line: ts, level, logger, msg and the fields).
-  std::string format = "text";
+  adapters::log_format format = adapters::log_format::text;
   /// Write lines to the host's stderr.
   bool to_stderr = true;
   /// Also append lines to this file; empty = no file.
@@ -138,10 +231,30 @@ struct log_config {
   bool capture_worker_stderr = true;
   /// Level of captured stderr lines that are not Python log records (print,
   /// tracebacks, warnings).
-  std::string worker_stderr_level = "warn";
+  adapters::log_level worker_stderr_level = adapters::log_level::warn;
 
-  /// Checks the names; the message names the field (`log.level: ...`).
+  /// Checks the choices; the message names the key (`log.level: ...`).
   caf::error validate() const;
+};
+
+/// Limits and timers of the runtime's sessions (docs/sessions.md).
+struct session_limits {
+  /// Idle time after which a session is removed.
+  std::chrono::seconds ttl{3600};
+  /// How often expired sessions are swept.
+  std::chrono::milliseconds sweep_interval{60000};
+  /// The most sessions at once (beyond it: quota_exceeded; a warning event at 80 %).
+  size_t max = 10000;
+};
+
+/// The Prometheus metrics endpoint (docs/observability.md).
+struct metrics_endpoint {
+  /// "host:port" to serve `GET /metrics` on; empty = off; port 0 = a free port (see
+  /// `runtime::metrics_address`). Only loopback hosts unless `allow_remote`.
+  std::string address;
+  /// Allow `address` on a non-loopback interface (the endpoint has no
+  /// authentication).
+  bool allow_remote = false;
 };
 
 /// The whole runtime.
@@ -153,16 +266,10 @@ struct config {
   std::vector<std::string> python_path;
   /// The pools; at least one.
   std::vector<pool_config> pools = {pool_config{}};
-  /// Restart intensity of the dynamic worker supervisor (upstream 3 in 5 s).
-  int worker_sup_max_restarts = 3;
-  /// Restart period of the dynamic worker supervisor.
-  std::chrono::seconds worker_sup_max_seconds{5};
-  /// Sessions (docs/sessions.md): idle time after which a session is removed,
-  /// how often expired sessions are swept, and the most sessions at once
-  /// (beyond it: quota_exceeded; a warning event at 80 %).
-  std::chrono::seconds session_ttl{3600};
-  std::chrono::milliseconds session_sweep_interval{60000};
-  size_t max_sessions = 10000;
+  /// Restart intensity of the dynamic worker supervisor.
+  restart_intensity worker_sup;
+  /// Sessions (docs/sessions.md).
+  session_limits sessions;
   /// Deadline for an orderly stop before remaining processes are killed.
   std::chrono::milliseconds shutdown_timeout{15000};
   /// Check that the interpreter can `import grpc` before starting (one short
@@ -175,13 +282,8 @@ struct config {
   /// At start, kill what earlier (dead) runs left behind, matched by pid and start
   /// time, and drop their entries (docs/reliability.md).
   bool sweep_orphans_at_start = true;
-  /// Prometheus metrics endpoint (docs/observability.md): "host:port" to serve
-  /// `GET /metrics` on; empty = off; port 0 = a free port (see
-  /// `runtime::metrics_address`). Only loopback hosts unless `metrics_allow_remote`.
-  std::string metrics_address;
-  /// Allow `metrics_address` on a non-loopback interface (the endpoint has no
-  /// authentication).
-  bool metrics_allow_remote = false;
+  /// Prometheus metrics endpoint (docs/observability.md).
+  metrics_endpoint metrics;
   /// Serve stats and workers as JSON on `<runtime dir>/control.sock` (mode 0600),
   /// where `snakepit stats` and `snakepit workers` find a running instance.
   bool control_socket = true;

@@ -9,12 +9,15 @@
 #include <map>
 #include <set>
 #include <sstream>
+#include <type_traits>
 #include <utility>
+#include <variant>
 #include <vector>
 
 #include <fmt/format.h>
 #include <toml++/toml.h>
 
+#include "actors/config/config_keys.hpp"
 #include "adapters/errors.hpp"
 
 namespace snakepit {
@@ -135,38 +138,6 @@ caf::error read_integer(const context& c, const toml::node& n, const std::string
   return caf::none;
 }
 
-setter count_field(const context& c, size_t& out) {
-  return [&c, &out](const toml::node& n, const std::string& path) -> caf::error {
-    int64_t v = 0;
-    if (auto err = read_integer(c, n, path, 0, std::numeric_limits<int32_t>::max(), v))
-      return err;
-    out = static_cast<size_t>(v);
-    return caf::none;
-  };
-}
-
-/// A size in bytes: any non-negative 64-bit integer.
-setter bytes_field(const context& c, size_t& out) {
-  return [&c, &out](const toml::node& n, const std::string& path) -> caf::error {
-    int64_t v = 0;
-    if (auto err = read_integer(c, n, path, 0, std::numeric_limits<int64_t>::max(), v))
-      return err;
-    out = static_cast<size_t>(v);
-    return caf::none;
-  };
-}
-
-setter int_field(const context& c, int& out) {
-  return [&c, &out](const toml::node& n, const std::string& path) -> caf::error {
-    int64_t v = 0;
-    if (auto err = read_integer(c, n, path, std::numeric_limits<int>::min(),
-                                std::numeric_limits<int>::max(), v))
-      return err;
-    out = static_cast<int>(v);
-    return caf::none;
-  };
-}
-
 /// `<field>_ms` (scale 1) or `<field>_s` (scale 1000) into a millisecond field.
 setter millis_field(const context& c, std::chrono::milliseconds& out, int64_t scale) {
   return [&c, &out, scale](const toml::node& n, const std::string& path) -> caf::error {
@@ -220,16 +191,6 @@ setter env_field(const context& c, std::vector<std::pair<std::string, std::strin
       items.emplace_back(key, v.as_string()->get());
     }
     out = std::move(items);
-    return caf::none;
-  };
-}
-
-setter uint64_field(const context& c, uint64_t& out) {
-  return [&c, &out](const toml::node& n, const std::string& path) -> caf::error {
-    int64_t v = 0;
-    if (auto err = read_integer(c, n, path, 0, std::numeric_limits<int64_t>::max(), v))
-      return err;
-    out = static_cast<uint64_t>(v);
     return caf::none;
   };
 }
@@ -302,56 +263,71 @@ caf::error apply(const context& c, const toml::table& tbl, const std::string& pr
   return caf::none;
 }
 
-key_table pool_keys(const context& c, pool_config& p) {
-  key_table keys;
-  keys["name"] = {"name", string_field(c, p.name)};
-  keys["pool_size"] = {"pool_size", count_field(c, p.pool_size)};
-  keys["adapter"] = {"adapter", string_field(c, p.adapter)};
-  keys["worker_profile"] = {"worker_profile", string_field(c, p.worker_profile)};
-  keys["threads_per_worker"] = {"threads_per_worker", count_field(c, p.threads_per_worker)};
-  keys["affinity"] = {"affinity", string_field(c, p.affinity)};
-  keys["capacity_strategy"] = {"capacity_strategy", string_field(c, p.capacity_strategy)};
-  keys["adapter_args"] = {"adapter_args", strings_field(c, p.adapter_args)};
-  keys["adapter_env"] = {"adapter_env", env_field(c, p.adapter_env)};
-  keys["direct_dispatch"] = {"direct_dispatch", bool_field(c, p.direct_dispatch)};
-  keys["max_queue_size"] = {"max_queue_size", count_field(c, p.max_queue_size)};
-  keys["max_message_bytes"] = {"max_message_bytes", bytes_field(c, p.max_message_bytes)};
-  add_millis(keys, c, "queue_timeout", p.queue_timeout);
-  add_millis(keys, c, "request_timeout", p.request_timeout);
-  keys["startup_concurrency"] = {"startup_concurrency", count_field(c, p.startup_concurrency)};
-  add_millis(keys, c, "worker_ready_timeout", p.worker_ready_timeout);
-  add_millis(keys, c, "graceful_shutdown_timeout", p.graceful_shutdown_timeout);
-  keys["worker_max_restarts"] = {"worker_max_restarts", int_field(c, p.worker_max_restarts)};
-  keys["worker_max_seconds"] = {"worker_max_seconds", seconds_field(c, p.worker_max_seconds)};
-  keys["heartbeat_enabled"] = {"heartbeat_enabled", bool_field(c, p.heartbeat_enabled)};
-  add_millis(keys, c, "heartbeat_interval", p.heartbeat_interval);
-  add_millis(keys, c, "heartbeat_timeout", p.heartbeat_timeout);
-  keys["heartbeat_max_missed"] = {"heartbeat_max_missed", int_field(c, p.heartbeat_max_missed)};
-  keys["heartbeat_dependent"] = {"heartbeat_dependent", bool_field(c, p.heartbeat_dependent)};
-  add_millis(keys, c, "cancel_grace", p.cancel_grace);
-  add_millis(keys, c, "worker_ttl", p.worker_ttl);
-  keys["worker_max_requests"] = {"worker_max_requests", uint64_field(c, p.worker_max_requests)};
-  keys["max_requests_jitter"] = {"max_requests_jitter", number_field(c, p.max_requests_jitter)};
-  keys["memory_threshold_mb"] = {"memory_threshold_mb", uint64_field(c, p.memory_threshold_mb)};
-  add_millis(keys, c, "lifecycle_check_interval", p.lifecycle_check_interval);
-  keys["taint_on"] = {"taint_on", strings_field(c, p.taint_on)};
-  add_millis(keys, c, "taint_duration", p.taint_duration);
-  keys["retry_max_attempts"] = {"retry_max_attempts", int_field(c, p.retry_max_attempts)};
-  keys["retry_backoff_ms"] = {"retry_backoff", millis_list_field(c, p.retry_backoff)};
-  keys["circuit_threshold"] = {"circuit_threshold", int_field(c, p.circuit_threshold)};
-  add_millis(keys, c, "circuit_reset", p.circuit_reset);
-  return keys;
+/// An integer of the width of its field, within what a file may write.
+template <class S>
+setter integer_field(const context& c, const integer_ref<S>& f, S& out) {
+  return [&c, f, &out](const toml::node& n, const std::string& path) -> caf::error {
+    int64_t v = 0;
+    if (auto err = read_integer(c, n, path, f.lo, f.hi, v))
+      return err;
+    f.set(out, v);
+    return caf::none;
+  };
 }
 
-key_table log_keys(const context& c, log_config& l) {
+/// One of the names of a choice (an enum); a bad one is refused here, with the names.
+template <class S>
+setter choice_field(const context& c, const choice_ref<S>& f, S& out) {
+  return [&c, f, &out](const toml::node& n, const std::string& path) -> caf::error {
+    if (!n.is_string())
+      return c.wrong_type(path, "string", n);
+    auto& text = n.as_string()->get();
+    auto v = f.choices->parse(text);
+    if (!v)
+      return c.fail(path, fmt::format("'{}' {}", text, describe_choices(*f.choices)));
+    f.set(out, *v);
+    return caf::none;
+  };
+}
+
+/// Registers the spellings of `key` (config_keys.hpp) as setters of `out`'s field.
+template <class S>
+void add_key(key_table& keys, const context& c, const config_key<S>& key, S& out) {
+  std::string name = key.name;
+  std::visit(
+    [&](const auto& f) {
+      using F = std::decay_t<decltype(f)>;
+      if constexpr (std::is_same_v<F, field_ref<S, std::string>>)
+        keys[name] = {name, string_field(c, f.get(out))};
+      else if constexpr (std::is_same_v<F, field_ref<S, bool>>)
+        keys[name] = {name, bool_field(c, f.get(out))};
+      else if constexpr (std::is_same_v<F, integer_ref<S>>)
+        keys[name] = {name, integer_field(c, f, out)};
+      else if constexpr (std::is_same_v<F, field_ref<S, double>>)
+        keys[name] = {name, number_field(c, f.get(out))};
+      else if constexpr (std::is_same_v<F, field_ref<S, std::chrono::milliseconds>>)
+        add_millis(keys, c, name, f.get(out));
+      else if constexpr (std::is_same_v<F, field_ref<S, std::chrono::seconds>>)
+        keys[name] = {name, seconds_field(c, f.get(out))};
+      else if constexpr (std::is_same_v<F, field_ref<S, std::vector<std::string>>>)
+        keys[name] = {name, strings_field(c, f.get(out))};
+      else if constexpr (std::is_same_v<F, field_ref<S, env_list>>)
+        keys[name] = {name, env_field(c, f.get(out))};
+      else if constexpr (std::is_same_v<F,
+                                        field_ref<S, std::vector<std::chrono::milliseconds>>>)
+        keys[name + "_ms"] = {name, millis_list_field(c, f.get(out))};
+      else
+        keys[name] = {name, choice_field(c, f, out)};
+    },
+    key.field);
+}
+
+/// The setters of every key of `table` for the struct `out`.
+template <class S>
+key_table keys_of(const context& c, const std::vector<config_key<S>>& table, S& out) {
   key_table keys;
-  keys["level"] = {"level", string_field(c, l.level)};
-  keys["format"] = {"format", string_field(c, l.format)};
-  keys["to_stderr"] = {"to_stderr", bool_field(c, l.to_stderr)};
-  keys["file"] = {"file", string_field(c, l.file)};
-  keys["capture_worker_stderr"] = {"capture_worker_stderr",
-                                   bool_field(c, l.capture_worker_stderr)};
-  keys["worker_stderr_level"] = {"worker_stderr_level", string_field(c, l.worker_stderr_level)};
+  for (auto& key : table)
+    add_key(keys, c, key, out);
   return keys;
 }
 
@@ -371,7 +347,7 @@ caf::error read_pools(const context& c, const toml::node& n, std::vector<pool_co
     if (!tbl)
       return c.wrong_type(path, "table", item);
     pool_config p;
-    if (auto err = apply(c, *tbl, path, pool_keys(c, p)))
+    if (auto err = apply(c, *tbl, path, keys_of(c, pool_keys(), p)))
       return err;
     if (!tbl->contains("adapter"))
       return c.fail(path + ".adapter", "missing (required: the adapter class, "
@@ -402,25 +378,7 @@ caf::expected<config> parse_config(std::string_view toml_text, std::string origi
                                   err.description()));
   }
   config cfg;
-  key_table keys;
-  keys["python"] = {"python", string_field(c, cfg.python)};
-  keys["python_path"] = {"python_path", strings_field(c, cfg.python_path)};
-  keys["worker_sup_max_restarts"] = {"worker_sup_max_restarts",
-                                     int_field(c, cfg.worker_sup_max_restarts)};
-  keys["worker_sup_max_seconds"] = {"worker_sup_max_seconds",
-                                    seconds_field(c, cfg.worker_sup_max_seconds)};
-  add_millis(keys, c, "shutdown_timeout", cfg.shutdown_timeout);
-  keys["check_interpreter"] = {"check_interpreter", bool_field(c, cfg.check_interpreter)};
-  keys["session_ttl"] = {"session_ttl", seconds_field(c, cfg.session_ttl)};
-  add_millis(keys, c, "session_sweep_interval", cfg.session_sweep_interval);
-  keys["max_sessions"] = {"max_sessions", count_field(c, cfg.max_sessions)};
-  keys["data_dir"] = {"data_dir", string_field(c, cfg.data_dir)};
-  keys["sweep_orphans_at_start"] = {"sweep_orphans_at_start",
-                                    bool_field(c, cfg.sweep_orphans_at_start)};
-  keys["metrics_address"] = {"metrics_address", string_field(c, cfg.metrics_address)};
-  keys["metrics_allow_remote"] = {"metrics_allow_remote",
-                                  bool_field(c, cfg.metrics_allow_remote)};
-  keys["control_socket"] = {"control_socket", bool_field(c, cfg.control_socket)};
+  auto keys = keys_of(c, config_keys(), cfg);
   keys["pools"] = {"pools", [&c, &cfg](const toml::node& n, const std::string&) {
                      return read_pools(c, n, cfg.pools);
                    }};
@@ -428,7 +386,7 @@ caf::expected<config> parse_config(std::string_view toml_text, std::string origi
                    auto tbl = n.as_table();
                    if (!tbl)
                      return c.wrong_type(path, "table", n);
-                   return apply(c, *tbl, path, log_keys(c, cfg.log));
+                   return apply(c, *tbl, path, keys_of(c, log_keys(), cfg.log));
                  }};
   if (auto err = apply(c, doc, "", keys))
     return err;

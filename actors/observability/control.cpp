@@ -72,9 +72,9 @@ caf::expected<control_servers> start_control_servers(runtime& rt, const config& 
       return srv.error();
     out.control = std::move(*srv);
   }
-  if (!cfg.metrics_address.empty()) {
+  if (!cfg.metrics.address.empty()) {
     auto srv = adapters::http_server::listen_tcp(
-      cfg.metrics_address,
+      cfg.metrics.address,
       [&rt](const std::string& path) { return answer(rt, path, false); });
     if (!srv) {
       out.stop();

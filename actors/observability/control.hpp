@@ -1,5 +1,5 @@
 // The runtime's two read-only HTTP endpoints: the opt-in Prometheus metrics endpoint
-// (`config::metrics_address`) and the control socket `<runtime dir>/control.sock`
+// (`config::metrics.address`) and the control socket `<runtime dir>/control.sock`
 // that `snakepit stats` / `snakepit workers` talk to. Both answer on their own thread
 // by asking the pools with a timeout; no CAF scheduler thread ever waits on a socket.
 #pragma once

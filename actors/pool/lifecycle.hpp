@@ -17,7 +17,7 @@ namespace snakepit::actors {
 /// "signal_<n>" for other signals, "exit_<code>" for an exit status.
 std::string classify_exit(int code, int signal);
 
-/// Whether `cause` may appear in `pool_config::taint_on`.
+/// Whether `cause` may appear in `pool_config::taint.causes`.
 bool is_crash_cause(const std::string& cause);
 
 /// Resident memory of a process in bytes (from /proc/<pid>/statm); none if it is gone.

@@ -109,7 +109,7 @@ void step(pool_ptr self, F&& f) {
 }
 
 caf::timespan start_timeout(const pool_config& cfg) {
-  return cfg.worker_ready_timeout + std::chrono::seconds{10};
+  return cfg.startup.ready_timeout + std::chrono::seconds{10};
 }
 
 // --- the callee ------------------------------------------------------------------
@@ -356,7 +356,7 @@ pool_private::behavior_type pool_impl(pool_ptr self, pool_config cfg,
   lctx.telemetry = st.env->telemetry;
   lctx.log = st.env->log;
   lctx.processes = st.env->processes;
-  lctx.capacity_events = st.cfg.capacity_strategy == "hybrid";
+  lctx.capacity_events = st.cfg.capacity_strategy == snakepit::capacity_strategy::hybrid;
   lctx.max_message_bytes = st.cfg.max_message_bytes;
   lctx.touch_session = [names = st.env->names](const std::string& sid, const std::string& wid) {
     touch_session(as_session_store(names->get(session_store_name)), sid, wid);

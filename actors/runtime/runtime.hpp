@@ -201,7 +201,7 @@ public:
   std::vector<int> live_processes() const;
 
   /// The bound address of the metrics endpoint ("127.0.0.1:PORT", the real port
-  /// when configured with port 0); empty when `config::metrics_address` is empty.
+  /// when configured with port 0); empty when `config::metrics.address` is empty.
   std::string metrics_address() const;
 
   /// The control socket's path (`<runtime dir>/control.sock`); empty when

@@ -114,7 +114,7 @@ void check_ready(worker_pointer self) {
   if (st.readiness.expired(self->clock().now()))
     return fail_start(
       self, start_error(st, fmt::format("not ready within {} ms",
-                                        st.args.pool_cfg.worker_ready_timeout.count())));
+                                        st.args.pool_cfg.startup.ready_timeout.count())));
   self->delayed_send(self, st.readiness.next_poll(), detail::check_ready_atom::value);
 }
 
@@ -324,7 +324,7 @@ worker_private::behavior_type worker_impl(worker_pointer self, worker_args args,
     return worker_private::behavior_type::make_empty_behavior();
   }
   st.readiness =
-    detail::worker_readiness{self->clock().now() + st.args.pool_cfg.worker_ready_timeout};
+    detail::worker_readiness{self->clock().now() + st.args.pool_cfg.startup.ready_timeout};
   self->send(self, detail::check_ready_atom::value);
   self->set_exit_handler([self](caf::exit_msg& msg) {
     // A supervisor (or anyone holding our handle) asks us to stop.
@@ -346,7 +346,7 @@ supervision::child_spec worker_spec(worker_args args) {
   spec.shutdown = supervision::shutdown_spec::after(
     args.pool_cfg.graceful_shutdown_timeout + std::chrono::milliseconds{2000});
   spec.start_timeout =
-    args.pool_cfg.worker_ready_timeout + std::chrono::milliseconds{5000};
+    args.pool_cfg.startup.ready_timeout + std::chrono::milliseconds{5000};
   spec.start = [args](caf::local_actor* parent, supervision::start_ack ack,
                       const caf::message&) -> caf::actor {
     return caf::actor_cast<caf::actor>(parent->spawn(worker_impl, args, ack));
@@ -357,8 +357,8 @@ supervision::child_spec worker_spec(worker_args args) {
 supervision::child_spec worker_starter_spec(worker_args args) {
   supervision::supervisor_flags flags;
   flags.strat = supervision::strategy::one_for_one;
-  flags.intensity = args.pool_cfg.worker_max_restarts;
-  flags.period = args.pool_cfg.worker_max_seconds;
+  flags.intensity = args.pool_cfg.restart.max_restarts;
+  flags.period = args.pool_cfg.restart.max_seconds;
   auto id = args.id;
   return supervision::supervisor_child(std::move(id), flags,
                                        {worker_spec(std::move(args))},

@@ -47,7 +47,7 @@ TEST_CASE("a minimal file gives the defaults with one pool") {
   auto& p = cfg->pools[0];
   CHECK(p.name == "default");
   CHECK(p.pool_size == snakepit::pool_config{}.pool_size);
-  CHECK(p.queue_timeout == snakepit::pool_config{}.queue_timeout);
+  CHECK(p.queue.timeout == snakepit::pool_config{}.queue.timeout);
 }
 
 TEST_CASE("every field can be set") {
@@ -103,47 +103,47 @@ request_timeout_ms = 900000
   REQUIRE_MESSAGE(cfg, snakepit::describe(cfg.error()));
   CHECK(cfg->python == "/usr/bin/python3");
   CHECK(cfg->python_path == std::vector<std::string>{"/opt/a", "/opt/b"});
-  CHECK(cfg->worker_sup_max_restarts == 7);
-  CHECK(cfg->worker_sup_max_seconds == 9s);
+  CHECK(cfg->worker_sup.max_restarts == 7);
+  CHECK(cfg->worker_sup.max_seconds == 9s);
   CHECK(cfg->shutdown_timeout == 20000ms);
   CHECK_FALSE(cfg->check_interpreter);
   CHECK(cfg->data_dir == "/var/lib/snakepit-test");
   CHECK_FALSE(cfg->sweep_orphans_at_start);
-  CHECK(cfg->metrics_address == "0.0.0.0:9568");
-  CHECK(cfg->metrics_allow_remote);
+  CHECK(cfg->metrics.address == "0.0.0.0:9568");
+  CHECK(cfg->metrics.allow_remote);
   CHECK_FALSE(cfg->control_socket);
   REQUIRE(cfg->pools.size() == 2);
   auto& p = cfg->pools[0];
   CHECK(p.name == "fast");
   CHECK(p.pool_size == 3);
   CHECK(p.adapter == "my.module.Adapter");
-  CHECK(p.worker_profile == "thread");
+  CHECK(p.worker_profile == snakepit::worker_profile::thread);
   CHECK(p.threads_per_worker == 8);
-  CHECK(p.affinity == "strict_queue");
+  CHECK(p.affinity == snakepit::affinity_mode::strict_queue);
   CHECK(p.max_message_bytes == 1048576);
   CHECK(p.adapter_args == std::vector<std::string>{"--flag", "x"});
   REQUIRE(p.adapter_env.size() == 2);
   CHECK(p.adapter_env[0] == std::pair<std::string, std::string>{"BAR", "two"});
   CHECK(p.adapter_env[1] == std::pair<std::string, std::string>{"FOO", "1"});
-  CHECK(p.max_queue_size == 50);
-  CHECK(p.queue_timeout == 1500ms);
+  CHECK(p.queue.max_size == 50);
+  CHECK(p.queue.timeout == 1500ms);
   CHECK(p.request_timeout == 60000ms);
-  CHECK(p.startup_concurrency == 2);
-  CHECK(p.worker_ready_timeout == 4000ms);
+  CHECK(p.startup.concurrency == 2);
+  CHECK(p.startup.ready_timeout == 4000ms);
   CHECK(p.graceful_shutdown_timeout == 250ms);
-  CHECK(p.worker_max_restarts == 5);
-  CHECK(p.worker_max_seconds == 11s);
-  CHECK(p.worker_ttl == 3600000ms);
-  CHECK(p.worker_max_requests == 1000);
-  CHECK(p.max_requests_jitter == doctest::Approx(0.25));
-  CHECK(p.memory_threshold_mb == 2048);
-  CHECK(p.lifecycle_check_interval == 750ms);
-  CHECK(p.taint_on == std::vector<std::string>{"segfault", "exit_42"});
-  CHECK(p.taint_duration == 5000ms);
-  CHECK(p.retry_max_attempts == 3);
-  CHECK(p.retry_backoff == std::vector<std::chrono::milliseconds>{10ms, 20ms});
-  CHECK(p.circuit_threshold == 4);
-  CHECK(p.circuit_reset == 2500ms);
+  CHECK(p.restart.max_restarts == 5);
+  CHECK(p.restart.max_seconds == 11s);
+  CHECK(p.recycling.ttl == 3600000ms);
+  CHECK(p.recycling.max_requests == 1000);
+  CHECK(p.recycling.requests_jitter == doctest::Approx(0.25));
+  CHECK(p.recycling.max_memory_mb == 2048);
+  CHECK(p.recycling.check_interval == 750ms);
+  CHECK(p.taint.causes == std::vector<std::string>{"segfault", "exit_42"});
+  CHECK(p.taint.duration == 5000ms);
+  CHECK(p.retry.max_attempts == 3);
+  CHECK(p.retry.backoff == std::vector<std::chrono::milliseconds>{10ms, 20ms});
+  CHECK(p.circuit.threshold == 4);
+  CHECK(p.circuit.reset == 2500ms);
   CHECK(cfg->pools[1].name == "slow");
   CHECK(cfg->pools[1].request_timeout == 900000ms);
 }
@@ -259,16 +259,16 @@ capture_worker_stderr = false
 worker_stderr_level = "info"
 )" + std::string{minimal}, "test.toml");
   REQUIRE_MESSAGE(cfg, snakepit::describe(cfg.error()));
-  CHECK(cfg->log.level == "debug");
-  CHECK(cfg->log.format == "json");
+  CHECK(cfg->log.level == snakepit::adapters::log_level::debug);
+  CHECK(cfg->log.format == snakepit::adapters::log_format::json);
   CHECK_FALSE(cfg->log.to_stderr);
   CHECK(cfg->log.file == "/tmp/x.log");
   CHECK_FALSE(cfg->log.capture_worker_stderr);
-  CHECK(cfg->log.worker_stderr_level == "info");
+  CHECK(cfg->log.worker_stderr_level == snakepit::adapters::log_level::info);
   auto defaults = parse_config(minimal, "test.toml");
   REQUIRE(defaults);
-  CHECK(defaults->log.level == "warn");
-  CHECK(defaults->log.format == "text");
+  CHECK(defaults->log.level == snakepit::adapters::log_level::warn);
+  CHECK(defaults->log.format == snakepit::adapters::log_format::text);
   CHECK(defaults->log.capture_worker_stderr);
   CHECK(error_of("[log]\nlevel = \"loud\"\n" + std::string{minimal})
         == "test.toml: log.level: 'loud' is not trace, debug, info, warn, error, critical "

@@ -47,7 +47,7 @@ struct caller_addresses {
 
 pool_config thread_pool(size_t workers, size_t threads) {
   auto cfg = small_pool(workers);
-  cfg.worker_profile = "thread";
+  cfg.worker_profile = snakepit::worker_profile::thread;
   cfg.threads_per_worker = threads;
   return cfg;
 }
@@ -66,7 +66,7 @@ TEST_SUITE("actors.pool_core") {
   TEST_CASE("startup starts startup_concurrency workers at a time and the next as each "
             "start finishes") {
     auto cfg = small_pool(5);
-    cfg.startup_concurrency = 2;
+    cfg.startup.concurrency = 2;
     pool_harness h{cfg};
     h.core->begin_startup();
     h.sync();
@@ -325,7 +325,7 @@ TEST_SUITE("actors.pool_core") {
 
   TEST_CASE("a call beyond max_queue_size is refused with pool_saturated and counted") {
     auto cfg = small_pool(1);
-    cfg.max_queue_size = 2;
+    cfg.queue.max_size = 2;
     pool_harness h{cfg};
     h.boot();
     auto a = h.call();
@@ -345,7 +345,7 @@ TEST_SUITE("actors.pool_core") {
 
   TEST_CASE("a dispatched call's budget is what remains of its deadline after its wait") {
     auto cfg = small_pool(1);
-    cfg.queue_timeout = 5000ms;
+    cfg.queue.timeout = 5000ms;
     pool_harness h{cfg};
     h.boot();
     auto a = h.call();
@@ -400,7 +400,7 @@ TEST_SUITE("actors.pool_core") {
   TEST_CASE(
     "a call pinned in the queue keeps the table closed although another worker is free") {
     auto cfg = small_pool(2);
-    cfg.affinity = "strict_queue";
+    cfg.affinity = snakepit::affinity_mode::strict_queue;
     pool_harness h{cfg};
     auto ids = h.boot();
     auto s1 = h.session_call("s");
@@ -461,8 +461,8 @@ TEST_SUITE("actors.pool_core") {
   TEST_CASE("a lane call that reaches the worker's request limit makes the pool recycle "
             "it on lane_done") {
     auto cfg = small_pool(1);
-    cfg.worker_max_requests = 2;
-    cfg.max_requests_jitter = 0;
+    cfg.recycling.max_requests = 2;
+    cfg.recycling.requests_jitter = 0;
     pool_harness h{cfg};
     auto ids = h.boot();
     REQUIRE(h.callee.starts.size() == 1);
@@ -516,7 +516,7 @@ TEST_SUITE("actors.pool_core") {
   TEST_CASE("strict_queue: a session call waits for its busy worker, other calls use the "
             "free one") {
     auto cfg = small_pool(2);
-    cfg.affinity = "strict_queue";
+    cfg.affinity = snakepit::affinity_mode::strict_queue;
     pool_harness h{cfg};
     auto ids = h.boot();
     auto s1 = h.session_call("s");
@@ -535,7 +535,7 @@ TEST_SUITE("actors.pool_core") {
   TEST_CASE("strict_fail_fast: a session call to its busy worker fails with worker_busy, "
             "a per-call hint runs elsewhere") {
     auto cfg = small_pool(2);
-    cfg.affinity = "strict_fail_fast";
+    cfg.affinity = snakepit::affinity_mode::strict_fail_fast;
     pool_harness h{cfg};
     auto ids = h.boot();
     auto s1 = h.session_call("s");
@@ -550,7 +550,7 @@ TEST_SUITE("actors.pool_core") {
   TEST_CASE("strict modes: a session whose worker is gone fails with "
             "session_worker_unavailable") {
     auto cfg = small_pool(2);
-    cfg.affinity = "strict_queue";
+    cfg.affinity = snakepit::affinity_mode::strict_queue;
     pool_harness h{cfg};
     h.boot();
     auto s1 = h.session_call("s");
@@ -567,7 +567,7 @@ TEST_SUITE("actors.pool_core") {
   TEST_CASE("strict modes: a worker restarted under the same id is a new incarnation and "
             "the session's binding is lost") {
     auto cfg = small_pool(2);
-    cfg.affinity = "strict_queue";
+    cfg.affinity = snakepit::affinity_mode::strict_queue;
     pool_harness h{cfg};
     h.boot();
     auto s1 = h.session_call("s");
@@ -603,7 +603,7 @@ TEST_SUITE("actors.pool_core") {
   TEST_CASE("a queued call pinned to a worker fails with session_worker_unavailable as "
             "soon as that worker dies") {
     auto cfg = small_pool(2);
-    cfg.affinity = "strict_queue";
+    cfg.affinity = snakepit::affinity_mode::strict_queue;
     pool_harness h{cfg};
     h.boot();
     auto s1 = h.session_call("s");
@@ -635,7 +635,7 @@ TEST_SUITE("actors.pool_core") {
   TEST_CASE(
     "forget_session drops the binding, so the session's next call starts afresh") {
     auto cfg = small_pool(2);
-    cfg.affinity = "strict_fail_fast";
+    cfg.affinity = snakepit::affinity_mode::strict_fail_fast;
     pool_harness h{cfg};
     auto ids = h.boot();
     auto s1 = h.session_call("s");
@@ -702,7 +702,7 @@ TEST_SUITE("actors.pool_core") {
   TEST_CASE("an idempotent call whose worker crashed is parked for its backoff, then "
             "runs first in line") {
     auto cfg = small_pool(2);
-    cfg.retry_backoff = {50ms};
+    cfg.retry.backoff = {50ms};
     pool_harness h{cfg}; // uniform() = 0.5: no jitter
     auto ids = h.boot();
     auto i = h.idempotent_call();
@@ -730,8 +730,8 @@ TEST_SUITE("actors.pool_core") {
   TEST_CASE(
     "a retried call fails with worker_crashed once retry_max_attempts are used up") {
     auto cfg = small_pool(2);
-    cfg.retry_backoff = {10ms};
-    cfg.retry_max_attempts = 1;
+    cfg.retry.backoff = {10ms};
+    cfg.retry.max_attempts = 1;
     pool_harness h{cfg};
     auto ids = h.boot();
     auto i = h.idempotent_call();
@@ -764,7 +764,7 @@ TEST_SUITE("actors.pool_core") {
   TEST_CASE(
     "an idempotent call whose deadline leaves no room for the backoff is not retried") {
     auto cfg = small_pool(2);
-    cfg.retry_backoff = {50ms};
+    cfg.retry.backoff = {50ms};
     pool_harness h{cfg};
     h.boot();
     auto i = h.idempotent_call(40ms);
@@ -778,7 +778,7 @@ TEST_SUITE("actors.pool_core") {
   TEST_CASE("an idempotent call retries when its worker reports the crash before the "
             "pool sees it go down") {
     auto cfg = small_pool(2);
-    cfg.retry_backoff = {50ms};
+    cfg.retry.backoff = {50ms};
     pool_harness h{cfg};
     h.boot();
     auto i = h.idempotent_call();
@@ -807,7 +807,7 @@ TEST_SUITE("actors.pool_core") {
   TEST_CASE(
     "a caller that stops waiting during the backoff never has its call run again") {
     auto cfg = small_pool(2);
-    cfg.retry_backoff = {50ms};
+    cfg.retry.backoff = {50ms};
     pool_harness h{cfg};
     h.boot();
     auto i = h.idempotent_call();
@@ -907,7 +907,7 @@ TEST_SUITE("actors.pool_core") {
     }
     {
       auto cfg = small_pool(2);
-      cfg.taint_on = {"killed", "exit_7"};
+      cfg.taint.causes = {"killed", "exit_7"};
       pool_harness h{cfg};
       auto ids = h.boot();
       h.crash(ids[0], 0, SIGKILL);
@@ -924,7 +924,7 @@ TEST_SUITE("actors.pool_core") {
   TEST_CASE("ttl recycling: the replacement starts first, the old worker serves until it "
             "is ready and retires once idle") {
     auto cfg = small_pool(2);
-    cfg.worker_ttl = 1000ms;
+    cfg.recycling.ttl = 1000ms;
     pool_harness h{cfg};
     auto ids = h.boot();
     auto old = ids[0];
@@ -966,8 +966,8 @@ TEST_SUITE("actors.pool_core") {
   TEST_CASE("a worker is recycled when it reaches its jittered request limit") {
     {
       auto cfg = small_pool(1);
-      cfg.worker_max_requests = 4;
-      cfg.max_requests_jitter = 0.5;
+      cfg.recycling.max_requests = 4;
+      cfg.recycling.requests_jitter = 0.5;
       pool_harness h{cfg};
       h.callee.random = 0.0; // the low end: 4 * (1 - 0.5) = 2
       h.boot();
@@ -979,8 +979,8 @@ TEST_SUITE("actors.pool_core") {
     }
     {
       auto cfg = small_pool(1);
-      cfg.worker_max_requests = 4;
-      cfg.max_requests_jitter = 0.5;
+      cfg.recycling.max_requests = 4;
+      cfg.recycling.requests_jitter = 0.5;
       pool_harness h{cfg};
       h.callee.random = 0.99; // the high end: 4
       h.boot();
@@ -995,7 +995,7 @@ TEST_SUITE("actors.pool_core") {
   TEST_CASE("a worker whose process exceeds the memory threshold is recycled for memory, "
             "the others not") {
     auto cfg = small_pool(2);
-    cfg.memory_threshold_mb = 100;
+    cfg.recycling.max_memory_mb = 100;
     pool_harness h{cfg};
     auto ids = h.boot();
     h.callee.rss[h.pids.at(ids[0])] = 50ull << 20;
@@ -1030,7 +1030,7 @@ TEST_SUITE("actors.pool_core") {
   TEST_CASE(
     "a failed replacement start cancels the recycle and the old worker keeps serving") {
     auto cfg = small_pool(1);
-    cfg.worker_ttl = 1000ms;
+    cfg.recycling.ttl = 1000ms;
     pool_harness h{cfg};
     auto ids = h.boot();
     h.advance(1000ms);
@@ -1049,7 +1049,7 @@ TEST_SUITE("actors.pool_core") {
   TEST_CASE("at most a quarter of the pool recycles at once and the next starts when one "
             "completes") {
     auto cfg = small_pool(4);
-    cfg.worker_ttl = 1000ms;
+    cfg.recycling.ttl = 1000ms;
     pool_harness h{cfg};
     auto ids = h.boot();
     h.advance(1000ms);
@@ -1071,7 +1071,7 @@ TEST_SUITE("actors.pool_core") {
   TEST_CASE("failed starts in a row open the circuit: idle members are retired and calls "
             "fail with circuit_open") {
     auto cfg = small_pool(1);
-    cfg.circuit_threshold = 2;
+    cfg.circuit.threshold = 2;
     pool_harness h{cfg};
     auto ids = h.boot();
     h.crash(ids[0]);
@@ -1092,7 +1092,7 @@ TEST_SUITE("actors.pool_core") {
   TEST_CASE("after circuit_reset a probe worker starts; its readiness closes the circuit "
             "and refills the pool") {
     auto cfg = small_pool(2);
-    cfg.circuit_threshold = 2;
+    cfg.circuit.threshold = 2;
     pool_harness h{cfg};
     auto ids = h.boot();
     h.crash(ids[0]);
@@ -1117,7 +1117,7 @@ TEST_SUITE("actors.pool_core") {
 
   TEST_CASE("a failed probe opens the circuit again for another period") {
     auto cfg = small_pool(1);
-    cfg.circuit_threshold = 2;
+    cfg.circuit.threshold = 2;
     pool_harness h{cfg};
     auto ids = h.boot();
     h.crash(ids[0]);
@@ -1140,7 +1140,7 @@ TEST_SUITE("actors.pool_core") {
 
   TEST_CASE("with circuit_threshold 0 failed starts never open the circuit") {
     auto cfg = small_pool(1);
-    cfg.circuit_threshold = 0;
+    cfg.circuit.threshold = 0;
     pool_harness h{cfg};
     auto ids = h.boot();
     h.crash(ids[0]);
@@ -1159,7 +1159,7 @@ TEST_SUITE("actors.pool_core") {
   TEST_CASE("drain refuses new calls and fails queued and parked ones with shutting_down "
             "while running calls finish") {
     auto cfg = small_pool(2);
-    cfg.retry_backoff = {50ms};
+    cfg.retry.backoff = {50ms};
     pool_harness h{cfg};
     auto ids = h.boot();
     auto i = h.idempotent_call();
@@ -1524,7 +1524,7 @@ TEST_SUITE("actors.pool_core") {
 
   TEST_CASE("a worker being drained still serves the calls pinned to it, then retires") {
     auto cfg = small_pool(2);
-    cfg.affinity = "strict_queue";
+    cfg.affinity = snakepit::affinity_mode::strict_queue;
     pool_harness h{cfg};
     auto ids = h.boot();
     auto s1 = h.session_call("s");
@@ -1569,7 +1569,7 @@ TEST_SUITE("actors.pool_core") {
 
   TEST_CASE("nothing is recycled while draining") {
     auto cfg = small_pool(2);
-    cfg.worker_ttl = 1000ms;
+    cfg.recycling.ttl = 1000ms;
     pool_harness h{cfg};
     auto ids = h.boot();
     h.core->drain();
@@ -1584,7 +1584,7 @@ TEST_SUITE("actors.pool_core") {
   TEST_CASE("while the circuit is open the ready workers still serve and a failing "
             "restart is retired at once") {
     auto cfg = small_pool(2);
-    cfg.circuit_threshold = 2;
+    cfg.circuit.threshold = 2;
     pool_harness h{cfg};
     auto ids = h.boot();
     h.crash(ids[0]);
@@ -1604,7 +1604,7 @@ TEST_SUITE("actors.pool_core") {
 
   TEST_CASE("failures while the circuit is open push the probe out") {
     auto cfg = small_pool(2);
-    cfg.circuit_threshold = 2;
+    cfg.circuit.threshold = 2;
     pool_harness h{cfg};
     auto ids = h.boot();
     h.crash(ids[0]);
@@ -1626,7 +1626,7 @@ TEST_SUITE("actors.pool_core") {
 
   TEST_CASE("a replacement retired by the open circuit cancels its recycle") {
     auto cfg = small_pool(2);
-    cfg.circuit_threshold = 1;
+    cfg.circuit.threshold = 1;
     pool_harness h{cfg};
     auto ids = h.boot();
     REQUIRE_FALSE(h.core->recycle(ids[0]));
@@ -1647,7 +1647,7 @@ TEST_SUITE("actors.pool_core") {
   TEST_CASE("a worker the open circuit retired while it started does not keep startup "
             "from finishing") {
     auto cfg = small_pool(3);
-    cfg.circuit_threshold = 2;
+    cfg.circuit.threshold = 2;
     pool_harness h{cfg};
     h.core->begin_startup();
     h.sync();
@@ -1713,7 +1713,7 @@ TEST_SUITE("actors.pool_core") {
 
   TEST_CASE("a retry emits request.retried with its attempt and delay") {
     auto cfg = small_pool(2);
-    cfg.retry_backoff = {80ms};
+    cfg.retry.backoff = {80ms};
     event_log log;
     pool_harness h{cfg, log.bus};
     h.boot();
@@ -1730,7 +1730,7 @@ TEST_SUITE("actors.pool_core") {
 
   TEST_CASE("saturation and a queue timeout emit pool.saturated and queue.timeout") {
     auto cfg = small_pool(1);
-    cfg.max_queue_size = 1;
+    cfg.queue.max_size = 1;
     event_log log;
     pool_harness h{cfg, log.bus};
     h.boot();
@@ -1751,7 +1751,7 @@ TEST_SUITE("actors.pool_core") {
 
   TEST_CASE("the circuit breaker's transitions emit opened, half_open and closed") {
     auto cfg = small_pool(1);
-    cfg.circuit_threshold = 2;
+    cfg.circuit.threshold = 2;
     event_log log;
     pool_harness h{cfg, log.bus};
     auto ids = h.boot();
@@ -1774,7 +1774,7 @@ TEST_SUITE("actors.pool_core") {
   TEST_CASE(
     "a completed recycle emits worker.recycled with its reason, requests and memory") {
     auto cfg = small_pool(2);
-    cfg.memory_threshold_mb = 100;
+    cfg.recycling.max_memory_mb = 100;
     event_log log;
     pool_harness h{cfg, log.bus};
     auto ids = h.boot();
@@ -1797,7 +1797,7 @@ TEST_SUITE("actors.pool_core") {
   TEST_CASE("under the hybrid strategy a worker reaching its capacity emits "
             "pool.capacity_reached") {
     auto cfg = thread_pool(1, 2);
-    cfg.capacity_strategy = "hybrid";
+    cfg.capacity_strategy = snakepit::capacity_strategy::hybrid;
     event_log log;
     pool_harness h{cfg, log.bus};
     auto ids = h.boot();

@@ -215,14 +215,14 @@ inline pool_config small_pool(size_t workers = 2) {
   pool_config cfg;
   cfg.name = "p";
   cfg.pool_size = workers;
-  cfg.startup_concurrency = 10;
-  cfg.queue_timeout = 1000ms;
+  cfg.startup.concurrency = 10;
+  cfg.queue.timeout = 1000ms;
   cfg.request_timeout = 10000ms;
-  cfg.max_queue_size = 100;
-  cfg.circuit_threshold = 3;
-  cfg.circuit_reset = 1000ms;
-  cfg.taint_duration = 1000ms;
-  cfg.lifecycle_check_interval = 500ms;
+  cfg.queue.max_size = 100;
+  cfg.circuit.threshold = 3;
+  cfg.circuit.reset = 1000ms;
+  cfg.taint.duration = 1000ms;
+  cfg.recycling.check_interval = 500ms;
   return cfg;
 }
 
@@ -240,7 +240,7 @@ class pool_harness {
     ctx.telemetry = bus;
     ctx.log = adapters::logger::null();
     ctx.processes = nullptr;
-    ctx.capacity_events = cfg.capacity_strategy == "hybrid";
+    ctx.capacity_events = cfg.capacity_strategy == snakepit::capacity_strategy::hybrid;
     ctx.max_message_bytes = cfg.max_message_bytes;
     ctx.touch_session = [this](const std::string& sid, const std::string& wid) {
       lane_touches.emplace_back(sid, wid);

@@ -173,11 +173,11 @@ TEST_SUITE("actors.worker.units") {
 
   TEST_CASE("the heartbeat follows the pool's settings") {
     snakepit::pool_config cfg;
-    cfg.heartbeat_enabled = false;
-    cfg.heartbeat_interval = 150ms;
-    cfg.heartbeat_timeout = 300ms;
-    cfg.heartbeat_max_missed = 7;
-    cfg.heartbeat_dependent = false;
+    cfg.heartbeat.enabled = false;
+    cfg.heartbeat.interval = 150ms;
+    cfg.heartbeat.timeout = 300ms;
+    cfg.heartbeat.max_missed = 7;
+    cfg.heartbeat.dependent = false;
     auto s = wd::heartbeat_settings::of(cfg);
     CHECK_FALSE(s.enabled);
     CHECK(s.interval == 150ms);
@@ -246,8 +246,8 @@ TEST_SUITE("actors.worker.units") {
     auto args = args_for("/run/sp");
     std::const_pointer_cast<sa::worker_env>(args.env)->bridge_address =
       "unix:/run/sp/host.sock";
-    args.pool_cfg.heartbeat_interval = 1500ms;
-    args.pool_cfg.heartbeat_dependent = false;
+    args.pool_cfg.heartbeat.interval = 1500ms;
+    args.pool_cfg.heartbeat.dependent = false;
     auto spec = wd::make_process_spec(args, "s", "r");
     CHECK(has_arg_pair(spec.args, "--elixir-address", "unix:/run/sp/host.sock"));
     CHECK(has_arg_pair(spec.args, "--heartbeat-enabled", "true"));
@@ -258,7 +258,7 @@ TEST_SUITE("actors.worker.units") {
 
   TEST_CASE("a thread worker may use as many numeric threads as it runs requests") {
     auto args = args_for("/run/sp");
-    args.pool_cfg.worker_profile = "thread";
+    args.pool_cfg.worker_profile = snakepit::worker_profile::thread;
     args.pool_cfg.threads_per_worker = 6;
     args.pool_cfg.adapter_env = {{"OMP_NUM_THREADS", "2"}};
     auto spec = wd::make_process_spec(args, "s", "r");
@@ -432,7 +432,7 @@ struct start_fixture {
     env->python = fake_python(dir, body);
     env->grpc = std::make_shared<snakepit::adapters::grpc_runtime>(1);
     a.pool = caf::actor_cast<caf::actor>(self);
-    a.pool_cfg.worker_ready_timeout = ready_timeout;
+    a.pool_cfg.startup.ready_timeout = ready_timeout;
     return a;
   }
 

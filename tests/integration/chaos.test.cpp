@@ -312,9 +312,9 @@ TEST_CASE("crash storm: 30 random kill -9 during 400 requests at concurrency 16 
   // 30 kills over a few seconds on 8 workers would exceed the default 3 restarts in
   // 5 s, and when 5 kills in a row land on workers still starting (likely when the
   // restarts are slow), the breaker rightly keeps the pool down for its 30 s reset.
-  cfg.pools[0].worker_max_restarts = 100;
-  cfg.worker_sup_max_restarts = 100;
-  cfg.pools[0].circuit_threshold = 0;
+  cfg.pools[0].restart.max_restarts = 100;
+  cfg.worker_sup.max_restarts = 100;
+  cfg.pools[0].circuit.threshold = 0;
   auto rt = snakepit::runtime::start(cfg);
   REQUIRE_MESSAGE(rt, explain(rt.error()));
   auto& r = **rt;

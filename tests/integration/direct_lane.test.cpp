@@ -232,7 +232,7 @@ TEST_CASE("blocking callers wait behind requests already queued") {
 
 TEST_CASE("blocking and asynchronous callers share each worker's capacity exactly") {
   auto cfg = small_config(2);
-  cfg.pools[0].worker_profile = "thread";
+  cfg.pools[0].worker_profile = snakepit::worker_profile::thread;
   cfg.pools[0].threads_per_worker = 2;
   auto rt = snakepit::runtime::start(cfg);
   REQUIRE_MESSAGE(rt, explain(rt.error()));
@@ -397,8 +397,8 @@ TEST_CASE("a deadline on the lane gives timeout with the call's correlation id")
 
 TEST_CASE("worker_max_requests counts calls on the lane: the worker is recycled") {
   auto cfg = small_config(1);
-  cfg.pools[0].worker_max_requests = 10;
-  cfg.pools[0].max_requests_jitter = 0;
+  cfg.pools[0].recycling.max_requests = 10;
+  cfg.pools[0].recycling.requests_jitter = 0;
   auto rt = snakepit::runtime::start(cfg);
   REQUIRE_MESSAGE(rt, explain(rt.error()));
   auto& r = **rt;

@@ -27,9 +27,9 @@ int main(int argc, char** argv) {
   if (auto hb = std::getenv("SNAKEPIT_HELPER_HEARTBEAT_MS")) {
     // Fast heartbeats both ways (the host-stopped test).
     auto ms = std::chrono::milliseconds{std::atoi(hb)};
-    cfg.pools[0].heartbeat_interval = ms;
-    cfg.pools[0].heartbeat_timeout = 2 * ms;
-    cfg.pools[0].heartbeat_max_missed = 2;
+    cfg.pools[0].heartbeat.interval = ms;
+    cfg.pools[0].heartbeat.timeout = 2 * ms;
+    cfg.pools[0].heartbeat.max_missed = 2;
   }
   auto grandchildren = argc > 3 ? std::atoi(argv[3]) : 0;
   auto rt = snakepit::runtime::start(cfg);

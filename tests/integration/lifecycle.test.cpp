@@ -16,10 +16,10 @@ namespace {
 
 snakepit::config heartbeat_config(bool dependent) {
   auto cfg = small_config(1);
-  cfg.pools[0].heartbeat_interval = 100ms;
-  cfg.pools[0].heartbeat_timeout = 300ms;
-  cfg.pools[0].heartbeat_max_missed = 2;
-  cfg.pools[0].heartbeat_dependent = dependent;
+  cfg.pools[0].heartbeat.interval = 100ms;
+  cfg.pools[0].heartbeat.timeout = 300ms;
+  cfg.pools[0].heartbeat.max_missed = 2;
+  cfg.pools[0].heartbeat.dependent = dependent;
   return cfg;
 }
 

@@ -25,8 +25,8 @@ std::string str(const json& rec, const char* key) {
 
 snakepit::config json_debug_config() {
   auto cfg = small_config(1);
-  cfg.log.level = "debug";
-  cfg.log.format = "json";
+  cfg.log.level = snakepit::adapters::log_level::debug;
+  cfg.log.format = snakepit::adapters::log_format::json;
   cfg.log.to_stderr = false;
   return cfg;
 }
@@ -144,8 +144,8 @@ TEST_SUITE("integration.logging") {
     snakepit::start_options opts;
     opts.log_sinks.push_back(sink);
     auto cfg = small_config(2);
-    cfg.log.level = "info";
-    cfg.log.format = "json";
+    cfg.log.level = snakepit::adapters::log_level::info;
+    cfg.log.format = snakepit::adapters::log_format::json;
     cfg.log.to_stderr = false;
     auto rt = snakepit::runtime::start(cfg, opts);
     REQUIRE_MESSAGE(rt, explain(rt.error()));
@@ -184,8 +184,8 @@ TEST_SUITE("integration.logging") {
     auto dir = snakepit::adapters::runtime_dir::create("logtest");
     REQUIRE(dir);
     auto cfg = small_config(1);
-    cfg.log.level = "debug";
-    cfg.log.format = "text";
+    cfg.log.level = snakepit::adapters::log_level::debug;
+    cfg.log.format = snakepit::adapters::log_format::text;
     cfg.log.to_stderr = false;
     cfg.log.file = dir->file("host.log");
     auto rt = snakepit::runtime::start(cfg);
@@ -237,7 +237,7 @@ TEST_SUITE("integration.logging") {
     opts.log_sinks.push_back(sink);
     auto cfg = small_config(1);
     use_test_adapter(cfg, cfg.pools[0], "broken_adapter.BrokenAdapter");
-    cfg.log.format = "json";
+    cfg.log.format = snakepit::adapters::log_format::json;
     cfg.log.to_stderr = false;
     auto rt = snakepit::runtime::start(cfg, opts);
     REQUIRE_FALSE(rt);
@@ -255,7 +255,7 @@ TEST_SUITE("integration.logging") {
 
   TEST_CASE("an invalid log setting fails the start with the key named") {
     auto cfg = small_config(1);
-    cfg.log.level = "loud";
+    cfg.log.level = static_cast<snakepit::adapters::log_level>(42);
     auto rt = snakepit::runtime::start(cfg);
     REQUIRE_FALSE(rt);
     CHECK(rt.error() == snakepit::errc::invalid_config);

@@ -61,7 +61,7 @@ TEST_SUITE("integration.metrics") {
 
 TEST_CASE("the metrics endpoint and the control socket report what get_stats reports") {
   auto cfg = small_config(2);
-  cfg.metrics_address = "127.0.0.1:0";
+  cfg.metrics.address = "127.0.0.1:0";
   auto rt = runtime::start(cfg);
   REQUIRE_MESSAGE(rt, explain(rt.error()));
   auto& r = **rt;
@@ -159,21 +159,21 @@ TEST_CASE("the metrics endpoint and the control socket report what get_stats rep
 TEST_CASE("a non-loopback metrics address needs metrics_allow_remote") {
   auto cfg = small_config(1);
   cfg.check_interpreter = false;
-  cfg.metrics_address = "0.0.0.0:0";
+  cfg.metrics.address = "0.0.0.0:0";
   auto err = cfg.validate();
   REQUIRE(err);
   CHECK(err == errc::invalid_config);
   CHECK(describe(err).find("metrics_allow_remote") != std::string::npos);
-  cfg.metrics_allow_remote = true;
+  cfg.metrics.allow_remote = true;
   CHECK_FALSE(cfg.validate());
   for (auto bad : {"127.0.0.1", "127.0.0.1:99999", ":80", "::1:80"}) {
-    cfg.metrics_address = bad;
+    cfg.metrics.address = bad;
     CAPTURE(bad);
     CHECK(cfg.validate() == errc::invalid_config);
   }
-  cfg.metrics_allow_remote = false;
+  cfg.metrics.allow_remote = false;
   for (auto good : {"127.0.0.1:0", "localhost:9568", "[::1]:0"}) {
-    cfg.metrics_address = good;
+    cfg.metrics.address = good;
     CAPTURE(good);
     CHECK_FALSE(cfg.validate());
   }
@@ -181,11 +181,11 @@ TEST_CASE("a non-loopback metrics address needs metrics_allow_remote") {
 
 TEST_CASE("a metrics address in use fails the start with start_failed, leaving nothing") {
   auto first_cfg = small_config(1);
-  first_cfg.metrics_address = "127.0.0.1:0";
+  first_cfg.metrics.address = "127.0.0.1:0";
   auto first = runtime::start(first_cfg);
   REQUIRE_MESSAGE(first, explain(first.error()));
   auto cfg = small_config(1);
-  cfg.metrics_address = (*first)->metrics_address();
+  cfg.metrics.address = (*first)->metrics_address();
   auto second = runtime::start(cfg);
   REQUIRE_FALSE(second);
   CHECK(second.error() == errc::start_failed);

@@ -243,8 +243,8 @@ TEST_CASE("an idempotent call whose worker is killed mid-call succeeds on anothe
 
 TEST_CASE("saturation: queue timeouts and pool_saturated, and no timed-out request ever executes") {
   auto cfg = small_config(1);
-  cfg.pools[0].max_queue_size = 5;
-  cfg.pools[0].queue_timeout = 100ms;
+  cfg.pools[0].queue.max_size = 5;
+  cfg.pools[0].queue.timeout = 100ms;
   auto rt = snakepit::runtime::start(cfg);
   REQUIRE_MESSAGE(rt, explain(rt.error()));
   auto& r = **rt;

@@ -46,7 +46,7 @@ TEST_SUITE("integration.recycling") {
 TEST_CASE("max_requests recycles every worker, with a replacement first and no failed call") {
   // The issue's scenario: max_requests 50 (jitter 0.1) on 4 workers, 1000 requests.
   auto cfg = small_config(4);
-  cfg.pools[0].worker_max_requests = 50;
+  cfg.pools[0].recycling.max_requests = 50;
   event_capture rec;
   snakepit::start_options opts;
   rec.attach_to(opts, "snakepit.worker");
@@ -103,8 +103,8 @@ TEST_CASE("max_requests recycles every worker, with a replacement first and no f
 
 TEST_CASE("ttl recycling drains: the call in flight finishes on the old worker") {
   auto cfg = small_config(1);
-  cfg.pools[0].worker_ttl = 700ms;
-  cfg.pools[0].lifecycle_check_interval = 50ms;
+  cfg.pools[0].recycling.ttl = 700ms;
+  cfg.pools[0].recycling.check_interval = 50ms;
   event_capture rec;
   snakepit::start_options opts;
   rec.attach_to(opts, "snakepit.worker.recycled");
@@ -129,8 +129,8 @@ TEST_CASE("ttl recycling drains: the call in flight finishes on the old worker")
 
 TEST_CASE("a worker whose Python process holds too much memory is recycled") {
   auto cfg = small_config(1);
-  cfg.pools[0].memory_threshold_mb = 150;
-  cfg.pools[0].lifecycle_check_interval = 50ms;
+  cfg.pools[0].recycling.max_memory_mb = 150;
+  cfg.pools[0].recycling.check_interval = 50ms;
   event_capture rec;
   snakepit::start_options opts;
   rec.attach_to(opts, "snakepit.worker.recycled");
@@ -181,7 +181,7 @@ TEST_SUITE("integration.crash_barrier") {
 
 TEST_CASE("a segfaulted worker is tainted: new calls go elsewhere until the taint ends") {
   auto cfg = small_config(2);
-  cfg.pools[0].taint_duration = 6000ms;
+  cfg.pools[0].taint.duration = 6000ms;
   event_capture rec;
   snakepit::start_options opts;
   rec.attach_to(opts, "snakepit.worker");
@@ -230,7 +230,7 @@ TEST_CASE("a segfaulted worker is tainted: new calls go elsewhere until the tain
 
 TEST_CASE("a killed worker is not tainted by default, and an exit code can be") {
   auto cfg = small_config(2);
-  cfg.pools[0].taint_on = {"exit_7"};
+  cfg.pools[0].taint.causes = {"exit_7"};
   event_capture rec;
   snakepit::start_options opts;
   rec.attach_to(opts, "snakepit.worker");
@@ -250,9 +250,9 @@ TEST_CASE("a killed worker is not tainted by default, and an exit code can be") 
 
 TEST_CASE("an idempotent call is retried with backoff up to retry_max_attempts") {
   auto cfg = small_config(2);
-  cfg.pools[0].retry_max_attempts = 2;
-  cfg.pools[0].retry_backoff = {100ms, 200ms};
-  cfg.pools[0].taint_on = {};
+  cfg.pools[0].retry.max_attempts = 2;
+  cfg.pools[0].retry.backoff = {100ms, 200ms};
+  cfg.pools[0].taint.causes = {};
   event_capture rec;
   snakepit::start_options opts;
   rec.attach_to(opts, "snakepit");
@@ -298,10 +298,10 @@ TEST_CASE("workers that keep failing to start open the circuit: fail fast, no st
   auto cfg = small_config(2);
   use_test_adapter(cfg, cfg.pools[0], "flaky_start_adapter.FlakyStartAdapter");
   cfg.pools[0].adapter_env = {{"SNAKEPIT_FLAKY_START_FILE", marker}};
-  cfg.pools[0].circuit_threshold = 3;
-  cfg.pools[0].circuit_reset = 1000ms;
-  cfg.pools[0].worker_max_restarts = 20;
-  cfg.pools[0].worker_max_seconds = std::chrono::seconds{10};
+  cfg.pools[0].circuit.threshold = 3;
+  cfg.pools[0].circuit.reset = 1000ms;
+  cfg.pools[0].restart.max_restarts = 20;
+  cfg.pools[0].restart.max_seconds = std::chrono::seconds{10};
   event_capture rec;
   snakepit::start_options opts;
   rec.attach_to(opts, "snakepit");
@@ -337,8 +337,8 @@ TEST_CASE("workers that keep failing to start open the circuit: fail fast, no st
 TEST_CASE("start storm: an adapter that never imports opens the circuit; spawns stay bounded") {
   auto cfg = small_config(2);
   use_test_adapter(cfg, cfg.pools[0], "broken_adapter.BrokenAdapter");
-  cfg.pools[0].circuit_threshold = 2;
-  cfg.pools[0].circuit_reset = 700ms;
+  cfg.pools[0].circuit.threshold = 2;
+  cfg.pools[0].circuit.reset = 700ms;
   event_capture rec;
   snakepit::start_options opts;
   opts.wait_ready = false;

@@ -72,7 +72,7 @@ TEST_CASE("hint: when the session's worker is busy the call goes elsewhere and t
 
 TEST_CASE("strict_queue: a call waits for the session's busy worker instead of moving") {
   auto cfg = small_config(2);
-  cfg.pools[0].affinity = "strict_queue";
+  cfg.pools[0].affinity = snakepit::affinity_mode::strict_queue;
   auto rt = snakepit::runtime::start(cfg);
   REQUIRE_MESSAGE(rt, explain(rt.error()));
   auto& r = **rt;
@@ -100,7 +100,7 @@ TEST_CASE("strict_queue: a call waits for the session's busy worker instead of m
 
 TEST_CASE("strict_fail_fast: a call to the session's busy worker fails with worker_busy") {
   auto cfg = small_config(2);
-  cfg.pools[0].affinity = "strict_fail_fast";
+  cfg.pools[0].affinity = snakepit::affinity_mode::strict_fail_fast;
   auto rt = snakepit::runtime::start(cfg);
   REQUIRE_MESSAGE(rt, explain(rt.error()));
   auto& r = **rt;
@@ -120,8 +120,8 @@ TEST_CASE("strict_fail_fast: a call to the session's busy worker fails with work
 }
 
 TEST_CASE("killing the session's worker: hint moves on, strict reports session_worker_unavailable") {
-  for (auto mode : {std::string{"hint"}, std::string{"strict_queue"}}) {
-    CAPTURE(mode);
+  for (auto mode : {snakepit::affinity_mode::hint, snakepit::affinity_mode::strict_queue}) {
+    CAPTURE(snakepit::to_string(mode));
     auto cfg = small_config(2);
     cfg.pools[0].affinity = mode;
     auto rt = snakepit::runtime::start(cfg);
@@ -143,7 +143,7 @@ TEST_CASE("killing the session's worker: hint moves on, strict reports session_w
       return true;
     }));
     auto next = r.execute_in_session("s5", "info");
-    if (mode == "hint") {
+    if (mode == snakepit::affinity_mode::hint) {
       REQUIRE_MESSAGE(next, explain(next.error()));
       CHECK(pid_of(next) != victim);
     } else {
@@ -157,7 +157,7 @@ TEST_CASE("killing the session's worker: hint moves on, strict reports session_w
 
 TEST_CASE("the runtime's max_sessions quota is enforced with quota_exceeded") {
   auto cfg = small_config(1);
-  cfg.max_sessions = 2;
+  cfg.sessions.max = 2;
   auto rt = snakepit::runtime::start(cfg);
   REQUIRE_MESSAGE(rt, explain(rt.error()));
   CHECK((*rt)->create_session(std::string{"q1"}));
@@ -185,7 +185,7 @@ TEST_SUITE("integration.scheduling") {
 
 TEST_CASE("thread profile: 8 concurrent sleeps on 2 workers x 4 threads all overlap") {
   auto cfg = small_config(2);
-  cfg.pools[0].worker_profile = "thread";
+  cfg.pools[0].worker_profile = snakepit::worker_profile::thread;
   cfg.pools[0].threads_per_worker = 4;
   auto rt = snakepit::runtime::start(cfg);
   REQUIRE_MESSAGE(rt, explain(rt.error()));
@@ -234,9 +234,9 @@ TEST_CASE("thread profile: 8 concurrent sleeps on 2 workers x 4 threads all over
 TEST_CASE("capacity strategies: profile dispatches one per worker, hybrid reports capacity") {
   {
     auto cfg = small_config(1);
-    cfg.pools[0].worker_profile = "thread";
+    cfg.pools[0].worker_profile = snakepit::worker_profile::thread;
     cfg.pools[0].threads_per_worker = 4;
-    cfg.pools[0].capacity_strategy = "profile";
+    cfg.pools[0].capacity_strategy = snakepit::capacity_strategy::profile;
     auto rt = snakepit::runtime::start(cfg);
     REQUIRE_MESSAGE(rt, explain(rt.error()));
     CHECK((*rt)->list_workers()->front().capacity == 1);
@@ -248,9 +248,9 @@ TEST_CASE("capacity strategies: profile dispatches one per worker, hybrid report
     opts.telemetry_handlers.emplace_back("snakepit.pool.capacity_reached",
                                          [&](const auto&) { ++reached; });
     auto cfg = small_config(1);
-    cfg.pools[0].worker_profile = "thread";
+    cfg.pools[0].worker_profile = snakepit::worker_profile::thread;
     cfg.pools[0].threads_per_worker = 2;
-    cfg.pools[0].capacity_strategy = "hybrid";
+    cfg.pools[0].capacity_strategy = snakepit::capacity_strategy::hybrid;
     auto rt = snakepit::runtime::start(cfg, opts);
     REQUIRE_MESSAGE(rt, explain(rt.error()));
     std::promise<void> a, b;
@@ -263,13 +263,13 @@ TEST_CASE("capacity strategies: profile dispatches one per worker, hybrid report
     stop_and_check(**rt);
   }
   auto bad = small_config(1);
-  bad.pools[0].capacity_strategy = "magic";
+  bad.pools[0].capacity_strategy = static_cast<snakepit::capacity_strategy>(42);
   CHECK(snakepit::describe(bad.validate()).find("capacity_strategy") != std::string::npos);
 }
 
 TEST_CASE("thread limits follow the profile and the pool's override wins") {
   auto cfg = small_config(1);
-  cfg.pools[0].worker_profile = "thread";
+  cfg.pools[0].worker_profile = snakepit::worker_profile::thread;
   cfg.pools[0].threads_per_worker = 3;
   cfg.pools[0].adapter_env = {{"MKL_NUM_THREADS", "7"}};
   auto rt = snakepit::runtime::start(cfg);

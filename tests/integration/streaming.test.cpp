@@ -373,8 +373,8 @@ TEST_CASE("a correlation id is generated when absent and the caller's is passed 
 
 TEST_CASE("every error a caller gets carries the request's correlation id") {
   auto cfg = small_config(1);
-  cfg.pools[0].max_queue_size = 1;
-  cfg.pools[0].queue_timeout = 100ms;
+  cfg.pools[0].queue.max_size = 1;
+  cfg.pools[0].queue.timeout = 100ms;
   auto rt = snakepit::runtime::start(cfg);
   REQUIRE_MESSAGE(rt, explain(rt.error()));
   auto& r = **rt;

@@ -15,8 +15,8 @@ TEST_SUITE("integration.telemetry") {
 
 TEST_CASE("the pool and worker events of the catalogue are emitted") {
   auto cfg = small_config(1);
-  cfg.pools[0].max_queue_size = 1;
-  cfg.pools[0].queue_timeout = 100ms;
+  cfg.pools[0].queue.max_size = 1;
+  cfg.pools[0].queue.timeout = 100ms;
   std::mutex mtx;
   std::set<std::string> seen;
   std::string cid_seen;

@@ -49,13 +49,7 @@ caf::timespan until(pool_time deadline, pool_time now) {
 } // namespace
 
 affinity_mode parse_affinity(const std::string& name, affinity_mode fallback) {
-  if (name == "hint")
-    return affinity_mode::hint;
-  if (name == "strict_queue")
-    return affinity_mode::strict_queue;
-  if (name == "strict_fail_fast")
-    return affinity_mode::strict_fail_fast;
-  return fallback;
+  return parse_affinity_mode(name).value_or(fallback);
 }
 
 pool_core::pool_core(pool_config cfg, std::shared_ptr<direct_lane> lane, pool_events events,
@@ -64,15 +58,15 @@ pool_core::pool_core(pool_config cfg, std::shared_ptr<direct_lane> lane, pool_ev
     lane_(std::move(lane)),
     events_(std::move(events)),
     callee_(callee),
-    default_affinity_(parse_affinity(cfg_.affinity, affinity_mode::hint)),
+    default_affinity_(cfg_.affinity),
     generation_(generation),
-    breaker_(cfg_.circuit_threshold, cfg_.circuit_reset) {
+    breaker_(cfg_.circuit.threshold, cfg_.circuit.reset) {
   stats_.pool = cfg_.name;
   start_attempts_left_ = cfg_.pool_size;
   init_started_ = callee_.now();
-  if (cfg_.worker_ttl.count() > 0 || cfg_.memory_threshold_mb > 0
-      || cfg_.worker_max_requests > 0)
-    callee_.schedule(cfg_.lifecycle_check_interval, {pool_timer::kind::lifecycle_tick, 0, {}});
+  if (cfg_.recycling.ttl.count() > 0 || cfg_.recycling.max_memory_mb > 0
+      || cfg_.recycling.max_requests > 0)
+    callee_.schedule(cfg_.recycling.check_interval, {pool_timer::kind::lifecycle_tick, 0, {}});
   events_.init_started(cfg_.pool_size);
 }
 
@@ -172,10 +166,10 @@ bool pool_core::route_session(pending_request& p) {
 }
 
 void pool_core::enqueue(pending_request p) {
-  if (queue_.size() >= cfg_.max_queue_size) {
+  if (queue_.size() >= cfg_.queue.max_size) {
     ++stats_.saturations;
     --stats_.requests;
-    events_.saturated(p, queue_.size(), cfg_.max_queue_size);
+    events_.saturated(p, queue_.size(), cfg_.queue.max_size);
     finish(p.out,
            caf::make_error(errc::pool_saturated, fmt::format("pool {}: {} requests queued",
                                                              cfg_.name, queue_.size())),
@@ -184,7 +178,7 @@ void pool_core::enqueue(pending_request p) {
   }
   ++stats_.queued;
   events_.enqueued(p, queue_.size() + 1);
-  auto wait = std::min<caf::timespan>(cfg_.queue_timeout, until(p.deadline, p.accepted));
+  auto wait = std::min<caf::timespan>(cfg_.queue.timeout, until(p.deadline, p.accepted));
   if (p.caller && monitored_callers_.insert(p.caller).second)
     callee_.monitor_caller(p.caller);
   pool_timer t{pool_timer::kind::queue_timeout, p.id, {}};
@@ -255,7 +249,7 @@ void pool_core::dispatch(const std::string& worker_id, pending_request p) {
   w.slot->requests.fetch_add(1);
   w.slot->last_used.store(lane_->next_use());
   check_request_limit(worker_id, w);
-  if (w.load() >= w.capacity && cfg_.capacity_strategy == "hybrid")
+  if (w.load() >= w.capacity && cfg_.capacity_strategy == snakepit::capacity_strategy::hybrid)
     events_.capacity_reached(worker_id, w.capacity, w.load());
   // The remaining budget travels as the gRPC deadline; the worker shows it to
   // tools as metadata `timeout_ms`, upstream's key.
@@ -274,7 +268,7 @@ void pool_core::dispatch(const std::string& worker_id, pending_request p) {
     slot->lane = w.slot;
   }
   std::shared_ptr<pending_request> retry;
-  if (p.req.opts.idempotent && p.attempt < cfg_.retry_max_attempts)
+  if (p.req.opts.idempotent && p.attempt < cfg_.retry.max_attempts)
     retry = std::make_shared<pending_request>(pending_request{
       p.id, p.req, reply_sink{}, p.deadline, p.accepted, p.caller, std::string{}, p.attempt + 1});
   auto id = p.id;
@@ -422,7 +416,7 @@ void pool_core::on_timer(const pool_timer& t) {
       if (draining_)
         return;
       lifecycle_check();
-      callee_.schedule(cfg_.lifecycle_check_interval, {pool_timer::kind::lifecycle_tick, 0, {}});
+      callee_.schedule(cfg_.recycling.check_interval, {pool_timer::kind::lifecycle_tick, 0, {}});
       return;
     case pool_timer::kind::lifecycle_check:
       if (!draining_)
@@ -515,12 +509,12 @@ void pool_core::note_crash(worker_record& rec, bool retired, pool_time now) {
   if (cause.empty())
     return;
   events_.worker_crash(rec.id, cause);
-  auto& on = cfg_.taint_on;
-  if (cfg_.taint_duration.count() > 0 && !retired
+  auto& on = cfg_.taint.causes;
+  if (cfg_.taint.duration.count() > 0 && !retired
       && std::find(on.begin(), on.end(), cause) != on.end()) {
     // Crash barrier: its restarted process gets no new work for a while.
-    rec.tainted_until = now + cfg_.taint_duration;
-    events_.worker_tainted(rec.id, cause, cfg_.taint_duration);
+    rec.tainted_until = now + cfg_.taint.duration;
+    events_.worker_tainted(rec.id, cause, cfg_.taint.duration);
   }
 }
 
@@ -559,7 +553,7 @@ void pool_core::fail_inflight_of(const std::string& id, uint64_t serial,
 bool pool_core::retry_elsewhere(inflight_request& f, const std::string& dead_worker) {
   if (!f.retry || !f.retry->req.opts.session_id.empty())
     return false;
-  auto delay = retry_delay(cfg_.retry_backoff, f.retry->attempt, callee_.uniform());
+  auto delay = retry_delay(cfg_.retry.backoff, f.retry->attempt, callee_.uniform());
   if (f.retry->deadline <= callee_.now() + delay)
     return false;
   auto p = std::move(*f.retry);
@@ -592,7 +586,7 @@ void pool_core::begin_startup() {
 }
 
 void pool_core::start_more_workers() {
-  while (start_attempts_left_ > 0 && starting_ < cfg_.startup_concurrency) {
+  while (start_attempts_left_ > 0 && starting_ < cfg_.startup.concurrency) {
     --start_attempts_left_;
     ++starting_;
     auto id = next_worker_id();
@@ -673,7 +667,7 @@ uint64_t pool_core::on_worker_ready(const std::string& id, caf::actor handle, in
   if (!accepts_ready(id))
     return 0; // (retired while it started: its stop is on the way)
   auto now = callee_.now();
-  auto limit = jittered_limit(cfg_.worker_max_requests, cfg_.max_requests_jitter,
+  auto limit = jittered_limit(cfg_.recycling.max_requests, cfg_.recycling.requests_jitter,
                               callee_.uniform());
   auto slot = std::make_shared<lane_slot>(id, pid, std::move(client),
                                           static_cast<uint32_t>(cfg_.capacity()));
@@ -862,7 +856,7 @@ void pool_core::lifecycle_check() {
     if (rec == nullptr || !rec->live || rec->recycling)
       continue;
     auto& w = *rec->live;
-    if (cfg_.worker_ttl.count() > 0 && now - w.ready_at >= cfg_.worker_ttl) {
+    if (cfg_.recycling.ttl.count() > 0 && now - w.ready_at >= cfg_.recycling.ttl) {
       begin_recycle(id, "ttl");
       continue;
     }
@@ -870,8 +864,8 @@ void pool_core::lifecycle_check() {
       begin_recycle(id, "max_requests"); // (reached while other recycles were under way)
       continue;
     }
-    if (cfg_.memory_threshold_mb > 0)
-      if (auto rss = callee_.resident_bytes(w.pid); rss && *rss > cfg_.memory_threshold_mb << 20)
+    if (cfg_.recycling.max_memory_mb > 0)
+      if (auto rss = callee_.resident_bytes(w.pid); rss && *rss > cfg_.recycling.max_memory_mb << 20)
         begin_recycle(id, "memory", *rss);
   }
 }

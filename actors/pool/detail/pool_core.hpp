@@ -41,10 +41,8 @@
 
 namespace snakepit::actors::detail {
 
-/// Affinity modes (upstream :hint, :strict_queue, :strict_fail_fast).
-enum class affinity_mode { hint, strict_queue, strict_fail_fast };
-
-/// Parses an affinity name; `fallback` for an empty or unknown one.
+/// Parses a per-call affinity name (`execute_options::affinity`); `fallback` for an
+/// empty or unknown one. The modes are `snakepit::affinity_mode` (config.hpp).
 affinity_mode parse_affinity(const std::string& name, affinity_mode fallback);
 
 /// A timer the core asks for; the shell delivers it back through `on_timer`.

@@ -24,8 +24,8 @@ using impl = runtime::impl;
 service log_service(impl& p) {
   auto start = [&p]() -> caf::error {
     adapters::log_options lopts;
-    lopts.level = *adapters::parse_log_level(p.cfg.log.level);
-    lopts.format = *adapters::parse_log_format(p.cfg.log.format);
+    lopts.level = p.cfg.log.level;
+    lopts.format = p.cfg.log.format;
     lopts.to_stderr = p.cfg.log.to_stderr;
     lopts.file = p.cfg.log.file;
     lopts.sinks = p.opts.log_sinks;
@@ -130,7 +130,7 @@ service stderr_pump_service(impl& p) {
   auto start = [&p]() -> caf::error {
     if (p.cfg.log.capture_worker_stderr)
       p.env->stderr_pump = std::make_shared<adapters::stderr_pump>(
-        p.env->log, *adapters::parse_log_level(p.cfg.log.worker_stderr_level));
+        p.env->log, p.cfg.log.worker_stderr_level);
     return caf::none;
   };
   auto stop = [&p]() -> caf::error {
@@ -215,7 +215,7 @@ service tree_service(impl& p) {
 config endpoint_only(const config& cfg, bool control) {
   auto out = cfg;
   if (control)
-    out.metrics_address.clear();
+    out.metrics.address.clear();
   else
     out.control_socket = false;
   return out;

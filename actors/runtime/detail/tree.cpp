@@ -42,8 +42,8 @@ supervision::child_spec named(supervision::child_spec spec, names_ptr names,
 supervision::child_spec runtime_sup(const config& cfg,
                                     const std::shared_ptr<actors::worker_env>& env) {
   supervision::dynamic_supervisor_flags wflags;
-  wflags.max_restarts = cfg.worker_sup_max_restarts;
-  wflags.max_seconds = cfg.worker_sup_max_seconds;
+  wflags.max_restarts = cfg.worker_sup.max_restarts;
+  wflags.max_seconds = cfg.worker_sup.max_seconds;
   std::vector<supervision::child_spec> children;
   children.push_back(named(supervision::dynamic_supervisor_child("worker_sup", wflags),
                            env->names, "worker_sup"));
@@ -61,9 +61,9 @@ supervision::child_spec runtime_sup(const config& cfg,
 actors::session_store_config session_store_settings(const config& cfg,
                                                     const actors::worker_env& env) {
   actors::session_store_config scfg;
-  scfg.ttl = cfg.session_ttl;
-  scfg.sweep_interval = cfg.session_sweep_interval;
-  scfg.max_sessions = cfg.max_sessions;
+  scfg.ttl = cfg.sessions.ttl;
+  scfg.sweep_interval = cfg.sessions.sweep_interval;
+  scfg.max_sessions = cfg.sessions.max;
   scfg.on_warning = [bus = env.telemetry](size_t count, size_t max) {
     bus->emit("snakepit.session.accumulation_warning", {{"count", count}, {"max", max}});
   };

@@ -10,9 +10,9 @@
 namespace snakepit::actors::detail {
 
 heartbeat_settings heartbeat_settings::of(const pool_config& cfg) {
-  return heartbeat_settings{cfg.heartbeat_enabled, cfg.heartbeat_interval,
-                            cfg.heartbeat_timeout, cfg.heartbeat_max_missed,
-                            cfg.heartbeat_dependent};
+  return heartbeat_settings{cfg.heartbeat.enabled, cfg.heartbeat.interval,
+                            cfg.heartbeat.timeout, cfg.heartbeat.max_missed,
+                            cfg.heartbeat.dependent};
 }
 
 heartbeat_counter::verdict heartbeat_counter::on_result(const caf::error& err) {

@@ -42,14 +42,14 @@ std::string read_text(const std::string& path) {
 /// Flags the worker's own heartbeat toward the host takes from the pool's settings.
 std::vector<std::string> heartbeat_flags(const pool_config& cfg) {
   return {"--heartbeat-enabled",
-          cfg.heartbeat_enabled ? "true" : "false",
+          cfg.heartbeat.enabled ? "true" : "false",
           "--heartbeat-interval-ms",
-          std::to_string(cfg.heartbeat_interval.count()),
+          std::to_string(cfg.heartbeat.interval.count()),
           "--heartbeat-timeout-ms",
-          std::to_string(cfg.heartbeat_timeout.count()),
+          std::to_string(cfg.heartbeat.timeout.count()),
           "--heartbeat-max-missed",
-          std::to_string(cfg.heartbeat_max_missed),
-          cfg.heartbeat_dependent ? "--heartbeat-dependent" : "--heartbeat-independent"};
+          std::to_string(cfg.heartbeat.max_missed),
+          cfg.heartbeat.dependent ? "--heartbeat-dependent" : "--heartbeat-independent"};
 }
 
 std::vector<std::string> process_args(const worker_args& args,
@@ -153,7 +153,7 @@ adapters::process_spec make_process_spec(const worker_args& args,
   spec.executable = args.env->python;
   spec.args = process_args(args, socket_path, ready_path);
   auto overrides = process_env(args);
-  if (cfg.worker_profile == "thread") {
+  if (cfg.worker_profile == snakepit::worker_profile::thread) {
     // A thread worker runs `threads_per_worker` requests at once: its numeric
     // libraries may use as many threads (the pool's adapter_env still wins).
     auto n = std::to_string(cfg.threads_per_worker);
