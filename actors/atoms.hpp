@@ -7,7 +7,8 @@
 
 namespace snakepit::actors {
 
-/// {:execute, cmd, args, opts} — a caller asks the pool (and the pool a worker) to run a tool.
+/// {:execute, cmd, args, opts} — a caller asks the pool (and the pool a worker) to run a
+/// tool.
 using execute_atom = caf::atom_constant<caf::atom("execute")>;
 /// The same, with a callback sink instead of a response promise (facade fast path).
 using execute_cb_atom = caf::atom_constant<caf::atom("executecb")>;

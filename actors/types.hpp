@@ -77,31 +77,33 @@ using execute_callback = std::function<void(execute_result)>;
 /// request of a caller that went away is dropped, never executed).
 struct callback_sink {
   execute_callback fn;
-  std::shared_ptr<std::atomic<bool>> abandoned = std::make_shared<std::atomic<bool>>(false);
+  std::shared_ptr<std::atomic<bool>> abandoned =
+    std::make_shared<std::atomic<bool>>(false);
 };
 
 /// Counters and gauges of one pool (upstream `get_stats`), or of all pools added up
 /// (`runtime::get_all_stats`).
 struct pool_stats {
   std::string pool;
-  size_t workers = 0;       ///< workers that completed the handshake ("ready")
-  size_t starting = 0;      ///< workers of the initial start not ready yet
-  size_t available = 0;     ///< ready with headroom (load below capacity)
-  size_t busy = 0;          ///< ready and running at least one request
-  size_t in_flight = 0;     ///< requests running on workers now
-  size_t capacity = 0;      ///< sum of the workers' capacities
-  uint64_t requests = 0;    ///< requests accepted (dispatched or queued)
-  uint64_t direct = 0;      ///< of those, run by blocking callers on the direct lane
-  uint64_t completed = 0;   ///< requests answered with a result
-  uint64_t errors = 0;      ///< requests answered with an error
-  double error_rate = 0;    ///< errors / (completed + errors); 0 before any answer
-  uint64_t queued = 0;      ///< requests that ever waited in the queue
-  size_t queue_depth = 0;   ///< requests waiting now
+  size_t workers = 0;     ///< workers that completed the handshake ("ready")
+  size_t starting = 0;    ///< workers of the initial start not ready yet
+  size_t available = 0;   ///< ready with headroom (load below capacity)
+  size_t busy = 0;        ///< ready and running at least one request
+  size_t in_flight = 0;   ///< requests running on workers now
+  size_t capacity = 0;    ///< sum of the workers' capacities
+  uint64_t requests = 0;  ///< requests accepted (dispatched or queued)
+  uint64_t direct = 0;    ///< of those, run by blocking callers on the direct lane
+  uint64_t completed = 0; ///< requests answered with a result
+  uint64_t errors = 0;    ///< requests answered with an error
+  double error_rate = 0;  ///< errors / (completed + errors); 0 before any answer
+  uint64_t queued = 0;    ///< requests that ever waited in the queue
+  size_t queue_depth = 0; ///< requests waiting now
   uint64_t queue_timeouts = 0;
-  uint64_t saturations = 0; ///< rejections with pool_saturated
+  uint64_t saturations = 0;    ///< rejections with pool_saturated
   uint64_t worker_crashes = 0; ///< ready workers the pool saw go down
-  uint64_t restarts = 0;    ///< workers that became ready again after going down
-  uint64_t recycles = 0;    ///< workers replaced on purpose (TTL, max requests, memory, manual)
+  uint64_t restarts = 0;       ///< workers that became ready again after going down
+  uint64_t recycles =
+    0; ///< workers replaced on purpose (TTL, max requests, memory, manual)
   /// Latency of completed requests (accepted to answered, queue time included),
   /// over every request since start, from `latency`.
   double latency_p50_ms = 0;
@@ -122,11 +124,11 @@ struct runtime_stats {
 struct worker_info {
   std::string id;
   int pid = 0;
-  std::string state;  ///< "available" (has headroom) | "busy" (at capacity)
+  std::string state; ///< "available" (has headroom) | "busy" (at capacity)
   uint64_t requests = 0;
   std::chrono::milliseconds uptime{0};
-  size_t load = 0;      ///< requests running now
-  size_t capacity = 1;  ///< requests it may run at once
+  size_t load = 0;     ///< requests running now
+  size_t capacity = 1; ///< requests it may run at once
 };
 
 } // namespace snakepit

@@ -410,17 +410,17 @@ struct telemetry_call final : controlled_call {
     }
     for (const auto& [key, value] : ev.measurements()) {
       switch (value.value_case()) {
-        case bridge::TelemetryValue::kIntValue:
-          out.measurements[key] = value.int_value();
-          break;
-        case bridge::TelemetryValue::kFloatValue:
-          out.measurements[key] = value.float_value();
-          break;
-        case bridge::TelemetryValue::kStringValue:
-          out.measurements[key] = value.string_value();
-          break;
-        default:
-          break;
+      case bridge::TelemetryValue::kIntValue:
+        out.measurements[key] = value.int_value();
+        break;
+      case bridge::TelemetryValue::kFloatValue:
+        out.measurements[key] = value.float_value();
+        break;
+      case bridge::TelemetryValue::kStringValue:
+        out.measurements[key] = value.string_value();
+        break;
+      default:
+        break;
       }
     }
     for (const auto& [key, value] : ev.metadata())
@@ -473,7 +473,8 @@ struct telemetry_call final : controlled_call {
 
   bridge::TelemetryEvent event;
   grpc::Status status;
-  std::unique_ptr<grpc::ClientAsyncReaderWriter<bridge::TelemetryControl, bridge::TelemetryEvent>>
+  std::unique_ptr<
+    grpc::ClientAsyncReaderWriter<bridge::TelemetryControl, bridge::TelemetryEvent>>
     stream;
   std::function<void(python_event)> on_event;
   std::function<void(caf::error)> done;
@@ -546,8 +547,8 @@ bridge_client::bridge_client(grpc_runtime& runtime, std::string target)
     target = "unix:" + target;
   state_->runtime = runtime.state();
   state_->target = std::move(target);
-  state_->channel = grpc::CreateCustomChannel(state_->target, grpc::InsecureChannelCredentials(),
-                                              detail::channel_args());
+  state_->channel = grpc::CreateCustomChannel(
+    state_->target, grpc::InsecureChannelCredentials(), detail::channel_args());
   state_->stub = bridge::BridgeService::NewStub(state_->channel);
 }
 
@@ -633,7 +634,8 @@ void bridge_client::execute_stream(tool_call tc, std::chrono::milliseconds timeo
   execute_stream(
     std::move(tc), timeout,
     [fn = std::move(on_chunk)](nlohmann::json chunk, bool is_final) {
-      return !fn || fn(std::move(chunk), is_final) ? stream_step::more : stream_step::halt;
+      return !fn || fn(std::move(chunk), is_final) ? stream_step::more
+                                                   : stream_step::halt;
     },
     std::move(done));
 }
@@ -675,10 +677,10 @@ void stream_control::cancel() const {
   }
 }
 
-stream_control bridge_client::execute_stream(
-  tool_call tc, std::chrono::milliseconds timeout,
-  std::function<stream_step(nlohmann::json, bool)> on_chunk,
-  std::function<void(caf::error)> done) {
+stream_control
+bridge_client::execute_stream(tool_call tc, std::chrono::milliseconds timeout,
+                              std::function<stream_step(nlohmann::json, bool)> on_chunk,
+                              std::function<void(caf::error)> done) {
   stream_control control;
   if (!state_) {
     done(detail::no_client());
@@ -707,7 +709,8 @@ stream_control bridge_client::stream_telemetry(std::function<void(python_event)>
   auto* call = new detail::telemetry_call(state_, std::move(on_event), std::move(done));
   control.impl_ = call->control;
   detail::start_call(*state_, call, [&] {
-    call->stream = state_->stub->PrepareAsyncStreamTelemetry(&call->ctx, &state_->runtime->cq);
+    call->stream =
+      state_->stub->PrepareAsyncStreamTelemetry(&call->ctx, &state_->runtime->cq);
     call->stream->StartCall(&call->start_tag);
   });
   return control;

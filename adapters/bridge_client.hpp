@@ -125,7 +125,7 @@ struct telemetry_control {
 /// Handle to one stream's flow control; cheap to copy; safe from any thread, also
 /// after the stream ended (then it does nothing).
 class stream_control {
-public:
+ public:
   /// Reads the next chunk if the stream is paused (or will be paused next).
   void resume() const;
   /// Cancels the stream; `done` fires once with `errc::cancelled`.
@@ -163,7 +163,8 @@ class bridge_client {
   /// `execute`, without the completion thread (the direct lane of a blocking
   /// caller, docs/architecture.md). Blocks until the reply, the deadline, or
   /// `cancel_all`; never call it from a CAF scheduler or gRPC runtime thread.
-  caf::expected<tool_reply> call(const tool_call& call, std::chrono::milliseconds timeout);
+  caf::expected<tool_reply> call(const tool_call& call,
+                                 std::chrono::milliseconds timeout);
 
   /// ExecuteStreamingTool RPC. `on_chunk` gets each decoded chunk (see decode_chunk) and
   /// returns false to halt, which cancels the RPC; `done` then fires with no error.
@@ -176,10 +177,10 @@ class bridge_client {
   /// `stream_step::pause`, after which no further chunk is read from the worker (so
   /// HTTP/2 flow control holds the producer back) until `stream_control::resume()`.
   /// `stream_control::cancel()` ends the stream early (`done` gets `cancelled`).
-  stream_control execute_stream(tool_call call, std::chrono::milliseconds timeout,
-                                std::function<stream_step(nlohmann::json chunk,
-                                                          bool is_final)> on_chunk,
-                                std::function<void(caf::error)> done);
+  stream_control
+  execute_stream(tool_call call, std::chrono::milliseconds timeout,
+                 std::function<stream_step(nlohmann::json chunk, bool is_final)> on_chunk,
+                 std::function<void(caf::error)> done);
 
   /// StreamTelemetry RPC, open until the worker ends it or `cancel()` is called on the
   /// returned control (no deadline). `on_event` gets every relayed event on a runtime

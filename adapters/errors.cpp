@@ -107,8 +107,9 @@ constexpr auto cid_marker = caf::atom("cid");
 /// Where the correlation id marker stands in `ctx` (its size if absent).
 size_t cid_position(const caf::message& ctx) {
   for (size_t i = 0; i + 1 < ctx.size(); ++i)
-    if (ctx.match_element<caf::atom_value>(i) && ctx.get_as<caf::atom_value>(i) == cid_marker
-        && ctx.match_element<std::string>(i + 1))
+    if (ctx.match_element<caf::atom_value>(i) &&
+        ctx.get_as<caf::atom_value>(i) == cid_marker &&
+        ctx.match_element<std::string>(i + 1))
       return i;
   return ctx.size();
 }
@@ -139,9 +140,10 @@ std::optional<python_error> python_error_of(const caf::error& err) {
   const auto& ctx = err.context();
   // Five fields, possibly followed by the correlation id.
   auto n = cid_position(ctx);
-  if (n != 5 || !ctx.match_element<std::string>(0) || !ctx.match_element<std::string>(1)
-      || !ctx.match_element<std::string>(2)
-      || !ctx.match_element<std::vector<std::string>>(3) || !ctx.match_element<std::string>(4))
+  if (n != 5 || !ctx.match_element<std::string>(0) ||
+      !ctx.match_element<std::string>(1) || !ctx.match_element<std::string>(2) ||
+      !ctx.match_element<std::vector<std::string>>(3) ||
+      !ctx.match_element<std::string>(4))
     return std::nullopt;
   python_error result;
   result.type = ctx.get_as<std::string>(0);

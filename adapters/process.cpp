@@ -423,8 +423,8 @@ struct exit_watcher::impl {
       // Exited but not reaped yet: the zombie leader keeps its group id reserved,
       // so the kill reaches what it left behind and nothing else. After the reap
       // an empty group's id could name an unrelated, newer group.
-      if (detail::pidfd_waitid(pidfd, &info, WEXITED | WNOHANG | WNOWAIT) == 0
-          && info.si_pid != 0)
+      if (detail::pidfd_waitid(pidfd, &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+          info.si_pid != 0)
         ::kill(-it->second.kill_group, SIGKILL);
       info = siginfo_t{};
     }

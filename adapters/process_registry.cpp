@@ -33,14 +33,13 @@ int64_t now_seconds() {
 }
 
 caf::error db_error(sqlite3* db, const std::string& what) {
-  return make_error(errc::internal,
-                    fmt::format("process registry: {}: {}", what,
-                                db ? sqlite3_errmsg(db) : "no database"));
+  return make_error(errc::internal, fmt::format("process registry: {}: {}", what,
+                                                db ? sqlite3_errmsg(db) : "no database"));
 }
 
 /// A prepared statement that finalizes itself.
 class stmt {
-public:
+ public:
   stmt(sqlite3* db, const char* sql) : db_(db) {
     if (sqlite3_prepare_v2(db, sql, -1, &st_, nullptr) != SQLITE_OK)
       st_ = nullptr;
@@ -74,7 +73,7 @@ public:
     return caf::none;
   }
 
-private:
+ private:
   sqlite3* db_;
   sqlite3_stmt* st_ = nullptr;
 };
@@ -91,8 +90,8 @@ process_record read_record(const stmt& s) {
   return r;
 }
 
-constexpr const char* select_columns
-  = "SELECT id, run_id, pid, pgid, start_time, state, label FROM processes";
+constexpr const char* select_columns =
+  "SELECT id, run_id, pid, pgid, start_time, state, label FROM processes";
 
 } // namespace
 
@@ -153,16 +152,15 @@ struct process_registry::db {
 };
 
 process_registry::process_registry(std::string path)
-  : path_(std::move(path)), db_(std::make_unique<db>()), boot_id_(current_boot_id()) {
-}
+  : path_(std::move(path)), db_(std::make_unique<db>()), boot_id_(current_boot_id()) {}
 
 process_registry::~process_registry() = default;
 
 caf::error process_registry::exec(const char* sql) {
   char* msg = nullptr;
   if (sqlite3_exec(db_->handle, sql, nullptr, nullptr, &msg) != SQLITE_OK) {
-    auto err = make_error(errc::internal, fmt::format("process registry: {}: {}", sql,
-                                                      msg ? msg : "error"));
+    auto err = make_error(
+      errc::internal, fmt::format("process registry: {}: {}", sql, msg ? msg : "error"));
     sqlite3_free(msg);
     return err;
   }
@@ -176,14 +174,14 @@ process_registry::open(const std::string& data_dir) {
   std::error_code ec;
   std::filesystem::create_directories(data_dir, ec);
   if (ec)
-    return make_error(errc::start_failed,
-                      fmt::format("process registry: cannot create {}: {}", data_dir,
-                                  ec.message()));
+    return make_error(
+      errc::start_failed,
+      fmt::format("process registry: cannot create {}: {}", data_dir, ec.message()));
   ::chmod(data_dir.c_str(), 0700);
   std::shared_ptr<process_registry> reg{new process_registry(data_dir + "/processes.db")};
-  auto rc = sqlite3_open_v2(reg->path_.c_str(), &reg->db_->handle,
-                            SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
-                            nullptr);
+  auto rc = sqlite3_open_v2(
+    reg->path_.c_str(), &reg->db_->handle,
+    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr);
   if (rc != SQLITE_OK)
     return make_error(errc::start_failed,
                       fmt::format("process registry: cannot open {}: {}", reg->path_,
@@ -192,20 +190,20 @@ process_registry::open(const std::string& data_dir) {
   sqlite3_busy_timeout(reg->db_->handle, 10000);
   // auto_vacuum must precede the first table; WAL keeps readers off the writers' way;
   // the size limit truncates the WAL after checkpoints so the files stay small.
-  for (auto* sql : {"PRAGMA auto_vacuum=FULL", "PRAGMA journal_mode=WAL",
-                    "PRAGMA synchronous=FULL", "PRAGMA journal_size_limit=262144",
-                    "PRAGMA wal_autocheckpoint=100",
-                    "CREATE TABLE IF NOT EXISTS runs("
-                    " run_id TEXT PRIMARY KEY, host_pid INTEGER NOT NULL,"
-                    " host_start INTEGER NOT NULL, boot_id TEXT NOT NULL,"
-                    " started_at INTEGER NOT NULL)",
-                    "CREATE TABLE IF NOT EXISTS processes("
-                    " id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL,"
-                    " pid INTEGER NOT NULL DEFAULT 0, pgid INTEGER NOT NULL DEFAULT 0,"
-                    " start_time INTEGER NOT NULL DEFAULT 0, boot_id TEXT NOT NULL,"
-                    " state TEXT NOT NULL, label TEXT NOT NULL DEFAULT '',"
-                    " created_at INTEGER NOT NULL)",
-                    "CREATE INDEX IF NOT EXISTS processes_run_pid ON processes(run_id, pid)"})
+  for (auto* sql :
+       {"PRAGMA auto_vacuum=FULL", "PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL",
+        "PRAGMA journal_size_limit=262144", "PRAGMA wal_autocheckpoint=100",
+        "CREATE TABLE IF NOT EXISTS runs("
+        " run_id TEXT PRIMARY KEY, host_pid INTEGER NOT NULL,"
+        " host_start INTEGER NOT NULL, boot_id TEXT NOT NULL,"
+        " started_at INTEGER NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS processes("
+        " id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL,"
+        " pid INTEGER NOT NULL DEFAULT 0, pgid INTEGER NOT NULL DEFAULT 0,"
+        " start_time INTEGER NOT NULL DEFAULT 0, boot_id TEXT NOT NULL,"
+        " state TEXT NOT NULL, label TEXT NOT NULL DEFAULT '',"
+        " created_at INTEGER NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS processes_run_pid ON processes(run_id, pid)"})
     if (auto err = reg->exec(sql))
       return err;
   // Processes of an earlier boot cannot exist any more; their pids and start times
@@ -315,8 +313,8 @@ caf::error process_registry::remove(int64_t id) {
 std::vector<process_record> process_registry::entries(const std::string& run_id) const {
   std::lock_guard<std::mutex> guard{mtx_};
   std::vector<process_record> out;
-  auto sql = std::string{select_columns} + (run_id.empty() ? "" : " WHERE run_id = ?1")
-             + " ORDER BY id";
+  auto sql = std::string{select_columns} + (run_id.empty() ? "" : " WHERE run_id = ?1") +
+             " ORDER BY id";
   stmt s{db_->handle, sql.c_str()};
   if (!s)
     return out;

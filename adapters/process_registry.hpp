@@ -65,11 +65,12 @@ std::string default_data_dir();
 /// are written with `synchronous=FULL`; removals with `NORMAL` (a lost removal only
 /// leaves a stale entry, which the sweep drops because the process is gone).
 class process_registry {
-public:
+ public:
   /// Creates `data_dir` (0700) if needed and opens (or creates) the database. Entries of
   /// earlier boots are dropped at once: their processes cannot exist any more, and the
   /// file never grows across reboots.
-  static caf::expected<std::shared_ptr<process_registry>> open(const std::string& data_dir);
+  static caf::expected<std::shared_ptr<process_registry>>
+  open(const std::string& data_dir);
 
   ~process_registry();
   process_registry(const process_registry&) = delete;
@@ -83,14 +84,16 @@ public:
   caf::error begin_run(const std::string& run_id);
 
   /// Same, naming the host explicitly (tests simulate dead hosts with it).
-  caf::error begin_run(const std::string& run_id, pid_t host_pid, uint64_t host_start_time);
+  caf::error begin_run(const std::string& run_id, pid_t host_pid,
+                       uint64_t host_start_time);
 
   /// Forgets the run if none of its entries remain (a run that left survivors keeps
   /// its row so the next boot can sweep them).
   caf::error end_run(const std::string& run_id);
 
   /// Reserves an entry before spawning; returns its id.
-  caf::expected<int64_t> reserve(const std::string& run_id, const std::string& label = {});
+  caf::expected<int64_t> reserve(const std::string& run_id,
+                                 const std::string& label = {});
 
   /// Turns a reservation into an active entry once the pid is known.
   caf::error activate(int64_t id, pid_t pid, pid_t pgid, uint64_t start_time);
@@ -120,7 +123,7 @@ public:
   sweep_report sweep(const std::string& keep_run_id = {},
                      std::chrono::milliseconds wait = std::chrono::milliseconds{3000});
 
-private:
+ private:
   explicit process_registry(std::string path);
   caf::error exec(const char* sql);
 

@@ -109,9 +109,7 @@ struct stderr_pump::impl {
     thread = std::thread{[this] { run(); }};
   }
 
-  ~impl() {
-    stop();
-  }
+  ~impl() { stop(); }
 
   void stop() {
     {

@@ -13,9 +13,9 @@
 
 #include "adapters/bridge_client.hpp"
 #include "adapters/errors.hpp"
+#include "snakepit_bridge.pb.h"
 #include <caf/error.hpp>
 #include <caf/expected.hpp>
-#include "snakepit_bridge.pb.h"
 
 namespace snakepit::adapters {
 

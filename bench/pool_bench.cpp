@@ -42,7 +42,8 @@ struct latencies {
     std::sort(ms.begin(), ms.end());
     if (ms.empty())
       return 0;
-    auto idx = std::min(ms.size() - 1, static_cast<size_t>(p * static_cast<double>(ms.size())));
+    auto idx =
+      std::min(ms.size() - 1, static_cast<size_t>(p * static_cast<double>(ms.size())));
     return ms[idx];
   }
 };
@@ -55,7 +56,9 @@ double since_ms(clock_type::time_point t0) {
 double process_cpu_us() {
   rusage ru{};
   ::getrusage(RUSAGE_SELF, &ru);
-  auto us = [](const timeval& tv) { return tv.tv_sec * 1e6 + static_cast<double>(tv.tv_usec); };
+  auto us = [](const timeval& tv) {
+    return tv.tv_sec * 1e6 + static_cast<double>(tv.tv_usec);
+  };
   return us(ru.ru_utime) + us(ru.ru_stime);
 }
 
@@ -106,7 +109,7 @@ std::pair<size_t, size_t> direct_stream(bridge::BridgeService::Stub& stub, int s
 }
 
 /// Runs `fn` from `callers` threads until `total` calls are done; calls per second.
-template <class F>
+template<class F>
 double closed_loop(size_t callers, size_t total, F fn) {
   std::atomic<size_t> next{0};
   std::atomic<size_t> failures{0};
@@ -127,8 +130,8 @@ double closed_loop(size_t callers, size_t total, F fn) {
 }
 
 json run_mp_anchor(size_t n_seq, size_t n_async) {
-  auto cmd = fmt::format("/usr/bin/python3 {}/mp_anchor.py {} {}", SNAKEPIT_BENCH_DIR, n_seq,
-                         n_async);
+  auto cmd = fmt::format("/usr/bin/python3 {}/mp_anchor.py {} {}", SNAKEPIT_BENCH_DIR,
+                         n_seq, n_async);
   std::string out;
   if (auto* pipe = ::popen(cmd.c_str(), "r")) {
     char buf[4096];
@@ -143,7 +146,8 @@ json run_mp_anchor(size_t n_seq, size_t n_async) {
 
 int main(int argc, char** argv) {
   if (argc > 1 && argv[1][0] == '-') {
-    fmt::print("usage: {} [results.json] [sequential calls] [throughput calls]\n", argv[0]);
+    fmt::print("usage: {} [results.json] [sequential calls] [throughput calls]\n",
+               argv[0]);
     return argv[1] == std::string{"--help"} ? 0 : 2;
   }
   std::string out_path = argc > 1 ? argv[1] : "build/bench/results.json";
@@ -187,8 +191,9 @@ int main(int argc, char** argv) {
   // caller waits on a future): what every call cost before the direct lane.
   auto actor_ping = [&pool] {
     std::promise<bool> done;
-    pool.execute_async("ping", json::object(), {},
-                       [&done](snakepit::execute_result res) { done.set_value(bool(res)); });
+    pool.execute_async("ping", json::object(), {}, [&done](snakepit::execute_result res) {
+      done.set_value(bool(res));
+    });
     return done.get_future().get();
   };
   for (int i = 0; i < 300; ++i)
@@ -223,28 +228,28 @@ int main(int argc, char** argv) {
   auto one_call = [&](size_t kind) {
     auto t0 = clock_type::now();
     switch (kind) {
-      case 0:
-        actor_ping();
-        actor_lat.ms.push_back(since_ms(t0));
-        break;
-      case 1: {
-        auto res = pool.execute("ping");
-        pool_lat.ms.push_back(since_ms(t0));
-        if (!res)
-          fmt::print(stderr, "pool error: {}\n", snakepit::describe(res.error()));
-        else
-          pool_worker = res->worker_id;
-        break;
-      }
-      case 2:
-        direct_ping(stub_of(pool_worker), req);
-        direct_lat.ms.push_back(since_ms(t0));
-        break;
-      default: {
-        auto cid = pool_like(same_req);
-        direct_ping(stub_of(pool_worker), same_req, cid);
-        same_req_lat.ms.push_back(since_ms(t0));
-      }
+    case 0:
+      actor_ping();
+      actor_lat.ms.push_back(since_ms(t0));
+      break;
+    case 1: {
+      auto res = pool.execute("ping");
+      pool_lat.ms.push_back(since_ms(t0));
+      if (!res)
+        fmt::print(stderr, "pool error: {}\n", snakepit::describe(res.error()));
+      else
+        pool_worker = res->worker_id;
+      break;
+    }
+    case 2:
+      direct_ping(stub_of(pool_worker), req);
+      direct_lat.ms.push_back(since_ms(t0));
+      break;
+    default: {
+      auto cid = pool_like(same_req);
+      direct_ping(stub_of(pool_worker), same_req, cid);
+      same_req_lat.ms.push_back(since_ms(t0));
+    }
     }
   };
   // A fresh random order each step: a fixed rotation would make every kind follow
@@ -277,18 +282,14 @@ int main(int argc, char** argv) {
   }
 
   // 3: throughput, 16 callers over 4 workers.
-  auto direct_tput = closed_loop(callers, n_tput, [&](size_t c) {
-    return direct_ping(*stubs[c % workers], req);
-  });
-  auto pool_tput = closed_loop(callers, n_tput, [&](size_t) {
-    return static_cast<bool>(pool.execute("ping"));
-  });
-  auto direct_tput2 = closed_loop(callers, n_tput, [&](size_t c) {
-    return direct_ping(*stubs[c % workers], req);
-  });
-  auto pool_tput2 = closed_loop(callers, n_tput, [&](size_t) {
-    return static_cast<bool>(pool.execute("ping"));
-  });
+  auto direct_tput = closed_loop(
+    callers, n_tput, [&](size_t c) { return direct_ping(*stubs[c % workers], req); });
+  auto pool_tput = closed_loop(
+    callers, n_tput, [&](size_t) { return static_cast<bool>(pool.execute("ping")); });
+  auto direct_tput2 = closed_loop(
+    callers, n_tput, [&](size_t c) { return direct_ping(*stubs[c % workers], req); });
+  auto pool_tput2 = closed_loop(
+    callers, n_tput, [&](size_t) { return static_cast<bool>(pool.execute("ping")); });
   direct_tput = (direct_tput + direct_tput2) / 2;
   pool_tput = (pool_tput + pool_tput2) / 2;
   // Session affinity overhead: execute_in_session vs execute on the same idle pool.
@@ -323,7 +324,7 @@ int main(int argc, char** argv) {
       std::tie(chunks, bytes) = direct_stream(*stubs[0], steps, size);
     }
     auto secs = since_ms(t0) / 1000.0;
-    (void) bytes;
+    (void)bytes;
     auto payload = static_cast<double>(chunks) * (size + 16);
     return std::make_pair(static_cast<double>(chunks) / secs, payload / secs / 1e6);
   };
@@ -387,9 +388,13 @@ int main(int argc, char** argv) {
 
   auto ratio = [](double a, double b) { return b > 0 ? a / b : 0.0; };
   json results = {
-    {"config", {{"workers", workers}, {"callers", callers}, {"sequential_calls", n_seq},
-                {"throughput_calls", n_tput}, {"tool", "ping"},
-                {"cores", std::thread::hardware_concurrency()}}},
+    {"config",
+     {{"workers", workers},
+      {"callers", callers},
+      {"sequential_calls", n_seq},
+      {"throughput_calls", n_tput},
+      {"tool", "ping"},
+      {"cores", std::thread::hardware_concurrency()}}},
     {"raw",
      {{"pool_p50_ms", pool_lat.pct(0.50)},
       {"pool_p99_ms", pool_lat.pct(0.99)},
@@ -429,32 +434,34 @@ int main(int argc, char** argv) {
   };
   results["latency"]["session_affinity_overhead_us"] = affinity_overhead_us;
   fmt::print("\n{:<44} {:>12} {:>12}\n", "benchmark (ping tool)", "p50 ms", "p99 ms");
-  fmt::print("{:<44} {:>12.3f} {:>12.3f}\n", "pool, sequential, 1 caller", pool_lat.pct(0.5),
-             pool_lat.pct(0.99));
-  fmt::print("{:<44} {:>12.3f} {:>12.3f}\n", "direct gRPC client, same worker", direct_lat.pct(0.5),
-             direct_lat.pct(0.99));
+  fmt::print("{:<44} {:>12.3f} {:>12.3f}\n", "pool, sequential, 1 caller",
+             pool_lat.pct(0.5), pool_lat.pct(0.99));
+  fmt::print("{:<44} {:>12.3f} {:>12.3f}\n", "direct gRPC client, same worker",
+             direct_lat.pct(0.5), direct_lat.pct(0.99));
   fmt::print("{:<44} {:>12.3f} {:>12.3f}\n", "direct, the pool's request (cid)",
              same_req_lat.pct(0.5), same_req_lat.pct(0.99));
   fmt::print("{:<44} {:>12.3f} {:>12.3f}\n", "pool, actor path (execute_async + wait)",
              actor_lat.pct(0.5), actor_lat.pct(0.99));
-  fmt::print("{:<44} {:>12.3f} {:>12.3f}\n", "multiprocessing.Pool(4).apply", mp_p50, mp_p99);
-  fmt::print("\n{:<44} {:>12.1f} {:>12.1f}\n", "host CPU us per call (pool, direct)", pool_cpu_us,
-             direct_cpu_us);
+  fmt::print("{:<44} {:>12.3f} {:>12.3f}\n", "multiprocessing.Pool(4).apply", mp_p50,
+             mp_p99);
+  fmt::print("\n{:<44} {:>12.1f} {:>12.1f}\n", "host CPU us per call (pool, direct)",
+             pool_cpu_us, direct_cpu_us);
   fmt::print("\n{:<44} {:>12}\n", "throughput, 4 workers, 16 callers", "calls/s");
   fmt::print("{:<44} {:>12.0f}\n", "pool", pool_tput);
   fmt::print("{:<44} {:>12.0f}\n", "direct gRPC clients", direct_tput);
   fmt::print("{:<44} {:>12.0f}\n", "multiprocessing.Pool(4).apply_async", mp_tput);
-  fmt::print("\n{:<44} {:>12.0f} {:>12.0f}\n", "stream chunks/s (pool, direct)", small_pool,
-             small_direct);
+  fmt::print("\n{:<44} {:>12.0f} {:>12.0f}\n", "stream chunks/s (pool, direct)",
+             small_pool, small_direct);
   fmt::print("{:<44} {:>12.1f} {:>12.1f}\n", "stream MB/s, 64 KiB chunks (pool, direct)",
              big_pool, big_direct);
   fmt::print("{:<44} {:>12.3f}\n", "time to first chunk p50 ms", first_chunk.pct(0.5));
-  fmt::print("{:<44} {:>12.1f}\n", "session affinity overhead p50 us", affinity_overhead_us);
+  fmt::print("{:<44} {:>12.1f}\n", "session affinity overhead p50 us",
+             affinity_overhead_us);
   fmt::print("{:<44} {:>12.1f}\n", "kill -9 to replacement ready ms", kill_to_ready_ms);
   fmt::print("{:<44} {:>12.1f}\n", "startup, 4 workers, ms", startup_4_ms);
-  fmt::print("\nratios (ours / anchor): {}\n", json{{"latency", results["latency"]},
-                                                    {"throughput", results["throughput"]}}
-                                                 .dump(2));
+  fmt::print(
+    "\nratios (ours / anchor): {}\n",
+    json{{"latency", results["latency"]}, {"throughput", results["throughput"]}}.dump(2));
   std::ofstream out{out_path};
   out << results.dump(2) << "\n";
   fmt::print("wrote {}\n", out_path);

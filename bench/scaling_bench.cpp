@@ -39,9 +39,9 @@ double closed_loop(snakepit::runtime& rt, size_t callers, size_t total,
   return static_cast<double>(total) / (since_ms(t0) / 1000.0);
 }
 
-snakepit::config pool_of(size_t n,
-                         snakepit::worker_profile profile = snakepit::worker_profile::process,
-                         size_t threads = 4) {
+snakepit::config
+pool_of(size_t n, snakepit::worker_profile profile = snakepit::worker_profile::process,
+        size_t threads = 4) {
   snakepit::config cfg;
   cfg.pools[0].pool_size = n;
   cfg.pools[0].worker_profile = profile;
@@ -64,7 +64,8 @@ int main(int argc, char** argv) {
   for (size_t n : {1, 2, 4, 8, 16}) {
     auto rt = snakepit::runtime::start(pool_of(n), slow_start);
     if (!rt) {
-      fmt::print(stderr, "start of {} workers failed: {}\n", n, snakepit::describe(rt.error()));
+      fmt::print(stderr, "start of {} workers failed: {}\n", n,
+                 snakepit::describe(rt.error()));
       return 1;
     }
     closed_loop(**rt, 16, 200, "ping", json::object()); // warm-up
@@ -87,18 +88,19 @@ int main(int argc, char** argv) {
     }
   }
   {
-    auto rt = snakepit::runtime::start(pool_of(2, snakepit::worker_profile::thread, 4), slow_start);
+    auto rt = snakepit::runtime::start(pool_of(2, snakepit::worker_profile::thread, 4),
+                                       slow_start);
     if (rt) {
       thread_tput = closed_loop(**rt, 16, 800, "sleep", sleep_args);
       (*rt)->stop();
     }
   }
-  fmt::print("sleep 10 ms, capacity 8: process 8x1 {:.0f}/s, thread 2x4 {:.0f}/s\n", proc_tput,
-             thread_tput);
-  scaling["io_bound_sleep10ms"] = {{"process_8x1_per_s", proc_tput},
-                                   {"thread_2x4_per_s", thread_tput},
-                                   {"thread_vs_process", proc_tput > 0 ? thread_tput / proc_tput
-                                                                       : 0.0}};
+  fmt::print("sleep 10 ms, capacity 8: process 8x1 {:.0f}/s, thread 2x4 {:.0f}/s\n",
+             proc_tput, thread_tput);
+  scaling["io_bound_sleep10ms"] = {
+    {"process_8x1_per_s", proc_tput},
+    {"thread_2x4_per_s", thread_tput},
+    {"thread_vs_process", proc_tput > 0 ? thread_tput / proc_tput : 0.0}};
 
   // 3. Startup time to ready.
   json startup = json::object();
@@ -107,7 +109,8 @@ int main(int argc, char** argv) {
     auto rt = snakepit::runtime::start(pool_of(n), slow_start);
     auto ms = since_ms(t0);
     if (!rt) {
-      fmt::print(stderr, "start of {} workers failed: {}\n", n, snakepit::describe(rt.error()));
+      fmt::print(stderr, "start of {} workers failed: {}\n", n,
+                 snakepit::describe(rt.error()));
       continue;
     }
     startup[std::to_string(n)] = ms;

@@ -1,6 +1,7 @@
 // The `snakepit` command-line tool (upstream's mix tasks: snakepit.run, the Python
-// adapter listing, snakepit.doctor, snakepit.cleanup): run a configured set of pools until a signal,
-// run one call, list an adapter's tools, check the machine. Exit codes: docs/cli.md.
+// adapter listing, snakepit.doctor, snakepit.cleanup): run a configured set of pools
+// until a signal, run one call, list an adapter's tools, check the machine. Exit codes:
+// docs/cli.md.
 
 #include <fcntl.h>
 #include <poll.h>
@@ -10,10 +11,10 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <cstdio>
 #include <map>
 #include <optional>
 #include <set>
@@ -25,8 +26,8 @@
 
 #include "actors/config/config.hpp"
 #include "actors/config/config_file.hpp"
-#include "actors/runtime/runtime.hpp"
 #include "actors/observability/telemetry.hpp"
+#include "actors/runtime/runtime.hpp"
 #include "adapters/errors.hpp"
 #include "adapters/http_server.hpp"
 #include "adapters/process.hpp"
@@ -41,14 +42,14 @@ using snakepit::json;
 /// Exit codes (docs/cli.md).
 enum exit_code : int {
   exit_ok = 0,
-  exit_failure = 1,      ///< doctor found a failing check; any other error
-  exit_usage = 2,        ///< bad command line or arguments
-  exit_config = 3,       ///< invalid configuration (file, key, type, interpreter)
-  exit_start = 4,        ///< the pools could not start
-  exit_tool_error = 5,   ///< the Python tool raised
-  exit_unknown = 6,      ///< unknown tool, invalid arguments, unknown pool
-  exit_call_failed = 7,  ///< timeout, queue timeout, saturation, worker crash, ...
-  exit_no_instance = 8,  ///< stats/workers: no running instance (or several) reachable
+  exit_failure = 1,     ///< doctor found a failing check; any other error
+  exit_usage = 2,       ///< bad command line or arguments
+  exit_config = 3,      ///< invalid configuration (file, key, type, interpreter)
+  exit_start = 4,       ///< the pools could not start
+  exit_tool_error = 5,  ///< the Python tool raised
+  exit_unknown = 6,     ///< unknown tool, invalid arguments, unknown pool
+  exit_call_failed = 7, ///< timeout, queue timeout, saturation, worker crash, ...
+  exit_no_instance = 8, ///< stats/workers: no running instance (or several) reachable
 };
 
 int exit_code_of(const caf::error& err) {
@@ -56,33 +57,33 @@ int exit_code_of(const caf::error& err) {
   if (!code)
     return exit_failure;
   switch (*code) {
-    case errc::invalid_config:
-      return exit_config;
-    case errc::start_failed:
-    case errc::not_ready:
-      return exit_start;
-    case errc::tool_error:
-      return exit_tool_error;
-    case errc::unknown_tool:
-    case errc::invalid_argument:
-    case errc::pool_not_found:
-    case errc::invalid_session_id:
-    case errc::payload_too_large:
-      return exit_unknown;
-    case errc::timeout:
-    case errc::queue_timeout:
-    case errc::pool_saturated:
-    case errc::worker_crashed:
-    case errc::unavailable:
-    case errc::shutting_down:
-    case errc::cancelled:
-    case errc::worker_busy:
-    case errc::circuit_open:
-    case errc::session_worker_unavailable:
-    case errc::quota_exceeded:
-      return exit_call_failed;
-    default:
-      return exit_failure;
+  case errc::invalid_config:
+    return exit_config;
+  case errc::start_failed:
+  case errc::not_ready:
+    return exit_start;
+  case errc::tool_error:
+    return exit_tool_error;
+  case errc::unknown_tool:
+  case errc::invalid_argument:
+  case errc::pool_not_found:
+  case errc::invalid_session_id:
+  case errc::payload_too_large:
+    return exit_unknown;
+  case errc::timeout:
+  case errc::queue_timeout:
+  case errc::pool_saturated:
+  case errc::worker_crashed:
+  case errc::unavailable:
+  case errc::shutting_down:
+  case errc::cancelled:
+  case errc::worker_busy:
+  case errc::circuit_open:
+  case errc::session_worker_unavailable:
+  case errc::quota_exceeded:
+    return exit_call_failed;
+  default:
+    return exit_failure;
   }
 }
 
@@ -119,7 +120,7 @@ caf::expected<snakepit::config> resolve_config(const std::string& path,
 }
 
 caf::expected<const snakepit::pool_config*> find_pool(const snakepit::config& cfg,
-                                                     const std::string& name) {
+                                                      const std::string& name) {
   if (name.empty())
     return &cfg.pools.front();
   for (auto& p : cfg.pools)
@@ -204,7 +205,8 @@ captured run_python(const snakepit::config& cfg, std::vector<std::string> args,
       ::close(f.fd);
   if (res.timed_out)
     proc->signal_group(SIGKILL);
-  auto status = snakepit::adapters::wait_for_exit(proc->pid(), res.timed_out ? 5s : timeout);
+  auto status =
+    snakepit::adapters::wait_for_exit(proc->pid(), res.timed_out ? 5s : timeout);
   if (!status) {
     proc->signal_group(SIGKILL);
     snakepit::adapters::wait_for_exit(proc->pid(), 5s);
@@ -309,8 +311,10 @@ int cmd_exec(const exec_request& x, const log_overrides& log) {
   if (res) {
     fmt::print("{}\n", res->result.dump());
     if (!res->binary_result.empty())
-      fmt::print(stderr, "snakepit: the tool also returned {} bytes of binary data "
-                         "(not shown)\n", res->binary_result.size());
+      fmt::print(stderr,
+                 "snakepit: the tool also returned {} bytes of binary data "
+                 "(not shown)\n",
+                 res->binary_result.size());
   } else {
     code = fail(res.error());
     auto py = snakepit::python_error_of(res.error());
@@ -323,7 +327,8 @@ int cmd_exec(const exec_request& x, const log_overrides& log) {
   return code;
 }
 
-int cmd_run(const std::string& config_path, int start_timeout_ms, const log_overrides& log) {
+int cmd_run(const std::string& config_path, int start_timeout_ms,
+            const log_overrides& log) {
   auto cfg = resolve_config(config_path, log);
   if (!cfg)
     return fail(cfg.error());
@@ -364,19 +369,20 @@ int cmd_run(const std::string& config_path, int start_timeout_ms, const log_over
         continue;
       for (auto& w : *ws)
         if (seen.insert(p.name + "/" + w.id).second)
-          fmt::print("snakepit: ready {}/{} worker {} (pid {}) in pool {}\n", ++ready, total,
-                     w.id, w.pid, p.name);
+          fmt::print("snakepit: ready {}/{} worker {} (pid {}) in pool {}\n", ++ready,
+                     total, w.id, w.pid, p.name);
     }
     std::fflush(stdout);
   };
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds{start_timeout_ms};
+  auto deadline =
+    std::chrono::steady_clock::now() + std::chrono::milliseconds{start_timeout_ms};
   for (;;) {
     auto err = r.await_ready(200ms);
     report_ready();
     if (!err)
       break;
-    if (snakepit::errc_of(err) != errc::not_ready
-        || std::chrono::steady_clock::now() >= deadline) {
+    if (snakepit::errc_of(err) != errc::not_ready ||
+        std::chrono::steady_clock::now() >= deadline) {
       int code = fail(err);
       r.stop();
       return code == exit_call_failed ? exit_start : code;
@@ -390,10 +396,12 @@ int cmd_run(const std::string& config_path, int start_timeout_ms, const log_over
     }
   }
   if (auto sock = r.control_socket(); !sock.empty())
-    fmt::print("snakepit: control socket {} (snakepit stats --pid {})\n", sock, ::getpid());
+    fmt::print("snakepit: control socket {} (snakepit stats --pid {})\n", sock,
+               ::getpid());
   if (auto addr = r.metrics_address(); !addr.empty())
     fmt::print("snakepit: metrics on http://{}/metrics\n", addr);
-  fmt::print("snakepit: serving ({} worker(s) ready); stop with Ctrl-C or SIGTERM\n", ready);
+  fmt::print("snakepit: serving ({} worker(s) ready); stop with Ctrl-C or SIGTERM\n",
+             ready);
   std::fflush(stdout);
   int sig = 0;
   while (sigwait(&stop_signals, &sig) != 0) {
@@ -413,13 +421,14 @@ int cmd_tools(const std::string& config_path, const std::string& pool, bool as_j
   auto p = find_pool(*cfg, pool);
   if (!p)
     return fail(p.error());
-  auto res = run_python(*cfg, {"-m", "snakepit_bridge", "--list-tools", "--adapter",
-                               (*p)->adapter},
-                        (*p)->adapter_env);
+  auto res = run_python(
+    *cfg, {"-m", "snakepit_bridge", "--list-tools", "--adapter", (*p)->adapter},
+    (*p)->adapter_env);
   if (!res.started || res.timed_out || res.code != 0) {
     auto why = res.timed_out ? std::string{"timed out"} : last_line(res.err);
-    fmt::print(stderr, "snakepit: cannot list the tools of {}: {}\n(run `snakepit doctor`)\n",
-               (*p)->adapter, why.empty() ? "exit code " + std::to_string(res.code) : why);
+    fmt::print(
+      stderr, "snakepit: cannot list the tools of {}: {}\n(run `snakepit doctor`)\n",
+      (*p)->adapter, why.empty() ? "exit code " + std::to_string(res.code) : why);
     return res.code == 3 ? exit_config : exit_failure;
   }
   json tools;
@@ -454,7 +463,8 @@ int cmd_doctor(const std::string& config_path) {
   int failures = 0;
   auto check = [&](bool ok, const std::string& what, const std::string& detail,
                    const std::string& fix) {
-    fmt::print("[{}] {}{}\n", ok ? " OK " : "FAIL", what, detail.empty() ? "" : ": " + detail);
+    fmt::print("[{}] {}{}\n", ok ? " OK " : "FAIL", what,
+               detail.empty() ? "" : ": " + detail);
     if (!ok) {
       ++failures;
       fmt::print("       fix: {}\n", fix);
@@ -489,17 +499,19 @@ int cmd_doctor(const std::string& config_path) {
   check(pkg_ok, "snakepit_bridge package", pkg_ok ? "" : pkg_why,
         fmt::format("put the repository's python/ on python_path (now: {})",
                     c.effective_python_path()));
-  auto [gen_ok, gen_why] = py({"-c", "import snakepit_bridge_pb2, snakepit_bridge_pb2_grpc"});
+  auto [gen_ok, gen_why] =
+    py({"-c", "import snakepit_bridge_pb2, snakepit_bridge_pb2_grpc"});
   check(gen_ok, "generated modules snakepit_bridge_pb2, snakepit_bridge_pb2_grpc",
         gen_ok ? "" : gen_why,
         "build the project (they are generated into <build>/python) and keep that "
         "directory on python_path");
   for (auto& p : c.pools) {
-    auto [ok, why] = py({"-m", "snakepit_bridge", "--health-check", "--adapter", p.adapter},
-                        p.adapter_env);
+    auto [ok, why] = py(
+      {"-m", "snakepit_bridge", "--health-check", "--adapter", p.adapter}, p.adapter_env);
     check(ok, fmt::format("pool {}: adapter {}", p.name, p.adapter), ok ? "" : why,
           "check the adapter's module path (pkg.module.Class) and that its imports are "
-          "installed for " + c.python);
+          "installed for " +
+            c.python);
   }
   auto dir = snakepit::adapters::runtime_dir::create("snakepit-doctor");
   std::string dir_path = dir ? dir->path() : std::string{};
@@ -508,19 +520,21 @@ int cmd_doctor(const std::string& config_path) {
         "make $XDG_RUNTIME_DIR (or /tmp) writable for this user");
   if (dir)
     dir->remove();
-  auto data_dir = c.data_dir.empty() ? snakepit::adapters::default_data_dir() : c.data_dir;
+  auto data_dir =
+    c.data_dir.empty() ? snakepit::adapters::default_data_dir() : c.data_dir;
   auto reg = snakepit::adapters::process_registry::open(data_dir);
   std::string reg_detail;
   if (reg) {
     auto n = (*reg)->entries().size();
-    reg_detail = fmt::format("{} ({} recorded process{}{})", (*reg)->path(), n,
-                             n == 1 ? "" : "es",
-                             n > 0 ? "; `snakepit cleanup` sweeps those of dead runs" : "");
+    reg_detail =
+      fmt::format("{} ({} recorded process{}{})", (*reg)->path(), n, n == 1 ? "" : "es",
+                  n > 0 ? "; `snakepit cleanup` sweeps those of dead runs" : "");
   } else {
     reg_detail = snakepit::describe(reg.error());
   }
   check(static_cast<bool>(reg), "process registry", reg_detail,
-        "make " + data_dir + " writable for this user, or set `data_dir` in the config file");
+        "make " + data_dir +
+          " writable for this user, or set `data_dir` in the config file");
   if (failures > 0) {
     fmt::print("{} check(s) failed\n", failures);
     return exit_failure;
@@ -596,14 +610,17 @@ std::optional<json> ask_instance(const std::string& runtime_dir, long pid,
       found = std::move(mine);
     }
     if (found.empty()) {
-      fmt::print(stderr, "snakepit: no running snakepit instance{} found (start one with "
-                         "`snakepit run`, or pass --runtime-dir)\n",
+      fmt::print(stderr,
+                 "snakepit: no running snakepit instance{} found (start one with "
+                 "`snakepit run`, or pass --runtime-dir)\n",
                  pid > 0 ? fmt::format(" with pid {}", pid) : std::string{});
       return std::nullopt;
     }
     if (found.size() > 1) {
-      fmt::print(stderr, "snakepit: {} running instances; choose one with --pid or "
-                         "--runtime-dir:\n", found.size());
+      fmt::print(stderr,
+                 "snakepit: {} running instances; choose one with --pid or "
+                 "--runtime-dir:\n",
+                 found.size());
       for (auto& i : found)
         fmt::print(stderr, "  pid {}  {}\n", i.pid, i.dir);
       return std::nullopt;
@@ -618,9 +635,9 @@ std::optional<json> ask_instance(const std::string& runtime_dir, long pid,
   }
   auto body = json::parse(reply->body, nullptr, false);
   if (reply->status != 200 || body.is_discarded()) {
-    fmt::print(stderr, "snakepit: the instance in {} answered {}: {}\n", dir, reply->status,
-               body.is_object() && body.contains("error") ? body["error"].dump()
-                                                          : reply->body);
+    fmt::print(
+      stderr, "snakepit: the instance in {} answered {}: {}\n", dir, reply->status,
+      body.is_object() && body.contains("error") ? body["error"].dump() : reply->body);
     code = exit_failure;
     return std::nullopt;
   }
@@ -671,9 +688,9 @@ int cmd_stats(const std::string& runtime_dir, long pid, bool as_json) {
                     num(w["available"]), num(w["busy"]), num(s["in_flight"]),
                     num(s["queue_depth"]), num(s["requests"]), num(s["errors"]),
                     fmt::format("{:.1f}%", 100 * s["error_rate"].get<double>()),
-                    num(s["saturations"]), num(s["queue_timeouts"]), num(s["worker_crashes"]),
-                    num(s["restarts"]), num(s["recycles"]), num(l["p50"]), num(l["p95"]),
-                    num(l["p99"])});
+                    num(s["saturations"]), num(s["queue_timeouts"]),
+                    num(s["worker_crashes"]), num(s["restarts"]), num(s["recycles"]),
+                    num(l["p50"]), num(l["p95"]), num(l["p99"])});
   };
   for (auto& s : (*body)["pools"])
     add(s);
@@ -695,9 +712,9 @@ int cmd_workers(const std::string& runtime_dir, long pid, bool as_json) {
     {"pool", "worker", "pid", "state", "load", "capacity", "requests", "uptime_s"}};
   for (auto& p : (*body)["pools"])
     for (auto& w : p["workers"])
-      rows.push_back({p["pool"].get<std::string>(), w["id"].get<std::string>(), num(w["pid"]),
-                      w["state"].get<std::string>(), num(w["load"]), num(w["capacity"]),
-                      num(w["requests"]),
+      rows.push_back({p["pool"].get<std::string>(), w["id"].get<std::string>(),
+                      num(w["pid"]), w["state"].get<std::string>(), num(w["load"]),
+                      num(w["capacity"]), num(w["requests"]),
                       fmt::format("{:.1f}", w["uptime_ms"].get<double>() / 1000.0)});
   print_table(rows);
   return exit_ok;
@@ -709,9 +726,10 @@ int main(int argc, char** argv) {
   CLI::App app{"snakepit: pools of Python worker processes behind supervision"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "snakepit 0.1.0");
-  app.footer("Exit codes: 0 ok, 1 failure, 2 usage, 3 invalid config, 4 start failed, "
-             "5 tool raised, 6 unknown tool/pool or invalid arguments, 7 call failed "
-             "(timeout, saturation, crash), 8 no running instance reachable. See docs/cli.md.");
+  app.footer(
+    "Exit codes: 0 ok, 1 failure, 2 usage, 3 invalid config, 4 start failed, "
+    "5 tool raised, 6 unknown tool/pool or invalid arguments, 7 call failed "
+    "(timeout, saturation, crash), 8 no running instance reachable. See docs/cli.md.");
 
   std::string config_path;
   std::string pool;
@@ -719,29 +737,36 @@ int main(int argc, char** argv) {
   bool as_json = false;
   log_overrides log;
   auto log_options = [&log](CLI::App* cmd) {
-    cmd->add_option("--log-level", log.level,
-                    "Log level (trace, debug, info, warn, error, critical, off); "
-                    "overrides [log] level")
-      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
+    cmd
+      ->add_option("--log-level", log.level,
+                   "Log level (trace, debug, info, warn, error, critical, off); "
+                   "overrides [log] level")
+      ->check(
+        CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
     cmd->add_option("--log-format", log.format, "Log line format; overrides [log] format")
       ->check(CLI::IsMember({"text", "json"}));
   };
 
   auto* run = app.add_subcommand("run", "Start the pools and serve until SIGINT/SIGTERM");
-  run->add_option("-c,--config", config_path, "TOML configuration file (docs/configuration.md)");
-  run->add_option("--start-timeout-ms", start_timeout_ms, "Budget for every worker to start")
+  run->add_option("-c,--config", config_path,
+                  "TOML configuration file (docs/configuration.md)");
+  run
+    ->add_option("--start-timeout-ms", start_timeout_ms,
+                 "Budget for every worker to start")
     ->check(CLI::PositiveNumber);
   log_options(run);
 
   exec_request ex;
-  auto* exec = app.add_subcommand("exec", "Start, run one tool call, print its JSON result (or "
-                                          "each chunk of a streaming tool), stop");
+  auto* exec =
+    app.add_subcommand("exec", "Start, run one tool call, print its JSON result (or "
+                               "each chunk of a streaming tool), stop");
   exec->add_option("-c,--config", ex.config_path, "TOML configuration file");
   exec->add_option("-p,--pool", ex.pool, "Pool to run on (default: the first)");
   exec->add_option("-s,--session", ex.session,
                    "Run in this session (execute_in_session: affinity, session state)");
-  exec->add_option("--timeout-ms", ex.timeout_ms,
-                   "End-to-end budget of the call (default: the pool's request_timeout)")
+  exec
+    ->add_option("--timeout-ms", ex.timeout_ms,
+                 "End-to-end budget of the call (default: the pool's request_timeout)")
     ->check(CLI::NonNegativeNumber);
   exec->add_flag("--stream", ex.stream,
                  "Stream even if the tool does not declare supports_streaming "
@@ -756,14 +781,16 @@ int main(int argc, char** argv) {
   tools->add_option("-p,--pool", pool, "Pool whose adapter to list (default: the first)");
   tools->add_flag("--json", as_json, "Print the list as JSON");
 
-  auto* doctor = app.add_subcommand("doctor", "Check the interpreter, packages, adapters and "
-                                              "runtime directory");
+  auto* doctor =
+    app.add_subcommand("doctor", "Check the interpreter, packages, adapters and "
+                                 "runtime directory");
   doctor->add_option("-c,--config", config_path, "TOML configuration file");
 
   std::string runtime_dir;
   long instance_pid = 0;
-  auto* stats = app.add_subcommand("stats", "Print the stats of a running instance (per pool "
-                                            "and total)");
+  auto* stats =
+    app.add_subcommand("stats", "Print the stats of a running instance (per pool "
+                                "and total)");
   auto* workers = app.add_subcommand("workers", "List the workers of a running instance");
   for (auto* sub : {stats, workers}) {
     sub->add_option("--runtime-dir", runtime_dir,
@@ -773,9 +800,11 @@ int main(int argc, char** argv) {
     sub->add_flag("--json", as_json, "Print JSON instead of a table");
   }
 
-  auto* cleanup = app.add_subcommand("cleanup", "Kill worker processes that dead runs left "
-                                                "behind and clear their registry entries");
-  cleanup->add_option("-c,--config", config_path, "TOML configuration file (for data_dir)");
+  auto* cleanup =
+    app.add_subcommand("cleanup", "Kill worker processes that dead runs left "
+                                  "behind and clear their registry entries");
+  cleanup->add_option("-c,--config", config_path,
+                      "TOML configuration file (for data_dir)");
 
   try {
     app.parse(argc, argv);

@@ -22,7 +22,8 @@ void print_workers(snakepit::runtime& rt) {
   if (!ws)
     return;
   for (auto& w : *ws)
-    fmt::print("    {:<18} pid {:<7} {:<9} served {}\n", w.id, w.pid, w.state, w.requests);
+    fmt::print("    {:<18} pid {:<7} {:<9} served {}\n", w.id, w.pid, w.state,
+               w.requests);
 }
 
 } // namespace
@@ -52,9 +53,11 @@ int main() {
          {"echo", {{"hello", "world"}, {"n", 3}}}}) {
     auto res = rt.execute(cmd, args);
     if (res)
-      fmt::print("   {}({}) -> {}   [{}]\n", cmd, args.dump(), res->result.dump(), res->worker_id);
+      fmt::print("   {}({}) -> {}   [{}]\n", cmd, args.dump(), res->result.dump(),
+                 res->worker_id);
     else
-      fmt::print("   {}({}) -> error {}\n", cmd, args.dump(), snakepit::describe(res.error()));
+      fmt::print("   {}({}) -> error {}\n", cmd, args.dump(),
+                 snakepit::describe(res.error()));
   }
 
   fmt::print("\n== a Python exception surfaces as a typed error\n");
@@ -89,7 +92,8 @@ int main() {
           if (w.pid == victim.pid)
             replaced = false;
         if (replaced) {
-          fmt::print("   {} is back with a new process after {} ms\n", victim.id, (i + 1) * 100);
+          fmt::print("   {} is back with a new process after {} ms\n", victim.id,
+                     (i + 1) * 100);
           break;
         }
       }
@@ -98,17 +102,19 @@ int main() {
   std::this_thread::sleep_for(200ms);
   run = false;
   load.join();
-  fmt::print("   requests during the crash: {} succeeded, {} failed\n", ok.load(), failed.load());
+  fmt::print("   requests during the crash: {} succeeded, {} failed\n", ok.load(),
+             failed.load());
   print_workers(rt);
 
   fmt::print("\n== stats\n");
   if (auto s = rt.get_stats())
-    fmt::print("   workers {} (available {}, busy {}), requests {}, completed {}, errors {},\n"
-               "   queued {}, queue timeouts {}, saturations {}, worker crashes {},\n"
-               "   latency p50 {:.2f} ms, p99 {:.2f} ms\n",
-               s->workers, s->available, s->busy, s->requests, s->completed, s->errors,
-               s->queued, s->queue_timeouts, s->saturations, s->worker_crashes,
-               s->latency_p50_ms, s->latency_p99_ms);
+    fmt::print(
+      "   workers {} (available {}, busy {}), requests {}, completed {}, errors {},\n"
+      "   queued {}, queue timeouts {}, saturations {}, worker crashes {},\n"
+      "   latency p50 {:.2f} ms, p99 {:.2f} ms\n",
+      s->workers, s->available, s->busy, s->requests, s->completed, s->errors, s->queued,
+      s->queue_timeouts, s->saturations, s->worker_crashes, s->latency_p50_ms,
+      s->latency_p99_ms);
 
   fmt::print("\n== stopping\n");
   auto pids = rt.live_processes();
@@ -118,6 +124,7 @@ int main() {
     if (::kill(pid, 0) == 0)
       ++alive;
   fmt::print("   stopped{}; {} of {} worker processes still alive\n",
-             err ? " with error " + snakepit::describe(err) : std::string{}, alive, pids.size());
+             err ? " with error " + snakepit::describe(err) : std::string{}, alive,
+             pids.size());
   return err || alive != 0 ? 1 : 0;
 }

@@ -31,8 +31,8 @@ caf::error validate(const child_spec& spec) {
     return invalid(spec.id, "empty child id");
   if (!spec.start)
     return invalid(spec.id, "child '" + spec.id + "' has no start function");
-  if (spec.shutdown.k == shutdown_spec::kind::timeout
-      && spec.shutdown.timeout.count() < 0)
+  if (spec.shutdown.k == shutdown_spec::kind::timeout &&
+      spec.shutdown.timeout.count() < 0)
     return invalid(spec.id, "child '" + spec.id + "' has a negative shutdown timeout");
   if (spec.start_timeout.count() <= 0)
     return invalid(spec.id, "child '" + spec.id + "' has a non-positive start timeout");
@@ -52,14 +52,14 @@ caf::error validate(const std::vector<child_spec>& specs) {
 
 bool should_restart(restart_type type, const caf::error& reason) {
   switch (type) {
-    case restart_type::permanent:
-      return true;
-    case restart_type::transient: {
-      auto kind = classify_exit(reason);
-      return kind == exit_kind::abnormal || kind == exit_kind::killed;
-    }
-    case restart_type::temporary:
-      return false;
+  case restart_type::permanent:
+    return true;
+  case restart_type::transient: {
+    auto kind = classify_exit(reason);
+    return kind == exit_kind::abnormal || kind == exit_kind::killed;
+  }
+  case restart_type::temporary:
+    return false;
   }
   return false;
 }

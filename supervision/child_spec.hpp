@@ -121,9 +121,9 @@ struct child_counts {
 
 namespace detail {
 
-template <class F>
-using self_pointer_t = caf::detail::tl_head_t<
-  typename caf::detail::get_callable_trait<F>::arg_types>;
+template<class F>
+using self_pointer_t =
+  caf::detail::tl_head_t<typename caf::detail::get_callable_trait<F>::arg_types>;
 
 } // namespace detail
 
@@ -132,7 +132,7 @@ using self_pointer_t = caf::detail::tl_head_t<
 /// child acknowledges its start right after `fun` has built its behaviour. If
 /// `fun` also accepts a trailing `const caf::message&`, it receives the extra
 /// arguments given to a dynamic supervisor's `start_child`.
-template <class F, class... Ts>
+template<class F, class... Ts>
 child_spec worker_child(std::string id, F fun, Ts... args) {
   using self_ptr = detail::self_pointer_t<F>;
   child_spec spec;

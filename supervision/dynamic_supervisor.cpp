@@ -32,13 +32,11 @@ using self_ptr = caf::stateful_actor<detail::impl_state<dynamic_supervisor_calle
 // Children are keyed by a private number, since their handles change on restart
 // (Elixir keys by the old pid while restarting; a number is simpler in C++).
 class dynamic_supervisor_callee {
-public:
+ public:
   static constexpr const char* name = "snakepit.dynamic_supervisor";
 
   dynamic_supervisor_callee(self_ptr self, dynamic_supervisor_flags flags, start_ack ack)
-    : self_(self),
-      flags_(flags),
-      core_(self),
+    : self_(self), flags_(flags), core_(self),
       window_(flags.max_restarts, caf::timespan{flags.max_seconds}),
       ack_(std::move(ack)) {
     // nop
@@ -59,14 +57,12 @@ public:
         when_idle([this, key] { try_again(key); });
       },
       [this](which_children_atom) {
-        return request([this](caf::response_promise& rp) {
-          rp.deliver(which_children());
-        });
+        return request(
+          [this](caf::response_promise& rp) { rp.deliver(which_children()); });
       },
       [this](count_children_atom) {
-        return request([this](caf::response_promise& rp) {
-          rp.deliver(count_children());
-        });
+        return request(
+          [this](caf::response_promise& rp) { rp.deliver(count_children()); });
       },
       [this](start_child_atom, child_spec& spec) {
         return request([this, spec](caf::response_promise& rp) {
@@ -86,10 +82,8 @@ public:
       .or_else(core_.handlers());
   }
 
-private:
-  void when_idle(std::function<void()> fn) {
-    core_.when_idle(std::move(fn));
-  }
+ private:
+  void when_idle(std::function<void()> fn) { core_.when_idle(std::move(fn)); }
 
   // Requests wait while an operation runs (OTP handles one message at a time).
   caf::response_promise request(std::function<void(caf::response_promise&)> fn) {
@@ -203,17 +197,17 @@ private:
       return rp.deliver(caf::make_error(sup_errc::max_children, spec.id));
     auto key = ++next_key_;
     core_.begin();
-    core_.start_child(spec, extra,
-                      [this, key, spec, extra, rp](caf::expected<caf::actor> res) mutable {
-                        if (res) {
-                          children_.emplace(key, dyn_rec{{spec, *res, false}, extra});
-                          rp.deliver(*res);
-                        } else {
-                          rp.deliver(caf::make_error(sup_errc::failed_to_start_child,
-                                                     spec.id, res.error()));
-                        }
-                        core_.end();
-                      });
+    core_.start_child(
+      spec, extra, [this, key, spec, extra, rp](caf::expected<caf::actor> res) mutable {
+        if (res) {
+          children_.emplace(key, dyn_rec{{spec, *res, false}, extra});
+          rp.deliver(*res);
+        } else {
+          rp.deliver(
+            caf::make_error(sup_errc::failed_to_start_child, spec.id, res.error()));
+        }
+        core_.end();
+      });
   }
 
   void terminate_child(const caf::actor& pid, caf::response_promise& rp) {
@@ -240,8 +234,9 @@ private:
 };
 
 caf::behavior dynamic_supervisor_impl(self_ptr self, dynamic_supervisor_flags flags,
-                            start_ack ack) {
-  self->state.impl = std::make_unique<dynamic_supervisor_callee>(self, flags, std::move(ack));
+                                      start_ack ack) {
+  self->state.impl =
+    std::make_unique<dynamic_supervisor_callee>(self, flags, std::move(ack));
   return self->state.impl->init();
 }
 

@@ -7,28 +7,28 @@ namespace snakepit::supervision {
 
 std::string to_string(sup_errc x) {
   switch (x) {
-    case sup_errc::failed_to_start_child:
-      return "failed_to_start_child";
-    case sup_errc::running:
-      return "running";
-    case sup_errc::restarting:
-      return "restarting";
-    case sup_errc::not_found:
-      return "not_found";
-    case sup_errc::already_present:
-      return "already_present";
-    case sup_errc::already_registered:
-      return "already_registered";
-    case sup_errc::max_children:
-      return "max_children";
-    case sup_errc::invalid_child_spec:
-      return "invalid_child_spec";
-    case sup_errc::start_timeout:
-      return "start_timeout";
-    case sup_errc::shutdown:
-      return "shutdown";
-    case sup_errc::stop_timeout:
-      return "stop_timeout";
+  case sup_errc::failed_to_start_child:
+    return "failed_to_start_child";
+  case sup_errc::running:
+    return "running";
+  case sup_errc::restarting:
+    return "restarting";
+  case sup_errc::not_found:
+    return "not_found";
+  case sup_errc::already_present:
+    return "already_present";
+  case sup_errc::already_registered:
+    return "already_registered";
+  case sup_errc::max_children:
+    return "max_children";
+  case sup_errc::invalid_child_spec:
+    return "invalid_child_spec";
+  case sup_errc::start_timeout:
+    return "start_timeout";
+  case sup_errc::shutdown:
+    return "shutdown";
+  case sup_errc::stop_timeout:
+    return "stop_timeout";
   }
   return "unknown_sup_errc";
 }
@@ -46,8 +46,8 @@ void add_error_category(caf::actor_system_config& cfg) {
 }
 
 bool is(const caf::error& err, sup_errc code) {
-  return err && err.category() == sup_errc_category
-         && err.code() == static_cast<uint8_t>(code);
+  return err && err.category() == sup_errc_category &&
+         err.code() == static_cast<uint8_t>(code);
 }
 
 exit_kind classify_exit(const caf::error& reason) {

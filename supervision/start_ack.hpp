@@ -15,7 +15,7 @@ namespace snakepit::supervision {
 /// once it is initialised. Copyable, cheap, callable from any actor or thread.
 /// It refers to the receiver weakly, so storing it never keeps a supervisor alive.
 class start_ack {
-public:
+ public:
   /// A no-op acknowledgement (for top-level actors nobody waits for).
   start_ack() = default;
 
@@ -29,16 +29,12 @@ public:
   void fail(caf::error reason) const;
 
   /// Correlates acknowledgements with start attempts.
-  uint64_t ticket() const noexcept {
-    return ticket_;
-  }
+  uint64_t ticket() const noexcept { return ticket_; }
 
   /// True if somebody waits for this acknowledgement.
-  bool wanted() const noexcept {
-    return static_cast<bool>(receiver_);
-  }
+  bool wanted() const noexcept { return static_cast<bool>(receiver_); }
 
-private:
+ private:
   caf::actor_addr receiver_;
   uint64_t ticket_ = 0;
 };

@@ -36,16 +36,13 @@ using self_ptr = caf::stateful_actor<detail::impl_state<supervisor_callee>>*;
 // All work happens in continuations on the supervisor's own thread of control;
 // the core serialises operations the way OTP's single-process supervisor does.
 class supervisor_callee {
-public:
+ public:
   static constexpr const char* name = "snakepit.supervisor";
 
   supervisor_callee(self_ptr self, supervisor_flags flags, std::vector<child_spec> specs,
-                  start_ack ack)
-    : self_(self),
-      flags_(flags),
-      core_(self),
-      window_(flags.intensity, caf::timespan{flags.period}),
-      ack_(std::move(ack)) {
+                    start_ack ack)
+    : self_(self), flags_(flags), core_(self),
+      window_(flags.intensity, caf::timespan{flags.period}), ack_(std::move(ack)) {
     for (auto& spec : specs)
       children_.push_back(child_record{std::move(spec), caf::actor{}, false});
   }
@@ -72,8 +69,7 @@ public:
         core_.end();
         return;
       }
-      auto err = caf::make_error(sup_errc::failed_to_start_child, fail->id,
-                                 fail->reason);
+      auto err = caf::make_error(sup_errc::failed_to_start_child, fail->id, fail->reason);
       stop_ids(all_ids(), [this, err] { finish(err, true); });
     });
     return caf::message_handler{
@@ -81,22 +77,18 @@ public:
         when_idle([this, id] { try_again(id); });
       },
       [this](which_children_atom) {
-        return request([this](caf::response_promise& rp) {
-          rp.deliver(which_children());
-        });
+        return request(
+          [this](caf::response_promise& rp) { rp.deliver(which_children()); });
       },
       [this](count_children_atom) {
-        return request([this](caf::response_promise& rp) {
-          rp.deliver(count_children());
-        });
+        return request(
+          [this](caf::response_promise& rp) { rp.deliver(count_children()); });
       },
       [this](restart_child_atom, std::string& id) {
-        return request(
-          [this, id](caf::response_promise& rp) { restart_child(id, rp); });
+        return request([this, id](caf::response_promise& rp) { restart_child(id, rp); });
       },
       [this](delete_child_atom, std::string& id) {
-        return request(
-          [this, id](caf::response_promise& rp) { delete_child(id, rp); });
+        return request([this, id](caf::response_promise& rp) { delete_child(id, rp); });
       },
       [this](terminate_child_atom, std::string& id) {
         return request(
@@ -110,7 +102,7 @@ public:
       .or_else(core_.handlers());
   }
 
-private:
+ private:
   // -- bookkeeping ----------------------------------------------------------
 
   child_record* find(const std::string& id) {
@@ -120,19 +112,17 @@ private:
   }
 
   child_record* find(const caf::actor_addr& addr) {
-    auto i = std::find_if(children_.begin(), children_.end(),
-                          [&](const child_record& x) {
-                            return x.pid && x.pid.address() == addr;
-                          });
+    auto i = std::find_if(children_.begin(), children_.end(), [&](const child_record& x) {
+      return x.pid && x.pid.address() == addr;
+    });
     return i != children_.end() ? &*i : nullptr;
   }
 
   void erase(const std::string& id) {
-    children_.erase(std::remove_if(children_.begin(), children_.end(),
-                                   [&](const child_record& x) {
-                                     return x.spec.id == id;
-                                   }),
-                    children_.end());
+    children_.erase(
+      std::remove_if(children_.begin(), children_.end(),
+                     [&](const child_record& x) { return x.spec.id == id; }),
+      children_.end());
   }
 
   std::vector<std::string> all_ids() const {
@@ -142,9 +132,7 @@ private:
     return ids;
   }
 
-  void when_idle(std::function<void()> fn) {
-    core_.when_idle(std::move(fn));
-  }
+  void when_idle(std::function<void()> fn) { core_.when_idle(std::move(fn)); }
 
   // Requests wait while an operation runs (OTP handles one message at a time).
   caf::response_promise request(std::function<void(caf::response_promise&)> fn) {
@@ -268,18 +256,18 @@ private:
     }
     std::vector<std::string> ids;
     switch (flags_.strat) {
-      case strategy::one_for_one:
-        ids.push_back(id);
-        break;
-      case strategy::one_for_all:
-        ids = all_ids();
-        break;
-      case strategy::rest_for_one: {
-        auto all = all_ids();
-        auto i = std::find(all.begin(), all.end(), id);
-        ids.assign(i, all.end());
-        break;
-      }
+    case strategy::one_for_one:
+      ids.push_back(id);
+      break;
+    case strategy::one_for_all:
+      ids = all_ids();
+      break;
+    case strategy::rest_for_one: {
+      auto all = all_ids();
+      auto i = std::find(all.begin(), all.end(), id);
+      ids.assign(i, all.end());
+      break;
+    }
     }
     core_.begin();
     stop_ids(ids, [this, ids] {
@@ -378,10 +366,9 @@ private:
 };
 
 caf::behavior supervisor_impl(self_ptr self, supervisor_flags flags,
-                               std::vector<child_spec> children, start_ack ack) {
-  self->state.impl = std::make_unique<supervisor_callee>(self, flags,
-                                                       std::move(children),
-                                                       std::move(ack));
+                              std::vector<child_spec> children, start_ack ack) {
+  self->state.impl =
+    std::make_unique<supervisor_callee>(self, flags, std::move(children), std::move(ack));
   return self->state.impl->init();
 }
 
@@ -411,13 +398,12 @@ child_spec supervisor_child(std::string id, supervisor_flags flags,
   return spec;
 }
 
-caf::expected<caf::actor> start_supervisor(caf::actor_system& sys,
-                                           supervisor_flags flags,
+caf::expected<caf::actor> start_supervisor(caf::actor_system& sys, supervisor_flags flags,
                                            std::vector<child_spec> children,
                                            std::chrono::milliseconds timeout) {
   caf::scoped_actor self{sys};
-  auto sup = sys.spawn(supervisor_impl, flags, std::move(children),
-                       start_ack{self->address(), 1});
+  auto sup =
+    sys.spawn(supervisor_impl, flags, std::move(children), start_ack{self->address(), 1});
   self->monitor(sup);
   caf::expected<caf::actor> result{caf::make_error(sup_errc::start_timeout)};
   self->receive(

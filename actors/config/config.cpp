@@ -25,8 +25,8 @@ caf::error invalid(std::string what) {
 
 caf::error pool_config::validate() const {
   // Messages name the pool, unless its name is what is wrong.
-  auto prefix = is_valid_pool_name(name) ? fmt::format("pools[{}].", name)
-                                         : std::string{"pools[]."};
+  auto prefix =
+    is_valid_pool_name(name) ? fmt::format("pools[{}].", name) : std::string{"pools[]."};
   return validate_keys(*this, pool_keys(), prefix);
 }
 
@@ -91,8 +91,8 @@ caf::error config::validate() const {
   if (devnull >= 0)
     ::close(devnull);
   if (!proc)
-    return invalid(fmt::format("python: cannot run '{}': {}", python,
-                               describe(proc.error())));
+    return invalid(
+      fmt::format("python: cannot run '{}': {}", python, describe(proc.error())));
   auto status = adapters::wait_for_exit(proc->pid(), std::chrono::seconds(30));
   if (!status) {
     proc->signal_group(SIGKILL);
@@ -103,7 +103,8 @@ caf::error config::validate() const {
     return invalid(fmt::format("python: '{}' cannot import grpc and google.protobuf "
                                "(install python3-grpcio and python3-protobuf, or "
                                "point config.python at an interpreter that has "
-                               "them)", python));
+                               "them)",
+                               python));
   return caf::none;
 }
 

@@ -101,8 +101,8 @@ struct pool_recycling {
 struct pool_taint {
   /// Causes that taint (segfault, abort, bus_error, illegal_instruction, fpe, killed,
   /// exit_<code>); empty: no tainting.
-  std::vector<std::string> causes = {"segfault", "abort", "bus_error", "illegal_instruction",
-                                     "fpe"};
+  std::vector<std::string> causes = {"segfault", "abort", "bus_error",
+                                     "illegal_instruction", "fpe"};
   /// How long a restarted worker stays tainted.
   std::chrono::milliseconds duration{30000};
 };

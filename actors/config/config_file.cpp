@@ -41,26 +41,26 @@ constexpr int64_t max_duration_s = int64_t{1} << 30;
 
 const char* type_name(const toml::node& n) {
   switch (n.type()) {
-    case toml::node_type::string:
-      return "string";
-    case toml::node_type::integer:
-      return "integer";
-    case toml::node_type::floating_point:
-      return "float";
-    case toml::node_type::boolean:
-      return "boolean";
-    case toml::node_type::array:
-      return "array";
-    case toml::node_type::table:
-      return "table";
-    case toml::node_type::date:
-      return "date";
-    case toml::node_type::time:
-      return "time";
-    case toml::node_type::date_time:
-      return "date-time";
-    default:
-      return "nothing";
+  case toml::node_type::string:
+    return "string";
+  case toml::node_type::integer:
+    return "integer";
+  case toml::node_type::floating_point:
+    return "float";
+  case toml::node_type::boolean:
+    return "boolean";
+  case toml::node_type::array:
+    return "array";
+  case toml::node_type::table:
+    return "table";
+  case toml::node_type::date:
+    return "date";
+  case toml::node_type::time:
+    return "time";
+  case toml::node_type::date_time:
+    return "date-time";
+  default:
+    return "nothing";
   }
 }
 
@@ -73,7 +73,8 @@ size_t edit_distance(const std::string& a, const std::string& b) {
     row[0] = i;
     for (size_t j = 1; j <= b.size(); ++j) {
       size_t up = row[j];
-      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      row[j] =
+        std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
       diag = up;
     }
   }
@@ -82,12 +83,12 @@ size_t edit_distance(const std::string& a, const std::string& b) {
 
 /// Builds the errors of one document; every message starts with the origin.
 class context {
-public:
-  explicit context(std::string origin) : origin_(std::move(origin)) {
-  }
+ public:
+  explicit context(std::string origin) : origin_(std::move(origin)) {}
 
   caf::error fail(const std::string& path, const std::string& what) const {
-    return make_error(errc::invalid_config, fmt::format("{}: {}: {}", origin_, path, what));
+    return make_error(errc::invalid_config,
+                      fmt::format("{}: {}: {}", origin_, path, what));
   }
 
   caf::error wrong_type(const std::string& path, const char* want,
@@ -96,14 +97,13 @@ public:
   }
 
   caf::error rethrow(const caf::error& err) const {
-    return make_error(errc::invalid_config, fmt::format("{}: {}", origin_, message_of(err)));
+    return make_error(errc::invalid_config,
+                      fmt::format("{}: {}", origin_, message_of(err)));
   }
 
-  const std::string& origin() const {
-    return origin_;
-  }
+  const std::string& origin() const { return origin_; }
 
-private:
+ private:
   std::string origin_;
 };
 
@@ -178,7 +178,8 @@ setter strings_field(const context& c, std::vector<std::string>& out) {
   };
 }
 
-setter env_field(const context& c, std::vector<std::pair<std::string, std::string>>& out) {
+setter env_field(const context& c,
+                 std::vector<std::pair<std::string, std::string>>& out) {
   return [&c, &out](const toml::node& n, const std::string& path) -> caf::error {
     auto tbl = n.as_table();
     if (!tbl)
@@ -251,12 +252,14 @@ caf::error apply(const context& c, const toml::table& tbl, const std::string& pr
           best = known;
         }
       }
-      return c.fail(path, best.empty() ? std::string{"unknown key"}
-                                       : fmt::format("unknown key (did you mean {}?)", best));
+      return c.fail(path, best.empty()
+                            ? std::string{"unknown key"}
+                            : fmt::format("unknown key (did you mean {}?)", best));
     }
     auto [pos, fresh] = seen.emplace(it->second.field, key);
     if (!fresh)
-      return c.fail(path, fmt::format("conflicts with {} (give one of them)", pos->second));
+      return c.fail(path,
+                    fmt::format("conflicts with {} (give one of them)", pos->second));
     if (auto err = it->second.set(v, path))
       return err;
   }
@@ -264,7 +267,7 @@ caf::error apply(const context& c, const toml::table& tbl, const std::string& pr
 }
 
 /// An integer of the width of its field, within what a file may write.
-template <class S>
+template<class S>
 setter integer_field(const context& c, const integer_ref<S>& f, S& out) {
   return [&c, f, &out](const toml::node& n, const std::string& path) -> caf::error {
     int64_t v = 0;
@@ -276,7 +279,7 @@ setter integer_field(const context& c, const integer_ref<S>& f, S& out) {
 }
 
 /// One of the names of a choice (an enum); a bad one is refused here, with the names.
-template <class S>
+template<class S>
 setter choice_field(const context& c, const choice_ref<S>& f, S& out) {
   return [&c, f, &out](const toml::node& n, const std::string& path) -> caf::error {
     if (!n.is_string())
@@ -291,7 +294,7 @@ setter choice_field(const context& c, const choice_ref<S>& f, S& out) {
 }
 
 /// Registers the spellings of `key` (config_keys.hpp) as setters of `out`'s field.
-template <class S>
+template<class S>
 void add_key(key_table& keys, const context& c, const config_key<S>& key, S& out) {
   std::string name = key.name;
   std::visit(
@@ -313,8 +316,8 @@ void add_key(key_table& keys, const context& c, const config_key<S>& key, S& out
         keys[name] = {name, strings_field(c, f.get(out))};
       else if constexpr (std::is_same_v<F, field_ref<S, env_list>>)
         keys[name] = {name, env_field(c, f.get(out))};
-      else if constexpr (std::is_same_v<F,
-                                        field_ref<S, std::vector<std::chrono::milliseconds>>>)
+      else if constexpr (std::is_same_v<
+                           F, field_ref<S, std::vector<std::chrono::milliseconds>>>)
         keys[name + "_ms"] = {name, millis_list_field(c, f.get(out))};
       else
         keys[name] = {name, choice_field(c, f, out)};
@@ -323,7 +326,7 @@ void add_key(key_table& keys, const context& c, const config_key<S>& key, S& out
 }
 
 /// The setters of every key of `table` for the struct `out`.
-template <class S>
+template<class S>
 key_table keys_of(const context& c, const std::vector<config_key<S>>& table, S& out) {
   key_table keys;
   for (auto& key : table)
@@ -331,11 +334,12 @@ key_table keys_of(const context& c, const std::vector<config_key<S>>& table, S& 
   return keys;
 }
 
-caf::error read_pools(const context& c, const toml::node& n, std::vector<pool_config>& out) {
+caf::error read_pools(const context& c, const toml::node& n,
+                      std::vector<pool_config>& out) {
   auto arr = n.as_array();
   if (!arr)
-    return c.fail("pools", fmt::format("expected array of tables ([[pools]]), got {}",
-                                       type_name(n)));
+    return c.fail(
+      "pools", fmt::format("expected array of tables ([[pools]]), got {}", type_name(n)));
   if (arr->empty())
     return c.fail("pools", "at least one pool is required");
   std::vector<pool_config> pools;
@@ -353,9 +357,11 @@ caf::error read_pools(const context& c, const toml::node& n, std::vector<pool_co
       return c.fail(path + ".adapter", "missing (required: the adapter class, "
                                        "pkg.module.Class)");
     if (auto [pos, fresh] = names.emplace(p.name, i); !fresh)
-      return c.fail(path + ".name",
-                    fmt::format("duplicate pool name '{}' (also pools[{}]; give each pool "
-                                "a distinct name)", p.name, pos->second));
+      return c.fail(
+        path + ".name",
+        fmt::format("duplicate pool name '{}' (also pools[{}]; give each pool "
+                    "a distinct name)",
+                    p.name, pos->second));
     if (auto err = p.validate())
       return c.rethrow(err);
     pools.push_back(std::move(p));
@@ -408,8 +414,9 @@ caf::expected<config> load_config(const std::string& path) {
   std::ostringstream text;
   text << in.rdbuf();
   if (in.bad())
-    return make_error(errc::invalid_config,
-                      fmt::format("{}: error while reading the configuration file", path));
+    return make_error(
+      errc::invalid_config,
+      fmt::format("{}: error while reading the configuration file", path));
   auto cfg = parse_config(text.str(), path);
   if (!cfg)
     return cfg;
@@ -417,7 +424,8 @@ caf::expected<config> load_config(const std::string& path) {
   for (auto& entry : cfg->python_path)
     if (!entry.empty() && std::filesystem::path{entry}.is_relative())
       entry = (dir / entry).lexically_normal().string();
-  if (auto& file = cfg->log.file; !file.empty() && std::filesystem::path{file}.is_relative())
+  if (auto& file = cfg->log.file;
+      !file.empty() && std::filesystem::path{file}.is_relative())
     file = (dir / file).lexically_normal().string();
   return cfg;
 }

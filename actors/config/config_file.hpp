@@ -19,7 +19,8 @@ namespace snakepit {
 /// `errc::invalid_config` with the key path, e.g.
 /// `pools.toml: pools[0].pool_size: expected integer, got string`. The interpreter
 /// itself is checked later, by `config::validate()` at start.
-caf::expected<config> parse_config(std::string_view toml_text, std::string origin = "config");
+caf::expected<config> parse_config(std::string_view toml_text,
+                                   std::string origin = "config");
 
 /// Reads and parses the file at `path`; relative `python_path` entries are taken
 /// relative to the file's directory.

@@ -9,8 +9,8 @@ bool matches(const std::string& prefix, const std::string& name) noexcept {
     return true;
   if (name.size() < prefix.size() || name.compare(0, prefix.size(), prefix) != 0)
     return false;
-  return name.size() == prefix.size() || name[prefix.size()] == '.'
-         || prefix.back() == '.';
+  return name.size() == prefix.size() || name[prefix.size()] == '.' ||
+         prefix.back() == '.';
 }
 
 bus::bus(size_t capacity) : capacity_(capacity == 0 ? 1 : capacity) {
@@ -31,7 +31,8 @@ handler_id bus::attach(std::string prefix, handler fn) {
     return 0;
   auto id = next_id_++;
   auto list = std::make_shared<handler_list>(*handlers_);
-  list->push_back(std::make_shared<const entry>(entry{id, std::move(prefix), std::move(fn)}));
+  list->push_back(
+    std::make_shared<const entry>(entry{id, std::move(prefix), std::move(fn)}));
   handlers_ = std::move(list);
   handler_count_.store(handlers_->size(), std::memory_order_release);
   return id;

@@ -58,7 +58,7 @@ struct bus_stats {
 
 /// A thread-safe event bus with one dispatcher thread and a bounded queue.
 class bus {
-public:
+ public:
   /// Default bound of the event queue.
   static constexpr size_t default_capacity = 4096;
 
@@ -97,7 +97,7 @@ public:
   /// Current counters.
   bus_stats stats() const;
 
-private:
+ private:
   struct entry {
     handler_id id;
     std::string prefix;

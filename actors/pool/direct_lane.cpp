@@ -5,8 +5,8 @@
 
 #include <fmt/format.h>
 
-#include "actors/worker/request_trace.hpp"
 #include "actors/observability/telemetry.hpp"
+#include "actors/worker/request_trace.hpp"
 #include "actors/worker/worker_env.hpp"
 #include "adapters/errors.hpp"
 
@@ -84,8 +84,8 @@ bool direct_lane::eligible(const execute_request& req) const {
     return false;
   // The pool measures large or unusual arguments against max_message_bytes before
   // dispatch (payload_too_large); those take its path.
-  if (!req.args.empty()
-      && !(req.args.is_object() && req.args.size() <= 8 && ctx_.max_message_bytes >= (1u << 20)))
+  if (!req.args.empty() && !(req.args.is_object() && req.args.size() <= 8 &&
+                             ctx_.max_message_bytes >= (1u << 20)))
     return false;
   if (!o.session_id.empty())
     return true; // (session calls may use tools an adapter registers per session)
@@ -127,7 +127,8 @@ lane_slot_ptr direct_lane::claim() {
       if (load >= s->capacity)
         continue;
       auto used = s->last_used.load();
-      if (best == nullptr || load < best_load || (load == best_load && used > best_used)) {
+      if (best == nullptr || load < best_load ||
+          (load == best_load && used > best_used)) {
         best = &s;
         best_load = load;
         best_used = used;
@@ -200,8 +201,9 @@ std::optional<execute_result> direct_lane::execute(execute_request& req,
   req.opts.correlation_id = call.correlation_id; // the caller keeps the id it was given
   // The budget travels as the gRPC deadline; the worker shows it to tools as
   // metadata `timeout_ms` (upstream's key) when they read the metadata.
-  request_log rlog{ctx_.log,           ctx_.pool,       slot->worker_id, call.tool_name,
-                   call.correlation_id, call.session_id, false,           started};
+  request_log rlog{
+    ctx_.log,        ctx_.pool, slot->worker_id, call.tool_name, call.correlation_id,
+    call.session_id, false,     started};
   rlog.dispatched();
   auto reply = slot->client.call(call, budget);
   execute_result out{caf::no_error};
@@ -216,17 +218,17 @@ std::optional<execute_result> direct_lane::execute(execute_request& req,
       else if (ctx_.processes && process_exited(*ctx_.processes, slot->pid)) {
         // Until the pool sees the worker go down, no other caller tries it.
         slot->dead.store(true);
-        err = caf::make_error(errc::worker_crashed,
-                              fmt::format("worker {}: python exited during the call",
-                                          slot->worker_id));
+        err = caf::make_error(
+          errc::worker_crashed,
+          fmt::format("worker {}: python exited during the call", slot->worker_id));
       }
     }
     rlog.done(err);
     out = with_correlation_id(std::move(err), call.correlation_id);
   }
   slot->release();
-  auto us =
-    std::chrono::duration_cast<std::chrono::microseconds>(steady::now() - started).count();
+  auto us = std::chrono::duration_cast<std::chrono::microseconds>(steady::now() - started)
+              .count();
   record(out, us);
   if (bus && bus->active())
     bus->emit(out ? "snakepit.request.stop" : "snakepit.request.exception",
@@ -241,7 +243,8 @@ void lane_table::put(const std::string& pool, std::shared_ptr<direct_lane> lane)
   lanes_[pool] = std::move(lane);
 }
 
-void lane_table::remove(const std::string& pool, const std::shared_ptr<direct_lane>& lane) {
+void lane_table::remove(const std::string& pool,
+                        const std::shared_ptr<direct_lane>& lane) {
   std::lock_guard<std::mutex> guard{mtx_};
   if (auto i = lanes_.find(pool); i != lanes_.end() && i->second == lane)
     lanes_.erase(i);

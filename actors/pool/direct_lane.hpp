@@ -50,7 +50,8 @@ class process_table;
 
 /// One ready worker in the checkout table.
 struct lane_slot {
-  lane_slot(std::string worker_id, int pid, adapters::bridge_client client, uint32_t capacity)
+  lane_slot(std::string worker_id, int pid, adapters::bridge_client client,
+            uint32_t capacity)
     : worker_id(std::move(worker_id)), pid(pid), client(std::move(client)),
       capacity(capacity) {}
 
@@ -116,7 +117,7 @@ struct lane_context {
 
 /// The checkout table of one pool. Thread-safe.
 class direct_lane {
-public:
+ public:
   /// `notify(worker_id)` tells the pool a slot was freed (or claimed and given
   /// back) while the table was closed or the slot withdrawn; it must not block.
   direct_lane(lane_context ctx, std::function<void(const std::string&)> notify);
@@ -149,9 +150,10 @@ public:
   /// Runs `req` on the caller's thread if the lane takes it (see the header
   /// comment); nullopt when the caller must take the actor path. `budget` is the
   /// whole deadline of the call.
-  std::optional<execute_result> execute(execute_request& req, std::chrono::milliseconds budget);
+  std::optional<execute_result> execute(execute_request& req,
+                                        std::chrono::milliseconds budget);
 
-private:
+ private:
   bool eligible(const execute_request& req) const;
   lane_slot_ptr claim();
   lane_slot_ptr claim_bound(const std::string& session_id);
@@ -178,13 +180,13 @@ private:
 /// The lanes of a runtime's pools, by pool name (a restarted pool replaces its
 /// predecessor's). Thread-safe.
 class lane_table {
-public:
+ public:
   void put(const std::string& pool, std::shared_ptr<direct_lane> lane);
   /// Removes `lane` if it is still the one registered for `pool`.
   void remove(const std::string& pool, const std::shared_ptr<direct_lane>& lane);
   std::shared_ptr<direct_lane> get(const std::string& pool) const;
 
-private:
+ private:
   mutable std::mutex mtx_;
   std::map<std::string, std::shared_ptr<direct_lane>> lanes_;
 };

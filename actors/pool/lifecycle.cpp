@@ -15,14 +15,22 @@ namespace {
 
 const char* signal_cause(int sig) {
   switch (sig) {
-    case SIGSEGV: return "segfault";
-    case SIGABRT: return "abort";
-    case SIGBUS: return "bus_error";
-    case SIGILL: return "illegal_instruction";
-    case SIGFPE: return "fpe";
-    case SIGKILL: return "killed";
-    case SIGTERM: return "terminated";
-    default: return nullptr;
+  case SIGSEGV:
+    return "segfault";
+  case SIGABRT:
+    return "abort";
+  case SIGBUS:
+    return "bus_error";
+  case SIGILL:
+    return "illegal_instruction";
+  case SIGFPE:
+    return "fpe";
+  case SIGKILL:
+    return "killed";
+  case SIGTERM:
+    return "terminated";
+  default:
+    return nullptr;
   }
 }
 
@@ -42,16 +50,15 @@ std::string classify_exit(int code, int signal) {
 }
 
 bool is_crash_cause(const std::string& cause) {
-  static const char* named[] = {"segfault", "abort", "bus_error", "illegal_instruction",
-                                "fpe", "killed", "terminated"};
+  static const char* named[] = {"segfault", "abort",  "bus_error", "illegal_instruction",
+                                "fpe",      "killed", "terminated"};
   if (std::find_if(std::begin(named), std::end(named),
-                   [&](const char* n) { return cause == n; })
-      != std::end(named))
+                   [&](const char* n) { return cause == n; }) != std::end(named))
     return true;
   for (auto prefix : {std::string{"exit_"}, std::string{"signal_"}}) {
-    if (cause.size() > prefix.size() && cause.compare(0, prefix.size(), prefix) == 0
-        && std::all_of(cause.begin() + static_cast<long>(prefix.size()), cause.end(),
-                       [](char c) { return c >= '0' && c <= '9'; }))
+    if (cause.size() > prefix.size() && cause.compare(0, prefix.size(), prefix) == 0 &&
+        std::all_of(cause.begin() + static_cast<long>(prefix.size()), cause.end(),
+                    [](char c) { return c >= '0' && c <= '9'; }))
       return true;
   }
   return false;
@@ -79,25 +86,27 @@ uint64_t jittered_limit(uint64_t max, double jitter, double random) {
   return std::clamp<uint64_t>(static_cast<uint64_t>(std::llround(value)), 1, max);
 }
 
-std::chrono::milliseconds retry_delay(const std::vector<std::chrono::milliseconds>& backoff,
-                                      int attempt, double random) {
+std::chrono::milliseconds
+retry_delay(const std::vector<std::chrono::milliseconds>& backoff, int attempt,
+            double random) {
   if (backoff.empty() || attempt < 1)
     return std::chrono::milliseconds{0};
-  auto base = backoff[std::min<size_t>(static_cast<size_t>(attempt - 1), backoff.size() - 1)];
+  auto base =
+    backoff[std::min<size_t>(static_cast<size_t>(attempt - 1), backoff.size() - 1)];
   auto scale = 0.75 + 0.5 * std::clamp(random, 0.0, 1.0);
   return std::chrono::milliseconds{
     static_cast<int64_t>(std::llround(static_cast<double>(base.count()) * scale))};
 }
 
 circuit_breaker::circuit_breaker(int threshold, std::chrono::milliseconds reset)
-  : threshold_(threshold), reset_(reset) {
-}
+  : threshold_(threshold), reset_(reset) {}
 
 bool circuit_breaker::on_failure(time_point now) {
   if (!enabled())
     return false;
   ++failures_;
-  if (state_ == state::half_open || (state_ == state::closed && failures_ >= threshold_)) {
+  if (state_ == state::half_open ||
+      (state_ == state::closed && failures_ >= threshold_)) {
     state_ = state::open;
     opened_at_ = now;
     return true;
@@ -124,9 +133,12 @@ bool circuit_breaker::try_half_open(time_point now) {
 
 const char* to_string(circuit_breaker::state s) {
   switch (s) {
-    case circuit_breaker::state::closed: return "closed";
-    case circuit_breaker::state::open: return "open";
-    case circuit_breaker::state::half_open: return "half_open";
+  case circuit_breaker::state::closed:
+    return "closed";
+  case circuit_breaker::state::open:
+    return "open";
+  case circuit_breaker::state::half_open:
+    return "half_open";
   }
   return "closed";
 }

@@ -29,14 +29,15 @@ uint64_t jittered_limit(uint64_t max, double jitter, double random);
 
 /// Delay before retry `attempt` (1-based): that entry of `backoff` (the last one
 /// repeats), scaled by 0.75 + 0.5·`random` for `random` in [0, 1).
-std::chrono::milliseconds retry_delay(const std::vector<std::chrono::milliseconds>& backoff,
-                                      int attempt, double random);
+std::chrono::milliseconds
+retry_delay(const std::vector<std::chrono::milliseconds>& backoff, int attempt,
+            double random);
 
 /// A pool's circuit breaker over worker starts (upstream CircuitBreaker's states).
 /// `threshold` failures in a row open it; `reset` later it lets one probe through
 /// (half-open); the probe's success closes it, its failure opens it again.
 class circuit_breaker {
-public:
+ public:
   enum class state { closed, open, half_open };
   using time_point = std::chrono::steady_clock::time_point;
 
@@ -58,7 +59,7 @@ public:
   time_point opened_at() const { return opened_at_; }
   std::chrono::milliseconds reset() const { return reset_; }
 
-private:
+ private:
   int threshold_ = 0;
   std::chrono::milliseconds reset_{30000};
   state state_ = state::closed;

@@ -30,22 +30,25 @@ namespace {
 /// Private messages: workers and the tree (worker_ready, results, exits, start
 /// failures), blocking callers (lane_done), the session store (forget), and the
 /// pool's own timers.
-using pool_private = pool_actor::extend<
-  caf::reacts_to<spawn_workers_atom>,
-  caf::reacts_to<worker_ready_atom, std::string, caf::actor, int, adapters::bridge_client>,
-  caf::reacts_to<worker_exit_atom, std::string, int, int>,
-  caf::reacts_to<worker_start_failed_atom, std::string, caf::error>,
-  caf::reacts_to<result_atom, std::string, uint64_t, execute_result>,
-  caf::reacts_to<lane_done_atom, std::string>, caf::reacts_to<session_forget_atom, std::string>,
-  caf::reacts_to<refresh_tools_atom>, caf::reacts_to<pool_timer_atom, detail::pool_timer>,
-  caf::reacts_to<stream_halt_atom, uint64_t, bool>>;
+using pool_private =
+  pool_actor::extend<caf::reacts_to<spawn_workers_atom>,
+                     caf::reacts_to<worker_ready_atom, std::string, caf::actor, int,
+                                    adapters::bridge_client>,
+                     caf::reacts_to<worker_exit_atom, std::string, int, int>,
+                     caf::reacts_to<worker_start_failed_atom, std::string, caf::error>,
+                     caf::reacts_to<result_atom, std::string, uint64_t, execute_result>,
+                     caf::reacts_to<lane_done_atom, std::string>,
+                     caf::reacts_to<session_forget_atom, std::string>,
+                     caf::reacts_to<refresh_tools_atom>,
+                     caf::reacts_to<pool_timer_atom, detail::pool_timer>,
+                     caf::reacts_to<stream_halt_atom, uint64_t, bool>>;
 
 struct pool_state;
 using pool_ptr = pool_private::stateful_pointer<pool_state>;
 
 /// Carries out what the core asks, as messages of this actor.
 class shell_callee final : public detail::pool_callee {
-public:
+ public:
   explicit shell_callee(pool_ptr self) : self_(self) {}
 
   detail::pool_time now() override;
@@ -54,20 +57,22 @@ public:
   }
   void start_worker(const std::string& id) override;
   void retire_worker(const std::string& id) override;
-  void run(const detail::worker_incarnation& w, const std::string& worker_id, uint64_t req_id,
-           execute_request req, caf::timespan budget, reply_slot_ptr slot) override;
+  void run(const detail::worker_incarnation& w, const std::string& worker_id,
+           uint64_t req_id, execute_request req, caf::timespan budget,
+           reply_slot_ptr slot) override;
   void run_stream(const detail::worker_incarnation& w, const std::string& worker_id,
                   uint64_t req_id, execute_request req, caf::timespan budget,
                   stream_sink_ptr sink) override;
   void schedule(caf::timespan delay, detail::pool_timer t) override;
   void monitor_caller(const caf::actor_addr& caller) override;
-  void touch_session(const std::string& session_id, const std::string& worker_id) override;
+  void touch_session(const std::string& session_id,
+                     const std::string& worker_id) override;
   void refresh_tools() override;
   std::optional<uint64_t> resident_bytes(int pid) override {
     return actors::resident_bytes(pid);
   }
 
-private:
+ private:
   pool_ptr self_;
   std::mt19937_64 rng_{std::random_device{}()};
 };
@@ -87,7 +92,8 @@ struct pool_state {
   /// hop through the worker actor (worker_rpc.hpp).
   std::unordered_map<std::string, worker_channel> channels;
   /// Windowed actor-API streams by the id their chunks carry (acks, halts).
-  std::unordered_map<uint64_t, std::weak_ptr<detail::windowed_actor_stream_sink>> windowed;
+  std::unordered_map<uint64_t, std::weak_ptr<detail::windowed_actor_stream_sink>>
+    windowed;
   uint64_t next_stream_id = 1;
 
   pool_state() = default;
@@ -102,7 +108,7 @@ struct pool_state {
 };
 
 /// One message: a core call, then the checkout table's invariant restored.
-template <class F>
+template<class F>
 void step(pool_ptr self, F&& f) {
   f(*self->state.core);
   self->state.core->sync_lane();
@@ -137,14 +143,17 @@ void shell_callee::start_worker(const std::string& id) {
 void shell_callee::retire_worker(const std::string& id) {
   // Found by id: worker_sup may have restarted the starter under a new handle.
   auto sup = self_->state.worker_sup;
-  auto stop_budget = self_->state.cfg.graceful_shutdown_timeout + std::chrono::seconds{10};
+  auto stop_budget =
+    self_->state.cfg.graceful_shutdown_timeout + std::chrono::seconds{10};
   auto self = self_;
   self_->request(sup, std::chrono::seconds{10}, supervision::which_children_atom::value)
     .then(
       [self, sup, id, stop_budget](std::vector<supervision::child_info>& kids) {
         for (auto& kid : kids)
           if (kid.id == id && kid.pid)
-            self->request(sup, stop_budget, supervision::terminate_child_atom::value, kid.pid)
+            self
+              ->request(sup, stop_budget, supervision::terminate_child_atom::value,
+                        kid.pid)
               .then([](caf::ok_atom) {}, [](caf::error&) {});
       },
       [](caf::error&) {});
@@ -157,8 +166,9 @@ void shell_callee::run(const detail::worker_incarnation&, const std::string& wor
                 std::move(slot));
 }
 
-void shell_callee::run_stream(const detail::worker_incarnation&, const std::string& worker_id,
-                              uint64_t req_id, execute_request req, caf::timespan budget,
+void shell_callee::run_stream(const detail::worker_incarnation&,
+                              const std::string& worker_id, uint64_t req_id,
+                              execute_request req, caf::timespan budget,
                               stream_sink_ptr sink) {
   issue_stream(self_->state.channels.at(worker_id), req_id, std::move(req), budget,
                std::move(sink));
@@ -176,9 +186,11 @@ void shell_callee::monitor_caller(const caf::actor_addr& caller) {
   self_->monitor(caller);
 }
 
-void shell_callee::touch_session(const std::string& session_id, const std::string& worker_id) {
-  actors::touch_session(as_session_store(self_->state.env->names->get(session_store_name)), session_id,
-                worker_id);
+void shell_callee::touch_session(const std::string& session_id,
+                                 const std::string& worker_id) {
+  actors::touch_session(
+    as_session_store(self_->state.env->names->get(session_store_name)), session_id,
+    worker_id);
 }
 
 void shell_callee::refresh_tools() {
@@ -211,7 +223,8 @@ void ask_tool_registry(pool_ptr self) {
           open = open || t.name == "execute_tool";
           mine.insert(t.name);
         }
-        step(self, [&](detail::pool_core& core) { core.set_tools(std::move(mine), open); });
+        step(self,
+             [&](detail::pool_core& core) { core.set_tools(std::move(mine), open); });
       },
       [](caf::error&) {});
 }
@@ -221,13 +234,16 @@ void ask_tool_registry(pool_ptr self) {
 void replace_predecessor(pool_ptr self) {
   auto sup = self->state.worker_sup;
   auto prefix = self->state.cfg.name + "_worker_";
-  auto begin = [self] { step(self, [](detail::pool_core& core) { core.begin_startup(); }); };
+  auto begin = [self] {
+    step(self, [](detail::pool_core& core) { core.begin_startup(); });
+  };
   self->request(sup, std::chrono::seconds{10}, supervision::which_children_atom::value)
     .then(
       [self, sup, prefix, begin](std::vector<supervision::child_info>& kids) {
         for (auto& kid : kids)
           if (kid.id.rfind(prefix, 0) == 0 && kid.pid)
-            caf::unsafe_send_as(self, sup, supervision::terminate_child_atom::value, kid.pid);
+            caf::unsafe_send_as(self, sup, supervision::terminate_child_atom::value,
+                                kid.pid);
         begin();
       },
       [begin](caf::error&) { begin(); });
@@ -238,8 +254,12 @@ void worker_ready(pool_ptr self, const std::string& id, caf::actor& hdl, int pid
   auto& st = self->state;
   if (!st.core->accepts_ready(id))
     return; // (retired while it started: its stop is on the way)
-  st.channels[id] = worker_channel{id,     st.cfg.name, caf::actor_cast<caf::actor>(self),
-                                   worker_handle(hdl), client,      st.env->log,
+  st.channels[id] = worker_channel{id,
+                                   st.cfg.name,
+                                   caf::actor_cast<caf::actor>(self),
+                                   worker_handle(hdl),
+                                   client,
+                                   st.env->log,
                                    st.env->telemetry};
   self->monitor(hdl);
   uint64_t serial = 0;
@@ -258,9 +278,11 @@ void on_down(pool_ptr self, caf::down_msg& msg) {
   }
   auto [id, serial] = std::move(i->second);
   st.workers.erase(i);
-  if (auto* w = st.core->table().find(id); w != nullptr && w->live && w->live->serial == serial)
+  if (auto* w = st.core->table().find(id);
+      w != nullptr && w->live && w->live->serial == serial)
     st.channels.erase(id);
-  step(self, [&](detail::pool_core& core) { core.on_worker_down(id, serial, msg.reason); });
+  step(self,
+       [&](detail::pool_core& core) { core.on_worker_down(id, serial, msg.reason); });
 }
 
 /// Takes a request: run, queue or refuse it. `from` is monitored while it waits.
@@ -276,7 +298,8 @@ void accept(pool_ptr self, execute_request& req, detail::reply_sink out,
 void accept_streaming(pool_ptr self, execute_request& req) {
   auto sender = caf::actor_cast<caf::actor>(self->current_sender());
   if (sender)
-    accept(self, req, stream_sink_ptr{std::make_shared<detail::actor_stream_sink>(sender)},
+    accept(self, req,
+           stream_sink_ptr{std::make_shared<detail::actor_stream_sink>(sender)},
            self->current_sender());
 }
 
@@ -290,14 +313,14 @@ void accept_windowed(pool_ptr self, execute_request& req, uint32_t window) {
   for (auto i = st.windowed.begin(); i != st.windowed.end();)
     i = i->second.expired() ? st.windowed.erase(i) : std::next(i);
   auto id = st.next_stream_id++;
-  auto sink = std::make_shared<detail::windowed_actor_stream_sink>(sender, id,
-                                                                   std::max<uint32_t>(window, 1));
+  auto sink = std::make_shared<detail::windowed_actor_stream_sink>(
+    sender, id, std::max<uint32_t>(window, 1));
   st.windowed.emplace(id, sink);
   // The deadline holds even while the host sends no acks (a paused RPC would
   // otherwise wait for it forever).
   auto budget = req.opts.timeout.count() > 0 ? req.opts.timeout : st.cfg.request_timeout;
-  caf::delayed_anon_send(caf::actor_cast<caf::actor>(self), budget, stream_halt_atom::value, id,
-                         true);
+  caf::delayed_anon_send(caf::actor_cast<caf::actor>(self), budget,
+                         stream_halt_atom::value, id, true);
   accept(self, req, stream_sink_ptr{std::move(sink)}, self->current_sender());
 }
 
@@ -342,7 +365,7 @@ void stream_expired(pool_ptr self, uint64_t id, bool expired) {
 pool_private::behavior_type pool_behavior(pool_ptr self);
 
 pool_private::behavior_type pool_impl(pool_ptr self, pool_config cfg,
-                                   std::shared_ptr<const worker_env> env) {
+                                      std::shared_ptr<const worker_env> env) {
   auto& st = self->state;
   st.cfg = std::move(cfg);
   st.env = std::move(env);
@@ -358,7 +381,8 @@ pool_private::behavior_type pool_impl(pool_ptr self, pool_config cfg,
   lctx.processes = st.env->processes;
   lctx.capacity_events = st.cfg.capacity_strategy == snakepit::capacity_strategy::hybrid;
   lctx.max_message_bytes = st.cfg.max_message_bytes;
-  lctx.touch_session = [names = st.env->names](const std::string& sid, const std::string& wid) {
+  lctx.touch_session = [names = st.env->names](const std::string& sid,
+                                               const std::string& wid) {
     touch_session(as_session_store(names->get(session_store_name)), sid, wid);
   };
   st.lane = std::make_shared<direct_lane>(
@@ -375,7 +399,8 @@ pool_private::behavior_type pool_impl(pool_ptr self, pool_config cfg,
   caf::unsafe_send_as(self, caf::actor_cast<caf::actor>(self), spawn_workers_atom::value);
   self->set_down_handler([self](caf::down_msg& msg) { on_down(self, msg); });
   self->set_exit_handler([self](caf::exit_msg& msg) {
-    self->state.core->shutdown(caf::make_error(errc::shutting_down, self->state.cfg.name));
+    self->state.core->shutdown(
+      caf::make_error(errc::shutting_down, self->state.cfg.name));
     self->quit(msg.reason);
   });
   return pool_behavior(self);
@@ -447,13 +472,16 @@ pool_private::behavior_type pool_behavior(pool_ptr self) {
     [self](pool_timer_atom, detail::pool_timer& t) {
       step(self, [&](core_t& c) { c.on_timer(t); });
     },
-    [self](stream_halt_atom, uint64_t id, bool expired) { stream_expired(self, id, expired); },
+    [self](stream_halt_atom, uint64_t id, bool expired) {
+      stream_expired(self, id, expired);
+    },
   };
 }
 
 } // namespace
 
-supervision::child_spec pool_spec(pool_config cfg, std::shared_ptr<const worker_env> env) {
+supervision::child_spec pool_spec(pool_config cfg,
+                                  std::shared_ptr<const worker_env> env) {
   supervision::child_spec spec;
   // The name is taken at spawn time, before the pool's init runs, so a caller that
   // saw the start acknowledged always finds the pool.

@@ -45,20 +45,20 @@ namespace snakepit::actors {
 ///   start_failed; `get_stats_atom`, `list_workers_atom`; `recycle_atom, id`
 ///   -> ok or invalid_argument; `drain_atom` -> ok (new work fails with
 ///   shutting_down); `python_telemetry_atom` (forwarded to every worker).
-using pool_actor = caf::typed_actor<
-  caf::replies_to<execute_atom, execute_request>::with<execute_reply>,
-  caf::reacts_to<execute_cb_atom, execute_request, callback_sink>,
-  caf::reacts_to<stream_atom, execute_request, stream_sink_ptr>,
-  caf::reacts_to<stream_atom, execute_request>,
-  caf::reacts_to<stream_atom, execute_request, uint32_t>,
-  caf::reacts_to<stream_ack_atom, uint64_t, uint32_t>,
-  caf::reacts_to<stream_halt_atom, uint64_t>,
-  caf::replies_to<await_ready_atom>::with<caf::ok_atom>,
-  caf::replies_to<get_stats_atom>::with<pool_stats>,
-  caf::replies_to<list_workers_atom>::with<std::vector<worker_info>>,
-  caf::replies_to<recycle_atom, std::string>::with<caf::ok_atom>,
-  caf::replies_to<drain_atom>::with<caf::ok_atom>,
-  caf::reacts_to<python_telemetry_atom>>;
+using pool_actor =
+  caf::typed_actor<caf::replies_to<execute_atom, execute_request>::with<execute_reply>,
+                   caf::reacts_to<execute_cb_atom, execute_request, callback_sink>,
+                   caf::reacts_to<stream_atom, execute_request, stream_sink_ptr>,
+                   caf::reacts_to<stream_atom, execute_request>,
+                   caf::reacts_to<stream_atom, execute_request, uint32_t>,
+                   caf::reacts_to<stream_ack_atom, uint64_t, uint32_t>,
+                   caf::reacts_to<stream_halt_atom, uint64_t>,
+                   caf::replies_to<await_ready_atom>::with<caf::ok_atom>,
+                   caf::replies_to<get_stats_atom>::with<pool_stats>,
+                   caf::replies_to<list_workers_atom>::with<std::vector<worker_info>>,
+                   caf::replies_to<recycle_atom, std::string>::with<caf::ok_atom>,
+                   caf::replies_to<drain_atom>::with<caf::ok_atom>,
+                   caf::reacts_to<python_telemetry_atom>>;
 
 /// The typed handle of a pool found by name (the name table holds `caf::actor`).
 inline pool_actor pool_handle(const caf::actor& hdl) {
@@ -77,7 +77,7 @@ inline void stream_to(const pool_actor& pool, execute_request req, stream_sink_p
 
 /// Streams `req` to `self` as messages: `stream_chunk_atom, json, bool is_final`,
 /// then `stream_end_atom, caf::error`.
-template <class Self>
+template<class Self>
 void stream_to_sender(Self* self, const pool_actor& pool, execute_request req) {
   self->send(pool, stream_atom::value, std::move(req));
 }
@@ -85,20 +85,20 @@ void stream_to_sender(Self* self, const pool_actor& pool, execute_request req) {
 /// Streams `req` to `self` with flow control: `stream_chunk_atom, uint64_t id,
 /// json, bool is_final` ... `stream_end_atom, uint64_t id, caf::error`; at most
 /// `window` chunks unacknowledged (see `ack_stream`).
-template <class Self>
+template<class Self>
 void stream_to_sender(Self* self, const pool_actor& pool, execute_request req,
                       uint32_t window) {
   self->send(pool, stream_atom::value, std::move(req), window);
 }
 
 /// `n` more chunks of windowed stream `id` were consumed.
-template <class Self>
+template<class Self>
 void ack_stream(Self* self, const pool_actor& pool, uint64_t id, uint32_t n) {
   self->send(pool, stream_ack_atom::value, id, n);
 }
 
 /// Stops windowed stream `id`; its end follows without an error.
-template <class Self>
+template<class Self>
 void halt_stream(Self* self, const pool_actor& pool, uint64_t id) {
   self->send(pool, stream_halt_atom::value, id);
 }
@@ -109,37 +109,38 @@ void halt_stream(Self* self, const pool_actor& pool, uint64_t id) {
 
 /// Runs `req` and replies with its `execute_reply` or error (`timeout` is the
 /// request's own budget; the call's budget is `req.opts.timeout`).
-template <class Self, class Timeout>
+template<class Self, class Timeout>
 auto execute(Self&& self, const pool_actor& pool, execute_request req, Timeout timeout) {
   return self->request(pool, timeout, execute_atom::value, std::move(req));
 }
 
 /// Replies ok once startup is over with a ready worker, else start_failed.
-template <class Self, class Timeout>
+template<class Self, class Timeout>
 auto await_ready(Self&& self, const pool_actor& pool, Timeout timeout) {
   return self->request(pool, timeout, await_ready_atom::value);
 }
 
 /// Replies with the pool's `pool_stats`.
-template <class Self, class Timeout>
+template<class Self, class Timeout>
 auto get_stats(Self&& self, const pool_actor& pool, Timeout timeout) {
   return self->request(pool, timeout, get_stats_atom::value);
 }
 
 /// Replies with the pool's workers (`std::vector<worker_info>`, by id).
-template <class Self, class Timeout>
+template<class Self, class Timeout>
 auto list_workers(Self&& self, const pool_actor& pool, Timeout timeout) {
   return self->request(pool, timeout, list_workers_atom::value);
 }
 
 /// Recycles worker `id` now; replies ok, or invalid_argument for an unknown id.
-template <class Self, class Timeout>
-auto recycle_worker(Self&& self, const pool_actor& pool, std::string id, Timeout timeout) {
+template<class Self, class Timeout>
+auto recycle_worker(Self&& self, const pool_actor& pool, std::string id,
+                    Timeout timeout) {
   return self->request(pool, timeout, recycle_atom::value, std::move(id));
 }
 
 /// Enters shutdown: new and waiting calls fail with shutting_down; replies ok.
-template <class Self, class Timeout>
+template<class Self, class Timeout>
 auto drain(Self&& self, const pool_actor& pool, Timeout timeout) {
   return self->request(pool, timeout, drain_atom::value);
 }

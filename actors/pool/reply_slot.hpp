@@ -32,9 +32,7 @@ struct reply_slot {
   }
 
   /// True for exactly one caller.
-  bool claim() noexcept {
-    return !claimed.exchange(true, std::memory_order_acq_rel);
-  }
+  bool claim() noexcept { return !claimed.exchange(true, std::memory_order_acq_rel); }
 
   /// Answers the caller unless someone already did; true if this call answered.
   bool deliver(execute_result res) {

@@ -16,7 +16,7 @@
 namespace snakepit::actors {
 
 class stream_sink {
-public:
+ public:
   virtual ~stream_sink() = default;
 
   /// One chunk, on the gRPC thread, in order. Return `pause` to stop reading from
@@ -38,18 +38,14 @@ public:
   }
 
   /// Takes the right to end the stream (then call on_end); true for one caller.
-  bool claim_end() noexcept {
-    return !ended_.exchange(true);
-  }
+  bool claim_end() noexcept { return !ended_.exchange(true); }
 
-  bool ended() const noexcept {
-    return ended_.load();
-  }
+  bool ended() const noexcept { return ended_.load(); }
 
   /// Set by a caller that stopped waiting: a queued stream is dropped.
   std::atomic<bool> abandoned{false};
 
-private:
+ private:
   std::atomic<bool> ended_{false};
 };
 

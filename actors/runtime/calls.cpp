@@ -214,7 +214,8 @@ caf::error runtime::execute_stream(const std::string& command, json args,
   opts.timeout = budget;
   auto sink = std::make_shared<blocking_stream_sink>();
   execute_request req{command, std::move(args), std::move(opts)};
-  actors::stream_to(actors::pool_handle(hdl), std::move(req), actors::stream_sink_ptr{sink});
+  actors::stream_to(actors::pool_handle(hdl), std::move(req),
+                    actors::stream_sink_ptr{sink});
   return sink->run(on_chunk, std::chrono::steady_clock::now() + budget + 5s);
 }
 

@@ -1,8 +1,8 @@
 // Lifecycle facet of the facade: start (the service stack of detail/services.hpp,
 // then the wait for ready pools), stop (the same stack in reverse), readiness and
 // the runtime's identity; plus cleanup_orphans and run_as_script.
-#include "actors/pool/pool.hpp"
 #include "actors/runtime/runtime.hpp"
+#include "actors/pool/pool.hpp"
 
 #include <stdlib.h>
 
@@ -65,8 +65,7 @@ std::unique_ptr<runtime::impl> make_impl(caf::actor_system* sys, config cfg,
 
 // --- Start and stop -----------------------------------------------------------------
 
-runtime::runtime(std::unique_ptr<impl> ptr) : impl_(std::move(ptr)) {
-}
+runtime::runtime(std::unique_ptr<impl> ptr) : impl_(std::move(ptr)) {}
 
 runtime::~runtime() {
   if (!impl_)
@@ -131,7 +130,8 @@ caf::error runtime::await_ready(std::chrono::milliseconds timeout) {
   return ready > 0 ? caf::error{} : first;
 }
 
-caf::error runtime::await_ready(const std::string& pool, std::chrono::milliseconds timeout) {
+caf::error runtime::await_ready(const std::string& pool,
+                                std::chrono::milliseconds timeout) {
   caf::scoped_actor self{*impl_->sys};
   caf::error result = caf::make_error(errc::pool_not_found, pool);
   for (auto& p : impl_->cfg.pools) {
@@ -145,11 +145,12 @@ caf::error runtime::await_ready(const std::string& pool, std::chrono::millisecon
       .receive([](caf::ok_atom) {},
                [&](caf::error& err) {
                  if (!result)
-                   result = err == caf::sec::request_timeout
-                              ? caf::make_error(errc::not_ready,
-                                                fmt::format("pool {} not ready within {} ms",
-                                                            p.name, timeout.count()))
-                              : std::move(err);
+                   result =
+                     err == caf::sec::request_timeout
+                       ? caf::make_error(errc::not_ready,
+                                         fmt::format("pool {} not ready within {} ms",
+                                                     p.name, timeout.count()))
+                       : std::move(err);
                });
   }
   return result;

@@ -72,11 +72,12 @@ struct start_options {
 /// A running snakepit: the supervision tree, its pools and their workers, and the
 /// services around them (their order: actors/runtime/detail/services.hpp).
 class runtime {
-public:
+ public:
   // --- Lifecycle: start, readiness, stop ------------------------------------------
 
   /// Validates `cfg`, then starts a runtime that owns its actor system.
-  static caf::expected<std::unique_ptr<runtime>> start(config cfg, start_options opts = {});
+  static caf::expected<std::unique_ptr<runtime>> start(config cfg,
+                                                       start_options opts = {});
 
   /// Starts a runtime inside the host's actor system (call register_types on its
   /// config first). The system must outlive the runtime.
@@ -133,14 +134,17 @@ public:
   /// flow control instead of buffering without bound. Returns the typed error of
   /// a failed stream (a Python exception mid-stream arrives after the chunks
   /// already delivered, as tool_error).
-  caf::error execute_stream(const std::string& command, json args,
-                            const std::function<bool(const json& chunk, bool is_final)>& on_chunk,
-                            execute_options opts = {});
+  caf::error
+  execute_stream(const std::string& command, json args,
+                 const std::function<bool(const json& chunk, bool is_final)>& on_chunk,
+                 execute_options opts = {});
 
   /// `execute` within a session: routed by the pool's (or `opts.affinity`'s)
   /// affinity mode to the session's worker; the session id reaches Python.
-  execute_result execute_in_session(const std::string& session_id, const std::string& command,
-                                    json args = json::object(), execute_options opts = {});
+  execute_result execute_in_session(const std::string& session_id,
+                                    const std::string& command,
+                                    json args = json::object(),
+                                    execute_options opts = {});
 
   /// `execute_stream` within a session.
   caf::error execute_in_session_stream(
@@ -171,11 +175,13 @@ public:
   /// Registers a host tool: `fn` takes the JSON object of arguments and returns the
   /// result; it runs on a bridge-server thread and a throw becomes a tool error for
   /// the Python caller. `exposed` tools are listed to and callable from Python.
-  caf::error register_host_tool(const std::string& name, std::function<json(const json&)> fn,
+  caf::error register_host_tool(const std::string& name,
+                                std::function<json(const json&)> fn,
                                 const std::string& description = {}, bool exposed = true);
 
   /// Host tools and the tools Python workers registered (plus `session_id`'s own).
-  caf::expected<std::vector<actors::tool_info>> list_tools(const std::string& session_id = {});
+  caf::expected<std::vector<actors::tool_info>>
+  list_tools(const std::string& session_id = {});
 
   // --- Stats, workers and introspection (introspection.cpp) -----------------------
 
@@ -222,7 +228,7 @@ public:
   /// The private state (actors/runtime/detail/runtime_impl.hpp).
   struct impl;
 
-private:
+ private:
   explicit runtime(std::unique_ptr<impl> ptr);
   static caf::expected<std::unique_ptr<runtime>> launch(std::unique_ptr<impl> p);
   std::unique_ptr<impl> impl_;

@@ -17,7 +17,8 @@ runtime::create_session(std::optional<std::string> id,
       return err;
   auto store = actors::as_session_store(session_store());
   return detail::ask<std::string>(*impl_->sys, store, [&](auto& self) {
-    return actors::create_session(self, store, id.value_or(std::string{}), std::move(meta));
+    return actors::create_session(self, store, id.value_or(std::string{}),
+                                  std::move(meta));
   });
 }
 
@@ -36,7 +37,8 @@ caf::expected<int> runtime::cleanup_session(const std::string& session_id) {
   });
   if (!state)
     return state.error();
-  auto registry = actors::as_tool_registry(impl_->env->names->get(actors::tool_registry_name));
+  auto registry =
+    actors::as_tool_registry(impl_->env->names->get(actors::tool_registry_name));
   auto tools = detail::ask<int32_t>(*impl_->sys, registry, [&](auto& self) {
     return actors::cleanup_session_tools(self, registry, session_id);
   });

@@ -17,7 +17,8 @@ caf::error runtime::register_host_tool(const std::string& name,
   t.info.description = description;
   t.info.exposed = exposed;
   t.fn = std::move(fn);
-  auto registry = actors::as_tool_registry(impl_->env->names->get(actors::tool_registry_name));
+  auto registry =
+    actors::as_tool_registry(impl_->env->names->get(actors::tool_registry_name));
   auto r = detail::ask<caf::ok_atom>(*impl_->sys, registry, [&](auto& self) {
     return actors::register_host_tool(self, registry, std::move(t));
   });
@@ -26,10 +27,11 @@ caf::error runtime::register_host_tool(const std::string& name,
 
 caf::expected<std::vector<actors::tool_info>>
 runtime::list_tools(const std::string& session_id) {
-  auto registry = actors::as_tool_registry(impl_->env->names->get(actors::tool_registry_name));
-  return detail::ask<std::vector<actors::tool_info>>(*impl_->sys, registry, [&](auto& self) {
-    return actors::list_tools(self, registry, session_id);
-  });
+  auto registry =
+    actors::as_tool_registry(impl_->env->names->get(actors::tool_registry_name));
+  return detail::ask<std::vector<actors::tool_info>>(
+    *impl_->sys, registry,
+    [&](auto& self) { return actors::list_tools(self, registry, session_id); });
 }
 
 } // namespace snakepit

@@ -36,26 +36,27 @@ grpc::Status status_of(const caf::error& err) {
   if (!code)
     return {grpc::StatusCode::INTERNAL, text};
   switch (*code) {
-    case errc::invalid_session_id:
-    case errc::invalid_argument:
-      return {grpc::StatusCode::INVALID_ARGUMENT, text};
-    case errc::session_not_found:
-    case errc::unknown_tool:
-      return {grpc::StatusCode::NOT_FOUND, text};
-    case errc::quota_exceeded:
-      return {grpc::StatusCode::RESOURCE_EXHAUSTED, text};
-    case errc::timeout:
-      return {grpc::StatusCode::DEADLINE_EXCEEDED, text};
-    case errc::shutting_down:
-    case errc::unavailable:
-      return {grpc::StatusCode::UNAVAILABLE, text};
-    default:
-      return {grpc::StatusCode::INTERNAL, text};
+  case errc::invalid_session_id:
+  case errc::invalid_argument:
+    return {grpc::StatusCode::INVALID_ARGUMENT, text};
+  case errc::session_not_found:
+  case errc::unknown_tool:
+    return {grpc::StatusCode::NOT_FOUND, text};
+  case errc::quota_exceeded:
+    return {grpc::StatusCode::RESOURCE_EXHAUSTED, text};
+  case errc::timeout:
+    return {grpc::StatusCode::DEADLINE_EXCEEDED, text};
+  case errc::shutting_down:
+  case errc::unavailable:
+    return {grpc::StatusCode::UNAVAILABLE, text};
+  default:
+    return {grpc::StatusCode::INTERNAL, text};
   }
 }
 
 google::protobuf::Timestamp to_timestamp(std::chrono::system_clock::time_point t) {
-  auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+  auto ns =
+    std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
   google::protobuf::Timestamp ts;
   ts.set_seconds(ns / 1000000000);
   ts.set_nanos(static_cast<int32_t>(ns % 1000000000));
@@ -67,7 +68,8 @@ void set_json(google::protobuf::Any* any, const std::string& json_text) {
   any->set_value(json_text);
 }
 
-json decode_args(const google::protobuf::Map<std::string, google::protobuf::Any>& params) {
+json decode_args(
+  const google::protobuf::Map<std::string, google::protobuf::Any>& params) {
   auto out = json::object();
   for (auto& [k, v] : params)
     out[k] = decode_any(v);
@@ -171,9 +173,8 @@ caf::expected<reply_t<Rs...>> ask(caf::actor_system& sys,
 } // namespace
 
 class bridge_service final : public pb::BridgeService::Service {
-public:
-  explicit bridge_service(const bridge_server_options& opts) : opts_(opts) {
-  }
+ public:
+  explicit bridge_service(const bridge_server_options& opts) : opts_(opts) {}
 
   /// Calls the current session store: `call(self, store, timeout)` returns the
   /// response handle of a session_store.hpp wrapper.
@@ -212,7 +213,8 @@ public:
     return grpc::Status::OK;
   }
 
-  grpc::Status InitializeSession(grpc::ServerContext*, const pb::InitializeSessionRequest* req,
+  grpc::Status InitializeSession(grpc::ServerContext*,
+                                 const pb::InitializeSessionRequest* req,
                                  pb::InitializeSessionResponse* resp) override {
     auto& sid = req->session_id();
     session_metadata meta{req->metadata().begin(), req->metadata().end()};
@@ -320,7 +322,8 @@ public:
     return grpc::Status::OK;
   }
 
-  grpc::Status ExecuteElixirTool(grpc::ServerContext*, const pb::ExecuteElixirToolRequest* req,
+  grpc::Status ExecuteElixirTool(grpc::ServerContext*,
+                                 const pb::ExecuteElixirToolRequest* req,
                                  pb::ExecuteElixirToolResponse* resp) override {
     auto started = std::chrono::steady_clock::now();
     auto finish = [&] {
@@ -360,7 +363,8 @@ public:
     return finish();
   }
 
-  grpc::Status GetSessionState(grpc::ServerContext*, const pb::GetSessionStateRequest* req,
+  grpc::Status GetSessionState(grpc::ServerContext*,
+                               const pb::GetSessionStateRequest* req,
                                pb::GetSessionStateResponse* resp) override {
     auto r = ask_store<bool, std::string>(
       [sid = req->session_id(), key = req->key()](auto self, auto& store, auto t) {
@@ -374,7 +378,8 @@ public:
     return grpc::Status::OK;
   }
 
-  grpc::Status SetSessionState(grpc::ServerContext*, const pb::SetSessionStateRequest* req,
+  grpc::Status SetSessionState(grpc::ServerContext*,
+                               const pb::SetSessionStateRequest* req,
                                pb::SetSessionStateResponse* resp) override {
     auto value = req->has_value() ? decode_any(req->value()).dump() : std::string{"null"};
     if (!req->compare()) {
@@ -388,8 +393,8 @@ public:
       set_json(resp->mutable_current(), value);
       return grpc::Status::OK;
     }
-    auto expected = req->has_expected() ? decode_any(req->expected()).dump()
-                                        : std::string{"null"};
+    auto expected =
+      req->has_expected() ? decode_any(req->expected()).dump() : std::string{"null"};
     auto r =
       ask_store<bool, std::string>([sid = req->session_id(), key = req->key(), expected,
                                     value](auto self, auto& store, auto t) {
@@ -443,7 +448,7 @@ public:
     return grpc::Status::OK;
   }
 
-private:
+ private:
   bridge_server_options opts_;
 };
 
@@ -456,15 +461,16 @@ struct bridge_server::impl {
   bool stopped = false;
 };
 
-caf::expected<std::unique_ptr<bridge_server>> bridge_server::start(bridge_server_options opts) {
+caf::expected<std::unique_ptr<bridge_server>>
+bridge_server::start(bridge_server_options opts) {
   if (!opts.system || !opts.session_store || !opts.tool_registry)
     return make_error(errc::invalid_config,
                       "bridge_server needs an actor system and both actor lookups");
-  if (opts.socket_path.empty() || opts.socket_path.front() != '/'
-      || opts.socket_path.size() >= 108)
+  if (opts.socket_path.empty() || opts.socket_path.front() != '/' ||
+      opts.socket_path.size() >= 108)
     return make_error(errc::invalid_config,
-                      "bridge_server socket must be an absolute path under 108 bytes: "
-                        + opts.socket_path);
+                      "bridge_server socket must be an absolute path under 108 bytes: " +
+                        opts.socket_path);
   ::unlink(opts.socket_path.c_str());
   auto p = std::make_unique<impl>();
   p->address = "unix:" + opts.socket_path;
@@ -482,8 +488,7 @@ caf::expected<std::unique_ptr<bridge_server>> bridge_server::start(bridge_server
   return std::unique_ptr<bridge_server>{new bridge_server(std::move(p))};
 }
 
-bridge_server::bridge_server(std::unique_ptr<impl> p) : impl_(std::move(p)) {
-}
+bridge_server::bridge_server(std::unique_ptr<impl> p) : impl_(std::move(p)) {}
 
 bridge_server::~bridge_server() {
   stop();

@@ -39,7 +39,7 @@ struct bridge_server_options {
 /// A running bridge server. Handlers run on gRPC's threads, never on CAF threads,
 /// so a host tool may block; they wait for actors at most `actor_timeout`.
 class bridge_server {
-public:
+ public:
   /// Binds the socket (mode 0600) and starts serving.
   static caf::expected<std::unique_ptr<bridge_server>> start(bridge_server_options opts);
 
@@ -57,7 +57,7 @@ public:
 
   struct impl;
 
-private:
+ private:
   explicit bridge_server(std::unique_ptr<impl> p);
   std::unique_ptr<impl> impl_;
 };

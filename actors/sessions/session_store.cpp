@@ -35,15 +35,16 @@ caf::error validate_session_id(const std::string& id) {
   if (id.empty())
     return make_error(errc::invalid_session_id, "empty session id");
   if (id.size() > max_session_id_length)
-    return make_error(errc::invalid_session_id,
-                      fmt::format("session id longer than {} characters",
-                                  max_session_id_length));
+    return make_error(
+      errc::invalid_session_id,
+      fmt::format("session id longer than {} characters", max_session_id_length));
   for (unsigned char c : id)
-    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')
-          || c == '_' || c == '-'))
-      return make_error(errc::invalid_session_id,
-                        fmt::format("session id {:?} has a character outside [A-Za-z0-9_-]",
-                                    id.substr(0, 64)));
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+          c == '_' || c == '-'))
+      return make_error(
+        errc::invalid_session_id,
+        fmt::format("session id {:?} has a character outside [A-Za-z0-9_-]",
+                    id.substr(0, 64)));
   return caf::none;
 }
 
@@ -101,14 +102,15 @@ void touch(self_ptr self, session& s) {
 
 void check_warning(self_ptr self) {
   auto& st = self->state;
-  auto threshold = static_cast<size_t>(st.cfg.warn_ratio
-                                       * static_cast<double>(st.cfg.max_sessions));
+  auto threshold =
+    static_cast<size_t>(st.cfg.warn_ratio * static_cast<double>(st.cfg.max_sessions));
   if (st.sessions.size() >= threshold && !st.warned) {
     st.warned = true;
     if (st.cfg.on_warning)
       st.cfg.on_warning(st.sessions.size(), st.cfg.max_sessions);
     else
-      fmt::print(stderr, "snakepit: session_store holds {} sessions ({}% of max_sessions {})\n",
+      fmt::print(stderr,
+                 "snakepit: session_store holds {} sessions ({}% of max_sessions {})\n",
                  st.sessions.size(), st.sessions.size() * 100 / st.cfg.max_sessions,
                  st.cfg.max_sessions);
   } else if (st.sessions.size() < threshold) {
@@ -176,7 +178,8 @@ void sweep(self_ptr self) {
 
 // --- handlers ----------------------------------------------------------------------
 
-caf::result<std::string> create(self_ptr self, std::string& id, session_metadata& metadata) {
+caf::result<std::string> create(self_ptr self, std::string& id,
+                                session_metadata& metadata) {
   if (id.empty()) {
     do
       id = generate_session_id();
@@ -242,8 +245,8 @@ caf::result<bool, std::string> state_get(self_ptr self, const std::string& id,
   return {true, i->second.dump()};
 }
 
-caf::result<caf::ok_atom> state_put(self_ptr self, const std::string& id, std::string& key,
-                                    const std::string& value) {
+caf::result<caf::ok_atom> state_put(self_ptr self, const std::string& id,
+                                    std::string& key, const std::string& value) {
   caf::error err;
   auto* s = find_or_create(self, id, err);
   if (!s)
@@ -277,8 +280,8 @@ std::vector<std::string> state_keys(self_ptr self, const std::string& id) {
   return keys;
 }
 
-caf::result<std::string> state_incr(self_ptr self, const std::string& id, std::string& key,
-                                    const std::string& by_text) {
+caf::result<std::string> state_incr(self_ptr self, const std::string& id,
+                                    std::string& key, const std::string& by_text) {
   caf::error err;
   auto* s = find_or_create(self, id, err);
   if (!s)
@@ -318,14 +321,16 @@ session_store_private::behavior_type session_store_impl(self_ptr self,
     [=](session_info_atom, const std::string& id) { return info(self, id); },
     [=](session_exists_atom, const std::string& id) { return find(self, id) != nullptr; },
     [=](session_cleanup_atom, const std::string& id) { return cleanup(self, id); },
-    [=](session_count_atom) { return static_cast<uint64_t>(self->state.sessions.size()); },
+    [=](session_count_atom) {
+      return static_cast<uint64_t>(self->state.sessions.size());
+    },
     [=](state_get_atom, const std::string& id, const std::string& key) {
       return state_get(self, id, key);
     },
-    [=](state_put_atom, const std::string& id, std::string& key, const std::string& value) {
-      return state_put(self, id, key, value);
-    },
-    [=](state_cas_atom, const std::string& id, std::string& key, const std::string& expected,
+    [=](state_put_atom, const std::string& id, std::string& key,
+        const std::string& value) { return state_put(self, id, key, value); },
+    [=](state_cas_atom, const std::string& id, std::string& key,
+        const std::string& expected,
         const std::string& value) { return state_cas(self, id, key, expected, value); },
     [=](state_delete_atom, const std::string& id, const std::string& key) {
       auto* s = find(self, id);
@@ -353,7 +358,9 @@ void touch_session(const session_store_actor& store, std::string id,
 supervision::child_spec session_store_child(std::string id, session_store_config cfg) {
   return supervision::worker_child(
     std::move(id),
-    [](self_ptr self, session_store_config c) { return session_store_impl(self, std::move(c)); },
+    [](self_ptr self, session_store_config c) {
+      return session_store_impl(self, std::move(c));
+    },
     std::move(cfg));
 }
 

@@ -144,7 +144,8 @@ session_store_actor spawn_session_store(caf::actor_system& sys,
                                         session_store_config cfg = {});
 
 /// A child spec for the store (permanent worker; state is lost when it restarts).
-supervision::child_spec session_store_child(std::string id, session_store_config cfg = {});
+supervision::child_spec session_store_child(std::string id,
+                                            session_store_config cfg = {});
 
 // -- calls ----------------------------------------------------------------------
 //

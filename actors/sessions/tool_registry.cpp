@@ -23,13 +23,14 @@ caf::error validate_tool_name(const std::string& name) {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
   };
   if (!alnum(static_cast<unsigned char>(name[0])))
-    return make_error(errc::invalid_argument,
-                      fmt::format("tool name {:?} must start with a letter or digit", name));
+    return make_error(
+      errc::invalid_argument,
+      fmt::format("tool name {:?} must start with a letter or digit", name));
   for (unsigned char c : name)
     if (!(alnum(c) || c == '_' || c == '-' || c == '.'))
-      return make_error(errc::invalid_argument,
-                        fmt::format("tool name {:?} has a character outside [A-Za-z0-9_.-]",
-                                    name));
+      return make_error(
+        errc::invalid_argument,
+        fmt::format("tool name {:?} has a character outside [A-Za-z0-9_.-]", name));
   return caf::none;
 }
 
@@ -97,8 +98,8 @@ caf::result<tool_ids> register_python(self_ptr self, const std::string& session,
     slot.kind = "python";
     slot.session_id = session;
     slot.workers = std::move(workers);
-    if (!worker.empty()
-        && std::find(slot.workers.begin(), slot.workers.end(), worker) == slot.workers.end())
+    if (!worker.empty() &&
+        std::find(slot.workers.begin(), slot.workers.end(), worker) == slot.workers.end())
       slot.workers.push_back(worker);
     ids[slot.name] = (session.empty() ? std::string{"*"} : session) + ":" + slot.name;
   }
@@ -135,7 +136,9 @@ tool_registry_actor::behavior_type tool_registry_impl(self_ptr self) {
   return {
     [=](tool_register_host_atom, host_tool& t) { return register_host(self, t); },
     [=](tool_register_python_atom, const std::string& session, const std::string& worker,
-        std::vector<tool_info>& tools) { return register_python(self, session, worker, tools); },
+        std::vector<tool_info>& tools) {
+      return register_python(self, session, worker, tools);
+    },
     [=](tool_list_atom, const std::string& session) { return list(self, session); },
     [=](tool_exposed_atom, const std::string&) {
       std::vector<tool_info> out;
@@ -150,7 +153,9 @@ tool_registry_actor::behavior_type tool_registry_impl(self_ptr self) {
         return make_error(errc::unknown_tool, "no host tool named " + name);
       return i->second;
     },
-    [=](session_cleanup_atom, const std::string& session) { return drop_session(self, session); },
+    [=](session_cleanup_atom, const std::string& session) {
+      return drop_session(self, session);
+    },
   };
 }
 
@@ -165,8 +170,8 @@ void drop_session_tools(const tool_registry_actor& registry, std::string session
 }
 
 supervision::child_spec tool_registry_child(std::string id) {
-  return supervision::worker_child(std::move(id),
-                                   [](self_ptr self) { return tool_registry_impl(self); });
+  return supervision::worker_child(
+    std::move(id), [](self_ptr self) { return tool_registry_impl(self); });
 }
 
 } // namespace snakepit::actors

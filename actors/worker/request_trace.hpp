@@ -20,8 +20,8 @@ namespace snakepit::actors {
 /// dying process shows first (the caller then looks whether it died).
 inline bool transport_failure(const caf::error& err) {
   auto code = errc_of(err);
-  return code && (*code == errc::unavailable || *code == errc::internal
-                  || *code == errc::cancelled);
+  return code && (*code == errc::unavailable || *code == errc::internal ||
+                  *code == errc::cancelled);
 }
 
 /// The wire-level call for a request (moves its parts).
@@ -58,9 +58,12 @@ struct request_log {
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
 
   adapters::log_fields fields() const {
-    return adapters::log_fields{{"pool", pool},           {"worker_id", worker_id},
-                {"command", command},     {"correlation_id", correlation_id},
-                {"session_id", session_id}, {"streaming", streaming}};
+    return adapters::log_fields{{"pool", pool},
+                                {"worker_id", worker_id},
+                                {"command", command},
+                                {"correlation_id", correlation_id},
+                                {"session_id", session_id},
+                                {"streaming", streaming}};
   }
 
   void dispatched() const {
@@ -73,8 +76,8 @@ struct request_log {
   void done(const caf::error& err) const {
     auto code = err ? errc_of(err) : std::optional<errc>{};
     auto lvl = !err ? adapters::log_level::debug
-               : code && (*code == errc::tool_error || *code == errc::unknown_tool
-                          || *code == errc::invalid_argument || *code == errc::cancelled)
+               : code && (*code == errc::tool_error || *code == errc::unknown_tool ||
+                          *code == errc::invalid_argument || *code == errc::cancelled)
                  ? adapters::log_level::info
                  : adapters::log_level::warn;
     if (!log->enabled(lvl))

@@ -309,7 +309,7 @@ worker_private::behavior_type worker_behavior(worker_pointer self) {
 }
 
 worker_private::behavior_type worker_impl(worker_pointer self, worker_args args,
-                                      supervision::start_ack ack) {
+                                          supervision::start_ack ack) {
   auto& st = self->state;
   st.args = std::move(args);
   st.ack = std::move(ack);
@@ -323,8 +323,8 @@ worker_private::behavior_type worker_impl(worker_pointer self, worker_args args,
     fail_start(self, std::move(started));
     return worker_private::behavior_type::make_empty_behavior();
   }
-  st.readiness =
-    detail::worker_readiness{self->clock().now() + st.args.pool_cfg.startup.ready_timeout};
+  st.readiness = detail::worker_readiness{self->clock().now() +
+                                          st.args.pool_cfg.startup.ready_timeout};
   self->send(self, detail::check_ready_atom::value);
   self->set_exit_handler([self](caf::exit_msg& msg) {
     // A supervisor (or anyone holding our handle) asks us to stop.

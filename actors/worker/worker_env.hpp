@@ -36,7 +36,7 @@ namespace snakepit::actors {
 /// Every OS process the runtime started and has not yet seen exit. Thread-safe:
 /// the exit watcher thread removes entries, stop() waits for it to become empty.
 class process_table {
-public:
+ public:
   void add(pid_t pid);
   void remove(pid_t pid);
   std::set<pid_t> snapshot() const;
@@ -49,7 +49,7 @@ public:
   /// dead host left. Called once, before the first spawn.
   void attach(std::shared_ptr<adapters::process_registry> registry, std::string run_id);
 
-private:
+ private:
   mutable std::mutex mtx_;
   mutable std::condition_variable cv_;
   std::set<pid_t> pids_;
@@ -60,24 +60,24 @@ private:
 /// What every worker tells its Python process's StreamTelemetry
 /// (`runtime::set_python_telemetry`); read when a worker's stream opens.
 class python_telemetry_settings {
-public:
+ public:
   void set(adapters::telemetry_control ctl);
   /// The settings, and whether any were set (none: the workers' defaults stand).
   std::optional<adapters::telemetry_control> get() const;
 
-private:
+ private:
   mutable std::mutex mtx_;
   std::optional<adapters::telemetry_control> ctl_;
 };
 
 /// Registered process names of one runtime (worker_sup, registry, pools).
 class name_table {
-public:
+ public:
   void put(const std::string& name, caf::actor hdl);
   caf::actor get(const std::string& name) const;
   void clear();
 
-private:
+ private:
   mutable std::mutex mtx_;
   std::map<std::string, caf::actor> names_;
 };
@@ -106,12 +106,12 @@ struct worker_env {
   std::shared_ptr<python_telemetry_settings> python_telemetry =
     std::make_shared<python_telemetry_settings>();
   /// Incarnation counter per pool name, so a restarted pool names its workers anew.
-  std::shared_ptr<std::map<std::string, std::atomic<uint64_t>>> pool_generations
-    = std::make_shared<std::map<std::string, std::atomic<uint64_t>>>();
+  std::shared_ptr<std::map<std::string, std::atomic<uint64_t>>> pool_generations =
+    std::make_shared<std::map<std::string, std::atomic<uint64_t>>>();
 };
 
-/// A 7-character base36 run id (upstream Snakepit.RunId's format, all random), tagged on every worker
-/// command line so a later boot can recognise our processes.
+/// A 7-character base36 run id (upstream Snakepit.RunId's format, all random), tagged on
+/// every worker command line so a later boot can recognise our processes.
 std::string make_run_id();
 
 } // namespace snakepit::actors

@@ -15,12 +15,12 @@
 #include <caf/actor.hpp>
 #include <caf/actor_addr.hpp>
 #include <caf/actor_clock.hpp>
-#include <caf/system_messages.hpp>
 #include <caf/error.hpp>
+#include <caf/event_based_actor.hpp>
 #include <caf/expected.hpp>
 #include <caf/message.hpp>
 #include <caf/message_handler.hpp>
-#include <caf/event_based_actor.hpp>
+#include <caf/system_messages.hpp>
 
 #include "supervision/child_spec.hpp"
 
@@ -28,7 +28,7 @@ namespace snakepit::supervision::detail {
 
 /// The state of a supervisor actor: the object that implements it, and the actor's
 /// name, which `Impl::name` gives.
-template <class Impl>
+template<class Impl>
 struct impl_state {
   std::unique_ptr<Impl> impl;
   static inline const char* name = Impl::name;
@@ -36,7 +36,7 @@ struct impl_state {
 
 /// Sliding window of restart times (OTP add_restart/3).
 class restart_window {
-public:
+ public:
   restart_window(int intensity, caf::timespan period)
     : intensity_(intensity), period_(period) {
     // nop
@@ -45,7 +45,7 @@ public:
   /// Records a restart at `now`; false if that exceeds the intensity.
   bool add(caf::actor_clock::time_point now);
 
-private:
+ private:
   int intensity_;
   caf::timespan period_;
   std::deque<caf::actor_clock::time_point> times_; // newest first
@@ -53,7 +53,7 @@ private:
 
 /// Asynchronous start/stop of children on behalf of `self`.
 class supervisor_core {
-public:
+ public:
   using start_cont = std::function<void(caf::expected<caf::actor>)>;
   using done_cont = std::function<void()>;
   using live_map = std::map<caf::actor_id, caf::actor>;
@@ -68,12 +68,10 @@ public:
   void stop_child(const caf::actor& pid, const shutdown_spec& sd, done_cont k);
 
   /// Stops children one after the other in the given order.
-  void stop_sequential(std::vector<std::pair<caf::actor, shutdown_spec>> xs,
-                       done_cont k);
+  void stop_sequential(std::vector<std::pair<caf::actor, shutdown_spec>> xs, done_cont k);
 
   /// Stops children concurrently; one kill timer per distinct timeout.
-  void stop_concurrent(std::vector<std::pair<caf::actor, shutdown_spec>> xs,
-                       done_cont k);
+  void stop_concurrent(std::vector<std::pair<caf::actor, shutdown_spec>> xs, done_cont k);
 
   /// Feeds a start acknowledgement.
   void handle_ack(uint64_t ticket, caf::expected<caf::actor> res);
@@ -100,14 +98,10 @@ public:
   void quit(const caf::error& reason);
 
   /// True while an operation is in progress; input is deferred meanwhile.
-  bool busy() const noexcept {
-    return busy_;
-  }
+  bool busy() const noexcept { return busy_; }
 
   /// Marks the start of an operation.
-  void begin() {
-    busy_ = true;
-  }
+  void begin() { busy_ = true; }
 
   /// Marks its end and runs deferred input until the next operation begins.
   void end();
@@ -132,15 +126,13 @@ public:
   void defer_down(const caf::down_msg& dm, std::function<void()> fn);
 
   /// Children alive right now (strong handles); shared with the exit functor.
-  std::shared_ptr<live_map> live() const {
-    return live_;
-  }
+  std::shared_ptr<live_map> live() const { return live_; }
 
   /// Installs the functor that forwards an abnormal supervisor death to
   /// children that are still alive (nothing is linked).
   void attach_kill_children_on_exit();
 
-private:
+ private:
   struct pending_start {
     caf::actor pid;
     start_cont k;

@@ -103,7 +103,6 @@ TEST_SUITE("adapters.errors") {
     CHECK(text.find("ValueError: boom") != std::string::npos);
   }
 
-
   TEST_CASE("a correlation id rides along without changing what the error says") {
     auto plain = make_error(errc::queue_timeout, "pool default: waited 100 ms");
     auto tagged = with_correlation_id(plain, "cid-1");

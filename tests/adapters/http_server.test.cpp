@@ -44,7 +44,8 @@ std::string raw_exchange(const std::string& path, const std::string& raw) {
   sa.sun_family = AF_UNIX;
   std::strcpy(sa.sun_path, path.c_str());
   REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) == 0);
-  REQUIRE(::send(fd, raw.data(), raw.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(raw.size()));
+  REQUIRE(::send(fd, raw.data(), raw.size(), MSG_NOSIGNAL) ==
+          static_cast<ssize_t>(raw.size()));
   std::string out;
   char buf[1024];
   ssize_t n;
@@ -58,92 +59,94 @@ std::string raw_exchange(const std::string& path, const std::string& raw) {
 
 TEST_SUITE("adapters.http_server") {
 
-TEST_CASE("a unix-socket server answers GET, strips the query, and goes away on stop") {
-  snakepit::testing::temp_dir dir{"http-test"};
-  auto sock = dir.path + "/control.sock";
-  auto srv = http_server::listen_unix(sock, echo_path());
-  REQUIRE_MESSAGE(srv, describe(srv.error()));
-  CHECK((*srv)->address() == sock);
-  struct stat st;
-  REQUIRE(::stat(sock.c_str(), &st) == 0);
-  CHECK((st.st_mode & 0777) == 0600);
-  auto r = http_get_unix(sock, "/stats?x=1", 5s);
-  REQUIRE_MESSAGE(r, describe(r.error()));
-  CHECK(r->status == 200);
-  CHECK(r->body == "path=/stats");
-  auto missing = http_get_unix(sock, "/missing", 5s);
-  REQUIRE(missing);
-  CHECK(missing->status == 404);
-  (*srv)->stop();
-  (*srv)->stop(); // idempotent
-  CHECK(::stat(sock.c_str(), &st) != 0);
-  auto gone = http_get_unix(sock, "/stats", 2s);
-  REQUIRE_FALSE(gone);
-  CHECK(gone.error() == errc::unavailable);
-}
+  TEST_CASE("a unix-socket server answers GET, strips the query, and goes away on stop") {
+    snakepit::testing::temp_dir dir{"http-test"};
+    auto sock = dir.path + "/control.sock";
+    auto srv = http_server::listen_unix(sock, echo_path());
+    REQUIRE_MESSAGE(srv, describe(srv.error()));
+    CHECK((*srv)->address() == sock);
+    struct stat st;
+    REQUIRE(::stat(sock.c_str(), &st) == 0);
+    CHECK((st.st_mode & 0777) == 0600);
+    auto r = http_get_unix(sock, "/stats?x=1", 5s);
+    REQUIRE_MESSAGE(r, describe(r.error()));
+    CHECK(r->status == 200);
+    CHECK(r->body == "path=/stats");
+    auto missing = http_get_unix(sock, "/missing", 5s);
+    REQUIRE(missing);
+    CHECK(missing->status == 404);
+    (*srv)->stop();
+    (*srv)->stop(); // idempotent
+    CHECK(::stat(sock.c_str(), &st) != 0);
+    auto gone = http_get_unix(sock, "/stats", 2s);
+    REQUIRE_FALSE(gone);
+    CHECK(gone.error() == errc::unavailable);
+  }
 
-TEST_CASE("malformed requests get 400, other methods 405, HEAD no body") {
-  snakepit::testing::temp_dir dir{"http-test"};
-  auto sock = dir.path + "/s.sock";
-  std::atomic<int> calls{0};
-  auto srv = http_server::listen_unix(sock, echo_path(&calls));
-  REQUIRE(srv);
-  auto bad = raw_exchange(sock, "garbage\r\n\r\n");
-  CHECK(bad.rfind("HTTP/1.1 400 ", 0) == 0);
-  auto post = raw_exchange(sock, "POST /stats HTTP/1.1\r\nHost: x\r\n\r\n");
-  CHECK(post.rfind("HTTP/1.1 405 ", 0) == 0);
-  CHECK(post.find("Allow: GET, HEAD") != std::string::npos);
-  auto head = raw_exchange(sock, "HEAD /stats HTTP/1.1\r\nHost: x\r\n\r\n");
-  CHECK(head.rfind("HTTP/1.1 200 ", 0) == 0);
-  CHECK(head.find("Content-Length: 11\r\n") != std::string::npos);
-  CHECK(head.substr(head.size() - 4) == "\r\n\r\n");
-  CHECK(calls == 1); // the handler ran for HEAD only
-  srv->reset();
-}
+  TEST_CASE("malformed requests get 400, other methods 405, HEAD no body") {
+    snakepit::testing::temp_dir dir{"http-test"};
+    auto sock = dir.path + "/s.sock";
+    std::atomic<int> calls{0};
+    auto srv = http_server::listen_unix(sock, echo_path(&calls));
+    REQUIRE(srv);
+    auto bad = raw_exchange(sock, "garbage\r\n\r\n");
+    CHECK(bad.rfind("HTTP/1.1 400 ", 0) == 0);
+    auto post = raw_exchange(sock, "POST /stats HTTP/1.1\r\nHost: x\r\n\r\n");
+    CHECK(post.rfind("HTTP/1.1 405 ", 0) == 0);
+    CHECK(post.find("Allow: GET, HEAD") != std::string::npos);
+    auto head = raw_exchange(sock, "HEAD /stats HTTP/1.1\r\nHost: x\r\n\r\n");
+    CHECK(head.rfind("HTTP/1.1 200 ", 0) == 0);
+    CHECK(head.find("Content-Length: 11\r\n") != std::string::npos);
+    CHECK(head.substr(head.size() - 4) == "\r\n\r\n");
+    CHECK(calls == 1); // the handler ran for HEAD only
+    srv->reset();
+  }
 
-TEST_CASE("a client that never finishes its request does not block the server for long") {
-  snakepit::testing::temp_dir dir{"http-test"};
-  auto sock = dir.path + "/s.sock";
-  auto srv = http_server::listen_unix(sock, echo_path());
-  REQUIRE(srv);
-  int idle = ::socket(AF_UNIX, SOCK_STREAM, 0);
-  sockaddr_un sa{};
-  sa.sun_family = AF_UNIX;
-  std::strcpy(sa.sun_path, sock.c_str());
-  REQUIRE(::connect(idle, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) == 0);
-  REQUIRE(::send(idle, "GET /", 5, MSG_NOSIGNAL) == 5);
-  // The idle client holds the server at most its 2 s budget; this one then gets in.
-  auto r = http_get_unix(sock, "/after", 10s);
-  REQUIRE_MESSAGE(r, describe(r.error()));
-  CHECK(r->body == "path=/after");
-  ::close(idle);
-  srv->reset();
-}
+  TEST_CASE(
+    "a client that never finishes its request does not block the server for long") {
+    snakepit::testing::temp_dir dir{"http-test"};
+    auto sock = dir.path + "/s.sock";
+    auto srv = http_server::listen_unix(sock, echo_path());
+    REQUIRE(srv);
+    int idle = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    sockaddr_un sa{};
+    sa.sun_family = AF_UNIX;
+    std::strcpy(sa.sun_path, sock.c_str());
+    REQUIRE(::connect(idle, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) == 0);
+    REQUIRE(::send(idle, "GET /", 5, MSG_NOSIGNAL) == 5);
+    // The idle client holds the server at most its 2 s budget; this one then gets in.
+    auto r = http_get_unix(sock, "/after", 10s);
+    REQUIRE_MESSAGE(r, describe(r.error()));
+    CHECK(r->body == "path=/after");
+    ::close(idle);
+    srv->reset();
+  }
 
-TEST_CASE("TCP: port 0 binds a free loopback port, a taken port and bad addresses fail typed") {
-  auto srv = http_server::listen_tcp("127.0.0.1:0", echo_path());
-  REQUIRE_MESSAGE(srv, describe(srv.error()));
-  auto addr = (*srv)->address();
-  REQUIRE(addr.rfind("127.0.0.1:", 0) == 0);
-  CHECK(std::atoi(addr.c_str() + 10) > 0);
-  auto taken = http_server::listen_tcp(addr, echo_path());
-  REQUIRE_FALSE(taken);
-  CHECK(taken.error() == errc::start_failed);
-  for (auto bad : {"127.0.0.1", "127.0.0.1:x", "127.0.0.1:70000"}) {
-    CAPTURE(bad);
-    auto r = http_server::listen_tcp(bad, echo_path());
+  TEST_CASE(
+    "TCP: port 0 binds a free loopback port, a taken port and bad addresses fail typed") {
+    auto srv = http_server::listen_tcp("127.0.0.1:0", echo_path());
+    REQUIRE_MESSAGE(srv, describe(srv.error()));
+    auto addr = (*srv)->address();
+    REQUIRE(addr.rfind("127.0.0.1:", 0) == 0);
+    CHECK(std::atoi(addr.c_str() + 10) > 0);
+    auto taken = http_server::listen_tcp(addr, echo_path());
+    REQUIRE_FALSE(taken);
+    CHECK(taken.error() == errc::start_failed);
+    for (auto bad : {"127.0.0.1", "127.0.0.1:x", "127.0.0.1:70000"}) {
+      CAPTURE(bad);
+      auto r = http_server::listen_tcp(bad, echo_path());
+      REQUIRE_FALSE(r);
+      CHECK(r.error() == errc::invalid_config);
+    }
+    auto v6 = http_server::listen_tcp("[::1]:0", echo_path());
+    if (v6) // hosts without IPv6 loopback cannot bind it; the others report [::1]:port
+      CHECK((*v6)->address().rfind("[::1]:", 0) == 0);
+  }
+
+  TEST_CASE("a unix socket path that is too long is refused with invalid_config") {
+    auto r = http_server::listen_unix("/tmp/" + std::string(200, 'x'), echo_path());
     REQUIRE_FALSE(r);
     CHECK(r.error() == errc::invalid_config);
   }
-  auto v6 = http_server::listen_tcp("[::1]:0", echo_path());
-  if (v6) // hosts without IPv6 loopback cannot bind it; the others report [::1]:port
-    CHECK((*v6)->address().rfind("[::1]:", 0) == 0);
-}
-
-TEST_CASE("a unix socket path that is too long is refused with invalid_config") {
-  auto r = http_server::listen_unix("/tmp/" + std::string(200, 'x'), echo_path());
-  REQUIRE_FALSE(r);
-  CHECK(r.error() == errc::invalid_config);
-}
 
 } // TEST_SUITE

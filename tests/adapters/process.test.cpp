@@ -13,8 +13,8 @@
 #include <future>
 #include <set>
 #include <string>
-#include <utility>
 #include <thread>
+#include <utility>
 
 #include <doctest/doctest.h>
 
@@ -32,7 +32,6 @@ bool proc_exists(pid_t pid) {
   struct stat st;
   return ::stat(("/proc/" + std::to_string(pid)).c_str(), &st) == 0;
 }
-
 
 std::set<std::string> open_fds(pid_t pid) {
   std::set<std::string> result;
@@ -179,7 +178,8 @@ TEST_SUITE("adapters.process") {
     CHECK_FALSE(child->signal_group(0));
   }
 
-  TEST_CASE("an exit watch with kill_group kills what the process left, before the reap") {
+  TEST_CASE(
+    "an exit watch with kill_group kills what the process left, before the reap") {
     // The leader exits by itself soon and leaves a grandchild in its group.
     auto spawned = spawn_with_grandchild("sleep 30 & echo $!; sleep 0.3");
     auto& child = spawned.first;

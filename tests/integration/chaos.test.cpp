@@ -133,33 +133,75 @@ std::shared_ptr<ad::process_registry> open_registry(const std::string& dir) {
 
 TEST_SUITE("chaos") {
 
-TEST_CASE("a host killed by SIGKILL takes every worker and grandchild along and reboots "
-          "sweep its entries until only the current run is recorded") {
-  chaos_dir dir;
-  std::string previous_run;
-  double worst = 0;
-  for (int boot = 0; boot <= 5; ++boot) {
-    CAPTURE(boot);
-    if (!previous_run.empty())
-      CHECK(open_registry(dir.path)->entries(previous_run).size() == 4);  // stale
-    auto h = boot_host(dir.path, 4, 4);
+  TEST_CASE(
+    "a host killed by SIGKILL takes every worker and grandchild along and reboots "
+    "sweep its entries until only the current run is recorded") {
+    chaos_dir dir;
+    std::string previous_run;
+    double worst = 0;
+    for (int boot = 0; boot <= 5; ++boot) {
+      CAPTURE(boot);
+      if (!previous_run.empty())
+        CHECK(open_registry(dir.path)->entries(previous_run).size() == 4); // stale
+      auto h = boot_host(dir.path, 4, 4);
+      for (auto pid : h.ours())
+        CHECK(pid_alive(pid));
+      {
+        // The boot swept the previous run; only this run is recorded, with identities.
+        auto reg = open_registry(dir.path);
+        auto rows = reg->entries();
+        CHECK(rows.size() == 4);
+        CHECK(reg->runs() == std::vector<std::string>{h.run_id});
+        for (auto& r : rows) {
+          CHECK(r.run_id == h.run_id);
+          CHECK(r.state == "active");
+          CHECK(r.pgid == r.pid);
+          CHECK(std::find(h.workers.begin(), h.workers.end(), r.pid) != h.workers.end());
+          CHECK(ad::process_start_time(r.pid) == r.start_time);
+        }
+      }
+      h.kill_hard();
+      auto t0 = clock_type::now();
+      auto all_gone = [&] {
+        for (auto pid : h.ours())
+          if (pid_alive(pid))
+            return false;
+        return true;
+      };
+      bool in_time = eventually(all_gone, 2s);
+      auto took = seconds_since(t0);
+      if (!in_time)
+        eventually(all_gone, 20s);
+      worst = std::max(worst, took);
+      CHECK_MESSAGE(in_time,
+                    "boot " << boot << ": processes outlived the host by more than 2 s");
+      for (auto pid : h.ours())
+        CHECK_MESSAGE(!pid_alive(pid), "pid " << pid << " survived its host");
+      CHECK(processes_with("--snakepit-run-id " + h.run_id).empty());
+      previous_run = h.run_id;
+    }
+    MESSAGE("slowest death of all workers and grandchildren after a host SIGKILL: "
+            << worst << " s");
+    // Nothing was left to kill: the sweep only drops the last run's entries.
+    snakepit::config cfg;
+    cfg.data_dir = dir.path;
+    auto rep = snakepit::cleanup_orphans(cfg);
+    REQUIRE_MESSAGE(rep, explain(rep.error()));
+    CHECK(rep->killed == 0);
+    CHECK(rep->removed == 4);
+    auto reg = open_registry(dir.path);
+    CHECK(reg->entries().empty());
+    CHECK(reg->runs().empty());
+  }
+
+  TEST_CASE(
+    "workers of a host that stops answering (SIGSTOP) miss its heartbeats and exit") {
+    chaos_dir dir;
+    auto h = boot_host(dir.path, 2, 1, {{"SNAKEPIT_HELPER_HEARTBEAT_MS", "100"}});
     for (auto pid : h.ours())
       CHECK(pid_alive(pid));
-    {
-      // The boot swept the previous run; only this run is recorded, with identities.
-      auto reg = open_registry(dir.path);
-      auto rows = reg->entries();
-      CHECK(rows.size() == 4);
-      CHECK(reg->runs() == std::vector<std::string>{h.run_id});
-      for (auto& r : rows) {
-        CHECK(r.run_id == h.run_id);
-        CHECK(r.state == "active");
-        CHECK(r.pgid == r.pid);
-        CHECK(std::find(h.workers.begin(), h.workers.end(), r.pid) != h.workers.end());
-        CHECK(ad::process_start_time(r.pid) == r.start_time);
-      }
-    }
-    h.kill_hard();
+    // Stopped, not dead: the lifeline pipe stays open, only the heartbeat can tell.
+    REQUIRE(h.proc.signal(SIGSTOP));
     auto t0 = clock_type::now();
     auto all_gone = [&] {
       for (auto pid : h.ours())
@@ -167,266 +209,230 @@ TEST_CASE("a host killed by SIGKILL takes every worker and grandchild along and 
           return false;
       return true;
     };
-    bool in_time = eventually(all_gone, 2s);
-    auto took = seconds_since(t0);
-    if (!in_time)
-      eventually(all_gone, 20s);
-    worst = std::max(worst, took);
-    CHECK_MESSAGE(in_time, "boot " << boot << ": processes outlived the host by more than 2 s");
-    for (auto pid : h.ours())
-      CHECK_MESSAGE(!pid_alive(pid), "pid " << pid << " survived its host");
-    CHECK(processes_with("--snakepit-run-id " + h.run_id).empty());
-    previous_run = h.run_id;
+    // 2 misses of (100 ms interval + 200 ms timeout), plus the worker's stop.
+    CHECK_MESSAGE(eventually(all_gone, 5s), "workers outlived a stopped host");
+    MESSAGE("workers of a stopped host gone after " << seconds_since(t0) << " s");
+    CHECK(h.proc.alive()); // the host itself is only stopped
+    h.kill_hard();
+    // Its runtime directory and registry entries go with the next sweep.
+    snakepit::config cfg;
+    cfg.data_dir = dir.path;
+    auto rep = snakepit::cleanup_orphans(cfg);
+    REQUIRE_MESSAGE(rep, explain(rep.error()));
+    CHECK(rep->killed == 0);
+    CHECK(open_registry(dir.path)->entries().empty());
   }
-  MESSAGE("slowest death of all workers and grandchildren after a host SIGKILL: " << worst
-                                                                                  << " s");
-  // Nothing was left to kill: the sweep only drops the last run's entries.
-  snakepit::config cfg;
-  cfg.data_dir = dir.path;
-  auto rep = snakepit::cleanup_orphans(cfg);
-  REQUIRE_MESSAGE(rep, explain(rep.error()));
-  CHECK(rep->killed == 0);
-  CHECK(rep->removed == 4);
-  auto reg = open_registry(dir.path);
-  CHECK(reg->entries().empty());
-  CHECK(reg->runs().empty());
-}
 
-TEST_CASE("workers of a host that stops answering (SIGSTOP) miss its heartbeats and exit") {
-  chaos_dir dir;
-  auto h = boot_host(dir.path, 2, 1, {{"SNAKEPIT_HELPER_HEARTBEAT_MS", "100"}});
-  for (auto pid : h.ours())
-    CHECK(pid_alive(pid));
-  // Stopped, not dead: the lifeline pipe stays open, only the heartbeat can tell.
-  REQUIRE(h.proc.signal(SIGSTOP));
-  auto t0 = clock_type::now();
-  auto all_gone = [&] {
-    for (auto pid : h.ours())
-      if (pid_alive(pid))
-        return false;
-    return true;
-  };
-  // 2 misses of (100 ms interval + 200 ms timeout), plus the worker's stop.
-  CHECK_MESSAGE(eventually(all_gone, 5s), "workers outlived a stopped host");
-  MESSAGE("workers of a stopped host gone after " << seconds_since(t0) << " s");
-  CHECK(h.proc.alive()); // the host itself is only stopped
-  h.kill_hard();
-  // Its runtime directory and registry entries go with the next sweep.
-  snakepit::config cfg;
-  cfg.data_dir = dir.path;
-  auto rep = snakepit::cleanup_orphans(cfg);
-  REQUIRE_MESSAGE(rep, explain(rep.error()));
-  CHECK(rep->killed == 0);
-  CHECK(open_registry(dir.path)->entries().empty());
-}
-
-TEST_CASE("a booting runtime kills a recorded orphan but not an unrelated process that "
-          "now has a recorded pid") {
-  chaos_dir dir;
-  auto start_sleep = [] {
-    ad::process_spec spec;
-    spec.executable = "/bin/sleep";
-    spec.args = {"120"};
-    spec.pass_lifeline = false;
-    auto child = ad::spawn_process(spec);
-    REQUIRE(child);
-    return std::move(*child);
-  };
-  auto orphan = start_sleep();
-  auto unrelated = start_sleep();
-  {
-    auto reg = open_registry(dir.path);
-    auto self = ad::process_start_time(::getpid());
-    REQUIRE(self);
-    // A run whose host is gone (same pid, another start time: a different process).
-    REQUIRE_FALSE(reg->begin_run("deadrun", ::getpid(), *self + 1));
-    auto orphan_start = ad::process_start_time(orphan.pid());
-    auto unrelated_start = ad::process_start_time(unrelated.pid());
-    REQUIRE(orphan_start);
-    REQUIRE(unrelated_start);
-    REQUIRE_FALSE(reg->record("deadrun", orphan.pid(), orphan.pid(), *orphan_start));
-    // The recorded process died long ago and its pid now names `unrelated`.
-    REQUIRE_FALSE(
-      reg->record("deadrun", unrelated.pid(), unrelated.pid(), *unrelated_start - 1));
-  }
-  auto cfg = small_config(1);
-  cfg.data_dir = dir.path;
-  auto rt = snakepit::runtime::start(cfg);
-  REQUIRE_MESSAGE(rt, explain(rt.error()));
-  auto exit = ad::wait_for_exit(orphan.pid(), 10s);
-  REQUIRE(exit);
-  CHECK(exit->signal == SIGKILL);
-  std::this_thread::sleep_for(200ms);
-  CHECK(unrelated.alive());
-  CHECK(pid_alive(unrelated.pid()));
-  auto run_id = (*rt)->run_id();
-  {
-    auto reg = open_registry(dir.path);
-    auto rows = reg->entries();
-    REQUIRE(rows.size() == 1);
-    CHECK(rows[0].run_id == run_id);
-    CHECK(reg->runs() == std::vector<std::string>{run_id});
-  }
-  stop_and_check(**rt);
-  auto reg = open_registry(dir.path);
-  CHECK(reg->entries().empty());
-  CHECK(reg->runs().empty());
-  unrelated.signal(SIGKILL);
-  CHECK(ad::wait_for_exit(unrelated.pid(), 10s));
-}
-
-TEST_CASE("a worker killed by SIGKILL while the host lives takes what it started along") {
-  auto cfg = small_config(1);
-  use_chaos_adapter(cfg);
-  auto rt = snakepit::runtime::start(cfg);
-  REQUIRE_MESSAGE(rt, explain(rt.error()));
-  auto& r = **rt;
-  auto spawned = r.execute("spawn_grandchild", snakepit::json::object());
-  REQUIRE_MESSAGE(spawned, explain(spawned.error()));
-  auto grandchild = spawned->result.at("pid").get<int>();
-  auto worker = spawned->result.at("worker").get<int>();
-  REQUIRE(pid_alive(grandchild));
-  REQUIRE(::kill(worker, SIGKILL) == 0);
-  // The exit watcher kills the worker's group before it reaps the worker.
-  auto t0 = clock_type::now();
-  while (pid_alive(grandchild) && clock_type::now() - t0 < 3s)
-    std::this_thread::sleep_for(5ms);
-  CHECK_MESSAGE(!pid_alive(grandchild), "the grandchild outlived its worker");
-  // The replacement serves.
-  bool served = false;
-  for (int i = 0; i < 200 && !served; ++i) {
-    served = static_cast<bool>(r.execute("ping", snakepit::json::object()));
-    if (!served)
-      std::this_thread::sleep_for(25ms);
-  }
-  CHECK(served);
-  stop_and_check(r);
-}
-
-TEST_CASE("crash storm: 30 random kill -9 during 400 requests at concurrency 16 and every "
-          "request returns in time and the pool is back to 8 ready workers") {
-  chaos_dir dir;
-  auto cfg = small_config(8);
-  cfg.data_dir = dir.path;
-  // This test is about crash handling, not restart intensity or the circuit breaker:
-  // 30 kills over a few seconds on 8 workers would exceed the default 3 restarts in
-  // 5 s, and when 5 kills in a row land on workers still starting (likely when the
-  // restarts are slow), the breaker rightly keeps the pool down for its 30 s reset.
-  cfg.pools[0].restart.max_restarts = 100;
-  cfg.worker_sup.max_restarts = 100;
-  cfg.pools[0].circuit.threshold = 0;
-  auto rt = snakepit::runtime::start(cfg);
-  REQUIRE_MESSAGE(rt, explain(rt.error()));
-  auto& r = **rt;
-  auto run_id = r.run_id();
-
-  constexpr int total = 400;
-  constexpr int concurrency = 16;
-  constexpr int kills = 30;
-  const auto budget = 30s;
-  std::mutex mtx;
-  std::condition_variable cv;
-  int in_flight = 0;
-  int done = 0;
-  int ok = 0;
-  int untyped = 0;
-  int late = 0;
-  std::map<std::string, int> errors;
-
-  std::atomic<bool> storm_over{false};
-  std::set<int> killed;
-  clock_type::time_point last_kill;
-  std::thread killer{[&] {
-    std::mt19937 rng{std::random_device{}()};
-    for (int i = 0; i < kills; ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds{100 + rng() % 100});
-      auto pids = r.live_processes();
-      std::vector<int> candidates;
-      for (auto pid : pids)
-        if (killed.count(pid) == 0 && pid_alive(pid))
-          candidates.push_back(pid);
-      if (candidates.empty()) {
-        --i;
-        continue;
-      }
-      auto pid = candidates[rng() % candidates.size()];
-      if (::kill(pid, SIGKILL) == 0) {
-        killed.insert(pid);
-        last_kill = clock_type::now();
-      } else {
-        --i;
-      }
+  TEST_CASE("a booting runtime kills a recorded orphan but not an unrelated process that "
+            "now has a recorded pid") {
+    chaos_dir dir;
+    auto start_sleep = [] {
+      ad::process_spec spec;
+      spec.executable = "/bin/sleep";
+      spec.args = {"120"};
+      spec.pass_lifeline = false;
+      auto child = ad::spawn_process(spec);
+      REQUIRE(child);
+      return std::move(*child);
+    };
+    auto orphan = start_sleep();
+    auto unrelated = start_sleep();
+    {
+      auto reg = open_registry(dir.path);
+      auto self = ad::process_start_time(::getpid());
+      REQUIRE(self);
+      // A run whose host is gone (same pid, another start time: a different process).
+      REQUIRE_FALSE(reg->begin_run("deadrun", ::getpid(), *self + 1));
+      auto orphan_start = ad::process_start_time(orphan.pid());
+      auto unrelated_start = ad::process_start_time(unrelated.pid());
+      REQUIRE(orphan_start);
+      REQUIRE(unrelated_start);
+      REQUIRE_FALSE(reg->record("deadrun", orphan.pid(), orphan.pid(), *orphan_start));
+      // The recorded process died long ago and its pid now names `unrelated`.
+      REQUIRE_FALSE(
+        reg->record("deadrun", unrelated.pid(), unrelated.pid(), *unrelated_start - 1));
     }
-    storm_over = true;
-  }};
+    auto cfg = small_config(1);
+    cfg.data_dir = dir.path;
+    auto rt = snakepit::runtime::start(cfg);
+    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    auto exit = ad::wait_for_exit(orphan.pid(), 10s);
+    REQUIRE(exit);
+    CHECK(exit->signal == SIGKILL);
+    std::this_thread::sleep_for(200ms);
+    CHECK(unrelated.alive());
+    CHECK(pid_alive(unrelated.pid()));
+    auto run_id = (*rt)->run_id();
+    {
+      auto reg = open_registry(dir.path);
+      auto rows = reg->entries();
+      REQUIRE(rows.size() == 1);
+      CHECK(rows[0].run_id == run_id);
+      CHECK(reg->runs() == std::vector<std::string>{run_id});
+    }
+    stop_and_check(**rt);
+    auto reg = open_registry(dir.path);
+    CHECK(reg->entries().empty());
+    CHECK(reg->runs().empty());
+    unrelated.signal(SIGKILL);
+    CHECK(ad::wait_for_exit(unrelated.pid(), 10s));
+  }
 
-  auto t_start = clock_type::now();
-  for (int i = 0; i < total; ++i) {
+  TEST_CASE(
+    "a worker killed by SIGKILL while the host lives takes what it started along") {
+    auto cfg = small_config(1);
+    use_chaos_adapter(cfg);
+    auto rt = snakepit::runtime::start(cfg);
+    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    auto& r = **rt;
+    auto spawned = r.execute("spawn_grandchild", snakepit::json::object());
+    REQUIRE_MESSAGE(spawned, explain(spawned.error()));
+    auto grandchild = spawned->result.at("pid").get<int>();
+    auto worker = spawned->result.at("worker").get<int>();
+    REQUIRE(pid_alive(grandchild));
+    REQUIRE(::kill(worker, SIGKILL) == 0);
+    // The exit watcher kills the worker's group before it reaps the worker.
+    auto t0 = clock_type::now();
+    while (pid_alive(grandchild) && clock_type::now() - t0 < 3s)
+      std::this_thread::sleep_for(5ms);
+    CHECK_MESSAGE(!pid_alive(grandchild), "the grandchild outlived its worker");
+    // The replacement serves.
+    bool served = false;
+    for (int i = 0; i < 200 && !served; ++i) {
+      served = static_cast<bool>(r.execute("ping", snakepit::json::object()));
+      if (!served)
+        std::this_thread::sleep_for(25ms);
+    }
+    CHECK(served);
+    stop_and_check(r);
+  }
+
+  TEST_CASE(
+    "crash storm: 30 random kill -9 during 400 requests at concurrency 16 and every "
+    "request returns in time and the pool is back to 8 ready workers") {
+    chaos_dir dir;
+    auto cfg = small_config(8);
+    cfg.data_dir = dir.path;
+    // This test is about crash handling, not restart intensity or the circuit breaker:
+    // 30 kills over a few seconds on 8 workers would exceed the default 3 restarts in
+    // 5 s, and when 5 kills in a row land on workers still starting (likely when the
+    // restarts are slow), the breaker rightly keeps the pool down for its 30 s reset.
+    cfg.pools[0].restart.max_restarts = 100;
+    cfg.worker_sup.max_restarts = 100;
+    cfg.pools[0].circuit.threshold = 0;
+    auto rt = snakepit::runtime::start(cfg);
+    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    auto& r = **rt;
+    auto run_id = r.run_id();
+
+    constexpr int total = 400;
+    constexpr int concurrency = 16;
+    constexpr int kills = 30;
+    const auto budget = 30s;
+    std::mutex mtx;
+    std::condition_variable cv;
+    int in_flight = 0;
+    int done = 0;
+    int ok = 0;
+    int untyped = 0;
+    int late = 0;
+    std::map<std::string, int> errors;
+
+    std::atomic<bool> storm_over{false};
+    std::set<int> killed;
+    clock_type::time_point last_kill;
+    std::thread killer{[&] {
+      std::mt19937 rng{std::random_device{}()};
+      for (int i = 0; i < kills; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds{100 + rng() % 100});
+        auto pids = r.live_processes();
+        std::vector<int> candidates;
+        for (auto pid : pids)
+          if (killed.count(pid) == 0 && pid_alive(pid))
+            candidates.push_back(pid);
+        if (candidates.empty()) {
+          --i;
+          continue;
+        }
+        auto pid = candidates[rng() % candidates.size()];
+        if (::kill(pid, SIGKILL) == 0) {
+          killed.insert(pid);
+          last_kill = clock_type::now();
+        } else {
+          --i;
+        }
+      }
+      storm_over = true;
+    }};
+
+    auto t_start = clock_type::now();
+    for (int i = 0; i < total; ++i) {
+      {
+        std::unique_lock<std::mutex> guard{mtx};
+        cv.wait(guard, [&] { return in_flight < concurrency; });
+        ++in_flight;
+      }
+      snakepit::execute_options opts;
+      opts.timeout = budget;
+      auto sent = clock_type::now();
+      r.execute_async("sleep", {{"ms", 100}}, opts,
+                      [&, sent](snakepit::execute_result res) {
+                        auto took = clock_type::now() - sent;
+                        std::lock_guard<std::mutex> guard{mtx};
+                        if (res) {
+                          ++ok;
+                        } else if (!is_snakepit_error(res.error())) {
+                          ++untyped;
+                        } else {
+                          ++errors[snakepit::describe(res.error()).substr(0, 20)];
+                        }
+                        if (took > budget + 1s)
+                          ++late;
+                        --in_flight;
+                        ++done;
+                        cv.notify_all();
+                      });
+    }
+    bool all_returned;
     {
       std::unique_lock<std::mutex> guard{mtx};
-      cv.wait(guard, [&] { return in_flight < concurrency; });
-      ++in_flight;
+      all_returned = cv.wait_for(guard, budget + 60s, [&] { return done == total; });
     }
-    snakepit::execute_options opts;
-    opts.timeout = budget;
-    auto sent = clock_type::now();
-    r.execute_async("sleep", {{"ms", 100}}, opts, [&, sent](snakepit::execute_result res) {
-      auto took = clock_type::now() - sent;
-      std::lock_guard<std::mutex> guard{mtx};
-      if (res) {
-        ++ok;
-      } else if (!is_snakepit_error(res.error())) {
-        ++untyped;
-      } else {
-        ++errors[snakepit::describe(res.error()).substr(0, 20)];
-      }
-      if (took > budget + 1s)
-        ++late;
-      --in_flight;
-      ++done;
-      cv.notify_all();
-    });
-  }
-  bool all_returned;
-  {
-    std::unique_lock<std::mutex> guard{mtx};
-    all_returned = cv.wait_for(guard, budget + 60s, [&] { return done == total; });
-  }
-  killer.join();
-  REQUIRE_MESSAGE(all_returned, "requests never returned: " << (total - done));
-  CHECK(untyped == 0);
-  CHECK(late == 0);
-  CHECK(ok > 0);
-  std::string summary;
-  for (auto& [what, n] : errors)
-    summary += " [" + what + "] x" + std::to_string(n);
-  MESSAGE("storm: " << ok << " ok, " << (total - ok) << " typed errors" << summary << ", "
-                    << killed.size() << " kills, load done after " << seconds_since(t_start)
-                    << " s");
-  CHECK(killed.size() == static_cast<size_t>(kills));
+    killer.join();
+    REQUIRE_MESSAGE(all_returned, "requests never returned: " << (total - done));
+    CHECK(untyped == 0);
+    CHECK(late == 0);
+    CHECK(ok > 0);
+    std::string summary;
+    for (auto& [what, n] : errors)
+      summary += " [" + what + "] x" + std::to_string(n);
+    MESSAGE("storm: " << ok << " ok, " << (total - ok) << " typed errors" << summary
+                      << ", " << killed.size() << " kills, load done after "
+                      << seconds_since(t_start) << " s");
+    CHECK(killed.size() == static_cast<size_t>(kills));
 
-  // Recovery: 8 ready workers, all alive, none of them a killed pid.
-  auto recovered = [&] {
-    auto ws = r.list_workers();
-    if (!ws || ws->size() != 8)
-      return false;
-    for (auto& w : *ws)
-      if (killed.count(w.pid) != 0 || !pid_alive(w.pid))
+    // Recovery: 8 ready workers, all alive, none of them a killed pid.
+    auto recovered = [&] {
+      auto ws = r.list_workers();
+      if (!ws || ws->size() != 8)
         return false;
-    return true;
-  };
-  bool back = eventually(recovered, 60s);
-  auto recovery = seconds_since(last_kill);
-  REQUIRE_MESSAGE(back, "the pool did not get back to 8 ready workers");
-  MESSAGE("back to 8 ready workers " << recovery << " s after the last kill");
-  CHECK(recovery < 10.0);
-  for (auto pid : killed)
-    CHECK_MESSAGE(!pid_alive(pid), "killed pid " << pid << " still alive");
-  CHECK(r.execute("ping"));
-  stop_and_check(r);
-  auto reg = open_registry(dir.path);
-  CHECK(reg->entries(run_id).empty());
-  CHECK(reg->runs().empty());
-}
+      for (auto& w : *ws)
+        if (killed.count(w.pid) != 0 || !pid_alive(w.pid))
+          return false;
+      return true;
+    };
+    bool back = eventually(recovered, 60s);
+    auto recovery = seconds_since(last_kill);
+    REQUIRE_MESSAGE(back, "the pool did not get back to 8 ready workers");
+    MESSAGE("back to 8 ready workers " << recovery << " s after the last kill");
+    CHECK(recovery < 10.0);
+    for (auto pid : killed)
+      CHECK_MESSAGE(!pid_alive(pid), "killed pid " << pid << " still alive");
+    CHECK(r.execute("ping"));
+    stop_and_check(r);
+    auto reg = open_registry(dir.path);
+    CHECK(reg->entries(run_id).empty());
+    CHECK(reg->runs().empty());
+  }
 
 } // TEST_SUITE

@@ -155,7 +155,8 @@ TEST_SUITE("integration.logging") {
     snakepit::execute_options given;
     given.correlation_id = "cid-print-1";
     auto res = r.execute(
-      "log", {{"message", "printed to stderr"}, {"level", "debug"}, {"raw", true}}, given);
+      "log", {{"message", "printed to stderr"}, {"level", "debug"}, {"raw", true}},
+      given);
     REQUIRE_MESSAGE(res, explain(res.error()));
     auto line = sink->wait_for(
       [](const json& rec) { return str(rec, "msg") == "printed to stderr"; });

@@ -111,9 +111,9 @@ TEST_SUITE("integration.python_telemetry") {
                    << " ms");
   }
 
-
-  TEST_CASE("set_python_telemetry switches, filters and samples the workers' events, also "
-            "after a restart") {
+  TEST_CASE(
+    "set_python_telemetry switches, filters and samples the workers' events, also "
+    "after a restart") {
     event_capture seen;
     auto rt = snakepit::runtime::start(small_config(1), seen.options("snakepit.python"));
     REQUIRE_MESSAGE(rt, explain(rt.error()));

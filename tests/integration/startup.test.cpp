@@ -25,140 +25,144 @@ size_t runtime_dirs() {
 
 TEST_SUITE("integration.startup") {
 
-TEST_CASE("a missing interpreter fails fast, naming the field, and spawns nothing") {
-  auto cfg = small_config(1);
-  cfg.python = "/nonexistent/python3";
-  auto before = runtime_dirs();
-  auto rt = snakepit::runtime::start(cfg);
-  REQUIRE_FALSE(rt);
-  CHECK(is_error(rt.error(), errc::invalid_config));
-  auto text = snakepit::describe(rt.error());
-  CHECK(text.find("python") != std::string::npos);
-  CHECK(text.find("/nonexistent/python3") != std::string::npos);
-  CHECK(runtime_dirs() == before);
-}
-
-TEST_CASE("an interpreter that cannot import grpc is rejected before any worker starts") {
-  char tmpl[] = "/tmp/snakepit-nogrpc-XXXXXX";
-  REQUIRE(::mkdtemp(tmpl));
-  std::string dir = tmpl;
-  ::mkdir((dir + "/grpc").c_str(), 0700);
-  {
-    std::ofstream f{dir + "/grpc/__init__.py"};
-    f << "raise ImportError('grpc is not installed here')\n";
+  TEST_CASE("a missing interpreter fails fast, naming the field, and spawns nothing") {
+    auto cfg = small_config(1);
+    cfg.python = "/nonexistent/python3";
+    auto before = runtime_dirs();
+    auto rt = snakepit::runtime::start(cfg);
+    REQUIRE_FALSE(rt);
+    CHECK(is_error(rt.error(), errc::invalid_config));
+    auto text = snakepit::describe(rt.error());
+    CHECK(text.find("python") != std::string::npos);
+    CHECK(text.find("/nonexistent/python3") != std::string::npos);
+    CHECK(runtime_dirs() == before);
   }
-  auto cfg = small_config(1);
-  cfg.python_path = {dir, env_or("SNAKEPIT_SOURCE_DIR", ".") + std::string{"/python"},
-                     env_or("SNAKEPIT_BUILD_DIR", "build") + std::string{"/python"}};
-  auto rt = snakepit::runtime::start(cfg);
-  REQUIRE_FALSE(rt);
-  CHECK(is_error(rt.error(), errc::invalid_config));
-  CHECK(snakepit::describe(rt.error()).find("grpc") != std::string::npos);
-  std::remove((dir + "/grpc/__init__.py").c_str());
-  ::rmdir((dir + "/grpc").c_str());
-  ::rmdir(dir.c_str());
-}
 
-TEST_CASE("invalid pool settings are rejected with the field's name") {
-  auto cfg = small_config(1);
-  cfg.pools[0].pool_size = 0;
-  auto rt = snakepit::runtime::start(cfg);
-  REQUIRE_FALSE(rt);
-  CHECK(is_error(rt.error(), errc::invalid_config));
-  CHECK(snakepit::describe(rt.error()).find("pool_size") != std::string::npos);
+  TEST_CASE(
+    "an interpreter that cannot import grpc is rejected before any worker starts") {
+    char tmpl[] = "/tmp/snakepit-nogrpc-XXXXXX";
+    REQUIRE(::mkdtemp(tmpl));
+    std::string dir = tmpl;
+    ::mkdir((dir + "/grpc").c_str(), 0700);
+    {
+      std::ofstream f{dir + "/grpc/__init__.py"};
+      f << "raise ImportError('grpc is not installed here')\n";
+    }
+    auto cfg = small_config(1);
+    cfg.python_path = {dir, env_or("SNAKEPIT_SOURCE_DIR", ".") + std::string{"/python"},
+                       env_or("SNAKEPIT_BUILD_DIR", "build") + std::string{"/python"}};
+    auto rt = snakepit::runtime::start(cfg);
+    REQUIRE_FALSE(rt);
+    CHECK(is_error(rt.error(), errc::invalid_config));
+    CHECK(snakepit::describe(rt.error()).find("grpc") != std::string::npos);
+    std::remove((dir + "/grpc/__init__.py").c_str());
+    ::rmdir((dir + "/grpc").c_str());
+    ::rmdir(dir.c_str());
+  }
 
-  auto cfg2 = small_config(1);
-  cfg2.pools[0].adapter = "NoDots";
-  auto rt2 = snakepit::runtime::start(cfg2);
-  REQUIRE_FALSE(rt2);
-  CHECK(snakepit::describe(rt2.error()).find("adapter") != std::string::npos);
+  TEST_CASE("invalid pool settings are rejected with the field's name") {
+    auto cfg = small_config(1);
+    cfg.pools[0].pool_size = 0;
+    auto rt = snakepit::runtime::start(cfg);
+    REQUIRE_FALSE(rt);
+    CHECK(is_error(rt.error(), errc::invalid_config));
+    CHECK(snakepit::describe(rt.error()).find("pool_size") != std::string::npos);
 
-  auto cfg3 = small_config(1);
-  cfg3.pools.push_back(cfg3.pools[0]);
-  auto rt3 = snakepit::runtime::start(cfg3);
-  REQUIRE_FALSE(rt3);
-  CHECK(snakepit::describe(rt3.error()).find("duplicate") != std::string::npos);
+    auto cfg2 = small_config(1);
+    cfg2.pools[0].adapter = "NoDots";
+    auto rt2 = snakepit::runtime::start(cfg2);
+    REQUIRE_FALSE(rt2);
+    CHECK(snakepit::describe(rt2.error()).find("adapter") != std::string::npos);
 
-  auto cfg4 = small_config(1);
-  cfg4.pools.clear();
-  CHECK(cfg4.validate());
-}
+    auto cfg3 = small_config(1);
+    cfg3.pools.push_back(cfg3.pools[0]);
+    auto rt3 = snakepit::runtime::start(cfg3);
+    REQUIRE_FALSE(rt3);
+    CHECK(snakepit::describe(rt3.error()).find("duplicate") != std::string::npos);
 
-TEST_CASE("an adapter that does not import fails the start with the worker's own error and leaves nothing") {
-  auto cfg = small_config(2);
-  cfg.pools[0].adapter = "snakepit_no_such_module.Adapter";
-  auto before = processes_with("snakepit_no_such_module");
-  auto rt = snakepit::runtime::start(cfg);
-  REQUIRE_FALSE(rt);
-  CHECK(is_error(rt.error(), errc::start_failed));
-  auto text = snakepit::describe(rt.error());
-  CHECK_MESSAGE(text.find("snakepit_no_such_module") != std::string::npos, text);
-  CHECK_MESSAGE(text.find("ModuleNotFoundError") != std::string::npos, text);
-  CHECK(eventually([&] { return processes_with("snakepit_no_such_module").empty(); }, 5s));
-  CHECK(before.empty());
-}
+    auto cfg4 = small_config(1);
+    cfg4.pools.clear();
+    CHECK(cfg4.validate());
+  }
 
-TEST_CASE("run_as_script starts, runs the function and stops everything") {
-  int seen_pid = 0;
-  std::string dir;
-  auto err = snakepit::run_as_script(small_config(1), [&](snakepit::runtime& rt) {
-    auto info = rt.execute("info");
-    REQUIRE(info);
-    seen_pid = info->result.at("pid").get<int>();
-    dir = rt.runtime_dir();
-    CHECK(pid_alive(seen_pid));
-  });
-  CHECK_FALSE(err);
-  CHECK(seen_pid > 0);
-  CHECK_FALSE(pid_alive(seen_pid));
-  CHECK_FALSE(path_exists(dir));
-}
+  TEST_CASE("an adapter that does not import fails the start with the worker's own error "
+            "and leaves nothing") {
+    auto cfg = small_config(2);
+    cfg.pools[0].adapter = "snakepit_no_such_module.Adapter";
+    auto before = processes_with("snakepit_no_such_module");
+    auto rt = snakepit::runtime::start(cfg);
+    REQUIRE_FALSE(rt);
+    CHECK(is_error(rt.error(), errc::start_failed));
+    auto text = snakepit::describe(rt.error());
+    CHECK_MESSAGE(text.find("snakepit_no_such_module") != std::string::npos, text);
+    CHECK_MESSAGE(text.find("ModuleNotFoundError") != std::string::npos, text);
+    CHECK(
+      eventually([&] { return processes_with("snakepit_no_such_module").empty(); }, 5s));
+    CHECK(before.empty());
+  }
 
-TEST_CASE("a start removes runtime directories left by hosts that died, and only those") {
-  std::string parent;
-  {
+  TEST_CASE("run_as_script starts, runs the function and stops everything") {
+    int seen_pid = 0;
+    std::string dir;
+    auto err = snakepit::run_as_script(small_config(1), [&](snakepit::runtime& rt) {
+      auto info = rt.execute("info");
+      REQUIRE(info);
+      seen_pid = info->result.at("pid").get<int>();
+      dir = rt.runtime_dir();
+      CHECK(pid_alive(seen_pid));
+    });
+    CHECK_FALSE(err);
+    CHECK(seen_pid > 0);
+    CHECK_FALSE(pid_alive(seen_pid));
+    CHECK_FALSE(path_exists(dir));
+  }
+
+  TEST_CASE(
+    "a start removes runtime directories left by hosts that died, and only those") {
+    std::string parent;
+    {
+      auto rt = snakepit::runtime::start(small_config(1));
+      REQUIRE_MESSAGE(rt, explain(rt.error()));
+      auto dir = (*rt)->runtime_dir();
+      parent = dir.substr(0, dir.rfind('/'));
+      CHECK(path_exists(dir + "/owner"));
+      stop_and_check(**rt);
+    }
+    auto make_dir = [&](const std::string& owner_line) {
+      std::string tmpl = parent + "/snakepit-testXXXXXX";
+      std::vector<char> buf(tmpl.begin(), tmpl.end());
+      buf.push_back('\0');
+      REQUIRE(::mkdtemp(buf.data()) != nullptr);
+      std::string dir = buf.data();
+      std::ofstream{dir + "/owner"} << owner_line;
+      std::ofstream{dir + "/w1.ready"} << "unix:" << dir << "/w1.sock";
+      return dir;
+    };
+    // A host that is gone: a pid that has exited (reaped) with its old start time.
+    auto dead = make_dir("999999999 12345\n");
+    // A host that is alive: this test process, with a wrong start time (pid reuse).
+    auto reused = make_dir(std::to_string(::getpid()) + " 1\n");
+    // A directory without an owner file is not ours to judge.
+    std::string foreign = make_dir("");
+    std::remove((foreign + "/owner").c_str());
     auto rt = snakepit::runtime::start(small_config(1));
     REQUIRE_MESSAGE(rt, explain(rt.error()));
-    auto dir = (*rt)->runtime_dir();
-    parent = dir.substr(0, dir.rfind('/'));
-    CHECK(path_exists(dir + "/owner"));
+    CHECK_FALSE(path_exists(dead));
+    CHECK_FALSE(path_exists(reused));
+    CHECK(path_exists(foreign));
     stop_and_check(**rt);
+    std::remove((foreign + "/w1.ready").c_str());
+    ::rmdir(foreign.c_str());
   }
-  auto make_dir = [&](const std::string& owner_line) {
-    std::string tmpl = parent + "/snakepit-testXXXXXX";
-    std::vector<char> buf(tmpl.begin(), tmpl.end());
-    buf.push_back('\0');
-    REQUIRE(::mkdtemp(buf.data()) != nullptr);
-    std::string dir = buf.data();
-    std::ofstream{dir + "/owner"} << owner_line;
-    std::ofstream{dir + "/w1.ready"} << "unix:" << dir << "/w1.sock";
-    return dir;
-  };
-  // A host that is gone: a pid that has exited (reaped) with its old start time.
-  auto dead = make_dir("999999999 12345\n");
-  // A host that is alive: this test process, with a wrong start time (pid reuse).
-  auto reused = make_dir(std::to_string(::getpid()) + " 1\n");
-  // A directory without an owner file is not ours to judge.
-  std::string foreign = make_dir("");
-  std::remove((foreign + "/owner").c_str());
-  auto rt = snakepit::runtime::start(small_config(1));
-  REQUIRE_MESSAGE(rt, explain(rt.error()));
-  CHECK_FALSE(path_exists(dead));
-  CHECK_FALSE(path_exists(reused));
-  CHECK(path_exists(foreign));
-  stop_and_check(**rt);
-  std::remove((foreign + "/w1.ready").c_str());
-  ::rmdir(foreign.c_str());
-}
 
-TEST_CASE("calls after stop fail with a typed error instead of hanging") {
-  auto rt = snakepit::runtime::start(small_config(1));
-  REQUIRE_MESSAGE(rt, explain(rt.error()));
-  stop_and_check(**rt);
-  auto res = (*rt)->execute("ping");
-  REQUIRE_FALSE(res);
-  CHECK((is_error(res.error(), errc::pool_not_found)
-         || is_error(res.error(), errc::shutting_down)));
-}
+  TEST_CASE("calls after stop fail with a typed error instead of hanging") {
+    auto rt = snakepit::runtime::start(small_config(1));
+    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    stop_and_check(**rt);
+    auto res = (*rt)->execute("ping");
+    REQUIRE_FALSE(res);
+    CHECK((is_error(res.error(), errc::pool_not_found) ||
+           is_error(res.error(), errc::shutting_down)));
+  }
 
 } // TEST_SUITE

@@ -20,8 +20,7 @@ caf::error reason_of(const std::string& name) {
 // restarted and whether its spec survived.
 void check(det_fixture& fx, sp::restart_type rt, const std::string& reason,
            bool restarted, bool spec_kept) {
-  auto sup = fx.spawn_sup({sp::strategy::one_for_one, 3, 5s},
-                          {child("w", fx.log, rt)});
+  auto sup = fx.spawn_sup({sp::strategy::one_for_one, 3, 5s}, {child("w", fx.log, rt)});
   REQUIRE(fx.take_ack());
   auto before = fx.pid_of(sup, "w");
   REQUIRE(before);
@@ -48,74 +47,81 @@ void check(det_fixture& fx, sp::restart_type rt, const std::string& reason,
 
 TEST_SUITE("supervision.restart") {
 
-TEST_CASE_FIXTURE(det_fixture, "a permanent child is restarted after a normal exit") {
-  check(*this, sp::restart_type::permanent, "normal", true, true);
-}
+  TEST_CASE_FIXTURE(det_fixture, "a permanent child is restarted after a normal exit") {
+    check(*this, sp::restart_type::permanent, "normal", true, true);
+  }
 
-TEST_CASE_FIXTURE(det_fixture, "a permanent child is restarted after a shutdown exit") {
-  check(*this, sp::restart_type::permanent, "shutdown", true, true);
-}
+  TEST_CASE_FIXTURE(det_fixture, "a permanent child is restarted after a shutdown exit") {
+    check(*this, sp::restart_type::permanent, "shutdown", true, true);
+  }
 
-TEST_CASE_FIXTURE(det_fixture, "a permanent child is restarted after an abnormal exit") {
-  check(*this, sp::restart_type::permanent, "abnormal", true, true);
-}
+  TEST_CASE_FIXTURE(det_fixture,
+                    "a permanent child is restarted after an abnormal exit") {
+    check(*this, sp::restart_type::permanent, "abnormal", true, true);
+  }
 
-TEST_CASE_FIXTURE(det_fixture, "a permanent child is restarted after being killed") {
-  check(*this, sp::restart_type::permanent, "killed", true, true);
-}
+  TEST_CASE_FIXTURE(det_fixture, "a permanent child is restarted after being killed") {
+    check(*this, sp::restart_type::permanent, "killed", true, true);
+  }
 
-TEST_CASE_FIXTURE(det_fixture, "a transient child is not restarted after a normal exit but keeps its spec") {
-  check(*this, sp::restart_type::transient, "normal", false, true);
-}
+  TEST_CASE_FIXTURE(
+    det_fixture,
+    "a transient child is not restarted after a normal exit but keeps its spec") {
+    check(*this, sp::restart_type::transient, "normal", false, true);
+  }
 
-TEST_CASE_FIXTURE(det_fixture, "a transient child is not restarted after a shutdown exit") {
-  check(*this, sp::restart_type::transient, "shutdown", false, true);
-}
+  TEST_CASE_FIXTURE(det_fixture,
+                    "a transient child is not restarted after a shutdown exit") {
+    check(*this, sp::restart_type::transient, "shutdown", false, true);
+  }
 
-TEST_CASE_FIXTURE(det_fixture, "a transient child is restarted after an abnormal exit") {
-  check(*this, sp::restart_type::transient, "abnormal", true, true);
-}
+  TEST_CASE_FIXTURE(det_fixture,
+                    "a transient child is restarted after an abnormal exit") {
+    check(*this, sp::restart_type::transient, "abnormal", true, true);
+  }
 
-TEST_CASE_FIXTURE(det_fixture, "a transient child is restarted after being killed") {
-  check(*this, sp::restart_type::transient, "killed", true, true);
-}
+  TEST_CASE_FIXTURE(det_fixture, "a transient child is restarted after being killed") {
+    check(*this, sp::restart_type::transient, "killed", true, true);
+  }
 
-TEST_CASE_FIXTURE(det_fixture, "a temporary child is dropped after a normal exit") {
-  check(*this, sp::restart_type::temporary, "normal", false, false);
-}
+  TEST_CASE_FIXTURE(det_fixture, "a temporary child is dropped after a normal exit") {
+    check(*this, sp::restart_type::temporary, "normal", false, false);
+  }
 
-TEST_CASE_FIXTURE(det_fixture, "a temporary child is dropped after a shutdown exit") {
-  check(*this, sp::restart_type::temporary, "shutdown", false, false);
-}
+  TEST_CASE_FIXTURE(det_fixture, "a temporary child is dropped after a shutdown exit") {
+    check(*this, sp::restart_type::temporary, "shutdown", false, false);
+  }
 
-TEST_CASE_FIXTURE(det_fixture, "a temporary child is dropped after an abnormal exit") {
-  check(*this, sp::restart_type::temporary, "abnormal", false, false);
-}
+  TEST_CASE_FIXTURE(det_fixture, "a temporary child is dropped after an abnormal exit") {
+    check(*this, sp::restart_type::temporary, "abnormal", false, false);
+  }
 
-TEST_CASE_FIXTURE(det_fixture, "a temporary child is dropped after being killed") {
-  check(*this, sp::restart_type::temporary, "killed", false, false);
-}
+  TEST_CASE_FIXTURE(det_fixture, "a temporary child is dropped after being killed") {
+    check(*this, sp::restart_type::temporary, "killed", false, false);
+  }
 
-TEST_CASE("exit reasons map onto OTP's classes") {
-  CHECK(sp::classify_exit(caf::error{}) == sp::exit_kind::normal);
-  CHECK(sp::classify_exit(caf::exit_reason::normal) == sp::exit_kind::normal);
-  CHECK(sp::classify_exit(caf::exit_reason::user_shutdown) == sp::exit_kind::shutdown);
-  CHECK(sp::classify_exit(caf::make_error(sp::sup_errc::shutdown))
-        == sp::exit_kind::shutdown);
-  CHECK(sp::classify_exit(caf::exit_reason::kill) == sp::exit_kind::killed);
-  CHECK(sp::classify_exit(caf::sec::runtime_error) == sp::exit_kind::abnormal);
-  CHECK(sp::classify_exit(caf::exit_reason::unreachable) == sp::exit_kind::abnormal);
-}
+  TEST_CASE("exit reasons map onto OTP's classes") {
+    CHECK(sp::classify_exit(caf::error{}) == sp::exit_kind::normal);
+    CHECK(sp::classify_exit(caf::exit_reason::normal) == sp::exit_kind::normal);
+    CHECK(sp::classify_exit(caf::exit_reason::user_shutdown) == sp::exit_kind::shutdown);
+    CHECK(sp::classify_exit(caf::make_error(sp::sup_errc::shutdown)) ==
+          sp::exit_kind::shutdown);
+    CHECK(sp::classify_exit(caf::exit_reason::kill) == sp::exit_kind::killed);
+    CHECK(sp::classify_exit(caf::sec::runtime_error) == sp::exit_kind::abnormal);
+    CHECK(sp::classify_exit(caf::exit_reason::unreachable) == sp::exit_kind::abnormal);
+  }
 
-TEST_CASE_FIXTURE(det_fixture, "a transient child quitting with sup_errc::shutdown counts as shutdown") {
-  auto sup = spawn_sup({}, {child("w", log, sp::restart_type::transient)});
-  REQUIRE(take_ack());
-  auto pid = pid_of(sup, "w");
-  log->take();
-  self->send(pid, die_atom::value, caf::make_error(sp::sup_errc::shutdown));
-  sched.run();
-  CHECK(log->take() == events({"stop:w"}));
-  CHECK_FALSE(pid_of(sup, "w"));
-}
+  TEST_CASE_FIXTURE(
+    det_fixture,
+    "a transient child quitting with sup_errc::shutdown counts as shutdown") {
+    auto sup = spawn_sup({}, {child("w", log, sp::restart_type::transient)});
+    REQUIRE(take_ack());
+    auto pid = pid_of(sup, "w");
+    log->take();
+    self->send(pid, die_atom::value, caf::make_error(sp::sup_errc::shutdown));
+    sched.run();
+    CHECK(log->take() == events({"stop:w"}));
+    CHECK_FALSE(pid_of(sup, "w"));
+  }
 
 } // TEST_SUITE

@@ -33,7 +33,7 @@ using echo_atom = caf::atom_constant<caf::atom("t_echo")>;
 
 /// Start/stop events in the order they happened ("start:a", "stop:b", ...).
 class event_log {
-public:
+ public:
   void add(std::string x) {
     std::lock_guard<std::mutex> guard{mtx_};
     events_.push_back(std::move(x));
@@ -71,7 +71,7 @@ public:
     return n;
   }
 
-private:
+ private:
   std::mutex mtx_;
   std::vector<std::string> events_;
   std::map<std::string, caf::error> reasons_;
@@ -185,8 +185,8 @@ struct det_fixture : snakepit::testing::deterministic_system {
   }
 
   caf::actor spawn_dyn(sp::dynamic_supervisor_flags flags) {
-    auto sup = sp::spawn_dynamic_supervisor(self.ptr(), flags,
-                                            sp::start_ack{self->address(), 8});
+    auto sup =
+      sp::spawn_dynamic_supervisor(self.ptr(), flags, sp::start_ack{self->address(), 8});
     roots.push_back(sup);
     sched.run();
     return sup;
@@ -202,7 +202,7 @@ struct det_fixture : snakepit::testing::deterministic_system {
   }
 
   /// Pops one message of the given types from `self`'s mailbox.
-  template <class... Ts>
+  template<class... Ts>
   std::optional<std::tuple<Ts...>> take_from_self() {
     std::optional<std::tuple<Ts...>> res;
     self->receive([&](Ts&... xs) { res = std::make_tuple(xs...); },
@@ -211,7 +211,7 @@ struct det_fixture : snakepit::testing::deterministic_system {
   }
 
   /// Sends a request, runs the system and returns the reply or error.
-  template <class T, class... Ts>
+  template<class T, class... Ts>
   caf::expected<T> ask(const caf::actor& dst, Ts... xs) {
     self->send(dst, xs...);
     sched.run();
@@ -249,9 +249,7 @@ struct det_fixture : snakepit::testing::deterministic_system {
   }
 
   /// Watches `hdl`; `down_reason` then tells whether it terminated.
-  void watch(const caf::actor& hdl) {
-    self->monitor(hdl);
-  }
+  void watch(const caf::actor& hdl) { self->monitor(hdl); }
 
   std::optional<caf::error> down_reason() {
     std::optional<caf::error> res;
@@ -278,12 +276,12 @@ struct rt_fixture {
   }
 
   /// Polls `pred` until it holds or a generous deadline passes.
-  template <class Pred>
+  template<class Pred>
   bool eventually(Pred pred, std::chrono::milliseconds deadline = 10s) {
     return snakepit::testing::eventually(pred, deadline, 5ms);
   }
 
-  template <class T, class... Ts>
+  template<class T, class... Ts>
   caf::expected<T> ask(const caf::actor& dst, Ts... xs) {
     caf::scoped_actor self{sys};
     caf::expected<T> res{caf::make_error(caf::sec::request_timeout)};

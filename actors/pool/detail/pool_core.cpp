@@ -26,18 +26,18 @@ caf::error check_payload(const pool_config& cfg, const execute_request& req) {
   for (auto& [name, blob] : req.opts.binary_args)
     size += name.size() + blob.size();
   if (size > cfg.max_message_bytes)
-    return caf::make_error(errc::payload_too_large,
-                           fmt::format("{} bytes of binary parameters exceed the limit of {}",
-                                       size, cfg.max_message_bytes));
-  if (!req.args.empty()
-      && !(req.args.is_object() && req.args.size() <= 8 && size == 0
-           && cfg.max_message_bytes >= (1u << 20))) {
+    return caf::make_error(
+      errc::payload_too_large,
+      fmt::format("{} bytes of binary parameters exceed the limit of {}", size,
+                  cfg.max_message_bytes));
+  if (!req.args.empty() && !(req.args.is_object() && req.args.size() <= 8 && size == 0 &&
+                             cfg.max_message_bytes >= (1u << 20))) {
     // Measuring means serialising: done for large or unusual arguments only.
     size += req.args.dump().size();
     if (size > cfg.max_message_bytes)
       return caf::make_error(errc::payload_too_large,
-                             fmt::format("request of {} bytes exceeds the limit of {}", size,
-                                         cfg.max_message_bytes));
+                             fmt::format("request of {} bytes exceeds the limit of {}",
+                                         size, cfg.max_message_bytes));
   }
   return caf::none;
 }
@@ -52,21 +52,18 @@ affinity_mode parse_affinity(const std::string& name, affinity_mode fallback) {
   return parse_affinity_mode(name).value_or(fallback);
 }
 
-pool_core::pool_core(pool_config cfg, std::shared_ptr<direct_lane> lane, pool_events events,
-                     pool_callee& callee, uint64_t generation)
-  : cfg_(std::move(cfg)),
-    lane_(std::move(lane)),
-    events_(std::move(events)),
-    callee_(callee),
-    default_affinity_(cfg_.affinity),
-    generation_(generation),
+pool_core::pool_core(pool_config cfg, std::shared_ptr<direct_lane> lane,
+                     pool_events events, pool_callee& callee, uint64_t generation)
+  : cfg_(std::move(cfg)), lane_(std::move(lane)), events_(std::move(events)),
+    callee_(callee), default_affinity_(cfg_.affinity), generation_(generation),
     breaker_(cfg_.circuit.threshold, cfg_.circuit.reset) {
   stats_.pool = cfg_.name;
   start_attempts_left_ = cfg_.pool_size;
   init_started_ = callee_.now();
-  if (cfg_.recycling.ttl.count() > 0 || cfg_.recycling.max_memory_mb > 0
-      || cfg_.recycling.max_requests > 0)
-    callee_.schedule(cfg_.recycling.check_interval, {pool_timer::kind::lifecycle_tick, 0, {}});
+  if (cfg_.recycling.ttl.count() > 0 || cfg_.recycling.max_memory_mb > 0 ||
+      cfg_.recycling.max_requests > 0)
+    callee_.schedule(cfg_.recycling.check_interval,
+                     {pool_timer::kind::lifecycle_tick, 0, {}});
   events_.init_started(cfg_.pool_size);
 }
 
@@ -89,8 +86,8 @@ void pool_core::accept(execute_request req, reply_sink out, caf::actor_addr call
   }
   auto now = callee_.now();
   auto budget = req.opts.timeout.count() > 0 ? req.opts.timeout : cfg_.request_timeout;
-  pending_request p{next_id_++,   std::move(req),    std::move(out), now + budget, now,
-                    std::move(caller), std::string{}, 0};
+  pending_request p{next_id_++, std::move(req),    std::move(out), now + budget,
+                    now,        std::move(caller), std::string{},  0};
   if (!p.req.opts.session_id.empty() && !valid_session_id(p.req.opts.session_id)) {
     finish(p.out,
            caf::make_error(errc::invalid_session_id,
@@ -114,17 +111,18 @@ caf::error pool_core::refuse_early(const execute_request& req) const {
   if (startup_done_ && table_.live_count() == 0 && first_start_error_)
     return first_start_error_; // no worker ever started: fail fast, do not queue
   if (table_.live_count() == 0 && breaker_.current() != circuit_breaker::state::closed)
-    return caf::make_error(errc::circuit_open,
-                           fmt::format("pool {}: circuit open after {} failed worker starts",
-                                       cfg_.name, breaker_.failures()));
+    return caf::make_error(
+      errc::circuit_open,
+      fmt::format("pool {}: circuit open after {} failed worker starts", cfg_.name,
+                  breaker_.failures()));
   if (auto err = check_payload(cfg_, req))
     return err;
   // Known before dispatch once the workers registered their tools. (Session calls
   // may use tools an adapter registers per session, so they go through.)
-  if (!tools_.empty() && !open_dispatch_ && req.opts.session_id.empty()
-      && tools_.count(req.command) == 0)
-    return caf::make_error(errc::unknown_tool,
-                           fmt::format("pool {} has no tool '{}'", cfg_.name, req.command));
+  if (!tools_.empty() && !open_dispatch_ && req.opts.session_id.empty() &&
+      tools_.count(req.command) == 0)
+    return caf::make_error(errc::unknown_tool, fmt::format("pool {} has no tool '{}'",
+                                                           cfg_.name, req.command));
   return caf::none;
 }
 
@@ -148,16 +146,16 @@ bool pool_core::route_session(pending_request& p) {
     return false;
   if (!live) {
     finish(p.out,
-           caf::make_error(errc::session_worker_unavailable,
-                           fmt::format("session {}: worker {} is gone", sid,
-                                       b->second.worker_id)),
+           caf::make_error(
+             errc::session_worker_unavailable,
+             fmt::format("session {}: worker {} is gone", sid, b->second.worker_id)),
            p.accepted, p.correlation_id());
     return true;
   }
   if (mode == affinity_mode::strict_fail_fast) {
     finish(p.out,
-           caf::make_error(errc::worker_busy, fmt::format("session {}: worker {} is busy", sid,
-                                                          b->second.worker_id)),
+           caf::make_error(errc::worker_busy, fmt::format("session {}: worker {} is busy",
+                                                          sid, b->second.worker_id)),
            p.accepted, p.correlation_id());
     return true;
   }
@@ -170,10 +168,11 @@ void pool_core::enqueue(pending_request p) {
     ++stats_.saturations;
     --stats_.requests;
     events_.saturated(p, queue_.size(), cfg_.queue.max_size);
-    finish(p.out,
-           caf::make_error(errc::pool_saturated, fmt::format("pool {}: {} requests queued",
-                                                             cfg_.name, queue_.size())),
-           p.accepted, p.correlation_id());
+    finish(
+      p.out,
+      caf::make_error(errc::pool_saturated, fmt::format("pool {}: {} requests queued",
+                                                        cfg_.name, queue_.size())),
+      p.accepted, p.correlation_id());
     return;
   }
   ++stats_.queued;
@@ -222,7 +221,8 @@ std::string pool_core::checkout() {
       if (load >= w.capacity || (skip_tainted && rec.tainted(now)))
         continue;
       auto used = w.slot->last_used.load();
-      if (best == nullptr || load < best_load || (load == best_load && used > best_used)) {
+      if (best == nullptr || load < best_load ||
+          (load == best_load && used > best_used)) {
         best = &id;
         best_w = &w;
         best_load = load;
@@ -249,7 +249,8 @@ void pool_core::dispatch(const std::string& worker_id, pending_request p) {
   w.slot->requests.fetch_add(1);
   w.slot->last_used.store(lane_->next_use());
   check_request_limit(worker_id, w);
-  if (w.load() >= w.capacity && cfg_.capacity_strategy == snakepit::capacity_strategy::hybrid)
+  if (w.load() >= w.capacity &&
+      cfg_.capacity_strategy == snakepit::capacity_strategy::hybrid)
     events_.capacity_reached(worker_id, w.capacity, w.load());
   // The remaining budget travels as the gRPC deadline; the worker shows it to
   // tools as metadata `timeout_ms`, upstream's key.
@@ -257,8 +258,12 @@ void pool_core::dispatch(const std::string& worker_id, pending_request p) {
   if (auto* ss = std::get_if<stream_sink_ptr>(&p.out)) {
     auto sink = *ss;
     events_.stream_start(p, worker_id);
-    inflight_.emplace(p.id, inflight_request{worker_id, w.serial, std::move(p.out), p.accepted,
-                                             {}, p.req.opts.correlation_id});
+    inflight_.emplace(p.id, inflight_request{worker_id,
+                                             w.serial,
+                                             std::move(p.out),
+                                             p.accepted,
+                                             {},
+                                             p.req.opts.correlation_id});
     callee_.run_stream(w, worker_id, p.id, std::move(p.req), budget, std::move(sink));
     return;
   }
@@ -269,11 +274,13 @@ void pool_core::dispatch(const std::string& worker_id, pending_request p) {
   }
   std::shared_ptr<pending_request> retry;
   if (p.req.opts.idempotent && p.attempt < cfg_.retry.max_attempts)
-    retry = std::make_shared<pending_request>(pending_request{
-      p.id, p.req, reply_sink{}, p.deadline, p.accepted, p.caller, std::string{}, p.attempt + 1});
+    retry = std::make_shared<pending_request>(
+      pending_request{p.id, p.req, reply_sink{}, p.deadline, p.accepted, p.caller,
+                      std::string{}, p.attempt + 1});
   auto id = p.id;
-  inflight_.emplace(id, inflight_request{worker_id, w.serial, std::move(p.out), p.accepted,
-                                         std::move(retry), p.req.opts.correlation_id});
+  inflight_.emplace(id,
+                    inflight_request{worker_id, w.serial, std::move(p.out), p.accepted,
+                                     std::move(retry), p.req.opts.correlation_id});
   callee_.run(w, worker_id, id, std::move(p.req), budget, std::move(slot));
 }
 
@@ -317,8 +324,9 @@ void pool_core::checkin(const std::string& worker_id) {
       continue; // the caller stopped waiting: never execute its request
     if (expired) {
       ++stats_.queue_timeouts; // its whole budget went by in the queue
-      fail_request(p, caf::make_error(errc::timeout, fmt::format("{}: deadline passed in the queue",
-                                                                 p.correlation_id())));
+      fail_request(
+        p, caf::make_error(errc::timeout, fmt::format("{}: deadline passed in the queue",
+                                                      p.correlation_id())));
       continue;
     }
     events_.dequeued(p, worker_id, now);
@@ -338,7 +346,8 @@ void pool_core::finish(reply_sink& out, execute_result res, pool_time accepted,
                        const std::string& correlation_id) {
   if (!res)
     res = with_correlation_id(std::move(res.error()), correlation_id);
-  auto us = std::chrono::duration_cast<std::chrono::microseconds>(callee_.now() - accepted);
+  auto us =
+    std::chrono::duration_cast<std::chrono::microseconds>(callee_.now() - accepted);
   if (res) {
     ++stats_.completed;
     latencies_.record(us.count());
@@ -359,12 +368,14 @@ void pool_core::release(const std::string& worker_id) {
     w->slot->release();
 }
 
-void pool_core::on_result(const std::string& worker_id, uint64_t req_id, execute_result res) {
+void pool_core::on_result(const std::string& worker_id, uint64_t req_id,
+                          execute_result res) {
   auto f = inflight_.find(req_id);
   if (f == inflight_.end())
     return; // failed already when its worker died; a restarted worker with the
             // same id must not have its load decremented for it
-  if (!res && res.error() == errc::worker_crashed && retry_elsewhere(f->second, worker_id)) {
+  if (!res && res.error() == errc::worker_crashed &&
+      retry_elsewhere(f->second, worker_id)) {
     // The worker saw its process die before the pool saw the worker go.
     inflight_.erase(f);
     release(worker_id);
@@ -404,24 +415,25 @@ void pool_core::check_request_limit(const std::string& id, const worker_incarnat
 
 void pool_core::on_timer(const pool_timer& t) {
   switch (t.what) {
-    case pool_timer::kind::queue_timeout:
-      return on_queue_timeout(t.request);
-    case pool_timer::kind::retry:
-      return on_retry(t.request);
-    case pool_timer::kind::circuit_probe:
-      return on_circuit_probe();
-    case pool_timer::kind::taint_expired:
-      return on_taint_expired(t.worker);
-    case pool_timer::kind::lifecycle_tick:
-      if (draining_)
-        return;
+  case pool_timer::kind::queue_timeout:
+    return on_queue_timeout(t.request);
+  case pool_timer::kind::retry:
+    return on_retry(t.request);
+  case pool_timer::kind::circuit_probe:
+    return on_circuit_probe();
+  case pool_timer::kind::taint_expired:
+    return on_taint_expired(t.worker);
+  case pool_timer::kind::lifecycle_tick:
+    if (draining_)
+      return;
+    lifecycle_check();
+    callee_.schedule(cfg_.recycling.check_interval,
+                     {pool_timer::kind::lifecycle_tick, 0, {}});
+    return;
+  case pool_timer::kind::lifecycle_check:
+    if (!draining_)
       lifecycle_check();
-      callee_.schedule(cfg_.recycling.check_interval, {pool_timer::kind::lifecycle_tick, 0, {}});
-      return;
-    case pool_timer::kind::lifecycle_check:
-      if (!draining_)
-        lifecycle_check();
-      return;
+    return;
   }
 }
 
@@ -434,13 +446,14 @@ void pool_core::on_queue_timeout(uint64_t req_id) {
   // deadline that passed, and the caller gets `timeout`.
   auto deadline_passed = p->deadline <= callee_.now();
   events_.queue_timeout(*p, deadline_passed);
-  fail_request(*p, deadline_passed
-                     ? caf::make_error(errc::timeout, fmt::format("{}: deadline passed in the queue",
-                                                                  p->correlation_id()))
-                     : caf::make_error(errc::queue_timeout,
-                                       fmt::format("pool {}: no worker within the queue timeout "
-                                                   "({})",
-                                                   cfg_.name, p->correlation_id())));
+  fail_request(
+    *p, deadline_passed
+          ? caf::make_error(errc::timeout, fmt::format("{}: deadline passed in the queue",
+                                                       p->correlation_id()))
+          : caf::make_error(errc::queue_timeout,
+                            fmt::format("pool {}: no worker within the queue timeout "
+                                        "({})",
+                                        cfg_.name, p->correlation_id())));
 }
 
 void pool_core::on_retry(uint64_t req_id) {
@@ -489,7 +502,8 @@ void pool_core::on_worker_down(const std::string& id, uint64_t serial,
   }
   note_crash(*rec, retired, now);
   if (!current && rec->live && rec->tainted(now)) // (a newer incarnation serves already)
-    callee_.schedule(until(rec->tainted_until, now), {pool_timer::kind::taint_expired, 0, id});
+    callee_.schedule(until(rec->tainted_until, now),
+                     {pool_timer::kind::taint_expired, 0, id});
   fail_pinned_to(id);
   fail_inflight_of(id, serial, reason);
   if (!queue_.empty())
@@ -510,8 +524,8 @@ void pool_core::note_crash(worker_record& rec, bool retired, pool_time now) {
     return;
   events_.worker_crash(rec.id, cause);
   auto& on = cfg_.taint.causes;
-  if (cfg_.taint.duration.count() > 0 && !retired
-      && std::find(on.begin(), on.end(), cause) != on.end()) {
+  if (cfg_.taint.duration.count() > 0 && !retired &&
+      std::find(on.begin(), on.end(), cause) != on.end()) {
     // Crash barrier: its restarted process gets no new work for a while.
     rec.tainted_until = now + cfg_.taint.duration;
     events_.worker_tainted(rec.id, cause, cfg_.taint.duration);
@@ -522,9 +536,10 @@ void pool_core::note_crash(worker_record& rec, bool retired, pool_time now) {
 void pool_core::fail_pinned_to(const std::string& id) {
   queue_.take_if([&](const pending_request& p) { return p.pinned_worker == id; },
                  [&](pending_request& p) {
-                   fail_request(p, caf::make_error(errc::session_worker_unavailable,
-                                                   fmt::format("session {}: worker {} died",
-                                                               p.req.opts.session_id, id)));
+                   fail_request(p,
+                                caf::make_error(errc::session_worker_unavailable,
+                                                fmt::format("session {}: worker {} died",
+                                                            p.req.opts.session_id, id)));
                  });
 }
 
@@ -574,9 +589,9 @@ bool pool_core::retry_elsewhere(inflight_request& f, const std::string& dead_wor
 /// A fresh worker id: `<pool>_worker_<n>`, with `_g<gen>` for a restarted pool.
 std::string pool_core::next_worker_id() {
   ++next_worker_index_;
-  auto id = generation_ <= 1
-              ? fmt::format("{}_worker_{}", cfg_.name, next_worker_index_)
-              : fmt::format("{}_worker_{}_g{}", cfg_.name, next_worker_index_, generation_);
+  auto id = generation_ <= 1 ? fmt::format("{}_worker_{}", cfg_.name, next_worker_index_)
+                             : fmt::format("{}_worker_{}_g{}", cfg_.name,
+                                           next_worker_index_, generation_);
   table_.add(id);
   return id;
 }
@@ -635,7 +650,8 @@ void pool_core::on_start_result(const std::string& id, const caf::error& err) {
 /// worker_ready arrived (it comes from the worker itself, the start reply from
 /// the supervisor chain: the two may arrive in either order).
 void pool_core::maybe_finish_startup() {
-  if (startup_done_ || start_attempts_left_ > 0 || starting_ > 0 || ready_once_ < started_ok_)
+  if (startup_done_ || start_attempts_left_ > 0 || starting_ > 0 ||
+      ready_once_ < started_ok_)
     return;
   startup_done_ = true;
   events_.init_complete(
@@ -651,9 +667,9 @@ void pool_core::answer_ready_waiters() {
   ready_waiters_.clear();
   for (auto& fn : waiters)
     fn(table_.live_count() > 0 ? caf::error{}
-       : first_start_error_    ? first_start_error_
-                               : caf::make_error(errc::start_failed, cfg_.name,
-                                                 "no worker started"));
+       : first_start_error_
+         ? first_start_error_
+         : caf::make_error(errc::start_failed, cfg_.name, "no worker started"));
 }
 
 bool pool_core::accepts_ready(const std::string& id) const {
@@ -673,10 +689,12 @@ uint64_t pool_core::on_worker_ready(const std::string& id, caf::actor handle, in
                                           static_cast<uint32_t>(cfg_.capacity()));
   slot->request_limit = limit;
   auto serial = table_.next_serial();
-  table_.make_live(*rec, worker_incarnation{serial, std::move(handle), pid, std::move(slot),
-                                            cfg_.capacity(), now, limit});
+  table_.make_live(*rec,
+                   worker_incarnation{serial, std::move(handle), pid, std::move(slot),
+                                      cfg_.capacity(), now, limit});
   if (rec->tainted(now))
-    callee_.schedule(until(rec->tainted_until, now), {pool_timer::kind::taint_expired, 0, id});
+    callee_.schedule(until(rec->tainted_until, now),
+                     {pool_timer::kind::taint_expired, 0, id});
   bool restarted = rec->ever_ready;
   if (restarted) {
     ++stats_.restarts;
@@ -708,7 +726,8 @@ void pool_core::on_worker_start_failed(const std::string& id, const caf::error& 
     return;
   if (breaker_.on_failure(callee_.now()))
     open_circuit(id, err);
-  else if (breaker_.current() != circuit_breaker::state::closed && table_.live(id) == nullptr)
+  else if (breaker_.current() != circuit_breaker::state::closed &&
+           table_.live(id) == nullptr)
     retire(id);
 }
 
@@ -726,9 +745,9 @@ void pool_core::open_circuit(const std::string& worker_id, const caf::error& err
     retire(id);
   if (table_.live_count() == 0)
     queue_.take_all([&](pending_request& p) {
-      fail_request(p, caf::make_error(errc::circuit_open,
-                                      fmt::format("pool {}: worker starts keep failing",
-                                                  cfg_.name)));
+      fail_request(p, caf::make_error(
+                        errc::circuit_open,
+                        fmt::format("pool {}: worker starts keep failing", cfg_.name)));
     });
   callee_.schedule(breaker_.reset(), {pool_timer::kind::circuit_probe, 0, {}});
 }
@@ -763,7 +782,8 @@ size_t pool_core::worker_deficit() const {
 // Recycling (upstream LifecycleManager): replace first, drain, then retire.
 // =================================================================================
 
-bool pool_core::begin_recycle(const std::string& id, const std::string& reason, uint64_t rss) {
+bool pool_core::begin_recycle(const std::string& id, const std::string& reason,
+                              uint64_t rss) {
   auto* rec = table_.find(id);
   if (draining_ || rec == nullptr || rec->recycling || !rec->live || !rec->member)
     return false;
@@ -818,7 +838,8 @@ void pool_core::recycle_finished(worker_record& rec, bool retired, pool_time now
     retire(rec.id); // crashed while recycled: its replacement takes over
   ++recycles_;
   if (!draining_)
-    callee_.schedule(caf::timespan{0}, {pool_timer::kind::lifecycle_check, 0, {}}); // the next one
+    callee_.schedule(caf::timespan{0},
+                     {pool_timer::kind::lifecycle_check, 0, {}}); // the next one
   auto& w = *rec.live;
   events_.worker_recycled(
     rec.id, info, w.served(),
@@ -828,7 +849,8 @@ void pool_core::recycle_finished(worker_record& rec, bool retired, pool_time now
 /// Retires a recycled worker once its replacement is ready and its calls finished.
 void pool_core::maybe_retire(const std::string& id) {
   auto* rec = table_.find(id);
-  if (rec == nullptr || !rec->replaced || !rec->live || rec->live->load() > 0 || !rec->member)
+  if (rec == nullptr || !rec->replaced || !rec->live || rec->live->load() > 0 ||
+      !rec->member)
     return;
   retire(id);
 }
@@ -865,15 +887,17 @@ void pool_core::lifecycle_check() {
       continue;
     }
     if (cfg_.recycling.max_memory_mb > 0)
-      if (auto rss = callee_.resident_bytes(w.pid); rss && *rss > cfg_.recycling.max_memory_mb << 20)
+      if (auto rss = callee_.resident_bytes(w.pid);
+          rss && *rss > cfg_.recycling.max_memory_mb << 20)
         begin_recycle(id, "memory", *rss);
   }
 }
 
 caf::error pool_core::recycle(const std::string& worker_id) {
   if (table_.live(worker_id) == nullptr)
-    return caf::make_error(errc::invalid_argument, fmt::format("pool {} has no ready worker '{}'",
-                                                               cfg_.name, worker_id));
+    return caf::make_error(
+      errc::invalid_argument,
+      fmt::format("pool {} has no ready worker '{}'", cfg_.name, worker_id));
   begin_recycle(worker_id, "manual");
   return caf::none;
 }

@@ -64,7 +64,7 @@ struct pool_timer {
 /// back as further core calls (`on_start_result`, `on_worker_ready`, `on_result`,
 /// `on_timer`, ...).
 class pool_callee {
-public:
+ public:
   virtual ~pool_callee() = default;
   /// The pool's clock (virtual in tests).
   virtual pool_time now() = 0;
@@ -77,21 +77,21 @@ public:
   /// Run a unary call on `w`, whose capacity the core claimed for it. `slot` is the
   /// facade caller's reply slot, if the call has one (it may be answered from the
   /// gRPC thread); the outcome always comes back as `on_result`.
-  virtual void run(const worker_incarnation& w, const std::string& worker_id, uint64_t req_id,
-                   execute_request req, caf::timespan budget, reply_slot_ptr slot)
-    = 0;
+  virtual void run(const worker_incarnation& w, const std::string& worker_id,
+                   uint64_t req_id, execute_request req, caf::timespan budget,
+                   reply_slot_ptr slot) = 0;
   /// Run a streaming call on `w`; its chunks go to `sink`, its end comes back as
   /// `on_result` (the sink may have been ended already).
   virtual void run_stream(const worker_incarnation& w, const std::string& worker_id,
                           uint64_t req_id, execute_request req, caf::timespan budget,
-                          stream_sink_ptr sink)
-    = 0;
+                          stream_sink_ptr sink) = 0;
   /// Deliver `t` back to `on_timer` after `delay`.
   virtual void schedule(caf::timespan delay, pool_timer t) = 0;
   /// Tell `on_caller_down` when this actor terminates (once per caller).
   virtual void monitor_caller(const caf::actor_addr& caller) = 0;
   /// The session store learns the session ran on this worker.
-  virtual void touch_session(const std::string& session_id, const std::string& worker_id) = 0;
+  virtual void touch_session(const std::string& session_id,
+                             const std::string& worker_id) = 0;
   /// Ask the tool registry for the pool's tools (answer: `set_tools`).
   virtual void refresh_tools() = 0;
   /// Resident memory of a process (recycling by memory).
@@ -101,7 +101,7 @@ public:
 /// One pool's decisions and bookkeeping. Not thread-safe: one caller at a time
 /// (the pool actor); blocking callers only touch the checkout table.
 class pool_core {
-public:
+ public:
   pool_core(pool_config cfg, std::shared_ptr<direct_lane> lane, pool_events events,
             pool_callee& callee, uint64_t generation = 1);
   ~pool_core();
@@ -182,7 +182,7 @@ public:
   bool startup_done() const { return startup_done_; }
   const circuit_breaker& breaker() const { return breaker_; }
 
-private:
+ private:
   // admission
   caf::error refuse_early(const execute_request& req) const;
   bool route_session(pending_request& p);

@@ -29,7 +29,8 @@ void pool_events::emit(const char* name, json measurements, json metadata) {
   bus_->emit(name, std::move(measurements), std::move(metadata));
 }
 
-void pool_events::log(adapters::log_level level, const char* msg, adapters::log_fields fields) {
+void pool_events::log(adapters::log_level level, const char* msg,
+                      adapters::log_fields fields) {
   if (!log_->enabled(level))
     return;
   fields["pool"] = pool_;
@@ -60,7 +61,8 @@ void pool_events::request_stop(const execute_result& res, std::chrono::microseco
     return;
   json measurements{{"duration_us", took.count()}};
   auto metadata = request_stop_metadata(pool_, res);
-  emit(res ? "snakepit.request.stop" : "snakepit.request.exception", measurements, metadata);
+  emit(res ? "snakepit.request.stop" : "snakepit.request.exception", measurements,
+       metadata);
   if (stream)
     emit("snakepit.stream.stop", measurements, metadata);
 }
@@ -78,7 +80,9 @@ void pool_events::dequeued(const pending_request& p, const std::string& worker_i
                            pool_time now) {
   if (listening())
     emit("snakepit.queue.dequeued", {{"wait_us", micros(now - p.accepted)}},
-         {{"pool", pool_}, {"worker_id", worker_id}, {"correlation_id", p.correlation_id()}});
+         {{"pool", pool_},
+          {"worker_id", worker_id},
+          {"correlation_id", p.correlation_id()}});
 }
 
 void pool_events::saturated(const pending_request& p, size_t queue_size,
@@ -98,7 +102,8 @@ void pool_events::queue_timeout(const pending_request& p, bool deadline_passed) 
   if (log_->enabled(adapters::log_level::warn))
     log_->warn(deadline_passed ? "request deadline passed in the queue"
                                : "queue timeout: no worker became free",
-               {{"pool", pool_}, {"command", p.req.command},
+               {{"pool", pool_},
+                {"command", p.req.command},
                 {"correlation_id", p.correlation_id()}});
   if (listening())
     emit("snakepit.queue.timeout", json::object(),
@@ -110,8 +115,11 @@ void pool_events::queue_timeout(const pending_request& p, bool deadline_passed) 
 void pool_events::retried(const pending_request& p, const std::string& dead_worker,
                           std::chrono::milliseconds delay) {
   if (listening())
-    emit("snakepit.request.retried", {{"attempt", p.attempt}, {"delay_ms", delay.count()}},
-         {{"pool", pool_}, {"worker_id", dead_worker}, {"correlation_id", p.correlation_id()}});
+    emit("snakepit.request.retried",
+         {{"attempt", p.attempt}, {"delay_ms", delay.count()}},
+         {{"pool", pool_},
+          {"worker_id", dead_worker},
+          {"correlation_id", p.correlation_id()}});
 }
 
 void pool_events::capacity_reached(const std::string& worker_id, size_t capacity,
@@ -125,21 +133,25 @@ void pool_events::capacity_reached(const std::string& worker_id, size_t capacity
 
 void pool_events::init_started(size_t total_workers) {
   if (listening())
-    emit("snakepit.pool.init_started", {{"total_workers", total_workers}}, {{"pool", pool_}});
+    emit("snakepit.pool.init_started", {{"total_workers", total_workers}},
+         {{"pool", pool_}});
 }
 
-void pool_events::init_complete(std::chrono::milliseconds took, size_t ready, size_t total,
-                                const caf::error& first_error) {
+void pool_events::init_complete(std::chrono::milliseconds took, size_t ready,
+                                size_t total, const caf::error& first_error) {
   if (!listening())
     return;
   json md{{"pool", pool_}};
   if (first_error)
     md["error"] = describe(first_error);
-  emit("snakepit.pool.init_complete",
-       {{"duration_ms", took.count()}, {"ready_workers", ready}, {"total_workers", total}}, md);
+  emit(
+    "snakepit.pool.init_complete",
+    {{"duration_ms", took.count()}, {"ready_workers", ready}, {"total_workers", total}},
+    md);
 }
 
-void pool_events::worker_ready(const std::string& id, int pid, bool restarted, size_t workers) {
+void pool_events::worker_ready(const std::string& id, int pid, bool restarted,
+                               size_t workers) {
   if (listening())
     emit(restarted ? "snakepit.worker.restarted" : "snakepit.worker.ready",
          {{"workers", workers}}, {{"pool", pool_}, {"worker_id", id}, {"pid", pid}});
@@ -174,7 +186,8 @@ void pool_events::recycle_started(const std::string& id, const std::string& reas
 
 void pool_events::worker_recycled(const std::string& id, const recycle_info& info,
                                   uint64_t requests, std::chrono::milliseconds uptime) {
-  log(adapters::log_level::info, "worker recycled", {{"worker_id", id}, {"reason", info.reason}});
+  log(adapters::log_level::info, "worker recycled",
+      {{"worker_id", id}, {"reason", info.reason}});
   if (!listening())
     return;
   json m{{"requests", requests}, {"uptime_ms", uptime.count()}};

@@ -25,16 +25,19 @@ class bus;
 namespace snakepit::actors::detail {
 
 class pool_events {
-public:
-  pool_events(std::string pool, std::shared_ptr<telemetry::bus> bus, adapters::logger_ptr log);
+ public:
+  pool_events(std::string pool, std::shared_ptr<telemetry::bus> bus,
+              adapters::logger_ptr log);
 
   const std::string& pool() const { return pool_; }
 
   // --- requests ------------------------------------------------------------------
-  void request_start(const pending_request& p, const std::string& worker_id, pool_time now);
+  void request_start(const pending_request& p, const std::string& worker_id,
+                     pool_time now);
   void stream_start(const pending_request& p, const std::string& worker_id);
   /// `snakepit.request.stop` or `.exception` (and `snakepit.stream.stop`).
-  void request_stop(const execute_result& res, std::chrono::microseconds took, bool stream);
+  void request_stop(const execute_result& res, std::chrono::microseconds took,
+                    bool stream);
   void enqueued(const pending_request& p, size_t queue_size);
   void dequeued(const pending_request& p, const std::string& worker_id, pool_time now);
   void saturated(const pending_request& p, size_t queue_size, size_t max_queue_size);
@@ -48,7 +51,8 @@ public:
   void init_complete(std::chrono::milliseconds took, size_t ready, size_t total,
                      const caf::error& first_error);
   void worker_ready(const std::string& id, int pid, bool restarted, size_t workers);
-  void worker_terminated(const std::string& id, uint64_t requests, const caf::error& reason);
+  void worker_terminated(const std::string& id, uint64_t requests,
+                         const caf::error& reason);
   void worker_crash(const std::string& id, const std::string& cause);
   void worker_tainted(const std::string& id, const std::string& cause,
                       std::chrono::milliseconds duration);
@@ -63,7 +67,7 @@ public:
   /// `worker_id` empty: closed without a new worker (nothing was missing).
   void circuit_closed(const std::string& worker_id);
 
-private:
+ private:
   bool listening() const;
   void emit(const char* name, json measurements, json metadata);
   void log(adapters::log_level level, const char* msg, adapters::log_fields fields);

@@ -56,7 +56,7 @@ struct inflight_request {
 
 /// The waiting requests in FIFO order, found by id in O(1).
 class request_queue {
-public:
+ public:
   using list_type = std::list<pending_request>;
   using iterator = list_type::iterator;
 
@@ -78,7 +78,7 @@ public:
   /// Removes every request, handing each to `fn`.
   void take_all(const std::function<void(pending_request&)>& fn);
 
-private:
+ private:
   list_type queue_;
   std::unordered_map<uint64_t, iterator> index_;
 };

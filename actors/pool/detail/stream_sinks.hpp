@@ -10,14 +10,14 @@
 #include <caf/send.hpp>
 
 #include "actors/atoms.hpp"
-#include "adapters/errors.hpp"
 #include "actors/pool/stream_sink.hpp"
+#include "adapters/errors.hpp"
 
 namespace snakepit::actors::detail {
 
 /// Sends the chunks of a stream to a host actor (the actor API of execute_stream).
 class actor_stream_sink final : public stream_sink {
-public:
+ public:
   explicit actor_stream_sink(caf::actor dest) : dest_(std::move(dest)) {}
 
   adapters::stream_step on_chunk(json chunk, bool is_final) override {
@@ -31,7 +31,7 @@ public:
 
   void attach(adapters::stream_control) override {}
 
-private:
+ private:
   caf::actor dest_;
 };
 
@@ -40,7 +40,7 @@ private:
 /// is read from the worker, so HTTP/2 flow control holds the Python producer back
 /// instead of the host actor's mailbox growing.
 class windowed_actor_stream_sink final : public stream_sink {
-public:
+ public:
   windowed_actor_stream_sink(caf::actor dest, uint64_t id, uint32_t window)
     : dest_(std::move(dest)), id_(id), window_(window) {}
 
@@ -62,8 +62,9 @@ public:
       // A halt cancels the RPC on purpose: a clean end for the host, unless it
       // was the deadline.
       if (halted_ && err == errc::cancelled)
-        err = expired_ ? caf::make_error(errc::timeout, "stream did not end within its budget")
-                       : caf::error{};
+        err = expired_
+                ? caf::make_error(errc::timeout, "stream did not end within its budget")
+                : caf::error{};
     }
     caf::anon_send(dest_, stream_end_atom::value, id_, std::move(err));
   }
@@ -95,7 +96,7 @@ public:
     stop_locked();
   }
 
-private:
+ private:
   void stop_locked() {
     control_.cancel();
     if (paused_) {

@@ -70,14 +70,14 @@ void worker_table::reinstate(const std::string& id) {
 }
 
 size_t worker_table::member_count() const {
-  return static_cast<size_t>(std::count_if(records_.begin(), records_.end(),
-                                           [](const auto& kv) { return kv.second.member; }));
+  return static_cast<size_t>(std::count_if(
+    records_.begin(), records_.end(), [](const auto& kv) { return kv.second.member; }));
 }
 
 size_t worker_table::recycling_count() const {
-  return static_cast<size_t>(std::count_if(records_.begin(), records_.end(), [](const auto& kv) {
-    return kv.second.recycling.has_value();
-  }));
+  return static_cast<size_t>(
+    std::count_if(records_.begin(), records_.end(),
+                  [](const auto& kv) { return kv.second.recycling.has_value(); }));
 }
 
 bool worker_table::any_taint(pool_time now) const {
@@ -86,8 +86,9 @@ bool worker_table::any_taint(pool_time now) const {
 }
 
 bool worker_table::untainted_ready(pool_time now) const {
-  return std::any_of(order_.begin(), order_.end(),
-                     [&](const std::string& id) { return !records_.at(id).tainted(now); });
+  return std::any_of(order_.begin(), order_.end(), [&](const std::string& id) {
+    return !records_.at(id).tainted(now);
+  });
 }
 
 std::optional<std::vector<lane_slot_ptr>> worker_table::take_published_slots() {

@@ -77,7 +77,7 @@ struct worker_record {
 /// Every worker of one pool, by id, and the ready ones in the order they became
 /// ready (round robin among equals).
 class worker_table {
-public:
+ public:
   /// A new worker id (a start is being asked for).
   worker_record& add(const std::string& id);
   worker_record* find(const std::string& id);
@@ -118,7 +118,7 @@ public:
 
   uint64_t next_serial() { return ++serial_; }
 
-private:
+ private:
   std::map<std::string, worker_record> records_;
   std::vector<std::string> order_;
   size_t live_count_ = 0;

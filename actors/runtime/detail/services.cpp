@@ -170,8 +170,12 @@ service bridge_service(impl& p) {
     actors::bridge_server_options bopts;
     bopts.socket_path = p.dir->file("host.sock");
     bopts.system = p.sys;
-    bopts.session_store = [names = p.env->names] { return names->get(actors::session_store_name); };
-    bopts.tool_registry = [names = p.env->names] { return names->get(actors::tool_registry_name); };
+    bopts.session_store = [names = p.env->names] {
+      return names->get(actors::session_store_name);
+    };
+    bopts.tool_registry = [names = p.env->names] {
+      return names->get(actors::tool_registry_name);
+    };
     auto bridge = actors::bridge_server::start(std::move(bopts));
     if (!bridge)
       return bridge.error();

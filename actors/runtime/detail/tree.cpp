@@ -89,8 +89,8 @@ actors::session_store_config session_store_settings(const config& cfg,
   scfg.on_expire = [names = env.names, bus = env.telemetry,
                     forget](const std::string& id) {
     bus->emit("snakepit.session.expired", json::object(), {{"session_id", id}});
-    actors::drop_session_tools(actors::as_tool_registry(names->get(actors::tool_registry_name)),
-                               id);
+    actors::drop_session_tools(
+      actors::as_tool_registry(names->get(actors::tool_registry_name)), id);
     forget(id);
   };
   return scfg;
@@ -102,13 +102,11 @@ caf::expected<caf::actor> start_tree(caf::actor_system& sys, const config& cfg,
                                      const std::shared_ptr<actors::worker_env>& env,
                                      std::chrono::milliseconds timeout) {
   std::vector<supervision::child_spec> children;
-  children.push_back(
-    named(actors::session_store_child(actors::session_store_name,
-                                      session_store_settings(cfg, *env)),
-          env->names, actors::session_store_name));
-  children.push_back(
-    named(actors::tool_registry_child(actors::tool_registry_name), env->names,
-          actors::tool_registry_name));
+  children.push_back(named(actors::session_store_child(actors::session_store_name,
+                                                       session_store_settings(cfg, *env)),
+                           env->names, actors::session_store_name));
+  children.push_back(named(actors::tool_registry_child(actors::tool_registry_name),
+                           env->names, actors::tool_registry_name));
   children.push_back(runtime_sup(cfg, env));
   supervision::supervisor_flags flags;
   flags.strat = supervision::strategy::one_for_one;
