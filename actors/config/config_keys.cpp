@@ -399,9 +399,12 @@ const std::vector<config_key<log_config>>& log_keys() {
   return keys;
 }
 
-const std::vector<config_key<pool_config>>& pool_keys() {
+namespace {
+
+/// The pool's identity, profile and heartbeat keys.
+std::vector<config_key<pool_config>> pool_worker_keys() {
   using p = pool_config;
-  static const std::vector<config_key<pool_config>> keys = {
+  return {
     key<&p::name>("name", "pool name used for routing").check(check_pool_name),
     key<&p::pool_size>("pool_size", "number of worker processes")
       .at_least(1)
@@ -430,6 +433,13 @@ const std::vector<config_key<pool_config>>& pool_keys() {
       .when(heartbeat_on),
     key<&p::heartbeat, &pool_heartbeat::dependent>(
       "heartbeat_dependent", "kill the process after max_missed misses (false: report)"),
+  };
+}
+
+/// The pool's queueing, start, stop, recycling, crash and dispatch keys.
+std::vector<config_key<pool_config>> pool_policy_keys() {
+  using p = pool_config;
+  return {
     key<&p::max_message_bytes>("max_message_bytes", "largest request payload in bytes")
       .wide()
       .at_least(1024),
@@ -497,6 +507,18 @@ const std::vector<config_key<pool_config>>& pool_keys() {
     key<&p::direct_dispatch>("direct_dispatch",
                              "blocking callers may run a call on their own thread"),
   };
+}
+
+} // namespace
+
+const std::vector<config_key<pool_config>>& pool_keys() {
+  static const std::vector<config_key<pool_config>> keys = [] {
+    auto all = pool_worker_keys();
+    auto rest = pool_policy_keys();
+    all.insert(all.end(), std::make_move_iterator(rest.begin()),
+               std::make_move_iterator(rest.end()));
+    return all;
+  }();
   return keys;
 }
 
