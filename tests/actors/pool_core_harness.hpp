@@ -14,6 +14,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -121,7 +122,8 @@ class fake_callee final : public detail::pool_callee {
   double random = 0.5;
   std::vector<std::string> starts;
   std::vector<std::string> retires;
-  std::vector<run_record> runs;
+  /// A deque: tests keep pointers to earlier runs while the core records more.
+  std::deque<run_record> runs;
   std::vector<timer_record> timers;
   std::vector<caf::actor_addr> monitored;
   std::vector<std::pair<std::string, std::string>> touches;
