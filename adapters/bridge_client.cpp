@@ -253,12 +253,16 @@ caf::expected<tool_reply> convert_execute(const bridge::ExecuteToolResponse& res
 } // namespace detail
 
 /// Shared between a stream and its consumer: pause/resume/cancel bookkeeping.
-struct stream_control::impl {
+struct grpc_stream_control final : stream_control::backend {
   std::mutex mtx;
   detail::call_base* call = nullptr; ///< the stream; null once it finished
   bool paused = false;
   bool resume_requested = false;
   bool cancelled = false;
+
+  void resume() override;
+  void cancel() override;
+  void send(const telemetry_control& ctl) override;
 };
 
 namespace detail {
@@ -268,7 +272,7 @@ namespace {
 /// A streaming call with a consumer-side handle (`stream_control`).
 struct controlled_call : call_base {
   explicit controlled_call(std::shared_ptr<client_state> owner)
-    : call_base(std::move(owner)), control(std::make_shared<stream_control::impl>()) {
+    : call_base(std::move(owner)), control(std::make_shared<grpc_stream_control>()) {
     control->call = this;
   }
 
@@ -278,7 +282,7 @@ struct controlled_call : call_base {
     control->call = nullptr;
   }
 
-  std::shared_ptr<stream_control::impl> control;
+  std::shared_ptr<grpc_stream_control> control;
 };
 
 /// A server-streaming RPC: start, then reads until the stream ends, then Finish.
@@ -640,40 +644,34 @@ void bridge_client::execute_stream(tool_call tc, std::chrono::milliseconds timeo
     std::move(done));
 }
 
-void stream_control::resume() const {
-  if (!impl_)
+void grpc_stream_control::resume() {
+  std::lock_guard<std::mutex> guard{mtx};
+  if (call == nullptr)
     return;
-  std::lock_guard<std::mutex> guard{impl_->mtx};
-  if (impl_->call == nullptr)
-    return;
-  if (impl_->paused) {
-    impl_->paused = false;
-    impl_->call->read_next();
+  if (paused) {
+    paused = false;
+    call->read_next();
   } else {
-    impl_->resume_requested = true;
+    resume_requested = true;
   }
 }
 
-void stream_control::send(const telemetry_control& ctl) const {
-  if (!impl_)
-    return;
-  std::lock_guard<std::mutex> guard{impl_->mtx};
-  if (impl_->call != nullptr)
-    impl_->call->send_locked(ctl);
+void grpc_stream_control::send(const telemetry_control& ctl) {
+  std::lock_guard<std::mutex> guard{mtx};
+  if (call != nullptr)
+    call->send_locked(ctl);
 }
 
-void stream_control::cancel() const {
-  if (!impl_)
+void grpc_stream_control::cancel() {
+  std::lock_guard<std::mutex> guard{mtx};
+  if (call == nullptr || cancelled)
     return;
-  std::lock_guard<std::mutex> guard{impl_->mtx};
-  if (impl_->call == nullptr || impl_->cancelled)
-    return;
-  impl_->cancelled = true;
-  impl_->call->cancel(errc::cancelled);
-  if (impl_->paused) {
+  cancelled = true;
+  call->cancel(errc::cancelled);
+  if (paused) {
     // Drain: the pending read fails after the cancel and the stream finishes.
-    impl_->paused = false;
-    impl_->call->read_next();
+    paused = false;
+    call->read_next();
   }
 }
 
@@ -687,7 +685,7 @@ bridge_client::execute_stream(tool_call tc, std::chrono::milliseconds timeout,
     return control;
   }
   auto* call = new detail::stream_call(state_, std::move(on_chunk), std::move(done));
-  control.impl_ = call->control;
+  control = stream_control{call->control};
   call->prepare(timeout, tc.correlation_id);
   bridge::ExecuteToolRequest request;
   encode_request(tc, true, &request);
@@ -707,7 +705,7 @@ stream_control bridge_client::stream_telemetry(std::function<void(python_event)>
     return control;
   }
   auto* call = new detail::telemetry_call(state_, std::move(on_event), std::move(done));
-  control.impl_ = call->control;
+  control = stream_control{call->control};
   detail::start_call(*state_, call, [&] {
     call->stream =
       state_->stub->PrepareAsyncStreamTelemetry(&call->ctx, &state_->runtime->cq);

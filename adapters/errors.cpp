@@ -66,6 +66,8 @@ std::string to_string(errc x) {
     return "payload_too_large";
   case errc::circuit_open:
     return "circuit_open";
+  case errc::protocol_error:
+    return "protocol_error";
   }
   return "errc(" + std::to_string(static_cast<int>(x)) + ")";
 }
@@ -77,6 +79,14 @@ bool operator==(const python_error& x, const python_error& y) {
 
 caf::error make_error(errc code, std::string message) {
   return caf::error{code, std::move(message)};
+}
+
+caf::error error_from_python(python_error details) {
+  if (details.type == "UnknownToolError")
+    return make_error(errc::unknown_tool, std::move(details));
+  if (details.type == "InvalidArgumentError")
+    return make_error(errc::invalid_argument, std::move(details));
+  return make_tool_error(std::move(details));
 }
 
 caf::error make_error(errc code, python_error details) {

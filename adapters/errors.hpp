@@ -68,6 +68,10 @@ enum class errc : uint8_t {
   payload_too_large,
   /// The pool's circuit breaker is open: its workers keep failing to start.
   circuit_open,
+  /// A worker broke its wire protocol (stdio kind: a frame that is not JSON, one
+  /// longer than `max_message_bytes`, a response nobody waits for, its output
+  /// closed): its calls fail with this and the worker is restarted.
+  protocol_error,
 };
 
 /// Returns the enumerator's name, e.g. "tool_error".
@@ -112,6 +116,11 @@ caf::error make_error(errc code, python_error details);
 
 /// Shorthand for `make_error(errc::tool_error, std::move(details))`.
 caf::error make_tool_error(python_error details);
+
+/// What a worker's in-band failure means, by its exception type: UnknownToolError ->
+/// unknown_tool, InvalidArgumentError -> invalid_argument, anything else -> tool_error
+/// (the same for every worker kind).
+caf::error error_from_python(python_error details);
 
 /// The same error with the request's correlation id attached (at the end of its
 /// context, after the marker atom "cid"); errors of other categories, no error and

@@ -104,7 +104,7 @@ std::string env_value(const process_spec& spec, const std::string& key) {
   return {};
 }
 
-caf::expected<std::string> resolve_executable(const process_spec& spec) {
+caf::expected<std::string> resolve_executable_of(const process_spec& spec) {
   const auto& exe = spec.executable;
   if (exe.empty())
     return make_error(errc::start_failed, "no executable given");
@@ -252,8 +252,12 @@ int lifeline_child_fd() {
   return 3;
 }
 
+caf::expected<std::string> resolve_executable(const process_spec& spec) {
+  return resolve_executable_of(spec);
+}
+
 caf::expected<child_process> spawn_process(const process_spec& spec) {
-  auto resolved = resolve_executable(spec);
+  auto resolved = resolve_executable_of(spec);
   if (!resolved)
     return std::move(resolved.error());
   const auto& path = *resolved;
@@ -308,6 +312,8 @@ caf::expected<child_process> spawn_process(const process_spec& spec) {
   ::posix_spawnattr_setflags(&objs.attr, flags);
   // Order matters: stdio first, then the lifeline, so a stdio fd numbered 3 is copied
   // before fd 3 is overwritten.
+  if (spec.stdin_fd >= 0)
+    ::posix_spawn_file_actions_adddup2(&objs.actions, spec.stdin_fd, 0);
   if (spec.stdout_fd >= 0)
     ::posix_spawn_file_actions_adddup2(&objs.actions, spec.stdout_fd, 1);
   if (spec.stderr_fd >= 0)

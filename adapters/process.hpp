@@ -39,6 +39,8 @@ struct process_spec {
   int stderr_fd = -1;
   /// Becomes the child's fd 1; -1 inherits the host's stdout.
   int stdout_fd = -1;
+  /// Becomes the child's fd 0; -1 inherits the host's stdin.
+  int stdin_fd = -1;
 };
 
 /// How a process ended.
@@ -99,6 +101,11 @@ class child_process {
   bool own_group_ = false;
   int pidfd_ = -1;
 };
+
+/// Where `spec.executable` would be found (an absolute or relative path as given, a
+/// bare name in the PATH of `spec.env`), checked for being an executable file; the
+/// error (`start_failed`) names the path. What `spawn_process` does first.
+caf::expected<std::string> resolve_executable(const process_spec& spec);
 
 /// Starts a process with posix_spawn. Fails with errc::start_failed and a message that
 /// names the path (missing executable, not executable, bad cwd, spawn error).

@@ -94,6 +94,13 @@ struct stderr_pump::impl {
   struct pipe_entry {
     json fields;
     std::string partial;
+    std::function<void(std::string_view)> on_line;
+
+    void line(logger& log, log_level raw_level, std::string_view text) const {
+      log_worker_line(log, raw_level, fields, text);
+      if (on_line)
+        on_line(text);
+    }
   };
 
   logger_ptr log;
@@ -124,7 +131,7 @@ struct stderr_pump::impl {
       thread.join();
   }
 
-  caf::expected<int> open(json fields) {
+  caf::expected<int> open(json fields, std::function<void(std::string_view)> on_line) {
     int fds[2];
     if (::pipe2(fds, O_CLOEXEC) != 0)
       return make_error(errc::start_failed,
@@ -136,7 +143,7 @@ struct stderr_pump::impl {
       ::close(fds[1]);
       return make_error(errc::shutting_down, "the stderr pump is stopped");
     }
-    pipes.emplace(fds[0], pipe_entry{std::move(fields), {}});
+    pipes.emplace(fds[0], pipe_entry{std::move(fields), {}, std::move(on_line)});
     loop.add(fds[0], static_cast<uint64_t>(fds[0]));
     return fds[1];
   }
@@ -147,13 +154,12 @@ struct stderr_pump::impl {
       auto nl = e.partial.find('\n', start);
       if (nl == std::string::npos)
         break;
-      log_worker_line(*log, raw_level, e.fields,
-                      std::string_view{e.partial}.substr(start, nl - start));
+      e.line(*log, raw_level, std::string_view{e.partial}.substr(start, nl - start));
       start = nl + 1;
     }
     e.partial.erase(0, start);
     if (final || e.partial.size() >= max_line) {
-      log_worker_line(*log, raw_level, e.fields, e.partial);
+      e.line(*log, raw_level, e.partial);
       e.partial.clear();
     }
   }
@@ -215,8 +221,9 @@ stderr_pump::stderr_pump(logger_ptr log, log_level raw_level)
 
 stderr_pump::~stderr_pump() = default;
 
-caf::expected<int> stderr_pump::open(json fields) {
-  return impl_->open(std::move(fields));
+caf::expected<int> stderr_pump::open(json fields,
+                                     std::function<void(std::string_view)> on_line) {
+  return impl_->open(std::move(fields), std::move(on_line));
 }
 
 size_t stderr_pump::open_pipes() const {

@@ -6,8 +6,10 @@
 #pragma once
 
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include <nlohmann/json.hpp>
 
@@ -34,7 +36,9 @@ class stderr_pump {
   /// to the child as its stderr and close it right after the spawn, whether or not
   /// the spawn succeeded — the pump closes the read end once every writer is gone and
   /// the last (even unterminated) line is logged.
-  caf::expected<int> open(log_fields fields);
+  /// `on_line` (optional) also gets every line, on the pump's thread.
+  caf::expected<int> open(log_fields fields,
+                          std::function<void(std::string_view)> on_line = {});
 
   /// Read ends still open (a writer may still hold the pipe).
   size_t open_pipes() const;

@@ -135,12 +135,7 @@ python_error parse_error_payload(const std::string& error_message) {
 }
 
 caf::error error_from_payload(const std::string& error_message) {
-  auto details = parse_error_payload(error_message);
-  if (details.type == "UnknownToolError")
-    return make_error(errc::unknown_tool, std::move(details));
-  if (details.type == "InvalidArgumentError")
-    return make_error(errc::invalid_argument, std::move(details));
-  return make_tool_error(std::move(details));
+  return error_from_python(parse_error_payload(error_message));
 }
 
 caf::expected<tool_reply> decode_response(const bridge::ExecuteToolResponse& response) {
@@ -167,38 +162,6 @@ json decode_chunk(const std::string& data) {
   if (parsed.is_object())
     return parsed;
   return json{{"data", std::move(parsed)}};
-}
-
-std::string base64_encode(const std::string& bytes) {
-  static constexpr char alphabet[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::string out;
-  out.reserve((bytes.size() + 2) / 3 * 4);
-  size_t i = 0;
-  for (; i + 2 < bytes.size(); i += 3) {
-    uint32_t n = (static_cast<uint8_t>(bytes[i]) << 16) |
-                 (static_cast<uint8_t>(bytes[i + 1]) << 8) |
-                 static_cast<uint8_t>(bytes[i + 2]);
-    out += alphabet[(n >> 18) & 63];
-    out += alphabet[(n >> 12) & 63];
-    out += alphabet[(n >> 6) & 63];
-    out += alphabet[n & 63];
-  }
-  auto rest = bytes.size() - i;
-  if (rest == 1) {
-    uint32_t n = static_cast<uint8_t>(bytes[i]) << 16;
-    out += alphabet[(n >> 18) & 63];
-    out += alphabet[(n >> 12) & 63];
-    out += "==";
-  } else if (rest == 2) {
-    uint32_t n =
-      (static_cast<uint8_t>(bytes[i]) << 16) | (static_cast<uint8_t>(bytes[i + 1]) << 8);
-    out += alphabet[(n >> 18) & 63];
-    out += alphabet[(n >> 12) & 63];
-    out += alphabet[(n >> 6) & 63];
-    out += '=';
-  }
-  return out;
 }
 
 caf::error error_from_status(const grpc::Status& status) {

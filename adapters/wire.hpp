@@ -11,6 +11,7 @@
 #include <grpcpp/support/status.h>
 #include <nlohmann/json.hpp>
 
+#include "adapters/base64.hpp"
 #include "adapters/bridge_client.hpp"
 #include "adapters/errors.hpp"
 #include "snakepit_bridge.pb.h"
@@ -56,9 +57,6 @@ caf::expected<tool_reply> decode_response(const bridge::ExecuteToolResponse& res
 /// Decodes ToolChunk.data: JSON object as-is; other JSON value -> {"data": v};
 /// undecodable -> {"raw_data_base64": b64}; empty -> {}.
 nlohmann::json decode_chunk(const std::string& data);
-
-/// Standard base64 with padding.
-std::string base64_encode(const std::string& bytes);
 
 /// The ONE place that turns a grpc::Status into our error (OK -> none):
 /// DEADLINE_EXCEEDED -> timeout, UNAVAILABLE -> unavailable, CANCELLED -> cancelled,

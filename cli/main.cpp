@@ -79,6 +79,7 @@ int exit_code_of(const caf::error& err) {
   case errc::cancelled:
   case errc::worker_busy:
   case errc::circuit_open:
+  case errc::protocol_error:
   case errc::session_worker_unavailable:
   case errc::quota_exceeded:
     return exit_call_failed;

@@ -69,6 +69,20 @@ caf::error config::validate() const {
   }
   if (auto err = validate_keys(*this, config_keys(), ""))
     return err;
+  bool any_python = false;
+  for (auto& p : pools) {
+    any_python = any_python || p.bundled_python();
+    if (p.command.empty())
+      continue;
+    adapters::process_spec probe;
+    probe.executable = p.command.front();
+    probe.cwd = p.cwd;
+    if (auto found = adapters::resolve_executable(probe); !found)
+      return invalid(
+        fmt::format("pools[{}].command: {}", p.name, message_of(found.error())));
+  }
+  if (!any_python)
+    return caf::none; // no pool runs the bundled Python bridge
   if (python.empty())
     return invalid("python: no interpreter given");
   struct stat st;

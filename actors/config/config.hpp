@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -18,6 +19,16 @@
 #include "adapters/log.hpp"
 
 namespace snakepit {
+
+class adapter;
+
+/// How the host talks to a pool's workers (docs/workers.md).
+enum class worker_kind : uint8_t {
+  /// BridgeService over gRPC (a unix socket the worker binds; ready file, Ping).
+  grpc,
+  /// Length-prefixed JSON frames over the worker's stdin and stdout.
+  stdio,
+};
 
 /// Worker profile (upstream WorkerProfile): `process` runs one request at a time per
 /// worker; `thread` runs up to `threads_per_worker` at once (sync tools on a thread
@@ -49,11 +60,15 @@ enum class affinity_mode : uint8_t {
 
 /// The name of a choice as a configuration file writes it ("thread", "hybrid", ...).
 const char* to_string(worker_profile x);
+/// The name of a choice as a configuration file writes it ("grpc", "stdio").
+const char* to_string(worker_kind x);
 /// The name of a choice as a configuration file writes it.
 const char* to_string(capacity_strategy x);
 /// The name of a choice as a configuration file writes it.
 const char* to_string(affinity_mode x);
 
+/// Parses "grpc" or "stdio"; nullopt for anything else.
+std::optional<worker_kind> parse_worker_kind(std::string_view name);
 /// Parses "process" or "thread"; nullopt for anything else.
 std::optional<worker_profile> parse_worker_profile(std::string_view name);
 /// Parses "pool", "hybrid" or "profile"; nullopt for anything else.
@@ -154,14 +169,27 @@ struct pool_startup {
   std::chrono::milliseconds ready_timeout{30000};
 };
 
-/// One pool of identical Python workers.
+/// One pool of identical workers.
 struct pool_config {
   /// Pool name used for routing (`execute_options::pool`).
   std::string name = "default";
   /// Number of worker processes (upstream `pool_size`).
   size_t pool_size = 4;
-  /// Adapter class, `pkg.module.Class`.
+  /// How the host talks to the workers.
+  worker_kind kind = worker_kind::grpc;
+  /// The worker program and its arguments (`["node", "node/bridge.js"]`); empty: the
+  /// bundled Python bridge of `kind`, running `adapter`.
+  std::vector<std::string> command;
+  /// Working directory of the workers; empty: the host's.
+  std::string cwd;
+  /// Adapter class of the bundled Python bridge, `pkg.module.Class`.
   std::string adapter = "snakepit_bridge.adapters.showcase.ShowcaseAdapter";
+  /// The adapter's own settings, a JSON object every worker process gets once
+  /// (`SNAKEPIT_ADAPTER_CONFIG`; the Python hook `on_worker_start(config)`).
+  std::string adapter_config = "{}";
+  /// The host-side adapter: hooks around every call of this pool (validation,
+  /// arguments, responses, timeouts; docs/workers.md). Null: configuration only.
+  std::shared_ptr<snakepit::adapter> host_adapter;
   /// How many requests one worker runs at once.
   snakepit::worker_profile worker_profile = snakepit::worker_profile::process;
   /// Concurrent requests per worker under the `thread` profile.
@@ -211,6 +239,9 @@ struct pool_config {
 
   /// Requests one worker may run at once under this profile.
   size_t capacity() const;
+
+  /// Whether the workers are the bundled Python bridge (no `command`).
+  bool bundled_python() const { return command.empty(); }
 };
 
 /// The runtime's log (docs/observability.md, "Logs"): the host's own lines and the

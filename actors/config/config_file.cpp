@@ -351,11 +351,21 @@ caf::error read_pools(const context& c, const toml::node& n,
     if (!tbl)
       return c.wrong_type(path, "table", item);
     pool_config p;
-    if (auto err = apply(c, *tbl, path, keys_of(c, pool_keys(), p)))
+    // adapter_config is written as a table; the struct keeps it as JSON text.
+    auto pool_tbl = *tbl;
+    if (auto* ac = pool_tbl.get("adapter_config"); ac && ac->is_table()) {
+      std::ostringstream os;
+      os << toml::json_formatter{*ac->as_table()};
+      pool_tbl.insert_or_assign("adapter_config", os.str());
+    }
+    if (pool_tbl.contains("env") && pool_tbl.contains("adapter_env"))
+      return c.fail(path + ".env", "conflicts with adapter_env (give one of them)");
+    if (auto err = apply(c, pool_tbl, path, keys_of(c, pool_keys(), p)))
       return err;
-    if (!tbl->contains("adapter"))
-      return c.fail(path + ".adapter", "missing (required: the adapter class, "
-                                       "pkg.module.Class)");
+    if (!tbl->contains("adapter") && p.bundled_python())
+      return c.fail(path + ".adapter", "missing (required for the bundled Python "
+                                       "bridge: the adapter class, pkg.module.Class; "
+                                       "or give the worker's command)");
     if (auto [pos, fresh] = names.emplace(p.name, i); !fresh)
       return c.fail(
         path + ".name",

@@ -1,9 +1,12 @@
 #include "actors/config/config_keys.hpp"
 
+#include <sys/stat.h>
+
 #include <cctype>
 #include <type_traits>
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include "actors/pool/lifecycle.hpp"
 #include "adapters/errors.hpp"
@@ -15,6 +18,7 @@ namespace snakepit {
 namespace {
 
 constexpr const char* worker_profile_names[] = {"process", "thread"};
+constexpr const char* worker_kind_names[] = {"grpc", "stdio"};
 constexpr const char* capacity_strategy_names[] = {"pool", "hybrid", "profile"};
 constexpr const char* affinity_mode_names[] = {"hint", "strict_queue",
                                                "strict_fail_fast"};
@@ -57,6 +61,13 @@ const choice_set& choices_of<worker_profile>() {
     make_choices<worker_profile>(worker_profile_names, [](std::string_view s) {
       return as_index(parse_worker_profile(s));
     });
+  return set;
+}
+
+template<>
+const choice_set& choices_of<worker_kind>() {
+  static const choice_set set = make_choices<worker_kind>(
+    worker_kind_names, [](std::string_view s) { return as_index(parse_worker_kind(s)); });
   return set;
 }
 
@@ -112,6 +123,14 @@ const char* to_string(capacity_strategy x) {
 
 const char* to_string(affinity_mode x) {
   return name_of(x, affinity_mode_names);
+}
+
+const char* to_string(worker_kind x) {
+  return name_of(x, worker_kind_names);
+}
+
+std::optional<worker_kind> parse_worker_kind(std::string_view name) {
+  return parse_name<worker_kind>(name, worker_kind_names);
 }
 
 std::optional<worker_profile> parse_worker_profile(std::string_view name) {
@@ -267,7 +286,8 @@ std::string check_pool_name(const pool_config& p) {
 }
 
 std::string check_adapter(const pool_config& p) {
-  if (!p.adapter.empty() && p.adapter.find('.') != std::string::npos)
+  if (!p.bundled_python() ||
+      (!p.adapter.empty() && p.adapter.find('.') != std::string::npos))
     return "";
   return fmt::format("'{}' is not of the form pkg.module.Class", p.adapter);
 }
@@ -276,6 +296,27 @@ std::string check_adapter_env(const pool_config& p) {
   for (auto& [k, v] : p.adapter_env)
     if (k.empty() || k.find('=') != std::string::npos)
       return fmt::format("'{}' is not a valid variable name", k);
+  return "";
+}
+
+std::string check_command(const pool_config& p) {
+  for (auto& arg : p.command)
+    if (arg.empty())
+      return "has an empty element (the first is the program, the rest its arguments)";
+  return "";
+}
+
+std::string check_cwd(const pool_config& p) {
+  struct stat st;
+  if (p.cwd.empty() || (::stat(p.cwd.c_str(), &st) == 0 && S_ISDIR(st.st_mode)))
+    return "";
+  return fmt::format("'{}' is not a directory", p.cwd);
+}
+
+std::string check_adapter_config(const pool_config& p) {
+  auto doc = nlohmann::json::parse(p.adapter_config, nullptr, false);
+  if (doc.is_discarded() || !doc.is_object())
+    return fmt::format("'{}' is not a JSON object", p.adapter_config);
   return "";
 }
 
@@ -409,7 +450,19 @@ std::vector<config_key<pool_config>> pool_worker_keys() {
     key<&p::pool_size>("pool_size", "number of worker processes")
       .at_least(1)
       .at_most(1024),
-    key<&p::adapter>("adapter", "adapter class, pkg.module.Class").check(check_adapter),
+    key<&p::kind>("kind", "how the host talks to the workers (docs/workers.md)"),
+    key<&p::command>("command", "the worker program and its arguments; empty: the "
+                                "bundled Python bridge of the kind")
+      .check(check_command),
+    key<&p::cwd>("cwd", "working directory of the workers; empty: the host's")
+      .check(check_cwd),
+    key<&p::adapter>("adapter", "adapter class of the bundled Python bridge, "
+                                "pkg.module.Class")
+      .check(check_adapter),
+    key<&p::adapter_config>("adapter_config",
+                            "the adapter's settings, a table (or JSON object text) "
+                            "every worker gets at start")
+      .check(check_adapter_config),
     key<&p::worker_profile>("worker_profile", "requests one worker runs at once"),
     key<&p::capacity_strategy>("capacity_strategy", "who schedules by capacity"),
     key<&p::threads_per_worker>("threads_per_worker",
@@ -504,6 +557,8 @@ std::vector<config_key<pool_config>> pool_policy_keys() {
     key<&p::adapter_args>("adapter_args", "extra command-line arguments for the worker"),
     key<&p::adapter_env>("adapter_env", "extra environment for the worker")
       .check(check_adapter_env),
+    key<&p::adapter_env>("env", "extra environment for the worker (adapter_env's "
+                                "other name)"),
     key<&p::direct_dispatch>("direct_dispatch",
                              "blocking callers may run a call on their own thread"),
   };

@@ -80,7 +80,7 @@ lane_counters direct_lane::counters() const {
 
 bool direct_lane::eligible(const execute_request& req) const {
   auto& o = req.opts;
-  if (o.idempotent || !o.binary_args.empty())
+  if (ctx_.host_adapter || o.idempotent || !o.binary_args.empty())
     return false;
   // The pool measures large or unusual arguments against max_message_bytes before
   // dispatch (payload_too_large); those take its path.
@@ -205,7 +205,7 @@ std::optional<execute_result> direct_lane::execute(execute_request& req,
     ctx_.log,        ctx_.pool, slot->worker_id, call.tool_name, call.correlation_id,
     call.session_id, false,     started};
   rlog.dispatched();
-  auto reply = slot->client.call(call, budget);
+  auto reply = slot->client->call(call, budget);
   execute_result out{caf::no_error};
   if (reply) {
     out = to_reply(std::move(*reply), slot->worker_id);
@@ -220,7 +220,7 @@ std::optional<execute_result> direct_lane::execute(execute_request& req,
         slot->dead.store(true);
         err = caf::make_error(
           errc::worker_crashed,
-          fmt::format("worker {}: python exited during the call", slot->worker_id));
+          fmt::format("worker {}: its process exited during the call", slot->worker_id));
       }
     }
     rlog.done(err);

@@ -37,7 +37,7 @@
 
 #include "actors/observability/histogram.hpp"
 #include "actors/types.hpp"
-#include "adapters/bridge_client.hpp"
+#include "adapters/connection.hpp"
 #include "adapters/log.hpp"
 
 namespace snakepit::telemetry {
@@ -50,7 +50,7 @@ class process_table;
 
 /// One ready worker in the checkout table.
 struct lane_slot {
-  lane_slot(std::string worker_id, int pid, adapters::bridge_client client,
+  lane_slot(std::string worker_id, int pid, adapters::connection_ptr client,
             uint32_t capacity)
     : worker_id(std::move(worker_id)), pid(pid), client(std::move(client)),
       capacity(capacity) {}
@@ -58,7 +58,7 @@ struct lane_slot {
   const std::string worker_id;
   const int pid;
   /// The worker actor's channel to its Python process (shared, thread-safe).
-  adapters::bridge_client client;
+  adapters::connection_ptr client;
   const uint32_t capacity;
   /// Requests running on the worker now, through either path.
   std::atomic<uint32_t> load{0};
@@ -108,6 +108,9 @@ struct lane_context {
   std::shared_ptr<const process_table> processes;
   /// Emit `snakepit.pool.capacity_reached` (capacity_strategy "hybrid").
   bool capacity_events = false;
+  /// The pool has a host adapter (adapter.hpp): its hooks run in the pool, so every
+  /// call takes the pool's path.
+  bool host_adapter = false;
   /// Largest request (bytes) a small JSON argument object may make, see `eligible`.
   size_t max_message_bytes = 0;
   /// Tells the session store a session was used on a worker (as a dispatch does).
@@ -197,4 +200,4 @@ std::string make_correlation_id(const std::string& pool, uint64_t n);
 
 } // namespace snakepit::actors
 
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(snakepit::adapters::bridge_client)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(snakepit::adapters::connection_ptr)

@@ -33,7 +33,7 @@ namespace {
 using pool_private =
   pool_actor::extend<caf::reacts_to<spawn_workers_atom>,
                      caf::reacts_to<worker_ready_atom, std::string, caf::actor, int,
-                                    adapters::bridge_client>,
+                                    adapters::connection_ptr>,
                      caf::reacts_to<worker_exit_atom, std::string, int, int>,
                      caf::reacts_to<worker_start_failed_atom, std::string, caf::error>,
                      caf::reacts_to<result_atom, std::string, uint64_t, execute_result>,
@@ -250,7 +250,7 @@ void replace_predecessor(pool_ptr self) {
 }
 
 void worker_ready(pool_ptr self, const std::string& id, caf::actor& hdl, int pid,
-                  adapters::bridge_client& client) {
+                  adapters::connection_ptr& client) {
   auto& st = self->state;
   if (!st.core->accepts_ready(id))
     return; // (retired while it started: its stop is on the way)
@@ -260,7 +260,8 @@ void worker_ready(pool_ptr self, const std::string& id, caf::actor& hdl, int pid
                                    worker_handle(hdl),
                                    client,
                                    st.env->log,
-                                   st.env->telemetry};
+                                   st.env->telemetry,
+                                   st.cfg.host_adapter};
   self->monitor(hdl);
   uint64_t serial = 0;
   step(self, [&](detail::pool_core& core) {
@@ -381,6 +382,7 @@ pool_private::behavior_type pool_impl(pool_ptr self, pool_config cfg,
   lctx.processes = st.env->processes;
   lctx.capacity_events = st.cfg.capacity_strategy == snakepit::capacity_strategy::hybrid;
   lctx.max_message_bytes = st.cfg.max_message_bytes;
+  lctx.host_adapter = st.cfg.host_adapter != nullptr;
   lctx.touch_session = [names = st.env->names](const std::string& sid,
                                                const std::string& wid) {
     touch_session(as_session_store(names->get(session_store_name)), sid, wid);
@@ -452,7 +454,9 @@ pool_private::behavior_type pool_behavior(pool_ptr self) {
     // --- workers and the tree ------------------------------------------------------
     [self](spawn_workers_atom) { replace_predecessor(self); },
     [self](worker_ready_atom, std::string& id, caf::actor& hdl, int pid,
-           adapters::bridge_client& client) { worker_ready(self, id, hdl, pid, client); },
+           adapters::connection_ptr& client) {
+      worker_ready(self, id, hdl, pid, client);
+    },
     [self](worker_exit_atom, std::string& id, int code, int sig) {
       self->state.core->on_worker_exit(id, code, sig);
     },

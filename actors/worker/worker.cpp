@@ -19,6 +19,7 @@
 #include "adapters/bridge_client.hpp"
 #include "adapters/errors.hpp"
 #include "adapters/log.hpp"
+#include "adapters/stdio_client.hpp"
 #include "supervision/supervisor.hpp"
 
 namespace snakepit::actors {
@@ -43,9 +44,20 @@ struct worker_state {
   detail::heartbeat_counter heartbeat;
   /// The worker's StreamTelemetry relay (open while ready).
   detail::python_telemetry_relay telemetry;
-  adapters::bridge_client client;
+  /// The connection to the process: gRPC once the ready file appeared, stdio from
+  /// the spawn on.
+  adapters::connection_ptr client;
   /// What the worker issues its calls with (set when ready).
   worker_channel channel;
+  /// The process exited before it was ready (reported after its last stderr lines
+  /// had a moment to arrive).
+  std::optional<adapters::process_exit> start_exit;
+  /// The stdio kind: why the readiness ping failed.
+  caf::error ping_failure;
+  /// The stdio kind: why the connection broke (the process is killed shortly after).
+  caf::error broken;
+
+  bool stdio() const { return process.launch().kind == worker_kind::stdio; }
 };
 
 using worker_pointer = worker_private::stateful_pointer<worker_state>;
@@ -86,13 +98,15 @@ void on_ready(worker_pointer self) {
     f["pid"] = st.process.pid();
     env.log->info("worker ready", f);
   }
-  st.telemetry.open(st.client, st.args);
+  if (!st.stdio())
+    st.telemetry.open(*st.client, st.args);
   if (st.heartbeat.settings().enabled)
     self->delayed_send(self, st.heartbeat.settings().interval,
                        detail::heartbeat_atom::value);
-  st.channel = worker_channel{
-    st.args.id, st.args.pool_cfg.name, st.args.pool, handle_of(self), st.client,
-    env.log,    env.telemetry};
+  st.channel = worker_channel{st.args.id,    st.args.pool_cfg.name,
+                              st.args.pool,  handle_of(self),
+                              st.client,     env.log,
+                              env.telemetry, st.args.pool_cfg.host_adapter};
   // The channel goes along: the pool lends it to blocking callers (direct lane).
   auto hdl = caf::actor_cast<caf::actor>(self);
   self->anon_send(st.args.pool, worker_ready_atom::value, st.args.id, hdl,
@@ -100,16 +114,56 @@ void on_ready(worker_pointer self) {
   st.ack.ok(hdl);
 }
 
+/// Fails the start of a worker whose process exited, with what it said.
+void fail_exited_start(worker_pointer self, const adapters::process_exit& e) {
+  auto& st = self->state;
+  auto err = st.process.startup_error();
+  fail_start(self,
+             start_error(st, fmt::format("the worker exited during startup ({}){}{}",
+                                         e.to_string(), err.empty() ? "" : ": ", err)));
+}
+
+/// The stdio kind: a connection from the spawn on, one ping answered means ready.
+void start_stdio(worker_pointer self) {
+  auto& st = self->state;
+  auto& cfg = st.args.pool_cfg;
+  auto [to_worker, from_worker] = st.process.take_stdio();
+  adapters::stdio_options opts;
+  opts.max_message_bytes = cfg.max_message_bytes;
+  opts.cancel_grace = cfg.cancel_grace;
+  opts.name = "worker " + st.args.id;
+  opts.on_broken = [hdl = handle_of(self)](caf::error reason) {
+    caf::anon_send(hdl, detail::conn_broken_atom::value, std::move(reason));
+  };
+  st.client = st.args.env->stdio->connect(to_worker, from_worker, std::move(opts));
+  st.client->ping("ready", cfg.startup.ready_timeout,
+                  [hdl = handle_of(self)](caf::expected<std::string> res) {
+                    caf::anon_send(hdl, detail::ping_result_atom::value,
+                                   res ? caf::error{} : std::move(res.error()));
+                  });
+}
+
 void check_ready(worker_pointer self) {
   auto& st = self->state;
   if (st.ph != phase::starting)
     return;
-  if (auto target = st.process.ready_target()) {
-    st.client = adapters::bridge_client{*st.args.env->grpc, *target};
-    detail::send_ready_ping(st.readiness, st.client, handle_of(self));
+  if (st.start_exit)
+    return fail_exited_start(self, *st.start_exit);
+  if (st.stdio()) {
+    if (st.ping_failure)
+      fail_start(self,
+                 start_error(
+                   st, fmt::format("no answer to ping: {}{}{}", describe(st.ping_failure),
+                                   st.process.startup_error().empty() ? "" : "; ",
+                                   st.process.startup_error())));
     return;
   }
-  if (auto err = st.process.startup_error(); !err.empty())
+  if (auto target = st.process.ready_target()) {
+    st.client = std::make_shared<adapters::bridge_client>(*st.args.env->grpc, *target);
+    detail::send_ready_ping(st.readiness, *st.client, handle_of(self));
+    return;
+  }
+  if (auto err = st.process.reported_error(); !err.empty())
     return fail_start(self, start_error(st, err));
   if (st.readiness.expired(self->clock().now()))
     return fail_start(
@@ -124,6 +178,14 @@ void on_ping_result(worker_pointer self, const caf::error& err) {
     return;
   if (!err)
     return on_ready(self);
+  if (st.stdio()) {
+    // Most often the process died: its exit notice and last stderr lines say more
+    // than the ping's error, so look again in a moment.
+    st.ping_failure = err;
+    self->delayed_send(self, std::chrono::milliseconds{150},
+                       detail::check_ready_atom::value);
+    return;
+  }
   if (auto delay = st.readiness.retry_after_failed_ping())
     self->delayed_send(self, *delay, detail::check_ready_atom::value);
   else
@@ -153,7 +215,7 @@ void begin_stop(worker_pointer self, caf::error reason) {
 /// Calls open on the channel (the worker's own ping and telemetry stream aside).
 size_t calls_in_flight(const worker_state& st) {
   auto own = (st.telemetry.is_open() ? 1u : 0u) + (st.heartbeat.pending() ? 1u : 0u);
-  auto open = st.client.in_flight();
+  auto open = st.client ? st.client->in_flight() : 0;
   return open > own ? open - own : 0;
 }
 
@@ -169,10 +231,11 @@ void on_crash(worker_pointer self, adapters::process_exit e, size_t in_flight) {
     f["in_flight"] = in_flight;
     log->error("worker exited unexpectedly (" + e.to_string() + ")", f);
   }
-  st.client.cancel_all();
-  self->quit(
-    caf::make_error(errc::worker_crashed, fmt::format("worker {}: python exited ({})",
-                                                      st.args.id, e.to_string())));
+  if (st.client)
+    st.client->cancel_all();
+  self->quit(caf::make_error(
+    errc::worker_crashed,
+    fmt::format("worker {}: its process exited ({})", st.args.id, e.to_string())));
 }
 
 void on_stopped(worker_pointer self, adapters::process_exit e) {
@@ -192,13 +255,12 @@ void on_process_exit(worker_pointer self, adapters::process_exit e) {
   st.telemetry.close();
   st.process.exited();
   switch (st.ph) {
-  case phase::starting: {
-    auto err = st.process.startup_error();
-    fail_start(self,
-               start_error(st, fmt::format("python exited during startup ({}){}{}",
-                                           e.to_string(), err.empty() ? "" : ": ", err)));
+  case phase::starting:
+    // Its last stderr lines may still be on their way through the pump.
+    st.start_exit = e;
+    self->delayed_send(self, std::chrono::milliseconds{100},
+                       detail::check_ready_atom::value);
     break;
-  }
   case phase::ready:
     on_crash(self, e, in_flight);
     break;
@@ -213,7 +275,7 @@ void on_process_exit(worker_pointer self, adapters::process_exit e) {
 void on_heartbeat(worker_pointer self) {
   auto& st = self->state;
   if (st.ph == phase::ready)
-    detail::send_heartbeat(st.heartbeat, st.client, handle_of(self));
+    detail::send_heartbeat(st.heartbeat, *st.client, handle_of(self));
 }
 
 void on_heartbeat_result(worker_pointer self, const caf::error& err) {
@@ -244,12 +306,17 @@ bool accept_call(worker_pointer self, uint64_t req_id) {
 /// Reports a call that failed in transport, as a crash if the process is gone.
 void report_failed_call(worker_pointer self, uint64_t req_id, execute_result res) {
   auto& st = self->state;
-  if (!res && transport_failure(res.error()) && !st.process.running()) {
+  if (!res && transport_failure(res.error()) && st.process.running() && st.broken) {
+    // A stdio worker that closed its output but lives on broke the protocol.
+    auto cid = correlation_id_of(res.error());
+    res = with_correlation_id(caf::make_error(errc::protocol_error, describe(st.broken)),
+                              cid);
+  } else if (!res && transport_failure(res.error()) && !st.process.running()) {
     // The connection broke because the process died: report the crash, not the
     // transport symptom that happened to arrive before the exit notice.
     res = caf::make_error(
       errc::worker_crashed,
-      fmt::format("worker {}: python exited during the call", st.args.id));
+      fmt::format("worker {}: its process exited during the call", st.args.id));
   }
   self->anon_send(st.args.pool, result_atom::value, st.args.id, req_id, std::move(res));
 }
@@ -264,6 +331,25 @@ void on_rpc_failed(worker_pointer self, uint64_t req_id, execute_result res) {
     return;
   }
   report_failed_call(self, req_id, std::move(res));
+}
+
+/// The stdio connection broke: its calls have failed; the process goes shortly (a
+/// call that failed in transport first learns whether it crashed or broke the
+/// protocol), and the starter restarts the worker.
+void on_conn_broken(worker_pointer self, caf::error reason) {
+  auto& st = self->state;
+  if (st.broken)
+    return;
+  if (auto& log = st.args.env->log; st.ph == phase::ready && st.process.running() &&
+                                    log->enabled(adapters::log_level::error)) {
+    auto f = detail::worker_fields(st.args);
+    f["error"] = describe(reason);
+    log->error("worker broke its protocol; restarting it", f);
+  }
+  st.broken = std::move(reason);
+  if (st.ph == phase::ready)
+    self->delayed_send(self, std::chrono::milliseconds{200},
+                       detail::kill_broken_atom::value);
 }
 
 // -- The actor. --------------------------------------------------------------------
@@ -292,6 +378,14 @@ worker_private::behavior_type worker_behavior(worker_pointer self) {
       report_failed_call(self, req_id, std::move(res));
     },
     [self](detail::check_ready_atom) { check_ready(self); },
+    [self](detail::conn_broken_atom, caf::error& reason) {
+      on_conn_broken(self, std::move(reason));
+    },
+    [self](detail::kill_broken_atom) {
+      auto& st = self->state;
+      if (st.process.running())
+        st.process.signal(SIGKILL); // its exit makes this worker crash
+    },
     [self](detail::ping_result_atom, caf::error& err) { on_ping_result(self, err); },
     [self](detail::process_exited_atom, int code, int sig) {
       on_process_exit(self, adapters::process_exit{code, sig});
@@ -325,7 +419,10 @@ worker_private::behavior_type worker_impl(worker_pointer self, worker_args args,
   }
   st.readiness = detail::worker_readiness{self->clock().now() +
                                           st.args.pool_cfg.startup.ready_timeout};
-  self->send(self, detail::check_ready_atom::value);
+  if (st.stdio())
+    start_stdio(self);
+  else
+    self->send(self, detail::check_ready_atom::value);
   self->set_exit_handler([self](caf::exit_msg& msg) {
     // A supervisor (or anyone holding our handle) asks us to stop.
     if (self->state.ph == phase::starting)

@@ -23,6 +23,7 @@
 
 namespace snakepit::adapters {
 class grpc_runtime;
+class stdio_runtime;
 class process_registry;
 class stderr_pump;
 } // namespace snakepit::adapters
@@ -92,6 +93,8 @@ struct worker_env {
   /// Workers get it as `--elixir-address` and call back into the host through it.
   std::string bridge_address;
   std::shared_ptr<adapters::grpc_runtime> grpc;
+  /// The I/O thread of the stdio workers' connections.
+  std::shared_ptr<adapters::stdio_runtime> stdio;
   /// The runtime's telemetry bus (docs/telemetry.md); never null in a started runtime.
   std::shared_ptr<telemetry::bus> telemetry;
   /// The runtime's log (docs/observability.md); never null.

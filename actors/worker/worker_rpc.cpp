@@ -7,6 +7,7 @@
 
 #include "actors/atoms.hpp"
 #include "actors/observability/telemetry.hpp"
+#include "actors/pool/adapter.hpp"
 #include "actors/worker/request_trace.hpp"
 
 namespace snakepit::actors {
@@ -122,19 +123,22 @@ struct chunk_relay {
 void issue_execute(const worker_channel& ch, uint64_t req_id, execute_request req,
                    caf::timespan budget, reply_slot_ptr slot) {
   auto p = prepare(ch, std::move(req), false);
-  auto client = ch.client;
-  client.execute(std::move(p.call), deadline_of(budget),
-                 [rep = reporter_of(ch, req_id), slot = std::move(slot),
-                  rlog = std::move(p.log)](caf::expected<adapters::tool_reply> res) {
-                   rlog.done(res ? caf::error{} : res.error());
-                   execute_result out{caf::no_error};
-                   if (res)
-                     out = to_reply(std::move(*res), rep.worker_id);
-                   else
-                     out =
-                       with_correlation_id(std::move(res.error()), rlog.correlation_id);
-                   finish_execute(rep, slot, std::move(out));
-                 });
+  auto command = p.call.tool_name;
+  ch.client->execute(
+    std::move(p.call), deadline_of(budget),
+    [rep = reporter_of(ch, req_id), slot = std::move(slot), rlog = std::move(p.log),
+     hooks = ch.host_adapter,
+     command = std::move(command)](caf::expected<adapters::tool_reply> res) {
+      rlog.done(res ? caf::error{} : res.error());
+      execute_result out{caf::no_error};
+      if (res)
+        out = to_reply(std::move(*res), rep.worker_id);
+      if (out && hooks)
+        out->result = hooks->process_response(command, std::move(out->result));
+      else
+        out = with_correlation_id(std::move(res.error()), rlog.correlation_id);
+      finish_execute(rep, slot, std::move(out));
+    });
 }
 
 void issue_stream(const worker_channel& ch, uint64_t req_id, execute_request req,
@@ -144,8 +148,7 @@ void issue_stream(const worker_channel& ch, uint64_t req_id, execute_request req
                     json{{"pool", ch.pool_name},
                          {"worker_id", ch.worker_id},
                          {"correlation_id", p.call.correlation_id}}};
-  auto client = ch.client;
-  auto ctl = client.execute_stream(
+  auto ctl = ch.client->execute_stream(
     std::move(p.call), deadline_of(budget), std::move(relay),
     [rep = reporter_of(ch, req_id), sink, rlog = std::move(p.log)](caf::error err) {
       rlog.done(err);

@@ -14,8 +14,12 @@
 #include "actors/pool/stream_sink.hpp"
 #include "actors/types.hpp"
 #include "actors/worker/worker.hpp"
-#include "adapters/bridge_client.hpp"
+#include "adapters/connection.hpp"
 #include "adapters/log.hpp"
+
+namespace snakepit {
+class adapter;
+} // namespace snakepit
 
 namespace snakepit::telemetry {
 class bus;
@@ -35,12 +39,14 @@ struct worker_channel {
   caf::actor pool;
   /// Gets `rpc_failed_atom` for a call that failed in transport.
   worker_actor worker;
-  /// The worker's channel (lent in `worker_ready_atom`).
-  adapters::bridge_client client;
+  /// The worker's connection (lent in `worker_ready_atom`).
+  adapters::connection_ptr client;
   /// The runtime's log (never null).
   adapters::logger_ptr log = adapters::logger::null();
   /// The runtime's telemetry bus (`snakepit.stream.chunk`); may be null.
   std::shared_ptr<telemetry::bus> telemetry;
+  /// The pool's host adapter: `process_response` shapes every result; may be null.
+  std::shared_ptr<const adapter> host_adapter;
 };
 
 /// Issues one ExecuteTool call for request `req_id` on `ch` and reports it.
@@ -68,7 +74,7 @@ struct worker_channel {
 /// `result_atom` or that `down_msg`, exactly as for calls it sends the worker.
 ///
 /// The worker needs to hear nothing per call: stop and crash reach every call on
-/// the channel (a crash cancels them with `bridge_client::cancel_all`; a graceful
+/// the channel (a crash cancels them with `worker_connection::cancel_all`; a graceful
 /// stop lets them finish within the grace period, after which the process exits and
 /// they fail in transport).
 ///

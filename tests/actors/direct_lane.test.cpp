@@ -23,7 +23,7 @@ namespace {
 lane_slot_ptr make_slot(const std::string& id, uint32_t capacity) {
   // An empty client: any call through it would fail with `internal`; none is made.
   auto slot =
-    std::make_shared<lane_slot>(id, 0, snakepit::adapters::bridge_client{}, capacity);
+    std::make_shared<lane_slot>(id, 0, snakepit::adapters::connection_ptr{}, capacity);
   slot->offered = true;
   return slot;
 }
@@ -31,13 +31,18 @@ lane_slot_ptr make_slot(const std::string& id, uint32_t capacity) {
 struct fixture {
   std::vector<std::string> notified;
   std::mutex mtx;
-  direct_lane lane{
-    lane_context{
-      "p", nullptr, snakepit::adapters::logger::null(), nullptr, false, 100u << 20, {}},
-    [this](const std::string& id) {
-      std::lock_guard<std::mutex> g{mtx};
-      notified.push_back(id);
-    }};
+  direct_lane lane{lane_context{"p",
+                                nullptr,
+                                snakepit::adapters::logger::null(),
+                                nullptr,
+                                false,
+                                false,
+                                100u << 20,
+                                {}},
+                   [this](const std::string& id) {
+                     std::lock_guard<std::mutex> g{mtx};
+                     notified.push_back(id);
+                   }};
 };
 
 execute_request request(const std::string& command, json args = json::object()) {

@@ -302,7 +302,8 @@ class pool_harness {
   uint64_t ready(const std::string& id) {
     auto pid = next_pid_++;
     pids[id] = pid;
-    auto serial = core->on_worker_ready(id, caf::actor{}, pid, adapters::bridge_client{});
+    auto serial =
+      core->on_worker_ready(id, caf::actor{}, pid, adapters::connection_ptr{});
     serials[id] = serial;
     sync();
     return serial;

@@ -310,7 +310,8 @@ struct rpc_fixture {
     ch.pool_name = "p";
     ch.pool = caf::actor_cast<caf::actor>(self);
     ch.worker = caf::actor_cast<sa::worker_actor>(self);
-    ch.client = snakepit::adapters::bridge_client{grpc, std::move(target)};
+    ch.client =
+      std::make_shared<snakepit::adapters::bridge_client>(grpc, std::move(target));
     return ch;
   }
 
@@ -495,7 +496,7 @@ TEST_SUITE("actors.worker.start") {
     auto out = await_failure(true);
     REQUIRE(out.ack_error);
     CHECK(snakepit::describe(*out.ack_error)
-            .find("python exited during startup (exit code 3)") != std::string::npos);
+            .find("the worker exited during startup (exit code 3)") != std::string::npos);
   }
 
   TEST_CASE_FIXTURE(start_fixture,

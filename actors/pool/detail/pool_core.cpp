@@ -1,5 +1,7 @@
 #include "actors/pool/detail/pool_core.hpp"
 
+#include "actors/pool/adapter.hpp"
+
 #include <algorithm>
 #include <utility>
 
@@ -80,7 +82,10 @@ pool_core::~pool_core() {
 void pool_core::accept(execute_request req, reply_sink out, caf::actor_addr caller) {
   if (req.opts.correlation_id.empty())
     req.opts.correlation_id = make_correlation_id(cfg_.name, next_id_);
-  if (auto err = refuse_early(req)) {
+  auto err = admit(req, is_stream(out));
+  if (!err)
+    err = refuse_early(req);
+  if (err) {
     deliver(out, with_correlation_id(std::move(err), req.opts.correlation_id));
     return;
   }
@@ -102,6 +107,24 @@ void pool_core::accept(execute_request req, reply_sink out, caf::actor_addr call
     if (auto w = checkout(); !w.empty())
       return dispatch(w, std::move(p));
   enqueue(std::move(p));
+}
+
+/// The host adapter's say (adapter.hpp): it may refuse the call, rewrite its
+/// arguments and give it a budget of its own.
+caf::error pool_core::admit(execute_request& req, bool stream) const {
+  auto* a = cfg_.host_adapter.get();
+  if (a == nullptr)
+    return caf::none;
+  if (stream && a->supports_streaming() == false)
+    return caf::make_error(
+      errc::invalid_argument,
+      fmt::format("pool {}: its adapter supports no streaming", cfg_.name));
+  if (auto err = a->validate_command(req.command, req.args))
+    return err;
+  req.args = a->prepare_args(req.command, std::move(req.args));
+  if (req.opts.timeout.count() <= 0)
+    req.opts.timeout = a->command_timeout(req.command, req.args);
+  return caf::none;
 }
 
 /// Why a request cannot even wait for a worker (none when it may).
@@ -678,7 +701,7 @@ bool pool_core::accepts_ready(const std::string& id) const {
 }
 
 uint64_t pool_core::on_worker_ready(const std::string& id, caf::actor handle, int pid,
-                                    adapters::bridge_client client) {
+                                    adapters::connection_ptr client) {
   auto* rec = table_.find(id);
   if (!accepts_ready(id))
     return 0; // (retired while it started: its stop is on the way)

@@ -134,7 +134,7 @@ class pool_core {
   /// A worker finished its handshake; returns its incarnation's serial (the shell
   /// passes it back with the worker's down).
   uint64_t on_worker_ready(const std::string& id, caf::actor handle, int pid,
-                           adapters::bridge_client client);
+                           adapters::connection_ptr client);
   /// The worker's process exited (code, signal), before its actor goes down.
   void on_worker_exit(const std::string& id, int code, int signal);
   /// A (re)start of the worker failed inside its starter.
@@ -184,6 +184,7 @@ class pool_core {
 
  private:
   // admission
+  caf::error admit(execute_request& req, bool stream) const;
   caf::error refuse_early(const execute_request& req) const;
   bool route_session(pending_request& p);
   void enqueue(pending_request p);

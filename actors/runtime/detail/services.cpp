@@ -6,11 +6,14 @@
 #include <utility>
 
 #include "actors/observability/telemetry.hpp"
+#include "actors/pool/adapter.hpp"
 #include "actors/runtime/detail/runtime_dirs.hpp"
 #include "actors/runtime/detail/tree.hpp"
 #include "adapters/bridge_client.hpp"
+#include "adapters/errors.hpp"
 #include "adapters/log.hpp"
 #include "adapters/stderr_pump.hpp"
+#include "adapters/stdio_client.hpp"
 
 namespace snakepit::detail {
 
@@ -92,6 +95,39 @@ service grpc_service(impl& p) {
     return caf::none;
   };
   return {"grpc_runtime", start, stop};
+}
+
+/// The I/O thread of the stdio workers' connections (stdio_client.hpp); its shutdown
+/// fails what is still in flight.
+service stdio_service(impl& p) {
+  auto start = [&p]() -> caf::error {
+    p.env->stdio = std::make_shared<adapters::stdio_runtime>();
+    return caf::none;
+  };
+  auto stop = [&p]() -> caf::error {
+    p.env->stdio->shutdown();
+    return caf::none;
+  };
+  return {"stdio_runtime", start, stop};
+}
+
+/// Each pool's host adapter (actors/pool/adapter.hpp): `init` before any worker is
+/// spawned, `terminate` after the tree has stopped.
+service host_adapter_service(impl& p) {
+  auto start = [&p]() -> caf::error {
+    for (auto& pool : p.cfg.pools)
+      if (pool.host_adapter)
+        if (auto err = pool.host_adapter->init(pool))
+          return err;
+    return caf::none;
+  };
+  auto stop = [&p]() -> caf::error {
+    for (auto& pool : p.cfg.pools)
+      if (pool.host_adapter)
+        pool.host_adapter->terminate(caf::make_error(errc::shutting_down, pool.name));
+    return caf::none;
+  };
+  return {"host_adapters", start, stop};
 }
 
 /// The persisted process registry (docs/reliability.md): the run is recorded before
@@ -255,10 +291,12 @@ void add_runtime_services(runtime& rt, runtime::impl& p) {
   stack.add(runtime_dir_service(p));
   stack.add(telemetry_service(p));
   stack.add(grpc_service(p));
+  stack.add(stdio_service(p));
   stack.add(registry_service(p));
   stack.add(stderr_pump_service(p));
   stack.add(process_table_service(p));
   stack.add(bridge_service(p));
+  stack.add(host_adapter_service(p));
   stack.add(tree_service(p));
   stack.add(endpoint_service(rt, p, false));
   stack.add(endpoint_service(rt, p, true));

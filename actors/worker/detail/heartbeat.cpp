@@ -25,7 +25,7 @@ heartbeat_counter::verdict heartbeat_counter::on_result(const caf::error& err) {
   return missed_ >= cfg_.max_missed && cfg_.dependent ? verdict::dead : verdict::missed;
 }
 
-void send_heartbeat(heartbeat_counter& hb, adapters::bridge_client& client,
+void send_heartbeat(heartbeat_counter& hb, adapters::worker_connection& client,
                     const worker_private& self) {
   hb.sent();
   client.ping("heartbeat", hb.settings().timeout, [self](caf::expected<std::string> res) {

@@ -10,7 +10,7 @@
 
 #include "actors/worker/detail/protocol.hpp"
 #include "actors/worker/worker.hpp"
-#include "adapters/bridge_client.hpp"
+#include "adapters/connection.hpp"
 
 namespace snakepit::actors::detail {
 
@@ -63,7 +63,7 @@ class heartbeat_counter {
 
 /// Sends the heartbeat ping on `client`; its answer comes back to `self` as
 /// `heartbeat_result_atom`.
-void send_heartbeat(heartbeat_counter& hb, adapters::bridge_client& client,
+void send_heartbeat(heartbeat_counter& hb, adapters::worker_connection& client,
                     const worker_private& self);
 
 /// The log line and event of a miss, and of the verdict `dead`.

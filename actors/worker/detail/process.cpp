@@ -1,6 +1,8 @@
 #include "actors/worker/detail/process.hpp"
 
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -52,9 +54,10 @@ std::vector<std::string> heartbeat_flags(const pool_config& cfg) {
           cfg.heartbeat.dependent ? "--heartbeat-dependent" : "--heartbeat-independent"};
 }
 
-std::vector<std::string> process_args(const worker_args& args,
-                                      const std::string& socket_path,
-                                      const std::string& ready_path) {
+/// The bundled Python gRPC bridge's arguments after the interpreter.
+std::vector<std::string> grpc_bridge_args(const worker_args& args,
+                                          const std::string& socket_path,
+                                          const std::string& ready_path) {
   auto& env = *args.env;
   auto& cfg = args.pool_cfg;
   // The Python side finishes its own shutdown a little before the host's SIGKILL.
@@ -83,17 +86,27 @@ std::vector<std::string> process_args(const worker_args& args,
     auto hb = heartbeat_flags(cfg);
     out.insert(out.end(), hb.begin(), hb.end());
   }
-  out.insert(out.end(), cfg.adapter_args.begin(), cfg.adapter_args.end());
+  if (cfg.worker_profile == snakepit::worker_profile::thread) {
+    out.emplace_back("--max-workers");
+    out.push_back(std::to_string(cfg.threads_per_worker));
+  }
   return out;
 }
 
+/// What every worker of any kind finds in its environment (docs/workers.md).
 std::vector<std::pair<std::string, std::string>> process_env(const worker_args& args) {
   auto& env = *args.env;
   auto& cfg = args.pool_cfg;
+  auto grace = std::max<int64_t>(cfg.graceful_shutdown_timeout.count() - 500, 100);
   return {
     {"PYTHONPATH", env.python_path},
     {"SNAKEPIT_WORKER_ID", args.id},
     {"SNAKEPIT_POOL", cfg.name},
+    {"SNAKEPIT_RUN_ID", env.run_id},
+    {"SNAKEPIT_ADAPTER_CONFIG", cfg.adapter_config},
+    {"SNAKEPIT_MAX_MESSAGE_BYTES", std::to_string(cfg.max_message_bytes)},
+    {"SNAKEPIT_GRACE_MS", std::to_string(grace)},
+    {"SNAKEPIT_THREADS", std::to_string(cfg.capacity())},
     // Python logs at the host's level; captured stderr is parsed as JSON records.
     {"SNAKEPIT_LOG_LEVEL", python_log_level(env.log->level())},
     {"SNAKEPIT_LOG_FORMAT",
@@ -145,29 +158,91 @@ const char* python_log_level(adapters::log_level lvl) {
   return "none";
 }
 
-adapters::process_spec make_process_spec(const worker_args& args,
-                                         const std::string& socket_path,
-                                         const std::string& ready_path) {
+worker_launch make_launch(const worker_args& args, const std::string& socket_path,
+                          const std::string& ready_path) {
   auto& cfg = args.pool_cfg;
-  adapters::process_spec spec;
-  spec.executable = args.env->python;
-  spec.args = process_args(args, socket_path, ready_path);
-  auto overrides = process_env(args);
+  worker_launch l;
+  l.worker_id = args.id;
+  l.kind = cfg.kind;
+  l.cwd = cfg.cwd;
+  if (cfg.bundled_python()) {
+    l.command.push_back(args.env->python);
+    if (cfg.kind == worker_kind::grpc) {
+      auto rest = grpc_bridge_args(args, socket_path, ready_path);
+      l.command.insert(l.command.end(), rest.begin(), rest.end());
+    } else {
+      l.command.insert(l.command.end(), {"-m", "snakepit_bridge.stdio", "--adapter",
+                                         cfg.adapter, "--worker-id", args.id});
+    }
+    l.command.insert(l.command.end(), cfg.adapter_args.begin(), cfg.adapter_args.end());
+  } else {
+    l.command = cfg.command;
+    l.command.insert(l.command.end(), cfg.adapter_args.begin(), cfg.adapter_args.end());
+  }
+  if (cfg.kind == worker_kind::grpc && !cfg.bundled_python()) {
+    // A gRPC program of the host's choosing learns where to listen from its
+    // environment (docs/workers.md): bind the socket, then write the ready file.
+    l.env.emplace_back("SNAKEPIT_SOCKET", socket_path);
+    l.env.emplace_back("SNAKEPIT_READY_FILE", ready_path);
+    if (!args.env->bridge_address.empty())
+      l.env.emplace_back("SNAKEPIT_HOST_ADDRESS", args.env->bridge_address);
+  }
   if (cfg.worker_profile == snakepit::worker_profile::thread) {
     // A thread worker runs `threads_per_worker` requests at once: its numeric
     // libraries may use as many threads (the pool's adapter_env still wins).
     auto n = std::to_string(cfg.threads_per_worker);
-    spec.args.emplace_back("--max-workers");
-    spec.args.push_back(n);
     for (const char* key : {"OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
                             "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS"})
-      overrides.emplace_back(key, n);
+      l.env.emplace_back(key, n);
   }
-  overrides.insert(overrides.end(), cfg.adapter_env.begin(), cfg.adapter_env.end());
+  l.env.insert(l.env.end(), cfg.adapter_env.begin(), cfg.adapter_env.end());
+  if (cfg.host_adapter)
+    cfg.host_adapter->configure_launch(l);
+  return l;
+}
+
+adapters::process_spec make_process_spec(const worker_args& args,
+                                         const std::string& socket_path,
+                                         const std::string& ready_path) {
+  auto l = make_launch(args, socket_path, ready_path);
+  adapters::process_spec spec;
+  if (!l.command.empty()) {
+    spec.executable = l.command.front();
+    spec.args.assign(l.command.begin() + 1, l.command.end());
+  }
+  auto overrides = process_env(args);
+  overrides.insert(overrides.end(), l.env.begin(), l.env.end());
   spec.env = adapters::build_environment(overrides);
+  spec.cwd = l.cwd;
   spec.new_process_group = true;
   spec.pass_lifeline = true;
   return spec;
+}
+
+// -- stderr_tail ------------------------------------------------------------------
+
+void stderr_tail::add(std::string_view line) {
+  constexpr size_t max_lines = 12;
+  constexpr size_t max_chars = 400;
+  while (!line.empty() && (line.back() == '\r' || line.back() == ' '))
+    line.remove_suffix(1);
+  if (line.empty())
+    return;
+  std::lock_guard<std::mutex> guard{mtx_};
+  lines_.emplace_back(line.substr(0, max_chars));
+  if (lines_.size() > max_lines)
+    lines_.pop_front();
+}
+
+std::string stderr_tail::text() const {
+  std::lock_guard<std::mutex> guard{mtx_};
+  std::string out;
+  for (auto& l : lines_) {
+    if (!out.empty())
+      out += " | ";
+    out += l;
+  }
+  return out;
 }
 
 std::string startup_error_text(const std::string& ready_path) {
@@ -189,6 +264,9 @@ std::string startup_error_text(const std::string& ready_path) {
 worker_process::~worker_process() {
   if (running())
     proc_->signal_group(SIGKILL);
+  for (int fd : {stdin_fd_, stdout_fd_})
+    if (fd >= 0)
+      ::close(fd);
   unlink_quietly(socket_path_);
   if (!ready_path_.empty()) {
     ::unlink(ready_path_.c_str());
@@ -206,16 +284,43 @@ caf::error worker_process::start(const worker_args& args,
   ::unlink(socket_path_.c_str());
   ::unlink(ready_path_.c_str());
   ::unlink((ready_path_ + ".error").c_str());
+  launch_ = make_launch(args, socket_path_, ready_path_);
   auto spec = make_process_spec(args, socket_path_, ready_path_);
   if (env.stderr_pump) {
-    auto fd = env.stderr_pump->open(worker_fields(args));
+    auto fd = env.stderr_pump->open(worker_fields(args),
+                                    [tail = tail_](std::string_view l) { tail->add(l); });
     if (!fd)
       return start_failed(args, fd.error());
     spec.stderr_fd = *fd;
   }
+  // The stdio kind: requests into a socket (the host writes with MSG_NOSIGNAL, so a
+  // worker gone cannot raise SIGPIPE in the host), responses out of a pipe.
+  int child_in = -1;
+  int child_out = -1;
+  if (launch_.kind == worker_kind::stdio) {
+    int sv[2];
+    int pp[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
+      return start_failed(
+        args, caf::make_error(errc::start_failed, "cannot create the request socket"));
+    if (::pipe2(pp, O_CLOEXEC) != 0) {
+      ::close(sv[0]);
+      ::close(sv[1]);
+      return start_failed(
+        args, caf::make_error(errc::start_failed, "cannot create the response pipe"));
+    }
+    stdin_fd_ = sv[0];
+    child_in = sv[1];
+    stdout_fd_ = pp[0];
+    child_out = pp[1];
+    spec.stdin_fd = child_in;
+    spec.stdout_fd = child_out;
+  }
   auto proc = adapters::spawn_process(spec);
-  if (spec.stderr_fd >= 0)
-    ::close(spec.stderr_fd); // the child has its copy; EOF comes when it is gone
+  // The child has its copies: EOF comes when it is gone.
+  for (int fd : {spec.stderr_fd, child_in, child_out})
+    if (fd >= 0)
+      ::close(fd);
   if (!proc)
     return start_failed(args, proc.error());
   proc_.emplace(std::move(*proc));
@@ -264,7 +369,18 @@ std::optional<std::string> worker_process::ready_target() const {
 }
 
 std::string worker_process::startup_error() const {
-  return startup_error_text(ready_path_);
+  auto own = startup_error_text(ready_path_);
+  if (!own.empty())
+    return own;
+  auto tail = tail_->text();
+  return tail.empty() ? tail : "stderr: " + tail;
+}
+
+std::pair<int, int> worker_process::take_stdio() {
+  std::pair<int, int> fds{stdin_fd_, stdout_fd_};
+  stdin_fd_ = -1;
+  stdout_fd_ = -1;
+  return fds;
 }
 
 // -- worker_readiness -----------------------------------------------------------
@@ -282,7 +398,7 @@ worker_readiness::retry_after_failed_ping() const {
   return std::chrono::milliseconds{std::min(50 << ping_attempts_, 500)};
 }
 
-void send_ready_ping(worker_readiness& readiness, adapters::bridge_client& client,
+void send_ready_ping(worker_readiness& readiness, adapters::worker_connection& client,
                      const worker_private& self) {
   readiness.pinging();
   client.ping("connection_test", std::chrono::seconds{2},

@@ -8,16 +8,21 @@
 
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <functional>
+#include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <utility>
 
 #include <caf/actor_clock.hpp>
 #include <caf/error.hpp>
 
+#include "actors/pool/adapter.hpp"
 #include "actors/worker/detail/protocol.hpp"
 #include "actors/worker/worker.hpp"
-#include "adapters/bridge_client.hpp"
+#include "adapters/connection.hpp"
 #include "adapters/log.hpp"
 #include "adapters/process.hpp"
 
@@ -26,10 +31,29 @@ namespace snakepit::actors::detail {
 /// The Python logging level matching the host's.
 const char* python_log_level(adapters::log_level lvl);
 
-/// The command line and environment of a worker's Python process.
+/// How a worker is launched: the pool's keys (kind, command, env, cwd; the bundled
+/// Python bridge of the kind when no command is given), then the host adapter's
+/// `configure_launch`.
+worker_launch make_launch(const worker_args& args, const std::string& socket_path,
+                          const std::string& ready_path);
+
+/// The command line and environment of a worker's process.
 adapters::process_spec make_process_spec(const worker_args& args,
                                          const std::string& socket_path,
                                          const std::string& ready_path);
+
+/// The last lines a worker wrote to stderr, for its start error. Thread-safe.
+class stderr_tail {
+ public:
+  /// Keeps `line` (the stderr pump's thread).
+  void add(std::string_view line);
+  /// The kept lines, joined by " | "; "" when none.
+  std::string text() const;
+
+ private:
+  mutable std::mutex mtx_;
+  std::deque<std::string> lines_;
+};
 
 /// The worker's own startup error (`<ready file>.error`, JSON written by the Python
 /// side) as "Type: message"; "" when there is none.
@@ -66,13 +90,28 @@ class worker_process {
   /// The gRPC target once the ready file appeared (its content, else the socket).
   std::optional<std::string> ready_target() const;
 
-  /// `startup_error_text` of this worker's ready file.
+  /// The error the bundled Python bridge wrote beside its ready file; "" if none.
+  std::string reported_error() const { return startup_error_text(ready_path_); }
+
+  /// Why the worker could not start, as far as it said: the error its Python side
+  /// wrote beside the ready file, else its last stderr lines; "" when neither.
   std::string startup_error() const;
+
+  /// The stdio kind: the host's ends of the worker's stdin (a socket) and stdout (a
+  /// pipe), handed over once (-1 after, and for the gRPC kind).
+  std::pair<int, int> take_stdio();
+
+  /// How the worker was launched.
+  const worker_launch& launch() const { return launch_; }
 
  private:
   std::optional<adapters::child_process> proc_;
   std::string socket_path_;
   std::string ready_path_;
+  worker_launch launch_;
+  int stdin_fd_ = -1;
+  int stdout_fd_ = -1;
+  std::shared_ptr<stderr_tail> tail_ = std::make_shared<stderr_tail>();
 };
 
 /// The readiness handshake's timing: ready-file polls back off quickly to 10 ms (a
@@ -106,7 +145,7 @@ class worker_readiness {
 
 /// Sends the readiness Ping (counted in `readiness`) on `client`; its answer comes
 /// back to `self` as `ping_result_atom`.
-void send_ready_ping(worker_readiness& readiness, adapters::bridge_client& client,
+void send_ready_ping(worker_readiness& readiness, adapters::worker_connection& client,
                      const worker_private& self);
 
 /// The graceful stop (upstream's terminate/2 with ProcessKiller): SIGTERM, then

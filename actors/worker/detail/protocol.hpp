@@ -31,13 +31,18 @@ using heartbeat_atom = caf::atom_constant<caf::atom("heartbeat")>;
 using heartbeat_result_atom = caf::atom_constant<caf::atom("hbresult")>;
 /// Look again whether the process of a call that failed in transport is gone.
 using rpc_recheck_atom = caf::atom_constant<caf::atom("rpcrecheck")>;
+/// The stdio connection broke (the reason), from its I/O thread.
+using conn_broken_atom = caf::atom_constant<caf::atom("connbroken")>;
+/// A broken connection's grace is over: kill the process if it still runs.
+using kill_broken_atom = caf::atom_constant<caf::atom("killbroken")>;
 
 /// The worker actor as it sees itself: its interface plus its private messages.
 using worker_private = worker_actor::extend<
   caf::reacts_to<check_ready_atom>, caf::reacts_to<ping_result_atom, caf::error>,
   caf::reacts_to<process_exited_atom, int, int>, caf::reacts_to<escalate_atom, uint64_t>,
   caf::reacts_to<heartbeat_atom>, caf::reacts_to<heartbeat_result_atom, caf::error>,
-  caf::reacts_to<rpc_recheck_atom, uint64_t, execute_result>>;
+  caf::reacts_to<rpc_recheck_atom, uint64_t, execute_result>,
+  caf::reacts_to<conn_broken_atom, caf::error>, caf::reacts_to<kill_broken_atom>>;
 
 /// The fields every log line of a worker carries.
 inline adapters::log_fields worker_fields(const worker_args& args) {

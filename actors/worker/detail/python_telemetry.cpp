@@ -34,7 +34,7 @@ std::string relay_name(const std::string& name) {
   return "snakepit.python." + name;
 }
 
-void python_telemetry_relay::open(adapters::bridge_client& client,
+void python_telemetry_relay::open(adapters::worker_connection& client,
                                   const worker_args& args) {
   auto bus = args.env->telemetry;
   if (!bus)

@@ -8,7 +8,7 @@
 #include <string>
 
 #include "actors/worker/worker.hpp"
-#include "adapters/bridge_client.hpp"
+#include "adapters/connection.hpp"
 
 namespace snakepit::actors::detail {
 
@@ -20,7 +20,7 @@ class python_telemetry_relay {
  public:
   /// Opens the stream on `client` when the runtime has a bus, and writes the
   /// settings the host chose earlier (they apply to a restarted worker too).
-  void open(adapters::bridge_client& client, const worker_args& args);
+  void open(adapters::worker_connection& client, const worker_args& args);
 
   /// Writes the current settings of `worker_env` on the stream.
   void apply_settings(const worker_env& env) const;
