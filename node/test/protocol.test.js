@@ -207,3 +207,30 @@ test('a response larger than SNAKEPIT_MAX_MESSAGE_BYTES becomes an error, the wo
   assert.match(r.error, /exceeds SNAKEPIT_MAX_MESSAGE_BYTES/);
   assert.equal((await b.call('add', { a: 1, b: 2 })).result, 3);
 });
+
+test('a stream waits for a host that does not read, then delivers every chunk', async (t) => {
+  const dir = require('node:fs').mkdtempSync(path.join(require('node:os').tmpdir(), 'snakepit-node-test-'));
+  t.after(() => require('node:fs').rmSync(dir, { recursive: true, force: true }));
+  const produced = path.join(dir, 'produced.txt');
+  const b = await startBridge(t);
+  b.child.stdout.pause();
+  const steps = 20000;
+  const id = b.send('stream_record', { steps, path: produced, size: 1000 }, { stream: true });
+  await new Promise((resolve) => setTimeout(resolve, 700));
+  const ahead = require('node:fs').readFileSync(produced, 'utf8').split('\n').length - 1;
+  assert.ok(ahead > 0, 'the producer started');
+  assert.ok(ahead < steps / 4, `the producer ran ${ahead} chunks ahead of a reader that reads nothing`);
+  b.child.stdout.resume();
+  const final = await b.response(id, 30000);
+  assert.equal(final.success, true);
+  const chunks = b.frames.filter((f) => f.id === id && 'chunk' in f);
+  assert.equal(chunks.length, steps);
+  assert.equal(chunks[steps - 1].chunk.step, steps);
+});
+
+test('--no-showcase serves only the --tools modules', async (t) => {
+  const b = await startBridge(t, { args: ['--no-showcase', '--tools', path.join(FIXTURES, 'esm_tools.mjs')] });
+  assert.deepEqual(b.readyPing.result.tools.map((x) => x.name), ['esm_hello', 'ping']);
+  assert.equal((await b.call('add', { a: 1, b: 2 })).error_type, 'UnknownToolError');
+  assert.equal((await b.call('esm_hello', { name: 'x' })).result, 'hello x');
+});
