@@ -119,3 +119,21 @@ test('a 50 MiB string makes the round trip, in order with a small call', async (
   assert.ok(r.result.s === big, 'the string came back unchanged');
   assert.equal((await b.response(small)).result, 2);
 });
+
+test('an onStart that throws ends the process with 1 and no ping answered', async (t) => {
+  const b = new BridgeProcess({ args: ['--tools', path.join(__dirname, '..', 'testlib', 'fixtures', 'failing_start.js')] });
+  t.after(() => b.kill());
+  b.send('ping');
+  const { code } = await withTimeout(b.exited, 5000, 'exit after a failed onStart');
+  assert.equal(code, 1);
+  assert.equal(b.frames.length, 0);
+  assert.match(b.stderr, /onStart failed: Error: model file missing/);
+});
+
+test('a --tools module that cannot be loaded ends the process with 3', async (t) => {
+  const b = new BridgeProcess({ args: ['--tools', path.join(__dirname, 'no_such_module.js')] });
+  t.after(() => b.kill());
+  const { code } = await withTimeout(b.exited, 5000, 'exit after a bad --tools');
+  assert.equal(code, 3);
+  assert.match(b.stderr, /cannot load tools from/);
+});
