@@ -13,6 +13,10 @@ const DEFAULT_GRACE_MS = 5000;
 const STREAM_BACKLOG_BYTES = 64 * 1024;
 // Frames of at least this many characters are encoded on their own before batching.
 const LARGE_FRAME_CHARS = 1 << 16;
+// What a graceful stop grants writing the last responses and the stop hooks even when
+// the calls in progress used up the grace period.
+const DRAIN_MIN_MS = 100;
+const STOP_HOOK_MIN_MS = 500;
 // On EOF the host is gone; the stop hook gets this long before the process exits.
 const EOF_STOP_HOOK_MS = 500;
 
@@ -813,10 +817,13 @@ class Bridge {
   // ------------------------------------------------------------ lifecycle
 
   /// Graceful stop: read no more requests, let the calls in progress finish (up to
-  /// SNAKEPIT_GRACE_MS), write their responses, run the stop hooks, exit 0.
+  /// SNAKEPIT_GRACE_MS), write their responses, run the stop hooks, exit 0. The whole
+  /// stop fits in the grace period plus STOP_HOOK_MIN_MS, so a host that waits a little
+  /// longer than the grace period before SIGKILL sees the stop hooks run.
   stop(reason = 'stop') {
     if (this.stopping) return;
     this.stopping = true;
+    this.stopDeadline = Date.now() + this.settings.graceMs;
     this.logger.info(`${reason}: stopping, ${this.inFlight} calls in progress`);
     this.reader.close();
     this.backlog = [];
@@ -834,9 +841,8 @@ class Bridge {
     if (timedOut) {
       this.logger.warning(`grace period over: abandoning ${this.inFlight} calls in progress`);
     }
-    const grace = this.settings.graceMs;
-    await withTimeout(this.writer.drained(), grace);
-    await this.runStopHooks(grace);
+    await withTimeout(this.writer.drained(), Math.max(this.stopDeadline - Date.now(), DRAIN_MIN_MS));
+    await this.runStopHooks(Math.max(this.stopDeadline - Date.now(), STOP_HOOK_MIN_MS));
     process.exit(0);
   }
 
