@@ -1,9 +1,28 @@
 """Adapter base class and the ``@tool`` decorator.
 
-An adapter is a class whose ``@tool`` methods the host can call by name. The worker
-creates one adapter instance per request (like upstream): cache expensive state such
-as models at module or class level. Tools may be sync (run in a worker thread), async
-(awaited on the event loop) or generators (streamed, sync or async).
+An adapter is a class whose ``@tool`` methods the host can call by name. Tools may be
+sync (run in a worker thread), async (awaited on an event loop) or generators
+(streamed, sync or async). The same adapter runs under both worker kinds: the gRPC
+server (``python3 -m snakepit_bridge``) and the stdio bridge
+(``python3 -m snakepit_bridge.stdio``).
+
+Hooks, per process and per request:
+
+* ``on_worker_start(self, config)`` — once per worker process, before the worker
+  reports ready (the gRPC ready file, the stdio bridge's first ping answer), with the
+  pool's adapter config (``SNAKEPIT_ADAPTER_CONFIG``, ``{}`` when none). Load models and
+  open connections here. Raising makes the worker fail to start (the message reaches
+  the host's start error). May be ``async``.
+* ``on_worker_stop(self)`` — once, on a graceful stop (SIGTERM; for stdio also the host
+  closing stdin), after in-flight calls finished or were abandoned. May be ``async``.
+* ``initialize(self)`` / ``cleanup(self)`` — around every request (upstream's hooks,
+  kept for compatibility). May be ``async``.
+
+Instances: an adapter defining ``on_worker_start`` or ``on_worker_stop`` is constructed
+once per process and each request works on a shallow copy of that instance (state set
+on ``self`` in ``__init__`` or ``on_worker_start`` is shared by all calls; attributes a
+call assigns are its own). Other adapters get a new instance per request, as upstream
+(cache expensive state at module or class level). See ``calls.AdapterRuntime``.
 
 Adapters written for upstream Snakepit, which implement
 ``execute_tool(tool_name, arguments, context)`` themselves, work unchanged.
@@ -108,8 +127,10 @@ def _defines_execute_tool(cls: type) -> bool:
 class BaseAdapter:
     """Base class for adapters. Subclasses add ``@tool`` methods.
 
-    Lifecycle per request: ``__init__()``, ``set_session_context(ctx)``,
-    ``initialize()`` (sync or async), the tool call, ``cleanup()`` (sync or async).
+    Lifecycle per process: ``on_worker_start(config)`` at start, ``on_worker_stop()`` on
+    a graceful stop. Lifecycle per request: an instance (see the module docstring),
+    ``set_session_context(ctx)``, ``initialize()`` (sync or async), the tool call,
+    ``cleanup()`` (sync or async).
     """
 
     _session_context: Any = None
@@ -128,6 +149,14 @@ class BaseAdapter:
         return getattr(ctx, "session_id", None) if ctx is not None else None
 
     # ------------------------------------------------------------------ lifecycle
+    def on_worker_start(self, config: Dict[str, Any]) -> None:
+        """Called once per worker process, before it reports ready, with the pool's
+        adapter config; override to load models or open connections."""
+
+    def on_worker_stop(self) -> None:
+        """Called once when the worker stops gracefully; override to release what
+        ``on_worker_start`` acquired."""
+
     def initialize(self) -> None:
         """Called before each request's tool; override for per-request setup."""
 

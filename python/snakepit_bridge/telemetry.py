@@ -13,7 +13,6 @@ on the dotted name).
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import contextlib
 import fnmatch
@@ -36,7 +35,9 @@ class TelemetryStream:
         self._lock = threading.Lock()
         self._events: Deque[Dict[str, Any]] = collections.deque()
         self._max = max_buffer
-        self._waiters: List[Tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+        # (event loop, asyncio.Event) per consumer; asyncio is imported only by
+        # consumers (the gRPC StreamTelemetry), so emitting costs no asyncio import.
+        self._waiters: List[Tuple[Any, Any]] = []
         self.enabled = True
         self.sampling_rate = 1.0
         self.sampling_patterns: List[str] = []
@@ -98,6 +99,8 @@ class TelemetryStream:
 
     async def next_batch(self) -> List[Dict[str, Any]]:
         """Waits until events are queued (or the stream closes: then [])."""
+        import asyncio
+
         loop = asyncio.get_running_loop()
         ev = asyncio.Event()
         entry = (loop, ev)

@@ -5,7 +5,6 @@ Tool names and signatures are part of the test contract with the C++ side.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import sys
@@ -40,6 +39,8 @@ class ShowcaseAdapter(BaseAdapter):
 
     @tool(description="Sleeps ms milliseconds on the event loop (async tool)")
     async def async_sleep(self, ms: float) -> Dict[str, Any]:
+        import asyncio  # here: an idle stdio worker does not load asyncio
+
         await asyncio.sleep(float(ms) / 1000.0)
         return {"slept_ms": ms, "pid": os.getpid()}
 
