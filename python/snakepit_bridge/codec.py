@@ -32,24 +32,42 @@ def json_default(obj: Any) -> Any:
     return str(obj)
 
 
-# One encoder for the process: json.dumps with options builds a new one per call.
+# The C encoder, made once: json.dumps (and JSONEncoder.encode) build a new one per
+# call, which costs more than encoding a small result. No circular-reference check (a
+# cycle ends in RecursionError, reported like any other encoding failure);
 # allow_nan=False because the host's parser rejects NaN/Infinity.
-_ENCODER = json.JSONEncoder(default=json_default, allow_nan=False, separators=(",", ":"),
-                            ensure_ascii=False)
-_ASCII_ENCODER = json.JSONEncoder(default=json_default, allow_nan=False,
-                                  separators=(",", ":"), ensure_ascii=True)
+try:
+    from _json import (encode_basestring as _c_str, encode_basestring_ascii as _c_ascii,
+                       make_encoder as _c_make_encoder)
+except ImportError:  # pragma: no cover - interpreters without the C accelerator
+    _c_make_encoder = None
 
-#: ``value -> str``: compact, strict JSON (``ValueError`` on NaN/Infinity).
-to_json_text = _ENCODER.encode
+if _c_make_encoder is not None:
+    _encode = _c_make_encoder(None, json_default, _c_str, None, ":", ",", False, False,
+                              False)
+    _encode_ascii = _c_make_encoder(None, json_default, _c_ascii, None, ":", ",", False,
+                                    False, False)
+
+    def to_json_text(value: Any) -> str:
+        """Compact, strict JSON text (``ValueError`` on NaN/Infinity)."""
+        return "".join(_encode(value, 0))
+
+    def _to_ascii_json(value: Any) -> str:
+        return "".join(_encode_ascii(value, 0))
+else:  # pragma: no cover
+    to_json_text = json.JSONEncoder(default=json_default, allow_nan=False,
+                                    separators=(",", ":"), ensure_ascii=False).encode
+    _to_ascii_json = json.JSONEncoder(default=json_default, allow_nan=False,
+                                      separators=(",", ":"), ensure_ascii=True).encode
 
 
 def to_json_bytes(value: Any) -> bytes:
     """Compact, strict UTF-8 JSON. Strings holding lone surrogates (possible after
     decoding ``"\\ud800"``) cannot be UTF-8: those are sent as ``\\u`` escapes."""
     try:
-        return _ENCODER.encode(value).encode("utf-8")
+        return to_json_text(value).encode("utf-8")
     except UnicodeEncodeError:
-        return _ASCII_ENCODER.encode(value).encode("ascii")
+        return _to_ascii_json(value).encode("ascii")
 
 
 def is_binary(value: Any) -> bool:

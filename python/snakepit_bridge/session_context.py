@@ -81,6 +81,8 @@ class SessionContext:
         if self._metadata is None:
             md = dict(self._raw_metadata or {})
             self._raw_metadata = None
+            if "correlation_id" not in md and self.correlation_id:
+                md["correlation_id"] = self.correlation_id
             if "timeout_ms" not in md and self._time_remaining is not None:
                 # The host sends its budget as the gRPC deadline only; upstream's key
                 # is filled in from it (what is left of the budget when first read).

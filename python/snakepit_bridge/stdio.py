@@ -146,12 +146,15 @@ _BIG_FRAME = 1024 * 1024
 _JOIN_LIMIT = 256 * 1024
 #: A sync tool that took less than this last time does not make finished responses wait.
 _FAST_TOOL_S = 0.0005
+#: Longest error message / traceback text sent (characters).
+_MAX_ERROR_TEXT = 64 * 1024
 #: Responses a sync worker thread holds before writing regardless.
 _MAX_HELD = 128
 
 _pack_len = struct.Struct(">I").pack
 _unpack_len = struct.Struct(">I").unpack_from
-_PLAIN = (dict, list, str, int, float, bool, type(None), tuple)
+#: Result types that are neither bytes, awaitables nor streams (checked by type only).
+_PLAIN = frozenset((dict, list, str, int, float, bool, type(None), tuple))
 _USAGE = "usage: python3 -m snakepit_bridge.stdio --adapter pkg.module.Class [--worker-id ID]"
 
 
@@ -267,20 +270,23 @@ def _success(rid: bytes, result: Any, elapsed_ms: int, limit: int) -> List[bytes
         encoded = _b64(data)
         size = len(head) + len(encoded) + 2
         if size > limit:
-            return _failure(rid, _too_large(size, limit), elapsed_ms)
+            return _failure(rid, _too_large(size, limit), elapsed_ms, limit)
         return [_pack_len(size), head, encoded, b'"}']
-    body = to_json_bytes(result)
+    return _json_success(rid, to_json_bytes(result), elapsed_ms, limit)
+
+
+def _json_success(rid: bytes, body: bytes, elapsed_ms: int, limit: int) -> List[bytes]:
     if len(body) < _BIG_FRAME:
         frame = (b'{"id":%b,"success":true,"timestamp":"%b","execution_time_ms":%d,'
                  b'"result":%b}' % (rid, _timestamp(), elapsed_ms, body))
         if len(frame) > limit:
-            return _failure(rid, _too_large(len(frame), limit), elapsed_ms)
+            return _failure(rid, _too_large(len(frame), limit), elapsed_ms, limit)
         return [_pack_len(len(frame)) + frame]
     head = (b'{"id":%b,"success":true,"timestamp":"%b","execution_time_ms":%d,"result":'
             % (rid, _timestamp(), elapsed_ms))
     size = len(head) + len(body) + 1
     if size > limit:
-        return _failure(rid, _too_large(size, limit), elapsed_ms)
+        return _failure(rid, _too_large(size, limit), elapsed_ms, limit)
     return [_pack_len(size), head, body, b"}"]
 
 
@@ -289,12 +295,21 @@ def _too_large(size: int, limit: int) -> ResultTooLargeError:
                                f"frame limit of {limit} (SNAKEPIT_MAX_MESSAGE_BYTES)")
 
 
-def _failure(rid: bytes, exc: BaseException, elapsed_ms: int = 0) -> List[bytes]:
+def _clip(text: str, size: int) -> str:
+    return text if len(text) <= size else text[:size] + " ... (truncated)"
+
+
+def _failure(rid: bytes, exc: BaseException, elapsed_ms: int = 0,
+             limit: int = DEFAULT_MAX_MESSAGE_BYTES) -> List[bytes]:
+    """The frame of a failure response. Message and traceback are clipped (an
+    exception may carry a whole input) so that the frame stays under *limit*."""
     d = describe_error(exc)
+    room = max(16, min(_MAX_ERROR_TEXT, (limit - 256) // 12))
     frame = (b'{"id":%b,"success":false,"error":%b,"error_type":%b,"traceback":%b,'
              b'"timestamp":"%b","execution_time_ms":%d}'
-             % (rid, to_json_bytes(d["message"] or d["type"]), to_json_bytes(d["type"]),
-                to_json_bytes(d["traceback"]), _timestamp(), elapsed_ms))
+             % (rid, to_json_bytes(_clip(d["message"] or d["type"], room)),
+                to_json_bytes(_clip(d["type"], 256)),
+                to_json_bytes(_clip(d["traceback"], room)), _timestamp(), elapsed_ms))
     return [_pack_len(len(frame)) + frame]
 
 
@@ -514,6 +529,9 @@ class Bridge:
         os.set_blocking(self._wake_w, False)
         os.set_blocking(self._wake_r, False)
         self._scan = json.JSONDecoder().scan_once
+        #: {tool name: kind}; upstream-style adapters answer every name (kind_of).
+        self._kinds: Dict[str, str] = {} if runtime.legacy else {
+            t["name"]: runtime.kind_of(t["name"]) for t in runtime.describe_tools() or ()}
         pong: Dict[str, Any] = {"pong": True, "bridge": "python", "version": __version__,
                                 "streaming": True, "pid": os.getpid(),
                                 "worker_id": cfg.worker_id}
@@ -676,10 +694,10 @@ class Bridge:
             log.error("dropping a request frame that is not JSON: %s",
                       exc if isinstance(exc, ValueError) else "no JSON value")
             return
-        if type(req) is not dict or req.get("id") is None:
+        rid = req.get("id") if type(req) is dict else None
+        if rid is None:
             log.error("dropping a request frame that is not an object with an id")
             return
-        rid = req["id"]
         rid_json = b"%d" % rid if type(rid) is int else to_json_bytes(rid)
         command = req.get("command")
         if command == "ping":
@@ -687,13 +705,15 @@ class Bridge:
                      % (rid_json, _timestamp(), self._pong))
             out.append(_pack_len(len(frame)) + frame)
             return
-        try:
-            if type(command) is not str:
-                raise InvalidArgumentError("command must be a string")
-            kind = self.runtime.kind_of(command)
-        except BridgeError as exc:
-            out.extend(_failure(rid_json, exc))
-            return
+        kind = self._kinds.get(command) if type(command) is str else None
+        if kind is None:
+            try:
+                if type(command) is not str:
+                    raise InvalidArgumentError("command must be a string")
+                kind = self.runtime.kind_of(command)
+            except BridgeError as exc:
+                out.extend(_failure(rid_json, exc, 0, self.limit))
+                return
         dl = req.get("deadline_ms")
         deadline = now + dl / 1000.0 if type(dl) in (int, float) and dl > 0 else None
         call = Call(rid_json, command, req, kind, req.get("stream") is True, deadline)
@@ -708,13 +728,13 @@ class Bridge:
         """``(adapter, fn, kwargs, kind)`` of *call*: context, instance, arguments."""
         req = call.req
         args = req.get("args")
-        if args is None:
+        if type(args) is not dict:
+            if args is not None:
+                raise InvalidArgumentError(f"args must be a JSON object, got "
+                                           f"{type(args).__name__}")
             args = {}
-        elif type(args) is not dict:
-            raise InvalidArgumentError(f"args must be a JSON object, got "
-                                       f"{type(args).__name__}")
         metadata = req.get("metadata")
-        if type(metadata) is not dict:
+        if metadata is not None and type(metadata) is not dict:
             metadata = None
         binary = req.get("binary_args")
         if binary:
@@ -752,13 +772,15 @@ class Bridge:
             if self.runtime.has_initialize:
                 self._settle(adapter.initialize())
             result = invoke(fn, kwargs)
-            if type(result) not in _PLAIN:
-                if inspect.isawaitable(result) and not is_stream(result):
-                    result = self.aio.run(result)
-                if is_stream(result) or call.stream:
-                    self._stream_sync(call, result, started)
-                    return False
-            elif call.stream:
+            if type(result) in _PLAIN and not call.stream:
+                body = to_json_bytes(result)
+                elapsed = time.perf_counter() - started
+                out.extend(_json_success(call.rid, body, int(elapsed * 1000), self.limit))
+                self.speed[call.command] = elapsed
+                return True
+            if inspect.isawaitable(result) and not is_stream(result):
+                result = self.aio.run(result)
+            if call.stream or is_stream(result):
                 self._stream_sync(call, result, started)
                 return False
             elapsed = time.perf_counter() - started
@@ -769,7 +791,7 @@ class Bridge:
             elapsed = time.perf_counter() - started
             self.speed[call.command] = elapsed
             log.info("tool %s failed: %s: %s", call.command, type(exc).__name__, exc)
-            out.extend(_failure(call.rid, exc, int(elapsed * 1000)))
+            out.extend(_failure(call.rid, exc, int(elapsed * 1000), self.limit))
             return True
         finally:
             if adapter is not None and self.runtime.has_cleanup:
@@ -795,7 +817,7 @@ class Bridge:
             source = iter((StreamChunk(source, is_final=True),))
         elif not call.stream:
             close_stream(source)
-            self.write(_failure(rid, _not_streamed(call.command)), 1)
+            self.write(_failure(rid, _not_streamed(call.command), 0, limit), 1)
             return
         try:
             for item in source:
@@ -809,7 +831,7 @@ class Bridge:
                     break
         except Exception as exc:  # noqa: BLE001
             log.info("stream %s failed: %s: %s", call.command, type(exc).__name__, exc)
-            self.write(_failure(rid, exc, _ms_since(started)), 1)
+            self.write(_failure(rid, exc, _ms_since(started), limit), 1)
             return
         finally:
             close_stream(source)
@@ -837,7 +859,7 @@ class Bridge:
             lane.emit(_success(call.rid, result, _ms_since(started), self.limit), 1)
         except Exception as exc:  # noqa: BLE001 - every tool failure is in-band
             log.info("tool %s failed: %s: %s", call.command, type(exc).__name__, exc)
-            lane.emit(_failure(call.rid, exc, _ms_since(started)), 1)
+            lane.emit(_failure(call.rid, exc, _ms_since(started), self.limit), 1)
         finally:
             if adapter is not None and self.runtime.has_cleanup:
                 try:
@@ -857,7 +879,7 @@ class Bridge:
             source_items: Any = (StreamChunk(source, is_final=True),)
         elif not call.stream:
             await _aclose(source)
-            send(_failure(rid, _not_streamed(call.command)), 1)
+            send(_failure(rid, _not_streamed(call.command), 0, limit), 1)
             return
         else:
             source_items = source
@@ -873,7 +895,7 @@ class Bridge:
                     break
         except Exception as exc:  # noqa: BLE001
             log.info("stream %s failed: %s: %s", call.command, type(exc).__name__, exc)
-            send(_failure(rid, exc, _ms_since(started)), 1)
+            send(_failure(rid, exc, _ms_since(started), limit), 1)
             return
         finally:
             await _aclose(source)

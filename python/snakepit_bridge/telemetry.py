@@ -16,7 +16,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import fnmatch
-import random
 import re
 import threading
 import time
@@ -57,6 +56,8 @@ class TelemetryStream:
         if self.sampling_rate < 1.0:
             sampled = not self.sampling_patterns or any(
                 fnmatch.fnmatchcase(name, p) for p in self.sampling_patterns)
+            import random  # only with sampling on: emitting needs no random otherwise
+
             if sampled and random.random() >= self.sampling_rate:
                 return False
         return True
