@@ -136,7 +136,7 @@ EXIT_PROTOCOL_ERROR = 4
 
 DEFAULT_MAX_MESSAGE_BYTES = 100 * 1024 * 1024
 DEFAULT_GRACE_MS = 5000
-#: What is left of this after EOF goes to on_worker_stop (the spec's 1 s, less margin).
+#: on_worker_stop gets at most this long after EOF (the process must be gone in 1 s).
 EOF_EXIT_BUDGET_S = 0.8
 
 _READ_SIZE = 256 * 1024
@@ -240,7 +240,7 @@ def _timestamp() -> bytes:
     cached = _ts_cache
     if cached[0] == ms:
         return cached[1]
-    text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + ".%03dZ" % (ms % 1000)
+    text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + ".%03dZ" % (ms % 1000)
     value = text.encode("ascii")
     _ts_cache = (ms, value)
     return value
@@ -336,6 +336,8 @@ def _write_all(fd: int, parts: List[Any]) -> None:
     """Write every part, in order, whatever the kernel accepts per call."""
     if len(parts) > 1 and sum(map(len, parts)) <= _JOIN_LIMIT:
         parts = [b"".join(parts)]
+    else:
+        parts = [p for p in parts if len(p)]  # writev of nothing would return 0 forever
     i = 0
     while i < len(parts):
         n = os.writev(fd, parts[i:i + 512])
@@ -386,11 +388,16 @@ class SyncLane:
             self._jobs.extend(calls)
             if self._idle:
                 self._cond.notify(min(self._idle, len(calls)))
-            elif len(self._threads) < self.max_threads:
-                t = threading.Thread(target=self._work, daemon=True,
-                                     name=f"snakepit-tool-{len(self._threads) + 1}")
-                self._threads.append(t)
-                t.start()
+            else:
+                self._grow_locked()
+
+    def _grow_locked(self) -> None:
+        """One more thread when calls wait, none is idle and the limit allows."""
+        if len(self._threads) < self.max_threads:
+            t = threading.Thread(target=self._work, daemon=True,
+                                 name=f"snakepit-tool-{len(self._threads) + 1}")
+            self._threads.append(t)
+            t.start()
 
     def _work(self) -> None:
         jobs, cond, bridge = self._jobs, self._cond, self.bridge
@@ -408,11 +415,8 @@ class SyncLane:
                         cond.wait()
                     self._idle -= 1
                     call = jobs.popleft()
-                if self._idle == 0 and jobs and len(self._threads) < self.max_threads:
-                    t = threading.Thread(target=self._work, daemon=True,
-                                         name=f"snakepit-tool-{len(self._threads) + 1}")
-                    self._threads.append(t)
-                    t.start()
+                if jobs and not self._idle:
+                    self._grow_locked()
             if call is None or (held and speed.get(call.command, 1.0) >= _FAST_TOOL_S):
                 bridge.write(out, held)
                 out = []
@@ -438,6 +442,7 @@ class AsyncLane:
         self._thread: Optional[threading.Thread] = None
         self._loop: Any = None
         self._pending: List[Call] = []
+        self._tasks: set = set()
         self._out: List[bytes] = []
         self._out_calls = 0
         self._out_bytes = 0
@@ -481,9 +486,12 @@ class AsyncLane:
         loop.run_forever()
 
     def _begin(self, calls: List[Call]) -> None:
-        run = self.bridge.run_async
+        run, tasks = self.bridge.run_async, self._tasks
         for call in calls:
-            self._loop.create_task(run(call, self))
+            # The loop keeps only weak references to tasks: hold them until done.
+            task = self._loop.create_task(run(call, self))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
 
     def emit(self, parts: List[bytes], calls: int = 0) -> None:
         """Queue frames (loop thread); written together once the loop is idle."""
@@ -597,8 +605,7 @@ class Bridge:
                     os.read(wake_r, 512)
                 except OSError:
                     pass
-                if not any(fd == rfd for fd, _ in ready):
-                    continue
+                continue  # look at the flags before reading any further request
             try:
                 data = os.read(rfd, _READ_SIZE)
             except InterruptedError:

@@ -62,6 +62,13 @@ def rss_kb(pid: int) -> int:
     return 0
 
 
+def cpu_ms(pid: int) -> float:
+    """User + system CPU time of *pid* so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+
+
 def bench_startup(runs: int) -> None:
     times: List[float] = []
     rss: List[int] = []
@@ -75,9 +82,7 @@ def bench_startup(runs: int) -> None:
         assert pong["success"], pong
         time.sleep(0.2)
         rss.append(rss_kb(p.pid))
-        with open(f"/proc/{p.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        cpu.append((int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK"))
+        cpu.append(cpu_ms(p.pid))
         p.stdin.close()
         p.wait(5)
     times.sort()
@@ -110,6 +115,7 @@ def bench_throughput(calls: int, window: int, workers: int, tool: str,
         failures = 0
         per = calls // workers
         next_id = 1
+        cpu0 = sum(cpu_ms(p.pid) for p in procs)
         start = time.perf_counter()
         for fd, p in by_fd.items():
             n = min(window, per)
@@ -145,13 +151,15 @@ def bench_throughput(calls: int, window: int, workers: int, tool: str,
                     next_id += more
                     sent[fd] += more
         elapsed = time.perf_counter() - start
+        cpu = sum(cpu_ms(p.pid) for p in procs) - cpu0
     finally:
         for p in procs:
             p.stdin.close()
             p.wait(5)
     rate = done / elapsed
     print(f"{tool}: {done} calls through {workers} bridge(s), window {window}: "
-          f"{rate:,.0f} calls/s ({elapsed * 1000:.0f} ms, {failures} failures)")
+          f"{rate:,.0f} calls/s ({elapsed * 1000:.0f} ms, {failures} failures; bridge CPU "
+          f"{cpu * 1000 / max(done, 1):.1f} us per call)")
     return rate
 
 
