@@ -27,11 +27,11 @@ from __future__ import annotations
 
 import copy
 import importlib
-import inspect
 import json
+import types
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from .adapter import BaseAdapter, _tool_table
+from .adapter import BaseAdapter, _tool_table, code_flags
 from .errors import AdapterImportError, InvalidArgumentError, StartupError, UnknownToolError
 
 #: Tool kinds: where a transport runs the call and how it reads the result.
@@ -87,18 +87,20 @@ def adapter_config(env: Mapping[str, str]) -> Dict[str, Any]:
 # ----------------------------------------------------------------------------- calling
 
 def function_kind(fn: Any) -> str:
-    """SYNC, ASYNC, GEN or AGEN for a function or method."""
-    if inspect.isasyncgenfunction(fn):
+    """SYNC, ASYNC, GEN or AGEN for a function or method (from its code flags, as
+    inspect.is*function, without importing inspect)."""
+    flags = code_flags(fn)
+    if flags & 0x200:  # CO_ASYNC_GENERATOR
         return AGEN
-    if inspect.isgeneratorfunction(fn):
+    if flags & 0x20:  # CO_GENERATOR
         return GEN
-    if inspect.iscoroutinefunction(fn):
+    if flags & 0x80:  # CO_COROUTINE
         return ASYNC
     return SYNC
 
 
 # Signature cache for argument validation: {function: inspect.Signature or None}.
-_SIGNATURES: Dict[Any, Optional[inspect.Signature]] = {}
+_SIGNATURES: Dict[Any, Any] = {}
 
 
 def check_arguments(fn: Any, arguments: Mapping[str, Any]) -> None:
@@ -107,6 +109,8 @@ def check_arguments(fn: Any, arguments: Mapping[str, Any]) -> None:
     Tools are always looked up as bound methods, so the cached signature (keyed by the
     underlying function) never includes ``self``.
     """
+    import inspect  # only when arguments did not fit: not on the hot path
+
     key = getattr(fn, "__func__", fn)
     if key not in _SIGNATURES:
         try:
@@ -141,9 +145,18 @@ def invoke(fn: Any, kwargs: Mapping[str, Any]) -> Any:
 
 def is_stream(value: Any) -> bool:
     """Generators and iterators (sync or async) are streams; lists and dicts are not."""
-    return (inspect.isgenerator(value) or inspect.isasyncgen(value)
+    return (isinstance(value, (types.GeneratorType, types.AsyncGeneratorType))
             or hasattr(value, "__anext__")
             or (hasattr(value, "__next__") and not isinstance(value, (str, bytes))))
+
+
+def is_awaitable(value: Any) -> bool:
+    """``inspect.isawaitable``: coroutines, generator-based coroutines and objects
+    with ``__await__``."""
+    return (isinstance(value, types.CoroutineType)
+            or (isinstance(value, types.GeneratorType)
+                and bool(value.gi_code.co_flags & 0x100))  # CO_ITERABLE_COROUTINE
+            or hasattr(type(value), "__await__"))
 
 
 def close_stream(value: Any) -> None:
@@ -189,11 +202,10 @@ class AdapterRuntime:
         self._started = False
         self._stopped = False
         self._tools: Dict[str, Tuple[str, str]] = {}
-        for name, (attr, _meta) in _tool_table(adapter_class).items():
-            member = inspect.getattr_static(adapter_class, attr, None)
-            if isinstance(member, (staticmethod, classmethod)):
-                member = member.__func__
-            self._tools[name] = (attr, function_kind(member))
+        for name, (attr, meta) in _tool_table(adapter_class).items():
+            kind = (AGEN if meta.is_async_generator else GEN if meta.is_generator
+                    else ASYNC if meta.is_async else SYNC)
+            self._tools[name] = (attr, kind)
         self._legacy_kind = (function_kind(adapter_class.execute_tool) if self.legacy
                              else SYNC)
 

@@ -7,7 +7,6 @@ tool's failure look the same whichever transport carried the call.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import traceback
 from typing import Any, Dict, List, Mapping
@@ -24,7 +23,9 @@ def json_default(obj: Any) -> Any:
         return list(obj)
     if isinstance(obj, (bytes, bytearray, memoryview)):
         return bytes(obj).decode("utf-8", errors="replace")
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+    if hasattr(type(obj), "__dataclass_fields__"):  # a dataclass instance
+        import dataclasses  # loaded already: the class was made by it
+
         return dataclasses.asdict(obj)
     tolist = getattr(obj, "tolist", None)  # numpy arrays and scalars
     if callable(tolist):

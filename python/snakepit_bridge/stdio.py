@@ -104,7 +104,6 @@ from __future__ import annotations
 
 import binascii
 import collections
-import inspect
 import json
 import logging
 import os
@@ -119,8 +118,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 from . import __version__
 from . import logging_setup
 from .adapter import StreamChunk
-from .calls import (AGEN, GEN, SYNC, AdapterRuntime, adapter_config,
-                    close_stream, import_adapter, invoke, is_stream)
+from .calls import (AGEN, GEN, SYNC, AdapterRuntime, adapter_config, close_stream,
+                    import_adapter, invoke, is_awaitable, is_stream)
 from .codec import decode_binary, describe_error, is_binary, to_json_bytes, where
 from .errors import (AdapterImportError, BridgeError, DeadlineExceededError,
                      InvalidArgumentError, ResultTooLargeError, StartupError)
@@ -785,7 +784,7 @@ class Bridge:
                 out.extend(_json_success(call.rid, body, int(elapsed * 1000), self.limit))
                 self.speed[call.command] = elapsed
                 return True
-            if inspect.isawaitable(result) and not is_stream(result):
+            if is_awaitable(result) and not is_stream(result):
                 result = self.aio.run(result)
             if call.stream or is_stream(result):
                 self._stream_sync(call, result, started)
@@ -809,7 +808,7 @@ class Bridge:
 
     def _settle(self, value: Any) -> Any:
         """An awaitable returned to a worker thread is run on the loop."""
-        if inspect.isawaitable(value):
+        if is_awaitable(value):
             return self.aio.run(value)
         return value
 
@@ -855,10 +854,10 @@ class Bridge:
             adapter, fn, kwargs, kind = self._prepare(call)
             if self.runtime.has_initialize:
                 value = adapter.initialize()
-                if inspect.isawaitable(value):
+                if is_awaitable(value):
                     await value
             result = invoke(fn, kwargs)
-            if kind is not AGEN and inspect.isawaitable(result) and not is_stream(result):
+            if kind is not AGEN and is_awaitable(result) and not is_stream(result):
                 result = await result
             if call.stream or is_stream(result):
                 await self._stream_async(call, result, started, lane)
@@ -871,7 +870,7 @@ class Bridge:
             if adapter is not None and self.runtime.has_cleanup:
                 try:
                     value = adapter.cleanup()
-                    if inspect.isawaitable(value):
+                    if is_awaitable(value):
                         await value
                 except Exception:  # noqa: BLE001
                     log.exception("adapter cleanup failed")
@@ -988,7 +987,7 @@ def _failed(what: str, exc: BaseException) -> str:
 
 
 def _run_hook(bridge: Bridge, value: Any, timeout: Optional[float] = None) -> None:
-    if inspect.isawaitable(value):
+    if is_awaitable(value):
         bridge.aio.run(value, timeout)
 
 
@@ -1031,11 +1030,10 @@ def run(argv: Optional[Sequence[str]] = None, env: Optional[Mapping[str, str]] =
     logging_setup.configure(cfg.worker_id, cfg.log_level, cfg.log_format)
     if logging_setup.parse_format(cfg.log_format) == "json":
         logging_setup.capture_prints()
-    from . import config as _config
-
-    _config.set_current(_config.WorkerConfig(adapter=cfg.adapter, worker_id=cfg.worker_id,
-                                             log_level=cfg.log_level,
-                                             log_format=cfg.log_format))
+    if cfg.worker_id:
+        # config.current_worker_id() (used by adapters) falls back to the environment;
+        # the gRPC worker's WorkerConfig would cost a dataclasses import here.
+        os.environ["SNAKEPIT_WORKER_ID"] = cfg.worker_id
 
     try:
         runtime = AdapterRuntime(import_adapter(cfg.adapter))

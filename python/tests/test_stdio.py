@@ -344,9 +344,11 @@ def test_grpc_protobuf_and_asyncio_are_not_loaded(start):
 
 
 def test_importing_the_bridge_loads_no_grpc_or_protobuf():
+    # asyncio (loaded with the first async call), argparse, inspect and dataclasses
+    # are left out on purpose too: they are most of a start-up's import time.
     code = ("import sys, snakepit_bridge.stdio, snakepit_bridge.adapters.showcase; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in "
-            "('grpc', 'google', 'asyncio', 'argparse')))")
+            "('grpc', 'google', 'asyncio', 'argparse', 'inspect', 'dataclasses')))")
     out = subprocess.run([INTERPRETER, "-c", code], env=bridge_env(), capture_output=True,
                          text=True, timeout=30, check=True)
     assert out.stdout.strip() == "[]"

@@ -20,7 +20,6 @@ from typing import Any, Dict, Iterator, Optional
 
 from snakepit_bridge import telemetry
 from snakepit_bridge.adapter import BaseAdapter, tool
-from snakepit_bridge.config import THREAD_LIMIT_VARS, current_worker_id
 
 
 def _append_line(path: str, line: str) -> None:
@@ -105,6 +104,9 @@ class ShowcaseAdapter(BaseAdapter):
 
     @tool(description="Process facts: pid, ppid, worker id, thread-limit env")
     def info(self) -> Dict[str, Any]:
+        # Imported here: config builds dataclasses, which the stdio bridge never loads.
+        from snakepit_bridge.config import THREAD_LIMIT_VARS, current_worker_id
+
         return {
             "pid": os.getpid(),
             "ppid": os.getppid(),
