@@ -108,12 +108,19 @@ def describe_error(exc: BaseException) -> Dict[str, Any]:
 
 
 def where(exc: BaseException) -> str:
-    """``file:line`` of the innermost frame of *exc* (or of its cause), for one-line
-    startup messages; empty when there is no traceback."""
+    """``file:line`` of the innermost frame of *exc* (or of its cause) that is the
+    user's code — not the import machinery, not this package — for one-line startup
+    messages; empty when there is none."""
     seen = exc.__cause__ or exc.__context__ or exc
     tb = seen.__traceback__ or exc.__traceback__
-    if tb is None:
-        return ""
-    while tb.tb_next is not None:
+    found = ""
+    while tb is not None:
+        name = tb.tb_frame.f_code.co_filename
+        if not (name.startswith("<") or name.startswith(_PACKAGE_DIR)
+                or "/importlib/" in name):
+            found = f"{name}:{tb.tb_lineno}"
         tb = tb.tb_next
-    return f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}"
+    return found
+
+
+_PACKAGE_DIR = __file__.rsplit("/", 1)[0] + "/"

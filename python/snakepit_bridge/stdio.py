@@ -50,7 +50,8 @@ ping
 
     ``tools`` lists the adapter's ``@tool`` methods sorted by name; it is omitted for
     upstream-style adapters (``execute_tool``), which accept any name. The first ping
-    is answered only after ``on_worker_start`` returned.
+    is answered only after ``on_worker_start`` returned. Pings are not counted as
+    calls: they never wait behind tools and have no ``execution_time_ms``.
 
 Concurrency
     Sync tools (and sync generators) run on executor threads: one at a time by default,
@@ -69,6 +70,13 @@ Streaming
     "base64"}``. A tool that does not stream, called with ``"stream": true``, sends its
     result as one chunk, then the final response. A stream whose deadline passes is
     closed and ends with a ``DeadlineExceededError`` failure.
+
+Adapters
+    Exactly as on the gRPC worker (``calls.AdapterRuntime``): ``@tool`` methods, or an
+    upstream-style ``execute_tool(tool_name, arguments, context)`` taking every call;
+    ``initialize()`` / ``cleanup()`` around each call (sync or async); an adapter with
+    ``on_worker_start`` / ``on_worker_stop`` is built once and each call works on a
+    shallow copy of it, others get a new instance per call.
 
 Session context
     Tools see ``self.session_context`` (``session_id``, ``correlation_id``,
@@ -91,8 +99,18 @@ Exit status
     0 stopped (EOF, SIGTERM/SIGINT); 1 startup failure (bad ``SNAKEPIT_ADAPTER_CONFIG``,
     ``on_worker_start`` raised); 2 usage error (bad arguments or environment values);
     3 the adapter could not be imported; 4 protocol error (oversized frame, stdin
-    closed in the middle of a frame). Startup failures print one line on stderr,
-    ``snakepit_bridge.stdio: <what failed>: <ExceptionType>: <message> (at file:line)``.
+    closed in the middle of a frame). A crashing tool (``os._exit``, a signal) ends the
+    process with its own status. Startup failures print exactly one line on stderr::
+
+        snakepit_bridge.stdio: adapter import failed: cannot import adapter module
+            'pkg.mod': ModuleNotFoundError: No module named 'numpy' (at /path/mod.py:3)
+        snakepit_bridge.stdio: on_worker_start failed: RuntimeError: <message>
+            (at /path/adapter.py:29)
+        snakepit_bridge.stdio: startup failed: SNAKEPIT_ADAPTER_CONFIG is not valid JSON: ...
+        snakepit_bridge.stdio: error: unknown argument '--x'; usage: ...
+
+    (each on one line; ``at`` names the innermost frame of the adapter's own code and
+    is left out when there is none).
 
 Environment
     ``SNAKEPIT_WORKER_ID`` (when no ``--worker-id``), ``SNAKEPIT_ADAPTER_CONFIG``,

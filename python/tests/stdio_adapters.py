@@ -119,3 +119,39 @@ class StdioTestAdapter(BaseAdapter):
     @tool
     def nan(self) -> float:
         return float("nan")
+
+
+class UpstreamStyleAdapter:
+    """No BaseAdapter, no @tool: upstream's execute_tool dispatcher."""
+
+    def execute_tool(self, tool_name: str, arguments: Dict[str, Any], context: Any) -> Any:
+        if tool_name == "boom":
+            raise KeyError("boom")
+        return {"tool": tool_name, "arguments": arguments,
+                "session_id": context.session_id}
+
+
+class LifecycleAdapter(BaseAdapter):
+    """Async start hook; initialize/cleanup around every call (recorded per class)."""
+
+    events: List[str] = []
+
+    async def on_worker_start(self, config: Dict[str, Any]) -> None:
+        import asyncio
+
+        await asyncio.sleep(0)
+        LifecycleAdapter.events.append("start")
+
+    def initialize(self) -> None:
+        LifecycleAdapter.events.append("initialize")
+
+    async def cleanup(self) -> None:
+        LifecycleAdapter.events.append("cleanup")
+
+    @tool
+    def events_so_far(self) -> List[str]:
+        return list(LifecycleAdapter.events)
+
+    @tool
+    async def async_events(self) -> List[str]:
+        return list(LifecycleAdapter.events)

@@ -445,6 +445,23 @@ def test_showcase_hooks_and_config_without_adapter_config(start, short_dir):
     assert read_lines(log) == [f"start {b.proc.pid}", f"stop {b.proc.pid}"]
 
 
+def test_upstream_style_adapters_take_any_command(start):
+    b = start("stdio_adapters.UpstreamStyleAdapter")
+    pong = b.result("ping")
+    assert "tools" not in pong  # any name may be a tool
+    assert b.result("whatever", {"x": 1}, session_id="s9") == {
+        "tool": "whatever", "arguments": {"x": 1}, "session_id": "s9"}
+    resp = b.call("boom")
+    assert resp["success"] is False and resp["error_type"] == "KeyError"
+
+
+def test_async_start_hook_and_per_call_initialize_cleanup(start):
+    b = start("stdio_adapters.LifecycleAdapter")
+    assert b.result("events_so_far") == ["start", "initialize"]
+    assert b.result("async_events") == ["start", "initialize", "cleanup", "initialize"]
+    assert b.result("events_so_far")[-2:] == ["cleanup", "initialize"]
+
+
 # ------------------------------------------------------------------------- lifecycle
 
 def test_eof_exits_within_a_second_abandoning_running_work(start, short_dir):
@@ -472,6 +489,16 @@ def test_sigterm_lets_the_running_call_finish_then_stops(start, short_dir):
     assert read_lines(log)[1:] == ["begin job", "end job", "stop"]
     with pytest.raises(EOFError):
         b.recv(2)
+
+
+def test_sigterm_lets_async_calls_finish_too(start):
+    b = start(PROBE)
+    rid = b.request("async_wait", {"ms": 500, "tag": "late"})
+    b.result("text", {"value": "loop started"})
+    b.proc.send_signal(signal.SIGTERM)
+    resp = b.recv()
+    assert resp["id"] == rid and resp["result"] == "late"
+    assert b.wait(5) == 0
 
 
 def test_sigterm_abandons_calls_still_running_after_the_grace_period(start, short_dir):
