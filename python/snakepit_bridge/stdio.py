@@ -7,8 +7,9 @@ Framing
     Each message, in either direction, is a 4-byte big-endian unsigned length N
     followed by N bytes of UTF-8 JSON holding one object. A frame longer than
     ``SNAKEPIT_MAX_MESSAGE_BYTES`` (default 100 MiB) from the host is a protocol error:
-    the bridge says so on stderr and exits with status 4. A frame that is not a JSON
-    object with an ``id`` cannot be answered: it is logged (error) and skipped.
+    the bridge says so on stderr and exits with status 4. A frame that is not UTF-8
+    JSON holding an object with an ``id`` cannot be answered: it is logged (error) and
+    skipped, and the bridge reads on.
 
 Private channel
     At start the bridge duplicates fds 0 and 1 to private descriptors used for frames
@@ -89,8 +90,9 @@ Lifecycle
     Start: parse arguments, configure logging (``SNAKEPIT_LOG_LEVEL``,
     ``SNAKEPIT_LOG_FORMAT``, as the gRPC worker), import the adapter, run its
     ``on_worker_start(config)`` with ``SNAKEPIT_ADAPTER_CONFIG`` (``{}`` when unset),
-    then read frames. EOF on stdin: ``on_worker_stop`` gets what is left of one second,
-    running calls are abandoned, exit 0 within 1 s. SIGTERM (or SIGINT): stop reading,
+    then read frames. EOF on stdin: running calls are abandoned, ``on_worker_stop`` gets
+    at most 0.8 s (it is left behind if slower), exit 0 within 1 s. SIGTERM (or
+    SIGINT; also when it arrives during ``on_worker_start``): stop reading,
     let the calls already received finish and answer (for at most
     ``SNAKEPIT_GRACE_MS``, default 5000; the rest are abandoned unanswered), run
     ``on_worker_stop``, exit 0. The host closing stdout (EPIPE) counts as EOF.
@@ -115,7 +117,8 @@ Exit status
 Environment
     ``SNAKEPIT_WORKER_ID`` (when no ``--worker-id``), ``SNAKEPIT_ADAPTER_CONFIG``,
     ``SNAKEPIT_LOG_LEVEL``, ``SNAKEPIT_LOG_FORMAT``, ``SNAKEPIT_MAX_MESSAGE_BYTES``,
-    ``SNAKEPIT_GRACE_MS``, ``SNAKEPIT_THREADS``.
+    ``SNAKEPIT_GRACE_MS``, ``SNAKEPIT_THREADS``. ``--help`` prints the usage line on
+    stderr and exits 0.
 """
 
 from __future__ import annotations

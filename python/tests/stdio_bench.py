@@ -93,13 +93,14 @@ def bench_startup(runs: int) -> None:
 
 
 def bench_throughput(calls: int, window: int, workers: int, tool: str,
-                     env: Dict[str, str]) -> float:
+                     env: Dict[str, str], args: Dict = None) -> float:
     procs = [spawn(env=env) for _ in range(workers)]
     try:
         for p in procs:  # ready (and hooks run) before timing
             p.stdin.write(frame({"id": 0, "command": "ping", "args": {}}))
             read_frame(p.stdout)
-        template = json.dumps({"id": 0, "command": tool, "args": {}, "deadline_ms": 30000,
+        template = json.dumps({"id": 0, "command": tool, "args": args or {},
+                               "deadline_ms": 30000,
                                "timestamp": "2024-01-01T00:00:00.000Z"},
                               separators=(",", ":"))
         prefix, suffix = template.split('"id":0', 1)
@@ -192,6 +193,7 @@ def main() -> None:
     ap.add_argument("--window", type=int, default=64)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--tool", default="echo")
+    ap.add_argument("--args", default="{}", help="the tool's arguments (JSON)")
     ap.add_argument("--threads", type=int, default=1, help="SNAKEPIT_THREADS")
     ap.add_argument("--startup", type=int, default=0, help="measure N starts")
     ap.add_argument("--mp", action="store_true", help="also measure multiprocessing.Pool(4)")
@@ -199,7 +201,7 @@ def main() -> None:
     if args.startup:
         bench_startup(args.startup)
     bench_throughput(args.calls, args.window, args.workers, args.tool,
-                     {"SNAKEPIT_THREADS": str(args.threads)})
+                     {"SNAKEPIT_THREADS": str(args.threads)}, json.loads(args.args))
     if args.mp:
         bench_mp(args.calls, args.window)
 
