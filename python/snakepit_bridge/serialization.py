@@ -19,8 +19,8 @@ from typing import Any as PyAny, Dict, Iterable, Mapping, Optional, Tuple
 
 from google.protobuf import any_pb2, wrappers_pb2
 
-from .codec import (BINARY_FORMAT_PREFIX, decode_binary, describe_error, is_binary,  # noqa: F401
-                    json_default as _json_default, to_json_bytes)
+from .codec import (BINARY_FORMAT_PREFIX, decode_binary, describe_error, is_binary,
+                    to_json_bytes)
 from .errors import InvalidArgumentError
 
 __all__ = ["BINARY_FORMAT_PREFIX", "decode_any", "decode_binary", "decode_parameters",
