@@ -6,13 +6,15 @@ Snakepit flags are accepted too, so a host written for upstream can start this w
 
 from __future__ import annotations
 
-import argparse
 import os
 import json
 from dataclasses import dataclass, field
-from typing import Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Mapping, Optional, Sequence
 
 from .heartbeat import HeartbeatConfig
+
+if TYPE_CHECKING:
+    import argparse
 
 #: Message size limit for both directions (matches upstream).
 MAX_MESSAGE_BYTES = 100 * 1024 * 1024
@@ -98,14 +100,17 @@ class WorkerConfig:
             raise ValueError("--parent-fd must be >= 0")
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that raises instead of printing usage and exiting."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise ValueError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
+    # argparse is imported here: showcase adapters import this module for constants,
+    # and the stdio bridge parses its two flags itself.
+    import argparse
+
+    class _Parser(argparse.ArgumentParser):
+        """argparse that raises instead of printing usage and exiting."""
+
+        def error(self, message: str) -> None:  # type: ignore[override]
+            raise ValueError(message)
+
     p = _Parser(prog="python3 -m snakepit_bridge", add_help=True,
                 description="Snakepit Python worker (gRPC BridgeService server).")
     p.add_argument("--adapter", help="adapter class, pkg.module.ClassName")

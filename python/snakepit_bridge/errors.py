@@ -46,6 +46,28 @@ class ProtocolModulesMissing(StartupError):
     """The generated ``snakepit_bridge_pb2`` modules are not importable."""
 
 
+class WorkerKindError(BridgeError, RuntimeError):
+    """A tool asked for something its worker kind does not offer: host-owned session
+    state and host tools need the gRPC worker kind; a stdio worker has no way back to
+    the host."""
+
+    error_type = "WorkerKindError"
+
+
+class ResultTooLargeError(BridgeError):
+    """A tool's encoded result does not fit in one frame (stdio:
+    ``SNAKEPIT_MAX_MESSAGE_BYTES``); sent instead of a frame the host would reject."""
+
+    error_type = "ResultTooLargeError"
+
+
+class DeadlineExceededError(BridgeError):
+    """The request's deadline had passed before its tool started (the host no longer
+    waits for the answer, so the tool is not run)."""
+
+    error_type = "DeadlineExceededError"
+
+
 def error_type_name(exc: BaseException) -> str:
     """The ``type`` reported for *exc*: our fixed names, else the Python class name."""
     if isinstance(exc, BridgeError):

@@ -10,7 +10,6 @@ worker only logs the misses.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
@@ -31,6 +30,8 @@ class HeartbeatConfig:
 async def run_host_heartbeat(cfg: HeartbeatConfig, ping: Callable[[float], Awaitable[Any]],
                              on_lost: Callable[[str], None]) -> None:
     """Pings until cancelled, or until the host is declared lost (dependent mode)."""
+    import asyncio  # here: config imports this module, and the stdio bridge never needs asyncio
+
     if cfg.initial_delay_ms > 0:
         await asyncio.sleep(cfg.initial_delay_ms / 1000.0)
     missed = 0

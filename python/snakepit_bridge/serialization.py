@@ -7,23 +7,29 @@
 * ``binary_parameters`` are raw bytes, unpickled only when the request metadata says
   ``binary_format:<name> = pickle``.
 * Tool errors are in-band: ``error_message`` is a JSON object (see ``error_payload``).
+
+The protobuf-free parts (JSON encoding, binary parameters, error descriptions) live in
+``codec`` and are shared with the stdio bridge.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import pickle
-import traceback
 from typing import Any as PyAny, Dict, Iterable, Mapping, Optional, Tuple
 
 from google.protobuf import any_pb2, wrappers_pb2
 
-from .errors import InvalidArgumentError, error_type_name
+from .codec import (BINARY_FORMAT_PREFIX, decode_binary, describe_error, is_binary,
+                    to_json_bytes)
+from .errors import InvalidArgumentError
+
+__all__ = ["BINARY_FORMAT_PREFIX", "decode_any", "decode_binary", "decode_parameters",
+           "encode_any", "encode_chunk_data", "encode_param", "encode_result",
+           "error_payload", "infer_type", "is_binary", "parse_error_payload",
+           "stringify_metadata", "to_json_bytes", "type_name"]
 
 RESULT_TYPE_PREFIX = "type.googleapis.com/snakepit."
 PARAM_TYPE_URL = "type.googleapis.com/google.protobuf.StringValue"
-BINARY_FORMAT_PREFIX = "binary_format:"
 
 # Real wrapper messages some upstream clients pack instead of JSON (docs/python.md).
 _WRAPPERS = {
@@ -66,18 +72,6 @@ def decode_any(value: any_pb2.Any, name: str = "") -> PyAny:
         raise InvalidArgumentError(f"{label} is not valid UTF-8 JSON: {exc}") from None
 
 
-def decode_binary(name: str, data: bytes, metadata: Mapping[str, str]) -> PyAny:
-    """Raw bytes, or the unpickled object when ``binary_format:<name>`` is ``pickle``."""
-    if metadata.get(BINARY_FORMAT_PREFIX + name, "").lower() == "pickle":
-        try:
-            return pickle.loads(data)
-        except Exception as exc:  # noqa: BLE001
-            raise InvalidArgumentError(
-                f"binary parameter {name!r} is flagged pickle but does not unpickle: {exc}"
-            ) from None
-    return bytes(data)
-
-
 def decode_parameters(parameters: Mapping[str, any_pb2.Any],
                       binary_parameters: Mapping[str, bytes],
                       metadata: Mapping[str, str]) -> Dict[str, PyAny]:
@@ -112,33 +106,10 @@ def infer_type(value: PyAny) -> str:
     return "string"
 
 
-def _json_default(obj: PyAny) -> PyAny:
-    if isinstance(obj, (set, frozenset)):
-        return list(obj)
-    if isinstance(obj, (bytes, bytearray, memoryview)):
-        return bytes(obj).decode("utf-8", errors="replace")
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return dataclasses.asdict(obj)
-    tolist = getattr(obj, "tolist", None)  # numpy arrays and scalars
-    if callable(tolist):
-        return tolist()
-    return str(obj)
-
-
-def to_json_bytes(value: PyAny) -> bytes:
-    """Strict JSON (NaN/Infinity raise ``ValueError``: the host's parser rejects them)."""
-    return json.dumps(value, default=_json_default, allow_nan=False,
-                      separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-
-
 def encode_any(value: PyAny) -> any_pb2.Any:
     """Encode a tool result as ``Any(type_url=.../snakepit.<type>, value=<json>)``."""
     return any_pb2.Any(type_url=RESULT_TYPE_PREFIX + infer_type(value),
                        value=to_json_bytes(value))
-
-
-def is_binary(value: PyAny) -> bool:
-    return isinstance(value, (bytes, bytearray, memoryview))
 
 
 def encode_result(value: PyAny) -> Tuple[any_pb2.Any, bytes]:
@@ -165,21 +136,10 @@ def encode_chunk_data(payload: PyAny) -> bytes:
 
 # --------------------------------------------------------------------------- errors
 
-def _stacktrace(exc: BaseException) -> list:
-    return [f'File "{f.filename}", line {f.lineno}, in {f.name}'
-            for f in traceback.extract_tb(exc.__traceback__)]
-
-
 def error_payload(exc: BaseException, context: Optional[Mapping[str, PyAny]] = None) -> str:
     """The in-band error JSON: ``{type, message, stacktrace, traceback, context}``."""
-    formatted = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    payload = {
-        "type": error_type_name(exc),
-        "message": str(exc),
-        "stacktrace": _stacktrace(exc),
-        "traceback": formatted,
-        "context": dict(context or {}),
-    }
+    payload = describe_error(exc)
+    payload["context"] = dict(context or {})
     return json.dumps(payload, default=str)
 
 

@@ -1,5 +1,6 @@
-"""Worker process lifecycle: config → adapter import → grpc.aio server → ready file →
-wait for SIGTERM/SIGINT or host loss → stop → exit.
+"""Worker process lifecycle: config → adapter import → ``on_worker_start`` → grpc.aio
+server → ready file → wait for SIGTERM/SIGINT or host loss → stop → ``on_worker_stop``
+→ exit.
 
 Exit codes: 0 clean stop (signal or host gone), 1 startup failure, 3 adapter import
 failure. Failures before readiness are also written to ``<ready-file>.error`` as JSON.
@@ -8,7 +9,6 @@ failure. Failures before readiness are also written to ``<ready-file>.error`` as
 from __future__ import annotations
 
 import asyncio
-import importlib
 import inspect
 import json
 import logging
@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import List, Mapping, Optional, Sequence
 
 from . import logging_setup
+from .calls import AdapterRuntime, adapter_config, import_adapter
 from .config import MAX_MESSAGE_BYTES, WorkerConfig, parse_config, set_current
 from .errors import AdapterImportError, StartupError, error_type_name
 from .heartbeat import run_host_heartbeat
@@ -101,29 +102,7 @@ def _ready_file_hint(argv: Sequence[str], env: Mapping[str, str]) -> Optional[st
 
 
 # ----------------------------------------------------------------------------- adapter
-
-def import_adapter(path: str) -> type:
-    """Import ``pkg.module.Class``; any failure becomes ``AdapterImportError``."""
-    module_name, _, class_name = path.rpartition(".")
-    if not module_name:
-        raise AdapterImportError(f"--adapter must be pkg.module.ClassName, got {path!r}")
-    try:
-        module = importlib.import_module(module_name)
-    except BaseException as exc:  # noqa: BLE001 - SystemExit in a module counts too
-        if isinstance(exc, KeyboardInterrupt):
-            raise
-        raise AdapterImportError(
-            f"cannot import adapter module {module_name!r}: {type(exc).__name__}: {exc}",
-            exc) from exc
-    try:
-        cls = getattr(module, class_name)
-    except AttributeError as exc:
-        raise AdapterImportError(
-            f"module {module_name!r} has no adapter class {class_name!r}", exc) from exc
-    if not isinstance(cls, type):
-        raise AdapterImportError(f"{path!r} is not a class")
-    return cls
-
+# import_adapter lives in calls.py (shared with the stdio bridge); imported above.
 
 def list_tools_json(adapter_class: type) -> list:
     """``[{name, description, parameters: [{name, type, required}], supports_streaming}]``."""
@@ -196,8 +175,14 @@ async def serve(cfg: WorkerConfig, adapter_class: type, lifeline: Optional[Lifel
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.so_reuseport", 0),
     ]
+    runtime = AdapterRuntime(adapter_class)
+    await _start_adapter(runtime, executor)
+    if stop_event.is_set():  # stopped while the adapter was starting
+        await _stop_adapter(runtime)
+        return EXIT_OK
+
     server = grpc.aio.server(options=options)
-    servicer = BridgeServicer(adapter_class, cfg, executor)
+    servicer = BridgeServicer(adapter_class, cfg, executor, runtime=runtime)
     pb2_grpc.add_BridgeServiceServicer_to_server(servicer, server)
 
     if cfg.socket:
@@ -247,7 +232,31 @@ async def serve(cfg: WorkerConfig, adapter_class: type, lifeline: Optional[Lifel
         if started:
             await server.stop(grace)
         await servicer.close()
+        await _stop_adapter(runtime)
     return EXIT_OK
+
+
+async def _start_adapter(runtime: AdapterRuntime, executor: ThreadPoolExecutor) -> None:
+    """``on_worker_start(config)`` before the server binds (so before the ready file),
+    in a worker thread so signals are still handled; a failure is a startup failure."""
+    config = adapter_config(os.environ)
+    try:
+        result = await asyncio.get_running_loop().run_in_executor(executor, runtime.start,
+                                                                  config)
+        if inspect.isawaitable(result):
+            await result
+    except Exception as exc:  # noqa: BLE001 - any failure stops the start
+        raise StartupError(f"on_worker_start failed: {type(exc).__name__}: {exc}") from exc
+
+
+async def _stop_adapter(runtime: AdapterRuntime) -> None:
+    """``on_worker_stop()`` once, after the server stopped; failures are only logged."""
+    try:
+        result = runtime.stop()
+        if inspect.isawaitable(result):
+            await result
+    except Exception:  # noqa: BLE001
+        log.exception("on_worker_stop failed")
 
 
 def _quiet_grpc_teardown(loop: asyncio.AbstractEventLoop, context: dict) -> None:

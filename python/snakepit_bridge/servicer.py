@@ -1,8 +1,9 @@
 """``BridgeService`` implementation: runs adapter tools, answers session calls.
 
 Wire behaviour follows upstream Snakepit (docs/python.md, "Wire conventions"): JSON in
-``Any``, in-band tool errors, one adapter instance per request, ``ToolChunk`` streams
-fed through a bounded queue so a slow client slows the producer down.
+``Any``, in-band tool errors, ``ToolChunk`` streams fed through a bounded queue so a
+slow client slows the producer down. Tool lookup, kinds, instances and argument errors
+come from ``calls.AdapterRuntime``, shared with the stdio bridge.
 """
 
 from __future__ import annotations
@@ -17,16 +18,17 @@ import threading
 import time
 from concurrent.futures import Executor
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import grpc
 from google.protobuf import timestamp_pb2
 
 from . import serialization as ser
 from . import telemetry as _telemetry
-from .adapter import BaseAdapter, StreamChunk
+from .adapter import StreamChunk
+from .calls import AGEN, ASYNC, GEN, AdapterRuntime, close_stream, invoke, is_stream
 from .config import WorkerConfig
-from .errors import InvalidArgumentError, UnknownToolError
+from .errors import InvalidArgumentError
 from .logging_setup import correlation_id as _cid_var
 from .protocol import load
 from .session_context import SessionContext
@@ -47,57 +49,10 @@ _END = object()
 _ERROR = object()
 _ITEM = object()
 
-# Signature cache for argument validation: {function: inspect.Signature or None}.
-_SIGNATURES: Dict[Any, Optional[inspect.Signature]] = {}
-
-
 def _now() -> timestamp_pb2.Timestamp:
     ts = timestamp_pb2.Timestamp()
     ts.GetCurrentTime()
     return ts
-
-
-def _is_stream(value: Any) -> bool:
-    """Generators and iterators (sync or async) are streams; lists and dicts are not."""
-    return (inspect.isgenerator(value) or inspect.isasyncgen(value)
-            or hasattr(value, "__anext__")
-            or (hasattr(value, "__next__") and not isinstance(value, (str, bytes))))
-
-
-def _close_stream(value: Any) -> None:
-    close = getattr(value, "close", None)
-    if callable(close):
-        try:
-            close()
-        except Exception:  # noqa: BLE001
-            pass
-
-
-def _check_arguments(fn: Any, arguments: Mapping[str, Any]) -> None:
-    """Raise ``InvalidArgumentError`` when *arguments* do not fit *fn*'s signature.
-
-    Tools are always looked up as bound methods, so the cached signature (keyed by the
-    underlying function) never includes ``self``.
-    """
-    key = getattr(fn, "__func__", fn)
-    if key not in _SIGNATURES:
-        try:
-            _SIGNATURES[key] = inspect.signature(fn)
-        except (TypeError, ValueError):
-            _SIGNATURES[key] = None
-    sig = _SIGNATURES[key]
-    if sig is None:
-        return
-    try:
-        sig.bind(**arguments)
-    except TypeError as exc:
-        raise InvalidArgumentError(f"{getattr(fn, '__name__', 'tool')}: {exc}") from None
-
-
-def _overrides(adapter: Any, name: str) -> bool:
-    """Whether the adapter has its own *name* hook (not BaseAdapter's no-op)."""
-    impl = getattr(type(adapter), name, None)
-    return callable(impl) and impl is not getattr(BaseAdapter, name, None)
 
 
 class BridgeServicer(pb2_grpc.BridgeServiceServicer):
@@ -105,13 +60,16 @@ class BridgeServicer(pb2_grpc.BridgeServiceServicer):
 
     def __init__(self, adapter_class: type, config: Optional[WorkerConfig] = None,
                  executor: Optional[Executor] = None,
-                 telemetry: Optional[_telemetry.TelemetryStream] = None):
+                 telemetry: Optional[_telemetry.TelemetryStream] = None,
+                 runtime: Optional[AdapterRuntime] = None):
         self.adapter_class = adapter_class
+        # The server starts and stops the runtime (per-process hooks); a servicer
+        # made on its own (tests) serves fresh instances without them.
+        self.runtime = runtime if runtime is not None else AdapterRuntime(adapter_class)
         # The process's event buffer, relayed by StreamTelemetry.
         self.telemetry = telemetry if telemetry is not None else _telemetry.stream()
         self.config = config or WorkerConfig()
         self.executor = executor
-        self._legacy = callable(getattr(adapter_class, "execute_tool", None))
         self._sessions: Dict[str, timestamp_pb2.Timestamp] = {}
         self._host_channel: Any = None
         self._host_stub: Any = None
@@ -219,12 +177,13 @@ class BridgeServicer(pb2_grpc.BridgeServiceServicer):
             "worker_id": self.config.worker_id,
         }
 
-    async def _run_sync(self, fn: Any, kwargs: Mapping[str, Any], inline: bool) -> Any:
+    async def _run_sync(self, inline: bool, name: str, fn: Any, *args: Any) -> Any:
+        """``fn(*args)`` in a worker thread (on the loop when *inline*)."""
         if inline:
-            return fn(**kwargs)
+            return fn(*args)
         loop = asyncio.get_running_loop()
         ctx = contextvars.copy_context()
-        call = functools.partial(ctx.run, fn, **kwargs)
+        call = functools.partial(ctx.run, fn, *args)
         if self.executor is None:
             return await loop.run_in_executor(None, call)
         job = self.executor.submit(call)
@@ -234,7 +193,7 @@ class BridgeServicer(pb2_grpc.BridgeServiceServicer):
             # The call was cancelled (deadline, caller gone). A sync tool that is
             # already running cannot be interrupted: watch it.
             if not job.cancel():
-                self._watch_cancelled(job, getattr(fn, "__name__", "tool"))
+                self._watch_cancelled(job, name)
             raise
 
     def _watch_cancelled(self, job: Any, name: str) -> None:
@@ -262,22 +221,19 @@ class BridgeServicer(pb2_grpc.BridgeServiceServicer):
         asyncio.get_running_loop().call_later(grace_s, check)
 
     async def _create_adapter(self, session_ctx: SessionContext, inline: bool) -> Any:
-        adapter = self.adapter_class()
-        if hasattr(adapter, "set_session_context"):
-            adapter.set_session_context(session_ctx)
-        init = getattr(adapter, "initialize", None)
-        if callable(init) and _overrides(adapter, "initialize"):
+        adapter = self.runtime.new_instance(session_ctx)
+        if self.runtime.has_initialize:
+            init = adapter.initialize
             if inspect.iscoroutinefunction(init):
                 await init()
             else:
-                result = await self._run_sync(init, {}, inline)
+                result = await self._run_sync(inline, "initialize", init)
                 if inspect.isawaitable(result):
                     await result
         return adapter
 
-    @staticmethod
-    async def _cleanup(adapter: Any) -> None:
-        if adapter is None or not _overrides(adapter, "cleanup"):
+    async def _cleanup(self, adapter: Any) -> None:
+        if adapter is None or not self.runtime.has_cleanup:
             return
         try:
             result = adapter.cleanup()
@@ -289,30 +245,14 @@ class BridgeServicer(pb2_grpc.BridgeServiceServicer):
     async def _invoke(self, adapter: Any, request: Any, arguments: Dict[str, Any],
                       session_ctx: SessionContext, inline: bool) -> Any:
         """Run the tool; returns its value (a generator/iterator for streaming tools)."""
-        if self._legacy:
-            fn = adapter.execute_tool
-            kwargs = {"tool_name": request.tool_name, "arguments": arguments,
-                      "context": session_ctx}
-            if inspect.iscoroutinefunction(fn) or inspect.isgeneratorfunction(fn) \
-                    or inspect.isasyncgenfunction(fn):
-                result = fn(**kwargs)
-            else:
-                result = await self._run_sync(fn, kwargs, inline)
-            if inspect.isawaitable(result) and not _is_stream(result):
-                result = await result
-            return result
-
-        if not hasattr(adapter, "get_tool"):
-            raise UnknownToolError(
-                f"{type(adapter).__name__} defines neither execute_tool nor @tool methods")
-        fn, meta = adapter.get_tool(request.tool_name)
-        _check_arguments(fn, arguments)
-        if meta.is_generator:
-            return fn(**arguments)
-        if meta.is_async:
-            return await fn(**arguments)
-        result = await self._run_sync(fn, arguments, inline)
-        if inspect.isawaitable(result):
+        fn, kwargs, kind = self.runtime.bind(adapter, request.tool_name, arguments,
+                                             session_ctx)
+        if kind is GEN or kind is AGEN:
+            return invoke(fn, kwargs)
+        if kind is ASYNC:
+            return await invoke(fn, kwargs)
+        result = await self._run_sync(inline, request.tool_name, invoke, fn, kwargs)
+        if inspect.isawaitable(result) and not is_stream(result):
             result = await result
         return result
 
@@ -335,8 +275,8 @@ class BridgeServicer(pb2_grpc.BridgeServiceServicer):
                 session_ctx = self._session_context(request, cid, context)
                 adapter = await self._create_adapter(session_ctx, inline)
                 result = await self._invoke(adapter, request, arguments, session_ctx, inline)
-                if _is_stream(result):
-                    _close_stream(result)
+                if is_stream(result):
+                    close_stream(result)
                     raise InvalidArgumentError(
                         f"tool {request.tool_name!r} streams; call it with "
                         "ExecuteStreamingTool")
@@ -420,7 +360,7 @@ class BridgeServicer(pb2_grpc.BridgeServiceServicer):
         except Exception as exc:  # noqa: BLE001
             put((_ERROR, exc))
         finally:
-            _close_stream(source)
+            close_stream(source)
 
     async def ExecuteStreamingTool(self, request, context):
         cid = self._correlation_id(request, context)
@@ -449,7 +389,7 @@ class BridgeServicer(pb2_grpc.BridgeServiceServicer):
                 await context.abort(grpc.StatusCode.INTERNAL,
                                     ser.error_payload(error, call_ctx))
 
-            if not _is_stream(source):
+            if not is_stream(source):
                 # A plain tool called through the streaming RPC: one final chunk.
                 try:
                     chunk = self._chunk(tool_name, 1, StreamChunk(source, is_final=True))

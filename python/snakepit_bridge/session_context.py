@@ -8,6 +8,13 @@ updates it through this object, which calls the host's bridge server (the worker
 
 All calls block: use them from sync tools (which run in worker threads), not from
 ``async`` tools on the event loop.
+
+Worker kinds: only the gRPC worker has a way back to the host. Under the stdio bridge
+(``transport="stdio"``) the request's identity (session id, correlation id, metadata,
+``timeout_ms``) is here as on gRPC, but state and host-tool calls raise
+``WorkerKindError`` saying they need the gRPC worker kind (kind = "grpc").
+
+grpc is imported only when a host call is made, so the stdio bridge never loads it.
 """
 
 from __future__ import annotations
@@ -15,9 +22,15 @@ from __future__ import annotations
 import json
 from typing import Any, Callable, Dict, List, Mapping, Optional
 
-import grpc
+from .errors import WorkerKindError
 
 _MISSING = object()
+
+
+def _rpc_error() -> type:
+    import grpc
+
+    return grpc.RpcError
 
 
 class HostToolError(RuntimeError):
@@ -46,8 +59,11 @@ class SessionContext:
                  correlation_id: str = "", worker_id: str = "",
                  host_stub_factory: Optional[Callable[[], Any]] = None,
                  timeout: float = 10.0,
-                 time_remaining: Optional[Callable[[], Optional[float]]] = None):
+                 time_remaining: Optional[Callable[[], Optional[float]]] = None,
+                 transport: str = "grpc"):
         self.session_id = session_id
+        #: "grpc" or "stdio": which worker kind carried the request.
+        self.transport = transport
         # Copied on first use: most tools never look at the request metadata, and a
         # protobuf map copy costs microseconds on every call.
         self._raw_metadata = metadata
@@ -65,6 +81,8 @@ class SessionContext:
         if self._metadata is None:
             md = dict(self._raw_metadata or {})
             self._raw_metadata = None
+            if "correlation_id" not in md and self.correlation_id:
+                md["correlation_id"] = self.correlation_id
             if "timeout_ms" not in md and self._time_remaining is not None:
                 # The host sends its budget as the gRPC deadline only; upstream's key
                 # is filled in from it (what is left of the budget when first read).
@@ -86,7 +104,15 @@ class SessionContext:
     def has_host(self) -> bool:
         return self._host_stub_factory is not None
 
-    def _stub(self) -> Any:
+    def _require_host(self, operation: str) -> None:
+        if self.transport != "grpc":
+            raise WorkerKindError(
+                f"SessionContext.{operation} needs the gRPC worker kind (kind = \"grpc\"): "
+                f"host-owned session state and host tools are not available to a "
+                f"{self.transport} worker")
+
+    def _stub(self, operation: str = "call") -> Any:
+        self._require_host(operation)
         if self._host_stub_factory is None:
             raise RuntimeError("no host callbacks: the worker was started without "
                                "--elixir-address")
@@ -106,7 +132,9 @@ class SessionContext:
         return self.session_id
 
     def _state_call(self, operation: str, method: str, request: Any) -> Any:
-        stub = self._stub()
+        stub = self._stub(operation)
+        import grpc
+
         try:
             return getattr(stub, method)(request, timeout=self.timeout)
         except grpc.RpcError as exc:
@@ -118,6 +146,7 @@ class SessionContext:
 
     def get(self, key: str, default: Any = None) -> Any:
         """The value stored under *key* in the session, or *default*."""
+        self._require_host("get")
         from .serialization import decode_any
 
         pb2 = self._pb2()
@@ -129,6 +158,7 @@ class SessionContext:
 
     def set(self, key: str, value: Any) -> None:
         """Store a JSON-serialisable *value* under *key* (last writer wins)."""
+        self._require_host("set")
         from .serialization import encode_param
 
         pb2 = self._pb2()
@@ -137,6 +167,7 @@ class SessionContext:
 
     def compare_and_set(self, key: str, expected: Any, value: Any) -> bool:
         """Write *value* only if the current value equals *expected* (absent = None)."""
+        self._require_host("compare_and_set")
         from .serialization import encode_param
 
         pb2 = self._pb2()
@@ -149,6 +180,7 @@ class SessionContext:
 
     def delete(self, key: str) -> bool:
         """Remove *key*; True if it existed."""
+        self._require_host("delete")
         pb2 = self._pb2()
         resp = self._state_call("delete", "DeleteSessionState",
                                 pb2.DeleteSessionStateRequest(
@@ -157,6 +189,7 @@ class SessionContext:
 
     def keys(self) -> List[str]:
         """The session's state keys, sorted."""
+        self._require_host("keys")
         pb2 = self._pb2()
         resp = self._state_call("keys", "ListSessionStateKeys",
                                 pb2.ListSessionStateKeysRequest(
@@ -167,6 +200,7 @@ class SessionContext:
         """Add *by* to the number under *key* (absent = 0) atomically in the host and
         return the new value. Unlike ``set(key, get(key) + by)`` from several workers,
         no update is lost."""
+        self._require_host("increment")
         from .serialization import decode_any, encode_param
 
         pb2 = self._pb2()
@@ -198,6 +232,7 @@ class SessionContext:
         """Tools the host exposes: ``{name: {"description", "parameters", ...}}``
         (loaded once per context)."""
         if self._host_tools is None:
+            self._require_host("host_tools")
             pb2 = self._pb2()
             resp = self._stub().GetExposedElixirTools(
                 pb2.GetExposedElixirToolsRequest(session_id=self.session_id),
@@ -227,6 +262,7 @@ class SessionContext:
 
         Raises ``ValueError`` when the host exposes no such tool and ``HostToolError``
         when the tool fails in the host."""
+        self._require_host("call_host_tool")
         from .serialization import decode_any, encode_param
 
         pb2 = self._pb2()
@@ -259,7 +295,8 @@ class SessionContext:
     def cleanup(self) -> int:
         """Ask the host to drop the session (state and tools); best effort. Returns
         the number of entries the host removed (0 when unreachable)."""
-        if self._host_stub_factory is None or not self.session_id:
+        if self._host_stub_factory is None or not self.session_id \
+                or self.transport != "grpc":
             return 0
         pb2 = self._pb2()
         try:
@@ -267,7 +304,7 @@ class SessionContext:
                 pb2.CleanupSessionRequest(session_id=self.session_id),
                 timeout=self.timeout)
             return int(resp.resources_cleaned)
-        except grpc.RpcError:
+        except _rpc_error():
             return 0
 
     def __enter__(self) -> "SessionContext":

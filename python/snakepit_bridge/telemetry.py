@@ -13,11 +13,9 @@ on the dotted name).
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import contextlib
 import fnmatch
-import random
 import re
 import threading
 import time
@@ -36,7 +34,9 @@ class TelemetryStream:
         self._lock = threading.Lock()
         self._events: Deque[Dict[str, Any]] = collections.deque()
         self._max = max_buffer
-        self._waiters: List[Tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+        # (event loop, asyncio.Event) per consumer; asyncio is imported only by
+        # consumers (the gRPC StreamTelemetry), so emitting costs no asyncio import.
+        self._waiters: List[Tuple[Any, Any]] = []
         self.enabled = True
         self.sampling_rate = 1.0
         self.sampling_patterns: List[str] = []
@@ -56,6 +56,8 @@ class TelemetryStream:
         if self.sampling_rate < 1.0:
             sampled = not self.sampling_patterns or any(
                 fnmatch.fnmatchcase(name, p) for p in self.sampling_patterns)
+            import random  # only with sampling on: emitting needs no random otherwise
+
             if sampled and random.random() >= self.sampling_rate:
                 return False
         return True
@@ -98,6 +100,8 @@ class TelemetryStream:
 
     async def next_batch(self) -> List[Dict[str, Any]]:
         """Waits until events are queued (or the stream closes: then [])."""
+        import asyncio
+
         loop = asyncio.get_running_loop()
         ev = asyncio.Event()
         entry = (loop, ev)

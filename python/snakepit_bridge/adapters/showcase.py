@@ -1,11 +1,17 @@
 """The showcase adapter: small tools the host's tests, demo and benchmarks rely on.
 
-Tool names and signatures are part of the test contract with the C++ side.
+Tool names and signatures are part of the test contract with the C++ side. The same
+tools run under both worker kinds (gRPC and stdio); over stdio the command ``ping`` is
+answered by the bridge itself, so the ``ping`` tool below is reachable over gRPC only.
+
+Per-process hooks: ``on_worker_start`` keeps the pool's adapter config (the
+``worker_config`` tool returns it) and, when the config has ``"hook_log": "<path>"``,
+appends ``start <pid>`` to that file; ``on_worker_stop`` appends ``stop <pid>``. Tests
+use the file to see that the hooks ran once per process.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import sys
@@ -14,11 +20,40 @@ from typing import Any, Dict, Iterator, Optional
 
 from snakepit_bridge import telemetry
 from snakepit_bridge.adapter import BaseAdapter, tool
-from snakepit_bridge.config import THREAD_LIMIT_VARS, current_worker_id
+
+
+def _append_line(path: str, line: str) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(f"{line}\n")
+        f.flush()
 
 
 class ShowcaseAdapter(BaseAdapter):
     """Echo, arithmetic, sleeps, failures, crashes, process info and a stream."""
+
+    # Set on the process instance by on_worker_start; per-request copies share it.
+    worker_config_seen: Optional[Dict[str, Any]] = None
+
+    def on_worker_start(self, config: Dict[str, Any]) -> None:
+        self.worker_config_seen = dict(config)
+        if config.get("hook_log"):
+            _append_line(str(config["hook_log"]), f"start {os.getpid()}")
+
+    def on_worker_stop(self) -> None:
+        config = self.worker_config_seen or {}
+        if config.get("hook_log"):
+            _append_line(str(config["hook_log"]), f"stop {os.getpid()}")
+
+    @tool(description="The adapter config on_worker_start received (null when the "
+                      "worker ran no start hook) and the pid")
+    def worker_config(self) -> Dict[str, Any]:
+        return {"config": self.worker_config_seen, "pid": os.getpid()}
+
+    @tool(description="Prints message with print() (to stdout: over stdio it must land "
+                      "on stderr, not in the frame channel); returns true")
+    def print_stdout(self, message: str) -> bool:
+        print(message, flush=True)
+        return True
 
     @tool(description="Cheapest possible round trip; returns \"pong\"")
     async def ping(self) -> str:
@@ -40,6 +75,8 @@ class ShowcaseAdapter(BaseAdapter):
 
     @tool(description="Sleeps ms milliseconds on the event loop (async tool)")
     async def async_sleep(self, ms: float) -> Dict[str, Any]:
+        import asyncio  # here: an idle stdio worker does not load asyncio
+
         await asyncio.sleep(float(ms) / 1000.0)
         return {"slept_ms": ms, "pid": os.getpid()}
 
@@ -67,6 +104,9 @@ class ShowcaseAdapter(BaseAdapter):
 
     @tool(description="Process facts: pid, ppid, worker id, thread-limit env")
     def info(self) -> Dict[str, Any]:
+        # Imported here: config builds dataclasses, which the stdio bridge never loads.
+        from snakepit_bridge.config import THREAD_LIMIT_VARS, current_worker_id
+
         return {
             "pid": os.getpid(),
             "ppid": os.getppid(),
