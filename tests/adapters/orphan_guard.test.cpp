@@ -21,6 +21,7 @@
 #include <optional>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -386,6 +387,36 @@ TEST_SUITE("adapters.orphan_guard") {
     auto e = wait_for_exit(child->pid(), 5s);
     REQUIRE(e);
     CHECK(e->signal == SIGTERM);
+  }
+
+  TEST_CASE("a guard created on a thread that has since exited keeps working") {
+    sweeper sweep;
+    std::optional<caf::expected<orphan_guard>> made;
+    std::thread maker{[&] { made.emplace(orphan_guard::create()); }};
+    maker.join();
+    REQUIRE(made);
+    REQUIRE(*made);
+    auto& guard = **made;
+    auto reaper = guard.pid();
+    // The reaper's parent is the host process, not the thread that forked it: the
+    // thread's exit must not look like the host's death (the parent is checked every
+    // 250 ms).
+    std::this_thread::sleep_for(600ms);
+    CHECK(guard.alive());
+    CHECK(running(reaper));
+    MESSAGE("reaper forked from a thread: Pss " << smaps_kb(reaper, "Pss")
+                                                << " kB, trimmed " << guard.trimmed());
+    auto child = spawn_process(sh("exec sleep 300"));
+    REQUIRE(child);
+    sweep.add(child->pid());
+    REQUIRE_FALSE(guard.watch(child->pgid()));
+    made.reset();
+    auto e = wait_for_exit(child->pid(), 5s);
+    REQUIRE(e);
+    CHECK(e->signal == SIGTERM);
+    auto r = wait_for_exit(reaper, 5s);
+    REQUIRE(r);
+    CHECK(r->code == 0);
   }
 
   TEST_CASE("the reaper keeps little memory however much the host rewrites") {
