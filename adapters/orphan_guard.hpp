@@ -26,8 +26,9 @@ namespace snakepit::adapters {
 /// `watch(child.pgid())` right after `spawn_process` returns, `unwatch` once the worker's
 /// exit was seen (ideally from its exit_watcher callback, so a group id that the kernel
 /// hands out again is not killed by mistake). All member functions are thread-safe and
-/// never block, except `create` (waits for the reaper to be ready, normally well under
-/// a millisecond) and the destructor (up to 1 s, only while the reaper does not read).
+/// never block, except `create` (waits for the reaper to be ready: about 1 ms for a
+/// small host, about 0.13 s per GB the host has resident) and the destructor (up to 1 s,
+/// only while the reaper does not read).
 class orphan_guard {
  public:
   /// Groups one guard can watch at once.
