@@ -10,6 +10,7 @@
 #include <fmt/format.h>
 
 #include "actors/atoms.hpp"
+#include "actors/sessions/tool_registry.hpp"
 #include "actors/worker/detail/heartbeat.hpp"
 #include "actors/worker/detail/process.hpp"
 #include "actors/worker/detail/protocol.hpp"
@@ -89,10 +90,39 @@ void fail_start(worker_pointer self, caf::error reason, bool tell_pool = true) {
   self->quit(std::move(reason));
 }
 
+/// A stdio bridge's tools, as its ping answer declared them, go into the host's
+/// tool registry as a gRPC worker's RegisterTools would put them: the pool routes
+/// by them and callers see which tools stream.
+void register_declared_tools(worker_pointer self) {
+  auto& st = self->state;
+  auto caps = adapters::stdio_runtime::capabilities(*st.client);
+  auto reg = as_tool_registry(st.args.env->names->get(tool_registry_name));
+  if (!reg || !caps.tools_known || !caps.raw.is_object())
+    return;
+  std::vector<tool_info> tools;
+  for (auto& t : caps.raw["tools"]) {
+    tool_info info;
+    info.kind = "python";
+    if (t.is_string()) {
+      info.name = t.get<std::string>();
+    } else if (t.is_object() && t.contains("name") && t["name"].is_string()) {
+      info.name = t["name"].get<std::string>();
+      info.description = t.value("description", std::string{});
+      info.supports_streaming = t.value("streaming", false);
+    }
+    if (!info.name.empty() && info.name != "ping" && !validate_tool_name(info.name))
+      tools.push_back(std::move(info));
+  }
+  register_python_tools(self, reg, std::string{}, st.args.id, std::move(tools))
+    .then([](const tool_ids&) {}, [](const caf::error&) {});
+}
+
 void on_ready(worker_pointer self) {
   auto& st = self->state;
   auto& env = *st.args.env;
   st.ph = phase::ready;
+  if (st.stdio())
+    register_declared_tools(self);
   if (env.log->enabled(adapters::log_level::info)) {
     auto f = detail::worker_fields(st.args);
     f["pid"] = st.process.pid();

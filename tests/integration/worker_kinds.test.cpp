@@ -1,0 +1,424 @@
+// The pool's scenarios against every kind of worker (docs/workers.md): the bundled
+// Python bridge over gRPC and over stdio, and the Node.js bridge over stdio; then
+// what only the stdio kind can get wrong (frames, ids, output, early exits), with a
+// worker that breaks the protocol on request (tests/support/python/rogue_stdio_bridge.py).
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <future>
+#include <mutex>
+#include <set>
+
+#include "harness.hpp"
+#include "tests/support/worker_kinds.hpp"
+
+using namespace std::chrono_literals;
+using snakepit::describe;
+using snakepit::errc;
+using snakepit::json;
+using namespace snakepit::testing;
+
+namespace {
+
+snakepit::config kind_config(const worker_kind_case& k, size_t workers) {
+  auto cfg = small_config(workers);
+  use_kind(cfg.pools[0], k);
+  return cfg;
+}
+
+/// A pool of the rogue stdio bridge (`mode` as its first argument, if any).
+snakepit::config rogue_config(size_t workers, const std::string& mode = {}) {
+  auto cfg = small_config(workers);
+  auto& p = cfg.pools[0];
+  p.kind = snakepit::worker_kind::stdio;
+  p.command = {"/usr/bin/python3", test_adapters_dir() + "/rogue_stdio_bridge.py"};
+  if (!mode.empty())
+    p.command.push_back(mode);
+  return cfg;
+}
+
+int only_pid(snakepit::runtime& r) {
+  auto ws = r.list_workers();
+  return ws && ws->size() == 1 ? ws->front().pid : 0;
+}
+
+/// Waits until the single worker runs as a process other than `old_pid`.
+bool replaced(snakepit::runtime& r, int old_pid) {
+  return eventually(
+    [&] {
+      auto pid = only_pid(r);
+      return pid != 0 && pid != old_pid;
+    },
+    10s);
+}
+
+} // namespace
+
+TEST_SUITE("integration.worker_kinds") {
+
+  TEST_CASE("every kind: ping, echo and add round trip, an exception is a typed "
+            "tool_error, an unknown tool is unknown_tool") {
+    for (auto& k : all_worker_kinds()) {
+      SUBCASE(k.name.c_str()) {
+        auto rt = snakepit::runtime::start(kind_config(k, 2));
+        REQUIRE_MESSAGE(rt, explain(rt.error()));
+        auto& r = **rt;
+        auto pong = r.execute("ping");
+        REQUIRE_MESSAGE(pong, explain(pong.error()));
+        if (k.ping_is_pong)
+          CHECK(pong->result == "pong");
+        json payload = {
+          {"s", "héllo"}, {"n", 42}, {"list", {1, 2, 3}}, {"nested", {{"ok", true}}}};
+        auto echo = r.execute("echo", payload);
+        REQUIRE_MESSAGE(echo, explain(echo.error()));
+        CHECK(echo->result == payload);
+        CHECK_FALSE(echo->worker_id.empty());
+        auto sum = r.execute("add", {{"a", 2}, {"b", 40}});
+        REQUIRE_MESSAGE(sum, explain(sum.error()));
+        CHECK(sum->result.get<double>() == doctest::Approx(42.0));
+        auto bad = r.execute("fail", {{"message", "bad input 42"}});
+        REQUIRE_FALSE(bad);
+        CHECK_MESSAGE(is_error(bad.error(), errc::tool_error), explain(bad.error()));
+        auto py = snakepit::python_error_of(bad.error());
+        REQUIRE(py);
+        CHECK(py->type == "ValueError");
+        CHECK(py->message == "bad input 42");
+        CHECK_FALSE(py->traceback.empty());
+        auto unknown = r.execute("no_such_tool");
+        REQUIRE_FALSE(unknown);
+        CHECK_MESSAGE(is_error(unknown.error(), errc::unknown_tool),
+                      explain(unknown.error()));
+        CHECK(r.execute("echo", {{"after", "errors"}}));
+        stop_and_check(r);
+      }
+    }
+  }
+
+  TEST_CASE("every kind: two hundred concurrent calls are all answered, each with its "
+            "own arguments") {
+    for (auto& k : all_worker_kinds()) {
+      SUBCASE(k.name.c_str()) {
+        auto rt = snakepit::runtime::start(kind_config(k, 4));
+        REQUIRE_MESSAGE(rt, explain(rt.error()));
+        auto& r = **rt;
+        constexpr int n = 200;
+        std::mutex mtx;
+        std::vector<snakepit::execute_result> results(n,
+                                                      caf::make_error(errc::internal));
+        std::atomic<int> done{0};
+        for (int i = 0; i < n; ++i)
+          r.execute_async("echo", {{"i", i}}, {}, [&, i](snakepit::execute_result res) {
+            {
+              std::lock_guard<std::mutex> g{mtx};
+              results[static_cast<size_t>(i)] = std::move(res);
+            }
+            ++done;
+          });
+        REQUIRE(eventually([&] { return done.load() == n; }, 30s));
+        std::set<std::string> workers;
+        std::lock_guard<std::mutex> g{mtx};
+        for (int i = 0; i < n; ++i) {
+          auto& res = results[static_cast<size_t>(i)];
+          REQUIRE_MESSAGE(res, explain(res.error()));
+          CHECK(res->result["i"] == i);
+          workers.insert(res->worker_id);
+        }
+        CHECK(workers.size() >= 2);
+        stop_and_check(r);
+      }
+    }
+  }
+
+  TEST_CASE("every kind: kill -9 of a busy worker gives worker_crashed and a new "
+            "process under the same id") {
+    for (auto& k : all_worker_kinds()) {
+      SUBCASE(k.name.c_str()) {
+        auto rt = snakepit::runtime::start(kind_config(k, 1));
+        REQUIRE_MESSAGE(rt, explain(rt.error()));
+        auto& r = **rt;
+        auto before = r.list_workers();
+        REQUIRE(before);
+        REQUIRE(before->size() == 1);
+        auto old = before->front();
+        std::promise<snakepit::execute_result> p;
+        auto fut = p.get_future();
+        r.execute_async("sleep", {{"ms", 10000}}, {},
+                        [&p](snakepit::execute_result res) { p.set_value(std::move(res)); });
+        REQUIRE(eventually([&] {
+          auto s = r.get_stats();
+          return s && s->busy == 1;
+        }));
+        REQUIRE(::kill(old.pid, SIGKILL) == 0);
+        REQUIRE(fut.wait_for(5s) == std::future_status::ready);
+        auto res = fut.get();
+        REQUIRE_FALSE(res);
+        CHECK_MESSAGE(is_error(res.error(), errc::worker_crashed), explain(res.error()));
+        CHECK(replaced(r, old.pid));
+        auto ws = r.list_workers();
+        REQUIRE(ws);
+        REQUIRE(ws->size() == 1);
+        CHECK(ws->front().id == old.id);
+        CHECK(r.execute("echo", {{"x", 1}}));
+        stop_and_check(r);
+      }
+    }
+  }
+
+  TEST_CASE("every kind: a deadline gives timeout, and a worker still busy after the "
+            "cancel grace is restarted") {
+    for (auto& k : all_worker_kinds()) {
+      SUBCASE(k.name.c_str()) {
+        auto cfg = kind_config(k, 1);
+        cfg.pools[0].cancel_grace = 500ms;
+        auto rt = snakepit::runtime::start(cfg);
+        REQUIRE_MESSAGE(rt, explain(rt.error()));
+        auto& r = **rt;
+        auto old_pid = only_pid(r);
+        snakepit::execute_options opts;
+        opts.timeout = 300ms;
+        auto res = r.execute("sleep", {{"ms", 20000}}, opts);
+        REQUIRE_FALSE(res);
+        CHECK_MESSAGE(is_error(res.error(), errc::timeout), explain(res.error()));
+        CHECK(replaced(r, old_pid));
+        CHECK(eventually([&] { return static_cast<bool>(r.execute("echo")); }, 10s));
+        stop_and_check(r);
+      }
+    }
+  }
+
+  TEST_CASE("every kind: a full queue refuses with pool_saturated and a long wait ends "
+            "in queue_timeout") {
+    for (auto& k : all_worker_kinds()) {
+      SUBCASE(k.name.c_str()) {
+        auto cfg = kind_config(k, 1);
+        cfg.pools[0].queue.max_size = 3;
+        cfg.pools[0].queue.timeout = 150ms;
+        auto rt = snakepit::runtime::start(cfg);
+        REQUIRE_MESSAGE(rt, explain(rt.error()));
+        auto& r = **rt;
+        constexpr int n = 8;
+        std::mutex mtx;
+        std::vector<snakepit::execute_result> results(n,
+                                                      caf::make_error(errc::internal));
+        std::atomic<int> done{0};
+        for (int i = 0; i < n; ++i)
+          r.execute_async("sleep", {{"ms", 600}}, {}, [&, i](snakepit::execute_result res) {
+            {
+              std::lock_guard<std::mutex> g{mtx};
+              results[static_cast<size_t>(i)] = std::move(res);
+            }
+            ++done;
+          });
+        REQUIRE(eventually([&] { return done.load() == n; }, 30s));
+        int ok = 0, timeouts = 0, saturated = 0;
+        std::lock_guard<std::mutex> g{mtx};
+        for (auto& res : results) {
+          if (res)
+            ++ok;
+          else if (is_error(res.error(), errc::queue_timeout))
+            ++timeouts;
+          else if (is_error(res.error(), errc::pool_saturated))
+            ++saturated;
+          else
+            FAIL_CHECK("unexpected: " << explain(res.error()));
+        }
+        CHECK(ok >= 1);
+        CHECK(timeouts >= 1);
+        CHECK(saturated >= 1);
+        stop_and_check(r);
+      }
+    }
+  }
+
+  TEST_CASE("every kind: a session's calls stay on its worker, and its id reaches the "
+            "worker") {
+    for (auto& k : all_worker_kinds()) {
+      SUBCASE(k.name.c_str()) {
+        auto rt = snakepit::runtime::start(kind_config(k, 3));
+        REQUIRE_MESSAGE(rt, explain(rt.error()));
+        auto& r = **rt;
+        auto sid = r.create_session("kinds-s1");
+        REQUIRE_MESSAGE(sid, explain(sid.error()));
+        std::set<std::string> workers;
+        for (int i = 0; i < 6; ++i) {
+          auto res = r.execute_in_session(*sid, "echo", {{"i", i}});
+          REQUIRE_MESSAGE(res, explain(res.error()));
+          workers.insert(res->worker_id);
+        }
+        CHECK(workers.size() == 1);
+        auto meta = r.execute_in_session(*sid, "request_metadata");
+        REQUIRE_MESSAGE(meta, explain(meta.error()));
+        CHECK(meta->result.dump().find("kinds-s1") != std::string::npos);
+        stop_and_check(r);
+      }
+    }
+  }
+
+  TEST_CASE("every kind: a stream delivers its chunks in order, then ends") {
+    for (auto& k : all_worker_kinds()) {
+      SUBCASE(k.name.c_str()) {
+        auto rt = snakepit::runtime::start(kind_config(k, 1));
+        REQUIRE_MESSAGE(rt, explain(rt.error()));
+        auto& r = **rt;
+        std::vector<json> chunks;
+        auto err = r.execute_stream("stream_progress", {{"steps", 4}},
+                                    [&](const json& c, bool) {
+                                      chunks.push_back(c);
+                                      return true;
+                                    });
+        CHECK_MESSAGE(!err, explain(err));
+        REQUIRE(chunks.size() == 4);
+        for (int i = 0; i < 4; ++i)
+          CHECK(chunks[static_cast<size_t>(i)]["step"] == i + 1);
+        // A consumer that stops early: the call returns none and the worker serves on.
+        int seen = 0;
+        err = r.execute_stream("stream_progress", {{"steps", 50}, {"delay_ms", 20}},
+                               [&](const json&, bool) { return ++seen < 2; });
+        CHECK_MESSAGE(!err, explain(err));
+        CHECK(seen == 2);
+        CHECK(eventually([&] { return static_cast<bool>(r.execute("echo")); }, 10s));
+        stop_and_check(r);
+      }
+    }
+  }
+
+  TEST_CASE("every kind: max_requests recycles a worker without failing a call") {
+    for (auto& k : all_worker_kinds()) {
+      SUBCASE(k.name.c_str()) {
+        auto cfg = kind_config(k, 1);
+        cfg.pools[0].recycling.max_requests = 5;
+        cfg.pools[0].recycling.requests_jitter = 0;
+        auto rt = snakepit::runtime::start(cfg);
+        REQUIRE_MESSAGE(rt, explain(rt.error()));
+        auto& r = **rt;
+        std::set<int> pids;
+        for (int i = 0; i < 12; ++i) {
+          auto res = r.execute("info");
+          REQUIRE_MESSAGE(res, explain(res.error()));
+          pids.insert(res->result.value("pid", 0));
+        }
+        CHECK(pids.size() >= 2);
+        auto stats = r.get_stats();
+        REQUIRE(stats);
+        CHECK(stats->recycles >= 1);
+        stop_and_check(r);
+      }
+    }
+  }
+
+  TEST_CASE("the stdio bridges keep what a tool prints out of the frame channel") {
+    for (auto& k : all_worker_kinds()) {
+      if (k.kind != snakepit::worker_kind::stdio)
+        continue;
+      SUBCASE(k.name.c_str()) {
+        auto rt = snakepit::runtime::start(kind_config(k, 1));
+        REQUIRE_MESSAGE(rt, explain(rt.error()));
+        auto& r = **rt;
+        auto res = r.execute("print", {{"message", "to stdout, not into a frame"}});
+        CHECK_MESSAGE(res, explain(res.error()));
+        CHECK(r.execute("echo", {{"still", "framed"}}));
+        auto stats = r.get_stats();
+        REQUIRE(stats);
+        CHECK(stats->worker_crashes == 0);
+        stop_and_check(r);
+      }
+    }
+  }
+}
+
+TEST_SUITE("integration.stdio_faults") {
+
+  TEST_CASE("a malformed frame, an unknown id, an oversize length or a closed output "
+            "fail the call with protocol_error and restart only that worker") {
+    for (auto cmd : {"garbage", "unknown_id", "oversize", "raw_print", "close_stdout"}) {
+      SUBCASE(cmd) {
+        auto cfg = rogue_config(1);
+        cfg.pools[0].max_message_bytes = 1u << 20;
+        cfg.pools.push_back(cfg.pools[0]);
+        cfg.pools[1].name = "bystander";
+        auto rt = snakepit::runtime::start(cfg);
+        REQUIRE_MESSAGE(rt, explain(rt.error()));
+        auto& r = **rt;
+        auto bystander = r.list_workers("bystander");
+        REQUIRE(bystander);
+        REQUIRE(bystander->size() == 1);
+        auto old_pid = only_pid(r);
+        snakepit::execute_options opts;
+        opts.timeout = 10s;
+        auto res = r.execute(cmd, json::object(), opts);
+        REQUIRE_FALSE(res);
+        CHECK_MESSAGE(is_error(res.error(), errc::protocol_error), explain(res.error()));
+        CHECK_FALSE(snakepit::correlation_id_of(res.error()).empty());
+        CHECK(replaced(r, old_pid));
+        CHECK(eventually([&] { return static_cast<bool>(r.execute("echo")); }, 10s));
+        auto after = r.list_workers("bystander");
+        REQUIRE(after);
+        REQUIRE(after->size() == 1);
+        CHECK(after->front().pid == bystander->front().pid);
+        stop_and_check(r);
+      }
+    }
+  }
+
+  TEST_CASE("a stream to a worker that declared no streaming is invalid_argument at "
+            "once") {
+    auto rt = snakepit::runtime::start(rogue_config(1));
+    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    auto& r = **rt;
+    auto started = std::chrono::steady_clock::now();
+    auto err = r.execute_stream("echo", json::object(), [](const json&, bool) {
+      return true;
+    });
+    CHECK_MESSAGE(is_error(err, errc::invalid_argument), explain(err));
+    CHECK(std::chrono::steady_clock::now() - started < 5s);
+    CHECK(r.execute("echo"));
+    stop_and_check(r);
+  }
+
+  TEST_CASE("a worker that exits before it is ready fails the start with its exit "
+            "status and its stderr") {
+    auto cfg = rogue_config(1, "exit-before-ready");
+    cfg.pools[0].circuit.threshold = 2;
+    snakepit::start_options opts;
+    opts.timeout = 20s;
+    auto rt = snakepit::runtime::start(cfg, opts);
+    REQUIRE_FALSE(rt);
+    auto text = describe(rt.error());
+    CHECK_MESSAGE(text.find("exit code 3") != std::string::npos, text);
+    CHECK_MESSAGE(text.find("cannot load the model file") != std::string::npos, text);
+  }
+
+  TEST_CASE("a worker that ignores SIGTERM and EOF is killed at stop") {
+    auto cfg = rogue_config(1, "ignore-signals");
+    cfg.pools[0].graceful_shutdown_timeout = 500ms;
+    auto rt = snakepit::runtime::start(cfg);
+    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    auto pid = only_pid(**rt);
+    REQUIRE(pid != 0);
+    stop_and_check(**rt);
+    CHECK_FALSE(pid_alive(pid));
+  }
+
+  TEST_CASE("a bad worker choice fails before anything is spawned, naming the key") {
+    auto cfg = small_config(1);
+    cfg.pools[0].kind = snakepit::worker_kind::stdio;
+    cfg.pools[0].command = {"no-such-program-anywhere"};
+    auto err = cfg.validate();
+    REQUIRE(err);
+    CHECK_MESSAGE(describe(err).find("pools[default].command") != std::string::npos,
+                  describe(err));
+    cfg.pools[0].command = {"node", node_bridge()};
+    cfg.pools[0].cwd = "/no/such/dir";
+    err = cfg.validate();
+    REQUIRE(err);
+    CHECK_MESSAGE(describe(err).find("pools[default].cwd") != std::string::npos,
+                  describe(err));
+    cfg.pools[0].cwd.clear();
+    cfg.pools[0].adapter_config = "[1, 2]";
+    err = cfg.validate();
+    REQUIRE(err);
+    CHECK_MESSAGE(describe(err).find("adapter_config") != std::string::npos,
+                  describe(err));
+  }
+}
