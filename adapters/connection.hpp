@@ -175,6 +175,10 @@ class worker_connection {
 
   /// Calls started and not yet completed.
   virtual size_t in_flight() const = 0;
+
+  /// Why the connection broke for good (a stdio worker that broke the protocol or
+  /// closed its output); none while it works or when the transport cannot tell.
+  virtual caf::error broken() const { return caf::none; }
 };
 
 /// A shared connection: the worker actor owns it, the pool and blocking callers

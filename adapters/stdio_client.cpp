@@ -352,6 +352,10 @@ struct stdio_runtime::impl : std::enable_shared_from_this<stdio_runtime::impl> {
 
   bool consume(stdio_conn& c, uint64_t id, const entry_ptr& e, json chunk) {
     auto step = e->on_chunk ? e->on_chunk(std::move(chunk), false) : stream_step::more;
+    return after_step(c, id, e, step);
+  }
+
+  bool after_step(stdio_conn& c, uint64_t id, const entry_ptr& e, stream_step step) {
     if (step == stream_step::pause) {
       e->paused = true;
     } else if (step == stream_step::halt) {
@@ -382,8 +386,17 @@ struct stdio_runtime::impl : std::enable_shared_from_this<stdio_runtime::impl> {
       if (!consume(*c, id, e, std::move(chunk)))
         return;
     }
-    if (!e->paused && e->ended && take(*c, id) && e->on_end)
-      e->on_end(std::move(e->end_err));
+    if (!e->paused && e->ended && take(*c, id))
+      end_stream(e, std::move(e->end_err));
+  }
+
+  /// A stream's end (the call already taken off the books): as the gRPC kind, a
+  /// clean end is marked by an empty final chunk before `on_end`.
+  static void end_stream(const entry_ptr& e, caf::error err) {
+    if (!err && e->on_chunk)
+      e->on_chunk(json::object(), true);
+    if (e->on_end)
+      e->on_end(std::move(err));
   }
 
   void cancel_stream(const conn_ptr& c, uint64_t id) {
@@ -472,8 +485,7 @@ struct stdio_runtime::impl : std::enable_shared_from_this<stdio_runtime::impl> {
       e->on_reply(reply_of(frame));
       return;
     case call_entry::kind::stream:
-      if (e->on_end)
-        e->on_end(ok ? caf::error{} : error_of(frame));
+      end_stream(e, ok ? caf::error{} : error_of(frame));
       return;
     }
   }
@@ -812,6 +824,11 @@ class stdio_handle final : public worker_connection {
   size_t in_flight() const override {
     std::lock_guard<std::mutex> guard{conn_->mtx};
     return conn_->calls.size();
+  }
+
+  caf::error broken() const override {
+    std::lock_guard<std::mutex> guard{conn_->mtx};
+    return conn_->broken_err;
   }
 
   stdio_capabilities capabilities() const {

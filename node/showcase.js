@@ -185,7 +185,7 @@ function register(bridge) {
     defaults: { level: 'info', raw: false },
   });
 
-  bridge.tool('print', ({ message }) => {
+  bridge.tool('print_stdout', ({ message }) => {
     console.log(message);
     process.stdout.write(`${message} (process.stdout.write)\n`);
     return true;

@@ -213,14 +213,19 @@ std::optional<execute_result> direct_lane::execute(execute_request& req,
   } else {
     auto err = std::move(reply.error());
     if (transport_failure(err)) {
-      if (retired_.load())
+      bool exited =
+        !retired_.load() && ctx_.processes && process_exited(*ctx_.processes, slot->pid);
+      auto broke = slot->client ? slot->client->broken() : caf::error{};
+      if (retired_.load()) {
         err = caf::make_error(errc::shutting_down, ctx_.pool);
-      else if (ctx_.processes && process_exited(*ctx_.processes, slot->pid)) {
+      } else if (exited) {
         // Until the pool sees the worker go down, no other caller tries it.
         slot->dead.store(true);
         err = caf::make_error(
           errc::worker_crashed,
           fmt::format("worker {}: its process exited during the call", slot->worker_id));
+      } else if (broke) {
+        err = std::move(broke); // a stdio worker that broke its protocol (restarted)
       }
     }
     rlog.done(err);

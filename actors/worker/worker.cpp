@@ -110,7 +110,7 @@ void register_declared_tools(worker_pointer self) {
       info.description = t.value("description", std::string{});
       info.supports_streaming = t.value("streaming", false);
     }
-    if (!info.name.empty() && info.name != "ping" && !validate_tool_name(info.name))
+    if (!info.name.empty() && !validate_tool_name(info.name))
       tools.push_back(std::move(info));
   }
   register_python_tools(self, reg, std::string{}, st.args.id, std::move(tools))
@@ -378,7 +378,7 @@ void on_conn_broken(worker_pointer self, caf::error reason) {
   }
   st.broken = std::move(reason);
   if (st.ph == phase::ready)
-    self->delayed_send(self, std::chrono::milliseconds{200},
+    self->delayed_send(self, std::chrono::milliseconds{500},
                        detail::kill_broken_atom::value);
 }
 

@@ -133,10 +133,10 @@ void issue_execute(const worker_channel& ch, uint64_t req_id, execute_request re
       execute_result out{caf::no_error};
       if (res)
         out = to_reply(std::move(*res), rep.worker_id);
-      if (out && hooks)
-        out->result = hooks->process_response(command, std::move(out->result));
       else
         out = with_correlation_id(std::move(res.error()), rlog.correlation_id);
+      if (out && hooks)
+        out->result = hooks->process_response(command, std::move(out->result));
       finish_execute(rep, slot, std::move(out));
     });
 }

@@ -118,7 +118,7 @@ test('calls in flight are answered as they finish, out of order', async (t) => {
 
 test('console.log and process.stdout.write in a tool reach stderr, not the frames', async (t) => {
   const b = await startBridge(t);
-  const r = await b.call('print', { message: 'printed-by-a-tool' });
+  const r = await b.call('print_stdout', { message: 'printed-by-a-tool' });
   assert.equal(r.result, true);
   const after = await b.call('add', { a: 1, b: 1 });
   assert.equal(after.result, 2);
@@ -128,7 +128,7 @@ test('console.log and process.stdout.write in a tool reach stderr, not the frame
 
 test('with the json log format printed lines become records on stderr', async (t) => {
   const b = await startBridge(t, { env: { SNAKEPIT_LOG_FORMAT: 'json', SNAKEPIT_LOG_LEVEL: 'info' } });
-  await b.call('print', { message: 'as-json' });
+  await b.call('print_stdout', { message: 'as-json' });
   await b.call('log', { message: 'logged-line', level: 'warning' }, { correlation_id: 'cid-7' });
   const records = b.stderr.trim().split('\n').map((l) => JSON.parse(l));
   const printed = records.find((r) => r.msg === 'as-json');

@@ -1,7 +1,8 @@
 // The pool's scenarios against every kind of worker (docs/workers.md): the bundled
 // Python bridge over gRPC and over stdio, and the Node.js bridge over stdio; then
 // what only the stdio kind can get wrong (frames, ids, output, early exits), with a
-// worker that breaks the protocol on request (tests/support/python/rogue_stdio_bridge.py).
+// worker that breaks the protocol on request
+// (tests/support/python/rogue_stdio_bridge.py).
 #include <signal.h>
 #include <unistd.h>
 
@@ -104,8 +105,7 @@ TEST_SUITE("integration.worker_kinds") {
         auto& r = **rt;
         constexpr int n = 200;
         std::mutex mtx;
-        std::vector<snakepit::execute_result> results(n,
-                                                      caf::make_error(errc::internal));
+        std::vector<snakepit::execute_result> results(n, caf::make_error(errc::internal));
         std::atomic<int> done{0};
         for (int i = 0; i < n; ++i)
           r.execute_async("echo", {{"i", i}}, {}, [&, i](snakepit::execute_result res) {
@@ -143,8 +143,9 @@ TEST_SUITE("integration.worker_kinds") {
         auto old = before->front();
         std::promise<snakepit::execute_result> p;
         auto fut = p.get_future();
-        r.execute_async("sleep", {{"ms", 10000}}, {},
-                        [&p](snakepit::execute_result res) { p.set_value(std::move(res)); });
+        r.execute_async("sleep", {{"ms", 10000}}, {}, [&p](snakepit::execute_result res) {
+          p.set_value(std::move(res));
+        });
         REQUIRE(eventually([&] {
           auto s = r.get_stats();
           return s && s->busy == 1;
@@ -199,17 +200,17 @@ TEST_SUITE("integration.worker_kinds") {
         auto& r = **rt;
         constexpr int n = 8;
         std::mutex mtx;
-        std::vector<snakepit::execute_result> results(n,
-                                                      caf::make_error(errc::internal));
+        std::vector<snakepit::execute_result> results(n, caf::make_error(errc::internal));
         std::atomic<int> done{0};
         for (int i = 0; i < n; ++i)
-          r.execute_async("sleep", {{"ms", 600}}, {}, [&, i](snakepit::execute_result res) {
-            {
-              std::lock_guard<std::mutex> g{mtx};
-              results[static_cast<size_t>(i)] = std::move(res);
-            }
-            ++done;
-          });
+          r.execute_async("sleep", {{"ms", 600}}, {},
+                          [&, i](snakepit::execute_result res) {
+                            {
+                              std::lock_guard<std::mutex> g{mtx};
+                              results[static_cast<size_t>(i)] = std::move(res);
+                            }
+                            ++done;
+                          });
         REQUIRE(eventually([&] { return done.load() == n; }, 30s));
         int ok = 0, timeouts = 0, saturated = 0;
         std::lock_guard<std::mutex> g{mtx};
@@ -262,13 +263,17 @@ TEST_SUITE("integration.worker_kinds") {
         REQUIRE_MESSAGE(rt, explain(rt.error()));
         auto& r = **rt;
         std::vector<json> chunks;
+        int finals = 0;
         auto err = r.execute_stream("stream_progress", {{"steps", 4}},
-                                    [&](const json& c, bool) {
-                                      chunks.push_back(c);
+                                    [&](const json& c, bool is_final) {
+                                      if (!is_final)
+                                        chunks.push_back(c);
+                                      finals += is_final ? 1 : 0;
                                       return true;
                                     });
         CHECK_MESSAGE(!err, explain(err));
         REQUIRE(chunks.size() == 4);
+        CHECK(finals == 1);
         for (int i = 0; i < 4; ++i)
           CHECK(chunks[static_cast<size_t>(i)]["step"] == i + 1);
         // A consumer that stops early: the call returns none and the worker serves on.
@@ -292,11 +297,15 @@ TEST_SUITE("integration.worker_kinds") {
         auto rt = snakepit::runtime::start(cfg);
         REQUIRE_MESSAGE(rt, explain(rt.error()));
         auto& r = **rt;
+        // The replacement starts while the old worker serves on: keep calling until
+        // a call lands on it.
         std::set<int> pids;
-        for (int i = 0; i < 12; ++i) {
+        auto deadline = std::chrono::steady_clock::now() + 20s;
+        while (pids.size() < 2 && std::chrono::steady_clock::now() < deadline) {
           auto res = r.execute("info");
           REQUIRE_MESSAGE(res, explain(res.error()));
           pids.insert(res->result.value("pid", 0));
+          std::this_thread::sleep_for(20ms);
         }
         CHECK(pids.size() >= 2);
         auto stats = r.get_stats();
@@ -315,7 +324,8 @@ TEST_SUITE("integration.worker_kinds") {
         auto rt = snakepit::runtime::start(kind_config(k, 1));
         REQUIRE_MESSAGE(rt, explain(rt.error()));
         auto& r = **rt;
-        auto res = r.execute("print", {{"message", "to stdout, not into a frame"}});
+        auto res =
+          r.execute("print_stdout", {{"message", "to stdout, not into a frame"}});
         CHECK_MESSAGE(res, explain(res.error()));
         CHECK(r.execute("echo", {{"still", "framed"}}));
         auto stats = r.get_stats();
@@ -367,9 +377,8 @@ TEST_SUITE("integration.stdio_faults") {
     REQUIRE_MESSAGE(rt, explain(rt.error()));
     auto& r = **rt;
     auto started = std::chrono::steady_clock::now();
-    auto err = r.execute_stream("echo", json::object(), [](const json&, bool) {
-      return true;
-    });
+    auto err =
+      r.execute_stream("echo", json::object(), [](const json&, bool) { return true; });
     CHECK_MESSAGE(is_error(err, errc::invalid_argument), explain(err));
     CHECK(std::chrono::steady_clock::now() - started < 5s);
     CHECK(r.execute("echo"));
