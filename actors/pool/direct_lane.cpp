@@ -205,7 +205,9 @@ std::optional<execute_result> direct_lane::execute(execute_request& req,
     ctx_.log,        ctx_.pool, slot->worker_id, call.tool_name, call.correlation_id,
     call.session_id, false,     started};
   rlog.dispatched();
-  auto reply = slot->client->call(call, budget);
+  auto reply = slot->client ? slot->client->call(call, budget)
+                            : caf::expected<adapters::tool_reply>{caf::make_error(
+                                errc::internal, "worker without a connection")};
   execute_result out{caf::no_error};
   if (reply) {
     out = to_reply(std::move(*reply), slot->worker_id);

@@ -181,8 +181,8 @@ pool_size = "4"
 
   TEST_CASE("a pool without adapter, or with no pools at all, is refused") {
     CHECK(error_of("[[pools]]\nname = \"p\"\n") ==
-          "test.toml: pools[0].adapter: missing (required: the adapter class, "
-          "pkg.module.Class)");
+          "test.toml: pools[0].adapter: missing (required for the bundled Python "
+          "bridge: the adapter class, pkg.module.Class; or give the worker's command)");
     CHECK(error_of("python = \"/usr/bin/python3\"\n") ==
           "test.toml: pools: missing (add at least one [[pools]] table with an adapter)");
     CHECK(error_of("pools = []\n") == "test.toml: pools: at least one pool is required");
