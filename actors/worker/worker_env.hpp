@@ -23,6 +23,7 @@
 
 namespace snakepit::adapters {
 class grpc_runtime;
+class orphan_guard;
 class stdio_runtime;
 class process_registry;
 class stderr_pump;
@@ -103,6 +104,9 @@ struct worker_env {
   /// host's stderr (`log_config::capture_worker_stderr = false`).
   std::shared_ptr<adapters::stderr_pump> stderr_pump;
   std::shared_ptr<process_table> processes = std::make_shared<process_table>();
+  /// The reaper that kills every worker's process group if the host dies, even by
+  /// SIGKILL (adapters/orphan_guard.hpp); null only in runtimes built by hand in tests.
+  std::shared_ptr<adapters::orphan_guard> guard;
   std::shared_ptr<name_table> names = std::make_shared<name_table>();
   /// Each pool's checkout table, for the direct lane of blocking callers.
   std::shared_ptr<lane_table> lanes = std::make_shared<lane_table>();

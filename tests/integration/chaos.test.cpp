@@ -194,6 +194,35 @@ TEST_SUITE("chaos") {
     CHECK(reg->runs().empty());
   }
 
+  TEST_CASE("foreign stdio workers that ignore EOF, SIGTERM and the lifeline are gone "
+            "within 2 s of a host SIGKILL (the orphan guard)") {
+    chaos_dir dir;
+    auto h = boot_host(dir.path, 2, 0, {{"SNAKEPIT_HELPER_ROGUE", "1"}});
+    // They really ignore SIGTERM: without the reaper's SIGKILL they would survive.
+    for (auto pid : h.workers)
+      REQUIRE(::kill(pid, SIGTERM) == 0);
+    std::this_thread::sleep_for(300ms);
+    for (auto pid : h.workers)
+      REQUIRE(pid_alive(pid));
+    h.kill_hard();
+    auto t0 = clock_type::now();
+    auto all_gone = [&] {
+      for (auto pid : h.workers)
+        if (pid_alive(pid))
+          return false;
+      return true;
+    };
+    bool in_time = eventually(all_gone, 2s);
+    auto took = seconds_since(t0);
+    if (!in_time) {
+      for (auto pid : h.workers) // never leave them behind, whatever the outcome
+        ::kill(pid, SIGKILL);
+      eventually(all_gone, 5s);
+    }
+    CHECK_MESSAGE(in_time, "a foreign worker outlived its host by more than 2 s");
+    MESSAGE("foreign workers gone " << took << " s after the host's SIGKILL");
+  }
+
   TEST_CASE(
     "workers of a host that stops answering (SIGSTOP) miss its heartbeats and exit") {
     chaos_dir dir;

@@ -3,7 +3,9 @@
 // started and then waits to be killed. Usage:
 //   snakepit_host_helper <data_dir> <workers> [grandchildren]
 // Output, one item per line: "run <id>", "worker <pid>"..., "grandchild <pid>"...,
-// "ready". Exits 2 if the runtime does not start.
+// "ready". Exits 2 if the runtime does not start. With SNAKEPIT_HELPER_ROGUE=1 the
+// workers are instead the rogue stdio bridge in its `ignore-signals` mode (a foreign
+// program that ignores EOF, SIGTERM and the lifeline; grandchildren are not supported).
 #include <unistd.h>
 
 #include <cstdio>
@@ -13,6 +15,7 @@
 #include "actors/runtime/runtime.hpp"
 #include "adapters/errors.hpp"
 #include "chaos_adapter.hpp"
+#include "tests/support/python.hpp"
 
 int main(int argc, char** argv) {
   if (argc < 3) {
@@ -24,6 +27,14 @@ int main(int argc, char** argv) {
   cfg.pools[0].pool_size = static_cast<size_t>(std::atoi(argv[2]));
   cfg.pools[0].graceful_shutdown_timeout = std::chrono::milliseconds{2000};
   use_chaos_adapter(cfg);
+  if (auto rogue = std::getenv("SNAKEPIT_HELPER_ROGUE"); rogue && *rogue == '1') {
+    auto& p = cfg.pools[0];
+    p.kind = snakepit::worker_kind::stdio;
+    p.adapter.clear();
+    p.command = {"/usr/bin/python3",
+                 snakepit::testing::test_adapters_dir() + "/rogue_stdio_bridge.py",
+                 "ignore-signals"};
+  }
   if (auto hb = std::getenv("SNAKEPIT_HELPER_HEARTBEAT_MS")) {
     // Fast heartbeats both ways (the host-stopped test).
     auto ms = std::chrono::milliseconds{std::atoi(hb)};

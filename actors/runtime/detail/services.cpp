@@ -12,6 +12,7 @@
 #include "adapters/bridge_client.hpp"
 #include "adapters/errors.hpp"
 #include "adapters/log.hpp"
+#include "adapters/orphan_guard.hpp"
 #include "adapters/stderr_pump.hpp"
 #include "adapters/stdio_client.hpp"
 
@@ -81,6 +82,25 @@ service telemetry_service(impl& p) {
     return caf::none;
   };
   return {"telemetry_bus", start, stop};
+}
+
+/// The reaper process (adapters/orphan_guard.hpp) that kills every worker's process
+/// group should the host die without stopping, even by SIGKILL, whatever program the
+/// worker runs. Started early, while the host is small (the reaper is forked). Stopped
+/// after every worker has exited: it then has nothing left to kill and exits.
+service orphan_guard_service(impl& p) {
+  auto start = [&p]() -> caf::error {
+    auto guard = adapters::orphan_guard::create();
+    if (!guard)
+      return guard.error();
+    p.env->guard = std::make_shared<adapters::orphan_guard>(std::move(*guard));
+    return caf::none;
+  };
+  auto stop = [&p]() -> caf::error {
+    p.env->guard.reset();
+    return caf::none;
+  };
+  return {"orphan_guard", start, stop};
 }
 
 /// The completion-queue thread of the worker clients; its shutdown cancels what is
@@ -290,6 +310,7 @@ void add_runtime_services(runtime& rt, runtime::impl& p) {
   stack.add(log_service(p));
   stack.add(runtime_dir_service(p));
   stack.add(telemetry_service(p));
+  stack.add(orphan_guard_service(p));
   stack.add(grpc_service(p));
   stack.add(stdio_service(p));
   stack.add(registry_service(p));

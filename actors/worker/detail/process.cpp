@@ -19,6 +19,7 @@
 #include "actors/observability/telemetry.hpp"
 #include "actors/worker/detail/protocol.hpp"
 #include "adapters/errors.hpp"
+#include "adapters/orphan_guard.hpp"
 #include "adapters/stderr_pump.hpp"
 
 namespace snakepit::actors::detail {
@@ -331,9 +332,24 @@ caf::error worker_process::start(const worker_args& args,
   // The worker leads its own process group: whatever it started dies with it, killed
   // by the watcher before the reap (the group id is still reserved then).
   auto group = proc_->own_group() ? proc_->pgid() : 0;
+  // Should the host die without stopping us (even by SIGKILL), the reaper kills the
+  // group: a worker program that ignores EOF, SIGTERM and the lifeline goes too.
+  std::weak_ptr<adapters::orphan_guard> guard;
+  if (group > 0 && env.guard) {
+    if (auto err = env.guard->watch(group)) {
+      if (env.log->enabled(adapters::log_level::warn))
+        env.log->warn("the orphan guard cannot watch this worker; it may outlive a host "
+                      "killed by SIGKILL",
+                      {{"worker_id", args.id}, {"pid", pid}, {"error", describe(err)}});
+    } else {
+      guard = env.guard;
+    }
+  }
   adapters::exit_watcher::instance().watch(
     pid,
-    [procs, pid, on_exit = std::move(on_exit)](adapters::process_exit e) {
+    [procs, pid, group, guard, on_exit = std::move(on_exit)](adapters::process_exit e) {
+      if (auto g = guard.lock())
+        g->unwatch(group);
       procs->remove(pid);
       on_exit(e);
     },
