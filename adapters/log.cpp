@@ -66,7 +66,8 @@ bool skipped(const json& value) {
          (value.is_string() && value.get_ref<const std::string&>().empty());
 }
 
-/// UTC, millisecond precision, e.g. 2026-11-23T18:37:51.123Z.
+} // namespace
+
 std::string utc_now() {
   auto now = std::chrono::system_clock::now();
   auto secs = std::chrono::system_clock::to_time_t(now);
@@ -81,8 +82,6 @@ std::string utc_now() {
                 tm.tm_sec, static_cast<int>(ms));
   return buf;
 }
-
-} // namespace
 
 std::optional<log_level> parse_log_level(std::string_view name) {
   if (name == "trace")

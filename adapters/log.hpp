@@ -48,6 +48,10 @@ std::optional<log_format> parse_log_format(std::string_view name);
 /// The canonical name of a level ("warn", not "warning").
 const char* to_string(log_level lvl);
 
+/// The current time, UTC with millisecond precision: 2026-11-23T18:37:51.123Z (the
+/// timestamps of log lines and of stdio request frames).
+std::string utc_now();
+
 /// Where and how a logger writes.
 struct log_options {
   /// Lines below this level are dropped before they are formatted.

@@ -11,7 +11,6 @@
 #include <cerrno>
 #include <condition_variable>
 #include <cstring>
-#include <ctime>
 #include <deque>
 #include <limits>
 #include <mutex>
@@ -23,6 +22,7 @@
 #include <fmt/format.h>
 
 #include "adapters/base64.hpp"
+#include "adapters/log.hpp"
 
 namespace snakepit::adapters {
 
@@ -38,21 +38,6 @@ constexpr std::chrono::milliseconds scan_period{10};
 
 /// The epoll key of the wake-up eventfd; connections use 2·id (read) and 2·id+1 (write).
 constexpr uint64_t wake_key = ~uint64_t{0};
-
-std::string iso_now() {
-  auto now = std::chrono::system_clock::now();
-  auto secs = std::chrono::system_clock::to_time_t(now);
-  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch())
-              .count() %
-            1000;
-  std::tm tm{};
-  ::gmtime_r(&secs, &tm);
-  char buf[64];
-  std::snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
-                tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                tm.tm_sec, static_cast<int>(ms));
-  return buf;
-}
 
 std::string dump(const json& j) {
   return j.dump(-1, ' ', false, json::error_handler_t::replace);
@@ -874,7 +859,7 @@ class stdio_handle final : public worker_connection {
     json req{{"id", id},
              {"command", command},
              {"args", args.is_null() ? json::object() : std::move(args)},
-             {"timestamp", iso_now()}};
+             {"timestamp", utc_now()}};
     if (!call.session_id.empty())
       req["session_id"] = call.session_id;
     if (!call.correlation_id.empty())

@@ -108,7 +108,13 @@ class dynamic_supervisor_callee {
   void stop_all_and_quit(caf::error reason) {
     stopping_ = true;
     core_.begin();
-    core_.stop_concurrent(running(), [this, reason] {
+    auto xs = running();
+    // Children still starting (concurrent_starts) are killed; their requests fail.
+    for (auto& [pid, k] : core_.take_starts()) {
+      k(caf::make_error(sup_errc::shutdown));
+      xs.emplace_back(pid, shutdown_spec::brutal_kill());
+    }
+    core_.stop_concurrent(std::move(xs), [this, reason] {
       children_.clear();
       core_.quit(reason);
     });
@@ -193,12 +199,19 @@ class dynamic_supervisor_callee {
                    caf::response_promise& rp) {
     if (auto err = validate(spec))
       return rp.deliver(err);
-    if (flags_.max_children && children_.size() >= *flags_.max_children)
+    if (flags_.max_children && children_.size() + starting_ >= *flags_.max_children)
       return rp.deliver(caf::make_error(sup_errc::max_children, spec.id));
     auto key = ++next_key_;
-    core_.begin();
+    bool concurrent = flags_.concurrent_starts;
+    if (concurrent)
+      ++starting_;
+    else
+      core_.begin();
     core_.start_child(
-      spec, extra, [this, key, spec, extra, rp](caf::expected<caf::actor> res) mutable {
+      spec, extra,
+      [this, key, spec, extra, rp, concurrent](caf::expected<caf::actor> res) mutable {
+        if (concurrent)
+          --starting_;
         if (res) {
           children_.emplace(key, dyn_rec{{spec, *res, false}, extra});
           rp.deliver(*res);
@@ -206,7 +219,8 @@ class dynamic_supervisor_callee {
           rp.deliver(
             caf::make_error(sup_errc::failed_to_start_child, spec.id, res.error()));
         }
-        core_.end();
+        if (!concurrent)
+          core_.end();
       });
   }
 
@@ -230,6 +244,8 @@ class dynamic_supervisor_callee {
   start_ack ack_;
   uint64_t next_key_ = 0;
   std::map<uint64_t, dyn_rec> children_;
+  /// Children whose concurrent start is in progress.
+  size_t starting_ = 0;
   bool stopping_ = false;
 };
 

@@ -25,8 +25,16 @@ struct dynamic_supervisor_flags {
   int max_restarts = 3;
   /// Length of the sliding restart window.
   std::chrono::seconds max_seconds{5};
-  /// Upper bound on children (running or restarting); none if empty.
+  /// Upper bound on children (running, restarting or starting); none if empty.
   std::optional<size_t> max_children;
+  /// Start requests do not wait for each other: while one child initialises (until
+  /// its start_ack), the next request is served. OTP's DynamicSupervisor serves one
+  /// request at a time and stays so by default; a pool's workers, which ack only once
+  /// their external process answered, start this way so that a batch of them boots
+  /// in parallel (upstream Snakepit's workers get the same effect by returning from
+  /// init at once). Restarts still run one at a time. A stop while starts are pending
+  /// kills those children and fails their requests with failed_to_start_child.
+  bool concurrent_starts = false;
 };
 
 /// Checks the flags.

@@ -49,6 +49,15 @@ void supervisor_core::start_child(const child_spec& spec, const caf::message& ex
   self_->delayed_send(self_, spec.start_timeout, start_timeout_atom::value, ticket);
 }
 
+std::vector<std::pair<caf::actor, supervisor_core::start_cont>>
+supervisor_core::take_starts() {
+  std::vector<std::pair<caf::actor, start_cont>> out;
+  for (auto& kv : starts_)
+    out.emplace_back(kv.second.pid, std::move(kv.second.k));
+  starts_.clear();
+  return out;
+}
+
 void supervisor_core::handle_ack(uint64_t ticket, caf::expected<caf::actor> res) {
   auto i = starts_.find(ticket);
   if (i == starts_.end())

@@ -73,6 +73,11 @@ class supervisor_core {
   /// Stops children concurrently; one kill timer per distinct timeout.
   void stop_concurrent(std::vector<std::pair<caf::actor, shutdown_spec>> xs, done_cont k);
 
+  /// Forgets every start in progress (their acks and start timers are ignored from
+  /// now on) and hands over each child with its continuation. The children stay
+  /// monitored and alive: the caller stops them.
+  std::vector<std::pair<caf::actor, start_cont>> take_starts();
+
   /// Feeds a start acknowledgement.
   void handle_ack(uint64_t ticket, caf::expected<caf::actor> res);
 

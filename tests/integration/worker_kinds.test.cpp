@@ -371,6 +371,38 @@ TEST_SUITE("integration.stdio_faults") {
     }
   }
 
+  TEST_CASE("the minimal bridge of docs/workers.md serves its tools, declares them and "
+            "reports a tool's exception as tool_error") {
+    auto cfg = small_config(1);
+    auto& p = cfg.pools[0];
+    p.kind = snakepit::worker_kind::stdio;
+    p.command = {"/usr/bin/python3",
+                 std::string{SNAKEPIT_TEST_REPO_DIR} + "/examples/minimal_bridge.py"};
+    auto rt = snakepit::runtime::start(cfg);
+    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    auto& r = **rt;
+    json payload = {{"text", "héllo"}, {"n", 1}};
+    auto echo = r.execute("echo", payload);
+    REQUIRE_MESSAGE(echo, explain(echo.error()));
+    CHECK(echo->result == payload);
+    auto sum = r.execute("add", {{"a", 2}, {"b", 40}});
+    REQUIRE_MESSAGE(sum, explain(sum.error()));
+    CHECK(sum->result == 42);
+    auto bad = r.execute("add", {{"a", 2}});
+    REQUIRE_FALSE(bad);
+    CHECK_MESSAGE(is_error(bad.error(), errc::tool_error), explain(bad.error()));
+    auto py = snakepit::python_error_of(bad.error());
+    REQUIRE(py);
+    CHECK(py->type == "KeyError");
+    auto unknown = r.execute("no_such_tool");
+    CHECK_MESSAGE(is_error(unknown.error(), errc::unknown_tool),
+                  explain(unknown.error()));
+    auto streamed =
+      r.execute_stream("echo", json::object(), [](const json&, bool) { return true; });
+    CHECK_MESSAGE(is_error(streamed, errc::invalid_argument), explain(streamed));
+    stop_and_check(r);
+  }
+
   TEST_CASE("a stream to a worker that declared no streaming is invalid_argument at "
             "once") {
     auto rt = snakepit::runtime::start(rogue_config(1));

@@ -150,6 +150,59 @@ TEST_SUITE("supervision.dynamic") {
     CHECK(ask<caf::actor>(dyn, sp::start_child_atom::value, child("w", log)));
   }
 
+  TEST_CASE_FIXTURE(det_fixture,
+                    "start requests wait for a child's init by default, as in OTP") {
+    auto dyn = spawn_dyn({});
+    REQUIRE(take_ack());
+    child_opts slow;
+    slow.never_ack = true;
+    self->send(dyn, sp::start_child_atom::value,
+               child("slow", log, sp::restart_type::permanent, slow));
+    sched.run();
+    auto fast = ask<caf::actor>(dyn, sp::start_child_atom::value, child("fast", log));
+    REQUIRE_FALSE(fast); // no answer while "slow" initialises
+    CHECK(log->take() == events({"start:slow"}));
+  }
+
+  TEST_CASE_FIXTURE(det_fixture,
+                    "with concurrent_starts a child's start does not wait for another's "
+                    "init, and a stop kills the children still starting") {
+    sp::dynamic_supervisor_flags flags;
+    flags.concurrent_starts = true;
+    flags.max_children = 2;
+    auto dyn = spawn_dyn(flags);
+    REQUIRE(take_ack());
+    watch(dyn);
+    child_opts slow;
+    slow.never_ack = true;
+    self->send(dyn, sp::start_child_atom::value,
+               child("slow", log, sp::restart_type::permanent, slow));
+    sched.run();
+    auto fast = ask<caf::actor>(dyn, sp::start_child_atom::value, child("fast", log));
+    REQUIRE(fast);
+    CHECK(log->take() == events({"start:slow", "start:fast"}));
+    // A child still starting counts towards max_children but is not listed yet.
+    auto third = ask<caf::actor>(dyn, sp::start_child_atom::value, child("third", log));
+    REQUIRE_FALSE(third);
+    CHECK(sp::is(third.error(), sp::sup_errc::max_children));
+    auto n = ask<sp::child_counts>(dyn, sp::count_children_atom::value);
+    REQUIRE(n);
+    CHECK(n->specs == 1);
+    self->send_exit(dyn, caf::exit_reason::user_shutdown);
+    sched.run();
+    auto failed = take_from_self<caf::error>();
+    REQUIRE(failed);
+    CHECK(sp::is(std::get<0>(*failed), sp::sup_errc::failed_to_start_child));
+    CHECK(error_id(std::get<0>(*failed)) == "slow");
+    auto stopped = log->take();
+    std::sort(stopped.begin(), stopped.end());
+    CHECK(stopped == events({"stop:fast", "stop:slow"}));
+    CHECK(log->reason("slow") == caf::exit_reason::kill);
+    auto r = down_reason();
+    REQUIRE(r);
+    CHECK(*r == caf::exit_reason::user_shutdown);
+  }
+
 } // TEST_SUITE
 
 namespace {

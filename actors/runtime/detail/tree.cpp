@@ -44,6 +44,8 @@ supervision::child_spec runtime_sup(const config& cfg,
   supervision::dynamic_supervisor_flags wflags;
   wflags.max_restarts = cfg.worker_sup.max_restarts;
   wflags.max_seconds = cfg.worker_sup.max_seconds;
+  // A pool's startup batch (startup_concurrency) boots in parallel.
+  wflags.concurrent_starts = true;
   std::vector<supervision::child_spec> children;
   children.push_back(named(supervision::dynamic_supervisor_child("worker_sup", wflags),
                            env->names, "worker_sup"));
