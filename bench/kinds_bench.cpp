@@ -2,12 +2,15 @@
 // beside Python's own multiprocessing.Pool(4), side by side in one run:
 //   1. sequential latency through the pool, stdio Python vs gRPC Python (interleaved
 //      call by call): the protocol `ping` and a no-op tool call (`echo {}`)
-//   2. throughput of 4 stdio Python workers (and 4 stdio Node workers) in the best of a
-//      few configurations vs multiprocessing.Pool(4).apply_async of a no-op
+//   2. throughput of 4 stdio Python workers (and 4 stdio Node workers, 4 gRPC Python
+//      workers) in the best of a few configurations vs
+//      multiprocessing.Pool(4).apply_async of a no-op, with the CPU each call costs in
+//      the host and in the workers
 //   3. startup to ready of 4 and 64 stdio workers beside 4 gRPC workers
 //   4. resident memory of one idle worker of each kind
 // Adds "kinds" (raw figures) and ratio keys under "latency", "throughput", "startup" and
 // "memory" to the benchmark JSON, keeping what is already there.
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -37,6 +40,36 @@ using json = nlohmann::json;
 
 double since_ms(clock_type::time_point t0) {
   return std::chrono::duration<double, std::milli>(clock_type::now() - t0).count();
+}
+
+/// CPU time of this process (all threads, user + system) in microseconds.
+double host_cpu_us() {
+  rusage ru{};
+  ::getrusage(RUSAGE_SELF, &ru);
+  auto us = [](const timeval& t) {
+    return t.tv_sec * 1e6 + static_cast<double>(t.tv_usec);
+  };
+  return us(ru.ru_utime) + us(ru.ru_stime);
+}
+
+/// CPU time of process `pid` (user + system) in microseconds, from /proc.
+double process_cpu_us(int pid) {
+  std::ifstream in{fmt::format("/proc/{}/stat", pid)};
+  std::string stat;
+  std::getline(in, stat);
+  auto close = stat.rfind(')');
+  if (close == std::string::npos)
+    return 0;
+  std::istringstream ss{stat.substr(close + 2)};
+  std::string field;
+  double utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && ss >> field; ++i) {
+    if (i == 14)
+      utime = std::stod(field);
+    if (i == 15)
+      stime = std::stod(field);
+  }
+  return (utime + stime) * 1e6 / static_cast<double>(::sysconf(_SC_CLK_TCK));
 }
 
 struct latencies {
@@ -143,13 +176,14 @@ double pipelined(snakepit::runtime& rt, const std::string& pool, size_t window,
   return static_cast<double>(total) / (since_ms(t0) / 1000.0);
 }
 
-/// The best throughput of 4 workers of `kind` over a few configurations (calls in
-/// flight per worker; blocking callers or one pipelining caller), with what won.
+/// The best throughput of 4 workers of `kind` over a few configurations (1, 4 or 16
+/// calls in flight per worker; 16 blocking callers, or one caller keeping 64 or 256
+/// asynchronous calls in flight), with what won.
 std::pair<double, std::string> best_throughput(const std::string& kind, size_t total,
                                                json& tried) {
   double best = 0;
   std::string best_name;
-  for (size_t capacity : {1, 4}) {
+  for (size_t capacity : {1, 4, 16}) {
     auto rt = snakepit::runtime::start(config_of({pool_of("tput", kind, 4, capacity)}),
                                        slow_start());
     if (!rt) {
@@ -158,18 +192,45 @@ std::pair<double, std::string> best_throughput(const std::string& kind, size_t t
       continue;
     }
     closed_loop(**rt, "tput", 16, 500); // warm-up
+    std::vector<int> pids;
+    if (auto ws = (*rt)->list_workers("tput"))
+      for (auto& w : *ws)
+        pids.push_back(w.pid);
+    auto workers_cpu = [&] {
+      double sum = 0;
+      for (auto pid : pids)
+        sum += process_cpu_us(pid);
+      return sum;
+    };
+    double host0 = 0, work0 = 0;
+    auto mark = [&] {
+      host0 = host_cpu_us();
+      work0 = workers_cpu();
+    };
     auto run = [&](const std::string& name, double tput) {
-      tried[name] = tput;
-      fmt::print("  {:<40} {:>10.0f} calls/s\n", name, tput);
+      // Where the time goes: CPU per call in the host and in the workers.
+      auto host_us = (host_cpu_us() - host0) / static_cast<double>(total);
+      auto work_us = (workers_cpu() - work0) / static_cast<double>(total);
+      tried[name] = {{"calls_per_s", tput},
+                     {"host_cpu_us_per_call", host_us},
+                     {"worker_cpu_us_per_call", work_us}};
+      fmt::print(
+        "  {:<40} {:>10.0f} calls/s  cpu/call: host {:>5.1f} us, workers {:>5.1f} us\n",
+        name, tput, host_us, work_us);
       if (tput > best) {
         best = tput;
         best_name = name;
       }
     };
-    run(fmt::format("{} cap{} 16 blocking callers", kind, capacity),
-        closed_loop(**rt, "tput", 16, total));
-    run(fmt::format("{} cap{} pipelined window 64", kind, capacity),
-        pipelined(**rt, "tput", 64, total));
+    mark();
+    auto blocking = closed_loop(**rt, "tput", 16, total);
+    run(fmt::format("{} cap{} 16 blocking callers", kind, capacity), blocking);
+    mark();
+    auto piped = pipelined(**rt, "tput", 64, total);
+    run(fmt::format("{} cap{} pipelined window 64", kind, capacity), piped);
+    mark();
+    auto deep = pipelined(**rt, "tput", 256, total);
+    run(fmt::format("{} cap{} pipelined window 256", kind, capacity), deep);
     (*rt)->stop();
   }
   return {best, best_name};
@@ -311,7 +372,8 @@ int main(int argc, char** argv) {
   json tried = json::object();
   auto [stdio_tput, stdio_how] = best_throughput("stdio-python", n_tput, tried);
   auto [node_tput, node_how] = best_throughput("stdio-node", n_tput, tried);
-  auto [grpc_tput, grpc_how] = best_throughput("grpc", n_tput, tried);
+  // (gRPC workers are ~8x slower per call: a quarter of the calls keeps the run short.)
+  auto [grpc_tput, grpc_how] = best_throughput("grpc", n_tput / 4, tried);
   auto mp = run_mp_anchor(200, n_tput);
   double mp_tput = mp.is_object() ? mp.value("async_throughput", 0.0) : 0.0;
   fmt::print("  {:<40} {:>10.0f} calls/s\n", "multiprocessing.Pool(4).apply_async",
