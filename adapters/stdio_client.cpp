@@ -39,6 +39,21 @@ constexpr std::chrono::milliseconds scan_period{10};
 /// The epoll key of the wake-up eventfd; connections use 2·id (read) and 2·id+1 (write).
 constexpr uint64_t wake_key = ~uint64_t{0};
 
+/// A chunk frame's value as a gRPC worker's chunk would arrive (wire.cpp's
+/// decode_chunk): objects as they are, bytes (`"chunk_encoding": "base64"`) as
+/// {"raw_data_base64": …}, any other JSON value as {"data": …}.
+json chunk_value(json& frame) {
+  auto& chunk = frame["chunk"];
+  if (chunk.is_string()) {
+    auto enc = frame.find("chunk_encoding");
+    if (enc != frame.end() && *enc == "base64")
+      return json{{"raw_data_base64", std::move(chunk)}};
+  }
+  if (chunk.is_object())
+    return std::move(chunk);
+  return json{{"data", std::move(chunk)}};
+}
+
 std::string dump(const json& j) {
   return j.dump(-1, ' ', false, json::error_handler_t::replace);
 }
@@ -437,7 +452,7 @@ struct stdio_runtime::impl : std::enable_shared_from_this<stdio_runtime::impl> {
     if (is_chunk) {
       if (e->k != call_entry::kind::stream)
         return fault(c, fmt::format("a chunk for id {}, which is not a stream", id));
-      deliver(*c, id, e, std::move(frame["chunk"]));
+      deliver(*c, id, e, chunk_value(frame));
       return;
     }
     complete(c, id, e, frame);

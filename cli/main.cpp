@@ -23,6 +23,7 @@
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "actors/config/config.hpp"
 #include "actors/config/config_file.hpp"
@@ -415,6 +416,35 @@ int cmd_run(const std::string& config_path, int start_timeout_ms,
   return exit_ok;
 }
 
+/// The tools of a pool whose workers are a program of their own (`command`): one
+/// worker is started and what it declared (a stdio bridge's ping answer, a gRPC
+/// worker's RegisterTools) is read back from the host's tool registry.
+caf::expected<json> declared_tools(const snakepit::config& cfg,
+                                   const snakepit::pool_config& pool) {
+  auto one = cfg;
+  one.pools = {pool};
+  one.pools[0].pool_size = 1;
+  one.control_socket = false;
+  one.metrics.address.clear();
+  auto rt = snakepit::runtime::start(one);
+  if (!rt)
+    return rt.error();
+  auto tools = (*rt)->list_tools();
+  auto stopped = (*rt)->stop();
+  if (!tools)
+    return tools.error();
+  if (stopped)
+    return stopped;
+  json out = json::array();
+  for (auto& t : *tools)
+    if (t.kind == "python")
+      out.push_back({{"name", t.name},
+                     {"description", t.description},
+                     {"supports_streaming", t.supports_streaming},
+                     {"parameters", json::array()}});
+  return out;
+}
+
 int cmd_tools(const std::string& config_path, const std::string& pool, bool as_json) {
   auto cfg = resolve_config(config_path);
   if (!cfg)
@@ -422,6 +452,21 @@ int cmd_tools(const std::string& config_path, const std::string& pool, bool as_j
   auto p = find_pool(*cfg, pool);
   if (!p)
     return fail(p.error());
+  if (!(*p)->command.empty()) {
+    auto tools = declared_tools(*cfg, **p);
+    if (!tools)
+      return fail(tools.error());
+    if (as_json) {
+      fmt::print("{}\n", tools->dump(2));
+      return exit_ok;
+    }
+    fmt::print("{} ({} tools)\n", fmt::join((*p)->command, " "), tools->size());
+    for (auto& t : *tools)
+      fmt::print("  {}{}  {}\n", t.value("name", ""),
+                 t.value("supports_streaming", false) ? " [stream]" : "",
+                 t.value("description", ""));
+    return exit_ok;
+  }
   auto res = run_python(
     *cfg, {"-m", "snakepit_bridge", "--list-tools", "--adapter", (*p)->adapter},
     (*p)->adapter_env);

@@ -70,8 +70,11 @@ caf::error config::validate() const {
   if (auto err = validate_keys(*this, config_keys(), ""))
     return err;
   bool any_python = false;
+  bool any_grpc_python = false;
   for (auto& p : pools) {
     any_python = any_python || p.bundled_python();
+    any_grpc_python =
+      any_grpc_python || (p.bundled_python() && p.kind == worker_kind::grpc);
     if (p.command.empty())
       continue;
     adapters::process_spec probe;
@@ -90,9 +93,12 @@ caf::error config::validate() const {
     return invalid(fmt::format("python: interpreter '{}' does not exist", python));
   if (!S_ISREG(st.st_mode) || ::access(python.c_str(), X_OK) != 0)
     return invalid(fmt::format("python: '{}' is not an executable file", python));
-  if (!check_interpreter)
+  // The bundled stdio bridge imports nothing but the standard library and our package
+  // (a failure there shows in the worker's start error, with its stderr); probing it
+  // would cost a Python start-up.
+  if (!check_interpreter || !any_grpc_python)
     return caf::none;
-  // One short child process: can this interpreter import what workers need?
+  // One short child process: can this interpreter import what gRPC workers need?
   adapters::process_spec spec;
   spec.executable = python;
   spec.args = {"-c", "import grpc, google.protobuf"};

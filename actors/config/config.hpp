@@ -304,7 +304,8 @@ struct config {
   /// Deadline for an orderly stop before remaining processes are killed.
   std::chrono::milliseconds shutdown_timeout{15000};
   /// Check that the interpreter can `import grpc` before starting (one short
-  /// child process at start). Tests of config errors rely on it.
+  /// child process at start), when a pool runs the bundled Python bridge over gRPC.
+  /// Tests of config errors rely on it.
   bool check_interpreter = true;
   /// Where the persisted process registry lives (`processes.db`); empty means
   /// `$XDG_STATE_HOME/snakepit`, else `~/.local/state/snakepit`, else

@@ -68,7 +68,8 @@ Streaming
     at a clean end, or a failure response if the tool raised midway. A yielded
     ``StreamChunk`` sends its ``data``; one with ``is_final`` ends the stream after it.
     A ``bytes`` item is sent as ``{"id", "chunk": "<base64>", "chunk_encoding":
-    "base64"}``. A tool that does not stream, called with ``"stream": true``, sends its
+    "base64"}``; a ``str`` item as the JSON it contains, or, when it is not JSON, as
+    its UTF-8 bytes the same way (the gRPC worker's rule for chunks). A tool that does not stream, called with ``"stream": true``, sends its
     result as one chunk, then the final response. A stream whose deadline passes is
     closed and ends with a ``DeadlineExceededError`` failure.
 
@@ -340,9 +341,18 @@ def _end_of_stream(rid: bytes, elapsed_ms: int) -> List[bytes]:
 
 
 def _chunk(rid: bytes, item: Any, limit: int) -> List[bytes]:
+    # As over gRPC (serialization.encode_chunk_data): bytes are raw, a str is text that
+    # the host decodes as JSON when it is JSON and keeps as raw bytes otherwise.
+    raw: Optional[bytes] = None
     if is_binary(item):
-        frame = (b'{"id":%b,"chunk":"%b","chunk_encoding":"base64"}'
-                 % (rid, _b64(bytes(item))))
+        raw = bytes(item)
+    elif isinstance(item, str):
+        try:
+            item = json.loads(item)
+        except ValueError:
+            raw = item.encode("utf-8")
+    if raw is not None:
+        frame = (b'{"id":%b,"chunk":"%b","chunk_encoding":"base64"}' % (rid, _b64(raw)))
     else:
         frame = b'{"id":%b,"chunk":%b}' % (rid, to_json_bytes(item))
     if len(frame) > limit:

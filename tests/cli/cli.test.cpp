@@ -301,6 +301,25 @@ TEST_SUITE("cli") {
     CHECK(contains(js.out, "\"name\": \"stream_progress\""));
   }
 
+  TEST_CASE("exec and tools work with a pool of Node.js stdio workers") {
+    auto file = scratch_dir() / "node.toml";
+    {
+      std::ofstream out{file};
+      out << "[[pools]]\nname = \"node\"\nkind = \"stdio\"\npool_size = 1\n"
+          << "command = [\"node\", \"" << SNAKEPIT_TEST_REPO_DIR
+          << "/node/bridge.js\"]\n";
+    }
+    auto res = run_cli({"exec", "--config", file.string(), "echo", R"({"value":42})"});
+    CHECK_MESSAGE(res.code == 0, res.err);
+    CHECK(contains(res.out, R"({"value":42})"));
+    auto tools = run_cli({"tools", "--config", file.string()});
+    CHECK_MESSAGE(tools.code == 0, tools.err);
+    CHECK_MESSAGE(contains(tools.out, "stream_progress [stream]"), tools.out);
+    auto js = run_cli({"tools", "--config", file.string(), "--json"});
+    CHECK(js.code == 0);
+    CHECK(contains(js.out, "\"name\": \"add\""));
+  }
+
   TEST_CASE("cleanup with nothing left behind exits 0 and reports counts") {
     auto dir = scratch_dir() / "state";
     auto file = scratch_dir() / "cleanup.toml";

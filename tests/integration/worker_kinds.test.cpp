@@ -288,6 +288,32 @@ TEST_SUITE("integration.worker_kinds") {
     }
   }
 
+  TEST_CASE("numbers, text and bytes in a stream arrive alike over gRPC and stdio") {
+    for (auto& k : all_worker_kinds()) {
+      if (k.name == "stdio-node")
+        continue; // stream_mixed is a tool of the Python showcase
+      SUBCASE(k.name.c_str()) {
+        auto rt = snakepit::runtime::start(kind_config(k, 1));
+        REQUIRE_MESSAGE(rt, explain(rt.error()));
+        auto& r = **rt;
+        std::vector<json> chunks;
+        auto err =
+          r.execute_stream("stream_mixed", json::object(), [&](const json& c, bool) {
+            chunks.push_back(c);
+            return true;
+          });
+        REQUIRE_MESSAGE(!err, explain(err));
+        // (A str chunk is text: JSON text is decoded, other text stays raw bytes,
+        // upstream's rule for gRPC chunks, which the stdio bridge follows.)
+        std::vector<json> expected = {
+          json{{"data", 7}}, json{{"raw_data_base64", "c2V2ZW4="}},
+          json{{"raw_data_base64", "AAEC"}}, json{{"k", 1}}, json::object()};
+        CHECK(chunks == expected);
+        stop_and_check(r);
+      }
+    }
+  }
+
   TEST_CASE("every kind: max_requests recycles a worker without failing a call") {
     for (auto& k : all_worker_kinds()) {
       SUBCASE(k.name.c_str()) {

@@ -145,6 +145,14 @@ class ShowcaseAdapter(BaseAdapter):
                     f.write(f"{i}\n")
             yield {"step": i, "pad": pad} if pad else {"step": i}
 
+    @tool(description="Streams a number, a string, raw bytes and an object (how each "
+                      "kind of chunk reaches the host)", supports_streaming=True)
+    def stream_mixed(self) -> Iterator[Any]:
+        yield 7
+        yield "seven"
+        yield b"\x00\x01\x02"
+        yield {"k": 1}
+
     @tool(description="Streams `after` chunks, then raises RuntimeError", supports_streaming=True)
     def stream_fail(self, after: int = 2) -> Iterator[Dict[str, int]]:
         for i in range(1, int(after) + 1):
