@@ -3,6 +3,7 @@
 #include <utility>
 
 #include <fmt/format.h>
+#include <google/protobuf/wrappers.pb.h>
 
 namespace snakepit::adapters {
 
@@ -98,9 +99,28 @@ json decode_any(const google::protobuf::Any& any) {
   const auto& value = any.value();
   if (value.empty())
     return nullptr;
+  // Our convention (and upstream's): UTF-8 JSON, whatever the type_url says.
   auto parsed = json::parse(value, nullptr, false);
   if (!parsed.is_discarded())
     return parsed;
+  // Otherwise a real well-known wrapper, as some upstream workers pack parameters.
+  if (any.Is<google::protobuf::StringValue>()) {
+    google::protobuf::StringValue v;
+    if (any.UnpackTo(&v))
+      return v.value();
+  } else if (any.Is<google::protobuf::BoolValue>()) {
+    google::protobuf::BoolValue v;
+    if (any.UnpackTo(&v))
+      return v.value();
+  } else if (any.Is<google::protobuf::Int64Value>()) {
+    google::protobuf::Int64Value v;
+    if (any.UnpackTo(&v))
+      return v.value();
+  } else if (any.Is<google::protobuf::DoubleValue>()) {
+    google::protobuf::DoubleValue v;
+    if (any.UnpackTo(&v))
+      return v.value();
+  }
   if (valid_utf8(value))
     return value;
   return json{{"raw_data_base64", base64_encode(value)}};

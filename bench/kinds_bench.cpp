@@ -6,8 +6,8 @@
 //      workers) in the best of a few configurations vs
 //      multiprocessing.Pool(4).apply_async of a no-op, with the CPU each call costs in
 //      the host and in the workers
-//   3. startup to ready of 4 and 64 stdio workers beside 4 gRPC workers
-//   4. resident memory of one idle worker of each kind
+//   3. startup to ready of 4 and 64 stdio workers beside 4 and 64 gRPC workers
+//   4. resident memory of one idle worker of each kind, and the host's per worker
 // Adds "kinds" (raw figures) and ratio keys under "latency", "throughput", "startup" and
 // "memory" to the benchmark JSON, keeping what is already there.
 #include <sys/resource.h>
@@ -236,8 +236,12 @@ std::pair<double, std::string> best_throughput(const std::string& kind, size_t t
   return {best, best_name};
 }
 
-/// Milliseconds from `runtime::start` to every worker of one pool ready.
-double startup_ms(const std::string& kind, size_t n) {
+/// This process's resident set in kB (VmRSS).
+double self_rss_kb();
+
+/// Milliseconds from `runtime::start` to every worker of one pool ready; `host_kb`
+/// gets the host's resident set once they are.
+double startup_ms(const std::string& kind, size_t n, double* host_kb = nullptr) {
   auto t0 = clock_type::now();
   auto rt =
     snakepit::runtime::start(config_of({pool_of("start", kind, n)}), slow_start());
@@ -247,6 +251,8 @@ double startup_ms(const std::string& kind, size_t n) {
                snakepit::describe(rt.error()));
     return 0;
   }
+  if (host_kb)
+    *host_kb = self_rss_kb();
   (*rt)->stop();
   return ms;
 }
@@ -263,6 +269,10 @@ double rss_mb(int pid) {
       return kb / 1024.0;
     }
   return 0;
+}
+
+double self_rss_kb() {
+  return rss_mb(static_cast<int>(::getpid())) * 1024.0;
 }
 
 json run_mp_anchor(size_t n_seq, size_t n_async) {
@@ -391,11 +401,18 @@ int main(int argc, char** argv) {
   auto stdio_4 = startup_ms("stdio-python", 4);
   auto stdio_64 = startup_ms("stdio-python", 64);
   auto node_4 = startup_ms("stdio-node", 4);
-  auto grpc_4 = startup_ms("grpc", 4);
+  double host_kb_4 = 0, host_kb_64 = 0;
+  auto grpc_4 = startup_ms("grpc", 4, &host_kb_4);
+  auto grpc_64 = startup_ms("grpc", 64, &host_kb_64);
+  auto host_kb_per_worker = (host_kb_64 - host_kb_4) / 60.0;
   fmt::print(
     "\nstartup to ready: stdio Python 4: {:.0f} ms, 64: {:.0f} ms; stdio Node 4: "
     "{:.0f} ms; gRPC Python 4: {:.0f} ms\n",
     stdio_4, stdio_64, node_4, grpc_4);
+  fmt::print(
+    "gRPC Python 64: {:.0f} ms; host RSS {:.0f} kB with 4 workers, {:.0f} kB with "
+    "64: {:.0f} kB per worker\n",
+    grpc_64, host_kb_4, host_kb_64, host_kb_per_worker);
   fmt::print("idle worker RSS: gRPC Python {:.1f} MB, stdio Python {:.1f} MB, stdio Node "
              "{:.1f} MB\n",
              grpc_rss, stdio_rss, node_rss);
@@ -418,6 +435,8 @@ int main(int argc, char** argv) {
   results["startup"]["stdio_workers_64_ms"] = stdio_64;
   results["startup"]["stdio_node_workers_4_ms"] = node_4;
   results["startup"]["grpc_workers_4_ms"] = grpc_4;
+  results["startup"]["grpc_workers_64_ms"] = grpc_64;
+  results["memory"]["host_kb_per_worker"] = host_kb_per_worker;
   results["memory"]["stdio_python_worker_rss_mb"] = stdio_rss;
   results["memory"]["grpc_python_worker_rss_mb"] = grpc_rss;
   results["memory"]["stdio_node_worker_rss_mb"] = node_rss;

@@ -27,7 +27,12 @@ caf::error pool_config::validate() const {
   // Messages name the pool, unless its name is what is wrong.
   auto prefix =
     is_valid_pool_name(name) ? fmt::format("pools[{}].", name) : std::string{"pools[]."};
-  return validate_keys(*this, pool_keys(), prefix);
+  if (auto err = validate_keys(*this, pool_keys(), prefix))
+    return err;
+  if (kind == worker_kind::stdio && launch == launch_convention::upstream)
+    return invalid(prefix + "launch: the upstream convention is for kind = \"grpc\"; a "
+                            "stdio worker is always launched one way");
+  return caf::none;
 }
 
 size_t pool_config::capacity() const {

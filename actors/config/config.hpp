@@ -30,6 +30,20 @@ enum class worker_kind : uint8_t {
   stdio,
 };
 
+/// How a gRPC worker is launched and found (docs/workers.md, "gRPC launch
+/// conventions").
+enum class launch_convention : uint8_t {
+  /// Ours: `--socket <path> --ready-file <path> …` for the bundled bridge; a program of
+  /// its own gets SNAKEPIT_SOCKET and SNAKEPIT_READY_FILE. It binds the unix socket, then
+  /// writes the ready file.
+  snakepit,
+  /// Upstream Snakepit's: `--adapter <class> --port 0 --elixir-address <host bridge>
+  /// --snakepit-run-id <id>`, SNAKEPIT_READY_FILE and SNAKEPIT_HEARTBEAT_CONFIG in the
+  /// environment. The worker binds a loopback TCP port itself and writes the bare port
+  /// number into the ready file; the host dials 127.0.0.1:<port>.
+  upstream,
+};
+
 /// Worker profile (upstream WorkerProfile): `process` runs one request at a time per
 /// worker; `thread` runs up to `threads_per_worker` at once (sync tools on a thread
 /// pool of that size, async tools on the worker's event loop).
@@ -62,6 +76,8 @@ enum class affinity_mode : uint8_t {
 const char* to_string(worker_profile x);
 /// The name of a choice as a configuration file writes it ("grpc", "stdio").
 const char* to_string(worker_kind x);
+/// The name of a choice as a configuration file writes it ("snakepit", "upstream").
+const char* to_string(launch_convention x);
 /// The name of a choice as a configuration file writes it.
 const char* to_string(capacity_strategy x);
 /// The name of a choice as a configuration file writes it.
@@ -69,6 +85,8 @@ const char* to_string(affinity_mode x);
 
 /// Parses "grpc" or "stdio"; nullopt for anything else.
 std::optional<worker_kind> parse_worker_kind(std::string_view name);
+/// Parses "snakepit" or "upstream"; nullopt for anything else.
+std::optional<launch_convention> parse_launch_convention(std::string_view name);
 /// Parses "process" or "thread"; nullopt for anything else.
 std::optional<worker_profile> parse_worker_profile(std::string_view name);
 /// Parses "pool", "hybrid" or "profile"; nullopt for anything else.
@@ -177,6 +195,8 @@ struct pool_config {
   size_t pool_size = 4;
   /// How the host talks to the workers.
   worker_kind kind = worker_kind::grpc;
+  /// How a gRPC worker is launched and found; the stdio kind has only one way.
+  launch_convention launch = launch_convention::snakepit;
   /// The worker program and its arguments (`["node", "node/bridge.js"]`); empty: the
   /// bundled Python bridge of `kind`, running `adapter`.
   std::vector<std::string> command;

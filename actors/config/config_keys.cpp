@@ -19,6 +19,7 @@ namespace {
 
 constexpr const char* worker_profile_names[] = {"process", "thread"};
 constexpr const char* worker_kind_names[] = {"grpc", "stdio"};
+constexpr const char* launch_convention_names[] = {"snakepit", "upstream"};
 constexpr const char* capacity_strategy_names[] = {"pool", "hybrid", "profile"};
 constexpr const char* affinity_mode_names[] = {"hint", "strict_queue",
                                                "strict_fail_fast"};
@@ -68,6 +69,15 @@ template<>
 const choice_set& choices_of<worker_kind>() {
   static const choice_set set = make_choices<worker_kind>(
     worker_kind_names, [](std::string_view s) { return as_index(parse_worker_kind(s)); });
+  return set;
+}
+
+template<>
+const choice_set& choices_of<launch_convention>() {
+  static const choice_set set =
+    make_choices<launch_convention>(launch_convention_names, [](std::string_view s) {
+      return as_index(parse_launch_convention(s));
+    });
   return set;
 }
 
@@ -131,6 +141,14 @@ const char* to_string(worker_kind x) {
 
 std::optional<worker_kind> parse_worker_kind(std::string_view name) {
   return parse_name<worker_kind>(name, worker_kind_names);
+}
+
+const char* to_string(launch_convention x) {
+  return name_of(x, launch_convention_names);
+}
+
+std::optional<launch_convention> parse_launch_convention(std::string_view name) {
+  return parse_name<launch_convention>(name, launch_convention_names);
 }
 
 std::optional<worker_profile> parse_worker_profile(std::string_view name) {
@@ -451,6 +469,9 @@ std::vector<config_key<pool_config>> pool_worker_keys() {
       .at_least(1)
       .at_most(1024),
     key<&p::kind>("kind", "how the host talks to the workers (docs/workers.md)"),
+    key<&p::launch>("launch", "how a gRPC worker is launched and found: snakepit "
+                              "(unix socket) or upstream (--port 0, ready file with "
+                              "the port)"),
     key<&p::command>("command", "the worker program and its arguments; empty: the "
                                 "bundled Python bridge of the kind")
       .check(check_command),

@@ -219,14 +219,15 @@ class bridge_service final : public pb::BridgeService::Service {
     auto& sid = req->session_id();
     session_metadata meta{req->metadata().begin(), req->metadata().end()};
     caf::error err;
-    if (sid.empty())
-      err = make_error(errc::invalid_session_id, "empty session id");
-    else if (auto id =
-               ask_store<std::string>([sid, meta](auto self, auto& store, auto t) {
-                 return create_session(self, store, sid, meta, t);
-               });
-             !id)
-      err = id.error();
+    // Upstream workers call InitializeSession before every call, also outside any
+    // session: with an empty id it is a no-op.
+    if (!sid.empty()) {
+      auto id = ask_store<std::string>([sid, meta](auto self, auto& store, auto t) {
+        return create_session(self, store, sid, meta, t);
+      });
+      if (!id)
+        err = id.error();
+    }
     if (err) {
       resp->set_success(false);
       resp->set_error_message(describe(err));

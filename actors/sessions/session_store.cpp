@@ -319,7 +319,11 @@ session_store_private::behavior_type session_store_impl(self_ptr self,
       touch(self, id, worker);
     },
     [=](session_info_atom, const std::string& id) { return info(self, id); },
-    [=](session_exists_atom, const std::string& id) { return find(self, id) != nullptr; },
+    // Asking does not count as using: a worker's Heartbeat must not keep a session
+    // alive past its TTL.
+    [=](session_exists_atom, const std::string& id) {
+      return self->state.sessions.count(id) > 0;
+    },
     [=](session_cleanup_atom, const std::string& id) { return cleanup(self, id); },
     [=](session_count_atom) {
       return static_cast<uint64_t>(self->state.sessions.size());

@@ -172,7 +172,8 @@ auto get_session_info(Self&& self, const session_store_actor& store, std::string
   return self->request(store, timeout, session_info_atom::value, std::move(id));
 }
 
-/// Reply: whether session `id` exists; refreshes it (the bridge's Heartbeat).
+/// Reply: whether session `id` exists (the bridge's Heartbeat). Does not refresh it:
+/// a worker's heartbeats must not keep a session alive past its TTL.
 template<class Self, class Timeout = std::chrono::seconds>
 auto session_exists(Self&& self, const session_store_actor& store, std::string id,
                     Timeout timeout = std::chrono::seconds{5}) {

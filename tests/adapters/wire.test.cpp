@@ -1,5 +1,7 @@
 #include "adapters/wire.hpp"
 
+#include <google/protobuf/wrappers.pb.h>
+
 #include <doctest/doctest.h>
 
 using namespace snakepit;
@@ -77,6 +79,37 @@ TEST_SUITE("adapters.wire") {
     CHECK(decode_any(any_of("x", "not json")) == json("not json"));
     auto bin = decode_any(any_of("x", std::string("\xff\xfe\x00", 3)));
     CHECK(bin == json{{"raw_data_base64", "//4A"}});
+  }
+
+  TEST_CASE("decode_any unpacks the well-known wrappers upstream workers send") {
+    google::protobuf::Any any;
+    google::protobuf::StringValue s;
+    s.set_value("hello");
+    any.PackFrom(s);
+    CHECK(decode_any(any) == json("hello"));
+    google::protobuf::BoolValue b;
+    b.set_value(true);
+    any.PackFrom(b);
+    CHECK(decode_any(any) == json(true));
+    google::protobuf::Int64Value i;
+    i.set_value(-42);
+    any.PackFrom(i);
+    CHECK(decode_any(any) == json(-42));
+    google::protobuf::DoubleValue d;
+    d.set_value(2.5);
+    any.PackFrom(d);
+    CHECK(decode_any(any) == json(2.5));
+    // A StringValue whose text is JSON stays a string: the wrapper says what it is.
+    s.set_value("[1, 2]");
+    any.PackFrom(s);
+    CHECK(decode_any(any) == json("[1, 2]"));
+    // Our own convention wins: JSON text under a StringValue type_url is JSON, even
+    // where its bytes would also parse as a (garbage) StringValue message.
+    for (const char* text : {"1", "123456789", "\"\"", "17.5", "{}"}) {
+      any.set_type_url("type.googleapis.com/google.protobuf.StringValue");
+      any.set_value(text);
+      CHECK(decode_any(any) == json::parse(text));
+    }
   }
 
   TEST_CASE("the result type is the last dotted segment of the type_url") {

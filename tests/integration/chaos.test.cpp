@@ -194,6 +194,28 @@ TEST_SUITE("chaos") {
     CHECK(reg->runs().empty());
   }
 
+  TEST_CASE("workers launched by upstream's convention and their grandchildren are gone "
+            "within 2 s of a host SIGKILL") {
+    chaos_dir dir;
+    auto h = boot_host(dir.path, 2, 2, {{"SNAKEPIT_HELPER_LAUNCH", "upstream"}});
+    for (auto pid : h.ours())
+      REQUIRE(pid_alive(pid));
+    h.kill_hard();
+    auto all_gone = [&] {
+      for (auto pid : h.ours())
+        if (pid_alive(pid))
+          return false;
+      return true;
+    };
+    bool in_time = eventually(all_gone, 2s);
+    if (!in_time) {
+      for (auto pid : h.ours())
+        ::kill(pid, SIGKILL);
+      eventually(all_gone, 5s);
+    }
+    CHECK_MESSAGE(in_time, "a worker outlived its host by more than 2 s");
+  }
+
   TEST_CASE("foreign stdio workers that ignore EOF, SIGTERM and the lifeline are gone "
             "within 2 s of a host SIGKILL (the orphan guard)") {
     chaos_dir dir;

@@ -6,6 +6,8 @@
 // "ready". Exits 2 if the runtime does not start. With SNAKEPIT_HELPER_ROGUE=1 the
 // workers are instead the rogue stdio bridge in its `ignore-signals` mode (a foreign
 // program that ignores EOF, SIGTERM and the lifeline; grandchildren are not supported).
+// With SNAKEPIT_HELPER_LAUNCH=upstream the workers are launched by upstream Snakepit's
+// convention (TCP port, ready file with the port).
 #include <unistd.h>
 
 #include <cstdio>
@@ -27,6 +29,9 @@ int main(int argc, char** argv) {
   cfg.pools[0].pool_size = static_cast<size_t>(std::atoi(argv[2]));
   cfg.pools[0].graceful_shutdown_timeout = std::chrono::milliseconds{2000};
   use_chaos_adapter(cfg);
+  if (auto launch = std::getenv("SNAKEPIT_HELPER_LAUNCH");
+      launch && std::string{launch} == "upstream")
+    cfg.pools[0].launch = snakepit::launch_convention::upstream;
   if (auto rogue = std::getenv("SNAKEPIT_HELPER_ROGUE"); rogue && *rogue == '1') {
     auto& p = cfg.pools[0];
     p.kind = snakepit::worker_kind::stdio;

@@ -434,6 +434,45 @@ TEST_SUITE("integration.stdio_faults") {
     stop_and_check(r);
   }
 
+  TEST_CASE("a BridgeService program that is not our package runs as a gRPC worker by "
+            "upstream's launch convention, and is restarted after kill -9") {
+    auto cfg = small_config(1);
+    auto& p = cfg.pools[0];
+    p.launch = snakepit::launch_convention::upstream;
+    p.command = {"/usr/bin/python3", test_adapters_dir() + "/foreign_bridge_server.py"};
+    auto rt = snakepit::runtime::start(cfg);
+    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    auto& r = **rt;
+    json payload = {{"x", 1}, {"s", "two"}};
+    auto echo = r.execute("echo", payload);
+    REQUIRE_MESSAGE(echo, explain(echo.error()));
+    CHECK(echo->result == payload);
+    auto who = r.execute("whoami");
+    REQUIRE_MESSAGE(who, explain(who.error()));
+    CHECK(who->result.value("foreign", false));
+    auto pid = who->result.value("pid", 0);
+    CHECK(pid == only_pid(r));
+    auto unknown = r.execute("nope");
+    CHECK_MESSAGE(is_error(unknown.error(), errc::unknown_tool),
+                  explain(unknown.error()));
+    REQUIRE(::kill(pid, SIGKILL) == 0);
+    REQUIRE(replaced(r, pid));
+    auto after = r.execute("echo", payload);
+    REQUIRE_MESSAGE(after, explain(after.error()));
+    CHECK(after->result == payload);
+    stop_and_check(r);
+  }
+
+  TEST_CASE("launch = upstream is refused for the stdio kind, naming the key") {
+    auto cfg = small_config(1);
+    cfg.pools[0].kind = snakepit::worker_kind::stdio;
+    cfg.pools[0].launch = snakepit::launch_convention::upstream;
+    auto err = cfg.validate();
+    REQUIRE(err);
+    CHECK_MESSAGE(describe(err).find("pools[default].launch") != std::string::npos,
+                  describe(err));
+  }
+
   TEST_CASE("a stream to a worker that declared no streaming is invalid_argument at "
             "once") {
     auto rt = snakepit::runtime::start(rogue_config(1));

@@ -55,6 +55,16 @@ std::vector<std::string> heartbeat_flags(const pool_config& cfg) {
           cfg.heartbeat.dependent ? "--heartbeat-dependent" : "--heartbeat-independent"};
 }
 
+/// SNAKEPIT_HEARTBEAT_CONFIG of upstream's convention: the pool's heartbeat as JSON.
+std::string upstream_heartbeat_config(const pool_config& cfg) {
+  return nlohmann::json{{"enabled", cfg.heartbeat.enabled},
+                        {"interval_ms", cfg.heartbeat.interval.count()},
+                        {"timeout_ms", cfg.heartbeat.timeout.count()},
+                        {"max_missed_heartbeats", cfg.heartbeat.max_missed},
+                        {"dependent", cfg.heartbeat.dependent}}
+    .dump();
+}
+
 /// The bundled Python gRPC bridge's arguments after the interpreter.
 std::vector<std::string> grpc_bridge_args(const worker_args& args,
                                           const std::string& socket_path,
@@ -166,7 +176,24 @@ worker_launch make_launch(const worker_args& args, const std::string& socket_pat
   l.worker_id = args.id;
   l.kind = cfg.kind;
   l.cwd = cfg.cwd;
-  if (cfg.bundled_python()) {
+  bool upstream =
+    cfg.kind == worker_kind::grpc && cfg.launch == launch_convention::upstream;
+  if (upstream) {
+    // Upstream Snakepit's convention (docs/workers.md): the worker binds a loopback
+    // port itself and writes the bare port number into the ready file.
+    if (cfg.bundled_python())
+      l.command = {args.env->python, "-m", "snakepit_bridge"};
+    else
+      l.command = cfg.command;
+    if (!cfg.adapter.empty())
+      l.command.insert(l.command.end(), {"--adapter", cfg.adapter});
+    l.command.insert(l.command.end(),
+                     {"--port", "0", "--elixir-address", args.env->bridge_address,
+                      "--snakepit-run-id", args.env->run_id});
+    l.command.insert(l.command.end(), cfg.adapter_args.begin(), cfg.adapter_args.end());
+    l.env.emplace_back("SNAKEPIT_READY_FILE", ready_path);
+    l.env.emplace_back("SNAKEPIT_HEARTBEAT_CONFIG", upstream_heartbeat_config(cfg));
+  } else if (cfg.bundled_python()) {
     l.command.push_back(args.env->python);
     if (cfg.kind == worker_kind::grpc) {
       auto rest = grpc_bridge_args(args, socket_path, ready_path);
@@ -180,7 +207,7 @@ worker_launch make_launch(const worker_args& args, const std::string& socket_pat
     l.command = cfg.command;
     l.command.insert(l.command.end(), cfg.adapter_args.begin(), cfg.adapter_args.end());
   }
-  if (cfg.kind == worker_kind::grpc && !cfg.bundled_python()) {
+  if (cfg.kind == worker_kind::grpc && !cfg.bundled_python() && !upstream) {
     // A gRPC program of the host's choosing learns where to listen from its
     // environment (docs/workers.md): bind the socket, then write the ready file.
     l.env.emplace_back("SNAKEPIT_SOCKET", socket_path);
@@ -381,6 +408,9 @@ std::optional<std::string> worker_process::ready_target() const {
   auto target = read_text(ready_path_);
   if (target.empty())
     target = "unix:" + socket_path_;
+  else if (std::all_of(target.begin(), target.end(),
+                       [](char c) { return c >= '0' && c <= '9'; }))
+    target = "127.0.0.1:" + target; // upstream's convention: the bare port number
   return target;
 }
 
