@@ -340,6 +340,28 @@ caf::expected<child_process> spawn_process(const process_spec& spec) {
   return child_process{pid, pgid, spec.new_process_group, pidfd};
 }
 
+caf::expected<child_process> adopt_child(pid_t pid, bool own_group) {
+  if (pid <= 0)
+    return make_error(errc::start_failed, fmt::format("pid {} is not a child", pid));
+  auto pidfd = detail::pidfd_open(pid);
+  if (pidfd < 0)
+    return make_error(errc::start_failed,
+                      fmt::format("pid {} is gone: {}", pid, errno_text(errno)));
+  siginfo_t info{};
+  // WNOWAIT: only asks whether it is ours (ECHILD otherwise); reaping stays with the
+  // exit watcher.
+  if (detail::pidfd_waitid(pidfd, &info, WEXITED | WNOHANG | WNOWAIT) != 0) {
+    auto err = errno;
+    ::close(pidfd);
+    return make_error(errc::start_failed,
+                      fmt::format("pid {} is not our child: {}", pid, errno_text(err)));
+  }
+  if (own_group)
+    ::setpgid(pid, pid); // EACCES/ESRCH: the child did it first, or is gone already
+  auto pgid = own_group ? pid : ::getpgrp();
+  return child_process{pid, pgid, own_group, pidfd};
+}
+
 // --- exit_watcher ---------------------------------------------------------------------
 
 struct exit_watcher::impl {

@@ -93,6 +93,7 @@ class child_process {
 
  private:
   friend caf::expected<child_process> spawn_process(const process_spec&);
+  friend caf::expected<child_process> adopt_child(pid_t, bool);
   child_process(pid_t pid, pid_t pgid, bool own_group, int pidfd);
   void close() noexcept;
 
@@ -110,6 +111,13 @@ caf::expected<std::string> resolve_executable(const process_spec& spec);
 /// Starts a process with posix_spawn. Fails with errc::start_failed and a message that
 /// names the path (missing executable, not executable, bad cwd, spawn error).
 caf::expected<child_process> spawn_process(const process_spec& spec);
+
+/// Takes over `pid`, a child of this process that something else started (a worker
+/// template's `clone(CLONE_PARENT)`, adapters/fork_server.hpp): a pidfd for it and,
+/// with `own_group`, its own process group (pgid = pid), set here as well as by the
+/// child so the group exists whichever side comes first. Fails with start_failed when
+/// the process is gone or not our child.
+caf::expected<child_process> adopt_child(pid_t pid, bool own_group);
 
 /// The fd number at which children find the lifeline read end (3).
 int lifeline_child_fd();

@@ -32,6 +32,10 @@ caf::error pool_config::validate() const {
   if (kind == worker_kind::stdio && launch == launch_convention::upstream)
     return invalid(prefix + "launch: the upstream convention is for kind = \"grpc\"; a "
                             "stdio worker is always launched one way");
+  if (start_method == snakepit::start_method::forkserver &&
+      (kind != worker_kind::grpc || !bundled_python()))
+    return invalid(prefix + "start_method: forkserver starts the bundled Python bridge "
+                            "over gRPC only (kind = \"grpc\" and no command)");
   return caf::none;
 }
 

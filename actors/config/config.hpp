@@ -44,6 +44,19 @@ enum class launch_convention : uint8_t {
   upstream,
 };
 
+/// How the processes of a pool's workers are started (docs/workers.md, "Fast start").
+enum class start_method : uint8_t {
+  /// `forkserver` where it applies (the bundled Python bridge over gRPC, launched by
+  /// a command the host adapter left as it was), else `spawn`.
+  automatic,
+  /// A fresh process per worker (posix_spawn of the command).
+  spawn,
+  /// A copy of the pool's template process, which imported grpc and the bridge once
+  /// (python/snakepit_bridge/forkserver.py); falls back to `spawn` should the
+  /// template fail.
+  forkserver,
+};
+
 /// Worker profile (upstream WorkerProfile): `process` runs one request at a time per
 /// worker; `thread` runs up to `threads_per_worker` at once (sync tools on a thread
 /// pool of that size, async tools on the worker's event loop).
@@ -78,6 +91,8 @@ const char* to_string(worker_profile x);
 const char* to_string(worker_kind x);
 /// The name of a choice as a configuration file writes it ("snakepit", "upstream").
 const char* to_string(launch_convention x);
+/// The name of a choice as a configuration file writes it ("auto", "spawn", ...).
+const char* to_string(start_method x);
 /// The name of a choice as a configuration file writes it.
 const char* to_string(capacity_strategy x);
 /// The name of a choice as a configuration file writes it.
@@ -87,6 +102,8 @@ const char* to_string(affinity_mode x);
 std::optional<worker_kind> parse_worker_kind(std::string_view name);
 /// Parses "snakepit" or "upstream"; nullopt for anything else.
 std::optional<launch_convention> parse_launch_convention(std::string_view name);
+/// Parses "auto", "spawn" or "forkserver"; nullopt for anything else.
+std::optional<start_method> parse_start_method(std::string_view name);
 /// Parses "process" or "thread"; nullopt for anything else.
 std::optional<worker_profile> parse_worker_profile(std::string_view name);
 /// Parses "pool", "hybrid" or "profile"; nullopt for anything else.
@@ -197,6 +214,9 @@ struct pool_config {
   worker_kind kind = worker_kind::grpc;
   /// How a gRPC worker is launched and found; the stdio kind has only one way.
   launch_convention launch = launch_convention::snakepit;
+  /// How the worker processes are started (a template process for the bundled Python
+  /// gRPC bridge by default).
+  snakepit::start_method start_method = snakepit::start_method::automatic;
   /// The worker program and its arguments (`["node", "node/bridge.js"]`); empty: the
   /// bundled Python bridge of `kind`, running `adapter`.
   std::vector<std::string> command;

@@ -20,6 +20,7 @@ namespace {
 constexpr const char* worker_profile_names[] = {"process", "thread"};
 constexpr const char* worker_kind_names[] = {"grpc", "stdio"};
 constexpr const char* launch_convention_names[] = {"snakepit", "upstream"};
+constexpr const char* start_method_names[] = {"auto", "spawn", "forkserver"};
 constexpr const char* capacity_strategy_names[] = {"pool", "hybrid", "profile"};
 constexpr const char* affinity_mode_names[] = {"hint", "strict_queue",
                                                "strict_fail_fast"};
@@ -77,6 +78,15 @@ const choice_set& choices_of<launch_convention>() {
   static const choice_set set =
     make_choices<launch_convention>(launch_convention_names, [](std::string_view s) {
       return as_index(parse_launch_convention(s));
+    });
+  return set;
+}
+
+template<>
+const choice_set& choices_of<start_method>() {
+  static const choice_set set =
+    make_choices<start_method>(start_method_names, [](std::string_view s) {
+      return as_index(parse_start_method(s));
     });
   return set;
 }
@@ -149,6 +159,14 @@ const char* to_string(launch_convention x) {
 
 std::optional<launch_convention> parse_launch_convention(std::string_view name) {
   return parse_name<launch_convention>(name, launch_convention_names);
+}
+
+const char* to_string(start_method x) {
+  return name_of(x, start_method_names);
+}
+
+std::optional<start_method> parse_start_method(std::string_view name) {
+  return parse_name<start_method>(name, start_method_names);
 }
 
 std::optional<worker_profile> parse_worker_profile(std::string_view name) {
@@ -472,6 +490,9 @@ std::vector<config_key<pool_config>> pool_worker_keys() {
     key<&p::launch>("launch", "how a gRPC worker is launched and found: snakepit "
                               "(unix socket) or upstream (--port 0, ready file with "
                               "the port)"),
+    key<&p::start_method>("start_method",
+                          "how worker processes start: auto, spawn, or forkserver "
+                          "(copies of a template that imported grpc once)"),
     key<&p::command>("command", "the worker program and its arguments; empty: the "
                                 "bundled Python bridge of the kind")
       .check(check_command),

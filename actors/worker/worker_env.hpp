@@ -29,6 +29,10 @@ class process_registry;
 class stderr_pump;
 } // namespace snakepit::adapters
 
+namespace snakepit::actors {
+class worker_templates;
+} // namespace snakepit::actors
+
 namespace snakepit::telemetry {
 class bus;
 } // namespace snakepit::telemetry
@@ -107,6 +111,9 @@ struct worker_env {
   /// The reaper that kills every worker's process group if the host dies, even by
   /// SIGKILL (adapters/orphan_guard.hpp); null only in runtimes built by hand in tests.
   std::shared_ptr<adapters::orphan_guard> guard;
+  /// Template processes that start gRPC Python workers as copies of themselves
+  /// (`pool_config::start_method`); null: every worker is spawned.
+  std::shared_ptr<worker_templates> templates;
   std::shared_ptr<name_table> names = std::make_shared<name_table>();
   /// Each pool's checkout table, for the direct lane of blocking callers.
   std::shared_ptr<lane_table> lanes = std::make_shared<lane_table>();

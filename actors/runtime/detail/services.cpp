@@ -12,6 +12,7 @@
 #include "adapters/bridge_client.hpp"
 #include "adapters/errors.hpp"
 #include "adapters/log.hpp"
+#include "actors/worker/worker_templates.hpp"
 #include "adapters/orphan_guard.hpp"
 #include "adapters/stderr_pump.hpp"
 #include "adapters/stdio_client.hpp"
@@ -219,6 +220,24 @@ service process_table_service(impl& p) {
   return {"process_table", start, stop};
 }
 
+/// The template processes of the gRPC Python workers (actors/worker/worker_templates.hpp),
+/// launched on first use. Stopped after the pools, before the process table waits for
+/// every process of ours to be gone.
+service templates_service(impl& p) {
+  auto start = [&p]() -> caf::error {
+    p.env->templates = std::make_shared<actors::worker_templates>(
+      p.env->processes, p.env->guard, p.env->stderr_pump, p.env->log);
+    return caf::none;
+  };
+  auto stop = [&p]() -> caf::error {
+    if (p.env->templates)
+      p.env->templates->stop();
+    p.env->templates.reset();
+    return caf::none;
+  };
+  return {"worker_templates", start, stop};
+}
+
 /// The host's gRPC server that workers call back (sessions, state, host tools). It
 /// runs before any worker: workers get its address at spawn.
 service bridge_service(impl& p) {
@@ -316,6 +335,7 @@ void add_runtime_services(runtime& rt, runtime::impl& p) {
   stack.add(registry_service(p));
   stack.add(stderr_pump_service(p));
   stack.add(process_table_service(p));
+  stack.add(templates_service(p));
   stack.add(bridge_service(p));
   stack.add(host_adapter_service(p));
   stack.add(tree_service(p));

@@ -21,6 +21,7 @@
 #include "adapters/errors.hpp"
 #include "adapters/orphan_guard.hpp"
 #include "adapters/stderr_pump.hpp"
+#include "actors/worker/worker_templates.hpp"
 
 namespace snakepit::actors::detail {
 
@@ -146,6 +147,34 @@ void announce_spawn(const worker_args& args, pid_t pid) {
   if (auto& bus = env.telemetry; bus && bus->active())
     bus->emit("snakepit.worker.spawned", {{"pid", pid}},
               {{"pool", args.pool_cfg.name}, {"worker_id", args.id}});
+}
+
+/// Whether the worker can be a copy of a template (python/snakepit_bridge/
+/// forkserver.py): the bundled bridge over gRPC, its command as we made it.
+bool templated(const worker_args& args, const adapters::process_spec& spec) {
+  auto& cfg = args.pool_cfg;
+  return args.env->templates && cfg.kind == worker_kind::grpc && cfg.bundled_python() &&
+         cfg.start_method != start_method::spawn && spec.executable == args.env->python &&
+         spec.args.size() >= 2 && spec.args[0] == "-m" && spec.args[1] == "snakepit_bridge";
+}
+
+/// The worker's process: a copy of its template where it can be one, else spawned.
+caf::expected<adapters::child_process> spawn_worker(const worker_args& args,
+                                                    const adapters::process_spec& spec) {
+  if (templated(args, spec)) {
+    auto timeout = std::min<std::chrono::milliseconds>(
+      args.pool_cfg.startup.ready_timeout, std::chrono::seconds{10});
+    auto proc = args.env->templates->spawn(spec, timeout);
+    if (proc)
+      return proc;
+    // A failed template was logged once; this worker starts the usual way.
+    if (args.env->log->enabled(adapters::log_level::debug)) {
+      auto f = worker_fields(args);
+      f["error"] = describe(proc.error());
+      args.env->log->debug("worker not started from its template", f);
+    }
+  }
+  return adapters::spawn_process(spec);
 }
 
 } // namespace
@@ -344,7 +373,7 @@ caf::error worker_process::start(const worker_args& args,
     spec.stdin_fd = child_in;
     spec.stdout_fd = child_out;
   }
-  auto proc = adapters::spawn_process(spec);
+  auto proc = spawn_worker(args, spec);
   // The child has its copies: EOF comes when it is gone.
   for (int fd : {spec.stderr_fd, child_in, child_out})
     if (fd >= 0)
