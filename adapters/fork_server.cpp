@@ -25,6 +25,7 @@ using json = nlohmann::json;
 using clock_type = std::chrono::steady_clock;
 
 constexpr size_t max_reply = 64 * 1024;
+constexpr size_t cmdline_room = 8192;
 /// How long one request may wait for its reply once the template is ready (a copy
 /// takes milliseconds; a template stuck this long is broken).
 constexpr std::chrono::milliseconds reply_timeout{5000};
@@ -32,8 +33,8 @@ constexpr std::chrono::milliseconds reply_timeout{5000};
 /// Waits until `fd` is readable or `deadline` passes; false on timeout.
 bool wait_readable(int fd, clock_type::time_point deadline) {
   for (;;) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline -
-                                                                      clock_type::now());
+    auto left =
+      std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock_type::now());
     if (left.count() < 0)
       left = std::chrono::milliseconds{0};
     pollfd pfd{fd, POLLIN, 0};
@@ -101,7 +102,9 @@ caf::expected<std::unique_ptr<fork_server>> fork_server::launch(process_spec spe
     return make_error(errc::start_failed,
                       "cannot create the worker template's socket: " + errno_text(errno));
   auto executable = spec.executable;
-  spec.args = {"-m", module};
+  // The padding is the room in which each copy writes its own command line
+  // (forkserver.py, set_cmdline), so ps and the sweep by run id see the worker.
+  spec.args = {"-m", module, std::string(cmdline_room, '_')};
   spec.stdin_fd = sv[1];
   spec.new_process_group = true;
   auto proc = spawn_process(spec);

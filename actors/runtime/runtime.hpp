@@ -203,7 +203,8 @@ class runtime {
   /// worker drains and stops. Error: invalid_argument for an unknown worker.
   caf::error recycle_worker(const std::string& worker_id, const std::string& pool = {});
 
-  /// Every OS pid the runtime started and has not seen exit.
+  /// Every OS pid the runtime started and has not seen exit: its workers and their
+  /// templates (`pool_config::start_method`).
   std::vector<int> live_processes() const;
 
   /// The bound address of the metrics endpoint ("127.0.0.1:PORT", the real port

@@ -20,6 +20,9 @@ JSON object per message):
   the template's.
 * template → host: ``{"pid": <worker pid>}`` or ``{"error": "..."}``.
 
+The host passes one long argument of padding after the module name: the room in
+which each copy writes its own command line (``set_cmdline``).
+
 The template exits when the host closes the socket (or dies: the kernel closes it).
 
 Safety of the copy: the template runs no thread and has created no gRPC channel,
@@ -36,6 +39,7 @@ import os
 import platform
 import socket
 import sys
+import threading
 import traceback
 from typing import Any, Dict, List, Sequence
 
@@ -51,10 +55,12 @@ ALLOWED_MODULES = ("snakepit_bridge",)
 MAX_MESSAGE = 1 << 20
 
 _CLONE_PARENT = 0x00008000
+_CLONE_CHILD_SETTID = 0x01000000
 _SIGCHLD = 17
-#: clone's syscall number per architecture (the flags come first on every one).
-_SYS_CLONE = {"x86_64": 56, "aarch64": 220, "riscv64": 220, "ppc64le": 120,
-              "s390x": 120}
+#: clone's syscall number per architecture, and where its child_tid argument goes
+#: (x86_64: flags, stack, parent_tid, child_tid, tls; the generic order swaps the last
+#: two).
+_SYS_CLONE = {"x86_64": (56, 3), "aarch64": (220, 4), "riscv64": (220, 4)}
 
 
 def _threads() -> int:
@@ -64,28 +70,76 @@ def _threads() -> int:
         return 1
 
 
+def _tid_offsets(libc: Any) -> set:
+    """Offsets in the calling thread's glibc thread descriptor that hold its tid."""
+    base = libc.pthread_self()
+    tid = libc.gettid()
+    raw = ctypes.string_at(base, 4096)
+    return {i for i in range(0, len(raw), 4)
+            if int.from_bytes(raw[i:i + 4], sys.byteorder, signed=True) == tid}
+
+
 class Cloner:
-    """``clone(CLONE_PARENT | SIGCHLD)``: like fork, but the child's parent is ours."""
+    """``clone(CLONE_PARENT | CLONE_CHILD_SETTID | SIGCHLD)``: glibc's own fork (which
+    has the kernel write the child's tid into the thread descriptor, so pthread calls
+    on the main thread name the right thread), except that the child's parent is ours.
+    """
 
     def __init__(self) -> None:
-        number = _SYS_CLONE.get(platform.machine())
-        if number is None:
-            raise OSError(f"no clone syscall number known for {platform.machine()}")
+        arch = _SYS_CLONE.get(platform.machine())
+        if arch is None:
+            raise OSError(f"no clone syscall known for {platform.machine()}")
+        self._number, self._tid_arg = arch
         # PyDLL keeps the GIL across the call: the copy resumes exactly as it was.
         libc = ctypes.PyDLL(None, use_errno=True)
+        libc.pthread_self.restype = ctypes.c_void_p
+        libc.gettid.restype = ctypes.c_int
         self._syscall = libc.syscall
         self._syscall.restype = ctypes.c_long
-        self._number = number
+        # Where glibc keeps the tid: the offset that holds it in this thread's
+        # descriptor and in another thread's (one short-lived thread, joined before
+        # anything is copied).
+        found: List[set] = []
+        probe = threading.Thread(target=lambda: found.append(_tid_offsets(libc)))
+        probe.start()
+        probe.join()
+        offsets = _tid_offsets(libc) & (found[0] if found else set())
+        if len(offsets) != 1:
+            raise OSError(f"cannot locate the thread id in glibc's descriptor ({offsets})")
+        self._tid_addr = libc.pthread_self() + offsets.pop()
 
     def __call__(self) -> int:
-        zero = ctypes.c_long(0)
-        pid = self._syscall(ctypes.c_long(self._number),
-                            ctypes.c_long(_CLONE_PARENT | _SIGCHLD), zero, zero, zero,
-                            zero)
+        args = [ctypes.c_long(0)] * 5
+        args[0] = ctypes.c_long(_CLONE_PARENT | _CLONE_CHILD_SETTID | _SIGCHLD)
+        args[self._tid_arg] = ctypes.c_long(self._tid_addr)
+        pid = self._syscall(ctypes.c_long(self._number), *args)
         if pid < 0:
             err = ctypes.get_errno()
             raise OSError(err, os.strerror(err))
         return pid
+
+
+def set_cmdline(args: Sequence[str]) -> bool:
+    """Makes ``/proc/self/cmdline`` read *args*: ps, pgrep and the host's sweep of a
+    dead run (which looks for ``--snakepit-run-id``) see the worker, not the template.
+    Overwrites the argument area in place (fields 48/49 of ``/proc/self/stat``); the
+    host launches the template with a long last argument to make room. Arguments that
+    do not fit are cut."""
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            stat_line = f.read()
+        fields = stat_line[stat_line.rindex(b")") + 2:].split()
+        # fields[0] is field 3 (state): field n is fields[n - 3].
+        start, end = int(fields[48 - 3]), int(fields[49 - 3])
+    except (OSError, ValueError, IndexError):
+        return False
+    size = end - start
+    if size <= 1:
+        return False
+    data = b"\0".join(a.encode("utf-8", "surrogateescape") for a in args)[:size - 1]
+    data += b"\0" * (size - len(data))
+    ctypes.memmove(start, data, size)
+    return True
 
 
 def _send(sock: socket.socket, obj: Dict[str, Any]) -> None:
@@ -115,6 +169,7 @@ def _become_worker(sock: socket.socket, request: Dict[str, Any], fds: Sequence[i
             sys.modules["random"].seed()  # a copy must not repeat its siblings' numbers
         argv: List[str] = [str(a) for a in request.get("argv", [])]
         sys.argv = [request["module"]] + argv
+        set_cmdline([sys.executable, "-m", request["module"]] + argv)
         from snakepit_bridge.server import main
         main(argv)  # exits the process
     except SystemExit as exc:

@@ -73,6 +73,24 @@ inline std::vector<int> processes_with(const std::string& marker) {
   return out;
 }
 
+/// Whether `pid` is a worker template (python/snakepit_bridge/forkserver.py): a
+/// process of the runtime that is no worker.
+inline bool is_worker_template(int pid) {
+  std::ifstream in{"/proc/" + std::to_string(pid) + "/cmdline"};
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str().find("snakepit_bridge.forkserver") != std::string::npos;
+}
+
+/// The runtime's live processes without its worker templates.
+inline std::vector<int> live_worker_processes(const runtime& rt) {
+  std::vector<int> out;
+  for (auto pid : rt.live_processes())
+    if (!is_worker_template(pid))
+      out.push_back(pid);
+  return out;
+}
+
 inline bool path_exists(const std::string& path) {
   struct stat st;
   return ::stat(path.c_str(), &st) == 0;

@@ -36,7 +36,7 @@ bool all_available(snakepit::runtime& rt, size_t n) {
   for (auto& w : *ws)
     if (w.state != "available")
       return false;
-  return rt.live_processes().size() == n;
+  return live_worker_processes(rt).size() == n;
 }
 
 } // namespace

@@ -9,10 +9,10 @@
 #include "actors/pool/adapter.hpp"
 #include "actors/runtime/detail/runtime_dirs.hpp"
 #include "actors/runtime/detail/tree.hpp"
+#include "actors/worker/worker_templates.hpp"
 #include "adapters/bridge_client.hpp"
 #include "adapters/errors.hpp"
 #include "adapters/log.hpp"
-#include "actors/worker/worker_templates.hpp"
 #include "adapters/orphan_guard.hpp"
 #include "adapters/stderr_pump.hpp"
 #include "adapters/stdio_client.hpp"
@@ -220,9 +220,9 @@ service process_table_service(impl& p) {
   return {"process_table", start, stop};
 }
 
-/// The template processes of the gRPC Python workers (actors/worker/worker_templates.hpp),
-/// launched on first use. Stopped after the pools, before the process table waits for
-/// every process of ours to be gone.
+/// The template processes of the gRPC Python workers
+/// (actors/worker/worker_templates.hpp), launched on first use. Stopped after the pools,
+/// before the process table waits for every process of ours to be gone.
 service templates_service(impl& p) {
   auto start = [&p]() -> caf::error {
     p.env->templates = std::make_shared<actors::worker_templates>(

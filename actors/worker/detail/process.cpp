@@ -18,10 +18,10 @@
 
 #include "actors/observability/telemetry.hpp"
 #include "actors/worker/detail/protocol.hpp"
+#include "actors/worker/worker_templates.hpp"
 #include "adapters/errors.hpp"
 #include "adapters/orphan_guard.hpp"
 #include "adapters/stderr_pump.hpp"
-#include "actors/worker/worker_templates.hpp"
 
 namespace snakepit::actors::detail {
 
@@ -155,7 +155,8 @@ bool templated(const worker_args& args, const adapters::process_spec& spec) {
   auto& cfg = args.pool_cfg;
   return args.env->templates && cfg.kind == worker_kind::grpc && cfg.bundled_python() &&
          cfg.start_method != start_method::spawn && spec.executable == args.env->python &&
-         spec.args.size() >= 2 && spec.args[0] == "-m" && spec.args[1] == "snakepit_bridge";
+         spec.args.size() >= 2 && spec.args[0] == "-m" &&
+         spec.args[1] == "snakepit_bridge";
 }
 
 /// The worker's process: a copy of its template where it can be one, else spawned.
