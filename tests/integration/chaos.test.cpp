@@ -44,6 +44,8 @@ struct host {
   std::string run_id;
   std::vector<int> workers;
   std::vector<int> grandchildren;
+  /// Worker templates (pool_config::start_method): processes of the run, no workers.
+  std::vector<int> templates;
 
   host() = default;
   host(host&&) = default;
@@ -67,6 +69,7 @@ struct host {
   std::vector<int> ours() const {
     auto all = workers;
     all.insert(all.end(), grandchildren.begin(), grandchildren.end());
+    all.insert(all.end(), templates.begin(), templates.end());
     return all;
   }
 };
@@ -110,6 +113,8 @@ host boot_host(const std::string& data_dir, int workers, int grandchildren,
         h.run_id = line.substr(4);
       else if (line.rfind("worker ", 0) == 0)
         h.workers.push_back(std::stoi(line.substr(7)));
+      else if (line.rfind("template ", 0) == 0)
+        h.templates.push_back(std::stoi(line.substr(9)));
       else if (line.rfind("grandchild ", 0) == 0)
         h.grandchildren.push_back(std::stoi(line.substr(11)));
       else if (line == "ready")
@@ -138,25 +143,30 @@ TEST_SUITE("chaos") {
     "sweep its entries until only the current run is recorded") {
     chaos_dir dir;
     std::string previous_run;
+    size_t previous_rows = 0;
     double worst = 0;
     for (int boot = 0; boot <= 5; ++boot) {
       CAPTURE(boot);
       if (!previous_run.empty())
-        CHECK(open_registry(dir.path)->entries(previous_run).size() == 4); // stale
+        CHECK(open_registry(dir.path)->entries(previous_run).size() ==
+              previous_rows); // stale
       auto h = boot_host(dir.path, 4, 4);
+      // Workers and their template: the processes the runtime started itself.
+      auto recorded = h.workers;
+      recorded.insert(recorded.end(), h.templates.begin(), h.templates.end());
       for (auto pid : h.ours())
         CHECK(pid_alive(pid));
       {
         // The boot swept the previous run; only this run is recorded, with identities.
         auto reg = open_registry(dir.path);
         auto rows = reg->entries();
-        CHECK(rows.size() == 4);
+        CHECK(rows.size() == recorded.size());
         CHECK(reg->runs() == std::vector<std::string>{h.run_id});
         for (auto& r : rows) {
           CHECK(r.run_id == h.run_id);
           CHECK(r.state == "active");
           CHECK(r.pgid == r.pid);
-          CHECK(std::find(h.workers.begin(), h.workers.end(), r.pid) != h.workers.end());
+          CHECK(std::find(recorded.begin(), recorded.end(), r.pid) != recorded.end());
           CHECK(ad::process_start_time(r.pid) == r.start_time);
         }
       }
@@ -179,6 +189,7 @@ TEST_SUITE("chaos") {
         CHECK_MESSAGE(!pid_alive(pid), "pid " << pid << " survived its host");
       CHECK(processes_with("--snakepit-run-id " + h.run_id).empty());
       previous_run = h.run_id;
+      previous_rows = recorded.size();
     }
     MESSAGE("slowest death of all workers and grandchildren after a host SIGKILL: "
             << worst << " s");
@@ -188,7 +199,7 @@ TEST_SUITE("chaos") {
     auto rep = snakepit::cleanup_orphans(cfg);
     REQUIRE_MESSAGE(rep, explain(rep.error()));
     CHECK(rep->killed == 0);
-    CHECK(rep->removed == 4);
+    CHECK(rep->removed == previous_rows);
     auto reg = open_registry(dir.path);
     CHECK(reg->entries().empty());
     CHECK(reg->runs().empty());
@@ -254,17 +265,24 @@ TEST_SUITE("chaos") {
     // Stopped, not dead: the lifeline pipe stays open, only the heartbeat can tell.
     REQUIRE(h.proc.signal(SIGSTOP));
     auto t0 = clock_type::now();
-    auto all_gone = [&] {
-      for (auto pid : h.ours())
+    // The template (if any) runs no heartbeat: it waits for the host's word, and goes
+    // when the host dies.
+    auto gone = [&](const std::vector<int>& pids) {
+      for (auto pid : pids)
         if (pid_alive(pid))
           return false;
       return true;
     };
+    auto workers = h.workers;
+    workers.insert(workers.end(), h.grandchildren.begin(), h.grandchildren.end());
     // 2 misses of (100 ms interval + 200 ms timeout), plus the worker's stop.
-    CHECK_MESSAGE(eventually(all_gone, 5s), "workers outlived a stopped host");
+    CHECK_MESSAGE(eventually([&] { return gone(workers); }, 5s),
+                  "workers outlived a stopped host");
     MESSAGE("workers of a stopped host gone after " << seconds_since(t0) << " s");
     CHECK(h.proc.alive()); // the host itself is only stopped
     h.kill_hard();
+    CHECK_MESSAGE(eventually([&] { return gone(h.templates); }, 2s),
+                  "a worker template outlived its host by more than 2 s");
     // Its runtime directory and registry entries go with the next sweep.
     snakepit::config cfg;
     cfg.data_dir = dir.path;

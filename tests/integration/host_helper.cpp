@@ -54,8 +54,14 @@ int main(int argc, char** argv) {
     return 2;
   }
   std::printf("run %s\n", (*rt)->run_id().c_str());
-  for (auto pid : (*rt)->live_processes())
-    std::printf("worker %d\n", pid);
+  auto workers = (*rt)->list_workers();
+  for (auto pid : (*rt)->live_processes()) {
+    bool worker = false;
+    for (auto& w : workers ? *workers : std::vector<snakepit::worker_info>{})
+      worker = worker || w.pid == pid;
+    // The rest are worker templates (pool_config::start_method).
+    std::printf("%s %d\n", worker ? "worker" : "template", pid);
+  }
   for (int i = 0; i < grandchildren; ++i) {
     snakepit::execute_options opts;
     opts.timeout = std::chrono::seconds{30};
