@@ -241,10 +241,12 @@ double self_rss_kb();
 
 /// Milliseconds from `runtime::start` to every worker of one pool ready; `host_kb`
 /// gets the host's resident set once they are.
-double startup_ms(const std::string& kind, size_t n, double* host_kb = nullptr) {
+double startup_ms(const std::string& kind, size_t n, double* host_kb = nullptr,
+                  snakepit::start_method how = snakepit::start_method::automatic) {
+  auto pool = pool_of("start", kind, n);
+  pool.start_method = how;
   auto t0 = clock_type::now();
-  auto rt =
-    snakepit::runtime::start(config_of({pool_of("start", kind, n)}), slow_start());
+  auto rt = snakepit::runtime::start(config_of({pool}), slow_start());
   auto ms = since_ms(t0);
   if (!rt) {
     fmt::print(stderr, "start of {} {} workers failed: {}\n", n, kind,
@@ -405,6 +407,12 @@ int main(int argc, char** argv) {
   auto grpc_4 = startup_ms("grpc", 4, &host_kb_4);
   auto grpc_64 = startup_ms("grpc", 64, &host_kb_64);
   auto host_kb_per_worker = (host_kb_64 - host_kb_4) / 60.0;
+  // The same without the template: every worker a fresh interpreter.
+  auto grpc_spawn_4 = startup_ms("grpc", 4, nullptr, snakepit::start_method::spawn);
+  auto grpc_spawn_64 = startup_ms("grpc", 64, nullptr, snakepit::start_method::spawn);
+  fmt::print("gRPC Python spawned instead of copied from the template: 4: {:.0f} ms, "
+             "64: {:.0f} ms\n",
+             grpc_spawn_4, grpc_spawn_64);
   fmt::print(
     "\nstartup to ready: stdio Python 4: {:.0f} ms, 64: {:.0f} ms; stdio Node 4: "
     "{:.0f} ms; gRPC Python 4: {:.0f} ms\n",
@@ -436,6 +444,9 @@ int main(int argc, char** argv) {
   results["startup"]["stdio_node_workers_4_ms"] = node_4;
   results["startup"]["grpc_workers_4_ms"] = grpc_4;
   results["startup"]["grpc_workers_64_ms"] = grpc_64;
+  results["startup"]["grpc_spawned_workers_4_ms"] = grpc_spawn_4;
+  results["startup"]["grpc_spawned_workers_64_ms"] = grpc_spawn_64;
+  results["startup"]["grpc_forkserver_vs_spawn_64"] = ratio(grpc_64, grpc_spawn_64);
   results["memory"]["host_kb_per_worker"] = host_kb_per_worker;
   results["memory"]["stdio_python_worker_rss_mb"] = stdio_rss;
   results["memory"]["grpc_python_worker_rss_mb"] = grpc_rss;
