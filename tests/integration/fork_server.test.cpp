@@ -38,15 +38,16 @@ long stat_field(int pid, int n) {
   return 0;
 }
 
-std::string cmdline(int pid) {
-  std::ifstream in{"/proc/" + std::to_string(pid) + "/cmdline"};
-  std::stringstream ss;
-  ss << in.rdbuf();
-  auto s = ss.str();
-  for (auto& c : s)
-    if (c == '\0')
-      c = ' ';
-  return s;
+/// Whether worker `victim.id` runs again under a new pid and is available (and the
+/// pool has `size` workers, when given).
+bool replaced(runtime& r, const worker_info& victim, size_t size = 0) {
+  auto now = r.list_workers();
+  if (!now || (size > 0 && now->size() != size))
+    return false;
+  for (auto& w : *now)
+    if (w.id == victim.id)
+      return w.pid != victim.pid && w.state == "available";
+  return false;
 }
 
 std::vector<int> templates_of(const runtime& rt) {
@@ -81,7 +82,7 @@ TEST_SUITE("integration.fork_server") {
       CHECK(stat_field(w.pid, 5) == w.pid);
       groups.insert(static_cast<int>(stat_field(w.pid, 5)));
       // Its own command line: what ps, pgrep and the sweep by run id look for.
-      auto cmd = cmdline(w.pid);
+      auto cmd = command_line(w.pid);
       CHECK(cmd.find("-m snakepit_bridge --adapter") != std::string::npos);
       CHECK(cmd.find("--worker-id " + w.id) != std::string::npos);
       CHECK(cmd.find("--snakepit-run-id " + r.run_id()) != std::string::npos);
@@ -94,17 +95,7 @@ TEST_SUITE("integration.fork_server") {
     // A crashed copy is replaced by a new copy of the same template.
     auto victim = ws->front();
     ::kill(victim.pid, SIGKILL);
-    CHECK(eventually(
-      [&] {
-        auto now = r.list_workers();
-        if (!now || now->size() != 3)
-          return false;
-        for (auto& w : *now)
-          if (w.id == victim.id)
-            return w.pid != victim.pid && w.state == "available";
-        return false;
-      },
-      20s));
+    CHECK(eventually([&] { return replaced(r, victim, 3); }, 20s));
     CHECK(templates_of(r) == templates);
     stop_and_check(r);
     CHECK_FALSE(pid_alive(templates.front()));
@@ -137,24 +128,14 @@ TEST_SUITE("integration.fork_server") {
     REQUIRE_FALSE(ws->empty());
     auto victim = ws->front();
     ::kill(victim.pid, SIGKILL);
-    CHECK(eventually(
-      [&] {
-        auto now = r.list_workers();
-        if (!now)
-          return false;
-        for (auto& w : *now)
-          if (w.id == victim.id)
-            return w.pid != victim.pid && w.state == "available";
-        return false;
-      },
-      20s));
+    CHECK(eventually([&] { return replaced(r, victim); }, 20s));
     // The replacement was spawned: its parent is the host, its command line its own.
     auto after = r.list_workers();
     REQUIRE(after);
     for (auto& w : *after)
       if (w.id == victim.id) {
         CHECK(stat_field(w.pid, 4) == ::getpid());
-        CHECK(cmdline(w.pid).find("--worker-id " + w.id) != std::string::npos);
+        CHECK(command_line(w.pid).find("--worker-id " + w.id) != std::string::npos);
       }
     auto a = r.execute("echo", {{"x", 3}});
     CHECK_MESSAGE(a, explain(a.error()));

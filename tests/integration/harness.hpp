@@ -49,6 +49,18 @@ inline bool pid_alive(int pid) {
   return close != std::string::npos && close + 2 < line.size() && line[close + 2] != 'Z';
 }
 
+/// /proc/<pid>/cmdline with its NULs as spaces; "" when unreadable.
+inline std::string command_line(int pid) {
+  std::ifstream in{"/proc/" + std::to_string(pid) + "/cmdline"};
+  std::stringstream ss;
+  ss << in.rdbuf();
+  auto cmd = ss.str();
+  for (auto& c : cmd)
+    if (c == '\0')
+      c = ' ';
+  return cmd;
+}
+
 /// Pids of live processes whose command line carries `marker`.
 inline std::vector<int> processes_with(const std::string& marker) {
   std::vector<int> out;
@@ -59,14 +71,7 @@ inline std::vector<int> processes_with(const std::string& marker) {
     int pid = std::atoi(ent->d_name);
     if (pid <= 0)
       continue;
-    std::ifstream in{"/proc/" + std::to_string(pid) + "/cmdline"};
-    std::stringstream ss;
-    ss << in.rdbuf();
-    auto cmd = ss.str();
-    for (auto& c : cmd)
-      if (c == '\0')
-        c = ' ';
-    if (cmd.find(marker) != std::string::npos && pid_alive(pid))
+    if (command_line(pid).find(marker) != std::string::npos && pid_alive(pid))
       out.push_back(pid);
   }
   ::closedir(dir);
@@ -76,10 +81,7 @@ inline std::vector<int> processes_with(const std::string& marker) {
 /// Whether `pid` is a worker template (python/snakepit_bridge/forkserver.py): a
 /// process of the runtime that is no worker.
 inline bool is_worker_template(int pid) {
-  std::ifstream in{"/proc/" + std::to_string(pid) + "/cmdline"};
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str().find("snakepit_bridge.forkserver") != std::string::npos;
+  return command_line(pid).find("snakepit_bridge.forkserver") != std::string::npos;
 }
 
 /// The runtime's live processes without its worker templates.
