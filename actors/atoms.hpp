@@ -58,5 +58,10 @@ using drain_atom = caf::atom_constant<caf::atom("drain")>;
 using lane_done_atom = caf::atom_constant<caf::atom("lanedone")>;
 /// Session store -> pool: a session expired or was cleaned up; forget its worker.
 using session_forget_atom = caf::atom_constant<caf::atom("sessforg")>;
+/// Pool: change the number of workers (size_t) -> ok_atom | error(invalid_argument,
+/// shutting_down).
+using resize_atom = caf::atom_constant<caf::atom("resize")>;
+/// Pool: how a worker's initialisation stands (worker id) -> worker_init_status.
+using init_status_atom = caf::atom_constant<caf::atom("initstat")>;
 
 } // namespace snakepit::actors

@@ -109,6 +109,8 @@ struct pool_stats {
   double latency_p50_ms = 0;
   double latency_p95_ms = 0;
   double latency_p99_ms = 0;
+  /// Mean latency of completed requests (upstream `avg_response_time_ms`).
+  double avg_response_time_ms = 0;
   /// The streaming histogram the quantiles come from (merges exactly across pools).
   latency_histogram latency;
 };
@@ -120,15 +122,30 @@ struct runtime_stats {
   pool_stats total;
 };
 
-/// One worker as seen by its pool (upstream `list_workers`, with details).
+/// One worker of a pool (upstream `list_workers`, with details): every worker the
+/// pool has asked for and not yet seen go for good, ready or not.
 struct worker_info {
   std::string id;
-  int pid = 0;
-  std::string state; ///< "available" (has headroom) | "busy" (at capacity)
+  int pid = 0; ///< 0 while starting or restarting
+  /// "starting" (never ready yet), "ready" (has headroom), "busy" (at capacity),
+  /// "draining" (takes no new work: recycled, resized away or the pool stops;
+  /// retires once idle), "restarting" (was ready, its process is being replaced).
+  std::string state;
   uint64_t requests = 0;
-  std::chrono::milliseconds uptime{0};
-  size_t load = 0;     ///< requests running now
-  size_t capacity = 1; ///< requests it may run at once
+  std::chrono::milliseconds uptime{0}; ///< since it became ready (0 if it is not)
+  size_t load = 0;                     ///< requests running now
+  size_t capacity = 1;                 ///< requests it may run at once
+  bool tainted = false; ///< crash barrier: offered new work only if no other can take it
+};
+
+/// How a worker's initialisation stands (upstream WorkerStarterRegistry's
+/// `get_init_status`): "initializing" (asked for, not ready: starting or
+/// restarting), "ready", "failed" (its start failed and the pool gave it up;
+/// `reason` says why), or "not_found" (no such worker in the pool now, nor among its
+/// last failures).
+struct worker_init_status {
+  std::string state;
+  std::string reason;
 };
 
 } // namespace snakepit
@@ -140,3 +157,4 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(snakepit::execute_result)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(snakepit::callback_sink)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(snakepit::pool_stats)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<snakepit::worker_info>)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(snakepit::worker_init_status)

@@ -12,6 +12,7 @@
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <string_view>
 #include <thread>
 
 #include <fmt/format.h>
@@ -91,12 +92,28 @@ std::string render(const http_response& r, bool with_body) {
                           "Connection: close\r\n",
                           r.status, reason_of(r.status), r.content_type, r.body.size());
   if (r.status == 405)
-    head += "Allow: GET, HEAD\r\n";
+    head += "Allow: GET, HEAD, POST\r\n";
   head += "\r\n";
   return with_body ? head + r.body : head;
 }
 
 } // namespace
+
+std::optional<std::string> http_request::param(const std::string& key) const {
+  size_t pos = 0;
+  while (pos <= query.size()) {
+    auto end = query.find('&', pos);
+    if (end == std::string::npos)
+      end = query.size();
+    auto item = std::string_view{query}.substr(pos, end - pos);
+    auto eq = item.find('=');
+    if (item.substr(0, eq) == key)
+      return eq == std::string_view::npos ? std::string{}
+                                          : std::string{item.substr(eq + 1)};
+    pos = end + 1;
+  }
+  return std::nullopt;
+}
 
 struct http_server::impl {
   int listen_fd = -1;
@@ -137,16 +154,19 @@ struct http_server::impl {
         line.compare(sp2 + 1, 5, "HTTP/") != 0) {
       res = {400, "text/plain; charset=utf-8", "malformed request\n"};
     } else {
-      auto method = line.substr(0, sp1);
-      auto path = line.substr(sp1 + 1, sp2 - sp1 - 1);
-      if (auto q = path.find('?'); q != std::string::npos)
-        path.resize(q);
-      if (method != "GET" && method != "HEAD") {
-        res = {405, "text/plain; charset=utf-8", "only GET is served\n"};
+      http_request hr;
+      hr.method = line.substr(0, sp1);
+      hr.path = line.substr(sp1 + 1, sp2 - sp1 - 1);
+      if (auto q = hr.path.find('?'); q != std::string::npos) {
+        hr.query = hr.path.substr(q + 1);
+        hr.path.resize(q);
+      }
+      if (hr.method != "GET" && hr.method != "HEAD" && hr.method != "POST") {
+        res = {405, "text/plain; charset=utf-8", "only GET, HEAD and POST are served\n"};
       } else {
-        with_body = method == "GET";
+        with_body = hr.method != "HEAD";
         try {
-          res = handler(path);
+          res = handler(hr);
         } catch (const std::exception& e) {
           res = {503, "text/plain; charset=utf-8", std::string{e.what()} + "\n"};
         }
@@ -309,6 +329,13 @@ const std::string& http_server::address() const {
 caf::expected<http_reply> http_get_unix(const std::string& path,
                                         const std::string& target,
                                         std::chrono::milliseconds timeout) {
+  return http_request_unix(path, "GET", target, timeout);
+}
+
+caf::expected<http_reply> http_request_unix(const std::string& path,
+                                            const std::string& method,
+                                            const std::string& target,
+                                            std::chrono::milliseconds timeout) {
   auto deadline = clock::now() + timeout;
   sockaddr_un sa{};
   sa.sun_family = AF_UNIX;
@@ -325,8 +352,8 @@ caf::expected<http_reply> http_get_unix(const std::string& path,
   if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0)
     return make_error(errc::unavailable, sys_error("cannot connect to " + path));
   ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
-  auto req = fmt::format(
-    "GET {} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n", target);
+  auto req = fmt::format("{} {} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+                         method, target);
   if (!write_all(fd, req, deadline))
     return make_error(errc::unavailable, "cannot send the request to " + path);
   std::string resp;

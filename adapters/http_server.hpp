@@ -1,12 +1,14 @@
-// A minimal HTTP/1.1 server for GET requests, on a TCP or unix socket, with its own
-// thread (poll-based; one request per connection, answered in turn). It serves the
-// Prometheus metrics endpoint and the control socket; neither needs more. Plus the
-// matching client for unix sockets (the CLI's `stats` and `workers`).
+// A minimal HTTP/1.1 server for GET, HEAD and body-less POST requests, on a TCP or
+// unix socket, with its own thread (poll-based; one request per connection,
+// answered in turn). It serves the Prometheus metrics endpoint and the control
+// socket; neither needs more. Plus the matching client for unix sockets (the CLI's
+// `stats`, `workers` and `scale`).
 #pragma once
 
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include <caf/expected.hpp>
@@ -20,9 +22,19 @@ struct http_response {
   std::string body;
 };
 
-/// Called on the server's thread with the request path (query string removed); it may
-/// block briefly (it asks actors with a timeout), never on a CAF thread.
-using http_handler = std::function<http_response(const std::string& path)>;
+/// What a handler is asked. Request bodies are not read (nothing served needs one).
+struct http_request {
+  std::string method; ///< "GET", "HEAD" or "POST" (others are refused with 405)
+  std::string path;   ///< the target without its query string
+  std::string query;  ///< after the '?', not decoded; empty if none
+
+  /// The value of `key` in the query ("a=1&b=2"), if present.
+  std::optional<std::string> param(const std::string& key) const;
+};
+
+/// Called on the server's thread; it may block briefly (it asks actors with a
+/// timeout), never on a CAF thread. A HEAD request's body is dropped.
+using http_handler = std::function<http_response(const http_request& req)>;
 
 /// A listening server; stops (and joins its thread) on `stop()` or destruction.
 class http_server {
@@ -61,9 +73,15 @@ struct http_reply {
   std::string body;
 };
 
-/// GET `target` from the server on the unix socket `path` (connect, send, read to
-/// EOF within `timeout`). Errors: unavailable when nothing listens there, timeout,
-/// internal for a malformed reply.
+/// Sends `method target` to the server on the unix socket `path` (connect, send,
+/// read to EOF within `timeout`). Errors: unavailable when nothing listens there,
+/// timeout, internal for a malformed reply.
+caf::expected<http_reply> http_request_unix(const std::string& path,
+                                            const std::string& method,
+                                            const std::string& target,
+                                            std::chrono::milliseconds timeout);
+
+/// `http_request_unix(path, "GET", target, timeout)`.
 caf::expected<http_reply> http_get_unix(const std::string& path,
                                         const std::string& target,
                                         std::chrono::milliseconds timeout);

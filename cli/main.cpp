@@ -640,10 +640,11 @@ std::vector<instance> live_instances() {
   return out;
 }
 
-/// GET `target` from the instance chosen by --runtime-dir / --pid (or the only
-/// live one) and return its JSON; prints the error and sets `code` otherwise.
+/// Sends `method target` to the instance chosen by --runtime-dir / --pid (or the
+/// only live one) and returns its JSON; prints the error and sets `code` otherwise.
 std::optional<json> ask_instance(const std::string& runtime_dir, long pid,
-                                 const std::string& target, int& code) {
+                                 const std::string& target, int& code,
+                                 const std::string& method = "GET") {
   code = exit_no_instance;
   std::string dir = runtime_dir;
   if (dir.empty()) {
@@ -673,7 +674,8 @@ std::optional<json> ask_instance(const std::string& runtime_dir, long pid,
     }
     dir = found.front().dir;
   }
-  auto reply = snakepit::adapters::http_get_unix(dir + "/control.sock", target, 10s);
+  auto reply =
+    snakepit::adapters::http_request_unix(dir + "/control.sock", method, target, 10s);
   if (!reply) {
     fmt::print(stderr, "snakepit: cannot reach the instance in {}: {}\n", dir,
                snakepit::describe(reply.error()));
@@ -684,7 +686,7 @@ std::optional<json> ask_instance(const std::string& runtime_dir, long pid,
     fmt::print(
       stderr, "snakepit: the instance in {} answered {}: {}\n", dir, reply->status,
       body.is_object() && body.contains("error") ? body["error"].dump() : reply->body);
-    code = exit_failure;
+    code = reply->status == 400 || reply->status == 404 ? exit_unknown : exit_failure;
     return std::nullopt;
   }
   code = exit_ok;
@@ -758,11 +760,28 @@ int cmd_workers(const std::string& runtime_dir, long pid, bool as_json) {
     {"pool", "worker", "pid", "state", "load", "capacity", "requests", "uptime_s"}};
   for (auto& p : (*body)["pools"])
     for (auto& w : p["workers"])
-      rows.push_back({p["pool"].get<std::string>(), w["id"].get<std::string>(),
-                      num(w["pid"]), w["state"].get<std::string>(), num(w["load"]),
-                      num(w["capacity"]), num(w["requests"]),
-                      fmt::format("{:.1f}", w["uptime_ms"].get<double>() / 1000.0)});
+      rows.push_back(
+        {p["pool"].get<std::string>(), w["id"].get<std::string>(), num(w["pid"]),
+         w["state"].get<std::string>() + (w.value("tainted", false) ? " (tainted)" : ""),
+         num(w["load"]), num(w["capacity"]), num(w["requests"]),
+         fmt::format("{:.1f}", w["uptime_ms"].get<double>() / 1000.0)});
   print_table(rows);
+  return exit_ok;
+}
+
+/// Resizes a pool of a running instance (POST /scale on its control socket).
+int cmd_scale(const std::string& runtime_dir, long pid, const std::string& pool,
+              size_t size, bool as_json) {
+  int code = exit_ok;
+  auto body = ask_instance(
+    runtime_dir, pid, fmt::format("/scale?pool={}&size={}", pool, size), code, "POST");
+  if (!body)
+    return code;
+  if (as_json)
+    fmt::print("{}\n", body->dump());
+  else
+    fmt::print("pool {}: resizing to {} workers\n", (*body)["pool"].get<std::string>(),
+               num((*body)["size"]));
   return exit_ok;
 }
 
@@ -838,7 +857,16 @@ int main(int argc, char** argv) {
     app.add_subcommand("stats", "Print the stats of a running instance (per pool "
                                 "and total)");
   auto* workers = app.add_subcommand("workers", "List the workers of a running instance");
-  for (auto* sub : {stats, workers}) {
+  std::string scale_pool;
+  size_t scale_size = 0;
+  auto* scale = app.add_subcommand(
+    "scale", "Resize a pool of a running instance (growing starts workers; "
+             "shrinking drains the chosen ones first)");
+  scale->add_option("pool", scale_pool, "Pool name")->required();
+  scale->add_option("size", scale_size, "New number of workers (1..1024)")
+    ->required()
+    ->check(CLI::Range(1, 1024));
+  for (auto* sub : {stats, workers, scale}) {
     sub->add_option("--runtime-dir", runtime_dir,
                     "Runtime directory of the instance (holds control.sock)");
     sub->add_option("--pid", instance_pid, "Pid of the instance's host process")
@@ -876,6 +904,8 @@ int main(int argc, char** argv) {
     return cmd_stats(runtime_dir, instance_pid, as_json);
   if (workers->parsed())
     return cmd_workers(runtime_dir, instance_pid, as_json);
+  if (scale->parsed())
+    return cmd_scale(runtime_dir, instance_pid, scale_pool, scale_size, as_json);
   if (cleanup->parsed())
     return cmd_cleanup(config_path);
   return exit_usage;

@@ -177,6 +177,10 @@ struct pool_circuit {
   int threshold = 5;
   /// Time until the half-open probe.
   std::chrono::milliseconds reset{30000};
+  /// Calls in a row that ended in `worker_crashed` or `timeout` and open the
+  /// circuit for calls (new calls get `circuit_open` until, after `reset`, one
+  /// trial call succeeds); 0: calls never open it.
+  int call_failures = 0;
 };
 
 /// Restart intensity of a supervisor (OTP `intensity`/`period`; upstream 3 in 5 s):

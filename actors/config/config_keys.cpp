@@ -593,6 +593,10 @@ std::vector<config_key<pool_config>> pool_policy_keys() {
     key<&p::circuit, &pool_circuit::threshold>(
       "circuit_threshold", "failed starts in a row that open the circuit")
       .non_negative("0: no breaker"),
+    key<&p::circuit, &pool_circuit::call_failures>(
+      "circuit_call_failures",
+      "calls in a row ending in worker_crashed or timeout that open the circuit; 0: off")
+      .at_least(0),
     key<&p::circuit, &pool_circuit::reset>("circuit_reset",
                                            "time until the half-open probe")
       .positive(),

@@ -1,5 +1,6 @@
 #include "actors/observability/control.hpp"
 
+#include <charconv>
 #include <map>
 
 #include "actors/observability/metrics.hpp"
@@ -17,6 +18,36 @@ adapters::http_response failure(const caf::error& err) {
   return {503, json_type, json{{"error", describe(err)}}.dump() + "\n"};
 }
 
+adapters::http_response refusal(int status, const std::string& why) {
+  return {status, json_type, json{{"error", why}}.dump() + "\n"};
+}
+
+/// POST /scale?pool=P&size=N: resizes pool P (empty or absent: the first pool).
+adapters::http_response scale(runtime& rt, const adapters::http_request& req) {
+  auto pool = req.param("pool").value_or("");
+  auto size_text = req.param("size").value_or("");
+  size_t n = 0;
+  auto [end, ec] =
+    std::from_chars(size_text.data(), size_text.data() + size_text.size(), n);
+  if (size_text.empty() || ec != std::errc{} ||
+      end != size_text.data() + size_text.size())
+    return refusal(400, "size must be a whole number: POST /scale?pool=P&size=N");
+  if (auto err = rt.resize_pool(pool, n)) {
+    int status = err == errc::invalid_argument ? 400
+                 : err == errc::pool_not_found ? 404
+                                               : 503;
+    return refusal(status, describe(err));
+  }
+  return {
+    200, json_type,
+    json{{"pool", pool.empty() ? rt.pool_names().front() : pool}, {"size", n}}.dump() +
+      "\n"};
+}
+
+bool reads(const adapters::http_request& req) {
+  return req.method == "GET" || req.method == "HEAD";
+}
+
 } // namespace
 
 void control_servers::stop() {
@@ -26,7 +57,14 @@ void control_servers::stop() {
     metrics->stop();
 }
 
-adapters::http_response answer(runtime& rt, const std::string& path, bool control) {
+adapters::http_response answer(runtime& rt, const adapters::http_request& req,
+                               bool control) {
+  auto& path = req.path;
+  if (control && path == "/scale")
+    return req.method == "POST" ? scale(rt, req)
+                                : refusal(405, "POST /scale?pool=P&size=N");
+  if (!reads(req))
+    return refusal(405, "only GET and HEAD are served here");
   if (path == "/health")
     return {200, "text/plain; charset=utf-8", "ok\n"};
   if (path == "/metrics") {
@@ -58,7 +96,7 @@ adapters::http_response answer(runtime& rt, const std::string& path, bool contro
     return {200, json_type, json{{"pools", std::move(pools)}}.dump() + "\n"};
   }
   return {404, "text/plain; charset=utf-8",
-          control ? "not found; try /stats, /workers, /metrics or /health\n"
+          control ? "not found; try /stats, /workers, /metrics, /health or POST /scale\n"
                   : "not found; try /metrics\n"};
 }
 
@@ -67,7 +105,7 @@ caf::expected<control_servers> start_control_servers(runtime& rt, const config& 
   if (cfg.control_socket) {
     auto srv = adapters::http_server::listen_unix(
       rt.runtime_dir() + "/control.sock",
-      [&rt](const std::string& path) { return answer(rt, path, true); });
+      [&rt](const adapters::http_request& req) { return answer(rt, req, true); });
     if (!srv)
       return srv.error();
     out.control = std::move(*srv);
@@ -75,7 +113,7 @@ caf::expected<control_servers> start_control_servers(runtime& rt, const config& 
   if (!cfg.metrics.address.empty()) {
     auto srv = adapters::http_server::listen_tcp(
       cfg.metrics.address,
-      [&rt](const std::string& path) { return answer(rt, path, false); });
+      [&rt](const adapters::http_request& req) { return answer(rt, req, false); });
     if (!srv) {
       out.stop();
       return srv.error();

@@ -1,7 +1,8 @@
-// The runtime's two read-only HTTP endpoints: the opt-in Prometheus metrics endpoint
-// (`config::metrics.address`) and the control socket `<runtime dir>/control.sock`
-// that `snakepit stats` / `snakepit workers` talk to. Both answer on their own thread
-// by asking the pools with a timeout; no CAF scheduler thread ever waits on a socket.
+// The runtime's two HTTP endpoints: the opt-in, read-only Prometheus metrics
+// endpoint (`config::metrics.address`) and the control socket
+// `<runtime dir>/control.sock` that `snakepit stats` / `workers` / `scale` talk to. Both
+// answer on their own thread by asking the pools with a timeout; no CAF scheduler thread
+// ever waits on a socket.
 #pragma once
 
 #include <memory>
@@ -31,8 +32,11 @@ struct control_servers {
 /// address cannot be bound, invalid_config for a malformed one.
 caf::expected<control_servers> start_control_servers(runtime& rt, const config& cfg);
 
-/// The answer to GET `path` on the control socket (`control` = true: /stats,
-/// /workers, /metrics, /health) or on the metrics endpoint (/metrics, /health).
-adapters::http_response answer(runtime& rt, const std::string& path, bool control);
+/// The answer to a request on the control socket (`control` = true: GET /stats,
+/// /workers, /metrics, /health; POST /scale?pool=P&size=N resizes pool P) or on the
+/// metrics endpoint (GET /metrics, /health). Only the control socket (a private
+/// unix socket, mode 0600) changes anything.
+adapters::http_response answer(runtime& rt, const adapters::http_request& req,
+                               bool control);
 
 } // namespace snakepit::actors

@@ -11,6 +11,9 @@ void derive_stats(pool_stats& s) {
   s.latency_p50_ms = s.latency.quantile_us(0.50) / 1000.0;
   s.latency_p95_ms = s.latency.quantile_us(0.95) / 1000.0;
   s.latency_p99_ms = s.latency.quantile_us(0.99) / 1000.0;
+  auto n = s.latency.count();
+  s.avg_response_time_ms =
+    n ? static_cast<double>(s.latency.sum_us()) / static_cast<double>(n) / 1000.0 : 0;
 }
 
 pool_stats sum_stats(const std::vector<pool_stats>& pools) {
@@ -62,6 +65,7 @@ json to_json(const pool_stats& s) {
     {"worker_crashes", s.worker_crashes},
     {"restarts", s.restarts},
     {"recycles", s.recycles},
+    {"avg_response_time_ms", s.avg_response_time_ms},
     {"latency_ms",
      {{"p50", s.latency_p50_ms},
       {"p95", s.latency_p95_ms},
@@ -87,7 +91,8 @@ json to_json(const worker_info& w) {
               {"load", w.load},
               {"capacity", w.capacity},
               {"requests", w.requests},
-              {"uptime_ms", w.uptime.count()}};
+              {"uptime_ms", w.uptime.count()},
+              {"tainted", w.tainted}};
 }
 
 namespace {

@@ -152,6 +152,18 @@ void direct_lane::notify(const std::string& worker_id) {
     fn(worker_id);
 }
 
+uint32_t direct_lane::note_outcome(bool failed) noexcept {
+  if (!failed) {
+    failure_run_.store(0);
+    return 0;
+  }
+  return failure_run_.fetch_add(1) + 1;
+}
+
+bool worker_failed(const execute_result& res) {
+  return !res && (res.error() == errc::worker_crashed || res.error() == errc::timeout);
+}
+
 void direct_lane::record(const execute_result& res, int64_t us) {
   std::lock_guard<std::mutex> guard{mtx_};
   if (res) {
@@ -240,7 +252,9 @@ std::optional<execute_result> direct_lane::execute(execute_request& req,
   if (bus && bus->active())
     bus->emit(out ? "snakepit.request.stop" : "snakepit.request.exception",
               json{{"duration_us", us}}, request_stop_metadata(ctx_.pool, out));
-  if (!open_.load() || !slot->claimable() || limit_reached)
+  auto threshold = failure_threshold_.load();
+  bool run_reached = threshold > 0 && note_outcome(worker_failed(out)) >= threshold;
+  if (!open_.load() || !slot->claimable() || limit_reached || run_reached)
     notify(slot->worker_id);
   return out;
 }

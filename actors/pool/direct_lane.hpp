@@ -118,6 +118,10 @@ struct lane_context {
     touch_session;
 };
 
+/// Whether a call's outcome says its worker failed it: worker_crashed or timeout
+/// (what the circuit breaker on calls counts).
+bool worker_failed(const execute_result& res);
+
 /// The checkout table of one pool. Thread-safe.
 class direct_lane {
  public:
@@ -147,6 +151,12 @@ class direct_lane {
   void retire();
   /// What lane calls added to the pool's counters.
   lane_counters counters() const;
+  /// The pool's run of calls that ended in worker_crashed or timeout (either path):
+  /// `note_outcome` adds one call's outcome and returns the run's length. With a
+  /// threshold set, a lane call that makes the run reach it tells the pool.
+  uint32_t note_outcome(bool failed) noexcept;
+  uint32_t failure_run() const noexcept { return failure_run_.load(); }
+  void set_failure_threshold(uint32_t n) noexcept { failure_threshold_.store(n); }
 
   // --- the caller's side ------------------------------------------------------------
 
@@ -166,6 +176,8 @@ class direct_lane {
   lane_context ctx_;
   std::atomic<bool> open_{false};
   std::atomic<bool> retired_{false};
+  std::atomic<uint32_t> failure_run_{0};
+  std::atomic<uint32_t> failure_threshold_{0};
   std::atomic<uint64_t> use_seq_{0};
   std::atomic<uint64_t> next_call_{0};
 

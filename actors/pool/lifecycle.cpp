@@ -116,6 +116,12 @@ bool circuit_breaker::on_failure(time_point now) {
   return false;
 }
 
+void circuit_breaker::trip(time_point now) {
+  failures_ = std::max(failures_, threshold_);
+  state_ = state::open;
+  opened_at_ = now;
+}
+
 bool circuit_breaker::on_success() {
   failures_ = 0;
   if (state_ == state::closed)

@@ -50,6 +50,10 @@ class circuit_breaker {
   /// A worker became ready. True if this closed the circuit.
   bool on_success();
 
+  /// Opens the circuit now, whatever its state (a caller that counts failures
+  /// itself decided).
+  void trip(time_point now);
+
   /// Open and `reset` has passed: moves to half-open and returns true.
   bool try_half_open(time_point now);
 

@@ -4,6 +4,7 @@
 // worker supervisor and workers, timers, monitors).
 #include "actors/pool/pool.hpp"
 
+#include <atomic>
 #include <random>
 #include <unordered_map>
 
@@ -82,6 +83,9 @@ struct pool_state {
 
   pool_config cfg;
   std::shared_ptr<const worker_env> env;
+  /// The pool's size as last resized, shared with its child spec: a restarted
+  /// pool keeps it.
+  std::shared_ptr<std::atomic<size_t>> size;
   caf::actor worker_sup;
   std::shared_ptr<direct_lane> lane;
   std::unique_ptr<shell_callee> callee;
@@ -356,6 +360,15 @@ caf::result<caf::ok_atom> recycle(pool_ptr self, const std::string& id) {
   return caf::ok_atom::value;
 }
 
+caf::result<caf::ok_atom> resize(pool_ptr self, size_t n) {
+  caf::error err;
+  step(self, [&](detail::pool_core& core) { err = core.resize(n); });
+  if (err)
+    return err;
+  self->state.size->store(n);
+  return caf::ok_atom::value;
+}
+
 /// The deadline of windowed stream `id` passed (or it ended: forget it).
 void stream_expired(pool_ptr self, uint64_t id, bool expired) {
   if (auto sink = windowed(self, id); sink && !sink->ended())
@@ -366,9 +379,12 @@ void stream_expired(pool_ptr self, uint64_t id, bool expired) {
 pool_private::behavior_type pool_behavior(pool_ptr self);
 
 pool_private::behavior_type pool_impl(pool_ptr self, pool_config cfg,
-                                      std::shared_ptr<const worker_env> env) {
+                                      std::shared_ptr<const worker_env> env,
+                                      std::shared_ptr<std::atomic<size_t>> size) {
   auto& st = self->state;
   st.cfg = std::move(cfg);
+  st.cfg.pool_size = size->load();
+  st.size = std::move(size);
   st.env = std::move(env);
   st.worker_sup = st.env->names->get("worker_sup");
   if (!st.worker_sup) {
@@ -442,6 +458,8 @@ pool_private::behavior_type pool_behavior(pool_ptr self) {
     [self](await_ready_atom) { return await_ready(self); },
     [&core](get_stats_atom) { return core.stats(); },
     [&core](list_workers_atom) { return core.workers(); },
+    [&core](init_status_atom, const std::string& id) { return core.init_status(id); },
+    [self](resize_atom, size_t n) { return resize(self, n); },
     [self](recycle_atom, std::string& id) { return recycle(self, id); },
     [self](drain_atom) {
       step(self, [](core_t& c) { c.drain(); });
@@ -493,9 +511,10 @@ supervision::child_spec pool_spec(pool_config cfg,
   spec.restart = supervision::restart_type::permanent;
   spec.type = supervision::child_type::worker;
   spec.shutdown = supervision::shutdown_spec::after(std::chrono::seconds{5});
-  spec.start = [cfg, env](caf::local_actor* parent, supervision::start_ack ack,
-                          const caf::message&) -> caf::actor {
-    auto hdl = caf::actor_cast<caf::actor>(parent->spawn(pool_impl, cfg, env));
+  auto size = std::make_shared<std::atomic<size_t>>(cfg.pool_size);
+  spec.start = [cfg, env, size](caf::local_actor* parent, supervision::start_ack ack,
+                                const caf::message&) -> caf::actor {
+    auto hdl = caf::actor_cast<caf::actor>(parent->spawn(pool_impl, cfg, env, size));
     env->names->put("pool:" + cfg.name, hdl);
     ack.ok(hdl);
     return hdl;

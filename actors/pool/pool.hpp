@@ -42,23 +42,26 @@ namespace snakepit::actors {
 ///   id first in every chunk and end; at most `window` unacknowledged chunks
 ///   (`stream_ack_atom, id, n`); `stream_halt_atom, id` stops it (a clean end follows).
 /// - `await_ready_atom` -> ok once startup is over with a ready worker, else
-///   start_failed; `get_stats_atom`, `list_workers_atom`; `recycle_atom, id`
-///   -> ok or invalid_argument; `drain_atom` -> ok (new work fails with
-///   shutting_down); `python_telemetry_atom` (forwarded to every worker).
-using pool_actor =
-  caf::typed_actor<caf::replies_to<execute_atom, execute_request>::with<execute_reply>,
-                   caf::reacts_to<execute_cb_atom, execute_request, callback_sink>,
-                   caf::reacts_to<stream_atom, execute_request, stream_sink_ptr>,
-                   caf::reacts_to<stream_atom, execute_request>,
-                   caf::reacts_to<stream_atom, execute_request, uint32_t>,
-                   caf::reacts_to<stream_ack_atom, uint64_t, uint32_t>,
-                   caf::reacts_to<stream_halt_atom, uint64_t>,
-                   caf::replies_to<await_ready_atom>::with<caf::ok_atom>,
-                   caf::replies_to<get_stats_atom>::with<pool_stats>,
-                   caf::replies_to<list_workers_atom>::with<std::vector<worker_info>>,
-                   caf::replies_to<recycle_atom, std::string>::with<caf::ok_atom>,
-                   caf::replies_to<drain_atom>::with<caf::ok_atom>,
-                   caf::reacts_to<python_telemetry_atom>>;
+///   start_failed; `get_stats_atom`, `list_workers_atom`; `init_status_atom, id`
+///   -> worker_init_status; `recycle_atom, id` -> ok or invalid_argument;
+///   `resize_atom, size_t` -> ok, invalid_argument or shutting_down; `drain_atom`
+///   -> ok (new work fails with shutting_down); `python_telemetry_atom`
+///   (forwarded to every worker).
+using pool_actor = caf::typed_actor<
+  caf::replies_to<execute_atom, execute_request>::with<execute_reply>,
+  caf::reacts_to<execute_cb_atom, execute_request, callback_sink>,
+  caf::reacts_to<stream_atom, execute_request, stream_sink_ptr>,
+  caf::reacts_to<stream_atom, execute_request>,
+  caf::reacts_to<stream_atom, execute_request, uint32_t>,
+  caf::reacts_to<stream_ack_atom, uint64_t, uint32_t>,
+  caf::reacts_to<stream_halt_atom, uint64_t>,
+  caf::replies_to<await_ready_atom>::with<caf::ok_atom>,
+  caf::replies_to<get_stats_atom>::with<pool_stats>,
+  caf::replies_to<list_workers_atom>::with<std::vector<worker_info>>,
+  caf::replies_to<init_status_atom, std::string>::with<worker_init_status>,
+  caf::replies_to<resize_atom, size_t>::with<caf::ok_atom>,
+  caf::replies_to<recycle_atom, std::string>::with<caf::ok_atom>,
+  caf::replies_to<drain_atom>::with<caf::ok_atom>, caf::reacts_to<python_telemetry_atom>>;
 
 /// The typed handle of a pool found by name (the name table holds `caf::actor`).
 inline pool_actor pool_handle(const caf::actor& hdl) {
@@ -130,6 +133,19 @@ auto get_stats(Self&& self, const pool_actor& pool, Timeout timeout) {
 template<class Self, class Timeout>
 auto list_workers(Self&& self, const pool_actor& pool, Timeout timeout) {
   return self->request(pool, timeout, list_workers_atom::value);
+}
+
+/// Replies with how worker `id`'s initialisation stands (`worker_init_status`).
+template<class Self, class Timeout>
+auto init_status(Self&& self, const pool_actor& pool, std::string id, Timeout timeout) {
+  return self->request(pool, timeout, init_status_atom::value, std::move(id));
+}
+
+/// Sets the pool's number of workers to `n` (pool_core::resize); replies ok once
+/// the change is under way (not when the workers are ready or gone).
+template<class Self, class Timeout>
+auto resize(Self&& self, const pool_actor& pool, size_t n, Timeout timeout) {
+  return self->request(pool, timeout, resize_atom::value, n);
 }
 
 /// Recycles worker `id` now; replies ok, or invalid_argument for an unknown id.

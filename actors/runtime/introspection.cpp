@@ -15,6 +15,13 @@ namespace snakepit {
 
 using namespace std::chrono_literals;
 
+std::vector<std::string> runtime::pool_names() const {
+  std::vector<std::string> out;
+  for (auto& p : impl_->cfg.pools)
+    out.push_back(p.name);
+  return out;
+}
+
 caf::expected<pool_stats> runtime::get_stats(const std::string& pool) {
   auto hdl = impl_->find_pool(pool);
   if (!hdl)
@@ -82,6 +89,28 @@ caf::error runtime::recycle_worker(const std::string& worker_id,
   caf::scoped_actor self{*impl_->sys};
   caf::error out = caf::make_error(errc::timeout, "recycle_worker");
   actors::recycle_worker(self, actors::pool_handle(hdl), worker_id, 5s)
+    .receive([&](caf::ok_atom) { out = caf::none; },
+             [&](caf::error& err) { out = std::move(err); });
+  return out;
+}
+
+caf::expected<worker_init_status> runtime::get_init_status(const std::string& worker_id,
+                                                           const std::string& pool) {
+  auto hdl = impl_->find_pool(pool);
+  if (!hdl)
+    return impl_->pool_missing(pool);
+  return detail::ask<worker_init_status>(*impl_->sys, hdl, [&](auto& self) {
+    return actors::init_status(self, actors::pool_handle(hdl), worker_id, 5s);
+  });
+}
+
+caf::error runtime::resize_pool(const std::string& pool, size_t n) {
+  auto hdl = impl_->find_pool(pool);
+  if (!hdl)
+    return impl_->pool_missing(pool);
+  caf::scoped_actor self{*impl_->sys};
+  caf::error out = caf::make_error(errc::timeout, "resize_pool");
+  actors::resize(self, actors::pool_handle(hdl), n, 5s)
     .receive([&](caf::ok_atom) { out = caf::none; },
              [&](caf::error& err) { out = std::move(err); });
   return out;

@@ -185,6 +185,10 @@ class runtime {
 
   // --- Stats, workers and introspection (introspection.cpp) -----------------------
 
+  /// The names of the running pools, in configuration order (pools added at run
+  /// time last).
+  std::vector<std::string> pool_names() const;
+
   /// Statistics of one pool (empty name: the first pool).
   caf::expected<pool_stats> get_stats(const std::string& pool = {});
 
@@ -193,15 +197,29 @@ class runtime {
   /// at that moment is left out; shutting_down once stopped.
   caf::expected<runtime_stats> get_all_stats();
 
-  /// The ready workers of one pool.
+  /// The workers of one pool: ready, busy, draining, and those starting or
+  /// restarting (see `worker_info::state`).
   caf::expected<std::vector<worker_info>> list_workers(const std::string& pool = {});
 
-  /// The ready workers of every running pool, by pool name.
+  /// How a worker's initialisation stands: initializing, ready, failed (with the
+  /// reason) or not_found (upstream WorkerStarterRegistry.get_init_status).
+  caf::expected<worker_init_status> get_init_status(const std::string& worker_id,
+                                                    const std::string& pool = {});
+
+  /// The workers of every running pool, by pool name.
   caf::expected<std::map<std::string, std::vector<worker_info>>> list_all_workers();
 
   /// Recycles a worker now (docs/reliability.md): a replacement starts, then the
   /// worker drains and stops. Error: invalid_argument for an unknown worker.
   caf::error recycle_worker(const std::string& worker_id, const std::string& pool = {});
+
+  /// Changes a running pool's number of workers (docs/pool.md "Resizing"). Growing
+  /// starts the missing workers in the start-up's batches; shrinking drains the
+  /// chosen workers first (they finish their calls, none fails because of the
+  /// resize). Returns once the change is under way; a restarted pool keeps the new
+  /// size. Errors: invalid_argument (outside 1..1024), pool_not_found,
+  /// shutting_down.
+  caf::error resize_pool(const std::string& pool, size_t n);
 
   /// Every OS pid the runtime started and has not seen exit: its workers and their
   /// templates (`pool_config::start_method`).

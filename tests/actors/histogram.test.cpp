@@ -181,6 +181,7 @@ TEST_SUITE("actors.metrics") {
     CHECK(s.latency_p50_ms == doctest::Approx(50).epsilon(0.02));
     CHECK(s.latency_p95_ms == doctest::Approx(95).epsilon(0.02));
     CHECK(s.latency_p99_ms == doctest::Approx(99).epsilon(0.02));
+    CHECK(s.avg_response_time_ms == doctest::Approx(50.5)); // mean of 1..100 ms
   }
 
   TEST_CASE("the total adds counters and merges histograms") {

@@ -27,12 +27,15 @@ using namespace std::chrono_literals;
 namespace {
 
 http_handler echo_path(std::atomic<int>* calls = nullptr) {
-  return [calls](const std::string& path) {
+  return [calls](const http_request& req) {
     if (calls)
       ++*calls;
-    if (path == "/missing")
+    if (req.path == "/missing")
       return http_response{404, "text/plain", "no\n"};
-    return http_response{200, "text/plain", "path=" + path};
+    if (req.method == "POST")
+      return http_response{200, "text/plain",
+                           "posted " + req.path + " n=" + req.param("n").value_or("-")};
+    return http_response{200, "text/plain", "path=" + req.path};
   };
 }
 
@@ -83,6 +86,29 @@ TEST_SUITE("adapters.http_server") {
     CHECK(gone.error() == errc::unavailable);
   }
 
+  TEST_CASE("the query's parameters") {
+    http_request req{"GET", "/scale", "pool=a&size=12&flag&empty="};
+    CHECK(req.param("pool") == "a");
+    CHECK(req.param("size") == "12");
+    CHECK(req.param("flag") == "");
+    CHECK(req.param("empty") == "");
+    CHECK_FALSE(req.param("pol").has_value());
+    CHECK_FALSE(req.param("").has_value());
+    CHECK_FALSE(http_request{"GET", "/", ""}.param("x").has_value());
+  }
+
+  TEST_CASE("POST reaches the handler with its query; the client sends it") {
+    snakepit::testing::temp_dir dir{"http-test"};
+    auto sock = dir.path + "/s.sock";
+    auto srv = http_server::listen_unix(sock, echo_path());
+    REQUIRE(srv);
+    auto r = http_request_unix(sock, "POST", "/scale?n=3", 5s);
+    REQUIRE_MESSAGE(r, describe(r.error()));
+    CHECK(r->status == 200);
+    CHECK(r->body == "posted /scale n=3");
+    srv->reset();
+  }
+
   TEST_CASE("malformed requests get 400, other methods 405, HEAD no body") {
     snakepit::testing::temp_dir dir{"http-test"};
     auto sock = dir.path + "/s.sock";
@@ -91,9 +117,9 @@ TEST_SUITE("adapters.http_server") {
     REQUIRE(srv);
     auto bad = raw_exchange(sock, "garbage\r\n\r\n");
     CHECK(bad.rfind("HTTP/1.1 400 ", 0) == 0);
-    auto post = raw_exchange(sock, "POST /stats HTTP/1.1\r\nHost: x\r\n\r\n");
-    CHECK(post.rfind("HTTP/1.1 405 ", 0) == 0);
-    CHECK(post.find("Allow: GET, HEAD") != std::string::npos);
+    auto put = raw_exchange(sock, "PUT /stats HTTP/1.1\r\nHost: x\r\n\r\n");
+    CHECK(put.rfind("HTTP/1.1 405 ", 0) == 0);
+    CHECK(put.find("Allow: GET, HEAD, POST") != std::string::npos);
     auto head = raw_exchange(sock, "HEAD /stats HTTP/1.1\r\nHost: x\r\n\r\n");
     CHECK(head.rfind("HTTP/1.1 200 ", 0) == 0);
     CHECK(head.find("Content-Length: 11\r\n") != std::string::npos);

@@ -14,6 +14,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -422,11 +423,37 @@ TEST_SUITE("cli") {
     CHECK(workers.code == 0);
     CHECK(contains(workers.out, "default_worker_1"));
     CHECK(contains(workers.out, "default_worker_2"));
-    CHECK(contains(workers.out, "available"));
+    CHECK(contains(workers.out, "ready"));
     auto workers_json = run_cli({"workers", "--pid", pid_arg, "--json"});
     CHECK(workers_json.code == 0);
     CHECK(contains(workers_json.out, "\"id\":\"default_worker_1\""));
     CHECK(contains(workers_json.out, "\"pid\":"));
+
+    // scale: grow to 3 (the third shows up at once, starting), then back to 2.
+    auto grow = run_cli({"scale", "default", "3", "--pid", pid_arg});
+    CHECK(grow.code == 0);
+    CHECK(contains(grow.out, "pool default: resizing to 3 workers"));
+    auto grown = run_cli({"workers", "--pid", pid_arg});
+    CHECK(contains(grown.out, "default_worker_3"));
+    auto unknown = run_cli({"scale", "nope", "3", "--pid", pid_arg});
+    CHECK(unknown.code == 6);
+    CHECK(contains(unknown.err, "nope"));
+    auto zero = run_cli({"scale", "default", "0", "--pid", pid_arg});
+    CHECK(zero.code == 2); // refused by the command line already
+    auto shrink = run_cli({"scale", "default", "2", "--pid", pid_arg, "--json"});
+    CHECK(shrink.code == 0);
+    CHECK(contains(shrink.out, "\"size\":2"));
+    bool two = false;
+    for (int i = 0; i < 100 && !two; ++i) {
+      auto ws = run_cli({"workers", "--pid", pid_arg, "--json"});
+      auto body = nlohmann::json::parse(ws.out, nullptr, false);
+      two = !body.is_discarded() && body["pools"][0]["workers"].size() == 2;
+      if (!two)
+        std::this_thread::sleep_for(std::chrono::milliseconds{100});
+    }
+    CHECK(two);
+    auto get_scale = run_cli({"stats", "--pid", pid_arg}); // still answers after
+    CHECK(get_scale.code == 0);
 
     ::kill(pid, SIGINT);
     while (std::fgets(line, sizeof(line), out) != nullptr)

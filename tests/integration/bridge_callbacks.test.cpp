@@ -65,7 +65,7 @@ TEST_SUITE("integration.bridge_callbacks") {
     auto rt = snakepit::runtime::start(small_config(1));
     REQUIRE_MESSAGE(rt, explain(rt.error()));
     auto& r = **rt;
-    auto ws = r.list_workers();
+    auto ws = serving_workers(r);
     REQUIRE(ws);
     REQUIRE(ws->size() == 1);
     REQUIRE(r.create_session(std::string{"up-2"}));

@@ -169,18 +169,18 @@ TEST_SUITE("integration.telemetry_catalogue") {
     idem.timeout = 20s;
     CHECK(r.execute("crash", {{"code", 3}}, idem).error() == errc::worker_crashed);
     // A manual recycle.
-    REQUIRE(eventually([&] { return r.list_workers("main")->size() == 2; }));
-    CHECK_FALSE(r.recycle_worker(r.list_workers("main")->front().id, "main"));
+    REQUIRE(eventually([&] { return serving_workers(r, "main")->size() == 2; }));
+    CHECK_FALSE(r.recycle_worker(serving_workers(r, "main")->front().id, "main"));
     CHECK(eventually([&] { return seen.has("snakepit.worker.recycled"); }));
     // A stopped worker misses its heartbeats and is killed.
-    REQUIRE(eventually([&] { return r.list_workers("main")->size() == 2; }));
-    auto stopped = r.list_workers("main")->front().pid;
+    REQUIRE(eventually([&] { return serving_workers(r, "main")->size() == 2; }));
+    auto stopped = serving_workers(r, "main")->front().pid;
     REQUIRE(::kill(stopped, SIGSTOP) == 0);
     CHECK(eventually([&] { return seen.has("snakepit.heartbeat.timeout"); }, 15s));
 
     // The flaky pool's starts fail: the circuit opens, probes half-open, then closes.
     { std::ofstream{marker} << "refuse\n"; }
-    auto flaky_workers = r.list_workers("flaky");
+    auto flaky_workers = serving_workers(r, "flaky");
     REQUIRE(flaky_workers);
     for (auto& w : *flaky_workers)
       ::kill(w.pid, SIGKILL);

@@ -484,7 +484,7 @@ TEST_SUITE("chaos") {
 
     // Recovery: 8 ready workers, all alive, none of them a killed pid.
     auto recovered = [&] {
-      auto ws = r.list_workers();
+      auto ws = serving_workers(r);
       if (!ws || ws->size() != 8)
         return false;
       for (auto& w : *ws)

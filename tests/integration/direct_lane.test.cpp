@@ -69,7 +69,7 @@ TEST_SUITE("integration.direct_lane") {
     CHECK(s->errors == 1);
     CHECK(s->latency.count() == 30);
     CHECK(s->in_flight == 0);
-    auto ws = r.list_workers();
+    auto ws = serving_workers(r);
     REQUIRE(ws);
     uint64_t served = 0;
     for (auto& w : *ws)
@@ -246,7 +246,7 @@ TEST_SUITE("integration.direct_lane") {
     std::atomic<size_t> over{0};
     std::thread watcher{[&] {
       while (!stop) {
-        if (auto ws = r.list_workers())
+        if (auto ws = serving_workers(r))
           for (auto& w : *ws)
             if (w.load > w.capacity)
               ++over;
@@ -299,7 +299,7 @@ TEST_SUITE("integration.direct_lane") {
     auto rt = snakepit::runtime::start(small_config(1));
     REQUIRE_MESSAGE(rt, explain(rt.error()));
     auto& r = **rt;
-    auto old = r.list_workers()->front();
+    auto old = serving_workers(r)->front();
     snakepit::execute_options opts;
     opts.correlation_id = "lane-crash-1";
     auto call = std::async(std::launch::async, [&] {
@@ -315,7 +315,7 @@ TEST_SUITE("integration.direct_lane") {
     CHECK_MESSAGE(is_error(res.error(), errc::worker_crashed), explain(res.error()));
     CHECK(snakepit::correlation_id_of(res.error()) == "lane-crash-1");
     REQUIRE(eventually([&] {
-      auto ws = r.list_workers();
+      auto ws = serving_workers(r);
       return ws && ws->size() == 1 && ws->front().pid != old.pid;
     }));
     auto next = r.execute("ping");
@@ -356,7 +356,7 @@ TEST_SUITE("integration.direct_lane") {
       std::lock_guard<std::mutex> g{mtx};
       victim_id = last_worker;
     }
-    auto listed = r.list_workers();
+    auto listed = serving_workers(r);
     REQUIRE(listed);
     for (auto& w : *listed)
       if (w.id == victim_id)
@@ -366,7 +366,7 @@ TEST_SUITE("integration.direct_lane") {
     // Until the pool sees the worker go, the caller's next calls must not keep
     // trying the dead process: they go to the other worker.
     REQUIRE(eventually([&] {
-      auto ws = r.list_workers();
+      auto ws = serving_workers(r);
       if (!ws)
         return false;
       for (auto& w : *ws)
@@ -415,7 +415,7 @@ TEST_SUITE("integration.direct_lane") {
     auto rt = snakepit::runtime::start(cfg);
     REQUIRE_MESSAGE(rt, explain(rt.error()));
     auto& r = **rt;
-    auto first = r.list_workers()->front();
+    auto first = serving_workers(r)->front();
     // The worker serves on until its replacement is ready, then takes no new work.
     std::set<std::string> served_by;
     auto until = steady::now() + 20s;

@@ -41,12 +41,12 @@ long stat_field(int pid, int n) {
 /// Whether worker `victim.id` runs again under a new pid and is available (and the
 /// pool has `size` workers, when given).
 bool replaced(runtime& r, const worker_info& victim, size_t size = 0) {
-  auto now = r.list_workers();
+  auto now = serving_workers(r);
   if (!now || (size > 0 && now->size() != size))
     return false;
   for (auto& w : *now)
     if (w.id == victim.id)
-      return w.pid != victim.pid && w.state == "available";
+      return w.pid != victim.pid && w.state == "ready";
   return false;
 }
 
@@ -70,7 +70,7 @@ TEST_SUITE("integration.fork_server") {
     auto& r = **rt;
     auto templates = templates_of(r);
     REQUIRE(templates.size() == 1);
-    auto ws = r.list_workers();
+    auto ws = serving_workers(r);
     REQUIRE(ws);
     REQUIRE(ws->size() == 3);
     std::set<int> groups;
@@ -123,14 +123,14 @@ TEST_SUITE("integration.fork_server") {
     REQUIRE(templates.size() == 1);
     ::kill(templates.front(), SIGKILL);
     REQUIRE(eventually([&] { return templates_of(r).empty(); }, 5s));
-    auto ws = r.list_workers();
+    auto ws = serving_workers(r);
     REQUIRE(ws);
     REQUIRE_FALSE(ws->empty());
     auto victim = ws->front();
     ::kill(victim.pid, SIGKILL);
     CHECK(eventually([&] { return replaced(r, victim); }, 20s));
     // The replacement was spawned: its parent is the host, its command line its own.
-    auto after = r.list_workers();
+    auto after = serving_workers(r);
     REQUIRE(after);
     for (auto& w : *after)
       if (w.id == victim.id) {

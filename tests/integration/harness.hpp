@@ -93,6 +93,21 @@ inline std::vector<int> live_worker_processes(const runtime& rt) {
   return out;
 }
 
+/// The workers of `pool` that have a process serving (ready, busy or draining):
+/// `list_workers` without those starting or restarting. Tests that wait for a
+/// replacement to serve use this.
+inline caf::expected<std::vector<worker_info>>
+serving_workers(runtime& rt, const std::string& pool = {}) {
+  auto ws = rt.list_workers(pool);
+  if (!ws)
+    return ws;
+  std::vector<worker_info> out;
+  for (auto& w : *ws)
+    if (w.pid > 0)
+      out.push_back(std::move(w));
+  return out;
+}
+
 inline bool path_exists(const std::string& path) {
   struct stat st;
   return ::stat(path.c_str(), &st) == 0;

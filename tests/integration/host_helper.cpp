@@ -54,7 +54,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   std::printf("run %s\n", (*rt)->run_id().c_str());
-  auto workers = (*rt)->list_workers();
+  auto workers = (*rt)->list_workers(); // (all ready after start)
   for (auto pid : (*rt)->live_processes()) {
     bool worker = false;
     for (auto& w : workers ? *workers : std::vector<snakepit::worker_info>{})

@@ -24,7 +24,7 @@ snakepit::config heartbeat_config(bool dependent) {
 }
 
 bool replaced(snakepit::runtime& rt, int old_pid) {
-  auto ws = rt.list_workers();
+  auto ws = serving_workers(rt);
   return ws && ws->size() == 1 && ws->front().pid != old_pid;
 }
 
@@ -44,7 +44,7 @@ TEST_SUITE("integration.heartbeat") {
     auto rt = snakepit::runtime::start(heartbeat_config(true), opts);
     REQUIRE_MESSAGE(rt, explain(rt.error()));
     auto& r = **rt;
-    auto pid = r.list_workers()->front().pid;
+    auto pid = serving_workers(r)->front().pid;
     REQUIRE(::kill(pid, SIGSTOP) == 0);
     CHECK(eventually([&] { return replaced(r, pid); }, 15s));
     CHECK(eventually([&] { return !pid_alive(pid); }));
@@ -62,7 +62,7 @@ TEST_SUITE("integration.heartbeat") {
     auto rt = snakepit::runtime::start(heartbeat_config(true));
     REQUIRE_MESSAGE(rt, explain(rt.error()));
     auto& r = **rt;
-    auto pid = r.list_workers()->front().pid;
+    auto pid = serving_workers(r)->front().pid;
     auto res = r.execute("block_loop", {{"ms", 20000}});
     REQUIRE_FALSE(res);
     CHECK_MESSAGE(snakepit::describe(res.error()).find("worker_crashed") !=
@@ -77,7 +77,7 @@ TEST_SUITE("integration.heartbeat") {
     auto rt = snakepit::runtime::start(heartbeat_config(true));
     REQUIRE_MESSAGE(rt, explain(rt.error()));
     auto& r = **rt;
-    auto pid = r.list_workers()->front().pid;
+    auto pid = serving_workers(r)->front().pid;
     auto t0 = std::chrono::steady_clock::now();
     auto res = r.execute("hold_gil", {{"ms", 20000}});
     REQUIRE_FALSE(res);
@@ -94,7 +94,7 @@ TEST_SUITE("integration.heartbeat") {
     auto rt = snakepit::runtime::start(heartbeat_config(false));
     REQUIRE_MESSAGE(rt, explain(rt.error()));
     auto& r = **rt;
-    auto pid = r.list_workers()->front().pid;
+    auto pid = serving_workers(r)->front().pid;
     REQUIRE(::kill(pid, SIGSTOP) == 0);
     std::this_thread::sleep_for(1500ms);
     CHECK(pid_alive(pid));

@@ -197,10 +197,10 @@ TEST_SUITE("integration.logging") {
     auto res = r.execute("log", {{"message", "text-format"}}, given);
     REQUIRE_MESSAGE(res, explain(res.error()));
     auto worker = res->worker_id;
-    auto pid = r.list_workers()->front().pid;
+    auto pid = serving_workers(r)->front().pid;
     CHECK_FALSE(r.execute("crash"));
     REQUIRE(eventually([&] {
-      auto ws = r.list_workers();
+      auto ws = serving_workers(r);
       return ws && ws->size() == 1 && ws->front().pid != pid;
     }));
     stop_and_check(r);

@@ -101,6 +101,10 @@ TEST_SUITE("integration.metrics") {
     CHECK(s->latency_p50_ms > 0);
     CHECK(s->latency_p50_ms <= s->latency_p95_ms);
     CHECK(s->latency_p95_ms <= s->latency_p99_ms);
+    CHECK(s->avg_response_time_ms ==
+          doctest::Approx(static_cast<double>(s->latency.sum_us()) / 20 / 1000.0));
+    CHECK(s->avg_response_time_ms >= static_cast<double>(s->latency.min_us()) / 1000.0);
+    CHECK(s->avg_response_time_ms <= static_cast<double>(s->latency.max_us()) / 1000.0);
     CHECK(s->starting == 0);
 
     auto all = r.get_all_stats();
@@ -147,7 +151,7 @@ TEST_SUITE("integration.metrics") {
     REQUIRE(workers.code == 0);
     auto w = nlohmann::json::parse(workers.out);
     REQUIRE(w["pools"][0]["workers"].size() == 2);
-    auto listed = r.list_workers();
+    auto listed = serving_workers(r);
     REQUIRE(listed);
     CHECK(w["pools"][0]["workers"][0]["pid"] == (*listed)[0].pid);
 

@@ -46,14 +46,14 @@ TEST_SUITE("integration.pool") {
   TEST_CASE("a pool of four workers becomes ready with four distinct live processes") {
     auto rt = snakepit::runtime::start(small_config(4));
     REQUIRE_MESSAGE(rt, explain(rt.error()));
-    auto ws = (*rt)->list_workers();
+    auto ws = serving_workers(**rt);
     REQUIRE(ws);
     CHECK(ws->size() == 4);
     std::set<int> pids;
     for (auto& w : *ws) {
       pids.insert(w.pid);
       CHECK(pid_alive(w.pid));
-      CHECK(w.state == "available");
+      CHECK(w.state == "ready");
     }
     CHECK(pids.size() == 4);
     auto stats = (*rt)->get_stats();
@@ -185,7 +185,7 @@ TEST_SUITE("integration.pool") {
     auto rt = snakepit::runtime::start(small_config(1));
     REQUIRE_MESSAGE(rt, explain(rt.error()));
     auto& r = **rt;
-    auto before = r.list_workers();
+    auto before = serving_workers(r);
     REQUIRE(before);
     REQUIRE(before->size() == 1);
     auto old = before->front();
@@ -205,7 +205,7 @@ TEST_SUITE("integration.pool") {
     CHECK(eventually([&] { return !pid_alive(old.pid); }));
     int new_pid = 0;
     CHECK(eventually([&] {
-      auto ws = r.list_workers();
+      auto ws = serving_workers(r);
       if (!ws || ws->size() != 1)
         return false;
       new_pid = ws->front().pid;
@@ -233,7 +233,7 @@ TEST_SUITE("integration.pool") {
                     [&p](snakepit::execute_result res) { p.set_value(std::move(res)); });
     int victim = 0;
     REQUIRE(eventually([&] {
-      auto ws = r.list_workers();
+      auto ws = serving_workers(r);
       if (!ws)
         return false;
       for (auto& w : *ws)

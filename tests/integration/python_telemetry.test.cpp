@@ -93,10 +93,10 @@ TEST_SUITE("integration.python_telemetry") {
     auto rt = snakepit::runtime::start(cfg, seen.options("snakepit.python"));
     REQUIRE_MESSAGE(rt, explain(rt.error()));
     auto& r = **rt;
-    auto pid = r.list_workers()->front().pid;
+    auto pid = serving_workers(r)->front().pid;
     ::kill(pid, SIGKILL);
     REQUIRE(eventually([&] {
-      auto ws = r.list_workers();
+      auto ws = serving_workers(r);
       return ws && ws->size() == 1 && ws->front().pid != pid;
     }));
     auto res = r.execute("emit_event", {{"name", "after.restart"}});
@@ -150,10 +150,10 @@ TEST_SUITE("integration.python_telemetry") {
     // A restarted worker gets the settings without being told again.
     REQUIRE_FALSE(r.set_python_telemetry(off));
     CHECK(eventually([&] { return !queued("off.probe"); }));
-    auto pid = r.list_workers()->front().pid;
+    auto pid = serving_workers(r)->front().pid;
     ::kill(pid, SIGKILL);
     REQUIRE(eventually([&] {
-      auto ws = r.list_workers();
+      auto ws = serving_workers(r);
       return ws && ws->size() == 1 && ws->front().pid != pid;
     }));
     CHECK(eventually([&] {

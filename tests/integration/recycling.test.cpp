@@ -23,18 +23,18 @@ namespace {
 
 std::set<int> worker_pids(snakepit::runtime& rt) {
   std::set<int> out;
-  if (auto ws = rt.list_workers())
+  if (auto ws = serving_workers(rt))
     for (auto& w : *ws)
       out.insert(w.pid);
   return out;
 }
 
 bool all_available(snakepit::runtime& rt, size_t n) {
-  auto ws = rt.list_workers();
+  auto ws = serving_workers(rt);
   if (!ws || ws->size() != n)
     return false;
   for (auto& w : *ws)
-    if (w.state != "available")
+    if (w.state != "ready")
       return false;
   return live_worker_processes(rt).size() == n;
 }
@@ -60,7 +60,7 @@ TEST_SUITE("integration.recycling") {
     std::atomic<size_t> fewest{100};
     std::thread sampler{[&] {
       while (!done) {
-        if (auto ws = r.list_workers(); ws && ws->size() < fewest)
+        if (auto ws = serving_workers(r); ws && ws->size() < fewest)
           fewest = ws->size();
         std::this_thread::sleep_for(5ms);
       }
@@ -159,12 +159,12 @@ TEST_SUITE("integration.recycling") {
     auto rt = snakepit::runtime::start(small_config(2));
     REQUIRE_MESSAGE(rt, explain(rt.error()));
     auto& r = **rt;
-    auto before = r.list_workers();
+    auto before = serving_workers(r);
     REQUIRE(before);
     auto victim = before->front();
     CHECK_FALSE(r.recycle_worker(victim.id));
     CHECK(eventually([&] {
-      auto ws = r.list_workers();
+      auto ws = serving_workers(r);
       return ws && ws->size() == 2 &&
              std::none_of(ws->begin(), ws->end(), [&](const snakepit::worker_info& w) {
                return w.id == victim.id;
@@ -202,10 +202,10 @@ TEST_SUITE("integration.crash_barrier") {
     auto tainted_at = std::chrono::steady_clock::now();
     // Its restart is listed as tainted and gets no new work while the other serves.
     CHECK(eventually([&] {
-      auto ws = r.list_workers();
+      auto ws = serving_workers(r);
       return ws && ws->size() == 2 &&
              std::any_of(ws->begin(), ws->end(), [&](const snakepit::worker_info& w) {
-               return w.id == bad && w.state == "tainted";
+               return w.id == bad && w.tainted && w.pid > 0;
              });
     }));
     for (int i = 0; i < 10; ++i) {
@@ -241,7 +241,7 @@ TEST_SUITE("integration.crash_barrier") {
     auto rt = snakepit::runtime::start(cfg, opts);
     REQUIRE_MESSAGE(rt, explain(rt.error()));
     auto& r = **rt;
-    auto pid = r.list_workers()->front().pid;
+    auto pid = serving_workers(r)->front().pid;
     ::kill(pid, SIGKILL);
     CHECK(eventually([&] { return rec.count("snakepit.worker.crash") == 1; }));
     CHECK(rec.named("snakepit.worker.crash")[0].metadata.at("cause") == "killed");
@@ -322,7 +322,7 @@ TEST_SUITE("integration.circuit_breaker") {
       ::kill(pid, SIGKILL);
     REQUIRE(
       eventually([&] { return rec.count("snakepit.circuit_breaker.opened") == 1; }, 15s));
-    CHECK(eventually([&] { return r.list_workers()->empty(); }));
+    CHECK(eventually([&] { return serving_workers(r)->empty(); }));
     // Fail fast instead of waiting out the queue timeout.
     auto t0 = std::chrono::steady_clock::now();
     auto res = r.execute("ping");
@@ -379,7 +379,7 @@ TEST_SUITE("integration.circuit_breaker") {
     CHECK(spawned <= 2 + 6);
     CHECK(rec.count("snakepit.circuit_breaker.half_open") >= 2);
     CHECK(rec.count("snakepit.circuit_breaker.closed") == 0);
-    CHECK(r.list_workers()->empty());
+    CHECK(serving_workers(r)->empty());
     stop_and_check(r);
   }
 

@@ -142,7 +142,7 @@ TEST_SUITE("integration.affinity") {
       REQUIRE(eventually([&] { return !pid_alive(victim); }));
       // Wait until the pool saw the death (the restarted worker has a new pid).
       REQUIRE(eventually([&] {
-        auto ws = r.list_workers();
+        auto ws = serving_workers(r);
         if (!ws || ws->size() != 2)
           return false;
         for (auto& w : *ws)
@@ -235,7 +235,7 @@ TEST_SUITE("integration.scheduling") {
     }
     CHECK(latest_start < earliest_end); // every sleep was running at one moment
     CHECK(pids.size() == 2);
-    auto ws = r.list_workers();
+    auto ws = serving_workers(r);
     REQUIRE(ws);
     for (auto& w : *ws)
       CHECK(w.capacity == 4);
@@ -251,7 +251,7 @@ TEST_SUITE("integration.scheduling") {
       cfg.pools[0].capacity_strategy = snakepit::capacity_strategy::profile;
       auto rt = snakepit::runtime::start(cfg);
       REQUIRE_MESSAGE(rt, explain(rt.error()));
-      CHECK((*rt)->list_workers()->front().capacity == 1);
+      CHECK(serving_workers(**rt)->front().capacity == 1);
       stop_and_check(**rt);
     }
     {
@@ -321,8 +321,8 @@ TEST_SUITE("integration.scheduling") {
     auto other = r.execute("whoami", json::object(), a);
     REQUIRE_FALSE(other); // alpha's adapter has no such tool
     CHECK(is_error(other.error(), errc::unknown_tool));
-    CHECK(r.list_workers("alpha")->size() == 1);
-    CHECK(r.list_workers("beta")->size() == 2);
+    CHECK(serving_workers(r, "alpha")->size() == 1);
+    CHECK(serving_workers(r, "beta")->size() == 2);
     CHECK(r.get_stats("beta")->completed == 1);
     stop_and_check(r);
   }

@@ -414,13 +414,13 @@ TEST_SUITE("integration.deadlines") {
     REQUIRE_FALSE(late);
     CHECK(is_error(late.error(), errc::timeout));
     CHECK(snakepit::correlation_id_of(late.error()) == "cid-deadline");
-    auto old_pid = r.list_workers()->front().pid;
+    auto old_pid = serving_workers(r)->front().pid;
     auto crashed = r.execute("crash", {{"code", 3}}, with_cid("cid-crash"));
     REQUIRE_FALSE(crashed);
     CHECK(is_error(crashed.error(), errc::worker_crashed));
     CHECK(snakepit::correlation_id_of(crashed.error()) == "cid-crash");
     REQUIRE(eventually([&] {
-      auto ws = r.list_workers();
+      auto ws = serving_workers(r);
       return ws && ws->size() == 1 && ws->front().pid != old_pid;
     }));
     // Rejected by the pool before any worker: unknown tool, queue timeout, queue full.

@@ -58,10 +58,10 @@ TEST_SUITE("integration.telemetry") {
     p4.get_future().wait();
     p5.get_future().wait();
     // A crash: terminated, then restarted.
-    auto pid = r.list_workers()->front().pid;
+    auto pid = serving_workers(r)->front().pid;
     ::kill(pid, SIGKILL);
     REQUIRE(eventually([&] {
-      auto ws = r.list_workers();
+      auto ws = serving_workers(r);
       return ws && ws->size() == 1 && ws->front().pid != pid;
     }));
     CHECK(r.telemetry().flush(5s));

@@ -40,7 +40,7 @@ snakepit::config rogue_config(size_t workers, const std::string& mode = {}) {
 }
 
 int only_pid(snakepit::runtime& r) {
-  auto ws = r.list_workers();
+  auto ws = serving_workers(r);
   return ws && ws->size() == 1 ? ws->front().pid : 0;
 }
 
@@ -137,7 +137,7 @@ TEST_SUITE("integration.worker_kinds") {
         auto rt = snakepit::runtime::start(kind_config(k, 1));
         REQUIRE_MESSAGE(rt, explain(rt.error()));
         auto& r = **rt;
-        auto before = r.list_workers();
+        auto before = serving_workers(r);
         REQUIRE(before);
         REQUIRE(before->size() == 1);
         auto old = before->front();
@@ -156,7 +156,7 @@ TEST_SUITE("integration.worker_kinds") {
         REQUIRE_FALSE(res);
         CHECK_MESSAGE(is_error(res.error(), errc::worker_crashed), explain(res.error()));
         CHECK(replaced(r, old.pid));
-        auto ws = r.list_workers();
+        auto ws = serving_workers(r);
         REQUIRE(ws);
         REQUIRE(ws->size() == 1);
         CHECK(ws->front().id == old.id);
@@ -381,7 +381,7 @@ TEST_SUITE("integration.stdio_faults") {
         auto rt = snakepit::runtime::start(cfg);
         REQUIRE_MESSAGE(rt, explain(rt.error()));
         auto& r = **rt;
-        auto bystander = r.list_workers("bystander");
+        auto bystander = serving_workers(r, "bystander");
         REQUIRE(bystander);
         REQUIRE(bystander->size() == 1);
         auto old_pid = only_pid(r);
@@ -393,7 +393,7 @@ TEST_SUITE("integration.stdio_faults") {
         CHECK_FALSE(snakepit::correlation_id_of(res.error()).empty());
         CHECK(replaced(r, old_pid));
         CHECK(eventually([&] { return static_cast<bool>(r.execute("echo")); }, 10s));
-        auto after = r.list_workers("bystander");
+        auto after = serving_workers(r, "bystander");
         REQUIRE(after);
         REQUIRE(after->size() == 1);
         CHECK(after->front().pid == bystander->front().pid);

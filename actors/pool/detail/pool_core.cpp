@@ -3,6 +3,7 @@
 #include "actors/pool/adapter.hpp"
 
 #include <algorithm>
+#include <tuple>
 #include <utility>
 
 #include <fmt/format.h>
@@ -58,8 +59,11 @@ pool_core::pool_core(pool_config cfg, std::shared_ptr<direct_lane> lane,
                      pool_events events, pool_callee& callee, uint64_t generation)
   : cfg_(std::move(cfg)), lane_(std::move(lane)), events_(std::move(events)),
     callee_(callee), default_affinity_(cfg_.affinity), generation_(generation),
-    breaker_(cfg_.circuit.threshold, cfg_.circuit.reset) {
+    breaker_(cfg_.circuit.threshold, cfg_.circuit.reset),
+    call_breaker_(cfg_.circuit.call_failures, cfg_.circuit.reset) {
   stats_.pool = cfg_.name;
+  if (cfg_.circuit.call_failures > 0)
+    lane_->set_failure_threshold(static_cast<uint32_t>(cfg_.circuit.call_failures));
   start_attempts_left_ = cfg_.pool_size;
   init_started_ = callee_.now();
   if (cfg_.recycling.ttl.count() > 0 || cfg_.recycling.max_memory_mb > 0 ||
@@ -85,6 +89,10 @@ void pool_core::accept(execute_request req, reply_sink out, caf::actor_addr call
   auto err = admit(req, is_stream(out));
   if (!err)
     err = refuse_early(req);
+  if (!err)
+    err = refuse_by_call_circuit();
+  if (!err && call_breaker_.current() == circuit_breaker::state::half_open)
+    trial_ = req.opts.correlation_id; // the one call let through
   if (err) {
     deliver(out, with_correlation_id(std::move(err), req.opts.correlation_id));
     return;
@@ -159,8 +167,11 @@ bool pool_core::route_session(pending_request& p) {
   if (b == sessions_.end())
     return false;
   auto mode = parse_affinity(p.req.opts.affinity, default_affinity_);
-  auto* w = table_.live(b->second.worker_id);
+  auto* rec = table_.find(b->second.worker_id);
+  auto* w = rec != nullptr && rec->live ? &*rec->live : nullptr;
   bool live = w != nullptr && w->serial == b->second.serial;
+  if (live && mode == affinity_mode::hint && rec->retiring())
+    return false; // its worker is on the way out: the session moves
   if (live && w->slot->try_claim()) {
     dispatch(b->second.worker_id, std::move(p));
     return true;
@@ -320,7 +331,7 @@ void pool_core::bind_session(const std::string& session_id, const std::string& w
 /// Whether a worker may take requests that are not pinned to it: not once it is
 /// replaced, nor while tainted if an untainted worker is ready.
 bool pool_core::offers_new_work(const worker_record& rec, pool_time now) const {
-  if (rec.replaced)
+  if (rec.retiring())
     return false;
   return !rec.tainted(now) || !table_.untainted_ready(now);
 }
@@ -378,7 +389,21 @@ void pool_core::finish(reply_sink& out, execute_result res, pool_time accepted,
     ++stats_.errors;
   }
   events_.request_stop(res, us, is_stream(out));
+  bool trial = !trial_.empty() && correlation_id == trial_;
+  bool trial_failed = trial && worker_failed(res);
   deliver(out, std::move(res));
+  if (trial) {
+    trial_.clear();
+    if (trial_failed) {
+      call_breaker_.on_failure(callee_.now()); // half-open: opens again
+      events_.call_circuit_opened(lane_->failure_run(), call_breaker_.reset());
+      callee_.schedule(call_breaker_.reset(),
+                       {pool_timer::kind::call_circuit_probe, 0, {}});
+    } else if (call_breaker_.on_success()) {
+      lane_->note_outcome(false);
+      events_.call_circuit_closed(true);
+    }
+  }
 }
 
 void pool_core::fail_request(pending_request& p, caf::error err) {
@@ -408,6 +433,7 @@ void pool_core::on_result(const std::string& worker_id, uint64_t req_id,
   }
   auto fin = std::move(f->second);
   inflight_.erase(f);
+  note_call_outcome(res);
   // (The gRPC thread may have given the capacity back already, see reply_slot.)
   auto* rs = std::get_if<reply_slot_ptr>(&fin.out);
   bool released = rs != nullptr && (*rs)->lane_released.load();
@@ -419,6 +445,7 @@ void pool_core::on_result(const std::string& worker_id, uint64_t req_id,
 }
 
 void pool_core::on_lane_done(const std::string& worker_id) {
+  check_failure_run();
   auto* w = table_.live(worker_id);
   if (w == nullptr)
     return;
@@ -444,6 +471,8 @@ void pool_core::on_timer(const pool_timer& t) {
     return on_retry(t.request);
   case pool_timer::kind::circuit_probe:
     return on_circuit_probe();
+  case pool_timer::kind::call_circuit_probe:
+    return on_call_circuit_probe();
   case pool_timer::kind::taint_expired:
     return on_taint_expired(t.worker);
   case pool_timer::kind::lifecycle_tick:
@@ -524,6 +553,7 @@ void pool_core::on_worker_down(const std::string& id, uint64_t serial,
     table_.drop_live(*rec);
   }
   note_crash(*rec, retired, now);
+  bool leaving = rec->leaving && rec->member;
   if (!current && rec->live && rec->tainted(now)) // (a newer incarnation serves already)
     callee_.schedule(until(rec->tainted_until, now),
                      {pool_timer::kind::taint_expired, 0, id});
@@ -531,7 +561,10 @@ void pool_core::on_worker_down(const std::string& id, uint64_t serial,
   fail_inflight_of(id, serial, reason);
   if (!queue_.empty())
     checkin_all(); // (also: tainted workers may be all that is left to serve)
-  table_.forget_if_gone(id);
+  if (leaving)
+    retire(id); // resized away: its restart would only be stopped again
+  else
+    table_.forget_if_gone(id);
 }
 
 /// Counts the crash, classifies it and taints the worker when its cause says so.
@@ -575,11 +608,12 @@ void pool_core::fail_inflight_of(const std::string& id, uint64_t serial,
       ++f;
       continue;
     }
-    if (!retry_elsewhere(f->second, id))
-      finish(f->second.out,
-             caf::make_error(errc::worker_crashed,
-                             fmt::format("worker {}: {}", id, caf::to_string(reason))),
-             f->second.started, f->second.correlation_id);
+    if (!retry_elsewhere(f->second, id)) {
+      execute_result res = caf::make_error(
+        errc::worker_crashed, fmt::format("worker {}: {}", id, caf::to_string(reason)));
+      note_call_outcome(res);
+      finish(f->second.out, std::move(res), f->second.started, f->second.correlation_id);
+    }
     f = inflight_.erase(f);
   }
 }
@@ -652,6 +686,7 @@ void pool_core::on_start_result(const std::string& id, const caf::error& err) {
     } else {
       if (rec != nullptr)
         rec->member = false;
+      note_start_failure(id, err);
       if (!first_start_error_)
         first_start_error_ = caf::make_error(
           errc::start_failed, fmt::format("pool {}: {}", cfg_.name, describe(err)));
@@ -663,6 +698,7 @@ void pool_core::on_start_result(const std::string& id, const caf::error& err) {
   if (!err || rec == nullptr)
     return;
   rec->member = false;
+  note_start_failure(id, err);
   auto old = std::move(rec->replaces);
   table_.forget_if_gone(id);
   if (!old.empty())
@@ -794,11 +830,95 @@ void pool_core::on_circuit_probe() {
   start_worker(); // the probe: its start closes or re-opens the circuit
 }
 
+/// Remembers a worker whose start failed for good (the last 64, for init status).
+void pool_core::note_start_failure(const std::string& id, const caf::error& err) {
+  failed_starts_.emplace_back(id, describe(err));
+  if (failed_starts_.size() > 64)
+    failed_starts_.pop_front();
+}
+
 /// Workers the pool should have besides those on their way out.
 size_t pool_core::worker_deficit() const {
   auto target = cfg_.pool_size + table_.recycling_count();
-  auto members = table_.member_count();
+  auto members = table_.member_count() - table_.leaving_count();
   return target > members ? target - members : 0;
+}
+
+// =================================================================================
+// The breaker on calls: a run of calls its workers failed (crash, timeout) opens
+// it; open, new calls are refused; after the reset one trial call goes through.
+// The run is counted in the checkout table, so calls on the direct lane count too.
+// =================================================================================
+
+caf::error pool_core::refuse_by_call_circuit() const {
+  auto st = call_breaker_.current();
+  if (st == circuit_breaker::state::closed ||
+      (st == circuit_breaker::state::half_open && trial_.empty()))
+    return caf::none;
+  return caf::make_error(
+    errc::circuit_open,
+    fmt::format("pool {}: circuit open after {} calls in a row failed (worker_crashed or "
+                "timeout); {}",
+                cfg_.name, cfg_.circuit.call_failures,
+                st == circuit_breaker::state::open
+                  ? fmt::format("a trial call goes through {} ms after it opened",
+                                call_breaker_.reset().count())
+                  : std::string{"a trial call is running"}));
+}
+
+void pool_core::note_call_outcome(const execute_result& res) {
+  if (!call_breaker_.enabled())
+    return;
+  lane_->note_outcome(worker_failed(res));
+  check_failure_run();
+}
+
+bool pool_core::request_pending(const std::string& correlation_id) {
+  for (auto& [id, f] : inflight_)
+    if (f.correlation_id == correlation_id)
+      return true;
+  for (auto& [id, p] : parked_)
+    if (p.correlation_id() == correlation_id)
+      return true;
+  for (auto& p : queue_)
+    if (p.correlation_id() == correlation_id)
+      return true;
+  return false;
+}
+
+void pool_core::check_failure_run() {
+  if (call_breaker_.enabled() &&
+      call_breaker_.current() == circuit_breaker::state::closed &&
+      lane_->failure_run() >= static_cast<uint32_t>(cfg_.circuit.call_failures))
+    open_call_circuit();
+}
+
+void pool_core::open_call_circuit() {
+  call_breaker_.trip(callee_.now());
+  events_.call_circuit_opened(lane_->failure_run(), call_breaker_.reset());
+  callee_.schedule(call_breaker_.reset(), {pool_timer::kind::call_circuit_probe, 0, {}});
+}
+
+/// The reset period passed: half-open (the next call is the trial). Half-open
+/// already: a trial that ended without an answer (its caller went away) frees the
+/// place for another.
+void pool_core::on_call_circuit_probe() {
+  auto now = callee_.now();
+  auto st = call_breaker_.current();
+  if (draining_ || st == circuit_breaker::state::closed)
+    return;
+  if (st == circuit_breaker::state::open) {
+    if (!call_breaker_.try_half_open(now)) {
+      callee_.schedule(until(call_breaker_.opened_at() + call_breaker_.reset(), now),
+                       {pool_timer::kind::call_circuit_probe, 0, {}});
+      return;
+    }
+    trial_.clear();
+    events_.call_circuit_half_open();
+  } else if (!trial_.empty() && !request_pending(trial_)) {
+    trial_.clear();
+  }
+  callee_.schedule(call_breaker_.reset(), {pool_timer::kind::call_circuit_probe, 0, {}});
 }
 
 // =================================================================================
@@ -808,7 +928,8 @@ size_t pool_core::worker_deficit() const {
 bool pool_core::begin_recycle(const std::string& id, const std::string& reason,
                               uint64_t rss) {
   auto* rec = table_.find(id);
-  if (draining_ || rec == nullptr || rec->recycling || !rec->live || !rec->member)
+  if (draining_ || rec == nullptr || rec->recycling || rec->leaving || !rec->live ||
+      !rec->member)
     return false;
   // A few at a time, so a pool whose workers all reach their limit together
   // still serves (and manual recycles are not refused).
@@ -869,10 +990,11 @@ void pool_core::recycle_finished(worker_record& rec, bool retired, pool_time now
     std::chrono::duration_cast<std::chrono::milliseconds>(now - w.ready_at));
 }
 
-/// Retires a recycled worker once its replacement is ready and its calls finished.
+/// Retires a recycled worker once its replacement is ready and its calls finished,
+/// and a worker resized away once its calls finished.
 void pool_core::maybe_retire(const std::string& id) {
   auto* rec = table_.find(id);
-  if (rec == nullptr || !rec->replaced || !rec->live || rec->live->load() > 0 ||
+  if (rec == nullptr || !rec->retiring() || !rec->live || rec->live->load() > 0 ||
       !rec->member)
     return;
   retire(id);
@@ -923,6 +1045,115 @@ caf::error pool_core::recycle(const std::string& worker_id) {
       fmt::format("pool {} has no ready worker '{}'", cfg_.name, worker_id));
   begin_recycle(worker_id, "manual");
   return caf::none;
+}
+
+// =================================================================================
+// Resizing (seed "Runtime Configuration"): the target changes, the pool follows.
+// =================================================================================
+
+caf::error pool_core::resize(size_t n) {
+  if (draining_)
+    return caf::make_error(errc::shutting_down, cfg_.name);
+  if (n < 1 || n > 1024)
+    return caf::make_error(
+      errc::invalid_argument,
+      fmt::format("pool {}: size {} is outside 1..1024", cfg_.name, n));
+  auto old = cfg_.pool_size;
+  cfg_.pool_size = n;
+  events_.resized(old, n);
+  if (n > old)
+    grow();
+  else if (n < old)
+    shrink();
+  return caf::none;
+}
+
+/// Takes back workers a shrink chose that still serve, then starts the rest in
+/// the start-up's batches (unless the circuit is open: its probe fills the pool).
+void pool_core::grow() {
+  for (auto& [id, rec] : table_.records()) {
+    if (worker_deficit() == 0)
+      return;
+    if (!rec.member || !rec.leaving)
+      continue;
+    rec.leaving = false;
+    if (rec.live && !rec.replaced) {
+      table_.reinstate(id);
+      checkin(id);
+    }
+  }
+  if (breaker_.current() != circuit_breaker::state::closed)
+    return;
+  // (Members starting now count in the deficit; attempts not yet made do not.)
+  start_attempts_left_ = std::max(start_attempts_left_, worker_deficit());
+  start_more_workers();
+}
+
+/// Chooses the workers to go and lets each finish what it runs.
+void pool_core::shrink() {
+  auto active = table_.member_count() - table_.leaving_count();
+  auto target = cfg_.pool_size + table_.recycling_count();
+  if (active + start_attempts_left_ <= target)
+    return;
+  auto excess = active + start_attempts_left_ - target;
+  // Starts not yet begun are simply not made.
+  auto unstarted = std::min(excess, start_attempts_left_);
+  start_attempts_left_ -= unstarted;
+  excess -= unstarted;
+  std::vector<std::string> draining;
+  for (auto& id : shrink_order()) {
+    if (excess == 0)
+      break;
+    --excess;
+    auto& rec = *table_.find(id);
+    rec.leaving = true;
+    if (rec.live)
+      draining.push_back(id);
+    else
+      retire(id); // not ready: nothing runs on it
+  }
+  for (auto& id : draining)
+    table_.withdraw(id);
+  sync_lane(); // withdrawn before their loads are read
+  for (auto& id : draining) {
+    events_.worker_draining(id, "resize");
+    maybe_retire(id);
+  }
+  maybe_finish_startup(); // (a start-up may have been waiting for those)
+}
+
+/// Which workers a shrink takes first: those not ready (starting or restarting),
+/// then ready ones by load, fewest bound sessions and youngest first. Workers on
+/// their way out or standing in for a recycled one are not chosen.
+std::vector<std::string> pool_core::shrink_order() const {
+  std::unordered_map<std::string, size_t> bound;
+  for (auto& [sid, b] : sessions_)
+    ++bound[b.worker_id];
+  struct candidate {
+    std::string id;
+    bool live;
+    uint32_t load;
+    size_t sessions;
+    pool_time ready_at;
+  };
+  std::vector<candidate> c;
+  for (auto& [id, rec] : table_.records()) {
+    if (!rec.member || rec.retiring() || rec.recycling || !rec.replaces.empty())
+      continue;
+    auto b = bound.find(id);
+    c.push_back({id, rec.live.has_value(), rec.live ? rec.live->load() : 0u,
+                 b == bound.end() ? 0 : b->second,
+                 rec.live ? rec.live->ready_at : pool_time{}});
+  }
+  std::sort(c.begin(), c.end(), [](const candidate& a, const candidate& b) {
+    // (Among equals the later id: the younger worker.)
+    return std::make_tuple(a.live, a.load, a.sessions, b.ready_at, b.id) <
+           std::make_tuple(b.live, b.load, b.sessions, a.ready_at, a.id);
+  });
+  std::vector<std::string> out;
+  for (auto& x : c)
+    out.push_back(std::move(x.id));
+  return out;
 }
 
 // =================================================================================
@@ -984,8 +1215,10 @@ void pool_core::sync_lane() {
   bool skip_tainted = table_.any_taint(now) && table_.untainted_ready(now);
   for (auto& [id, rec] : table_.records())
     if (rec.live)
-      rec.live->slot->offered.store(!rec.replaced && !(skip_tainted && rec.tainted(now)));
-  bool open = cfg_.direct_dispatch && !draining_ && queue_.empty() && parked_.empty();
+      rec.live->slot->offered.store(!rec.retiring() &&
+                                    !(skip_tainted && rec.tainted(now)));
+  bool open = cfg_.direct_dispatch && !draining_ && queue_.empty() && parked_.empty() &&
+              call_breaker_.current() == circuit_breaker::state::closed;
   bool was_open = lane_->is_open();
   lane_->set_open(open);
   if (was_open && !open)
@@ -1029,19 +1262,38 @@ std::vector<worker_info> pool_core::workers() const {
   std::vector<worker_info> out;
   auto now = callee_.now();
   for (auto& [id, rec] : table_.records()) {
-    if (!rec.live)
+    worker_info info;
+    info.id = id;
+    info.capacity = cfg_.capacity();
+    info.tainted = rec.tainted(now);
+    if (!rec.live) {
+      if (!rec.member)
+        continue; // (gone: its record goes with its last down)
+      info.state = rec.ever_ready ? "restarting" : "starting";
+      out.push_back(std::move(info));
       continue;
+    }
     auto& w = *rec.live;
-    out.push_back(worker_info{
-      id, w.pid,
-      rec.replaced       ? "recycling"
-      : rec.tainted(now) ? "tainted"
-      : !w.has_room()    ? "busy"
-                         : "available",
-      w.served(), std::chrono::duration_cast<std::chrono::milliseconds>(now - w.ready_at),
-      w.load(), w.capacity});
+    info.pid = w.pid;
+    info.state = rec.retiring() || !rec.member || draining_ ? "draining"
+                 : !w.has_room()                            ? "busy"
+                                                            : "ready";
+    info.requests = w.served();
+    info.uptime = std::chrono::duration_cast<std::chrono::milliseconds>(now - w.ready_at);
+    info.load = w.load();
+    info.capacity = w.capacity;
+    out.push_back(std::move(info));
   }
   return out; // (records are kept by id: sorted)
+}
+
+worker_init_status pool_core::init_status(const std::string& id) const {
+  if (auto* rec = table_.find(id); rec != nullptr && (rec->member || rec->live))
+    return {rec->live ? "ready" : "initializing", {}};
+  for (auto f = failed_starts_.rbegin(); f != failed_starts_.rend(); ++f)
+    if (f->first == id)
+      return {"failed", f->second};
+  return {"not_found", {}};
 }
 
 std::vector<caf::actor> pool_core::live_handles() const {

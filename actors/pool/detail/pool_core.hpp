@@ -17,6 +17,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -48,12 +49,13 @@ affinity_mode parse_affinity(const std::string& name, affinity_mode fallback);
 /// A timer the core asks for; the shell delivers it back through `on_timer`.
 struct pool_timer {
   enum class kind : uint8_t {
-    queue_timeout,   ///< `request`'s time in the queue is up
-    retry,           ///< `request`'s retry backoff elapsed
-    circuit_probe,   ///< the circuit breaker's reset period elapsed
-    taint_expired,   ///< `worker`'s taint ran out
-    lifecycle_tick,  ///< the periodic TTL / request-count / memory check
-    lifecycle_check, ///< the same check once (a recycle completed: start the next)
+    queue_timeout,      ///< `request`'s time in the queue is up
+    retry,              ///< `request`'s retry backoff elapsed
+    circuit_probe,      ///< the circuit breaker's reset period elapsed
+    call_circuit_probe, ///< the reset period of the circuit on calls elapsed
+    taint_expired,      ///< `worker`'s taint ran out
+    lifecycle_tick,     ///< the periodic TTL / request-count / memory check
+    lifecycle_check,    ///< the same check once (a recycle completed: start the next)
   };
   kind what = kind::lifecycle_tick;
   uint64_t request = 0;
@@ -120,6 +122,12 @@ class pool_core {
   void on_caller_down(const caf::actor_addr& caller);
   /// Recycles a ready worker now (manual).
   caf::error recycle(const std::string& worker_id);
+  /// Changes the number of workers: growing starts the missing ones
+  /// (startup_concurrency at a time); shrinking takes workers that are not ready
+  /// first, then drains the least loaded ready ones (no new work; each retires
+  /// once its calls finished). Errors: invalid_argument (outside 1..1024),
+  /// shutting_down.
+  caf::error resize(size_t n);
   /// Enters shutdown: new work fails with shutting_down, so does what waits.
   void drain();
   /// The pool stops: everything waiting or running fails with `reason`.
@@ -171,6 +179,8 @@ class pool_core {
 
   pool_stats stats() const;
   std::vector<worker_info> workers() const;
+  /// How worker `id`'s initialisation stands (upstream `get_init_status`).
+  worker_init_status init_status(const std::string& id) const;
   /// Every live worker actor (to forward settings).
   std::vector<caf::actor> live_handles() const;
   const pool_config& config() const { return cfg_; }
@@ -181,6 +191,7 @@ class pool_core {
   bool draining() const { return draining_; }
   bool startup_done() const { return startup_done_; }
   const circuit_breaker& breaker() const { return breaker_; }
+  const circuit_breaker& call_breaker() const { return call_breaker_; }
 
  private:
   // admission
@@ -217,6 +228,18 @@ class pool_core {
   void open_circuit(const std::string& worker_id, const caf::error& err);
   void on_circuit_probe();
   size_t worker_deficit() const;
+  void note_start_failure(const std::string& id, const caf::error& err);
+  // the breaker on calls
+  caf::error refuse_by_call_circuit() const;
+  void note_call_outcome(const execute_result& res);
+  bool request_pending(const std::string& correlation_id);
+  void check_failure_run();
+  void open_call_circuit();
+  void on_call_circuit_probe();
+  // resizing
+  void grow();
+  void shrink();
+  std::vector<std::string> shrink_order() const;
   // recycling
   bool begin_recycle(const std::string& id, const std::string& reason, uint64_t rss = 0);
   void cancel_recycle(const std::string& old);
@@ -263,7 +286,13 @@ class pool_core {
   pool_time init_started_{};
   caf::error first_start_error_;
   circuit_breaker breaker_;
+  /// The breaker on calls (`pool_circuit::call_failures`): open, it refuses new
+  /// calls; half-open, it lets the one call in `trial_` through.
+  circuit_breaker call_breaker_;
+  std::string trial_;
   bool draining_ = false;
+  /// The last workers whose start failed for good, oldest first (init status).
+  std::deque<std::pair<std::string, std::string>> failed_starts_;
 
   pool_stats stats_;
   latency_histogram latencies_;

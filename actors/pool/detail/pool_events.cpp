@@ -232,4 +232,43 @@ void pool_events::circuit_closed(const std::string& worker_id) {
          {{"pool", pool_}, {"worker_id", worker_id}});
 }
 
+void pool_events::resized(size_t from, size_t to) {
+  log(adapters::log_level::info, "pool resized", {{"from", from}, {"to", to}});
+  if (listening())
+    emit("snakepit.pool.resized", {{"from", from}, {"to", to}}, {{"pool", pool_}});
+}
+
+void pool_events::worker_draining(const std::string& id, const char* reason) {
+  if (listening())
+    emit("snakepit.worker.draining", json::object(),
+         {{"pool", pool_}, {"worker_id", id}, {"reason", reason}});
+}
+
+void pool_events::call_circuit_opened(uint32_t run, std::chrono::milliseconds reset) {
+  log(adapters::log_level::error,
+      "circuit open: calls keep failing (worker_crashed or timeout); new calls get "
+      "circuit_open until a trial call succeeds",
+      {{"failures", run}, {"reset_ms", reset.count()}});
+  if (listening())
+    emit("snakepit.circuit_breaker.opened", {{"failures", run}},
+         {{"pool", pool_}, {"reason", "calls"}});
+}
+
+void pool_events::call_circuit_half_open() {
+  log(adapters::log_level::info, "circuit half-open: the next call is the trial",
+      adapters::log_fields::object());
+  if (listening())
+    emit("snakepit.circuit_breaker.half_open", json::object(),
+         {{"pool", pool_}, {"reason", "calls"}});
+}
+
+void pool_events::call_circuit_closed(bool trial_ok) {
+  if (trial_ok)
+    log(adapters::log_level::warn, "circuit closed: the trial call succeeded",
+        adapters::log_fields::object());
+  if (listening())
+    emit("snakepit.circuit_breaker.closed", json::object(),
+         {{"pool", pool_}, {"reason", "calls"}});
+}
+
 } // namespace snakepit::actors::detail

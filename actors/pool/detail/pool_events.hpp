@@ -66,6 +66,13 @@ class pool_events {
   void circuit_half_open();
   /// `worker_id` empty: closed without a new worker (nothing was missing).
   void circuit_closed(const std::string& worker_id);
+  // the breaker on calls
+  void call_circuit_opened(uint32_t run, std::chrono::milliseconds reset);
+  void call_circuit_half_open();
+  void call_circuit_closed(bool trial_ok);
+  // resizing
+  void resized(size_t from, size_t to);
+  void worker_draining(const std::string& id, const char* reason);
 
  private:
   bool listening() const;

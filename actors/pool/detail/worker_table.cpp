@@ -74,6 +74,12 @@ size_t worker_table::member_count() const {
     records_.begin(), records_.end(), [](const auto& kv) { return kv.second.member; }));
 }
 
+size_t worker_table::leaving_count() const {
+  return static_cast<size_t>(
+    std::count_if(records_.begin(), records_.end(),
+                  [](const auto& kv) { return kv.second.member && kv.second.leaving; }));
+}
+
 size_t worker_table::recycling_count() const {
   return static_cast<size_t>(
     std::count_if(records_.begin(), records_.end(),

@@ -68,10 +68,15 @@ struct worker_record {
   bool replaced = false;
   /// This worker is the replacement of a recycled one (until it is ready).
   std::string replaces;
+  /// Chosen to go by a shrinking resize: takes no new work, retires when idle.
+  bool leaving = false;
   /// How its process last died (exit code, signal), until its down arrives.
   std::optional<std::pair<int, int>> exit;
 
   bool tainted(pool_time now) const { return tainted_until > now; }
+  /// On its way out (replaced by a recycle, or resized away): serves only what is
+  /// pinned to it and retires once idle.
+  bool retiring() const { return replaced || leaving; }
 };
 
 /// Every worker of one pool, by id, and the ready ones in the order they became
@@ -108,6 +113,8 @@ class worker_table {
   size_t member_count() const;
   /// Workers being recycled.
   size_t recycling_count() const;
+  /// Members chosen to go by a shrinking resize.
+  size_t leaving_count() const;
   /// Whether any taint is set (a cheap test before the per-worker one).
   bool any_taint(pool_time now) const;
   /// Whether any worker in the ready order is free of taint.
