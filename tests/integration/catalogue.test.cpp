@@ -172,6 +172,13 @@ TEST_SUITE("integration.telemetry_catalogue") {
     REQUIRE(eventually([&] { return serving_workers(r, "main")->size() == 2; }));
     CHECK_FALSE(r.recycle_worker(serving_workers(r, "main")->front().id, "main"));
     CHECK(eventually([&] { return seen.has("snakepit.worker.recycled"); }));
+    // The main pool grows by one and shrinks back: resized, a worker drains.
+    REQUIRE(eventually([&] { return serving_workers(r, "main")->size() == 2; }));
+    CHECK_FALSE(r.resize_pool("main", 3));
+    CHECK(eventually([&] { return serving_workers(r, "main")->size() == 3; }, 30s));
+    CHECK_FALSE(r.resize_pool("main", 2));
+    CHECK(eventually([&] { return seen.has("snakepit.worker.draining"); }));
+    CHECK(seen.has("snakepit.pool.resized"));
     // A stopped worker misses its heartbeats and is killed.
     REQUIRE(eventually([&] { return serving_workers(r, "main")->size() == 2; }));
     auto stopped = serving_workers(r, "main")->front().pid;

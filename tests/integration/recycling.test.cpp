@@ -383,6 +383,34 @@ TEST_SUITE("integration.circuit_breaker") {
     stop_and_check(r);
   }
 
+  TEST_CASE("calls that keep timing out open the circuit for calls; a trial closes it") {
+    auto cfg = small_config(2);
+    cfg.pools[0].circuit.call_failures = 3;
+    cfg.pools[0].circuit.reset = 500ms;
+    event_capture rec;
+    snakepit::start_options opts;
+    rec.attach_to(opts, "snakepit.circuit_breaker");
+    auto rt = snakepit::runtime::start(cfg, opts);
+    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    auto& r = **rt;
+    snakepit::execute_options o;
+    o.timeout = 100ms;
+    // Blocking callers on an idle pool run on the direct lane: the run counts there.
+    for (int i = 0; i < 3; ++i)
+      REQUIRE(r.execute("async_sleep", {{"ms", 5000}}, o).error() == errc::timeout);
+    auto refused = r.execute("echo", {{"x", 1}});
+    REQUIRE_FALSE(refused);
+    CHECK(refused.error() == errc::circuit_open);
+    CHECK(snakepit::describe(refused.error()).find("pool default") != std::string::npos);
+    CHECK(rec.count("snakepit.circuit_breaker.opened") == 1);
+    CHECK(eventually([&] { return static_cast<bool>(r.execute("echo", {{"x", 2}})); }, 5s));
+    CHECK(rec.count("snakepit.circuit_breaker.half_open") == 1);
+    CHECK(rec.count("snakepit.circuit_breaker.closed") == 1);
+    for (int i = 0; i < 5; ++i)
+      CHECK(r.execute("echo", {{"x", i}}));
+    stop_and_check(r);
+  }
+
 } // TEST_SUITE
 
 TEST_SUITE("integration.cancel_grace") {
