@@ -87,8 +87,9 @@ void halted_stream(app& a) {
       return c.value("valid", true); // halt at the first invalid reading
     });
   auto closed = wait_closed(a, *sid);
-  fmt::print("   stream_readings: halted after {} chunks ({}); Python closed the "
-             "generator at reading {}\n",
+  fmt::print("   stream_readings: halted at the invalid reading {} ({}); Python closed "
+             "the generator at reading {}\n   (the producer may run ahead of the "
+             "consumer by what the queues between them hold)\n",
              chunks, snakepit::describe(err), closed ? closed->dump() : "?");
   a.ck.that(!err && chunks == 4,
             "halting (on_chunk returns false) ends the call cleanly");

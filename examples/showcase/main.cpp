@@ -132,6 +132,20 @@ int stop_and_count_leftovers(snakepit::runtime& rt, showcase::checker& ck) {
   return alive;
 }
 
+/// Runs the chosen demos on a started runtime, then stops it; the number of failed
+/// checks.
+int run_demos(snakepit::runtime& rt, const snakepit::config& cfg,
+              const std::vector<const demo*>& chosen) {
+  showcase::checker ck;
+  if (auto err = showcase::register_host_tools(rt))
+    ck.that(false, fmt::format("register host tools: {}", snakepit::describe(err)));
+  app a{rt, cfg, ck};
+  for (auto* d : chosen)
+    d->run(a);
+  stop_and_count_leftovers(rt, ck);
+  return ck.failures();
+}
+
 } // namespace
 
 int main(int argc, char** argv) {
@@ -152,18 +166,10 @@ int main(int argc, char** argv) {
     fmt::print(stderr, "start failed: {}\n", snakepit::describe(started.error()));
     return 2;
   }
-  auto& rt = **started;
   fmt::print("ready in {:.0f} ms\n", showcase::ms_since(t0));
-  showcase::checker ck;
-  if (auto err = showcase::register_host_tools(rt))
-    ck.that(false, fmt::format("register host tools: {}", snakepit::describe(err)));
-  app a{rt, cfg, ck};
-  for (auto* d : opts.chosen)
-    d->run(a);
-  stop_and_count_leftovers(rt, ck);
-  if (ck.failures() != 0) {
+  if (int failed = run_demos(**started, cfg, opts.chosen)) {
     fmt::print(stderr, "\nshowcase: {} check(s) FAILED (see [FAIL] lines above)\n",
-               ck.failures());
+               failed);
     return 1;
   }
   fmt::print("\nshowcase: every check passed\n");
