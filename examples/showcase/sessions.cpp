@@ -28,16 +28,18 @@ std::string wait_for_holder(app& a, const std::string& sid) {
   return {};
 }
 
-/// While one call of the session holds its worker, the next call runs elsewhere.
+/// While one call of the session holds its worker (until the host releases it), the
+/// next calls run elsewhere.
 void busy_worker_elsewhere(app& a, const std::string& sid) {
-  fmt::print("   -- one call holds a worker for 600 ms; meanwhile:\n");
+  fmt::print("   -- one call holds its worker until the host releases it; meanwhile:\n");
   snakepit::execute_result held = caf::error{};
   std::thread holder([&] {
-    held = a.rt.execute_in_session(sid, "get_worker_info", {{"hold_ms", 600}});
+    held = a.rt.execute_in_session(sid, "get_worker_info", {{"hold", true}});
   });
   auto holding = wait_for_holder(a, sid);
   auto r = call(a, sid, "increment_counter");
   auto p = call(a, sid, "predict", {{"name", "price"}, {"x", {3.0, 4.0}}});
+  put_host_state(a.rt, sid, "release", true);
   holder.join();
   a.ck.that(!holding.empty(), "the held call recorded its worker in the session");
   if (a.ck.ok(r, "increment_counter while the worker is held")) {
@@ -48,7 +50,7 @@ void busy_worker_elsewhere(app& a, const std::string& sid) {
   }
   if (a.ck.ok(p, "predict with the session's model"))
     a.ck.that(p->result.value("y", 0.0) == 9.0, "price model: 2*3 + 0.5*4 + 1 = 9");
-  a.ck.ok(held, "the held call");
+  a.ck.ok(held, "the held call, once released");
 }
 
 /// What the host sees in its own store, without asking Python.

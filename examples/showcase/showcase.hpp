@@ -83,6 +83,10 @@ double ms_since(std::chrono::steady_clock::time_point t0);
 std::optional<json> host_state(snakepit::runtime& rt, const std::string& sid,
                                const std::string& key);
 
+/// Stores `value` under `key` in session `sid` through the host's session store.
+void put_host_state(snakepit::runtime& rt, const std::string& sid, const std::string& key,
+                    const json& value);
+
 /// Creates a session (generated id, metadata `demo`) for a demo; nullopt after a
 /// failed check.
 std::optional<std::string> new_session(app& a, const std::string& demo);

@@ -39,6 +39,14 @@ std::optional<json> host_state(snakepit::runtime& rt, const std::string& sid,
   return out;
 }
 
+void put_host_state(snakepit::runtime& rt, const std::string& sid, const std::string& key,
+                    const json& value) {
+  auto store = snakepit::actors::as_session_store(rt.session_store());
+  caf::scoped_actor self{rt.system()};
+  snakepit::actors::put_state(self, store, sid, key, value.dump())
+    .receive([](caf::ok_atom) {}, [](caf::error&) {});
+}
+
 std::optional<std::string> new_session(app& a, const std::string& demo) {
   auto sid = a.rt.create_session(std::nullopt, {{"demo", demo}});
   if (!a.ck.ok(sid, "create a session"))

@@ -39,14 +39,17 @@ class SessionOps:
         ctx = self.session_context
         return {"value": ctx.get("counter", 0), **_where(ctx)}
 
-    @tool(description="Which worker serves this call; with hold_ms, first records it in "
-                      "the session (key `holding`) and keeps the worker busy that long")
-    def get_worker_info(self, hold_ms: float = 0) -> Dict[str, Any]:
+    @tool(description="Which worker serves this call; with hold, first records it in "
+                      "the session (key `holding`) and keeps the worker busy until the "
+                      "host sets the session key `release` (at most 10 s)")
+    def get_worker_info(self, hold: bool = False) -> Dict[str, Any]:
         ctx = self.session_context
         ctx.increment("command_count")
-        if hold_ms:
+        if hold:
             ctx.set("holding", ctx.worker_id)
-            time.sleep(float(hold_ms) / 1000.0)
+            deadline = time.monotonic() + 10.0
+            while not ctx.get("release", False) and time.monotonic() < deadline:
+                time.sleep(0.01)
         return {"session_id": ctx.session_id, "command_count": ctx.get("command_count"),
                 **_where(ctx)}
 
