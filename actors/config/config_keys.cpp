@@ -342,6 +342,16 @@ std::string check_command(const pool_config& p) {
   return "";
 }
 
+/// The gRPC channels (the host's client and the Python server) carry at most 100 MiB:
+/// a larger limit would let requests through that the channel then refuses.
+std::string check_grpc_message_limit(const pool_config& p) {
+  constexpr size_t grpc_limit = size_t{100} << 20;
+  if (p.kind != worker_kind::grpc || p.max_message_bytes <= grpc_limit)
+    return "";
+  return fmt::format("at most {} for kind = \"grpc\" (the limit of its gRPC channel)",
+                     grpc_limit);
+}
+
 std::string check_cwd(const pool_config& p) {
   struct stat st;
   if (p.cwd.empty() || (::stat(p.cwd.c_str(), &st) == 0 && S_ISDIR(st.st_mode)))
@@ -537,7 +547,8 @@ std::vector<config_key<pool_config>> pool_policy_keys() {
   return {
     key<&p::max_message_bytes>("max_message_bytes", "largest request payload in bytes")
       .wide()
-      .at_least(1024),
+      .at_least(1024)
+      .check(check_grpc_message_limit),
     key<&p::queue, &pool_queue::max_size>("max_queue_size",
                                           "queued requests beyond which calls fail"),
     key<&p::queue, &pool_queue::timeout>("queue_timeout",

@@ -260,8 +260,9 @@ class BaseAdapter:
         attr, meta = entry
         return getattr(self, attr), meta
 
-    def call_tool(self, name: str, **kwargs: Any) -> Any:
-        """Call tool *name* directly (a coroutine for async tools)."""
+    def call_tool(self, name: str, /, **kwargs: Any) -> Any:
+        """Call tool *name* directly (a coroutine for async tools). *name* is
+        positional-only, so a tool may have a parameter called ``name`` too."""
         fn, _ = self.get_tool(name)
         return fn(**kwargs)
 

@@ -59,6 +59,15 @@ def test_list_tools_and_call_tool():
         a.call_tool("initialize")
 
 
+def test_call_tool_passes_a_parameter_called_name_to_the_tool():
+    class Named(BaseAdapter):
+        @tool
+        def greet(self, name: str) -> str:
+            return f"hello {name}"
+
+    assert Named().call_tool("greet", name="ada") == "hello ada"
+
+
 def test_get_tools_builds_registrations_from_signatures():
     regs = {r.name: r for r in Sample().get_tools()}
     bare = regs["bare"]

@@ -217,6 +217,13 @@ TEST_SUITE("actors.config_keys") {
     p.retry.max_attempts = 0;
     CHECK_FALSE(p.validate());
     p = {};
+    p.max_message_bytes = (size_t{100} << 20) + 1; // beyond the gRPC channel's limit
+    CHECK(snakepit::message_of(p.validate()) ==
+          "pools[default].max_message_bytes: at most 104857600 for kind = \"grpc\" (the "
+          "limit of its gRPC channel)");
+    p.kind = snakepit::worker_kind::stdio; // frames have no such limit
+    CHECK_FALSE(p.validate());
+    p = {};
     p.name = "no spaces";
     CHECK(snakepit::message_of(p.validate()) ==
           "pools[].name: 'no spaces' must be 1-64 characters of [A-Za-z0-9_.-]");
