@@ -25,6 +25,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include "actors/config/bundled_packages.hpp"
 #include "actors/config/config.hpp"
 #include "actors/config/config_file.hpp"
 #include "actors/observability/telemetry.hpp"
@@ -505,6 +506,34 @@ int cmd_tools(const std::string& config_path, const std::string& pool, bool as_j
   return exit_ok;
 }
 
+/// The doctor's lines about the bundled worker packages: which Python package the
+/// workers get (path, installed or build tree, ...), where Python imports it from, and
+/// the Node.js bridge's path when there is one (docs/install.md).
+template<class Check>
+void check_worker_packages(const snakepit::config& c, Check& check) {
+  auto pkg = snakepit::find_python_package(c.python_path);
+  check(pkg.origin != snakepit::package_origin::none, "worker package",
+        pkg.path.empty() ? std::string{"not found"}
+                         : fmt::format("{} ({})", fmt::join(pkg.path, ":"),
+                                       snakepit::to_string(pkg.origin)),
+        "install snakepit (docs/install.md), or set SNAKEPIT_PYTHON_PACKAGE_DIR or "
+        "python_path to the directory that holds snakepit_bridge");
+  auto imported = run_python(
+    c,
+    {"-c",
+     "import os, snakepit_bridge; print(os.path.dirname(snakepit_bridge.__file__))"},
+    {});
+  bool pkg_ok = imported.started && !imported.timed_out && imported.code == 0;
+  check(pkg_ok, "snakepit_bridge package",
+        pkg_ok ? last_line(imported.out) : last_line(imported.err),
+        fmt::format("put the directory that holds snakepit_bridge on python_path (now: "
+                    "{})",
+                    c.effective_python_path()));
+  if (auto node = snakepit::find_node_bridge(); !node.script.empty())
+    check(true, "node bridge",
+          fmt::format("{} ({})", node.script, snakepit::to_string(node.origin)), "");
+}
+
 int cmd_doctor(const std::string& config_path) {
   int failures = 0;
   auto check = [&](bool ok, const std::string& what, const std::string& detail,
@@ -541,16 +570,13 @@ int cmd_doctor(const std::string& config_path) {
   auto [grpc_ok, grpc_why] = py({"-c", "import grpc, google.protobuf"});
   check(grpc_ok, "import grpc, google.protobuf", grpc_ok ? "" : grpc_why,
         "apt-get install python3-grpcio python3-protobuf");
-  auto [pkg_ok, pkg_why] = py({"-c", "import snakepit_bridge"});
-  check(pkg_ok, "snakepit_bridge package", pkg_ok ? "" : pkg_why,
-        fmt::format("put the repository's python/ on python_path (now: {})",
-                    c.effective_python_path()));
+  check_worker_packages(c, check);
   auto [gen_ok, gen_why] =
     py({"-c", "import snakepit_bridge_pb2, snakepit_bridge_pb2_grpc"});
   check(gen_ok, "generated modules snakepit_bridge_pb2, snakepit_bridge_pb2_grpc",
         gen_ok ? "" : gen_why,
-        "build the project (they are generated into <build>/python) and keep that "
-        "directory on python_path");
+        "build the project (they are generated into <build>/python; installed: "
+        "<prefix>/share/snakepit/python) and keep that directory on python_path");
   for (auto& p : c.pools) {
     auto [ok, why] = py(
       {"-m", "snakepit_bridge", "--health-check", "--adapter", p.adapter}, p.adapter_env);

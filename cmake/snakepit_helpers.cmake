@@ -1,17 +1,23 @@
 # Small helpers so every target gets the same standard, warnings and alias.
 include_guard(GLOBAL)
+include(GNUInstallDirs)
 
 # snakepit_add_library(<name> SOURCES ... DEPS ...)
-#   Creates snakepit_<name> with alias snakepit::<name>; the repository root is its
-#   include root, so headers are included as "supervision/x.hpp", "actors/y.hpp".
+#   Creates snakepit_<name> with alias snakepit::<name> (also its name when installed);
+#   the repository root is its include root, so headers are included as
+#   "supervision/x.hpp", "actors/y.hpp" (installed: <prefix>/include/snakepit is).
+#   snakepit_internal (warnings, -Werror) applies to the build only: it never reaches a
+#   host that links the installed library.
 function(snakepit_add_library name)
   cmake_parse_arguments(arg "" "" "SOURCES;DEPS" ${ARGN})
   add_library(snakepit_${name} ${arg_SOURCES})
   add_library(snakepit::${name} ALIAS snakepit_${name})
+  set_target_properties(snakepit_${name} PROPERTIES EXPORT_NAME ${name})
   target_include_directories(snakepit_${name} PUBLIC
     $<BUILD_INTERFACE:${PROJECT_SOURCE_DIR}>
-    $<INSTALL_INTERFACE:include/snakepit>)
-  target_link_libraries(snakepit_${name} PUBLIC ${arg_DEPS} PRIVATE snakepit_internal)
+    $<INSTALL_INTERFACE:${CMAKE_INSTALL_INCLUDEDIR}/snakepit>)
+  target_link_libraries(snakepit_${name} PUBLIC ${arg_DEPS}
+    PRIVATE $<BUILD_INTERFACE:snakepit_internal>)
 endfunction()
 
 # snakepit_add_test(<name> SOURCES ... DEPS ... LABELS ...)

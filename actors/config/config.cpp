@@ -9,6 +9,7 @@
 
 #include <fmt/format.h>
 
+#include "actors/config/bundled_packages.hpp"
 #include "actors/config/config_keys.hpp"
 #include "adapters/errors.hpp"
 #include "adapters/process.hpp"
@@ -46,13 +47,8 @@ size_t pool_config::capacity() const {
 }
 
 std::string config::effective_python_path() const {
-  std::vector<std::string> entries = python_path;
-  if (entries.empty()) {
-    entries.emplace_back(SNAKEPIT_PYTHON_SOURCE_DIR);
-    entries.emplace_back(SNAKEPIT_PYTHON_GEN_DIR);
-  }
   std::string out;
-  for (auto& e : entries) {
+  for (auto& e : find_python_package(python_path).path) {
     if (!out.empty())
       out += ':';
     out += e;
@@ -95,6 +91,10 @@ caf::error config::validate() const {
   }
   if (!any_python)
     return caf::none; // no pool runs the bundled Python bridge
+  if (find_python_package(python_path).origin == package_origin::none)
+    return invalid("python_path: the snakepit_bridge package was found neither in an "
+                   "installed snakepit (<prefix>/share/snakepit/python) nor in the build "
+                   "tree; set SNAKEPIT_PYTHON_PACKAGE_DIR or python_path");
   if (python.empty())
     return invalid("python: no interpreter given");
   struct stat st;

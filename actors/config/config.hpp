@@ -337,7 +337,9 @@ struct config {
   /// Interpreter that has grpcio and protobuf (Debian's, not the first on PATH).
   std::string python = "/usr/bin/python3";
   /// PYTHONPATH entries for the `snakepit_bridge` package and the generated
-  /// protobuf modules; empty means the ones of this build.
+  /// protobuf modules; empty means found at run time: SNAKEPIT_PYTHON_PACKAGE_DIR,
+  /// else <prefix>/share/snakepit/python of an installed snakepit, else the build
+  /// tree's (actors/config/bundled_packages.hpp, docs/install.md).
   std::vector<std::string> python_path;
   /// The pools; at least one.
   std::vector<pool_config> pools = {pool_config{}};

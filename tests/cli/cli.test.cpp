@@ -50,11 +50,15 @@ std::string slurp(const std::filesystem::path& p) {
   return s.str();
 }
 
-/// Runs the CLI with `args`, stdout captured through popen, stderr through a file.
-outcome run_cli(const std::vector<std::string>& args, int timeout_s = 90) {
+/// Runs the CLI with `args` (and `env`, "NAME=value" entries added to the
+/// environment), stdout captured through popen, stderr through a file.
+outcome run_cli(const std::vector<std::string>& args, int timeout_s = 90,
+                const std::vector<std::string>& env = {}) {
   auto err_file = scratch_dir() / "stderr.txt";
-  std::string cmd =
-    "timeout -k 5 " + std::to_string(timeout_s) + " " + quote(SNAKEPIT_CLI_BINARY);
+  std::string cmd = "env";
+  for (auto& e : env)
+    cmd += " " + quote(e);
+  cmd += " timeout -k 5 " + std::to_string(timeout_s) + " " + quote(SNAKEPIT_CLI_BINARY);
   for (auto& a : args)
     cmd += " " + quote(a);
   cmd += " 2>" + quote(err_file.string());
@@ -257,11 +261,35 @@ TEST_SUITE("cli") {
   TEST_CASE("doctor passes on this machine and prints each check") {
     auto res = run_cli({"doctor"});
     CHECK_MESSAGE(res.code == 0, res.out);
-    for (auto check :
-         {"interpreter", "import grpc", "snakepit_bridge package", "generated modules",
-          "pool default: adapter", "runtime directory", "process registry"})
+    for (auto check : {"interpreter", "import grpc", "worker package",
+                       "snakepit_bridge package", "generated modules", "node bridge",
+                       "pool default: adapter", "runtime directory", "process registry"})
       CHECK_MESSAGE(contains(res.out, std::string{"[ OK ] "} + check),
                     std::string{check});
+    // Run from the build tree: the source tree's package, imported from there.
+    auto source = std::string{SNAKEPIT_TEST_PYTHON_SOURCE_DIR};
+    CHECK_MESSAGE(contains(res.out, "[ OK ] worker package: " + source + ":"), res.out);
+    CHECK(contains(res.out, "(build tree)"));
+    CHECK(contains(res.out, "[ OK ] snakepit_bridge package: " + source));
+  }
+
+  TEST_CASE("doctor names SNAKEPIT_PYTHON_PACKAGE_DIR when it points the workers "
+            "elsewhere, and fails when it points at nothing") {
+    auto dirs =
+      std::string{SNAKEPIT_TEST_PYTHON_SOURCE_DIR} + ":" + SNAKEPIT_TEST_PYTHON_GEN_DIR;
+    auto res = run_cli({"doctor"}, 90, {"SNAKEPIT_PYTHON_PACKAGE_DIR=" + dirs});
+    CHECK_MESSAGE(res.code == 0, res.out);
+    CHECK(contains(res.out,
+                   "[ OK ] worker package: " + dirs + " (SNAKEPIT_PYTHON_PACKAGE_DIR)"));
+    auto empty = scratch_dir() / "no-package";
+    std::filesystem::create_directories(empty);
+    auto bad = run_cli({"doctor"}, 90, {"SNAKEPIT_PYTHON_PACKAGE_DIR=" + empty.string()});
+    CHECK(bad.code == 1);
+    CHECK_MESSAGE(contains(bad.out, "[FAIL] snakepit_bridge package"), bad.out);
+    auto exec = run_cli({"exec", "echo", R"({"message":"hi"})"}, 90,
+                        {"SNAKEPIT_PYTHON_PACKAGE_DIR=" + empty.string()});
+    CHECK(exec.code == 4);
+    CHECK(contains(exec.err, "No module named"));
   }
 
   TEST_CASE("doctor fails with a fix when the adapter cannot be imported") {

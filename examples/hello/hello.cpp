@@ -1,4 +1,5 @@
-// The README's host example, built so it stays true.
+// The README's host example, built so it stays true (in this tree, and by
+// examples/hello/CMakeLists.txt against an installed snakepit).
 #include <fmt/format.h>
 
 #include "actors/snakepit.hpp"
