@@ -254,6 +254,8 @@ std::optional<execute_result> direct_lane::execute(execute_request& req,
               json{{"duration_us", us}}, request_stop_metadata(ctx_.pool, out));
   auto threshold = failure_threshold_.load();
   bool run_reached = threshold > 0 && note_outcome(worker_failed(out)) >= threshold;
+  if (run_reached)
+    open_.store(false); // the pool opens its circuit: no call may go around it
   if (!open_.load() || !slot->claimable() || limit_reached || run_reached)
     notify(slot->worker_id);
   return out;

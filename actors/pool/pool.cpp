@@ -44,6 +44,14 @@ using pool_private =
                      caf::reacts_to<pool_timer_atom, detail::pool_timer>,
                      caf::reacts_to<stream_halt_atom, uint64_t, bool>>;
 
+/// What outlives one incarnation of a pool (its child spec keeps it): the size
+/// it was last resized to, and how often it started (a restarted pool names its
+/// workers anew: `<pool>_worker_<n>_g<generation>`).
+struct pool_memory {
+  std::atomic<size_t> size{0};
+  std::atomic<uint64_t> generation{0};
+};
+
 struct pool_state;
 using pool_ptr = pool_private::stateful_pointer<pool_state>;
 
@@ -83,9 +91,8 @@ struct pool_state {
 
   pool_config cfg;
   std::shared_ptr<const worker_env> env;
-  /// The pool's size as last resized, shared with its child spec: a restarted
-  /// pool keeps it.
-  std::shared_ptr<std::atomic<size_t>> size;
+  /// What outlives one incarnation of the pool, shared with its child spec.
+  std::shared_ptr<pool_memory> memory;
   caf::actor worker_sup;
   std::shared_ptr<direct_lane> lane;
   std::unique_ptr<shell_callee> callee;
@@ -365,7 +372,7 @@ caf::result<caf::ok_atom> resize(pool_ptr self, size_t n) {
   step(self, [&](detail::pool_core& core) { err = core.resize(n); });
   if (err)
     return err;
-  self->state.size->store(n);
+  self->state.memory->size.store(n);
   return caf::ok_atom::value;
 }
 
@@ -380,11 +387,11 @@ pool_private::behavior_type pool_behavior(pool_ptr self);
 
 pool_private::behavior_type pool_impl(pool_ptr self, pool_config cfg,
                                       std::shared_ptr<const worker_env> env,
-                                      std::shared_ptr<std::atomic<size_t>> size) {
+                                      std::shared_ptr<pool_memory> memory) {
   auto& st = self->state;
   st.cfg = std::move(cfg);
-  st.cfg.pool_size = size->load();
-  st.size = std::move(size);
+  st.cfg.pool_size = memory->size.load();
+  st.memory = std::move(memory);
   st.env = std::move(env);
   st.worker_sup = st.env->names->get("worker_sup");
   if (!st.worker_sup) {
@@ -410,7 +417,7 @@ pool_private::behavior_type pool_impl(pool_ptr self, pool_config cfg,
   if (st.cfg.direct_dispatch)
     st.env->lanes->put(st.cfg.name, st.lane);
   st.callee = std::make_unique<shell_callee>(self);
-  auto generation = ++st.env->pool_generations->at(st.cfg.name);
+  auto generation = ++st.memory->generation;
   st.core = std::make_unique<detail::pool_core>(
     st.cfg, st.lane, detail::pool_events{st.cfg.name, st.env->telemetry, st.env->log},
     *st.callee, generation);
@@ -511,10 +518,11 @@ supervision::child_spec pool_spec(pool_config cfg,
   spec.restart = supervision::restart_type::permanent;
   spec.type = supervision::child_type::worker;
   spec.shutdown = supervision::shutdown_spec::after(std::chrono::seconds{5});
-  auto size = std::make_shared<std::atomic<size_t>>(cfg.pool_size);
-  spec.start = [cfg, env, size](caf::local_actor* parent, supervision::start_ack ack,
-                                const caf::message&) -> caf::actor {
-    auto hdl = caf::actor_cast<caf::actor>(parent->spawn(pool_impl, cfg, env, size));
+  auto memory = std::make_shared<pool_memory>();
+  memory->size = cfg.pool_size;
+  spec.start = [cfg, env, memory](caf::local_actor* parent, supervision::start_ack ack,
+                                  const caf::message&) -> caf::actor {
+    auto hdl = caf::actor_cast<caf::actor>(parent->spawn(pool_impl, cfg, env, memory));
     env->names->put("pool:" + cfg.name, hdl);
     ack.ok(hdl);
     return hdl;

@@ -16,10 +16,7 @@ namespace snakepit {
 using namespace std::chrono_literals;
 
 std::vector<std::string> runtime::pool_names() const {
-  std::vector<std::string> out;
-  for (auto& p : impl_->cfg.pools)
-    out.push_back(p.name);
-  return out;
+  return impl_->pool_names();
 }
 
 caf::expected<pool_stats> runtime::get_stats(const std::string& pool) {
@@ -36,10 +33,10 @@ caf::expected<pool_stats> runtime::get_stats(const std::string& pool) {
 
 caf::expected<runtime_stats> runtime::get_all_stats() {
   runtime_stats out;
-  for (auto& p : impl_->cfg.pools) {
-    if (!impl_->find_pool(p.name))
+  for (auto& name : impl_->pool_names()) {
+    if (!impl_->find_pool(name))
       continue;
-    auto s = get_stats(p.name);
+    auto s = get_stats(name);
     if (s)
       out.pools.push_back(std::move(*s));
     else if (s.error() == errc::shutting_down)
@@ -67,12 +64,12 @@ caf::expected<std::vector<worker_info>> runtime::list_workers(const std::string&
 caf::expected<std::map<std::string, std::vector<worker_info>>>
 runtime::list_all_workers() {
   std::map<std::string, std::vector<worker_info>> out;
-  for (auto& p : impl_->cfg.pools) {
-    if (!impl_->find_pool(p.name))
+  for (auto& name : impl_->pool_names()) {
+    if (!impl_->find_pool(name))
       continue;
-    auto ws = list_workers(p.name);
+    auto ws = list_workers(name);
     if (ws)
-      out.emplace(p.name, std::move(*ws));
+      out.emplace(name, std::move(*ws));
     else if (ws.error() == errc::shutting_down)
       return ws.error();
   }
@@ -104,18 +101,6 @@ caf::expected<worker_init_status> runtime::get_init_status(const std::string& wo
   });
 }
 
-caf::error runtime::resize_pool(const std::string& pool, size_t n) {
-  auto hdl = impl_->find_pool(pool);
-  if (!hdl)
-    return impl_->pool_missing(pool);
-  caf::scoped_actor self{*impl_->sys};
-  caf::error out = caf::make_error(errc::timeout, "resize_pool");
-  actors::resize(self, actors::pool_handle(hdl), n, 5s)
-    .receive([&](caf::ok_atom) { out = caf::none; },
-             [&](caf::error& err) { out = std::move(err); });
-  return out;
-}
-
 std::vector<int> runtime::live_processes() const {
   auto pids = impl_->env->processes->snapshot();
   return {pids.begin(), pids.end()};
@@ -141,8 +126,8 @@ caf::error runtime::set_python_telemetry(adapters::telemetry_control ctl) {
   if (impl_->stopped)
     return caf::make_error(errc::shutting_down, "the runtime is stopped");
   impl_->env->python_telemetry->set(std::move(ctl));
-  for (auto& p : impl_->cfg.pools)
-    if (auto hdl = impl_->find_pool(p.name))
+  for (auto& name : impl_->pool_names())
+    if (auto hdl = impl_->find_pool(name))
       actors::push_python_telemetry(actors::pool_handle(hdl));
   return caf::none;
 }

@@ -56,8 +56,6 @@ std::unique_ptr<runtime::impl> make_impl(caf::actor_system* sys, config cfg,
   env.python = p->cfg.python;
   env.python_path = p->cfg.effective_python_path();
   env.run_id = actors::make_run_id();
-  for (auto& pool : p->cfg.pools)
-    (*env.pool_generations)[pool.name] = 0;
   return p;
 }
 
@@ -120,8 +118,8 @@ caf::error runtime::await_ready(std::chrono::milliseconds timeout) {
   // serve (one broken pool does not stop the healthy ones).
   size_t ready = 0;
   caf::error first;
-  for (auto& p : impl_->cfg.pools) {
-    auto err = await_ready(p.name, timeout);
+  for (auto& name : impl_->pool_names()) {
+    auto err = await_ready(name, timeout);
     if (!err)
       ++ready;
     else if (!first)
@@ -134,13 +132,11 @@ caf::error runtime::await_ready(const std::string& pool,
                                 std::chrono::milliseconds timeout) {
   caf::scoped_actor self{*impl_->sys};
   caf::error result = caf::make_error(errc::pool_not_found, pool);
-  for (auto& p : impl_->cfg.pools) {
-    if (p.name != pool)
-      continue;
+  if (impl_->has_pool(pool)) {
     result = caf::none;
-    auto hdl = impl_->find_pool(p.name);
+    auto hdl = impl_->find_pool(pool);
     if (!hdl)
-      return impl_->pool_missing(p.name);
+      return impl_->pool_missing(pool);
     actors::await_ready(self, actors::pool_handle(hdl), timeout)
       .receive([](caf::ok_atom) {},
                [&](caf::error& err) {
@@ -149,7 +145,7 @@ caf::error runtime::await_ready(const std::string& pool,
                      err == caf::sec::request_timeout
                        ? caf::make_error(errc::not_ready,
                                          fmt::format("pool {} not ready within {} ms",
-                                                     p.name, timeout.count()))
+                                                     pool, timeout.count()))
                        : std::move(err);
                });
   }

@@ -221,6 +221,22 @@ class runtime {
   /// shutting_down.
   caf::error resize_pool(const std::string& pool, size_t n);
 
+  /// Adds a pool to the running runtime and waits until it is ready (or `timeout`):
+  /// it is checked against the whole configuration first (invalid_config naming the
+  /// key; a duplicate name), its host adapter is initialised, it starts under the
+  /// runtime's supervisor like the configured pools. A pool whose workers cannot
+  /// start is removed again and its error returned (start_failed, not_ready).
+  caf::error add_pool(pool_config pool,
+                      std::chrono::milliseconds timeout = std::chrono::milliseconds{
+                        60000});
+
+  /// Removes a pool from the running runtime: new calls to it fail with
+  /// shutting_down, calls in flight get up to its graceful_shutdown_timeout to
+  /// finish, then the pool and its workers stop and its name is free again
+  /// (pool_not_found afterwards). Errors: pool_not_found, invalid_argument for the
+  /// runtime's only pool, shutting_down.
+  caf::error remove_pool(const std::string& name);
+
   /// Every OS pid the runtime started and has not seen exit: its workers and their
   /// templates (`pool_config::start_method`).
   std::vector<int> live_processes() const;

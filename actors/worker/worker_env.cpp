@@ -77,6 +77,16 @@ caf::actor name_table::get(const std::string& name) const {
   return i == names_.end() ? caf::actor{} : i->second;
 }
 
+std::vector<caf::actor> name_table::with_prefix(const std::string& prefix) const {
+  std::lock_guard<std::mutex> guard{mtx_};
+  std::vector<caf::actor> out;
+  for (auto i = names_.lower_bound(prefix);
+       i != names_.end() && i->first.compare(0, prefix.size(), prefix) == 0; ++i)
+    if (i->second)
+      out.push_back(i->second);
+  return out;
+}
+
 void name_table::clear() {
   std::lock_guard<std::mutex> guard{mtx_};
   names_.clear();

@@ -81,6 +81,8 @@ class name_table {
  public:
   void put(const std::string& name, caf::actor hdl);
   caf::actor get(const std::string& name) const;
+  /// The live entries whose name starts with `prefix` (e.g. every "pool:").
+  std::vector<caf::actor> with_prefix(const std::string& prefix) const;
   void clear();
 
  private:
@@ -119,9 +121,6 @@ struct worker_env {
   std::shared_ptr<lane_table> lanes = std::make_shared<lane_table>();
   std::shared_ptr<python_telemetry_settings> python_telemetry =
     std::make_shared<python_telemetry_settings>();
-  /// Incarnation counter per pool name, so a restarted pool names its workers anew.
-  std::shared_ptr<std::map<std::string, std::atomic<uint64_t>>> pool_generations =
-    std::make_shared<std::map<std::string, std::atomic<uint64_t>>>();
 };
 
 /// A 7-character base36 run id (upstream Snakepit.RunId's format, all random), tagged on

@@ -402,10 +402,15 @@ TEST_SUITE("integration.circuit_breaker") {
     REQUIRE_FALSE(refused);
     CHECK(refused.error() == errc::circuit_open);
     CHECK(snakepit::describe(refused.error()).find("pool default") != std::string::npos);
-    CHECK(rec.count("snakepit.circuit_breaker.opened") == 1);
-    CHECK(eventually([&] { return static_cast<bool>(r.execute("echo", {{"x", 2}})); }, 5s));
-    CHECK(rec.count("snakepit.circuit_breaker.half_open") == 1);
-    CHECK(rec.count("snakepit.circuit_breaker.closed") == 1);
+    CHECK(eventually([&] { return rec.count("snakepit.circuit_breaker.opened") == 1; }));
+    CHECK(eventually(
+      [&] {
+        return static_cast<bool>(r.execute("echo", {{"x", 2}}));
+      },
+      5s));
+    CHECK(
+      eventually([&] { return rec.count("snakepit.circuit_breaker.half_open") == 1; }));
+    CHECK(eventually([&] { return rec.count("snakepit.circuit_breaker.closed") == 1; }));
     for (int i = 0; i < 5; ++i)
       CHECK(r.execute("echo", {{"x", i}}));
     stop_and_check(r);

@@ -1,7 +1,9 @@
-// Resizing a running pool with real Python workers: growing and shrinking under
-// load answer every call, the removed workers' processes go, the worker list and
-// init status tell the truth along the way (docs/pool.md "Resizing").
+// A running runtime's pools change, with real Python workers: resizing under load
+// answers every call, the removed workers' processes go, the worker list and init
+// status tell the truth along the way; pools are added and removed at run time
+// (docs/pool.md "Resizing", "Adding and removing pools").
 #include <atomic>
+#include <future>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -121,6 +123,75 @@ TEST_SUITE("integration.resize") {
     CHECK(r.get_init_status(added.id)->state == "initializing");
     CHECK(eventually([&] { return r.get_init_status(added.id)->state == "ready"; }, 30s));
     stop_and_check(r);
+  }
+
+} // TEST_SUITE
+
+TEST_SUITE("integration.add_remove_pool") {
+
+  TEST_CASE("a pool added at run time serves, is listed, and goes with nothing left") {
+    auto rt = snakepit::runtime::start(small_config(1));
+    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    auto& r = **rt;
+    auto extra = small_config(2).pools[0];
+    extra.name = "extra";
+    REQUIRE_FALSE(r.add_pool(extra));
+    CHECK(r.pool_names() == std::vector<std::string>{"default", "extra"});
+    snakepit::execute_options on_extra;
+    on_extra.pool = "extra";
+    auto res = r.execute("echo", {{"x", 1}}, on_extra);
+    REQUIRE_MESSAGE(res, explain(res.error()));
+    CHECK(res->worker_id.rfind("extra_worker_", 0) == 0);
+    auto all = r.get_all_stats();
+    REQUIRE(all);
+    CHECK(all->pools.size() == 2);
+    auto extra_pids = serving_workers(r, "extra");
+    REQUIRE(extra_pids);
+    REQUIRE(extra_pids->size() == 2);
+    // A running call on the removed pool finishes; later ones find no pool.
+    auto slow = std::async(std::launch::async, [&] {
+      return r.execute("sleep", {{"ms", 300}}, on_extra);
+    });
+    std::this_thread::sleep_for(100ms);
+    REQUIRE_FALSE(r.remove_pool("extra"));
+    auto slow_res = slow.get();
+    CHECK_MESSAGE(slow_res, (slow_res ? "" : explain(slow_res.error())));
+    CHECK(r.execute("echo", {{"x", 2}}, on_extra).error() == errc::pool_not_found);
+    CHECK(r.pool_names() == std::vector<std::string>{"default"});
+    for (auto& w : *extra_pids)
+      CHECK(eventually([&] { return !pid_alive(w.pid); }));
+    CHECK(r.execute("echo", {{"x", 3}})); // the other pool is untouched
+    // The name is free again.
+    REQUIRE_FALSE(r.add_pool(extra));
+    CHECK(r.execute("echo", {{"x", 4}}, on_extra));
+    stop_and_check(r);
+  }
+
+  TEST_CASE("add_pool and remove_pool refuse what cannot be done, and leave nothing") {
+    auto rt = snakepit::runtime::start(small_config(1));
+    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    auto& r = **rt;
+    auto dup = small_config(1).pools[0];
+    CHECK(errc_of(r.add_pool(dup)) == errc::invalid_config); // "default" exists
+    auto bad = small_config(1).pools[0];
+    bad.name = "bad";
+    bad.pool_size = 0;
+    CHECK(errc_of(r.add_pool(bad)) == errc::invalid_config);
+    auto broken = small_config(2).pools[0];
+    broken.name = "broken";
+    broken.adapter = "no_such_module.Adapter";
+    broken.circuit.threshold = 0;
+    auto before = live_worker_processes(r).size();
+    auto err = r.add_pool(broken, 30s);
+    CHECK(errc_of(err) == errc::start_failed);
+    CHECK(snakepit::describe(err).find("broken") != std::string::npos);
+    CHECK(r.pool_names() == std::vector<std::string>{"default"});
+    CHECK(eventually([&] { return live_worker_processes(r).size() == before; }));
+    CHECK(errc_of(r.remove_pool("nope")) == errc::pool_not_found);
+    CHECK(errc_of(r.remove_pool("default")) == errc::invalid_argument); // the only one
+    stop_and_check(r);
+    CHECK(errc_of(r.add_pool(bad)) == errc::shutting_down);
+    CHECK(errc_of(r.remove_pool("default")) == errc::shutting_down);
   }
 
 } // TEST_SUITE

@@ -1217,8 +1217,12 @@ void pool_core::sync_lane() {
     if (rec.live)
       rec.live->slot->offered.store(!rec.retiring() &&
                                     !(skip_tainted && rec.tainted(now)));
-  bool open = cfg_.direct_dispatch && !draining_ && queue_.empty() && parked_.empty() &&
-              call_breaker_.current() == circuit_breaker::state::closed;
+  bool calls_ok =
+    !call_breaker_.enabled() ||
+    (call_breaker_.current() == circuit_breaker::state::closed &&
+     lane_->failure_run() < static_cast<uint32_t>(cfg_.circuit.call_failures));
+  bool open =
+    cfg_.direct_dispatch && !draining_ && queue_.empty() && parked_.empty() && calls_ok;
   bool was_open = lane_->is_open();
   lane_->set_open(open);
   if (was_open && !open)

@@ -11,6 +11,7 @@
 #include <optional>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include <caf/actor.hpp>
 #include <caf/actor_system.hpp>
@@ -51,9 +52,33 @@ struct runtime::impl {
   /// Set once the supervision tree begins to stop: calls then fail with shutting_down.
   std::atomic<bool> stopped{false};
 
+  /// Guards `cfg.pools` once the runtime runs (pools are added and removed at run
+  /// time: runtime::add_pool / remove_pool).
+  mutable std::mutex pools_mtx;
+
+  /// The pools' names, in configuration order (added ones last).
+  std::vector<std::string> pool_names() const {
+    std::lock_guard<std::mutex> guard{pools_mtx};
+    std::vector<std::string> out;
+    for (auto& p : cfg.pools)
+      out.push_back(p.name);
+    return out;
+  }
+
   /// The first pool's name when `name` is empty.
-  const std::string& pool_name(const std::string& name) const {
-    return name.empty() ? cfg.pools.front().name : name;
+  std::string pool_name(const std::string& name) const {
+    if (!name.empty())
+      return name;
+    std::lock_guard<std::mutex> guard{pools_mtx};
+    return cfg.pools.empty() ? std::string{} : cfg.pools.front().name;
+  }
+
+  bool has_pool(const std::string& name) const {
+    std::lock_guard<std::mutex> guard{pools_mtx};
+    for (auto& p : cfg.pools)
+      if (p.name == name)
+        return true;
+    return false;
   }
 
   caf::actor find_pool(const std::string& name) const {
@@ -71,6 +96,7 @@ struct runtime::impl {
   std::chrono::milliseconds request_budget(const execute_options& opts) const {
     if (opts.timeout.count() > 0)
       return opts.timeout;
+    std::lock_guard<std::mutex> guard{pools_mtx};
     auto budget = cfg.pools.front().request_timeout;
     for (auto& p : cfg.pools)
       if (p.name == opts.pool)

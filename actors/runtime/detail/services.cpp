@@ -143,7 +143,12 @@ service host_adapter_service(impl& p) {
     return caf::none;
   };
   auto stop = [&p]() -> caf::error {
-    for (auto& pool : p.cfg.pools)
+    std::vector<pool_config> pools;
+    {
+      std::lock_guard<std::mutex> guard{p.pools_mtx};
+      pools = p.cfg.pools;
+    }
+    for (auto& pool : pools)
       if (pool.host_adapter)
         pool.host_adapter->terminate(caf::make_error(errc::shutting_down, pool.name));
     return caf::none;
@@ -285,7 +290,12 @@ service tree_service(impl& p) {
     p.stopped = true;
     auto top = std::move(p.top);
     p.top = nullptr;
-    return stop_tree(*p.sys, top, p.cfg, *p.env);
+    config now; // (pools may have been added or removed since the start)
+    {
+      std::lock_guard<std::mutex> guard{p.pools_mtx};
+      now = p.cfg;
+    }
+    return stop_tree(*p.sys, top, now, *p.env);
   };
   return {"supervision_tree", start, stop};
 }

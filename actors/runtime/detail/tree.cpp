@@ -73,14 +73,11 @@ actors::session_store_config session_store_settings(const config& cfg,
     if (bus->active())
       bus->emit("snakepit.session.created", json::object(), {{"session_id", id}});
   };
-  // A session that is gone is forgotten by every pool's affinity cache too.
-  std::vector<std::string> pool_names;
-  for (auto& pc : cfg.pools)
-    pool_names.push_back("pool:" + pc.name);
-  auto forget = [names = env.names, pool_names](const std::string& id) {
-    for (auto& name : pool_names)
-      if (auto pool = names->get(name))
-        actors::forget_session(pool, id);
+  // A session that is gone is forgotten by every pool's affinity cache too (pools
+  // added at run time included).
+  auto forget = [names = env.names](const std::string& id) {
+    for (auto& pool : names->with_prefix("pool:"))
+      actors::forget_session(pool, id);
   };
   scfg.on_cleanup = [bus = env.telemetry, forget](const std::string& id,
                                                   int32_t removed) {
@@ -109,7 +106,7 @@ caf::expected<caf::actor> start_tree(caf::actor_system& sys, const config& cfg,
                            env->names, actors::session_store_name));
   children.push_back(named(actors::tool_registry_child(actors::tool_registry_name),
                            env->names, actors::tool_registry_name));
-  children.push_back(runtime_sup(cfg, env));
+  children.push_back(named(runtime_sup(cfg, env), env->names, "runtime_sup"));
   supervision::supervisor_flags flags;
   flags.strat = supervision::strategy::one_for_one;
   flags.intensity = 3;
