@@ -239,7 +239,9 @@ std::optional<execute_result> direct_lane::execute(execute_request& req,
   record(out, us);
   if (bus && bus->active())
     bus->emit(out ? "snakepit.request.stop" : "snakepit.request.exception",
-              json{{"duration_us", us}}, request_stop_metadata(ctx_.pool, out));
+              json{{"duration_us", us}},
+              request_stop_metadata(
+                ctx_.pool, {call.tool_name, slot->worker_id, call.correlation_id}, out));
   if (!open_.load() || !slot->claimable() || limit_reached)
     notify(slot->worker_id);
   return out;

@@ -97,7 +97,7 @@ void pool_core::accept(execute_request req, reply_sink out, caf::actor_addr call
     finish(p.out,
            caf::make_error(errc::invalid_session_id,
                            "session ids are 1-128 characters of [A-Za-z0-9_-]"),
-           p.accepted, p.correlation_id());
+           p.accepted, p.ident());
     return;
   }
   ++stats_.requests;
@@ -172,14 +172,14 @@ bool pool_core::route_session(pending_request& p) {
            caf::make_error(
              errc::session_worker_unavailable,
              fmt::format("session {}: worker {} is gone", sid, b->second.worker_id)),
-           p.accepted, p.correlation_id());
+           p.accepted, p.ident());
     return true;
   }
   if (mode == affinity_mode::strict_fail_fast) {
     finish(p.out,
            caf::make_error(errc::worker_busy, fmt::format("session {}: worker {} is busy",
                                                           sid, b->second.worker_id)),
-           p.accepted, p.correlation_id());
+           p.accepted, p.ident());
     return true;
   }
   p.pinned_worker = b->second.worker_id; // strict_queue: wait for that worker
@@ -195,7 +195,7 @@ void pool_core::enqueue(pending_request p) {
       p.out,
       caf::make_error(errc::pool_saturated, fmt::format("pool {}: {} requests queued",
                                                         cfg_.name, queue_.size())),
-      p.accepted, p.correlation_id());
+      p.accepted, p.ident());
     return;
   }
   ++stats_.queued;
@@ -281,12 +281,13 @@ void pool_core::dispatch(const std::string& worker_id, pending_request p) {
   if (auto* ss = std::get_if<stream_sink_ptr>(&p.out)) {
     auto sink = *ss;
     events_.stream_start(p, worker_id);
-    inflight_.emplace(p.id, inflight_request{worker_id,
-                                             w.serial,
-                                             std::move(p.out),
-                                             p.accepted,
-                                             {},
-                                             p.req.opts.correlation_id});
+    inflight_.emplace(
+      p.id, inflight_request{worker_id,
+                             w.serial,
+                             std::move(p.out),
+                             p.accepted,
+                             {},
+                             {p.req.command, worker_id, p.req.opts.correlation_id}});
     callee_.run_stream(w, worker_id, p.id, std::move(p.req), budget, std::move(sink));
     return;
   }
@@ -301,9 +302,13 @@ void pool_core::dispatch(const std::string& worker_id, pending_request p) {
       pending_request{p.id, p.req, reply_sink{}, p.deadline, p.accepted, p.caller,
                       std::string{}, p.attempt + 1});
   auto id = p.id;
-  inflight_.emplace(id,
-                    inflight_request{worker_id, w.serial, std::move(p.out), p.accepted,
-                                     std::move(retry), p.req.opts.correlation_id});
+  inflight_.emplace(
+    id, inflight_request{worker_id,
+                         w.serial,
+                         std::move(p.out),
+                         p.accepted,
+                         std::move(retry),
+                         {p.req.command, worker_id, p.req.opts.correlation_id}});
   callee_.run(w, worker_id, id, std::move(p.req), budget, std::move(slot));
 }
 
@@ -366,9 +371,9 @@ void pool_core::checkin_all(const std::string& except) {
 
 /// Answers a request (stats, events), its error carrying the correlation id.
 void pool_core::finish(reply_sink& out, execute_result res, pool_time accepted,
-                       const std::string& correlation_id) {
+                       const request_ident& who) {
   if (!res)
-    res = with_correlation_id(std::move(res.error()), correlation_id);
+    res = with_correlation_id(std::move(res.error()), who.correlation_id);
   auto us =
     std::chrono::duration_cast<std::chrono::microseconds>(callee_.now() - accepted);
   if (res) {
@@ -377,12 +382,12 @@ void pool_core::finish(reply_sink& out, execute_result res, pool_time accepted,
   } else {
     ++stats_.errors;
   }
-  events_.request_stop(res, us, is_stream(out));
+  events_.request_stop(res, who, us, is_stream(out));
   deliver(out, std::move(res));
 }
 
 void pool_core::fail_request(pending_request& p, caf::error err) {
-  finish(p.out, std::move(err), p.accepted, p.correlation_id());
+  finish(p.out, std::move(err), p.accepted, p.ident());
 }
 
 /// Gives a finished request's capacity back (unless the gRPC thread did).
@@ -411,7 +416,7 @@ void pool_core::on_result(const std::string& worker_id, uint64_t req_id,
   // (The gRPC thread may have given the capacity back already, see reply_slot.)
   auto* rs = std::get_if<reply_slot_ptr>(&fin.out);
   bool released = rs != nullptr && (*rs)->lane_released.load();
-  finish(fin.out, std::move(res), fin.started, fin.correlation_id);
+  finish(fin.out, std::move(res), fin.started, fin.ident);
   if (!released)
     release(worker_id);
   checkin(worker_id);
@@ -579,7 +584,7 @@ void pool_core::fail_inflight_of(const std::string& id, uint64_t serial,
       finish(f->second.out,
              caf::make_error(errc::worker_crashed,
                              fmt::format("worker {}: {}", id, caf::to_string(reason))),
-             f->second.started, f->second.correlation_id);
+             f->second.started, f->second.ident);
     f = inflight_.erase(f);
   }
 }
@@ -942,7 +947,7 @@ void pool_core::shutdown(const caf::error& reason) {
   lane_->set_open(false);
   queue_.take_all([&](pending_request& p) { fail_request(p, reason); });
   for (auto& [id, f] : inflight_)
-    finish(f.out, reason, f.started, f.correlation_id);
+    finish(f.out, reason, f.started, f.ident);
   inflight_.clear();
   for (auto& [id, p] : parked_)
     fail_request(p, reason);
