@@ -1,6 +1,7 @@
 #include "actors/pool/detail/pool_core.hpp"
 
 #include "actors/pool/adapter.hpp"
+#include "actors/pool/input_checks.hpp"
 
 #include <algorithm>
 #include <utility>
@@ -82,7 +83,9 @@ pool_core::~pool_core() {
 void pool_core::accept(execute_request req, reply_sink out, caf::actor_addr caller) {
   if (req.opts.correlation_id.empty())
     req.opts.correlation_id = make_correlation_id(cfg_.name, next_id_);
-  auto err = admit(req, is_stream(out));
+  auto err = check_input(cfg_.input, req); // before any hook sees it
+  if (!err)
+    err = admit(req, is_stream(out));
   if (!err)
     err = refuse_early(req);
   if (err) {
@@ -144,8 +147,9 @@ caf::error pool_core::refuse_early(const execute_request& req) const {
   // may use tools an adapter registers per session, so they go through.)
   if (!tools_.empty() && !open_dispatch_ && req.opts.session_id.empty() &&
       tools_.count(req.command) == 0)
-    return caf::make_error(errc::unknown_tool, fmt::format("pool {} has no tool '{}'",
-                                                           cfg_.name, req.command));
+    return caf::make_error(
+      errc::unknown_tool,
+      fmt::format("pool {} has no tool '{}'", cfg_.name, printable_name(req.command)));
   return caf::none;
 }
 
