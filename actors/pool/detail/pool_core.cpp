@@ -45,6 +45,14 @@ caf::error check_payload(const pool_config& cfg, const execute_request& req) {
   return caf::none;
 }
 
+/// "start_failed: pool p: worker p_worker_1: ...": one line, the code said once.
+caf::error pool_start_error(const std::string& pool, const caf::error& err) {
+  auto text = describe(err); // (unwraps the supervisors' failed_to_start_child)
+  if (constexpr std::string_view code = "start_failed: "; text.rfind(code, 0) == 0)
+    text.erase(0, code.size());
+  return caf::make_error(errc::start_failed, fmt::format("pool {}: {}", pool, text));
+}
+
 caf::timespan until(pool_time deadline, pool_time now) {
   return std::chrono::duration_cast<caf::timespan>(deadline - now);
 }
@@ -662,8 +670,7 @@ void pool_core::on_start_result(const std::string& id, const caf::error& err) {
       if (rec != nullptr)
         rec->member = false;
       if (!first_start_error_)
-        first_start_error_ = caf::make_error(
-          errc::start_failed, fmt::format("pool {}: {}", cfg_.name, describe(err)));
+        first_start_error_ = pool_start_error(cfg_.name, err);
     }
     table_.forget_if_gone(id);
     start_more_workers();
