@@ -232,24 +232,31 @@ caf::error root_cause(const caf::error& err) {
   return cur;
 }
 
+namespace {
+
+/// One line, the innermost cause first: a chain of supervisors that each failed to
+/// start the same child adds nothing a person needs. The child id is kept if the
+/// cause does not name it already.
+std::string describe_wrapped(const caf::error& err) {
+  const auto& id = err.context().get_as<std::string>(0);
+  auto inner = root_cause(err);
+  auto text = describe(inner);
+  if (id.empty() || text.find(id) != std::string::npos)
+    return text;
+  if (auto code = errc_of(inner)) {
+    auto name = to_string(*code);
+    return name + ": " + id + text.substr(name.size());
+  }
+  return id + ": " + text;
+}
+
+} // namespace
+
 std::string describe(const caf::error& err) {
   if (!err)
     return "none";
-  if (wraps_error(err)) {
-    // One line, the innermost cause first: a chain of supervisors that each failed
-    // to start the same child adds nothing a person needs. The id is kept if the
-    // cause does not name it already.
-    const auto& id = err.context().get_as<std::string>(0);
-    auto inner = root_cause(err);
-    auto text = describe(inner);
-    if (id.empty() || text.find(id) != std::string::npos)
-      return text;
-    if (auto code = errc_of(inner)) {
-      auto name = to_string(*code);
-      return name + ": " + id + text.substr(name.size());
-    }
-    return id + ": " + text;
-  }
+  if (wraps_error(err))
+    return describe_wrapped(err);
   if (err.category() == caf::atom("snake_sup"))
     return describe_sup(err);
   if (!is_ours(err))

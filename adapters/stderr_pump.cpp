@@ -171,6 +171,20 @@ struct stderr_pump::impl {
     }
   };
 
+  /// Once per pipe: its startup output repeats what `first` printed.
+  void note_repeat(const pipe_entry& e, const std::string& first) {
+    if (!log->enabled(raw_level))
+      return;
+    auto f = e.fields.is_object() ? e.fields : json::object();
+    f["source"] = "python";
+    f["stream"] = "stderr";
+    f["first_worker"] = first;
+    log->log(raw_level,
+             "this worker's startup output repeats what another worker of its pool "
+             "printed (first_worker); the repeated lines are not logged",
+             f);
+  }
+
   /// Logs one line of `e`, unless another starting worker of its group logged it.
   void line(pipe_entry& e, std::string_view text) {
     if (!e.opts.group.empty() && e.starting() && !text.empty()) {
@@ -178,16 +192,8 @@ struct stderr_pump::impl {
       auto& group = groups[e.opts.group];
       auto key = repeat_key(text);
       if (auto* first = group.logged_by_other(key, e.serial, now)) {
-        if (!e.noted && log->enabled(raw_level)) {
-          auto f = e.fields.is_object() ? e.fields : json::object();
-          f["source"] = "python";
-          f["stream"] = "stderr";
-          f["first_worker"] = *first;
-          log->log(raw_level,
-                   "this worker's startup output repeats what another worker of its "
-                   "pool printed (first_worker); the repeated lines are not logged",
-                   f);
-        }
+        if (!e.noted)
+          note_repeat(e, *first);
         e.noted = true;
         if (e.on_line)
           e.on_line(text);

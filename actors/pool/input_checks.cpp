@@ -94,8 +94,9 @@ std::string printable_name(std::string_view name) {
   return out;
 }
 
-caf::error check_input(const pool_input_limits& limits, const execute_request& req) {
-  auto& name = req.command;
+namespace {
+
+caf::error check_name(const pool_input_limits& limits, const std::string& name) {
   if (name.empty())
     return refuse("command name is empty");
   if (name.size() > limits.max_command_bytes)
@@ -105,7 +106,11 @@ caf::error check_input(const pool_input_limits& limits, const execute_request& r
   if (!printable_command(name))
     return refuse(
       fmt::format("command name is not printable UTF-8: '{}'", printable_name(name)));
-  auto& args = req.args;
+  return caf::none;
+}
+
+caf::error check_args(const pool_input_limits& limits, const std::string& name,
+                      const json& args) {
   if (args.is_object() && args.size() > limits.max_arg_keys)
     return refuse(
       fmt::format("arguments of '{}' have {} top-level keys; max_arg_keys is {}",
@@ -122,6 +127,14 @@ caf::error check_input(const pool_input_limits& limits, const execute_request& r
       fmt::format("arguments of '{}' hold more than max_arg_values ({}) values",
                   printable_name(name), limits.max_arg_values));
   return caf::none;
+}
+
+} // namespace
+
+caf::error check_input(const pool_input_limits& limits, const execute_request& req) {
+  if (auto err = check_name(limits, req.command))
+    return err;
+  return check_args(limits, req.command, req.args);
 }
 
 } // namespace snakepit::actors

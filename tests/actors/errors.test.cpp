@@ -19,7 +19,8 @@ TEST_SUITE("actors.errors") {
          code <= static_cast<uint8_t>(sup_errc::stop_timeout); ++code) {
       auto x = static_cast<sup_errc>(code);
       CAPTURE(snakepit::supervision::to_string(x));
-      CHECK(snakepit::describe(caf::make_error(x)) == snakepit::supervision::to_string(x));
+      CHECK(snakepit::describe(caf::make_error(x)) ==
+            snakepit::supervision::to_string(x));
     }
   }
 

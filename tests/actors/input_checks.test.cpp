@@ -128,7 +128,8 @@ TEST_SUITE("actors.input_checks") {
     CHECK_FALSE(refusal(request("echo", nested(20000))).empty());
   }
 
-  TEST_CASE("arguments with more than max_arg_values values are refused; 0 lifts it") {
+  TEST_CASE(
+    "arguments with more than max_arg_values values are refused, and 0 lifts it") {
     pool_input_limits limits;
     limits.max_arg_values = 10;
     // The object itself, its key's array and 8 numbers: 10 values.

@@ -136,8 +136,8 @@ TEST_SUITE("adapters.errors") {
       return caf::error{uint8_t{1}, caf::atom("snake_sup"),
                         caf::make_message(std::move(id), std::move(inner))};
     };
-    auto cause = make_error(errc::start_failed,
-                            "worker x_worker_1: ModuleNotFoundError: No module named 'no'");
+    auto cause = make_error(
+      errc::start_failed, "worker x_worker_1: ModuleNotFoundError: No module named 'no'");
     auto nested = wrap("x_worker_1", wrap("x_worker_1", wrap("x_worker_1", cause)));
     CHECK(describe(nested) ==
           "start_failed: worker x_worker_1: ModuleNotFoundError: No module named 'no'");

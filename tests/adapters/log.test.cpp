@@ -291,7 +291,7 @@ TEST_SUITE("adapters.log") {
   }
 
   TEST_CASE("startup output that several starting workers of a pool print is logged "
-            "once; a started worker's lines are all logged") {
+            "once, and a started worker's lines are all logged") {
     auto sink = std::make_shared<capture_sink>();
     auto lg = make_logger(sink, log_level::info, log_format::json);
     stderr_pump pump{lg, log_level::warn};
@@ -299,7 +299,8 @@ TEST_SUITE("adapters.log") {
                                   "  File \"<frozen>\", line 1, in _find\n"
                                   "  File \"<frozen>\", line 1, in _find\n"
                                   "ModuleNotFoundError: No module named 'no'\n";
-    auto write_all = [&](const char* worker, std::shared_ptr<std::atomic<bool>> starting) {
+    auto write_all = [&](const char* worker,
+                         std::shared_ptr<std::atomic<bool>> starting) {
       auto fd = pump.open({{"pool", "p"}, {"worker_id", worker}}, {},
                           snakepit::adapters::pipe_options{"p", std::move(starting)});
       REQUIRE(fd);
@@ -353,8 +354,8 @@ TEST_SUITE("adapters.log") {
                       {"exc", "Traceback ...\nImportError: x"}}
                    .dump() +
                  "\n";
-      auto rfd = pump.open({{"worker_id", w}}, {},
-                           snakepit::adapters::pipe_options{"r", nullptr});
+      auto rfd =
+        pump.open({{"worker_id", w}}, {}, snakepit::adapters::pipe_options{"r", nullptr});
       REQUIRE(rfd);
       CHECK(::write(*rfd, rec.data(), rec.size()) == static_cast<ssize_t>(rec.size()));
       ::close(*rfd);

@@ -283,9 +283,9 @@ TEST_SUITE("cli") {
     CHECK(contains(res.err, "first_worker="));
     // Each worker's failure is still reported, with its own id.
     for (auto id : {"x_worker_1", "x_worker_2", "x_worker_3"})
-      CHECK_MESSAGE(contains(res.err, std::string{"worker failed to start pool=x worker_id="} +
-                                        id),
-                    res.err);
+      CHECK_MESSAGE(
+        contains(res.err, std::string{"worker failed to start pool=x worker_id="} + id),
+        res.err);
   }
 
   TEST_CASE("doctor passes on this machine and prints each check") {

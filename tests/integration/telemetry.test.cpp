@@ -90,7 +90,7 @@ TEST_SUITE("integration.telemetry") {
   }
 
   TEST_CASE("stop and exception events name the command, worker and correlation id of "
-            "their start, on every path; the default logger writes one line each") {
+            "their start on every path, and the default logger writes one line each") {
     auto cfg = small_config(1);
     cfg.log.level = snakepit::adapters::log_level::debug;
     cfg.log.format = snakepit::adapters::log_format::json;
