@@ -100,24 +100,25 @@ class startup_lines {
  public:
   using clock = std::chrono::steady_clock;
 
-  /// Who logged `line` within the window, if it was another pipe than `pipe`.
-  const std::string* logged_by_other(const std::string& line, uint64_t pipe,
+  /// Who logged the line of hash `line_hash` within the window, if it was another pipe
+  /// than `pipe`.
+  const std::string* logged_by_other(size_t line_hash, uint64_t pipe,
                                      clock::time_point now) const {
-    auto i = seen_.find(line);
+    auto i = seen_.find(line_hash);
     if (i == seen_.end() || i->second.pipe == pipe || now - i->second.at > window)
       return nullptr;
     return &i->second.worker;
   }
 
-  void remember(const std::string& line, uint64_t pipe, const std::string& worker,
+  void remember(size_t line_hash, uint64_t pipe, const std::string& worker,
                 clock::time_point now) {
-    if (seen_.size() >= capacity && seen_.count(line) == 0) {
+    if (seen_.size() >= capacity && seen_.count(line_hash) == 0) {
       seen_.erase(order_.front());
       order_.pop_front();
     }
-    if (seen_.count(line) == 0)
-      order_.push_back(line);
-    seen_[line] = entry{pipe, worker, now};
+    if (seen_.count(line_hash) == 0)
+      order_.push_back(line_hash);
+    seen_[line_hash] = entry{pipe, worker, now};
   }
 
  private:
@@ -128,8 +129,8 @@ class startup_lines {
     std::string worker;
     clock::time_point at;
   };
-  std::unordered_map<std::string, entry> seen_;
-  std::deque<std::string> order_;
+  std::unordered_map<size_t, entry> seen_; // by the line's hash: lines may be long
+  std::deque<size_t> order_;
 };
 
 /// What makes two workers' lines the same: a Python log record's message and
@@ -190,7 +191,7 @@ struct stderr_pump::impl {
     if (!e.opts.group.empty() && e.starting() && !text.empty()) {
       auto now = startup_lines::clock::now();
       auto& group = groups[e.opts.group];
-      auto key = repeat_key(text);
+      auto key = std::hash<std::string>{}(repeat_key(text));
       if (auto* first = group.logged_by_other(key, e.serial, now)) {
         if (!e.noted)
           note_repeat(e, *first);
