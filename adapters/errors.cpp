@@ -1,5 +1,6 @@
 #include "adapters/errors.hpp"
 
+#include <iterator>
 #include <utility>
 
 #include <caf/actor_system_config.hpp>
@@ -184,9 +185,80 @@ std::string message_of(const caf::error& err) {
   return result;
 }
 
+namespace {
+
+/// The codes of the supervision area's category (supervision/errors.hpp, which this
+/// layer does not depend on), from 1 in enum order; a test compares them with
+/// `supervision::to_string`.
+constexpr const char* sup_names[] = {"failed_to_start_child",
+                                     "running",
+                                     "restarting",
+                                     "not_found",
+                                     "already_present",
+                                     "already_registered",
+                                     "max_children",
+                                     "invalid_child_spec",
+                                     "start_timeout",
+                                     "shutdown",
+                                     "stop_timeout"};
+
+/// An error that wraps another under an id: (std::string id, caf::error reason), what
+/// a supervisor's failed_to_start_child carries.
+bool wraps_error(const caf::error& err) {
+  const auto& ctx = err.context();
+  return err && !is_ours(err) && ctx.size() == 2 && ctx.match_element<std::string>(0) &&
+         ctx.match_element<caf::error>(1);
+}
+
+/// "start_timeout: x_worker_1": a supervision error by name, with its string parts.
+std::string describe_sup(const caf::error& err) {
+  auto code = err.code();
+  std::string out = code >= 1 && code <= std::size(sup_names)
+                      ? sup_names[code - 1]
+                      : "snake_sup(" + std::to_string(code) + ")";
+  const auto& ctx = err.context();
+  for (size_t i = 0; i < ctx.size(); ++i)
+    if (ctx.match_element<std::string>(i))
+      out += ": " + ctx.get_as<std::string>(i);
+  return out;
+}
+
+} // namespace
+
+caf::error root_cause(const caf::error& err) {
+  auto cur = err;
+  while (wraps_error(cur))
+    cur = caf::error{cur.context().get_as<caf::error>(1)};
+  return cur;
+}
+
+namespace {
+
+/// One line, the innermost cause first: a chain of supervisors that each failed to
+/// start the same child adds nothing a person needs. The child id is kept if the
+/// cause does not name it already.
+std::string describe_wrapped(const caf::error& err) {
+  const auto& id = err.context().get_as<std::string>(0);
+  auto inner = root_cause(err);
+  auto text = describe(inner);
+  if (id.empty() || text.find(id) != std::string::npos)
+    return text;
+  if (auto code = errc_of(inner)) {
+    auto name = to_string(*code);
+    return name + ": " + id + text.substr(name.size());
+  }
+  return id + ": " + text;
+}
+
+} // namespace
+
 std::string describe(const caf::error& err) {
   if (!err)
     return "none";
+  if (wraps_error(err))
+    return describe_wrapped(err);
+  if (err.category() == caf::atom("snake_sup"))
+    return describe_sup(err);
   if (!is_ours(err))
     return caf::to_string(err);
   auto code = static_cast<errc>(err.code());

@@ -142,8 +142,16 @@ std::optional<python_error> python_error_of(const caf::error& err);
 std::string message_of(const caf::error& err);
 
 /// One-line human text, e.g. "tool_error: ValueError: boom" or "timeout: deadline of 5000
-/// ms". Foreign errors are rendered with `caf::to_string`; no error gives "none".
+/// ms". A supervisor's failed_to_start_child (an error wrapping another under a child
+/// id, however deeply nested) reads as its innermost cause, with the child id when
+/// the cause does not name it ("start_failed: worker p_worker_1: ModuleNotFoundError:
+/// ..."); other supervision errors by their name ("start_timeout: p_worker_1"); other
+/// foreign errors with `caf::to_string`; no error gives "none".
 std::string describe(const caf::error& err);
+
+/// The innermost error of a chain of errors that wrap another under an id (a
+/// supervisor's failed_to_start_child(id, reason)); `err` itself if it wraps none.
+caf::error root_cause(const caf::error& err);
 
 /// True if `err` is of our category and has code `code` (the context is ignored).
 bool operator==(const caf::error& err, errc code);

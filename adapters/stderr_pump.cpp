@@ -4,6 +4,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
+#include <deque>
 #include <mutex>
 #include <thread>
 #include <unordered_map>
@@ -90,23 +92,127 @@ void log_worker_line(logger& log, log_level raw_level, const json& fields,
   log.log(raw_level, line, out);
 }
 
+namespace {
+
+/// The lines the starting workers of one pool logged lately, so the others' copies
+/// are not logged again. Bounded: the oldest are forgotten first.
+class startup_lines {
+ public:
+  using clock = std::chrono::steady_clock;
+
+  /// Who logged the line of hash `line_hash` within the window, if it was another pipe
+  /// than `pipe`.
+  const std::string* logged_by_other(size_t line_hash, uint64_t pipe,
+                                     clock::time_point now) const {
+    auto i = seen_.find(line_hash);
+    if (i == seen_.end() || i->second.pipe == pipe || now - i->second.at > window)
+      return nullptr;
+    return &i->second.worker;
+  }
+
+  void remember(size_t line_hash, uint64_t pipe, const std::string& worker,
+                clock::time_point now) {
+    if (seen_.size() >= capacity && seen_.count(line_hash) == 0) {
+      seen_.erase(order_.front());
+      order_.pop_front();
+    }
+    if (seen_.count(line_hash) == 0)
+      order_.push_back(line_hash);
+    seen_[line_hash] = entry{pipe, worker, now};
+  }
+
+ private:
+  static constexpr auto window = std::chrono::seconds{60};
+  static constexpr size_t capacity = 512;
+  struct entry {
+    uint64_t pipe;
+    std::string worker;
+    clock::time_point at;
+  };
+  std::unordered_map<size_t, entry> seen_; // by the line's hash: lines may be long
+  std::deque<size_t> order_;
+};
+
+/// What makes two workers' lines the same: a Python log record's message and
+/// exception text (not its time, pid or ids); any other line as it is.
+std::string repeat_key(std::string_view line) {
+  if (line.front() == '{') {
+    auto rec = json::parse(line.begin(), line.end(), nullptr, false);
+    if (rec.is_object()) {
+      auto msg = rec.find("msg");
+      if (msg != rec.end() && msg->is_string()) {
+        auto key = msg->get<std::string>();
+        if (auto exc = rec.find("exc"); exc != rec.end() && exc->is_string())
+          key += "\n" + exc->get<std::string>();
+        return key;
+      }
+    }
+  }
+  return std::string{line};
+}
+
+} // namespace
+
 struct stderr_pump::impl {
   struct pipe_entry {
     json fields;
     std::string partial;
     std::function<void(std::string_view)> on_line;
+    pipe_options opts;
+    /// Unique per pipe (fds are reused).
+    uint64_t serial = 0;
+    /// Whether the "repeats what ... printed" line was logged for this pipe.
+    bool noted = false;
 
-    void line(logger& log, log_level raw_level, std::string_view text) const {
-      log_worker_line(log, raw_level, fields, text);
-      if (on_line)
-        on_line(text);
+    bool starting() const { return !opts.starting || opts.starting->load(); }
+
+    std::string worker() const {
+      auto i = fields.find("worker_id");
+      return i != fields.end() && i->is_string() ? i->get<std::string>() : std::string{};
     }
   };
+
+  /// Once per pipe: its startup output repeats what `first` printed.
+  void note_repeat(const pipe_entry& e, const std::string& first) {
+    if (!log->enabled(raw_level))
+      return;
+    auto f = e.fields.is_object() ? e.fields : json::object();
+    f["source"] = "python";
+    f["stream"] = "stderr";
+    f["first_worker"] = first;
+    log->log(raw_level,
+             "this worker's startup output repeats what another worker of its pool "
+             "printed (first_worker); the repeated lines are not logged",
+             f);
+  }
+
+  /// Logs one line of `e`, unless another starting worker of its group logged it.
+  void line(pipe_entry& e, std::string_view text) {
+    if (!e.opts.group.empty() && e.starting() && !text.empty()) {
+      auto now = startup_lines::clock::now();
+      auto& group = groups[e.opts.group];
+      auto key = std::hash<std::string>{}(repeat_key(text));
+      if (auto* first = group.logged_by_other(key, e.serial, now)) {
+        if (!e.noted)
+          note_repeat(e, *first);
+        e.noted = true;
+        if (e.on_line)
+          e.on_line(text);
+        return;
+      }
+      group.remember(key, e.serial, e.worker(), now);
+    }
+    log_worker_line(*log, raw_level, e.fields, text);
+    if (e.on_line)
+      e.on_line(text);
+  }
 
   logger_ptr log;
   log_level raw_level;
   mutable std::mutex mtx;
   std::unordered_map<int, pipe_entry> pipes;
+  std::unordered_map<std::string, startup_lines> groups;
+  uint64_t next_serial = 1;
   detail::wake_loop loop;
   bool stopping = false;
   bool stopped = false;
@@ -131,7 +237,8 @@ struct stderr_pump::impl {
       thread.join();
   }
 
-  caf::expected<int> open(json fields, std::function<void(std::string_view)> on_line) {
+  caf::expected<int> open(json fields, std::function<void(std::string_view)> on_line,
+                          pipe_options opts) {
     int fds[2];
     if (::pipe2(fds, O_CLOEXEC) != 0)
       return make_error(errc::start_failed,
@@ -143,7 +250,12 @@ struct stderr_pump::impl {
       ::close(fds[1]);
       return make_error(errc::shutting_down, "the stderr pump is stopped");
     }
-    pipes.emplace(fds[0], pipe_entry{std::move(fields), {}, std::move(on_line)});
+    pipes.emplace(fds[0], pipe_entry{std::move(fields),
+                                     {},
+                                     std::move(on_line),
+                                     std::move(opts),
+                                     next_serial++,
+                                     false});
     loop.add(fds[0], static_cast<uint64_t>(fds[0]));
     return fds[1];
   }
@@ -154,12 +266,12 @@ struct stderr_pump::impl {
       auto nl = e.partial.find('\n', start);
       if (nl == std::string::npos)
         break;
-      e.line(*log, raw_level, std::string_view{e.partial}.substr(start, nl - start));
+      line(e, std::string_view{e.partial}.substr(start, nl - start));
       start = nl + 1;
     }
     e.partial.erase(0, start);
     if (final || e.partial.size() >= max_line) {
-      e.line(*log, raw_level, e.partial);
+      line(e, e.partial);
       e.partial.clear();
     }
   }
@@ -222,8 +334,9 @@ stderr_pump::stderr_pump(logger_ptr log, log_level raw_level)
 stderr_pump::~stderr_pump() = default;
 
 caf::expected<int> stderr_pump::open(json fields,
-                                     std::function<void(std::string_view)> on_line) {
-  return impl_->open(std::move(fields), std::move(on_line));
+                                     std::function<void(std::string_view)> on_line,
+                                     pipe_options opts) {
+  return impl_->open(std::move(fields), std::move(on_line), std::move(opts));
 }
 
 size_t stderr_pump::open_pipes() const {

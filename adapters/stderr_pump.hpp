@@ -5,6 +5,7 @@
 // correlation id; anything else (print, tracebacks, warnings) is logged as raw output.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <functional>
 #include <memory>
@@ -17,6 +18,18 @@
 #include <caf/expected.hpp>
 
 namespace snakepit::adapters {
+
+/// How a pipe's lines are logged while its worker starts.
+struct pipe_options {
+  /// Pipes of one group (a pool) log a line that another pipe of the group already
+  /// logged while starting, within the last minute, only once: the traceback that
+  /// every worker of a pool with a broken adapter prints appears once in the log,
+  /// with one line saying which worker printed it first. Empty: no grouping.
+  std::string group;
+  /// While it is true (or null) the pipe's worker is starting; set it false once the
+  /// worker is ready, and every later line is logged.
+  std::shared_ptr<std::atomic<bool>> starting;
+};
 
 /// Drains worker stderr pipes on one thread; never lets a pipe fill up (a worker
 /// writing stderr is only ever held back by the log's own sinks).
@@ -37,8 +50,10 @@ class stderr_pump {
   /// the spawn succeeded — the pump closes the read end once every writer is gone and
   /// the last (even unterminated) line is logged.
   /// `on_line` (optional) also gets every line, on the pump's thread.
+  /// `opts` groups the pipe with the other workers of its pool (see pipe_options).
   caf::expected<int> open(log_fields fields,
-                          std::function<void(std::string_view)> on_line = {});
+                          std::function<void(std::string_view)> on_line = {},
+                          pipe_options opts = {});
 
   /// Read ends still open (a writer may still hold the pipe).
   size_t open_pipes() const;

@@ -208,6 +208,22 @@ struct pool_startup {
   std::chrono::milliseconds ready_timeout{30000};
 };
 
+/// Bounds on what a caller may send (upstream `Snakepit.Validation`): checked before
+/// a request is queued or dispatched, on every path into the pool; a request outside
+/// them fails with `invalid_argument` naming the rule (docs/errors.md).
+struct pool_input_limits {
+  /// Longest command (tool) name in bytes (upstream: under 1000). Names must also be
+  /// printable: valid UTF-8 without control characters, and not empty.
+  size_t max_command_bytes = 999;
+  /// Most keys at the top level of the argument object (upstream: under 100).
+  size_t max_arg_keys = 100;
+  /// Deepest nesting of objects and arrays in the arguments (a flat object is 1).
+  size_t max_arg_depth = 32;
+  /// Most JSON values in the arguments, counted through every level; 0: no limit
+  /// (the byte size is bounded by `max_message_bytes` in any case).
+  size_t max_arg_values = 1000000;
+};
+
 /// One pool of identical workers.
 struct pool_config {
   /// Pool name used for routing (`execute_options::pool`).
@@ -255,6 +271,8 @@ struct pool_config {
   /// Largest request payload (arguments plus binary parameters); larger ones fail
   /// with `payload_too_large` before they take a worker. Upstream's 100 MiB.
   size_t max_message_bytes = 100u << 20;
+  /// What a request's command name and arguments may be.
+  pool_input_limits input;
   /// Default end-to-end budget of a call when the caller gives none.
   std::chrono::milliseconds request_timeout{300000};
   /// Worker startup.

@@ -549,6 +549,19 @@ std::vector<config_key<pool_config>> pool_policy_keys() {
       .wide()
       .at_least(1024)
       .check(check_grpc_message_limit),
+    key<&p::input, &pool_input_limits::max_command_bytes>(
+      "max_command_bytes", "longest command (tool) name in bytes")
+      .between(1, 65536),
+    key<&p::input, &pool_input_limits::max_arg_keys>(
+      "max_arg_keys", "most keys at the top level of a call's arguments")
+      .at_least(1),
+    key<&p::input, &pool_input_limits::max_arg_depth>(
+      "max_arg_depth", "deepest nesting of objects and arrays in a call's arguments")
+      .between(1, 512),
+    key<&p::input, &pool_input_limits::max_arg_values>(
+      "max_arg_values",
+      "most JSON values in a call's arguments, all levels (0: no limit)")
+      .wide(),
     key<&p::queue, &pool_queue::max_size>("max_queue_size",
                                           "queued requests beyond which calls fail"),
     key<&p::queue, &pool_queue::timeout>("queue_timeout",

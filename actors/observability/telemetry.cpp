@@ -23,8 +23,19 @@ bus::~bus() {
   stop();
 }
 
+bool bus::entry::wants(const std::string& name) const {
+  for (auto& prefix : prefixes)
+    if (matches(prefix, name))
+      return true;
+  return false;
+}
+
 handler_id bus::attach(std::string prefix, handler fn) {
-  if (!fn)
+  return attach_many({std::move(prefix)}, std::move(fn));
+}
+
+handler_id bus::attach_many(std::vector<std::string> prefixes, handler fn) {
+  if (!fn || prefixes.empty())
     return 0;
   std::lock_guard<std::mutex> guard{mtx_};
   if (stopping_)
@@ -32,7 +43,7 @@ handler_id bus::attach(std::string prefix, handler fn) {
   auto id = next_id_++;
   auto list = std::make_shared<handler_list>(*handlers_);
   list->push_back(
-    std::make_shared<const entry>(entry{id, std::move(prefix), std::move(fn)}));
+    std::make_shared<const entry>(entry{id, std::move(prefixes), std::move(fn)}));
   handlers_ = std::move(list);
   handler_count_.store(handlers_->size(), std::memory_order_release);
   return id;
@@ -124,7 +135,7 @@ void bus::run() {
     busy_ = true;
     auto list = handlers_;
     for (auto& h : *list) {
-      if (!matches(h->prefix, ev.name))
+      if (!h->wants(ev.name))
         continue;
       // Skip handlers detached since the snapshot was taken.
       bool attached = false;
@@ -158,6 +169,37 @@ void bus::run() {
   }
   busy_ = false;
   idle_cv_.notify_all();
+}
+
+// --- the default request logger ------------------------------------------------
+
+namespace {
+
+/// The one line of a finished request (`snakepit.request.stop` / `.exception`).
+adapters::log_fields request_line(const event& ev) {
+  adapters::log_fields f = adapters::log_fields::object();
+  for (auto* key : {"pool", "command", "worker_id", "correlation_id"})
+    if (auto i = ev.metadata.find(key); i != ev.metadata.end())
+      f[key] = *i;
+  if (auto i = ev.measurements.find("duration_us"); i != ev.measurements.end())
+    if (i->is_number())
+      f["duration_ms"] = i->get<double>() / 1000.0;
+  if (auto i = ev.metadata.find("error"); i != ev.metadata.end())
+    f["error"] = *i;
+  return f;
+}
+
+} // namespace
+
+handler_id attach_default_logger(bus& b, std::shared_ptr<adapters::logger> log,
+                                 adapters::log_level level) {
+  if (!log)
+    return 0;
+  return b.attach_many({"snakepit.request.stop", "snakepit.request.exception"},
+                       [log = std::move(log), level](const event& ev) {
+                         if (log->enabled(level))
+                           log->log(level, ev.name, request_line(ev));
+                       });
 }
 
 } // namespace snakepit::telemetry

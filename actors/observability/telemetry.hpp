@@ -19,6 +19,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "adapters/log.hpp"
+
 namespace snakepit::telemetry {
 
 using json = nlohmann::json;
@@ -75,6 +77,12 @@ class bus {
   /// Returns the id to detach it with; 0 if `fn` is empty or the bus is stopped.
   handler_id attach(std::string prefix, handler fn);
 
+  /// Attaches `fn` once for every event whose name matches any of `prefixes`
+  /// (`:telemetry.attach_many`): an event matching several is delivered once, and one
+  /// `detach` removes it from all. Returns 0 if `fn` or `prefixes` is empty or the bus
+  /// is stopped.
+  handler_id attach_many(std::vector<std::string> prefixes, handler fn);
+
   /// Detaches a handler. Once it returns, the handler is not running and will not run
   /// again (except when called from the handler itself). Unknown ids are ignored.
   void detach(handler_id id);
@@ -100,8 +108,10 @@ class bus {
  private:
   struct entry {
     handler_id id;
-    std::string prefix;
+    std::vector<std::string> prefixes;
     handler fn;
+
+    bool wants(const std::string& name) const;
   };
   using handler_list = std::vector<std::shared_ptr<const entry>>;
 
@@ -127,5 +137,18 @@ class bus {
   std::thread::id dispatcher_id_;
   std::thread thread_;
 };
+
+/// Attaches the default request logger (upstream's `handle_event` for
+/// `[:snakepit, :pool, :request]`): one line per finished request at `level`, from
+/// `snakepit.request.stop` and `snakepit.request.exception`, with the pool, command,
+/// worker id, correlation id, duration (ms) and, for a failure, the error:
+///
+///   debug snakepit: snakepit.request.stop pool=default command=echo
+///     worker_id=default_worker_1 correlation_id=default-1a2b-7 duration_ms=0.84
+///
+/// Returns the id to detach it with (0 if `log` is null or the bus is stopped). The
+/// line is built only when `level` is enabled on `log` at the time of the event.
+handler_id attach_default_logger(bus& b, std::shared_ptr<adapters::logger> log,
+                                 adapters::log_level level = adapters::log_level::debug);
 
 } // namespace snakepit::telemetry

@@ -1,5 +1,7 @@
 #include "actors/pool/direct_lane.hpp"
 
+#include "actors/pool/input_checks.hpp"
+
 #include <random>
 #include <thread>
 
@@ -82,6 +84,8 @@ bool direct_lane::eligible(const execute_request& req) const {
   auto& o = req.opts;
   if (ctx_.host_adapter || o.idempotent || !o.binary_args.empty())
     return false;
+  if (check_input(ctx_.input, req))
+    return false; // the pool refuses it (one place says why)
   // The pool measures large or unusual arguments against max_message_bytes before
   // dispatch (payload_too_large); those take its path.
   if (!req.args.empty() && !(req.args.is_object() && req.args.size() <= 8 &&
@@ -251,7 +255,9 @@ std::optional<execute_result> direct_lane::execute(execute_request& req,
   record(out, us);
   if (bus && bus->active())
     bus->emit(out ? "snakepit.request.stop" : "snakepit.request.exception",
-              json{{"duration_us", us}}, request_stop_metadata(ctx_.pool, out));
+              json{{"duration_us", us}},
+              request_stop_metadata(
+                ctx_.pool, {call.tool_name, slot->worker_id, call.correlation_id}, out));
   auto threshold = failure_threshold_.load();
   bool run_reached = threshold > 0 && note_outcome(worker_failed(out)) >= threshold;
   if (run_reached)

@@ -35,6 +35,7 @@
 
 #include <caf/allowed_unsafe_message_type.hpp>
 
+#include "actors/config/config.hpp"
 #include "actors/observability/histogram.hpp"
 #include "actors/types.hpp"
 #include "adapters/connection.hpp"
@@ -116,6 +117,9 @@ struct lane_context {
   /// Tells the session store a session was used on a worker (as a dispatch does).
   std::function<void(const std::string& session_id, const std::string& worker_id)>
     touch_session;
+  /// What a caller may send (input_checks.hpp); a request outside takes the pool's
+  /// path, which refuses it.
+  pool_input_limits input;
 };
 
 /// Whether a call's outcome says its worker failed it: worker_crashed or timeout

@@ -405,6 +405,7 @@ pool_private::behavior_type pool_impl(pool_ptr self, pool_config cfg,
   lctx.processes = st.env->processes;
   lctx.capacity_events = st.cfg.capacity_strategy == snakepit::capacity_strategy::hybrid;
   lctx.max_message_bytes = st.cfg.max_message_bytes;
+  lctx.input = st.cfg.input;
   lctx.host_adapter = st.cfg.host_adapter != nullptr;
   lctx.touch_session = [names = st.env->names](const std::string& sid,
                                                const std::string& wid) {

@@ -9,6 +9,7 @@
 
 #include "actors/atoms.hpp"
 #include "actors/observability/metrics.hpp"
+#include "actors/observability/telemetry.hpp"
 #include "actors/runtime/detail/runtime_impl.hpp"
 
 namespace snakepit {
@@ -116,6 +117,10 @@ std::string runtime::control_socket() const {
 
 telemetry::bus& runtime::telemetry() {
   return *impl_->env->telemetry;
+}
+
+uint64_t runtime::attach_default_logger(adapters::log_level level) {
+  return telemetry::attach_default_logger(*impl_->env->telemetry, impl_->env->log, level);
 }
 
 caf::error runtime::set_python_telemetry(adapters::telemetry_control ctl) {

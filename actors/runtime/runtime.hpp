@@ -252,6 +252,11 @@ class runtime {
   /// The runtime's telemetry bus: attach handlers here (docs/telemetry.md).
   telemetry::bus& telemetry();
 
+  /// Attaches the default request logger (telemetry::attach_default_logger) to the
+  /// bus: one line per finished request in the runtime's log at `level`. Returns the
+  /// handler id, for `telemetry().detach`.
+  uint64_t attach_default_logger(adapters::log_level level = adapters::log_level::debug);
+
   /// Tells every worker's Python process, now and after any restart, which of its
   /// telemetry events to relay (upstream TelemetryControl: on/off, sampling, name
   /// filters). Error: invalid_argument for a sampling rate outside [0, 1].

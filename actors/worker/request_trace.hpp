@@ -103,9 +103,25 @@ inline json request_start_metadata(const std::string& pool, const std::string& w
               {"streaming", streaming}};
 }
 
+/// Who a finished request was, as its stop and exception events name it: the same
+/// command, worker id and correlation id as its `snakepit.request.start`, so a
+/// handler can join the two.
+struct request_ident {
+  std::string command;
+  /// The worker it ran on; empty when it never reached one (refused, timed out in
+  /// the queue, failed before dispatch).
+  std::string worker_id;
+  std::string correlation_id;
+};
+
 /// Metadata of `snakepit.request.stop` / `.exception` (and `snakepit.stream.stop`).
-inline json request_stop_metadata(const std::string& pool, const execute_result& res) {
-  json md{{"pool", pool}, {"success", static_cast<bool>(res)}};
+inline json request_stop_metadata(const std::string& pool, const request_ident& who,
+                                  const execute_result& res) {
+  json md{{"pool", pool},
+          {"command", who.command},
+          {"worker_id", who.worker_id},
+          {"correlation_id", who.correlation_id},
+          {"success", static_cast<bool>(res)}};
   if (!res)
     md["error"] = describe(res.error());
   return md;

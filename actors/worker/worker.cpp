@@ -121,6 +121,7 @@ void on_ready(worker_pointer self) {
   auto& st = self->state;
   auto& env = *st.args.env;
   st.ph = phase::ready;
+  st.process.started();
   if (st.stdio())
     register_declared_tools(self);
   if (env.log->enabled(adapters::log_level::info)) {

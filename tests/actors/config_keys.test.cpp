@@ -66,9 +66,70 @@ std::map<std::string, std::set<std::string>> documented_keys() {
   return out;
 }
 
+/// The keys examples/pools.toml names, by section ("top", "log", "pools"): `key = ...`
+/// lines, commented out or not, and `[pools.key]` tables; the contents of such a
+/// sub-table (environment variables) are not keys.
+std::map<std::string, std::set<std::string>> example_keys() {
+  const char* src = std::getenv("SNAKEPIT_SOURCE_DIR");
+  std::ifstream in{std::string{src ? src : SNAKEPIT_TEST_SOURCE_DIR} +
+                   "/examples/pools.toml"};
+  REQUIRE(in);
+  std::map<std::string, std::set<std::string>> out;
+  std::string section = "top";
+  std::regex assignment{R"(^#? ?([a-z_]+) = )"};
+  std::regex sub_table{R"(^#? ?\[pools\.([a-z_]+)\])"};
+  std::string line;
+  while (std::getline(in, line)) {
+    std::smatch m;
+    if (line == "[log]") {
+      section = "log";
+    } else if (line == "[[pools]]") {
+      section = "pools";
+    } else if (std::regex_search(line, m, sub_table)) {
+      out["pools"].insert(m[1].str());
+      section = "pools-sub";
+    } else if (section != "pools-sub" && std::regex_search(line, m, assignment)) {
+      out[section].insert(m[1].str());
+    }
+  }
+  return out;
+}
+
+/// Whether `listed` names `key` in one of its spellings (`x_ms` or `x_s`).
+template<class S>
+bool names_key(const std::set<std::string>& listed, const snakepit::config_key<S>& key) {
+  for (auto& name : snakepit::file_names(key))
+    if (listed.count(name) > 0)
+      return true;
+  return false;
+}
+
+/// Both ways: every key of `table` is in `listed`, every name in `listed` is a key.
+template<class S>
+void check_listed(const std::set<std::string>& listed,
+                  const std::vector<snakepit::config_key<S>>& table) {
+  auto accepted = names_in(table);
+  for (auto& key : table) {
+    CAPTURE(key.name);
+    CHECK(names_key(listed, key));
+  }
+  for (auto& name : listed) {
+    CAPTURE(name);
+    CHECK(accepted.count(name) == 1);
+  }
+}
+
 } // namespace
 
 TEST_SUITE("actors.config_keys") {
+
+  TEST_CASE("examples/pools.toml names every key the reader accepts, and no other") {
+    auto listed = example_keys();
+    check_listed(listed["top"], snakepit::config_keys());
+    check_listed(listed["log"], snakepit::log_keys());
+    check_listed(listed["pools"], snakepit::pool_keys());
+    CHECK(listed["pools"].size() > 40);
+  }
 
   TEST_CASE("docs/configuration.md lists exactly the keys of the tables") {
     auto docs = documented_keys();

@@ -38,6 +38,7 @@ struct fixture {
                                 false,
                                 false,
                                 100u << 20,
+                                {},
                                 {}},
                    [this](const std::string& id) {
                      std::lock_guard<std::mutex> g{mtx};

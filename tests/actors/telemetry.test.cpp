@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "actors/observability/telemetry.hpp"
+#include "tests/support/log_capture.hpp"
 
 using namespace std::chrono_literals;
 using snakepit::telemetry::bus;
@@ -272,6 +273,83 @@ TEST_SUITE("actors.telemetry") {
     REQUIRE(b.flush(20s));
     CHECK(count == 4000);
     CHECK(b.stats().dropped == 0);
+  }
+
+  TEST_CASE("attach_many delivers an event once, however many of its prefixes match") {
+    bus b;
+    recorder r;
+    auto id = b.attach_many(
+      {"snakepit.request", "snakepit.request.stop", "snakepit.pool"}, r.handler());
+    REQUIRE(id != 0);
+    CHECK(b.stats().handlers == 1);
+    b.emit("snakepit.request.stop");
+    b.emit("snakepit.pool.saturated");
+    b.emit("snakepit.queue.enqueued");
+    REQUIRE(b.flush(10s));
+    CHECK(r.get() ==
+          std::vector<std::string>{"snakepit.request.stop", "snakepit.pool.saturated"});
+    b.detach(id); // one detach removes it from every prefix
+    b.emit("snakepit.request.start");
+    b.emit("snakepit.pool.init_started");
+    REQUIRE(b.flush(10s));
+    CHECK(r.get().size() == 2);
+    CHECK_FALSE(b.active());
+    CHECK(b.attach_many({}, r.handler()) == 0);
+    CHECK(b.attach_many({"snakepit"}, {}) == 0);
+  }
+
+  TEST_CASE("the default logger writes one line per finished request, at its level") {
+    using snakepit::adapters::log_format;
+    using snakepit::adapters::log_level;
+    auto sink = std::make_shared<snakepit::testing::capture_sink>();
+    snakepit::adapters::log_options opts;
+    opts.level = log_level::debug;
+    opts.format = log_format::json;
+    opts.to_stderr = false;
+    opts.sinks.push_back(sink);
+    auto log = snakepit::adapters::logger::create(std::move(opts));
+    REQUIRE(log);
+    bus b;
+    auto id = snakepit::telemetry::attach_default_logger(b, *log);
+    REQUIRE(id != 0);
+    CHECK(snakepit::telemetry::attach_default_logger(b, nullptr) == 0);
+    b.emit("snakepit.request.start", {{"queue_us", 3}},
+           {{"pool", "p"}, {"command", "echo"}, {"correlation_id", "c1"}});
+    b.emit("snakepit.request.stop", {{"duration_us", 2500}},
+           {{"pool", "p"},
+            {"command", "echo"},
+            {"worker_id", "p_worker_1"},
+            {"correlation_id", "c1"},
+            {"success", true}});
+    b.emit("snakepit.request.exception", {{"duration_us", 1000}},
+           {{"pool", "p"},
+            {"command", "fail"},
+            {"worker_id", "p_worker_2"},
+            {"correlation_id", "c2"},
+            {"success", false},
+            {"error", "tool_error: ValueError: boom"}});
+    REQUIRE(b.flush(10s));
+    auto recs = sink->records();
+    REQUIRE(recs.size() == 2); // nothing for the start event
+    CHECK(recs[0]["level"] == "debug");
+    CHECK(recs[0]["msg"] == "snakepit.request.stop");
+    CHECK(recs[0]["command"] == "echo");
+    CHECK(recs[0]["worker_id"] == "p_worker_1");
+    CHECK(recs[0]["correlation_id"] == "c1");
+    CHECK(recs[0]["duration_ms"] == doctest::Approx(2.5));
+    CHECK(recs[0].count("error") == 0);
+    CHECK(recs[1]["msg"] == "snakepit.request.exception");
+    CHECK(recs[1]["error"] == "tool_error: ValueError: boom");
+    // Below the log's level nothing is written; detach stops it for good.
+    (*log)->set_level(log_level::info);
+    b.emit("snakepit.request.stop", {{"duration_us", 1}}, {{"command", "quiet"}});
+    REQUIRE(b.flush(10s));
+    CHECK(sink->records().size() == 2);
+    (*log)->set_level(log_level::debug);
+    b.detach(id);
+    b.emit("snakepit.request.stop", {{"duration_us", 1}}, {{"command", "late"}});
+    REQUIRE(b.flush(10s));
+    CHECK(sink->records().size() == 2);
   }
 
 } // TEST_SUITE

@@ -128,4 +128,32 @@ TEST_SUITE("adapters.errors") {
     CHECK(with_correlation_id(foreign, "cid-5") == foreign);
     CHECK(correlation_id_of(with_correlation_id(plain, "")).empty());
   }
+  TEST_CASE("nested supervision errors read as one line: the innermost cause, the child "
+            "id only when the cause does not name it") {
+    // supervision::sup_errc::failed_to_start_child (code 1, category "snake_sup"),
+    // built by hand: this layer does not link the supervision library.
+    auto wrap = [](std::string id, caf::error inner) {
+      return caf::error{uint8_t{1}, caf::atom("snake_sup"),
+                        caf::make_message(std::move(id), std::move(inner))};
+    };
+    auto cause = make_error(
+      errc::start_failed, "worker x_worker_1: ModuleNotFoundError: No module named 'no'");
+    auto nested = wrap("x_worker_1", wrap("x_worker_1", wrap("x_worker_1", cause)));
+    CHECK(describe(nested) ==
+          "start_failed: worker x_worker_1: ModuleNotFoundError: No module named 'no'");
+    CHECK(describe(nested).find("error(") == std::string::npos);
+    CHECK(root_cause(nested) == cause);
+    CHECK(root_cause(cause) == cause);
+    // A cause that does not name the child gets its id after the code.
+    auto anonymous = wrap("x_worker_2", make_error(errc::start_failed, "exec failed"));
+    CHECK(describe(anonymous) == "start_failed: x_worker_2: exec failed");
+    auto foreign = wrap("w", caf::make_error(caf::sec::request_timeout));
+    CHECK(describe(foreign).rfind("w: ", 0) == 0);
+    // Other supervision errors by name, with their string parts.
+    CHECK(describe(caf::error{uint8_t{9}, caf::atom("snake_sup"),
+                              caf::make_message(std::string{"x_worker_1"})}) ==
+          "start_timeout: x_worker_1");
+    CHECK(describe(caf::error{uint8_t{7}, caf::atom("snake_sup")}) == "max_children");
+  }
+
 } // TEST_SUITE

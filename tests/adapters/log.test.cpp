@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <fstream>
 #include <mutex>
@@ -287,6 +288,81 @@ TEST_SUITE("adapters.log") {
     std::sort(seen.begin(), seen.end());
     CHECK(seen == std::vector<std::string>{"late:unterminated", "w0:hello-0",
                                            "w1:hello-1", "w2:hello-2", "w3:hello-3"});
+  }
+
+  TEST_CASE("startup output that several starting workers of a pool print is logged "
+            "once, and a started worker's lines are all logged") {
+    auto sink = std::make_shared<capture_sink>();
+    auto lg = make_logger(sink, log_level::info, log_format::json);
+    stderr_pump pump{lg, log_level::warn};
+    const std::string traceback = "Traceback (most recent call last):\n"
+                                  "  File \"<frozen>\", line 1, in _find\n"
+                                  "  File \"<frozen>\", line 1, in _find\n"
+                                  "ModuleNotFoundError: No module named 'no'\n";
+    auto write_all = [&](const char* worker,
+                         std::shared_ptr<std::atomic<bool>> starting) {
+      auto fd = pump.open({{"pool", "p"}, {"worker_id", worker}}, {},
+                          snakepit::adapters::pipe_options{"p", std::move(starting)});
+      REQUIRE(fd);
+      CHECK(::write(*fd, traceback.data(), traceback.size()) ==
+            static_cast<ssize_t>(traceback.size()));
+      ::close(*fd);
+      REQUIRE(eventually([&] { return pump.open_pipes() == 0; }));
+    };
+    auto count = [&](const std::string& msg, const char* worker) {
+      size_t n = 0;
+      for (auto& r : sink->records())
+        if (r["msg"] == msg && r["worker_id"] == worker)
+          ++n;
+      return n;
+    };
+    write_all("p_worker_1", std::make_shared<std::atomic<bool>>(true));
+    write_all("p_worker_2", std::make_shared<std::atomic<bool>>(true));
+    write_all("p_worker_3", nullptr); // no flag: starting
+    // The first worker's output whole (its own repeated frame line included) ...
+    CHECK(count("Traceback (most recent call last):", "p_worker_1") == 1);
+    CHECK(count("  File \"<frozen>\", line 1, in _find", "p_worker_1") == 2);
+    CHECK(count("ModuleNotFoundError: No module named 'no'", "p_worker_1") == 1);
+    // ... the others' copies not, but one line each saying so.
+    for (auto w : {"p_worker_2", "p_worker_3"}) {
+      CAPTURE(w);
+      CHECK(count("Traceback (most recent call last):", w) == 0);
+      CHECK(count("ModuleNotFoundError: No module named 'no'", w) == 0);
+      size_t notes = 0;
+      for (auto& r : sink->records())
+        if (r["worker_id"] == w && r.value("first_worker", "") == "p_worker_1")
+          ++notes;
+      CHECK(notes == 1);
+    }
+    // A worker that is ready logs everything; another pool is another group.
+    write_all("p_worker_4", std::make_shared<std::atomic<bool>>(false));
+    CHECK(count("Traceback (most recent call last):", "p_worker_4") == 1);
+    auto fd = pump.open({{"worker_id", "q_worker_1"}}, {},
+                        snakepit::adapters::pipe_options{"q", nullptr});
+    REQUIRE(fd);
+    CHECK(::write(*fd, traceback.data(), traceback.size()) > 0);
+    ::close(*fd);
+    REQUIRE(eventually([&] { return pump.open_pipes() == 0; }));
+    CHECK(count("ModuleNotFoundError: No module named 'no'", "q_worker_1") == 1);
+    // Python log records are the same when message and exception text are, whatever
+    // their time and pid.
+    for (auto [w, pid] : {std::pair{"r_worker_1", 11}, std::pair{"r_worker_2", 12}}) {
+      auto rec = json{{"ts", std::to_string(pid)},
+                      {"level", "error"},
+                      {"pid", pid},
+                      {"msg", "import failed"},
+                      {"exc", "Traceback ...\nImportError: x"}}
+                   .dump() +
+                 "\n";
+      auto rfd =
+        pump.open({{"worker_id", w}}, {}, snakepit::adapters::pipe_options{"r", nullptr});
+      REQUIRE(rfd);
+      CHECK(::write(*rfd, rec.data(), rec.size()) == static_cast<ssize_t>(rec.size()));
+      ::close(*rfd);
+      REQUIRE(eventually([&] { return pump.open_pipes() == 0; }));
+    }
+    CHECK(count("import failed", "r_worker_1") == 1);
+    CHECK(count("import failed", "r_worker_2") == 0);
   }
 
 } // TEST_SUITE

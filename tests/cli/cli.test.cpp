@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -256,6 +257,40 @@ TEST_SUITE("cli") {
     CHECK(res.out.empty());
     CHECK(contains(res.err, "start_failed"));
     CHECK(contains(res.err, "ImportError"));
+  }
+
+  TEST_CASE("a pool whose adapter cannot be imported fails in one readable line, and "
+            "its traceback is logged once, not once per worker") {
+    auto file = scratch_dir() / "no_adapter.toml";
+    {
+      std::ofstream out{file};
+      out << "[[pools]]\nname = \"x\"\nadapter = \"no.such.Adapter\"\npool_size = 3\n"
+             "start_method = \"spawn\"\n";
+    }
+    auto res = run_cli({"exec", "--config", file.string(), "echo", "{}"});
+    CHECK(res.code == 4);
+    CHECK(res.out.empty());
+    // The error: one line, the innermost cause, no nested CAF dump.
+    auto last = res.err.substr(res.err.rfind("snakepit: start_failed"));
+    CHECK_MESSAGE(last.rfind("snakepit: start_failed: pool x: worker x_worker_", 0) == 0,
+                  res.err);
+    CHECK(contains(last, "ModuleNotFoundError: No module named 'no'"));
+    CHECK(std::count(last.begin(), last.end(), '\n') == 1);
+    CHECK_FALSE(contains(res.err, "error(1, 'snake_sup'"));
+    CHECK_FALSE(contains(res.err, "snake_sup"));
+    // Three workers printed the same traceback; the log shows it once.
+    size_t tracebacks = 0;
+    for (auto at = res.err.find("Traceback (most recent call last)");
+         at != std::string::npos;
+         at = res.err.find("Traceback (most recent call last)", at + 1))
+      ++tracebacks;
+    CHECK_MESSAGE(tracebacks == 1, res.err);
+    CHECK(contains(res.err, "first_worker="));
+    // Each worker's failure is still reported, with its own id.
+    for (auto id : {"x_worker_1", "x_worker_2", "x_worker_3"})
+      CHECK_MESSAGE(
+        contains(res.err, std::string{"worker failed to start pool=x worker_id="} + id),
+        res.err);
   }
 
   TEST_CASE("doctor passes on this machine and prints each check") {

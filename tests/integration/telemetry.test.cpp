@@ -6,10 +6,21 @@
 
 #include "actors/observability/telemetry.hpp"
 #include "harness.hpp"
+#include "tests/support/event_capture.hpp"
+#include "tests/support/log_capture.hpp"
 
 using namespace std::chrono_literals;
 using snakepit::json;
 using namespace snakepit::testing;
+
+namespace {
+
+std::string str(const json& rec, const char* key) {
+  auto i = rec.find(key);
+  return i != rec.end() && i->is_string() ? i->get<std::string>() : std::string{};
+}
+
+} // namespace
 
 TEST_SUITE("integration.telemetry") {
 
@@ -75,6 +86,85 @@ TEST_SUITE("integration.telemetry") {
           "snakepit.pool.saturated"})
       CHECK_MESSAGE(seen.count(name) == 1, std::string{name});
     CHECK(cid_seen == "cid-telemetry-1");
+    stop_and_check(r);
+  }
+
+  TEST_CASE("stop and exception events name the command, worker and correlation id of "
+            "their start on every path, and the default logger writes one line each") {
+    auto cfg = small_config(1);
+    cfg.log.level = snakepit::adapters::log_level::debug;
+    cfg.log.format = snakepit::adapters::log_format::json;
+    cfg.log.to_stderr = false;
+    cfg.pools[0].queue.timeout = 200ms;
+    event_capture events;
+    auto opts = events.options("snakepit.request");
+    auto sink = std::make_shared<capture_sink>();
+    opts.log_sinks.push_back(sink);
+    auto rt = snakepit::runtime::start(cfg, opts);
+    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    auto& r = **rt;
+    REQUIRE(r.attach_default_logger() != 0);
+    auto call = [](const char* cid) {
+      snakepit::execute_options o;
+      o.correlation_id = cid;
+      return o;
+    };
+    // The direct lane (blocking, a free worker), the pool actor (async), a failure,
+    // a stream, and one that never reaches a worker (its queue time runs out).
+    REQUIRE(r.execute("echo", {{"x", 1}}, call("cid-join-lane")));
+    std::promise<snakepit::execute_result> async_done;
+    r.execute_async("echo", {{"x", 2}}, call("cid-join-async"),
+                    [&](snakepit::execute_result res) { async_done.set_value(res); });
+    REQUIRE(async_done.get_future().get());
+    CHECK_FALSE(r.execute("fail", {{"message", "joined"}}, call("cid-join-fail")));
+    CHECK_FALSE(r.execute_stream(
+      "stream_progress", {{"steps", 2}}, [](const json&, bool) { return true; },
+      call("cid-join-stream")));
+    std::promise<void> slept;
+    r.execute_async("sleep", {{"ms", 800}}, call("cid-join-busy"),
+                    [&](snakepit::execute_result) { slept.set_value(); });
+    REQUIRE(eventually([&] { return r.get_stats()->busy == 1; }));
+    CHECK_FALSE(r.execute("ping", json::object(), call("cid-join-queued")));
+    slept.get_future().wait();
+    REQUIRE(r.telemetry().flush(5s));
+
+    auto by_cid = [&](const std::string& name, const std::string& cid) {
+      return events.wait_for(name, [&](const snakepit::telemetry::event& ev) {
+        return ev.metadata.value("correlation_id", "") == cid;
+      });
+    };
+    for (auto [cid, command, ok] :
+         {std::tuple{"cid-join-lane", "echo", true},
+          std::tuple{"cid-join-async", "echo", true},
+          std::tuple{"cid-join-fail", "fail", false},
+          std::tuple{"cid-join-stream", "stream_progress", true}}) {
+      CAPTURE(cid);
+      auto start = by_cid("snakepit.request.start", cid);
+      auto stop =
+        by_cid(ok ? "snakepit.request.stop" : "snakepit.request.exception", cid);
+      REQUIRE_MESSAGE(start, events.dump());
+      REQUIRE_MESSAGE(stop, events.dump());
+      CHECK(stop->metadata["command"] == command);
+      CHECK(stop->metadata["command"] == start->metadata["command"]);
+      CHECK(stop->metadata["worker_id"] == start->metadata["worker_id"]);
+      CHECK(stop->metadata["worker_id"] != "");
+      CHECK(stop->metadata["pool"] == "default");
+      CHECK(stop->metadata["success"] == ok);
+      auto line = sink->wait_for([&](const json& rec) {
+        return str(rec, "correlation_id") == cid &&
+               str(rec, "msg").rfind("snakepit.request.", 0) == 0;
+      });
+      REQUIRE_MESSAGE(line, sink->dump());
+      CHECK(str(*line, "command") == command);
+      CHECK(str(*line, "worker_id") == stop->metadata["worker_id"].get<std::string>());
+      CHECK(str(*line, "level") == "debug");
+    }
+    // Never dispatched: no start, an exception with the command and no worker.
+    auto queued = by_cid("snakepit.request.exception", "cid-join-queued");
+    REQUIRE_MESSAGE(queued, events.dump());
+    CHECK(queued->metadata["command"] == "ping");
+    CHECK(queued->metadata["worker_id"] == "");
+    CHECK(events.count("snakepit.request.start") == 5);
     stop_and_check(r);
   }
 

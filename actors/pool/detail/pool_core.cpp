@@ -1,6 +1,7 @@
 #include "actors/pool/detail/pool_core.hpp"
 
 #include "actors/pool/adapter.hpp"
+#include "actors/pool/input_checks.hpp"
 
 #include <algorithm>
 #include <tuple>
@@ -45,6 +46,14 @@ caf::error check_payload(const pool_config& cfg, const execute_request& req) {
   return caf::none;
 }
 
+/// "start_failed: pool p: worker p_worker_1: ...": one line, the code said once.
+caf::error pool_start_error(const std::string& pool, const caf::error& err) {
+  auto text = describe(err); // (unwraps the supervisors' failed_to_start_child)
+  if (constexpr std::string_view code = "start_failed: "; text.rfind(code, 0) == 0)
+    text.erase(0, code.size());
+  return caf::make_error(errc::start_failed, fmt::format("pool {}: {}", pool, text));
+}
+
 caf::timespan until(pool_time deadline, pool_time now) {
   return std::chrono::duration_cast<caf::timespan>(deadline - now);
 }
@@ -86,7 +95,9 @@ pool_core::~pool_core() {
 void pool_core::accept(execute_request req, reply_sink out, caf::actor_addr caller) {
   if (req.opts.correlation_id.empty())
     req.opts.correlation_id = make_correlation_id(cfg_.name, next_id_);
-  auto err = admit(req, is_stream(out));
+  auto err = check_input(cfg_.input, req); // before any hook sees it
+  if (!err)
+    err = admit(req, is_stream(out));
   if (!err)
     err = refuse_early(req);
   if (!err)
@@ -105,7 +116,7 @@ void pool_core::accept(execute_request req, reply_sink out, caf::actor_addr call
     finish(p.out,
            caf::make_error(errc::invalid_session_id,
                            "session ids are 1-128 characters of [A-Za-z0-9_-]"),
-           p.accepted, p.correlation_id());
+           p.accepted, p.ident());
     return;
   }
   ++stats_.requests;
@@ -152,8 +163,9 @@ caf::error pool_core::refuse_early(const execute_request& req) const {
   // may use tools an adapter registers per session, so they go through.)
   if (!tools_.empty() && !open_dispatch_ && req.opts.session_id.empty() &&
       tools_.count(req.command) == 0)
-    return caf::make_error(errc::unknown_tool, fmt::format("pool {} has no tool '{}'",
-                                                           cfg_.name, req.command));
+    return caf::make_error(
+      errc::unknown_tool,
+      fmt::format("pool {} has no tool '{}'", cfg_.name, printable_name(req.command)));
   return caf::none;
 }
 
@@ -183,14 +195,14 @@ bool pool_core::route_session(pending_request& p) {
            caf::make_error(
              errc::session_worker_unavailable,
              fmt::format("session {}: worker {} is gone", sid, b->second.worker_id)),
-           p.accepted, p.correlation_id());
+           p.accepted, p.ident());
     return true;
   }
   if (mode == affinity_mode::strict_fail_fast) {
     finish(p.out,
            caf::make_error(errc::worker_busy, fmt::format("session {}: worker {} is busy",
                                                           sid, b->second.worker_id)),
-           p.accepted, p.correlation_id());
+           p.accepted, p.ident());
     return true;
   }
   p.pinned_worker = b->second.worker_id; // strict_queue: wait for that worker
@@ -206,7 +218,7 @@ void pool_core::enqueue(pending_request p) {
       p.out,
       caf::make_error(errc::pool_saturated, fmt::format("pool {}: {} requests queued",
                                                         cfg_.name, queue_.size())),
-      p.accepted, p.correlation_id());
+      p.accepted, p.ident());
     return;
   }
   ++stats_.queued;
@@ -292,12 +304,13 @@ void pool_core::dispatch(const std::string& worker_id, pending_request p) {
   if (auto* ss = std::get_if<stream_sink_ptr>(&p.out)) {
     auto sink = *ss;
     events_.stream_start(p, worker_id);
-    inflight_.emplace(p.id, inflight_request{worker_id,
-                                             w.serial,
-                                             std::move(p.out),
-                                             p.accepted,
-                                             {},
-                                             p.req.opts.correlation_id});
+    inflight_.emplace(
+      p.id, inflight_request{worker_id,
+                             w.serial,
+                             std::move(p.out),
+                             p.accepted,
+                             {},
+                             {p.req.command, worker_id, p.req.opts.correlation_id}});
     callee_.run_stream(w, worker_id, p.id, std::move(p.req), budget, std::move(sink));
     return;
   }
@@ -312,9 +325,13 @@ void pool_core::dispatch(const std::string& worker_id, pending_request p) {
       pending_request{p.id, p.req, reply_sink{}, p.deadline, p.accepted, p.caller,
                       std::string{}, p.attempt + 1});
   auto id = p.id;
-  inflight_.emplace(id,
-                    inflight_request{worker_id, w.serial, std::move(p.out), p.accepted,
-                                     std::move(retry), p.req.opts.correlation_id});
+  inflight_.emplace(
+    id, inflight_request{worker_id,
+                         w.serial,
+                         std::move(p.out),
+                         p.accepted,
+                         std::move(retry),
+                         {p.req.command, worker_id, p.req.opts.correlation_id}});
   callee_.run(w, worker_id, id, std::move(p.req), budget, std::move(slot));
 }
 
@@ -377,9 +394,9 @@ void pool_core::checkin_all(const std::string& except) {
 
 /// Answers a request (stats, events), its error carrying the correlation id.
 void pool_core::finish(reply_sink& out, execute_result res, pool_time accepted,
-                       const std::string& correlation_id) {
+                       const request_ident& who) {
   if (!res)
-    res = with_correlation_id(std::move(res.error()), correlation_id);
+    res = with_correlation_id(std::move(res.error()), who.correlation_id);
   auto us =
     std::chrono::duration_cast<std::chrono::microseconds>(callee_.now() - accepted);
   if (res) {
@@ -388,8 +405,8 @@ void pool_core::finish(reply_sink& out, execute_result res, pool_time accepted,
   } else {
     ++stats_.errors;
   }
-  events_.request_stop(res, us, is_stream(out));
-  bool trial = !trial_.empty() && correlation_id == trial_;
+  events_.request_stop(res, who, us, is_stream(out));
+  bool trial = !trial_.empty() && who.correlation_id == trial_;
   bool trial_failed = trial && worker_failed(res);
   deliver(out, std::move(res));
   if (trial) {
@@ -407,7 +424,7 @@ void pool_core::finish(reply_sink& out, execute_result res, pool_time accepted,
 }
 
 void pool_core::fail_request(pending_request& p, caf::error err) {
-  finish(p.out, std::move(err), p.accepted, p.correlation_id());
+  finish(p.out, std::move(err), p.accepted, p.ident());
 }
 
 /// Gives a finished request's capacity back (unless the gRPC thread did).
@@ -437,7 +454,7 @@ void pool_core::on_result(const std::string& worker_id, uint64_t req_id,
   // (The gRPC thread may have given the capacity back already, see reply_slot.)
   auto* rs = std::get_if<reply_slot_ptr>(&fin.out);
   bool released = rs != nullptr && (*rs)->lane_released.load();
-  finish(fin.out, std::move(res), fin.started, fin.correlation_id);
+  finish(fin.out, std::move(res), fin.started, fin.ident);
   if (!released)
     release(worker_id);
   checkin(worker_id);
@@ -612,7 +629,7 @@ void pool_core::fail_inflight_of(const std::string& id, uint64_t serial,
       execute_result res = caf::make_error(
         errc::worker_crashed, fmt::format("worker {}: {}", id, caf::to_string(reason)));
       note_call_outcome(res);
-      finish(f->second.out, std::move(res), f->second.started, f->second.correlation_id);
+      finish(f->second.out, std::move(res), f->second.started, f->second.ident);
     }
     f = inflight_.erase(f);
   }
@@ -688,8 +705,7 @@ void pool_core::on_start_result(const std::string& id, const caf::error& err) {
         rec->member = false;
       note_start_failure(id, err);
       if (!first_start_error_)
-        first_start_error_ = caf::make_error(
-          errc::start_failed, fmt::format("pool {}: {}", cfg_.name, describe(err)));
+        first_start_error_ = pool_start_error(cfg_.name, err);
     }
     table_.forget_if_gone(id);
     start_more_workers();
@@ -875,7 +891,7 @@ void pool_core::note_call_outcome(const execute_result& res) {
 
 bool pool_core::request_pending(const std::string& correlation_id) {
   for (auto& [id, f] : inflight_)
-    if (f.correlation_id == correlation_id)
+    if (f.ident.correlation_id == correlation_id)
       return true;
   for (auto& [id, p] : parked_)
     if (p.correlation_id() == correlation_id)
@@ -1173,7 +1189,7 @@ void pool_core::shutdown(const caf::error& reason) {
   lane_->set_open(false);
   queue_.take_all([&](pending_request& p) { fail_request(p, reason); });
   for (auto& [id, f] : inflight_)
-    finish(f.out, reason, f.started, f.correlation_id);
+    finish(f.out, reason, f.started, f.ident);
   inflight_.clear();
   for (auto& [id, p] : parked_)
     fail_request(p, reason);

@@ -208,7 +208,7 @@ class pool_core {
   void checkin_all(const std::string& except = {});
   bool offers_new_work(const worker_record& rec, pool_time now) const;
   void finish(reply_sink& out, execute_result res, pool_time accepted,
-              const std::string& correlation_id);
+              const request_ident& who);
   void fail_request(pending_request& p, caf::error err);
   void release(const std::string& worker_id);
   // crashes and retries

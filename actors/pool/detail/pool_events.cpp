@@ -55,12 +55,12 @@ void pool_events::stream_start(const pending_request& p, const std::string& work
           {"correlation_id", p.correlation_id()}});
 }
 
-void pool_events::request_stop(const execute_result& res, std::chrono::microseconds took,
-                               bool stream) {
+void pool_events::request_stop(const execute_result& res, const request_ident& who,
+                               std::chrono::microseconds took, bool stream) {
   if (!listening())
     return;
   json measurements{{"duration_us", took.count()}};
-  auto metadata = request_stop_metadata(pool_, res);
+  auto metadata = request_stop_metadata(pool_, who, res);
   emit(res ? "snakepit.request.stop" : "snakepit.request.exception", measurements,
        metadata);
   if (stream)

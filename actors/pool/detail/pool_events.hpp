@@ -36,8 +36,8 @@ class pool_events {
                      pool_time now);
   void stream_start(const pending_request& p, const std::string& worker_id);
   /// `snakepit.request.stop` or `.exception` (and `snakepit.stream.stop`).
-  void request_stop(const execute_result& res, std::chrono::microseconds took,
-                    bool stream);
+  void request_stop(const execute_result& res, const request_ident& who,
+                    std::chrono::microseconds took, bool stream);
   void enqueued(const pending_request& p, size_t queue_size);
   void dequeued(const pending_request& p, const std::string& worker_id, pool_time now);
   void saturated(const pending_request& p, size_t queue_size, size_t max_queue_size);

@@ -21,6 +21,7 @@
 #include "actors/pool/detail/reply.hpp"
 #include "actors/pool/detail/worker_table.hpp"
 #include "actors/types.hpp"
+#include "actors/worker/request_trace.hpp"
 
 namespace snakepit::actors::detail {
 
@@ -39,6 +40,9 @@ struct pending_request {
   int attempt = 0;
 
   const std::string& correlation_id() const { return req.opts.correlation_id; }
+
+  /// As its events name it; no worker yet.
+  request_ident ident() const { return {req.command, {}, req.opts.correlation_id}; }
 };
 
 /// A request running on a worker.
@@ -51,7 +55,8 @@ struct inflight_request {
   /// For idempotent calls: what to run again if the worker crashes (its `out`
   /// is empty; the live sink is the one above).
   std::shared_ptr<pending_request> retry;
-  std::string correlation_id;
+  /// Command, worker and correlation id, for its stop event and its error.
+  request_ident ident;
 };
 
 /// The waiting requests in FIFO order, found by id in O(1).

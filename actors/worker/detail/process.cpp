@@ -345,8 +345,9 @@ caf::error worker_process::start(const worker_args& args,
   launch_ = make_launch(args, socket_path_, ready_path_);
   auto spec = make_process_spec(args, socket_path_, ready_path_);
   if (env.stderr_pump) {
-    auto fd = env.stderr_pump->open(worker_fields(args),
-                                    [tail = tail_](std::string_view l) { tail->add(l); });
+    auto fd = env.stderr_pump->open(
+      worker_fields(args), [tail = tail_](std::string_view l) { tail->add(l); },
+      adapters::pipe_options{args.pool_cfg.name, starting_});
     if (!fd)
       return start_failed(args, fd.error());
     spec.stderr_fd = *fd;

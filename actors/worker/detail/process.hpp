@@ -6,6 +6,7 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <deque>
@@ -104,6 +105,10 @@ class worker_process {
   /// How the worker was launched.
   const worker_launch& launch() const { return launch_; }
 
+  /// The worker is ready: its stderr lines are all logged from now on (while it
+  /// starts, lines another worker of its pool already logged are not repeated).
+  void started() { starting_->store(false); }
+
  private:
   std::optional<adapters::child_process> proc_;
   std::string socket_path_;
@@ -112,6 +117,8 @@ class worker_process {
   int stdin_fd_ = -1;
   int stdout_fd_ = -1;
   std::shared_ptr<stderr_tail> tail_ = std::make_shared<stderr_tail>();
+  std::shared_ptr<std::atomic<bool>> starting_ =
+    std::make_shared<std::atomic<bool>>(true);
 };
 
 /// The readiness handshake's timing: ready-file polls back off quickly to 10 ms (a
