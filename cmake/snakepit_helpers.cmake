@@ -29,7 +29,10 @@ function(snakepit_add_test name)
   endif()
   add_executable(${name} ${arg_SOURCES})
   target_link_libraries(${name} PRIVATE ${arg_DEPS} doctest::doctest snakepit_internal)
+  # A CTest entry that ran no test case (a name CTest cut, e.g. at a ';') fails
+  # instead of passing silently.
   doctest_discover_tests(${name}
     PROPERTIES LABELS "${arg_LABELS}" TIMEOUT ${arg_TIMEOUT}
+    FAIL_REGULAR_EXPRESSION "test cases: +0 "
     ENVIRONMENT "SNAKEPIT_SOURCE_DIR=${PROJECT_SOURCE_DIR};SNAKEPIT_BUILD_DIR=${PROJECT_BINARY_DIR};XDG_STATE_HOME=${PROJECT_BINARY_DIR}/test-state")
 endfunction()

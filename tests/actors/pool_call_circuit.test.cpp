@@ -46,7 +46,7 @@ void failing_calls(pool_harness& h, int n, const caf::error& err) {
 
 TEST_SUITE("actors.pool_call_circuit") {
 
-  TEST_CASE("a run of failed calls opens the circuit; new calls get circuit_open naming "
+  TEST_CASE("a run of failed calls opens the circuit, new calls get circuit_open naming "
             "the pool") {
     pool_harness h{breaker_pool(3)};
     h.boot();
@@ -77,7 +77,7 @@ TEST_SUITE("actors.pool_call_circuit") {
     CHECK(h.runs_of(c) == 1);
   }
 
-  TEST_CASE("half-open lets one trial call through; its success closes the circuit") {
+  TEST_CASE("half-open lets one trial call through, its success closes the circuit") {
     pool_harness h{breaker_pool(2)};
     h.boot();
     failing_calls(h, 2, crashed());

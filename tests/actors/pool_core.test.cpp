@@ -896,7 +896,7 @@ TEST_SUITE("actors.pool_core") {
   }
 
   TEST_CASE("a crash whose cause is not in taint_on does not taint but counts as a "
-            "crash; taint_on may name it") {
+            "crash, taint_on may name it") {
     {
       pool_harness h;
       auto ids = h.boot();
@@ -1012,7 +1012,7 @@ TEST_SUITE("actors.pool_core") {
     CHECK(h.callee.retires == std::vector<std::string>{ids[1]});
   }
 
-  TEST_CASE("a manual recycle starts a replacement at once; an unknown worker is refused "
+  TEST_CASE("a manual recycle starts a replacement at once, an unknown worker is refused "
             "with invalid_argument") {
     pool_harness h;
     auto ids = h.boot();
@@ -1091,7 +1091,7 @@ TEST_SUITE("actors.pool_core") {
     CHECK(h.callee.runs.empty());
   }
 
-  TEST_CASE("after circuit_reset a probe worker starts; its readiness closes the circuit "
+  TEST_CASE("after circuit_reset a probe worker starts, its readiness closes the circuit "
             "and refills the pool") {
     auto cfg = small_pool(2);
     cfg.circuit.threshold = 2;

@@ -116,7 +116,7 @@ TEST_SUITE("actors.pool_resize") {
   }
 
   TEST_CASE(
-    "shrinking retires idle workers at once and drains busy ones; no call fails") {
+    "shrinking retires idle workers at once and drains busy ones, no call fails") {
     pool_harness h{small_pool(3)};
     auto ids = h.boot();
     auto c1 = h.call();

@@ -111,7 +111,7 @@ TEST_SUITE("actors.service_stack") {
     CHECK(log.empty());
   }
 
-  TEST_CASE("a failing stop does not stop the others; stop returns the first error") {
+  TEST_CASE("a failing stop does not stop the others, stop returns the first error") {
     service_stack stack;
     log_t log;
     add_services(stack, log, {"dir"});

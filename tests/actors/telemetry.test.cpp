@@ -158,7 +158,7 @@ TEST_SUITE("actors.telemetry") {
     opener.join();
   }
 
-  TEST_CASE("a throwing handler is detached and counted; the others keep running") {
+  TEST_CASE("a throwing handler is detached and counted, the others keep running") {
     bus b;
     recorder good;
     std::atomic<int> calls{0};
@@ -179,7 +179,7 @@ TEST_SUITE("actors.telemetry") {
     CHECK(s.delivered == 2);
   }
 
-  TEST_CASE("a slow handler does not block emit; a full queue drops and counts") {
+  TEST_CASE("a slow handler does not block emit, a full queue drops and counts") {
     bus b{4};
     gate g;
     recorder seen;

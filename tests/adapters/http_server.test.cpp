@@ -97,7 +97,7 @@ TEST_SUITE("adapters.http_server") {
     CHECK_FALSE(http_request{"GET", "/", ""}.param("x").has_value());
   }
 
-  TEST_CASE("POST reaches the handler with its query; the client sends it") {
+  TEST_CASE("POST reaches the handler with its query, the client sends it") {
     snakepit::testing::temp_dir dir{"http-test"};
     auto sock = dir.path + "/s.sock";
     auto srv = http_server::listen_unix(sock, echo_path());

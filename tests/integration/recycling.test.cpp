@@ -350,7 +350,7 @@ TEST_SUITE("integration.circuit_breaker") {
   }
 
   TEST_CASE(
-    "start storm: an adapter that never imports opens the circuit; spawns stay bounded") {
+    "start storm: an adapter that never imports opens the circuit, spawns stay bounded") {
     auto cfg = small_config(2);
     use_test_adapter(cfg, cfg.pools[0], "broken_adapter.BrokenAdapter");
     cfg.pools[0].circuit.threshold = 2;
@@ -383,7 +383,7 @@ TEST_SUITE("integration.circuit_breaker") {
     stop_and_check(r);
   }
 
-  TEST_CASE("calls that keep timing out open the circuit for calls; a trial closes it") {
+  TEST_CASE("calls that keep timing out open the circuit for calls, a trial closes it") {
     auto cfg = small_config(2);
     cfg.pools[0].circuit.call_failures = 3;
     cfg.pools[0].circuit.reset = 500ms;

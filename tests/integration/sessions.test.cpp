@@ -56,7 +56,7 @@ void hammer(snakepit::runtime& rt, const std::string& sid, const std::string& to
 
 TEST_SUITE("integration.sessions") {
 
-  TEST_CASE("1000 increments from 4 workers in parallel end at exactly 1000; get+set "
+  TEST_CASE("1000 increments from 4 workers in parallel end at exactly 1000, get+set "
             "loses updates") {
     auto rt = snakepit::runtime::start(session_config(4));
     REQUIRE_MESSAGE(rt, explain(rt.error()));
@@ -162,7 +162,7 @@ TEST_SUITE("integration.sessions") {
     stop_and_check(r);
   }
 
-  TEST_CASE("a stateless adapter keeps all state in the session; cleanup_session counts "
+  TEST_CASE("a stateless adapter keeps all state in the session, cleanup_session counts "
             "what it removed") {
     auto rt = snakepit::runtime::start(session_config(3));
     REQUIRE_MESSAGE(rt, explain(rt.error()));
