@@ -1,0 +1,343 @@
+// The soak run (docs/reliability.md "Soak"): one runtime with two pools under mixed
+// load for N minutes — plain calls, session calls whose state lives in the host,
+// streams halted early, calls into a host tool, binary payloads — while a worker is
+// killed every few seconds, recycling by max_requests and heartbeats are on. Every
+// sample period it records the host's RSS, open descriptors and threads, the
+// runtime's processes against its listed workers and the period's latency p50/p99,
+// writes them to <out>/soak.json and judges them (goals below). Exit 0 when every
+// goal holds, 1 when one does not, 2 when the runtime cannot start.
+//
+//   snakepit_soak --minutes 30 --out build/soak [--sample-seconds 10]
+#include <dirent.h>
+#include <signal.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <mutex>
+#include <random>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "actors/observability/histogram.hpp"
+#include "actors/runtime/runtime.hpp"
+#include "adapters/errors.hpp"
+
+using namespace std::chrono_literals;
+using json = nlohmann::json;
+using clock_type = std::chrono::steady_clock;
+
+namespace {
+
+struct options {
+  double minutes = 30;
+  int sample_seconds = 10;
+  std::string out = "build/soak";
+};
+
+options parse(int argc, char** argv) {
+  options o;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    std::string k = argv[i];
+    if (k == "--minutes")
+      o.minutes = std::stod(argv[i + 1]);
+    else if (k == "--sample-seconds")
+      o.sample_seconds = std::stoi(argv[i + 1]);
+    else if (k == "--out")
+      o.out = argv[i + 1];
+  }
+  return o;
+}
+
+/// A number from /proc/self/status ("VmRSS", "Threads").
+long status_field(const std::string& key) {
+  std::ifstream in{"/proc/self/status"};
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind(key + ":", 0) == 0)
+      return std::stol(line.substr(key.size() + 1));
+  return -1;
+}
+
+long open_fds() {
+  long n = 0;
+  if (DIR* d = ::opendir("/proc/self/fd")) {
+    while (::readdir(d) != nullptr)
+      ++n;
+    ::closedir(d);
+  }
+  return n - 3; // ".", ".." and the directory's own descriptor
+}
+
+std::string command_line(int pid) {
+  std::ifstream in{"/proc/" + std::to_string(pid) + "/cmdline"};
+  std::string s{std::istreambuf_iterator<char>{in}, {}};
+  std::replace(s.begin(), s.end(), '\0', ' ');
+  return s;
+}
+
+/// What the load threads share: outcome counters and this period's latencies.
+struct tally {
+  std::atomic<long> ok{0};
+  std::atomic<long> typed_errors{0};
+  std::atomic<long> untyped_errors{0};
+  std::atomic<long> in_flight{0};
+  std::atomic<long> session_mismatches{0};
+  std::mutex mtx;
+  snakepit::latency_histogram period;
+
+  void record(clock_type::time_point started, bool ok_call, const caf::error& err) {
+    auto us =
+      std::chrono::duration_cast<std::chrono::microseconds>(clock_type::now() - started);
+    if (ok_call)
+      ++ok;
+    else if (snakepit::errc_of(err))
+      ++typed_errors;
+    else
+      ++untyped_errors;
+    std::lock_guard<std::mutex> g{mtx};
+    period.record(us.count());
+  }
+};
+
+snakepit::config soak_config() {
+  snakepit::config cfg;
+  auto& plain = cfg.pools[0];
+  plain.name = "plain";
+  plain.pool_size = 3;
+  plain.adapter = "snakepit_bridge.adapters.showcase.ShowcaseAdapter";
+  plain.recycling.max_requests = 400;
+  plain.heartbeat.enabled = true;
+  plain.heartbeat.interval = 1000ms;
+  auto mixed = plain;
+  mixed.name = "mixed";
+  mixed.pool_size = 2;
+  mixed.adapter = "showcase_adapter.ShowcaseAdapter";
+  cfg.pools.push_back(mixed);
+  // The showcase's adapter directory first, then the bundled package's entries.
+  std::stringstream defaults{cfg.effective_python_path()};
+  cfg.python_path = {std::string{SNAKEPIT_REPO_DIR} + "/examples/showcase/python"};
+  for (std::string entry; std::getline(defaults, entry, ':');)
+    if (!entry.empty())
+      cfg.python_path.push_back(entry);
+  return cfg;
+}
+
+/// One call of the mix, chosen by `i`.
+void one_call(snakepit::runtime& rt, tally& t, int thread, long i) {
+  snakepit::execute_options plain;
+  plain.pool = "plain";
+  snakepit::execute_options mixed;
+  mixed.pool = "mixed";
+  auto started = clock_type::now();
+  ++t.in_flight;
+  caf::error err;
+  bool ok = false;
+  switch (i % 5) {
+  case 0: { // a plain call
+    auto r = rt.execute("add", {{"a", i}, {"b", 1}}, plain);
+    ok = r && r->result == json(i + 1);
+    err = r ? caf::error{} : r.error();
+    break;
+  }
+  case 1: { // session state in the host: a counter per thread's session
+    auto sid = fmt::format("soak-{}", thread);
+    auto r = rt.execute_in_session(sid, "increment_counter", {{"by", 1}}, mixed);
+    ok = static_cast<bool>(r);
+    err = r ? caf::error{} : r.error();
+    if (r && !r->result.contains("value"))
+      ++t.session_mismatches;
+    break;
+  }
+  case 2: { // a stream halted after three chunks
+    int seen = 0;
+    err = rt.execute_stream(
+      "stream_progress", {{"steps", 20}}, [&](const json&, bool) { return ++seen < 3; },
+      plain);
+    ok = !err && seen == 3;
+    break;
+  }
+  case 3: { // Python calls a host tool
+    auto r =
+      rt.execute_in_session(fmt::format("soak-{}", thread), "ask_host",
+                            {{"name", "soak_double"}, {"args", {{"x", i}}}}, mixed);
+    ok = r && r->result.at("result") == json(2 * i);
+    err = r ? caf::error{} : r.error();
+    break;
+  }
+  default: { // 64 KiB of binary parameters
+    snakepit::execute_options bin = plain;
+    bin.binary_args["blob"] = std::string(64 * 1024, static_cast<char>('a' + i % 26));
+    auto r = rt.execute("bytes_echo", json::object(), bin);
+    ok = static_cast<bool>(r);
+    err = r ? caf::error{} : r.error();
+    break;
+  }
+  }
+  --t.in_flight;
+  t.record(started, ok, err);
+}
+
+/// Kills a random serving worker (of either pool) with SIGKILL.
+void kill_one(snakepit::runtime& rt, std::mt19937& rng) {
+  std::vector<int> pids;
+  if (auto all = rt.list_all_workers())
+    for (auto& [pool, ws] : *all)
+      for (auto& w : ws)
+        if (w.pid > 0 && w.state != "draining")
+          pids.push_back(w.pid);
+  if (!pids.empty())
+    ::kill(pids[std::uniform_int_distribution<size_t>{0, pids.size() - 1}(rng)], SIGKILL);
+}
+
+json sample(snakepit::runtime& rt, tally& t, double t_s) {
+  snakepit::latency_histogram h;
+  {
+    std::lock_guard<std::mutex> g{t.mtx};
+    h = t.period;
+    t.period = {};
+  }
+  long workers = 0;
+  if (auto all = rt.list_all_workers())
+    for (auto& [pool, ws] : *all)
+      for (auto& w : ws)
+        workers += w.pid > 0 ? 1 : 0;
+  long templates = 0;
+  auto pids = rt.live_processes();
+  for (auto pid : pids)
+    templates +=
+      command_line(pid).find("snakepit_bridge.forkserver") != std::string::npos;
+  return json{{"t_s", t_s},
+              {"rss_kb", status_field("VmRSS")},
+              {"fds", open_fds()},
+              {"threads", status_field("Threads")},
+              {"processes", static_cast<long>(pids.size()) - templates},
+              {"workers", workers},
+              {"calls", h.count()},
+              {"p50_ms", h.quantile_us(0.5) / 1000.0},
+              {"p99_ms", h.quantile_us(0.99) / 1000.0},
+              {"ok", t.ok.load()},
+              {"typed_errors", t.typed_errors.load()}};
+}
+
+double mean_of(const std::vector<json>& xs, const char* key) {
+  double s = 0;
+  for (auto& x : xs)
+    s += x[key].get<double>();
+  return xs.empty() ? 0 : s / static_cast<double>(xs.size());
+}
+
+/// The goals, over the samples after the first minute.
+json judge(const std::vector<json>& samples, const tally& t, long unanswered) {
+  std::vector<json> steady;
+  for (auto& s : samples) // (under load: the last sample is taken after it)
+    if (s["t_s"].get<double>() >= 60 && !s.value("after_load", false))
+      steady.push_back(s);
+  json v;
+  if (steady.size() < 2)
+    return json{{"ok", false}, {"why", "fewer than two samples after the first minute"}};
+  auto span = [&](const char* key) {
+    auto [lo, hi] =
+      std::minmax_element(steady.begin(), steady.end(), [&](auto& a, auto& b) {
+        return a[key].template get<double>() < b[key].template get<double>();
+      });
+    return (*hi)[key].get<double>() - (*lo)[key].get<double>();
+  };
+  auto first_rss = steady.front()["rss_kb"].get<double>();
+  auto last_rss = steady.back()["rss_kb"].get<double>();
+  v["rss_growth"] = (last_rss - first_rss) / first_rss;
+  v["fd_span"] = span("fds");
+  v["thread_span"] = span("threads");
+  v["unanswered"] = unanswered;
+  v["untyped_errors"] = t.untyped_errors.load();
+  std::vector<json> first_half(steady.begin(), steady.begin() + steady.size() / 2);
+  std::vector<json> second_half(steady.begin() + steady.size() / 2, steady.end());
+  v["p99_first_half_ms"] = mean_of(first_half, "p99_ms");
+  v["p99_second_half_ms"] = mean_of(second_half, "p99_ms");
+  v["final_processes_match"] =
+    samples.back()["processes"].get<long>() == samples.back()["workers"].get<long>();
+  v["ok"] = v["rss_growth"].get<double>() <= 0.05 && v["fd_span"].get<double>() <= 8 &&
+            v["thread_span"].get<double>() <= 4 && unanswered == 0 &&
+            t.untyped_errors.load() == 0 && v["final_processes_match"].get<bool>() &&
+            v["p99_second_half_ms"].get<double>() <=
+              1.5 * v["p99_first_half_ms"].get<double>() + 5.0;
+  return v;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  auto opts = parse(argc, argv);
+  auto rt = snakepit::runtime::start(soak_config());
+  if (!rt) {
+    fmt::print(stderr, "soak: {}\n", snakepit::describe(rt.error()));
+    return 2;
+  }
+  auto& r = **rt;
+  r.register_host_tool("soak_double",
+                       [](const json& a) { return json(2 * a.at("x").get<long>()); });
+  tally t;
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> load;
+  for (int i = 0; i < 6; ++i)
+    load.emplace_back([&, i] {
+      for (long n = i; !stop; n += 6)
+        one_call(r, t, i, n);
+    });
+  std::thread killer([&] {
+    std::mt19937 rng{42};
+    while (!stop) {
+      std::this_thread::sleep_for(3s);
+      if (!stop)
+        kill_one(r, rng);
+    }
+  });
+  std::vector<json> samples;
+  auto start = clock_type::now();
+  auto end = start + std::chrono::duration_cast<clock_type::duration>(
+                       std::chrono::duration<double>(opts.minutes * 60));
+  while (clock_type::now() < end) {
+    std::this_thread::sleep_for(std::chrono::seconds{opts.sample_seconds});
+    auto t_s = std::chrono::duration<double>(clock_type::now() - start).count();
+    samples.push_back(sample(r, t, t_s));
+    fmt::print("{}\n", samples.back().dump());
+    std::fflush(stdout);
+  }
+  stop = true;
+  killer.join();
+  // Every call must come back: give the last ones their budget, then count.
+  auto deadline = clock_type::now() + 90s;
+  while (t.in_flight > 0 && clock_type::now() < deadline)
+    std::this_thread::sleep_for(50ms);
+  long unanswered = t.in_flight.load();
+  if (unanswered == 0)
+    for (auto& th : load)
+      th.join();
+  std::this_thread::sleep_for(3s); // killed workers are back
+  samples.push_back(
+    sample(r, t, std::chrono::duration<double>(clock_type::now() - start).count()));
+  samples.back()["after_load"] = true;
+  auto verdict = judge(samples, t, unanswered);
+  auto stop_err = r.stop();
+  json out{{"minutes", opts.minutes},
+           {"sample_seconds", opts.sample_seconds},
+           {"samples", samples},
+           {"ok_calls", t.ok.load()},
+           {"typed_errors", t.typed_errors.load()},
+           {"verdict", verdict},
+           {"stopped_cleanly", !stop_err}};
+  std::ofstream{opts.out + "/soak.json"} << out.dump(2) << "\n";
+  fmt::print("verdict: {}\n", verdict.dump());
+  if (unanswered > 0) {
+    fmt::print(stderr, "soak: {} calls never came back\n", unanswered);
+    std::_Exit(1); // (their threads still wait)
+  }
+  return verdict["ok"].get<bool>() && !stop_err ? 0 : 1;
+}
