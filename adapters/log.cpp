@@ -225,4 +225,17 @@ void logger::log(log_level lvl, std::string_view msg, const json& fields) {
   impl_->log(to_spdlog(lvl), spdlog::string_view_t{line.data(), line.size()});
 }
 
+bool log_throttle::admit(uint64_t& held_back) noexcept {
+  auto now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+               std::chrono::steady_clock::now().time_since_epoch())
+               .count();
+  auto next = next_ns_.load(std::memory_order_relaxed);
+  if (now < next || !next_ns_.compare_exchange_strong(next, now + period_ns_)) {
+    held_.fetch_add(1, std::memory_order_relaxed);
+    return false;
+  }
+  held_back = held_.exchange(0, std::memory_order_relaxed);
+  return true;
+}
+
 } // namespace snakepit::adapters

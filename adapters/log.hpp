@@ -5,6 +5,8 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
@@ -133,5 +135,26 @@ class logger {
 };
 
 using logger_ptr = std::shared_ptr<logger>;
+
+/// Lets one line through per `period` and counts the ones it held back; thread-safe.
+/// A warning written once per request (pool saturated, queue timeout) must not
+/// become part of the overload it reports.
+///
+///   if (uint64_t held = 0; throttle.admit(held))
+///     log->warn("pool saturated", {{"suppressed", held}});
+class log_throttle {
+ public:
+  explicit log_throttle(std::chrono::milliseconds period = std::chrono::seconds{1})
+    : period_ns_(std::chrono::duration_cast<std::chrono::nanoseconds>(period).count()) {}
+
+  /// Whether to write a line now; if so, `held_back` is how many were not written
+  /// since the previous one.
+  bool admit(uint64_t& held_back) noexcept;
+
+ private:
+  int64_t period_ns_;
+  std::atomic<int64_t> next_ns_{0};
+  std::atomic<uint64_t> held_{0};
+};
 
 } // namespace snakepit::adapters

@@ -178,6 +178,41 @@ void direct_lane::record(const execute_result& res, int64_t us) {
   }
 }
 
+std::optional<execute_result> direct_lane::refuse_if_saturated(execute_request& req) {
+  if (!saturated_.load(std::memory_order_acquire) || retired_.load() ||
+      ctx_.host_adapter || check_input(ctx_.input, req))
+    return std::nullopt;
+  if (req.opts.correlation_id.empty())
+    req.opts.correlation_id = make_correlation_id(ctx_.pool, next_call_.fetch_add(1) + 1);
+  auto& cid = req.opts.correlation_id;
+  auto queued = queue_size_.load(std::memory_order_relaxed);
+  {
+    std::lock_guard<std::mutex> guard{mtx_};
+    ++counters_.saturations;
+    ++counters_.errors;
+  }
+  uint64_t held_back = 0;
+  if (ctx_.log && ctx_.log->enabled(adapters::log_level::warn) && ctx_.saturation_log &&
+      ctx_.saturation_log->admit(held_back))
+    ctx_.log->warn("pool saturated: request refused", {{"pool", ctx_.pool},
+                                                       {"command", req.command},
+                                                       {"correlation_id", cid},
+                                                       {"queue_size", queued},
+                                                       {"refused_unlogged", held_back}});
+  execute_result res = with_correlation_id(
+    caf::make_error(errc::pool_saturated,
+                    fmt::format("pool {}: {} requests queued", ctx_.pool, queued)),
+    cid);
+  if (auto& bus = ctx_.telemetry; bus && bus->active()) {
+    bus->emit("snakepit.pool.saturated",
+              json{{"queue_size", queued}, {"max_queue_size", ctx_.max_queue_size}},
+              json{{"pool", ctx_.pool}, {"correlation_id", cid}});
+    bus->emit("snakepit.request.exception", json{{"duration_us", 0}},
+              request_stop_metadata(ctx_.pool, {req.command, {}, cid}, res));
+  }
+  return res;
+}
+
 std::optional<execute_result> direct_lane::execute(execute_request& req,
                                                    std::chrono::milliseconds budget) {
   if (!open_.load() || !eligible(req))

@@ -98,6 +98,8 @@ struct lane_counters {
   uint64_t requests = 0;
   uint64_t completed = 0;
   uint64_t errors = 0;
+  /// Calls refused with pool_saturated on the caller's thread (also in `errors`).
+  uint64_t saturations = 0;
   latency_histogram latency;
 };
 
@@ -120,6 +122,10 @@ struct lane_context {
   /// What a caller may send (input_checks.hpp); a request outside takes the pool's
   /// path, which refuses it.
   pool_input_limits input;
+  /// The pool's `max_queue_size` (named in the pool_saturated refusals).
+  size_t max_queue_size = 0;
+  /// Limits the "pool saturated" warning; shared with the pool's own refusals.
+  std::shared_ptr<adapters::log_throttle> saturation_log;
 };
 
 /// Whether a call's outcome says its worker failed it: worker_crashed or timeout
@@ -151,6 +157,13 @@ class direct_lane {
   void forget_session(const std::string& session_id);
   /// The next dispatch stamp (shared with the pool's own dispatches).
   uint64_t next_use() noexcept { return use_seq_.fetch_add(1) + 1; }
+  /// Whether the pool's queue is full (set once per pool message, like `set_open`):
+  /// while it is, the facade's callers are refused on their own thread, at once,
+  /// without a message to the busy pool (`refuse_if_saturated`).
+  void set_saturated(bool full, size_t queue_size) noexcept {
+    queue_size_.store(queue_size, std::memory_order_relaxed);
+    saturated_.store(full, std::memory_order_release);
+  }
   /// Closed for good: the pool is gone. Calls in progress finish; `notify` is dropped.
   void retire();
   /// What lane calls added to the pool's counters.
@@ -163,6 +176,12 @@ class direct_lane {
   void set_failure_threshold(uint32_t n) noexcept { failure_threshold_.store(n); }
 
   // --- the caller's side ------------------------------------------------------------
+
+  /// pool_saturated for `req` (with its correlation id, the pool's telemetry event
+  /// and throttled warning, counted in the pool's stats) when the queue is full;
+  /// nullopt otherwise, and for requests the pool must judge itself (invalid input,
+  /// a host adapter's hooks).
+  std::optional<execute_result> refuse_if_saturated(execute_request& req);
 
   /// Runs `req` on the caller's thread if the lane takes it (see the header
   /// comment); nullopt when the caller must take the actor path. `budget` is the
@@ -180,6 +199,8 @@ class direct_lane {
   lane_context ctx_;
   std::atomic<bool> open_{false};
   std::atomic<bool> retired_{false};
+  std::atomic<bool> saturated_{false};
+  std::atomic<size_t> queue_size_{0};
   std::atomic<uint32_t> failure_run_{0};
   std::atomic<uint32_t> failure_threshold_{0};
   std::atomic<uint64_t> use_seq_{0};

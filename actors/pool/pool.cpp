@@ -407,6 +407,9 @@ pool_private::behavior_type pool_impl(pool_ptr self, pool_config cfg,
   lctx.max_message_bytes = st.cfg.max_message_bytes;
   lctx.input = st.cfg.input;
   lctx.host_adapter = st.cfg.host_adapter != nullptr;
+  lctx.max_queue_size = st.cfg.queue.max_size;
+  lctx.saturation_log = std::make_shared<adapters::log_throttle>();
+  auto saturation_log = lctx.saturation_log;
   lctx.touch_session = [names = st.env->names](const std::string& sid,
                                                const std::string& wid) {
     touch_session(as_session_store(names->get(session_store_name)), sid, wid);
@@ -420,7 +423,9 @@ pool_private::behavior_type pool_impl(pool_ptr self, pool_config cfg,
   st.callee = std::make_unique<shell_callee>(self);
   auto generation = ++st.memory->generation;
   st.core = std::make_unique<detail::pool_core>(
-    st.cfg, st.lane, detail::pool_events{st.cfg.name, st.env->telemetry, st.env->log},
+    st.cfg, st.lane,
+    detail::pool_events{st.cfg.name, st.env->telemetry, st.env->log,
+                        std::move(saturation_log)},
     *st.callee, generation);
   caf::unsafe_send_as(self, caf::actor_cast<caf::actor>(self), spawn_workers_atom::value);
   self->set_down_handler([self](caf::down_msg& msg) { on_down(self, msg); });

@@ -69,9 +69,13 @@ execute_result runtime::execute(const std::string& command, json args,
   execute_request req{command, std::move(args), std::move(opts)};
   // The direct lane: when the pool would dispatch at once, claim a worker in its
   // checkout table and make the call on this thread (docs/architecture.md).
-  if (auto lane = impl_->env->lanes->get(impl_->pool_name(req.opts.pool)))
+  // A full queue refuses at once, on this thread.
+  if (auto lane = impl_->env->lanes->get(impl_->pool_name(req.opts.pool))) {
     if (auto res = lane->execute(req, budget))
       return std::move(*res);
+    if (auto refused = lane->refuse_if_saturated(req))
+      return std::move(*refused);
+  }
   auto waiter = std::make_shared<reply_waiter>();
   callback_sink sink;
   sink.fn = [waiter](execute_result res) { waiter->set(std::move(res)); };
@@ -109,9 +113,14 @@ void runtime::execute_async(const std::string& command, json args, execute_optio
     done(impl_->pool_missing(opts.pool));
     return;
   }
+  execute_request req{command, std::move(args), std::move(opts)};
+  if (auto lane = impl_->env->lanes->get(impl_->pool_name(req.opts.pool)))
+    if (auto refused = lane->refuse_if_saturated(req)) {
+      done(std::move(*refused));
+      return;
+    }
   callback_sink sink;
   sink.fn = std::move(done);
-  execute_request req{command, std::move(args), std::move(opts)};
   actors::execute_async(actors::pool_handle(hdl), std::move(req), std::move(sink));
 }
 

@@ -123,7 +123,10 @@ class runtime {
   execute_result execute(const std::string& command, json args = json::object(),
                          execute_options opts = {});
 
-  /// Asynchronous form: `done` runs exactly once, on a runtime thread.
+  /// Asynchronous form: `done` runs exactly once, on a runtime thread, or on the
+  /// calling thread before this returns when the call is refused at once (no such
+  /// pool; the pool's queue is full: pool_saturated). Do not hold a lock `done`
+  /// takes while calling this.
   void execute_async(const std::string& command, json args, execute_options opts,
                      execute_callback done);
 

@@ -39,7 +39,9 @@ struct fixture {
                                 false,
                                 100u << 20,
                                 {},
-                                {}},
+                                {},
+                                4,
+                                nullptr},
                    [this](const std::string& id) {
                      std::lock_guard<std::mutex> g{mtx};
                      notified.push_back(id);
@@ -53,6 +55,30 @@ execute_request request(const std::string& command, json args = json::object()) 
 } // namespace
 
 TEST_SUITE("actors.direct_lane") {
+
+  TEST_CASE("a full queue refuses callers on their thread, counted, with a correlation "
+            "id, until the pool clears it") {
+    fixture f;
+    auto req = request("echo");
+    CHECK_FALSE(f.lane.refuse_if_saturated(req));
+    f.lane.set_saturated(true, 4);
+    auto refused = f.lane.refuse_if_saturated(req);
+    REQUIRE(refused);
+    REQUIRE_FALSE(*refused);
+    CHECK(refused->error() == snakepit::errc::pool_saturated);
+    CHECK_FALSE(req.opts.correlation_id.empty());
+    CHECK(snakepit::correlation_id_of(refused->error()) == req.opts.correlation_id);
+    auto c = f.lane.counters();
+    CHECK(c.saturations == 1);
+    CHECK(c.errors == 1);
+    CHECK(c.requests == 0);
+    // Invalid input is the pool's to refuse (invalid_argument names the rule).
+    auto bad = request(std::string("bad\x01name"));
+    CHECK_FALSE(f.lane.refuse_if_saturated(bad));
+    f.lane.set_saturated(false, 3);
+    CHECK_FALSE(f.lane.refuse_if_saturated(req));
+    CHECK(f.lane.counters().saturations == 1);
+  }
 
   TEST_CASE(
     "concurrent claims never exceed a slot's capacity and every claim is given back") {

@@ -11,9 +11,11 @@
 #include <caf/scoped_actor.hpp>
 
 #include "actors/atoms.hpp"
+#include "actors/observability/telemetry.hpp"
 #include "actors/pool/pool.hpp"
 
 #include "harness.hpp"
+#include "tests/support/event_capture.hpp"
 
 using namespace std::chrono_literals;
 using snakepit::errc;
@@ -355,3 +357,60 @@ TEST_SUITE("integration.pool") {
   }
 
 } // TEST_SUITE
+
+TEST_SUITE("integration.pool.admission") {
+
+  TEST_CASE("a full queue refuses the facade's callers at once on their own thread") {
+    auto cfg = small_config(1);
+    cfg.pools[0].queue.max_size = 1;
+    cfg.pools[0].queue.timeout = 10s;
+    event_capture events;
+    auto rt = snakepit::runtime::start(cfg, events.options("snakepit."));
+    if (!rt)
+      FAIL(explain(rt.error()));
+    auto& r = **rt;
+    // One call runs, one waits: the queue is full.
+    latch held{2};
+    for (int i = 0; i < 2; ++i)
+      r.execute_async("sleep", {{"ms", 1500}}, {},
+                      [&](snakepit::execute_result) { held.count_down(); });
+    REQUIRE(eventually([&] { return r.get_stats()->queue_depth == 1; }));
+    // Asynchronous: answered before execute_async returns, on this thread.
+    bool answered = false;
+    snakepit::execute_result refused = caf::make_error(errc::internal);
+    auto me = std::this_thread::get_id();
+    std::thread::id answered_on;
+    r.execute_async("echo", {{"x", 1}}, {}, [&](snakepit::execute_result res) {
+      answered = true;
+      answered_on = std::this_thread::get_id();
+      refused = std::move(res);
+    });
+    CHECK(answered);
+    CHECK(answered_on == me);
+    REQUIRE_FALSE(refused);
+    CHECK(is_error(refused.error(), errc::pool_saturated));
+    CHECK_FALSE(snakepit::correlation_id_of(refused.error()).empty());
+    // Blocking: the same, with the caller's own correlation id.
+    snakepit::execute_options opts;
+    opts.correlation_id = "cid-refused-1";
+    auto t0 = std::chrono::steady_clock::now();
+    auto blocked = r.execute("echo", {{"x", 2}}, opts);
+    CHECK(std::chrono::steady_clock::now() - t0 < 1s);
+    REQUIRE_FALSE(blocked);
+    CHECK(is_error(blocked.error(), errc::pool_saturated));
+    CHECK(snakepit::correlation_id_of(blocked.error()) == "cid-refused-1");
+    auto saturated = events.wait_for("snakepit.pool.saturated", [](const auto& ev) {
+      return ev.metadata.value("correlation_id", "") == "cid-refused-1";
+    });
+    REQUIRE(saturated);
+    CHECK(saturated->measurements.value("max_queue_size", 0) == 1);
+    // Counted like the pool's own refusals; the held calls still complete.
+    auto stats = r.get_stats();
+    REQUIRE(stats);
+    CHECK(stats->saturations == 2);
+    REQUIRE(held.wait(20s));
+    // Once the queue has room, calls are accepted again.
+    CHECK(r.execute("echo", {{"x", 3}}));
+    stop_and_check(r);
+  }
+}

@@ -1241,6 +1241,7 @@ void pool_core::sync_lane() {
     cfg_.direct_dispatch && !draining_ && queue_.empty() && parked_.empty() && calls_ok;
   bool was_open = lane_->is_open();
   lane_->set_open(open);
+  lane_->set_saturated(queue_.size() >= cfg_.queue.max_size, queue_.size());
   if (was_open && !open)
     checkin_all();
 }
@@ -1273,6 +1274,7 @@ pool_stats pool_core::stats() const {
   s.direct = lane.requests;
   s.completed += lane.completed;
   s.errors += lane.errors;
+  s.saturations += lane.saturations;
   s.latency.merge(lane.latency);
   derive_stats(s);
   return s;

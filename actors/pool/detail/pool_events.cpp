@@ -15,10 +15,15 @@ int64_t micros(std::chrono::steady_clock::duration d) {
 } // namespace
 
 pool_events::pool_events(std::string pool, std::shared_ptr<telemetry::bus> bus,
-                         adapters::logger_ptr log)
-  : pool_(std::move(pool)), bus_(std::move(bus)), log_(std::move(log)) {
+                         adapters::logger_ptr log,
+                         std::shared_ptr<adapters::log_throttle> saturation_log)
+  : pool_(std::move(pool)), bus_(std::move(bus)), log_(std::move(log)),
+    saturation_log_(std::move(saturation_log)),
+    queue_timeout_log_(std::make_shared<adapters::log_throttle>()) {
   if (!log_)
     log_ = adapters::logger::null();
+  if (!saturation_log_)
+    saturation_log_ = std::make_shared<adapters::log_throttle>();
 }
 
 bool pool_events::listening() const {
@@ -87,11 +92,13 @@ void pool_events::dequeued(const pending_request& p, const std::string& worker_i
 
 void pool_events::saturated(const pending_request& p, size_t queue_size,
                             size_t max_queue_size) {
-  if (log_->enabled(adapters::log_level::warn))
+  uint64_t held_back = 0;
+  if (log_->enabled(adapters::log_level::warn) && saturation_log_->admit(held_back))
     log_->warn("pool saturated: request refused", {{"pool", pool_},
                                                    {"command", p.req.command},
                                                    {"correlation_id", p.correlation_id()},
-                                                   {"queue_size", queue_size}});
+                                                   {"queue_size", queue_size},
+                                                   {"refused_unlogged", held_back}});
   if (listening())
     emit("snakepit.pool.saturated",
          {{"queue_size", queue_size}, {"max_queue_size", max_queue_size}},
@@ -99,12 +106,14 @@ void pool_events::saturated(const pending_request& p, size_t queue_size,
 }
 
 void pool_events::queue_timeout(const pending_request& p, bool deadline_passed) {
-  if (log_->enabled(adapters::log_level::warn))
+  uint64_t held_back = 0;
+  if (log_->enabled(adapters::log_level::warn) && queue_timeout_log_->admit(held_back))
     log_->warn(deadline_passed ? "request deadline passed in the queue"
                                : "queue timeout: no worker became free",
                {{"pool", pool_},
                 {"command", p.req.command},
-                {"correlation_id", p.correlation_id()}});
+                {"correlation_id", p.correlation_id()},
+                {"timed_out_unlogged", held_back}});
   if (listening())
     emit("snakepit.queue.timeout", json::object(),
          {{"pool", pool_},

@@ -26,8 +26,11 @@ namespace snakepit::actors::detail {
 
 class pool_events {
  public:
+  /// `saturation_log` limits the "pool saturated" warning (shared with the direct
+  /// lane, which refuses calls too); null: a throttle of its own.
   pool_events(std::string pool, std::shared_ptr<telemetry::bus> bus,
-              adapters::logger_ptr log);
+              adapters::logger_ptr log,
+              std::shared_ptr<adapters::log_throttle> saturation_log = nullptr);
 
   const std::string& pool() const { return pool_; }
 
@@ -82,6 +85,8 @@ class pool_events {
   std::string pool_;
   std::shared_ptr<telemetry::bus> bus_;
   adapters::logger_ptr log_;
+  std::shared_ptr<adapters::log_throttle> saturation_log_;
+  std::shared_ptr<adapters::log_throttle> queue_timeout_log_;
 };
 
 } // namespace snakepit::actors::detail
