@@ -27,6 +27,8 @@ function(snakepit_add_test name)
   if(NOT arg_TIMEOUT)
     set(arg_TIMEOUT 120)
   endif()
+  # Sanitized builds run several times slower (SNAKEPIT_TEST_TIMEOUT_SCALE).
+  math(EXPR arg_TIMEOUT "${arg_TIMEOUT} * ${SNAKEPIT_TEST_TIMEOUT_SCALE}")
   add_executable(${name} ${arg_SOURCES})
   target_link_libraries(${name} PRIVATE ${arg_DEPS} doctest::doctest snakepit_internal)
   # A CTest entry that ran no test case (a name CTest cut, e.g. at a ';') fails
