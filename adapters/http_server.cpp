@@ -395,7 +395,8 @@ struct http_server::impl {
                      0});
       next = std::min(next, c.deadline);
     }
-    int rc = ::poll(fds.data(), fds.size(), conns.empty() ? -1 : ms_left(next));
+    // (+1: ms_left rounds down, and waking before the deadline would spin)
+    int rc = ::poll(fds.data(), fds.size(), conns.empty() ? -1 : ms_left(next) + 1);
     if (rc < 0 && errno == EINTR)
       return true;
     if (rc < 0 || stopped.load() || (fds[1].revents & POLLIN))
@@ -429,6 +430,9 @@ struct http_server::impl {
   void run() {
     while (step()) {
     }
+    for (auto& c : conns) // stopped: whoever is still connected gets EOF now
+      ::close(c.fd);
+    conns.clear();
   }
 };
 
