@@ -13,6 +13,7 @@
 #include "actors/sessions/token_registry.hpp"
 #include "harness.hpp"
 #include "snakepit_bridge.grpc.pb.h"
+#include "tests/support/log_capture.hpp"
 
 using namespace std::chrono_literals;
 using snakepit::json;
@@ -83,9 +84,13 @@ snakepit::config session_pool() {
 }
 
 /// As session_pool, the worker spawned afresh (no template): its environ is its own.
+/// The host and the worker log everything (debug), for the check that no token is in
+/// the log.
 snakepit::config spawned_pool() {
   auto cfg = session_pool();
   cfg.pools[0].start_method = snakepit::start_method::spawn;
+  cfg.log.level = snakepit::adapters::log_level::debug;
+  cfg.log.to_stderr = false;
   return cfg;
 }
 
@@ -149,7 +154,10 @@ TEST_SUITE("integration.host_access") {
 
   TEST_CASE("a worker's token is in its environment, not its command line, admits it "
             "while it lives and is refused once it is gone") {
-    auto rt = snakepit::runtime::start(spawned_pool());
+    auto sink = std::make_shared<capture_sink>();
+    snakepit::start_options opts;
+    opts.log_sinks.push_back(sink);
+    auto rt = snakepit::runtime::start(spawned_pool(), opts);
     REQUIRE_MESSAGE(rt, explain(rt.error()));
     auto& r = **rt;
     REQUIRE(r.create_session(std::string{"acc-2"}));
@@ -187,6 +195,11 @@ TEST_SUITE("integration.host_access") {
     CHECK(read->result == json(1));
     CHECK(keys_of(r, "acc-2") == std::vector<std::string>{"a", "c", "d"});
     stop_and_check(r);
+    auto lines = sink->lines();
+    CHECK(lines.size() > 10); // the log was captured: the check below can fail
+    for (auto& line : lines)
+      for (auto& t : {token, fresh})
+        CHECK_MESSAGE(line.find(t) == std::string::npos, line);
   }
 
   TEST_CASE("the runtime directory is 0700 and host.sock, the control socket and the "
