@@ -202,6 +202,20 @@ TEST_SUITE("integration.host_access") {
         CHECK_MESSAGE(line.find(t) == std::string::npos, line);
   }
 
+  TEST_CASE("a stdio worker, which cannot call the host, gets no token") {
+    auto cfg = small_config(1);
+    cfg.pools[0].kind = snakepit::worker_kind::stdio;
+    auto rt = snakepit::runtime::start(cfg);
+    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    auto& r = **rt;
+    auto ws = serving_workers(r);
+    REQUIRE(ws);
+    REQUIRE(ws->size() == 1);
+    CHECK(environ_of(ws->front().pid, "SNAKEPIT_POOL") == "default"); // readable
+    CHECK(environ_of(ws->front().pid, snakepit::actors::bridge_token_env).empty());
+    stop_and_check(r);
+  }
+
   TEST_CASE("the runtime directory is 0700 and host.sock, the control socket and the "
             "workers' sockets are 0600") {
     auto cfg = small_config(1);

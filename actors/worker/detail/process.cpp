@@ -429,7 +429,9 @@ caf::error worker_process::start(const worker_args& args,
 caf::error worker_process::take_token(const worker_args& args) {
   give_back_token(); // a predecessor's, should start be called again
   auto& env = *args.env;
-  if (!env.bridge_tokens || env.bridge_address.empty())
+  // Only the gRPC kind is told where the bridge is; a stdio worker gets no token.
+  if (!env.bridge_tokens || env.bridge_address.empty() ||
+      args.pool_cfg.kind != worker_kind::grpc)
     return caf::none;
   auto token = env.bridge_tokens->issue();
   if (!token)

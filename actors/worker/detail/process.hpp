@@ -115,7 +115,7 @@ class worker_process {
   void started() { starting_->store(false); }
 
  private:
-  /// Issues the process's bridge token (none when the runtime runs no bridge).
+  /// Issues the process's bridge token (none for the stdio kind or without a bridge).
   caf::error take_token(const worker_args& args);
   /// Revokes the token, if any (idempotent).
   void give_back_token();
