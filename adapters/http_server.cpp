@@ -10,10 +10,13 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <string_view>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -24,11 +27,6 @@ namespace snakepit::adapters {
 namespace {
 
 using clock = std::chrono::steady_clock;
-
-/// Largest request head we read; a GET needs far less.
-constexpr size_t max_request_bytes = 8192;
-/// Budget for a client to send its request head and take the reply.
-constexpr std::chrono::milliseconds client_budget{2000};
 
 std::string sys_error(const std::string& what) {
   return fmt::format("{}: {}", what, std::strerror(errno));
@@ -80,6 +78,14 @@ const char* reason_of(int status) {
     return "Not Found";
   case 405:
     return "Method Not Allowed";
+  case 408:
+    return "Request Timeout";
+  case 413:
+    return "Content Too Large";
+  case 431:
+    return "Request Header Fields Too Large";
+  case 501:
+    return "Not Implemented";
   case 503:
     return "Service Unavailable";
   default:
@@ -115,95 +121,332 @@ std::optional<std::string> http_request::param(const std::string& key) const {
   return std::nullopt;
 }
 
+/// One open connection: its request as read so far, then its reply being sent.
+struct http_connection {
+  enum class phase { reading, writing, draining };
+  int fd = -1;
+  clock::time_point deadline;
+  phase state = phase::reading;
+  std::string in;
+  /// Where the body starts once the head is complete; npos before.
+  size_t body_at = std::string::npos;
+  /// The request's Content-Length once the head is complete.
+  size_t body_len = 0;
+  /// Body bytes received (and dropped).
+  size_t body_seen = 0;
+  std::string out;
+  size_t sent = 0;
+  /// Whether the reply refuses the request (the rest of it is then drained).
+  bool refused = false;
+};
+
+namespace {
+
+http_response refusal(int status, std::string text) {
+  return {status, "text/plain; charset=utf-8", std::move(text) + "\n"};
+}
+
+bool iequals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size())
+    return false;
+  for (size_t i = 0; i < a.size(); ++i)
+    if (std::tolower(static_cast<unsigned char>(a[i])) !=
+        std::tolower(static_cast<unsigned char>(b[i])))
+      return false;
+  return true;
+}
+
+std::string_view trim(std::string_view v) {
+  while (!v.empty() && (v.front() == ' ' || v.front() == '\t'))
+    v.remove_prefix(1);
+  while (!v.empty() && (v.back() == ' ' || v.back() == '\t'))
+    v.remove_suffix(1);
+  return v;
+}
+
+/// What a complete head says about the body: its length, or the refusal to send.
+struct body_plan {
+  size_t length = 0;
+  std::optional<http_response> refused;
+};
+
+/// Counts the head's header lines and reads Content-Length / Transfer-Encoding.
+body_plan plan_body(std::string_view head, const http_limits& limits) {
+  body_plan plan;
+  size_t count = 0;
+  size_t pos = head.find("\r\n");
+  while (pos != std::string_view::npos && pos + 2 < head.size()) {
+    auto end = head.find("\r\n", pos + 2);
+    auto line = head.substr(pos + 2, end - pos - 2);
+    pos = end;
+    if (line.empty())
+      break;
+    if (++count > limits.max_headers) {
+      plan.refused =
+        refusal(431, fmt::format("more than {} header lines", limits.max_headers));
+      return plan;
+    }
+    auto colon = line.find(':');
+    if (colon == std::string_view::npos)
+      continue;
+    auto name = line.substr(0, colon);
+    auto value = trim(line.substr(colon + 1));
+    if (iequals(name, "transfer-encoding")) {
+      plan.refused = refusal(501, "chunked request bodies are not accepted");
+      return plan;
+    }
+    if (iequals(name, "content-length")) {
+      if (value.empty() || value.size() > 12 ||
+          value.find_first_not_of("0123456789") != std::string_view::npos) {
+        plan.refused = refusal(400, "malformed Content-Length");
+        return plan;
+      }
+      plan.length = std::stoull(std::string{value});
+      if (plan.length > limits.max_body_bytes) {
+        plan.refused = refusal(
+          413, fmt::format("request body larger than {} bytes", limits.max_body_bytes));
+        return plan;
+      }
+    }
+  }
+  return plan;
+}
+
+} // namespace
+
 struct http_server::impl {
   int listen_fd = -1;
   int wake[2] = {-1, -1};
   std::string address;
   std::string unix_path;
   http_handler handler;
+  http_limits limits;
   std::thread thread;
   std::atomic<bool> stopped{false};
+  std::vector<http_connection> conns;
 
   ~impl() {
+    for (auto& c : conns)
+      ::close(c.fd);
     for (int fd : {listen_fd, wake[0], wake[1]})
       if (fd >= 0)
         ::close(fd);
   }
 
-  void serve(int fd) {
-    auto deadline = clock::now() + client_budget;
-    std::string req;
-    char buf[1024];
-    while (req.find("\r\n\r\n") == std::string::npos && req.size() < max_request_bytes) {
-      if (!wait_fd(fd, POLLIN, deadline))
-        return;
-      auto n = ::recv(fd, buf, sizeof(buf), 0);
-      if (n < 0 && errno == EINTR)
-        continue;
-      if (n <= 0)
-        return;
-      req.append(buf, static_cast<size_t>(n));
-    }
-    auto line_end = req.find("\r\n");
-    auto line = req.substr(0, line_end);
+  /// The reply to a complete request line (the handler's, or a refusal).
+  std::pair<http_response, bool> answer(const std::string& head) {
+    auto line_end = head.find("\r\n");
+    auto line = head.substr(0, line_end);
     auto sp1 = line.find(' ');
     auto sp2 = sp1 == std::string::npos ? sp1 : line.find(' ', sp1 + 1);
-    http_response res;
-    bool with_body = true;
     if (line_end == std::string::npos || sp2 == std::string::npos ||
-        line.compare(sp2 + 1, 5, "HTTP/") != 0) {
-      res = {400, "text/plain; charset=utf-8", "malformed request\n"};
-    } else {
-      http_request hr;
-      hr.method = line.substr(0, sp1);
-      hr.path = line.substr(sp1 + 1, sp2 - sp1 - 1);
-      if (auto q = hr.path.find('?'); q != std::string::npos) {
-        hr.query = hr.path.substr(q + 1);
-        hr.path.resize(q);
-      }
-      if (hr.method != "GET" && hr.method != "HEAD" && hr.method != "POST") {
-        res = {405, "text/plain; charset=utf-8", "only GET, HEAD and POST are served\n"};
-      } else {
-        with_body = hr.method != "HEAD";
-        try {
-          res = handler(hr);
-        } catch (const std::exception& e) {
-          res = {503, "text/plain; charset=utf-8", std::string{e.what()} + "\n"};
-        }
-      }
+        line.compare(sp2 + 1, 5, "HTTP/") != 0)
+      return {refusal(400, "malformed request"), true};
+    http_request hr;
+    hr.method = line.substr(0, sp1);
+    hr.path = line.substr(sp1 + 1, sp2 - sp1 - 1);
+    if (auto q = hr.path.find('?'); q != std::string::npos) {
+      hr.query = hr.path.substr(q + 1);
+      hr.path.resize(q);
     }
-    write_all(fd, render(res, with_body), deadline);
+    if (hr.method != "GET" && hr.method != "HEAD" && hr.method != "POST")
+      return {refusal(405, "only GET, HEAD and POST are served"), true};
+    try {
+      return {handler(hr), hr.method != "HEAD"};
+    } catch (const std::exception& e) {
+      return {refusal(503, e.what()), true};
+    }
+  }
+
+  /// Switches `c` to sending `res`; a refusal ends the connection after it.
+  void reply(http_connection& c, const http_response& res, bool with_body, bool refused) {
+    c.out = render(res, with_body);
+    c.sent = 0;
+    c.refused = refused;
+    c.state = http_connection::phase::writing;
+    c.deadline = clock::now() + limits.request_timeout;
+    c.in.clear();
+    c.in.shrink_to_fit();
+  }
+
+  /// Looks at what `c` has read: waits for more, refuses, or answers.
+  void examine(http_connection& c) {
+    if (c.body_at == std::string::npos) {
+      auto end = c.in.find("\r\n\r\n");
+      if (end == std::string::npos || end + 4 > limits.max_head_bytes) {
+        if (end != std::string::npos || c.in.size() > limits.max_head_bytes)
+          reply(c,
+                refusal(431, fmt::format("request head larger than {} bytes",
+                                         limits.max_head_bytes)),
+                true, true);
+        return;
+      }
+      c.body_at = end + 4;
+      c.body_seen = c.in.size() - c.body_at;
+      c.in.resize(c.body_at); // the body is counted, not kept
+      auto plan = plan_body(std::string_view{c.in}.substr(0, end + 2), limits);
+      if (plan.refused)
+        return reply(c, *plan.refused, true, true);
+      c.body_len = plan.length;
+    }
+    if (c.body_seen < c.body_len)
+      return; // the body is still coming
+    auto [res, with_body] = answer(c.in.substr(0, c.body_at));
+    reply(c, res, with_body, false);
+  }
+
+  /// Reads what `c` has; false when the connection is done with.
+  bool on_readable(http_connection& c) {
+    char buf[4096];
+    for (;;) {
+      auto n = ::recv(c.fd, buf, sizeof(buf), 0);
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        break;
+      if (n <= 0)
+        return false; // EOF or error: nobody to answer
+      if (c.state == http_connection::phase::draining)
+        continue;
+      if (c.body_at == std::string::npos)
+        c.in.append(buf, static_cast<size_t>(n));
+      else
+        c.body_seen += static_cast<size_t>(n);
+      examine(c);
+      if (c.state != http_connection::phase::reading)
+        break;
+    }
+    return true;
+  }
+
+  /// Sends what `c` still owes; false when the connection is done with.
+  bool on_writable(http_connection& c) {
+    while (c.sent < c.out.size()) {
+      auto n = ::send(c.fd, c.out.data() + c.sent, c.out.size() - c.sent, MSG_NOSIGNAL);
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        return true;
+      if (n <= 0)
+        return false;
+      c.sent += static_cast<size_t>(n);
+    }
+    if (!c.refused)
+      return false;
+    // The client may still be sending what was refused: closing now would reset the
+    // connection and could lose the reply. Read and drop until it closes (or the
+    // deadline), having said we are done.
+    ::shutdown(c.fd, SHUT_WR);
+    c.state = http_connection::phase::draining;
+    c.deadline = clock::now() + std::min<std::chrono::milliseconds>(
+                                  limits.request_timeout, std::chrono::seconds{1});
+    return true;
+  }
+
+  /// The deadline of `c` passed: a request still incomplete gets 408 (one try).
+  void expire(http_connection& c) {
+    if (c.state != http_connection::phase::reading)
+      return;
+    auto text = render(refusal(408, "request not complete in time"), true);
+    ::send(c.fd, text.data(), text.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+  }
+
+  /// Takes new connections; past the limit the oldest still reading is dropped.
+  void accept_all() {
+    for (;;) {
+      int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+      if (fd < 0)
+        return;
+      if (conns.size() >= limits.max_connections)
+        evict_oldest_reader();
+      if (conns.size() >= limits.max_connections) {
+        ::close(fd); // every slot is answering: the newcomer waits no better
+        continue;
+      }
+      http_connection c;
+      c.fd = fd;
+      c.deadline = clock::now() + limits.request_timeout;
+      conns.push_back(std::move(c));
+    }
+  }
+
+  void evict_oldest_reader() {
+    auto oldest = conns.end();
+    for (auto i = conns.begin(); i != conns.end(); ++i)
+      if (i->state == http_connection::phase::reading &&
+          (oldest == conns.end() || i->deadline < oldest->deadline))
+        oldest = i;
+    if (oldest == conns.end())
+      return;
+    auto text = render(refusal(503, "too many connections"), true);
+    ::send(oldest->fd, text.data(), text.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    ::close(oldest->fd);
+    conns.erase(oldest);
+  }
+
+  /// One poll over the listener, the wake pipe and every connection; false to stop.
+  bool step() {
+    std::vector<pollfd> fds{{listen_fd, POLLIN, 0}, {wake[0], POLLIN, 0}};
+    auto next = clock::time_point::max();
+    for (auto& c : conns) {
+      fds.push_back({c.fd,
+                     static_cast<short>(
+                       c.state == http_connection::phase::writing ? POLLOUT : POLLIN),
+                     0});
+      next = std::min(next, c.deadline);
+    }
+    // (+1: ms_left rounds down, and waking before the deadline would spin)
+    int rc = ::poll(fds.data(), fds.size(), conns.empty() ? -1 : ms_left(next) + 1);
+    if (rc < 0 && errno == EINTR)
+      return true;
+    if (rc < 0 || stopped.load() || (fds[1].revents & POLLIN))
+      return false;
+    auto now = clock::now();
+    std::vector<http_connection> kept;
+    for (size_t i = 0; i < conns.size(); ++i) {
+      auto& c = conns[i];
+      auto ev = fds[i + 2].revents;
+      bool open = true;
+      if (ev & (POLLIN | POLLHUP | POLLERR))
+        open =
+          c.state == http_connection::phase::writing ? on_writable(c) : on_readable(c);
+      if (open && (ev & POLLOUT))
+        open = on_writable(c);
+      if (open && now >= c.deadline) {
+        expire(c); // too slow to ask, to take its reply, or to go
+        open = false;
+      }
+      if (open)
+        kept.push_back(std::move(c));
+      else
+        ::close(c.fd);
+    }
+    conns = std::move(kept);
+    if (fds[0].revents & POLLIN)
+      accept_all();
+    return true;
   }
 
   void run() {
-    for (;;) {
-      pollfd fds[2] = {{listen_fd, POLLIN, 0}, {wake[0], POLLIN, 0}};
-      int rc = ::poll(fds, 2, -1);
-      if (rc < 0 && errno == EINTR)
-        continue;
-      if (rc < 0 || stopped.load() || (fds[1].revents & POLLIN))
-        return;
-      if (!(fds[0].revents & POLLIN))
-        continue;
-      int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
-      if (fd < 0)
-        continue;
-      serve(fd);
-      ::close(fd);
+    while (step()) {
     }
+    for (auto& c : conns) // stopped: whoever is still connected gets EOF now
+      ::close(c.fd);
+    conns.clear();
   }
 };
 
 namespace {
 
-caf::expected<std::unique_ptr<http_server::impl>> make_impl(int fd,
-                                                            http_handler handler) {
+caf::expected<std::unique_ptr<http_server::impl>> make_impl(int fd, http_handler handler,
+                                                            http_limits limits) {
   auto p = std::make_unique<http_server::impl>();
   p->listen_fd = fd;
   p->handler = std::move(handler);
+  p->limits = limits;
   if (::pipe2(p->wake, O_CLOEXEC) != 0)
     return make_error(errc::start_failed, sys_error("http server: pipe"));
-  if (::listen(fd, 16) != 0)
+  if (::listen(fd, 64) != 0)
     return make_error(errc::start_failed, sys_error("http server: listen"));
   return p;
 }
@@ -211,7 +454,8 @@ caf::expected<std::unique_ptr<http_server::impl>> make_impl(int fd,
 } // namespace
 
 caf::expected<std::unique_ptr<http_server>>
-http_server::listen_tcp(const std::string& address, http_handler handler) {
+http_server::listen_tcp(const std::string& address, http_handler handler,
+                        http_limits limits) {
   auto colon = address.rfind(':');
   if (colon == std::string::npos || colon == 0 || colon + 1 == address.size())
     return make_error(errc::invalid_config,
@@ -261,7 +505,7 @@ http_server::listen_tcp(const std::string& address, http_handler handler) {
   char serv[NI_MAXSERV] = {0};
   ::getnameinfo(reinterpret_cast<sockaddr*>(&bound), len, text, sizeof(text), serv,
                 sizeof(serv), NI_NUMERICHOST | NI_NUMERICSERV);
-  auto p = make_impl(fd, std::move(handler));
+  auto p = make_impl(fd, std::move(handler), limits);
   if (!p) {
     ::close(fd);
     return p.error();
@@ -274,7 +518,8 @@ http_server::listen_tcp(const std::string& address, http_handler handler) {
 }
 
 caf::expected<std::unique_ptr<http_server>>
-http_server::listen_unix(const std::string& path, http_handler handler) {
+http_server::listen_unix(const std::string& path, http_handler handler,
+                         http_limits limits) {
   sockaddr_un sa{};
   sa.sun_family = AF_UNIX;
   if (path.empty() || path.size() >= sizeof(sa.sun_path))
@@ -291,7 +536,7 @@ http_server::listen_unix(const std::string& path, http_handler handler) {
     return err;
   }
   ::chmod(path.c_str(), 0600);
-  auto p = make_impl(fd, std::move(handler));
+  auto p = make_impl(fd, std::move(handler), limits);
   if (!p) {
     ::close(fd);
     ::unlink(path.c_str());

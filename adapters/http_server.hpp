@@ -1,8 +1,10 @@
-// A minimal HTTP/1.1 server for GET, HEAD and body-less POST requests, on a TCP or
-// unix socket, with its own thread (poll-based; one request per connection,
-// answered in turn). It serves the Prometheus metrics endpoint and the control
-// socket; neither needs more. Plus the matching client for unix sockets (the CLI's
-// `stats`, `workers` and `scale`).
+// A minimal HTTP/1.1 server for GET, HEAD and POST requests, on a TCP or unix socket,
+// with its own thread: one poll loop reads every open connection at once (one request
+// each), and the handler answers complete requests in turn. Each request is bounded in
+// size, header count, body and time (http_limits), so a slow or huge request holds
+// neither the thread nor memory. It serves the Prometheus metrics endpoint and the
+// control socket; neither needs more. Plus the matching client for unix sockets (the
+// CLI's `stats`, `workers` and `scale`).
 #pragma once
 
 #include <chrono>
@@ -22,7 +24,26 @@ struct http_response {
   std::string body;
 };
 
-/// What a handler is asked. Request bodies are not read (nothing served needs one).
+/// What one request may take; past a limit the server answers the status named and
+/// closes the connection (docs/observability.md, "Limits of the endpoints").
+struct http_limits {
+  /// Request line plus headers, in bytes (431 beyond).
+  size_t max_head_bytes = 16 * 1024;
+  /// Header lines (431 beyond).
+  size_t max_headers = 100;
+  /// Content-Length of a body (413 beyond; a chunked body gets 501). A body within it
+  /// is read and dropped: nothing served needs one.
+  size_t max_body_bytes = 1024 * 1024;
+  /// From the connection's accept to its complete request, and again to send the
+  /// reply (408 when the request is not complete by then). A client dripping bytes
+  /// gains nothing: this is a deadline, not an idle timer.
+  std::chrono::milliseconds request_timeout{5000};
+  /// Connections open at once; one more closes the oldest still sending its request
+  /// (503) rather than wait for it.
+  size_t max_connections = 64;
+};
+
+/// What a handler is asked. Request bodies are not passed on (nothing served needs one).
 struct http_request {
   std::string method; ///< "GET", "HEAD" or "POST" (others are refused with 405)
   std::string path;   ///< the target without its query string
@@ -43,11 +64,11 @@ class http_server {
   /// free one). Errors: invalid_config for a malformed address, start_failed when
   /// the address cannot be bound.
   static caf::expected<std::unique_ptr<http_server>>
-  listen_tcp(const std::string& address, http_handler handler);
+  listen_tcp(const std::string& address, http_handler handler, http_limits limits = {});
 
   /// Listens on a unix socket at `path` (created with mode 0600, removed on stop).
-  static caf::expected<std::unique_ptr<http_server>> listen_unix(const std::string& path,
-                                                                 http_handler handler);
+  static caf::expected<std::unique_ptr<http_server>>
+  listen_unix(const std::string& path, http_handler handler, http_limits limits = {});
 
   ~http_server();
   http_server(const http_server&) = delete;

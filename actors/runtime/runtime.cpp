@@ -174,6 +174,13 @@ const std::string& runtime::bridge_address() const {
   return impl_->env->bridge_address;
 }
 
+caf::expected<std::string> runtime::issue_bridge_token() {
+  auto& tokens = impl_->env->bridge_tokens;
+  if (!tokens)
+    return make_error(errc::unavailable, "the runtime runs no bridge server");
+  return tokens->issue();
+}
+
 // --- Free functions -----------------------------------------------------------------
 
 caf::expected<adapters::sweep_report> cleanup_orphans(const config& cfg) {

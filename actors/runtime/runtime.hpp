@@ -117,6 +117,12 @@ class runtime {
   /// The host's bridge server address workers call back to ("unix:<dir>/host.sock").
   const std::string& bridge_address() const;
 
+  /// A token the bridge server admits (send it as gRPC metadata "x-snakepit-token"),
+  /// for a host component that calls `bridge_address()` itself; it stays valid until
+  /// the runtime stops. Workers get their own at launch (docs/security.md). Errors:
+  /// unavailable when no bridge runs, internal when no random bytes can be had.
+  caf::expected<std::string> issue_bridge_token();
+
   // --- Calls: run a tool on a worker (calls.cpp) --------------------------------
 
   /// Runs `command` with `args` on a worker and waits for the result or a typed error.

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <exception>
 #include <future>
+#include <iterator>
 #include <mutex>
 #include <tuple>
 
@@ -176,6 +177,23 @@ class bridge_service final : public pb::BridgeService::Service {
  public:
   explicit bridge_service(const bridge_server_options& opts) : opts_(opts) {}
 
+  /// OK when the call carries a live token; UNAUTHENTICATED otherwise. The token
+  /// itself is never quoted (nor logged).
+  grpc::Status admit(const grpc::ServerContext* ctx) const {
+    auto& md = ctx->client_metadata();
+    auto [first, last] = md.equal_range(bridge_token_header);
+    if (first == last)
+      return {grpc::StatusCode::UNAUTHENTICATED,
+              std::string{"no bridge token: send the worker's SNAKEPIT_BRIDGE_TOKEN as "
+                          "metadata \""} +
+                bridge_token_header + "\""};
+    if (std::next(first) != last ||
+        !opts_.tokens->valid({first->second.data(), first->second.size()}))
+      return {grpc::StatusCode::UNAUTHENTICATED,
+              "bridge token refused: unknown, or its worker is gone"};
+    return grpc::Status::OK;
+  }
+
   /// Calls the current session store: `call(self, store, timeout)` returns the
   /// response handle of a session_store.hpp wrapper.
   template<class... Rs, class Call>
@@ -206,16 +224,20 @@ class bridge_service final : public pb::BridgeService::Service {
     });
   }
 
-  grpc::Status Ping(grpc::ServerContext*, const pb::PingRequest* req,
+  grpc::Status Ping(grpc::ServerContext* ctx, const pb::PingRequest* req,
                     pb::PingResponse* resp) override {
+    if (auto refused = admit(ctx); !refused.ok())
+      return refused;
     resp->set_message("pong: " + req->message());
     *resp->mutable_server_time() = to_timestamp(std::chrono::system_clock::now());
     return grpc::Status::OK;
   }
 
-  grpc::Status InitializeSession(grpc::ServerContext*,
+  grpc::Status InitializeSession(grpc::ServerContext* ctx,
                                  const pb::InitializeSessionRequest* req,
                                  pb::InitializeSessionResponse* resp) override {
+    if (auto refused = admit(ctx); !refused.ok())
+      return refused;
     auto& sid = req->session_id();
     session_metadata meta{req->metadata().begin(), req->metadata().end()};
     caf::error err;
@@ -240,8 +262,11 @@ class bridge_service final : public pb::BridgeService::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status CleanupSession(grpc::ServerContext*, const pb::CleanupSessionRequest* req,
+  grpc::Status CleanupSession(grpc::ServerContext* ctx,
+                              const pb::CleanupSessionRequest* req,
                               pb::CleanupSessionResponse* resp) override {
+    if (auto refused = admit(ctx); !refused.ok())
+      return refused;
     auto state =
       ask_store<int32_t>([sid = req->session_id()](auto self, auto& store, auto t) {
         return cleanup_session(self, store, sid, t);
@@ -259,8 +284,10 @@ class bridge_service final : public pb::BridgeService::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status GetSession(grpc::ServerContext*, const pb::GetSessionRequest* req,
+  grpc::Status GetSession(grpc::ServerContext* ctx, const pb::GetSessionRequest* req,
                           pb::GetSessionResponse* resp) override {
+    if (auto refused = admit(ctx); !refused.ok())
+      return refused;
     auto info =
       ask_store<session_info>([sid = req->session_id()](auto self, auto& store, auto t) {
         return get_session_info(self, store, sid, t);
@@ -276,8 +303,10 @@ class bridge_service final : public pb::BridgeService::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status Heartbeat(grpc::ServerContext*, const pb::HeartbeatRequest* req,
+  grpc::Status Heartbeat(grpc::ServerContext* ctx, const pb::HeartbeatRequest* req,
                          pb::HeartbeatResponse* resp) override {
+    if (auto refused = admit(ctx); !refused.ok())
+      return refused;
     auto valid =
       ask_store<bool>([sid = req->session_id()](auto self, auto& store, auto t) {
         return session_exists(self, store, sid, t);
@@ -289,8 +318,11 @@ class bridge_service final : public pb::BridgeService::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status RegisterTools(grpc::ServerContext*, const pb::RegisterToolsRequest* req,
+  grpc::Status RegisterTools(grpc::ServerContext* ctx,
+                             const pb::RegisterToolsRequest* req,
                              pb::RegisterToolsResponse* resp) override {
+    if (auto refused = admit(ctx); !refused.ok())
+      return refused;
     std::vector<tool_info> tools;
     for (auto& reg : req->tools())
       tools.push_back(tool_from_proto(reg));
@@ -309,9 +341,11 @@ class bridge_service final : public pb::BridgeService::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status GetExposedElixirTools(grpc::ServerContext*,
+  grpc::Status GetExposedElixirTools(grpc::ServerContext* ctx,
                                      const pb::GetExposedElixirToolsRequest* req,
                                      pb::GetExposedElixirToolsResponse* resp) override {
+    if (auto refused = admit(ctx); !refused.ok())
+      return refused;
     auto tools = ask_tools<std::vector<tool_info>>(
       [sid = req->session_id()](auto self, auto& reg, auto t) {
         return exposed_tools(self, reg, sid, t);
@@ -323,9 +357,11 @@ class bridge_service final : public pb::BridgeService::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status ExecuteElixirTool(grpc::ServerContext*,
+  grpc::Status ExecuteElixirTool(grpc::ServerContext* ctx,
                                  const pb::ExecuteElixirToolRequest* req,
                                  pb::ExecuteElixirToolResponse* resp) override {
+    if (auto refused = admit(ctx); !refused.ok())
+      return refused;
     auto started = std::chrono::steady_clock::now();
     auto finish = [&] {
       resp->set_execution_time_ms(std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -364,9 +400,11 @@ class bridge_service final : public pb::BridgeService::Service {
     return finish();
   }
 
-  grpc::Status GetSessionState(grpc::ServerContext*,
+  grpc::Status GetSessionState(grpc::ServerContext* ctx,
                                const pb::GetSessionStateRequest* req,
                                pb::GetSessionStateResponse* resp) override {
+    if (auto refused = admit(ctx); !refused.ok())
+      return refused;
     auto r = ask_store<bool, std::string>(
       [sid = req->session_id(), key = req->key()](auto self, auto& store, auto t) {
         return get_state(self, store, sid, key, t);
@@ -379,9 +417,11 @@ class bridge_service final : public pb::BridgeService::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status SetSessionState(grpc::ServerContext*,
+  grpc::Status SetSessionState(grpc::ServerContext* ctx,
                                const pb::SetSessionStateRequest* req,
                                pb::SetSessionStateResponse* resp) override {
+    if (auto refused = admit(ctx); !refused.ok())
+      return refused;
     auto value = req->has_value() ? decode_any(req->value()).dump() : std::string{"null"};
     if (!req->compare()) {
       auto r = ask_store<caf::ok_atom>([sid = req->session_id(), key = req->key(),
@@ -408,9 +448,11 @@ class bridge_service final : public pb::BridgeService::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status DeleteSessionState(grpc::ServerContext*,
+  grpc::Status DeleteSessionState(grpc::ServerContext* ctx,
                                   const pb::DeleteSessionStateRequest* req,
                                   pb::DeleteSessionStateResponse* resp) override {
+    if (auto refused = admit(ctx); !refused.ok())
+      return refused;
     auto r = ask_store<bool>(
       [sid = req->session_id(), key = req->key()](auto self, auto& store, auto t) {
         return delete_state(self, store, sid, key, t);
@@ -421,9 +463,11 @@ class bridge_service final : public pb::BridgeService::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status ListSessionStateKeys(grpc::ServerContext*,
+  grpc::Status ListSessionStateKeys(grpc::ServerContext* ctx,
                                     const pb::ListSessionStateKeysRequest* req,
                                     pb::ListSessionStateKeysResponse* resp) override {
+    if (auto refused = admit(ctx); !refused.ok())
+      return refused;
     auto r = ask_store<std::vector<std::string>>(
       [sid = req->session_id()](auto self, auto& store, auto t) {
         return state_keys(self, store, sid, t);
@@ -435,9 +479,11 @@ class bridge_service final : public pb::BridgeService::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status IncrementSessionState(grpc::ServerContext*,
+  grpc::Status IncrementSessionState(grpc::ServerContext* ctx,
                                      const pb::IncrementSessionStateRequest* req,
                                      pb::IncrementSessionStateResponse* resp) override {
+    if (auto refused = admit(ctx); !refused.ok())
+      return refused;
     auto by = req->has_by() ? decode_any(req->by()).dump() : std::string{"1"};
     auto r = ask_store<std::string>(
       [sid = req->session_id(), key = req->key(), by](auto self, auto& store, auto t) {
@@ -476,6 +522,8 @@ bridge_server::start(bridge_server_options opts) {
   auto p = std::make_unique<impl>();
   p->address = "unix:" + opts.socket_path;
   p->opts = std::move(opts);
+  if (!p->opts.tokens)
+    p->opts.tokens = std::make_shared<token_registry>();
   p->service = std::make_unique<bridge_service>(p->opts);
   grpc::ServerBuilder builder;
   builder.AddListeningPort(p->address, grpc::InsecureServerCredentials());
@@ -507,6 +555,10 @@ void bridge_server::stop(std::chrono::milliseconds grace) {
 
 const std::string& bridge_server::address() const {
   return impl_->address;
+}
+
+const std::shared_ptr<token_registry>& bridge_server::tokens() const {
+  return impl_->opts.tokens;
 }
 
 } // namespace snakepit::actors

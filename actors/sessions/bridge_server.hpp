@@ -3,7 +3,9 @@
 // Heartbeat, CleanupSession), session state, tool registration and host tools
 // (GetExposedElixirTools, ExecuteElixirTool). It listens only on a unix socket inside
 // the runtime's private directory and answers from the session_store and
-// tool_registry actors with bounded waits; gRPC headers stay in the .cpp.
+// tool_registry actors with bounded waits. Every call must carry a live token of the
+// runtime's token_registry (metadata "x-snakepit-token", docs/security.md), else it is
+// refused with UNAUTHENTICATED. gRPC headers stay in the .cpp.
 #pragma once
 
 #include <chrono>
@@ -13,6 +15,8 @@
 
 #include <caf/actor.hpp>
 #include <caf/expected.hpp>
+
+#include "actors/sessions/token_registry.hpp"
 
 namespace caf {
 class actor_system;
@@ -32,6 +36,8 @@ struct bridge_server_options {
   std::function<caf::actor()> session_store;
   /// The current tool_registry actor (viewed as `tool_registry_actor`).
   std::function<caf::actor()> tool_registry;
+  /// The tokens that admit a caller; a fresh, empty registry when null.
+  std::shared_ptr<token_registry> tokens;
   /// Longest a handler thread waits for one actor reply.
   std::chrono::milliseconds actor_timeout{5000};
 };
@@ -54,6 +60,9 @@ class bridge_server {
 
   /// The gRPC target workers dial: "unix:<socket path>".
   const std::string& address() const;
+
+  /// The tokens this server admits (workers' tokens are issued and revoked there).
+  const std::shared_ptr<token_registry>& tokens() const;
 
   struct impl;
 

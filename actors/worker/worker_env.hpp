@@ -18,6 +18,7 @@
 #include <caf/actor.hpp>
 
 #include "actors/pool/direct_lane.hpp"
+#include "actors/sessions/token_registry.hpp"
 #include "adapters/bridge_client.hpp"
 #include "adapters/log.hpp"
 
@@ -99,6 +100,10 @@ struct worker_env {
   /// Address of the host's bridge server ("unix:<path>"); empty when not running.
   /// Workers get it as `--elixir-address` and call back into the host through it.
   std::string bridge_address;
+  /// The bridge server's live tokens: each worker process takes one at its launch
+  /// (env SNAKEPIT_BRIDGE_TOKEN) and gives it back once it is gone. Null when no
+  /// bridge runs (runtimes built by hand in tests).
+  std::shared_ptr<token_registry> bridge_tokens;
   std::shared_ptr<adapters::grpc_runtime> grpc;
   /// The I/O thread of the stdio workers' connections.
   std::shared_ptr<adapters::stdio_runtime> stdio;

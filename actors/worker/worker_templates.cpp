@@ -64,7 +64,10 @@ std::shared_ptr<adapters::fork_server>
 worker_templates::launch(const adapters::process_spec& spec, caf::error& err) {
   auto tspec = spec;
   for (auto i = tspec.env.begin(); i != tspec.env.end();) {
-    if (i->first == "SNAKEPIT_WORKER_ID" || i->first == "SNAKEPIT_READY_FILE")
+    // A template is no worker: it gets neither an identity nor a bridge token (the
+    // copies get their own in each request).
+    if (i->first == "SNAKEPIT_WORKER_ID" || i->first == "SNAKEPIT_READY_FILE" ||
+        i->first == bridge_token_env)
       i = tspec.env.erase(i);
     else
       ++i;

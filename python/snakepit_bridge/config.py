@@ -52,6 +52,8 @@ class WorkerConfig:
     instance_name: Optional[str] = None
     instance_token: Optional[str] = None
     elixir_address: Optional[str] = None  # host bridge server; None = no callbacks
+    # SNAKEPIT_BRIDGE_TOKEN: sent with every call to the host; kept out of repr (logs)
+    bridge_token: Optional[str] = field(default=None, repr=False)
     grace_period_ms: int = 2000  # in-flight RPCs get this long on SIGTERM
     max_workers: int = 16  # threads running sync tools
     cancel_grace_ms: int = 5000  # a cancelled sync tool still running after it: exit
@@ -231,6 +233,7 @@ def parse_config(argv: Sequence[str], env: Mapping[str, str] = os.environ) -> Wo
         instance_name=ns.snakepit_instance_name,
         instance_token=ns.snakepit_instance_token,
         elixir_address=elixir_address,
+        bridge_token=env.get("SNAKEPIT_BRIDGE_TOKEN") or None,
         grace_period_ms=ns.grace_period_ms,
         max_workers=ns.max_workers,
         cancel_grace_ms=ns.cancel_grace_ms,

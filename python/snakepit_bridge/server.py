@@ -20,7 +20,7 @@ import traceback
 from concurrent.futures import ThreadPoolExecutor
 from typing import List, Mapping, Optional, Sequence
 
-from . import logging_setup
+from . import host_link, logging_setup
 from .calls import AdapterRuntime, adapter_config, import_adapter
 from .config import MAX_MESSAGE_BYTES, WorkerConfig, parse_config, set_current
 from .errors import AdapterImportError, StartupError, error_type_name
@@ -329,6 +329,9 @@ def run(argv: Optional[Sequence[str]] = None, env: Optional[Mapping[str, str]] =
         write_error_file(_ready_file_hint(argv, env), StartupError(str(exc)))
         return EXIT_STARTUP_FAILURE
 
+    if env is os.environ:
+        # The token stays in the config only: processes a tool starts do not get it.
+        os.environ.pop(host_link.TOKEN_ENV, None)
     logging_setup.configure(cfg.worker_id, cfg.log_level, cfg.log_format)
     if logging_setup.parse_format(cfg.log_format) == "json" and not cfg.list_tools:
         logging_setup.capture_prints()

@@ -23,6 +23,7 @@ from typing import Any, Dict, Optional, Tuple
 import grpc
 from google.protobuf import timestamp_pb2
 
+from . import host_link
 from . import serialization as ser
 from . import telemetry as _telemetry
 from .adapter import StreamChunk
@@ -116,7 +117,8 @@ class BridgeServicer(pb2_grpc.BridgeServiceServicer):
 
     def _host(self) -> Any:
         if self._host_stub is None:
-            self._host_channel = grpc.aio.insecure_channel(self.config.elixir_address)
+            self._host_channel = host_link.aio_channel(self.config.elixir_address,
+                                                       self.config.bridge_token)
             self._host_stub = pb2_grpc.BridgeServiceStub(self._host_channel)
         return self._host_stub
 
@@ -127,7 +129,8 @@ class BridgeServicer(pb2_grpc.BridgeServiceServicer):
     def _sync_host(self) -> Any:
         with self._sync_lock:
             if self._sync_host_stub is None:
-                self._sync_host_channel = grpc.insecure_channel(self.config.elixir_address)
+                self._sync_host_channel = host_link.sync_channel(self.config.elixir_address,
+                                                                 self.config.bridge_token)
                 self._sync_host_stub = pb2_grpc.BridgeServiceStub(self._sync_host_channel)
             return self._sync_host_stub
 

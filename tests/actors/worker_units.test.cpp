@@ -256,6 +256,21 @@ TEST_SUITE("actors.worker.units") {
           spec.args.end());
   }
 
+  TEST_CASE("the bridge token goes into the environment, never onto the command line, "
+            "and no pool setting replaces it") {
+    auto args = args_for("/run/sp");
+    std::const_pointer_cast<sa::worker_env>(args.env)->bridge_address =
+      "unix:/run/sp/host.sock";
+    args.pool_cfg.adapter_env = {{"SNAKEPIT_BRIDGE_TOKEN", "from-the-pool"}};
+    auto token = std::string(64, 'f');
+    auto spec = wd::make_process_spec(args, "s", "r", token);
+    CHECK(env_of(spec, "SNAKEPIT_BRIDGE_TOKEN") == std::optional<std::string>{token});
+    CHECK(std::find(spec.args.begin(), spec.args.end(), token) == spec.args.end());
+    auto none = wd::make_process_spec(args, "s", "r");
+    CHECK(env_of(none, "SNAKEPIT_BRIDGE_TOKEN") ==
+          std::optional<std::string>{"from-the-pool"});
+  }
+
   TEST_CASE("a thread worker may use as many numeric threads as it runs requests") {
     auto args = args_for("/run/sp");
     args.pool_cfg.worker_profile = snakepit::worker_profile::thread;

@@ -3,6 +3,7 @@
 #include "adapters/http_server.hpp"
 
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -14,6 +15,7 @@
 #include <cstring>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include <doctest/doctest.h>
 
@@ -39,16 +41,21 @@ http_handler echo_path(std::atomic<int>* calls = nullptr) {
   };
 }
 
-/// Sends `raw` to the unix socket and reads the whole reply.
-std::string raw_exchange(const std::string& path, const std::string& raw) {
+/// A connected client socket (blocking, 20 s receive timeout so no test hangs).
+int connect_unix(const std::string& path) {
   int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
   REQUIRE(fd >= 0);
+  timeval tv{20, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
   sockaddr_un sa{};
   sa.sun_family = AF_UNIX;
   std::strcpy(sa.sun_path, path.c_str());
   REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) == 0);
-  REQUIRE(::send(fd, raw.data(), raw.size(), MSG_NOSIGNAL) ==
-          static_cast<ssize_t>(raw.size()));
+  return fd;
+}
+
+/// Everything `fd` receives until EOF (or the receive timeout); closes it.
+std::string read_all(int fd) {
   std::string out;
   char buf[1024];
   ssize_t n;
@@ -56,6 +63,26 @@ std::string raw_exchange(const std::string& path, const std::string& raw) {
     out.append(buf, static_cast<size_t>(n));
   ::close(fd);
   return out;
+}
+
+/// Sends `raw` to the unix socket and reads the whole reply.
+std::string raw_exchange(const std::string& path, const std::string& raw) {
+  int fd = connect_unix(path);
+  REQUIRE(::send(fd, raw.data(), raw.size(), MSG_NOSIGNAL) ==
+          static_cast<ssize_t>(raw.size()));
+  return read_all(fd);
+}
+
+/// A request head with `n` header lines of about `width` bytes each.
+std::string head_with(size_t n, size_t width = 10) {
+  std::string out = "GET /h HTTP/1.1\r\n";
+  for (size_t i = 0; i < n; ++i)
+    out += "X-" + std::to_string(i) + ": " + std::string(width, 'v') + "\r\n";
+  return out + "\r\n";
+}
+
+bool status_is(const std::string& reply, int status) {
+  return reply.rfind("HTTP/1.1 " + std::to_string(status) + " ", 0) == 0;
 }
 
 } // namespace
@@ -128,23 +155,138 @@ TEST_SUITE("adapters.http_server") {
     srv->reset();
   }
 
-  TEST_CASE(
-    "a client that never finishes its request does not block the server for long") {
+  TEST_CASE("clients that never finish their request do not hold up the others") {
     snakepit::testing::temp_dir dir{"http-test"};
     auto sock = dir.path + "/s.sock";
-    auto srv = http_server::listen_unix(sock, echo_path());
+    http_limits limits;
+    limits.request_timeout = 60s; // far longer than the prompt client waits
+    auto srv = http_server::listen_unix(sock, echo_path(), limits);
     REQUIRE(srv);
-    int idle = ::socket(AF_UNIX, SOCK_STREAM, 0);
-    sockaddr_un sa{};
-    sa.sun_family = AF_UNIX;
-    std::strcpy(sa.sun_path, sock.c_str());
-    REQUIRE(::connect(idle, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) == 0);
-    REQUIRE(::send(idle, "GET /", 5, MSG_NOSIGNAL) == 5);
-    // The idle client holds the server at most its 2 s budget; this one then gets in.
-    auto r = http_get_unix(sock, "/after", 10s);
+    std::vector<int> idle;
+    for (int i = 0; i < 8; ++i) {
+      idle.push_back(connect_unix(sock));
+      REQUIRE(::send(idle.back(), "GET /", 5, MSG_NOSIGNAL) == 5);
+    }
+    auto r = http_get_unix(sock, "/after", 5s);
     REQUIRE_MESSAGE(r, describe(r.error()));
     CHECK(r->body == "path=/after");
-    ::close(idle);
+    for (int fd : idle)
+      ::close(fd);
+    srv->reset();
+  }
+
+  TEST_CASE("a client dripping its request byte by byte gets 408 at the deadline") {
+    snakepit::testing::temp_dir dir{"http-test"};
+    auto sock = dir.path + "/s.sock";
+    http_limits limits;
+    limits.request_timeout = 300ms;
+    std::atomic<int> calls{0};
+    auto srv = http_server::listen_unix(sock, echo_path(&calls), limits);
+    REQUIRE(srv);
+    int fd = connect_unix(sock);
+    std::string req = "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n";
+    // One byte every 100 ms: each arrives well within any idle timer, the whole
+    // request does not arrive within the deadline.
+    bool cut = false;
+    for (char ch : req) {
+      if (::send(fd, &ch, 1, MSG_NOSIGNAL) != 1) {
+        cut = true;
+        break;
+      }
+      std::this_thread::sleep_for(100ms);
+      pollfd p{fd, POLLIN, 0};
+      if (::poll(&p, 1, 0) > 0)
+        break; // the server answered already
+    }
+    auto reply = read_all(fd);
+    CHECK_MESSAGE((status_is(reply, 408) || (cut && reply.empty())), reply);
+    CHECK(calls == 0);
+    srv->reset();
+  }
+
+  TEST_CASE("a request head over the size limit gets 431, the limit itself is fine") {
+    snakepit::testing::temp_dir dir{"http-test"};
+    auto sock = dir.path + "/s.sock";
+    std::atomic<int> calls{0};
+    auto srv = http_server::listen_unix(sock, echo_path(&calls));
+    REQUIRE(srv);
+    auto huge = raw_exchange(sock, head_with(1, 20 * 1024));
+    CHECK_MESSAGE(status_is(huge, 431), huge.substr(0, 80));
+    CHECK(huge.find("larger than 16384 bytes") != std::string::npos);
+    // A head that never ends is cut at the limit too, without waiting for its end.
+    auto endless = raw_exchange(sock, "GET / HTTP/1.1\r\nX: " + std::string(40000, 'v'));
+    CHECK(status_is(endless, 431));
+    auto fits = raw_exchange(sock, head_with(1, 15 * 1024));
+    CHECK(status_is(fits, 200));
+    CHECK(calls == 1);
+    srv->reset();
+  }
+
+  TEST_CASE("more than 100 header lines get 431, 100 are fine") {
+    snakepit::testing::temp_dir dir{"http-test"};
+    auto sock = dir.path + "/s.sock";
+    std::atomic<int> calls{0};
+    auto srv = http_server::listen_unix(sock, echo_path(&calls));
+    REQUIRE(srv);
+    auto many = raw_exchange(sock, head_with(101));
+    CHECK(status_is(many, 431));
+    CHECK(many.find("more than 100 header lines") != std::string::npos);
+    CHECK(status_is(raw_exchange(sock, head_with(100)), 200));
+    CHECK(calls == 1);
+    srv->reset();
+  }
+
+  TEST_CASE("a body over 1 MiB gets 413 before it is sent, a chunked one 501, a small "
+            "one is read and the request answered") {
+    snakepit::testing::temp_dir dir{"http-test"};
+    auto sock = dir.path + "/s.sock";
+    std::atomic<int> calls{0};
+    auto srv = http_server::listen_unix(sock, echo_path(&calls));
+    REQUIRE(srv);
+    // The head announces 2 MB and no byte of the body follows: the answer comes anyway.
+    auto big = raw_exchange(sock, "POST /x HTTP/1.1\r\nContent-Length: 2000000\r\n\r\n");
+    CHECK_MESSAGE(status_is(big, 413), big);
+    // Refused while the client is still sending its body: the reply still arrives.
+    auto sending =
+      raw_exchange(sock, "POST /x HTTP/1.1\r\nContent-Length: 2000000\r\n\r\n" +
+                           std::string(100000, 'b'));
+    CHECK_MESSAGE(status_is(sending, 413), sending);
+    auto chunked = raw_exchange(
+      sock,
+      "POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n");
+    CHECK(status_is(chunked, 501));
+    auto bad = raw_exchange(sock, "POST /x HTTP/1.1\r\nContent-Length: -1\r\n\r\n");
+    CHECK(status_is(bad, 400));
+    CHECK(calls == 0);
+    auto small =
+      raw_exchange(sock, "POST /x?n=2 HTTP/1.1\r\nContent-Length: 10\r\n\r\n0123456789");
+    CHECK(status_is(small, 200));
+    CHECK(small.find("posted /x n=2") != std::string::npos);
+    CHECK(calls == 1);
+    srv->reset();
+  }
+
+  TEST_CASE(
+    "past the connection limit the oldest unfinished request gives way with 503") {
+    snakepit::testing::temp_dir dir{"http-test"};
+    auto sock = dir.path + "/s.sock";
+    http_limits limits;
+    limits.max_connections = 4;
+    limits.request_timeout = 60s;
+    auto srv = http_server::listen_unix(sock, echo_path(), limits);
+    REQUIRE(srv);
+    std::vector<int> idle;
+    for (int i = 0; i < 4; ++i) {
+      idle.push_back(connect_unix(sock));
+      REQUIRE(::send(idle.back(), "GET /", 5, MSG_NOSIGNAL) == 5);
+      std::this_thread::sleep_for(20ms); // accepted in this order
+    }
+    auto r = http_get_unix(sock, "/after", 5s);
+    REQUIRE_MESSAGE(r, describe(r.error()));
+    CHECK(r->body == "path=/after");
+    CHECK(status_is(read_all(idle.front()), 503));
+    for (size_t i = 1; i < idle.size(); ++i)
+      ::close(idle[i]);
     srv->reset();
   }
 

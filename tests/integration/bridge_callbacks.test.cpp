@@ -8,6 +8,7 @@
 
 #include <thread>
 
+#include "actors/sessions/token_registry.hpp"
 #include "harness.hpp"
 #include "snakepit_bridge.grpc.pb.h"
 
@@ -18,16 +19,26 @@ namespace pb = snakepit::bridge;
 
 namespace {
 
-std::unique_ptr<pb::BridgeService::Stub> host_stub(snakepit::runtime& rt) {
+/// A stub on the runtime's host.sock and the token its calls carry.
+struct host_link {
+  std::unique_ptr<pb::BridgeService::Stub> stub;
+  std::string token;
+  pb::BridgeService::Stub* operator->() { return stub.get(); }
+};
+
+host_link host_stub(snakepit::runtime& rt) {
   auto channel = grpc::CreateChannel("unix:" + rt.runtime_dir() + "/host.sock",
                                      grpc::InsecureChannelCredentials());
-  return pb::BridgeService::NewStub(channel);
+  auto token = rt.issue_bridge_token();
+  REQUIRE_MESSAGE(token, explain(token.error()));
+  return {pb::BridgeService::NewStub(channel), *token};
 }
 
 template<class Req, class Resp, class Fn>
-Resp rpc(Fn fn, const Req& req) {
+Resp rpc(const host_link& link, Fn fn, const Req& req) {
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + 10s);
+  ctx.AddMetadata(snakepit::actors::bridge_token_header, link.token);
   Resp resp;
   auto status = fn(&ctx, req, &resp);
   REQUIRE_MESSAGE(status.ok(), status.error_message());
@@ -47,7 +58,8 @@ TEST_SUITE("integration.bridge_callbacks") {
       pb::InitializeSessionRequest req;
       req.set_session_id(sid);
       return rpc<pb::InitializeSessionRequest, pb::InitializeSessionResponse>(
-        [&](auto* c, auto& q, auto* s) { return stub->InitializeSession(c, q, s); }, req);
+        stub, [&](auto* c, auto& q, auto* s) { return stub->InitializeSession(c, q, s); },
+        req);
     };
     auto empty = init("");
     CHECK_MESSAGE(empty.success(), empty.error_message());
@@ -78,7 +90,7 @@ TEST_SUITE("integration.bridge_callbacks") {
     t->set_description("registered when the session first called");
     t->set_supports_streaming(true);
     auto resp = rpc<pb::RegisterToolsRequest, pb::RegisterToolsResponse>(
-      [&](auto* c, auto& q, auto* s) { return stub->RegisterTools(c, q, s); }, req);
+      stub, [&](auto* c, auto& q, auto* s) { return stub->RegisterTools(c, q, s); }, req);
     CHECK_MESSAGE(resp.success(), resp.error_message());
     auto tools = r.list_tools("up-2");
     REQUIRE(tools);
@@ -104,7 +116,7 @@ TEST_SUITE("integration.bridge_callbacks") {
     req.set_session_id("up-3");
     auto beat = [&] {
       return rpc<pb::HeartbeatRequest, pb::HeartbeatResponse>(
-        [&](auto* c, auto& q, auto* s) { return stub->Heartbeat(c, q, s); }, req);
+        stub, [&](auto* c, auto& q, auto* s) { return stub->Heartbeat(c, q, s); }, req);
     };
     CHECK(beat().session_valid());
     bool expired = false;
@@ -140,7 +152,8 @@ TEST_SUITE("integration.bridge_callbacks") {
     n.set_type_url("type.googleapis.com/google.protobuf.Value");
     n.set_value("3");
     auto resp = rpc<pb::ExecuteElixirToolRequest, pb::ExecuteElixirToolResponse>(
-      [&](auto* c, auto& q, auto* s) { return stub->ExecuteElixirTool(c, q, s); }, req);
+      stub, [&](auto* c, auto& q, auto* s) { return stub->ExecuteElixirTool(c, q, s); },
+      req);
     REQUIRE_MESSAGE(resp.success(), resp.error_message());
     auto result = json::parse(resp.result().value(), nullptr, false);
     CHECK(result == json{{"text", "hi"}, {"flag", true}, {"n", 3}});

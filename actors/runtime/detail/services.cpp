@@ -261,6 +261,7 @@ service bridge_service(impl& p) {
       return bridge.error();
     p.bridge = std::move(*bridge);
     p.env->bridge_address = p.bridge->address();
+    p.env->bridge_tokens = p.bridge->tokens();
     return caf::none;
   };
   auto stop = [&p]() -> caf::error {

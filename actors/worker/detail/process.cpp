@@ -261,7 +261,8 @@ worker_launch make_launch(const worker_args& args, const std::string& socket_pat
 
 adapters::process_spec make_process_spec(const worker_args& args,
                                          const std::string& socket_path,
-                                         const std::string& ready_path) {
+                                         const std::string& ready_path,
+                                         const std::string& bridge_token) {
   auto l = make_launch(args, socket_path, ready_path);
   adapters::process_spec spec;
   if (!l.command.empty()) {
@@ -270,6 +271,10 @@ adapters::process_spec make_process_spec(const worker_args& args,
   }
   auto overrides = process_env(args);
   overrides.insert(overrides.end(), l.env.begin(), l.env.end());
+  // Last, so no pool setting replaces it; never on the command line (/proc/<pid>/
+  // cmdline is world-readable, /proc/<pid>/environ only for our uid).
+  if (!bridge_token.empty())
+    overrides.emplace_back(bridge_token_env, bridge_token);
   spec.env = adapters::build_environment(overrides);
   spec.cwd = l.cwd;
   spec.new_process_group = true;
@@ -322,6 +327,7 @@ std::string startup_error_text(const std::string& ready_path) {
 worker_process::~worker_process() {
   if (running())
     proc_->signal_group(SIGKILL);
+  give_back_token();
   for (int fd : {stdin_fd_, stdout_fd_})
     if (fd >= 0)
       ::close(fd);
@@ -343,7 +349,9 @@ caf::error worker_process::start(const worker_args& args,
   ::unlink(ready_path_.c_str());
   ::unlink((ready_path_ + ".error").c_str());
   launch_ = make_launch(args, socket_path_, ready_path_);
-  auto spec = make_process_spec(args, socket_path_, ready_path_);
+  if (auto err = take_token(args))
+    return start_failed(args, err);
+  auto spec = make_process_spec(args, socket_path_, ready_path_, token_);
   if (env.stderr_pump) {
     auto fd = env.stderr_pump->open(
       worker_fields(args), [tail = tail_](std::string_view l) { tail->add(l); },
@@ -405,14 +413,39 @@ caf::error worker_process::start(const worker_args& args,
   }
   adapters::exit_watcher::instance().watch(
     pid,
-    [procs, pid, group, guard, on_exit = std::move(on_exit)](adapters::process_exit e) {
+    [procs, pid, group, guard, tokens = tokens_, token = token_,
+     on_exit = std::move(on_exit)](adapters::process_exit e) {
       if (auto g = guard.lock())
         g->unwatch(group);
+      if (auto t = tokens.lock()) // the worker is gone: so is its way into the host
+        t->revoke(token);
       procs->remove(pid);
       on_exit(e);
     },
     group);
   return caf::none;
+}
+
+caf::error worker_process::take_token(const worker_args& args) {
+  give_back_token(); // a predecessor's, should start be called again
+  auto& env = *args.env;
+  // Only the gRPC kind is told where the bridge is; a stdio worker gets no token.
+  if (!env.bridge_tokens || env.bridge_address.empty() ||
+      args.pool_cfg.kind != worker_kind::grpc)
+    return caf::none;
+  auto token = env.bridge_tokens->issue();
+  if (!token)
+    return token.error();
+  tokens_ = env.bridge_tokens;
+  token_ = std::move(*token);
+  return caf::none;
+}
+
+void worker_process::give_back_token() {
+  if (auto t = tokens_.lock(); t && !token_.empty())
+    t->revoke(token_);
+  tokens_.reset();
+  token_.clear();
 }
 
 bool worker_process::running() const {

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -21,6 +22,7 @@
 #include <caf/error.hpp>
 
 #include "actors/pool/adapter.hpp"
+#include "actors/sessions/token_registry.hpp"
 #include "actors/worker/detail/protocol.hpp"
 #include "actors/worker/worker.hpp"
 #include "adapters/connection.hpp"
@@ -38,10 +40,12 @@ const char* python_log_level(adapters::log_level lvl);
 worker_launch make_launch(const worker_args& args, const std::string& socket_path,
                           const std::string& ready_path);
 
-/// The command line and environment of a worker's process.
+/// The command line and environment of a worker's process; a non-empty
+/// `bridge_token` goes into its environment as SNAKEPIT_BRIDGE_TOKEN.
 adapters::process_spec make_process_spec(const worker_args& args,
                                          const std::string& socket_path,
-                                         const std::string& ready_path);
+                                         const std::string& ready_path,
+                                         const std::string& bridge_token = {});
 
 /// The last lines a worker wrote to stderr, for its start error. Thread-safe.
 class stderr_tail {
@@ -70,9 +74,10 @@ class worker_process {
   worker_process& operator=(const worker_process&) = delete;
   ~worker_process();
 
-  /// Clears what a predecessor of the same id left, spawns the process (stderr
-  /// into the runtime's pump), records it in the process table and has the exit
-  /// watcher call `on_exit` (on its thread) once it exited and its group is killed.
+  /// Clears what a predecessor of the same id left, takes a bridge token for the
+  /// process, spawns it (stderr into the runtime's pump), records it in the process
+  /// table and has the exit watcher revoke the token and call `on_exit` (on its
+  /// thread) once it exited and its group is killed.
   caf::error start(const worker_args& args,
                    std::function<void(adapters::process_exit)> on_exit);
 
@@ -110,7 +115,15 @@ class worker_process {
   void started() { starting_->store(false); }
 
  private:
+  /// Issues the process's bridge token (none for the stdio kind or without a bridge).
+  caf::error take_token(const worker_args& args);
+  /// Revokes the token, if any (idempotent).
+  void give_back_token();
+
   std::optional<adapters::child_process> proc_;
+  /// The process's bridge token and where it was issued; revoked on exit.
+  std::weak_ptr<token_registry> tokens_;
+  std::string token_;
   std::string socket_path_;
   std::string ready_path_;
   worker_launch launch_;
