@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include "adapters/base64.hpp"
+#include "adapters/detail/json_text.hpp"
 #include "adapters/errors.hpp"
 
 namespace snakepit::adapters::detail {
@@ -70,7 +71,7 @@ caf::expected<frame_step> decode_frame(std::string_view buffered,
   if (buffered.size() < step.size)
     return step;
   auto body = buffered.substr(prefix_bytes, len);
-  auto value = json::parse(body.begin(), body.end(), nullptr, false);
+  auto value = parse_json_text(body);
   if (value.is_discarded())
     return make_error(errc::protocol_error, "a frame is not valid JSON");
   step.value = std::move(value);

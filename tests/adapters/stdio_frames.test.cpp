@@ -36,6 +36,10 @@ TEST_SUITE("adapters.stdio_frames") {
     auto junk = detail::decode_frame(encode_frame("{oops"), 1024);
     REQUIRE_FALSE(junk);
     CHECK(junk.error() == errc::protocol_error);
+    // JSON, then a NUL and more bytes: not JSON (nlohmann alone stops at the NUL).
+    auto nul = detail::decode_frame(encode_frame(std::string("{\"id\":1}\0x", 10)), 1024);
+    REQUIRE_FALSE(nul);
+    CHECK(nul.error() == errc::protocol_error);
   }
 
   TEST_CASE("a frame's head needs an object, an unsigned id and success or chunk") {
@@ -43,7 +47,7 @@ TEST_SUITE("adapters.stdio_frames") {
     CHECK(detail::head_of(json{{"id", -1}, {"success", true}}).error() ==
           errc::protocol_error);
     CHECK(detail::head_of(json{{"id", 3}}).error() == errc::protocol_error);
-    auto chunk = detail::head_of(json{{"id", 3}, {"chunk", 1}});
+    auto chunk = detail::head_of(json{{"id", 3u}, {"chunk", 1}});
     REQUIRE(chunk);
     CHECK(chunk->id == 3);
     CHECK(chunk->chunk);
