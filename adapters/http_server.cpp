@@ -214,6 +214,27 @@ body_plan plan_body(std::string_view head, const http_limits& limits) {
 
 } // namespace
 
+std::variant<http_request, http_response> parse_http_request(std::string_view head) {
+  auto line_end = head.find("\r\n");
+  auto line = head.substr(0, line_end);
+  auto sp1 = line.find(' ');
+  auto sp2 = sp1 == std::string_view::npos ? sp1 : line.find(' ', sp1 + 1);
+  if (line_end == std::string_view::npos || sp2 == std::string_view::npos ||
+      line.substr(sp2 + 1, 5) != "HTTP/")
+    return http_response{400, "text/plain; charset=utf-8", "malformed request\n"};
+  http_request hr;
+  hr.method = line.substr(0, sp1);
+  hr.path = line.substr(sp1 + 1, sp2 - sp1 - 1);
+  if (auto q = hr.path.find('?'); q != std::string::npos) {
+    hr.query = hr.path.substr(q + 1);
+    hr.path.resize(q);
+  }
+  if (hr.method != "GET" && hr.method != "HEAD" && hr.method != "POST")
+    return http_response{405, "text/plain; charset=utf-8",
+                         "only GET, HEAD and POST are served\n"};
+  return hr;
+}
+
 struct http_server::impl {
   int listen_fd = -1;
   int wake[2] = {-1, -1};
@@ -233,24 +254,12 @@ struct http_server::impl {
         ::close(fd);
   }
 
-  /// The reply to a complete request line (the handler's, or a refusal).
+  /// The reply to a complete request head (the handler's, or a refusal).
   std::pair<http_response, bool> answer(const std::string& head) {
-    auto line_end = head.find("\r\n");
-    auto line = head.substr(0, line_end);
-    auto sp1 = line.find(' ');
-    auto sp2 = sp1 == std::string::npos ? sp1 : line.find(' ', sp1 + 1);
-    if (line_end == std::string::npos || sp2 == std::string::npos ||
-        line.compare(sp2 + 1, 5, "HTTP/") != 0)
-      return {refusal(400, "malformed request"), true};
-    http_request hr;
-    hr.method = line.substr(0, sp1);
-    hr.path = line.substr(sp1 + 1, sp2 - sp1 - 1);
-    if (auto q = hr.path.find('?'); q != std::string::npos) {
-      hr.query = hr.path.substr(q + 1);
-      hr.path.resize(q);
-    }
-    if (hr.method != "GET" && hr.method != "HEAD" && hr.method != "POST")
-      return {refusal(405, "only GET, HEAD and POST are served"), true};
+    auto parsed = parse_http_request(head);
+    if (auto* refused = std::get_if<http_response>(&parsed))
+      return {std::move(*refused), true};
+    auto& hr = std::get<http_request>(parsed);
     try {
       return {handler(hr), hr.method != "HEAD"};
     } catch (const std::exception& e) {
@@ -617,13 +626,18 @@ caf::expected<http_reply> http_request_unix(const std::string& path,
       break;
     resp.append(buf, static_cast<size_t>(n));
   }
-  auto head_end = resp.find("\r\n\r\n");
-  if (resp.compare(0, 9, "HTTP/1.1 ") != 0 || head_end == std::string::npos ||
-      resp.size() < 12)
-    return make_error(errc::internal, "malformed HTTP reply from " + path);
+  return parse_http_reply(resp, path);
+}
+
+caf::expected<http_reply> parse_http_reply(std::string_view reply,
+                                           const std::string& origin) {
+  auto head_end = reply.find("\r\n\r\n");
+  if (reply.substr(0, 9) != "HTTP/1.1 " || head_end == std::string_view::npos ||
+      reply.size() < 12)
+    return make_error(errc::internal, "malformed HTTP reply from " + origin);
   http_reply out;
-  out.status = std::atoi(resp.substr(9, 3).c_str());
-  out.body = resp.substr(head_end + 4);
+  out.status = std::atoi(std::string{reply.substr(9, 3)}.c_str());
+  out.body = reply.substr(head_end + 4);
   return out;
 }
 

@@ -12,6 +12,8 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <variant>
 
 #include <caf/expected.hpp>
 
@@ -53,6 +55,12 @@ struct http_request {
   std::optional<std::string> param(const std::string& key) const;
 };
 
+/// Reads a request head (the bytes up to and including the blank line, or whatever
+/// the client sent before it gave up): the request for the handler, or the response
+/// that refuses it (400 for a malformed request line, 405 for another method). Pure,
+/// so that it can be fuzzed (tests/fuzz).
+std::variant<http_request, http_response> parse_http_request(std::string_view head);
+
 /// Called on the server's thread; it may block briefly (it asks actors with a
 /// timeout), never on a CAF thread. A HEAD request's body is dropped.
 using http_handler = std::function<http_response(const http_request& req)>;
@@ -93,6 +101,11 @@ struct http_reply {
   int status = 0;
   std::string body;
 };
+
+/// Parses a whole reply as `http_request_unix` reads it (to EOF). Errors: internal for
+/// a malformed reply (`origin` names the server in the message).
+caf::expected<http_reply> parse_http_reply(std::string_view reply,
+                                           const std::string& origin);
 
 /// Sends `method target` to the server on the unix socket `path` (connect, send,
 /// read to EOF within `timeout`). Errors: unavailable when nothing listens there,

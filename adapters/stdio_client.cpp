@@ -14,6 +14,7 @@
 #include <deque>
 #include <limits>
 #include <mutex>
+#include <string_view>
 #include <thread>
 #include <unordered_map>
 #include <utility>
@@ -22,6 +23,7 @@
 #include <fmt/format.h>
 
 #include "adapters/base64.hpp"
+#include "adapters/detail/stdio_frames.hpp"
 #include "adapters/log.hpp"
 
 namespace snakepit::adapters {
@@ -32,99 +34,17 @@ using json = nlohmann::json;
 using clock_type = std::chrono::steady_clock;
 using time_point = clock_type::time_point;
 using task = std::function<void()>;
+using detail::capabilities_of;
+using detail::chunk_value;
+using detail::dump;
+using detail::error_of;
+using detail::reply_of;
 
 /// How often the I/O thread looks for calls past their deadline while any is open.
 constexpr std::chrono::milliseconds scan_period{10};
 
 /// The epoll key of the wake-up eventfd; connections use 2·id (read) and 2·id+1 (write).
 constexpr uint64_t wake_key = ~uint64_t{0};
-
-/// A chunk frame's value as a gRPC worker's chunk would arrive (wire.cpp's
-/// decode_chunk): objects as they are, bytes (`"chunk_encoding": "base64"`) as
-/// {"raw_data_base64": …}, any other JSON value as {"data": …}.
-json chunk_value(json& frame) {
-  auto& chunk = frame["chunk"];
-  if (chunk.is_string()) {
-    auto enc = frame.find("chunk_encoding");
-    if (enc != frame.end() && *enc == "base64")
-      return json{{"raw_data_base64", std::move(chunk)}};
-  }
-  if (chunk.is_object())
-    return std::move(chunk);
-  return json{{"data", std::move(chunk)}};
-}
-
-std::string dump(const json& j) {
-  return j.dump(-1, ' ', false, json::error_handler_t::replace);
-}
-
-std::string string_or(const json& j, const char* key, std::string fallback = {}) {
-  auto i = j.find(key);
-  if (i == j.end())
-    return fallback;
-  if (i->is_string())
-    return i->get<std::string>();
-  if (i->is_null())
-    return fallback;
-  return dump(*i);
-}
-
-/// A failure frame as our error (the same mapping as the gRPC kind's in-band errors).
-caf::error error_of(const json& frame) {
-  python_error details;
-  auto err = frame.find("error");
-  if (err != frame.end() && err->is_object()) {
-    details.type = string_or(*err, "type", "Error");
-    details.message = string_or(*err, "message");
-    details.traceback = string_or(*err, "traceback");
-  } else {
-    details.type = "Error";
-    details.message = string_or(frame, "error", "the worker reported a failure");
-  }
-  details.type = string_or(frame, "error_type", details.type);
-  if (auto tb = string_or(frame, "traceback"); !tb.empty())
-    details.traceback = std::move(tb);
-  return error_from_python(std::move(details));
-}
-
-/// A success frame as a tool reply.
-caf::expected<tool_reply> reply_of(json& frame) {
-  tool_reply reply;
-  if (auto i = frame.find("result"); i != frame.end())
-    reply.result = std::move(*i);
-  reply.result_type = "json";
-  if (auto i = frame.find("binary_result"); i != frame.end() && i->is_string()) {
-    auto bytes = base64_decode(i->get<std::string>());
-    if (!bytes)
-      return make_error(errc::protocol_error, "binary_result is not base64");
-    reply.binary_result = std::move(*bytes);
-  }
-  if (auto i = frame.find("execution_time_ms"); i != frame.end() && i->is_number())
-    reply.execution_time_ms = i->get<int64_t>();
-  if (auto i = frame.find("metadata"); i != frame.end() && i->is_object())
-    for (auto& [k, v] : i->items())
-      reply.metadata[k] = v.is_string() ? v.get<std::string>() : dump(v);
-  return reply;
-}
-
-stdio_capabilities capabilities_of(const json& result) {
-  stdio_capabilities caps;
-  caps.raw = result;
-  if (!result.is_object())
-    return caps;
-  if (auto i = result.find("streaming"); i != result.end() && i->is_boolean())
-    caps.streaming = i->get<bool>();
-  if (auto i = result.find("tools"); i != result.end() && i->is_array()) {
-    caps.tools_known = true;
-    for (auto& t : *i) {
-      if (t.is_string())
-        caps.tools.push_back(t.get<std::string>());
-      else if (t.is_object() && t.contains("name") && t["name"].is_string())
-        caps.tools.push_back(t["name"].get<std::string>());
-    }
-  }
-  return caps;
-}
 
 void set_nonblocking(int fd) {
   auto flags = ::fcntl(fd, F_GETFL);
@@ -424,15 +344,11 @@ struct stdio_runtime::impl : std::enable_shared_from_this<stdio_runtime::impl> {
   // -- Frames from the worker (I/O thread). ----------------------------------------
 
   void on_frame(const conn_ptr& c, json frame) {
-    if (!frame.is_object())
-      return fault(c, "a frame is not a JSON object");
-    auto idv = frame.find("id");
-    if (idv == frame.end() || !idv->is_number_unsigned())
-      return fault(c, "a frame has no unsigned integer id");
-    auto id = idv->get<uint64_t>();
-    bool is_chunk = frame.contains("chunk");
-    if (!is_chunk && !frame.contains("success"))
-      return fault(c, fmt::format("frame {} has neither success nor chunk", id));
+    auto head = detail::head_of(frame);
+    if (!head)
+      return fault(c, message_of(head.error()));
+    auto id = head->id;
+    bool is_chunk = head->chunk;
     entry_ptr e;
     {
       std::lock_guard<std::mutex> guard{c->mtx};
@@ -459,7 +375,7 @@ struct stdio_runtime::impl : std::enable_shared_from_this<stdio_runtime::impl> {
   }
 
   void complete(const conn_ptr& c, uint64_t id, const entry_ptr& e, json& frame) {
-    bool ok = frame["success"].is_boolean() && frame["success"].get<bool>();
+    bool ok = detail::succeeded(frame);
     if (e->k == call_entry::kind::stream && (e->paused || !e->held.empty())) {
       e->ended = true;
       e->end_err = ok ? caf::error{} : error_of(frame);
@@ -525,23 +441,18 @@ struct stdio_runtime::impl : std::enable_shared_from_this<stdio_runtime::impl> {
 
   void parse(const conn_ptr& c) {
     auto& in = c->in;
-    while (!c->closed && in.size() - c->in_off >= 4) {
-      auto* p = reinterpret_cast<const unsigned char*>(in.data() + c->in_off);
-      size_t len =
-        (size_t{p[0]} << 24) | (size_t{p[1]} << 16) | (size_t{p[2]} << 8) | size_t{p[3]};
-      if (len > c->opts.max_message_bytes)
-        return fault(c, fmt::format("a frame of {} bytes exceeds max_message_bytes ({})",
-                                    len, c->opts.max_message_bytes));
-      if (in.size() - c->in_off - 4 < len) {
-        in.reserve(c->in_off + 4 + len);
+    while (!c->closed && c->in_off < in.size()) {
+      auto step = detail::decode_frame(std::string_view{in}.substr(c->in_off),
+                                       c->opts.max_message_bytes);
+      if (!step)
+        return fault(c, message_of(step.error()));
+      if (!step->value) {
+        if (step->size > 0)
+          in.reserve(c->in_off + step->size);
         break;
       }
-      auto begin = in.data() + c->in_off + 4;
-      auto frame = json::parse(begin, begin + len, nullptr, false);
-      c->in_off += 4 + len;
-      if (frame.is_discarded())
-        return fault(c, "a frame is not valid JSON");
-      on_frame(c, std::move(frame));
+      c->in_off += step->size;
+      on_frame(c, std::move(*step->value));
     }
     if (c->in_off == in.size()) {
       in.clear();

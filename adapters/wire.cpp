@@ -5,6 +5,8 @@
 #include <fmt/format.h>
 #include <google/protobuf/wrappers.pb.h>
 
+#include "adapters/detail/json_text.hpp"
+
 namespace snakepit::adapters {
 
 namespace {
@@ -100,7 +102,7 @@ json decode_any(const google::protobuf::Any& any) {
   if (value.empty())
     return nullptr;
   // Our convention (and upstream's): UTF-8 JSON, whatever the type_url says.
-  auto parsed = json::parse(value, nullptr, false);
+  auto parsed = detail::parse_json_text(value);
   if (!parsed.is_discarded())
     return parsed;
   // Otherwise a real well-known wrapper, as some upstream workers pack parameters.
@@ -128,7 +130,7 @@ json decode_any(const google::protobuf::Any& any) {
 
 python_error parse_error_payload(const std::string& error_message) {
   python_error result;
-  auto parsed = json::parse(error_message, nullptr, false);
+  auto parsed = detail::parse_json_text(error_message);
   if (parsed.is_discarded() || !parsed.is_object() ||
       (!parsed.contains("type") && !parsed.contains("message"))) {
     result.type = "Error";
@@ -176,7 +178,7 @@ caf::expected<tool_reply> decode_response(const bridge::ExecuteToolResponse& res
 json decode_chunk(const std::string& data) {
   if (data.empty())
     return json::object();
-  auto parsed = json::parse(data, nullptr, false);
+  auto parsed = detail::parse_json_text(data);
   if (parsed.is_discarded())
     return json{{"raw_data_base64", base64_encode(data)}};
   if (parsed.is_object())
@@ -203,7 +205,7 @@ caf::error error_from_status(const grpc::Status& status) {
   case grpc::StatusCode::INTERNAL:
   case grpc::StatusCode::UNKNOWN: {
     // Python aborts failed streams with INTERNAL and the in-band JSON payload.
-    auto parsed = json::parse(msg, nullptr, false);
+    auto parsed = detail::parse_json_text(msg);
     if (!parsed.is_discarded() && parsed.is_object() && parsed.contains("type"))
       return error_from_payload(msg);
     return make_error(

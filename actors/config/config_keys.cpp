@@ -250,7 +250,10 @@ key_field<S> field_of() {
                           [](S& s, int64_t v) { Path::at(s) = static_cast<T>(v); }, lo,
                           hi};
   } else {
-    return field_ref<S, T>{&Path::template at<S>, &Path::template at<const S>};
+    // Lambdas, not &Path::template at<S>: clang does not deduce the `auto&` of a
+    // function template's address from the pointer type (tests/fuzz builds with it).
+    return field_ref<S, T>{[](S& s) -> T& { return Path::at(s); },
+                           [](const S& s) -> const T& { return Path::at(s); }};
   }
 }
 

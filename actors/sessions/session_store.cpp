@@ -4,6 +4,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <limits>
 #include <unordered_map>
 
 #include <caf/actor_system.hpp>
@@ -161,6 +162,12 @@ json parse_or_null(const std::string& text) {
   return v.is_discarded() ? json{} : v;
 }
 
+/// Whether an integer JSON value is within int64_t (an unsigned one may not be).
+bool fits_int64(const json& v) {
+  return !v.is_number_unsigned() ||
+         v.get<uint64_t>() <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
+}
+
 void sweep(self_ptr self) {
   auto& st = self->state;
   auto now = self->clock().now();
@@ -296,10 +303,18 @@ caf::result<std::string> state_incr(self_ptr self, const std::string& id,
   if (!slot.is_number())
     return make_error(errc::invalid_argument,
                       fmt::format("state {:?} is not a number: {}", key, slot.dump()));
-  if (slot.is_number_integer() && by.is_number_integer())
-    slot = slot.get<int64_t>() + by.get<int64_t>();
-  else
+  if (slot.is_number_integer() && by.is_number_integer()) {
+    // Signed overflow is undefined behaviour; a count past int64 is refused.
+    int64_t sum = 0;
+    if (!fits_int64(slot) || !fits_int64(by) ||
+        __builtin_add_overflow(slot.get<int64_t>(), by.get<int64_t>(), &sum))
+      return make_error(
+        errc::invalid_argument,
+        fmt::format("increment of {:?} by {} overflows a 64-bit integer", key, by_text));
+    slot = sum;
+  } else {
     slot = slot.get<double>() + by.get<double>();
+  }
   return slot.dump();
 }
 

@@ -287,6 +287,20 @@ TEST_SUITE("actors.session_store") {
       reply<std::string>(act::increment_state(self, store, "c", "s", "1", caf::infinite));
     REQUIRE_FALSE(bad);
     CHECK(bad.error() == errc::invalid_argument);
+    // Past int64: refused (the sum was signed overflow, undefined behaviour), the
+    // count kept.
+    REQUIRE(reply<caf::ok_atom>(
+      act::put_state(self, store, "c", "big", "9223372036854775806", caf::infinite)));
+    auto last = reply<std::string>(
+      act::increment_state(self, store, "c", "big", "1", caf::infinite));
+    CHECK(*last == "9223372036854775807");
+    for (auto by : {"1", "18446744073709551615"}) {
+      CAPTURE(by);
+      bad = reply<std::string>(
+        act::increment_state(self, store, "c", "big", by, caf::infinite));
+      REQUIRE_FALSE(bad);
+      CHECK(bad.error() == errc::invalid_argument);
+    }
     caf::anon_send_exit(store, caf::exit_reason::kill);
   }
 

@@ -13,8 +13,10 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <thread>
+#include <variant>
 #include <vector>
 
 #include <doctest/doctest.h>
@@ -315,6 +317,30 @@ TEST_SUITE("adapters.http_server") {
     auto r = http_server::listen_unix("/tmp/" + std::string(200, 'x'), echo_path());
     REQUIRE_FALSE(r);
     CHECK(r.error() == errc::invalid_config);
+  }
+
+  TEST_CASE("the request and reply parsers work on bytes alone (as fuzzed)") {
+    auto ok = parse_http_request("POST /scale?pool=a&n=2 HTTP/1.1\r\nHost: x\r\n\r\n");
+    REQUIRE(std::holds_alternative<http_request>(ok));
+    auto& req = std::get<http_request>(ok);
+    CHECK(req.method == "POST");
+    CHECK(req.path == "/scale");
+    CHECK(req.param("n") == std::optional<std::string>{"2"});
+    for (auto bad :
+         {"", "GET\r\n", "GET /x\r\n", "GET /x FTP/1\r\n", "GET /x HTTP/1.1"}) {
+      CAPTURE(bad);
+      auto r = parse_http_request(bad);
+      REQUIRE(std::holds_alternative<http_response>(r));
+      CHECK(std::get<http_response>(r).status == 400);
+    }
+    auto put = parse_http_request("PUT / HTTP/1.1\r\n\r\n");
+    REQUIRE(std::holds_alternative<http_response>(put));
+    CHECK(std::get<http_response>(put).status == 405);
+    auto reply = parse_http_reply("HTTP/1.1 404 Not Found\r\nA: b\r\n\r\nnone", "s");
+    REQUIRE(reply);
+    CHECK(reply->status == 404);
+    CHECK(reply->body == "none");
+    CHECK(parse_http_reply("HTTP/1.1 200", "s").error() == errc::internal);
   }
 
 } // TEST_SUITE

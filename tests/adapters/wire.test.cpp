@@ -81,6 +81,18 @@ TEST_SUITE("adapters.wire") {
     CHECK(bin == json{{"raw_data_base64", "//4A"}});
   }
 
+  TEST_CASE("bytes that start with JSON text and go on after a NUL are not that JSON") {
+    // nlohmann's parser stops at a NUL byte: " null\0<bytes>" decoded as null, "1\0…"
+    // as 1, and the payload was lost (tests/fuzz/regressions/wire/json_then_nul.bin).
+    auto bytes = std::string("1\0\xff", 3);
+    CHECK(decode_any(any_of("x", bytes)) == json{{"raw_data_base64", "MQD/"}});
+    CHECK(decode_any(any_of("x", std::string(" null\0x", 7))) ==
+          json(std::string(" null\0x", 7)));
+    CHECK(decode_chunk(bytes) == json{{"raw_data_base64", "MQD/"}});
+    auto err = parse_error_payload(std::string("{\"type\":\"E\"}\0", 13));
+    CHECK(err.type == "Error");
+  }
+
   TEST_CASE("decode_any unpacks the well-known wrappers upstream workers send") {
     google::protobuf::Any any;
     google::protobuf::StringValue s;
