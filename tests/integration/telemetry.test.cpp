@@ -41,7 +41,7 @@ TEST_SUITE("integration.telemetry") {
           cid_seen = ev.metadata.value("correlation_id", "");
       });
     auto rt = snakepit::runtime::start(cfg, opts);
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     auto& r = **rt;
     REQUIRE_FALSE(r.await_ready(30s));
     snakepit::execute_options with_cid;
@@ -84,7 +84,7 @@ TEST_SUITE("integration.telemetry") {
           "snakepit.request.start", "snakepit.request.stop", "snakepit.request.exception",
           "snakepit.queue.enqueued", "snakepit.queue.dequeued", "snakepit.queue.timeout",
           "snakepit.pool.saturated"})
-      CHECK_MESSAGE(seen.count(name) == 1, std::string{name});
+      CHECK_MSG(seen.count(name) == 1, std::string{name});
     CHECK(cid_seen == "cid-telemetry-1");
     stop_and_check(r);
   }
@@ -101,7 +101,7 @@ TEST_SUITE("integration.telemetry") {
     auto sink = std::make_shared<capture_sink>();
     opts.log_sinks.push_back(sink);
     auto rt = snakepit::runtime::start(cfg, opts);
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     auto& r = **rt;
     REQUIRE(r.attach_default_logger() != 0);
     auto call = [](const char* cid) {
@@ -142,8 +142,8 @@ TEST_SUITE("integration.telemetry") {
       auto start = by_cid("snakepit.request.start", cid);
       auto stop =
         by_cid(ok ? "snakepit.request.stop" : "snakepit.request.exception", cid);
-      REQUIRE_MESSAGE(start, events.dump());
-      REQUIRE_MESSAGE(stop, events.dump());
+      REQUIRE_MSG(start, events.dump());
+      REQUIRE_MSG(stop, events.dump());
       CHECK(stop->metadata["command"] == command);
       CHECK(stop->metadata["command"] == start->metadata["command"]);
       CHECK(stop->metadata["worker_id"] == start->metadata["worker_id"]);
@@ -154,14 +154,14 @@ TEST_SUITE("integration.telemetry") {
         return str(rec, "correlation_id") == cid &&
                str(rec, "msg").rfind("snakepit.request.", 0) == 0;
       });
-      REQUIRE_MESSAGE(line, sink->dump());
+      REQUIRE_MSG(line, sink->dump());
       CHECK(str(*line, "command") == command);
       CHECK(str(*line, "worker_id") == stop->metadata["worker_id"].get<std::string>());
       CHECK(str(*line, "level") == "debug");
     }
     // Never dispatched: no start, an exception with the command and no worker.
     auto queued = by_cid("snakepit.request.exception", "cid-join-queued");
-    REQUIRE_MESSAGE(queued, events.dump());
+    REQUIRE_MSG(queued, events.dump());
     CHECK(queued->metadata["command"] == "ping");
     CHECK(queued->metadata["worker_id"] == "");
     CHECK(events.count("snakepit.request.start") == 5);
