@@ -10,6 +10,8 @@
 
 #include <chrono>
 #include <fstream>
+#include <future>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -107,6 +109,18 @@ serving_workers(runtime& rt, const std::string& pool = {}) {
 inline bool path_exists(const std::string& path) {
   struct stat st;
   return ::stat(path.c_str(), &st) == 0;
+}
+
+/// `execute_async` with its result delivered to the returned future. The promise is
+/// shared with the callback, so a test that stops early (a failed REQUIRE) leaves the
+/// callback no dangling reference.
+inline std::future<execute_result> call_async(runtime& rt, const std::string& command,
+                                              json args = json::object(),
+                                              execute_options opts = {}) {
+  auto done = std::make_shared<std::promise<execute_result>>();
+  rt.execute_async(command, std::move(args), std::move(opts),
+                   [done](execute_result res) { done->set_value(std::move(res)); });
+  return done->get_future();
 }
 
 /// A gate for the showcase tool `wait_gate`: a call with `args()` holds its worker

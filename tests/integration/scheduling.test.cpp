@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <atomic>
 #include <future>
-#include <memory>
 #include <mutex>
 #include <set>
 
@@ -28,18 +27,12 @@ bool busy_workers(snakepit::runtime& rt, size_t n) {
   });
 }
 
-/// Starts a call in session `sid` that holds its worker until `held` opens. The
-/// promise is shared with the callback: a test that fails early must not leave the
-/// callback a dangling reference.
+/// Starts a call in session `sid` that holds its worker until `held` opens.
 std::future<snakepit::execute_result> held_call(snakepit::runtime& rt, const char* sid,
                                                 const gate& held) {
-  auto done = std::make_shared<std::promise<snakepit::execute_result>>();
   snakepit::execute_options o;
   o.session_id = sid;
-  rt.execute_async("wait_gate", held.args(), o, [done](snakepit::execute_result res) {
-    done->set_value(std::move(res));
-  });
-  return done->get_future();
+  return call_async(rt, "wait_gate", held.args(), o);
 }
 
 } // namespace

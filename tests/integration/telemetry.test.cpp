@@ -27,7 +27,6 @@ TEST_SUITE("integration.telemetry") {
   TEST_CASE("the pool and worker events of the catalogue are emitted") {
     auto cfg = small_config(1);
     cfg.pools[0].queue.max_size = 1;
-    cfg.pools[0].queue.timeout = 100ms;
     std::mutex mtx;
     std::set<std::string> seen;
     std::string cid_seen;
@@ -48,26 +47,41 @@ TEST_SUITE("integration.telemetry") {
     with_cid.correlation_id = "cid-telemetry-1";
     CHECK(r.execute("echo", {{"x", 1}}, with_cid));
     CHECK_FALSE(r.execute("fail"));
-    // One running, one queued (times out), one rejected (queue full).
-    std::promise<void> p1, p2, p3;
-    r.execute_async("sleep", {{"ms", 500}}, {},
-                    [&](snakepit::execute_result) { p1.set_value(); });
-    REQUIRE(eventually([&] { return r.get_stats()->busy == 1; }));
-    r.execute_async("ping", json::object(), {},
-                    [&](snakepit::execute_result) { p2.set_value(); });
-    r.execute_async("ping", json::object(), {},
-                    [&](snakepit::execute_result) { p3.set_value(); });
-    p1.get_future().wait();
-    p2.get_future().wait();
-    p3.get_future().wait();
-    // A queued request that does get dequeued.
-    std::promise<void> p4, p5;
-    r.execute_async("sleep", {{"ms", 50}}, {},
-                    [&](snakepit::execute_result) { p4.set_value(); });
-    r.execute_async("ping", json::object(), {},
-                    [&](snakepit::execute_result) { p5.set_value(); });
-    p4.get_future().wait();
-    p5.get_future().wait();
+    auto busy = [&] {
+      return eventually([&] {
+        auto s = r.get_stats();
+        return s && s->busy == 1;
+      });
+    };
+    // The worker held by a gate (however slow the machine): one call queued that times
+    // out (its own 1 s budget ends in the queue), one rejected (queue full).
+    {
+      gate held;
+      auto running = call_async(r, "wait_gate", held.args());
+      REQUIRE(busy());
+      snakepit::execute_options short_budget;
+      short_budget.timeout = 1s;
+      auto timed_out = call_async(r, "ping", json::object(), short_budget);
+      auto rejected = call_async(r, "ping");
+      CHECK_FALSE(timed_out.get());
+      CHECK_FALSE(rejected.get());
+      held.open();
+      CHECK_OK(running.get());
+    }
+    // A queued request that does get dequeued once the worker is free.
+    {
+      gate held;
+      auto running = call_async(r, "wait_gate", held.args());
+      REQUIRE(busy());
+      auto queued = call_async(r, "ping");
+      REQUIRE(eventually([&] {
+        auto s = r.get_stats();
+        return s && s->queue_depth == 1;
+      }));
+      held.open();
+      CHECK_OK(running.get());
+      CHECK_OK(queued.get());
+    }
     // A crash: terminated, then restarted.
     auto pid = serving_workers(r)->front().pid;
     ::kill(pid, SIGKILL);
