@@ -334,7 +334,8 @@ bool accept_call(worker_pointer self, uint64_t req_id) {
   return false;
 }
 
-/// Reports a call that failed in transport, as a crash if the process is gone.
+/// Reports a call that failed in transport (after the recheck delay), as a crash if
+/// the process is gone.
 void report_failed_call(worker_pointer self, uint64_t req_id, execute_result res) {
   auto& st = self->state;
   if (!res && transport_failure(res.error()) && st.process.running() && st.broken) {
@@ -352,16 +353,15 @@ void report_failed_call(worker_pointer self, uint64_t req_id, execute_result res
   self->anon_send(st.args.pool, result_atom::value, st.args.id, req_id, std::move(res));
 }
 
+/// A call failed in transport. If the process died its exit notice is on the way (a
+/// killed process closes its socket a moment before its exit becomes visible): the
+/// worker quits on it, before the recheck, and the pool answers the call with
+/// worker_crashed, retrying it if idempotent. Reporting the call at once, even when
+/// the process is known to be gone, would free the worker's slot in the pool before
+/// the worker quits, and the pool would hand the dead process its next call.
 void on_rpc_failed(worker_pointer self, uint64_t req_id, execute_result res) {
-  if (self->state.process.running()) {
-    // A killed process closes its socket a moment before its exit becomes visible:
-    // look again shortly. If it died, the worker quits before the recheck and the
-    // pool answers the call with worker_crashed.
-    self->delayed_send(self, std::chrono::milliseconds{100},
-                       detail::rpc_recheck_atom::value, req_id, std::move(res));
-    return;
-  }
-  report_failed_call(self, req_id, std::move(res));
+  self->delayed_send(self, std::chrono::milliseconds{100},
+                     detail::rpc_recheck_atom::value, req_id, std::move(res));
 }
 
 /// The stdio connection broke: its calls have failed; the process goes shortly (a

@@ -11,15 +11,30 @@ from snakepit_bridge.heartbeat import HeartbeatConfig, run_host_heartbeat
 BASE = ["--adapter", "a.b.C", "--socket", "/tmp/x.sock"]
 
 
-def run(cfg, ping, budget=2.0):
+def run(cfg, ping, budget=2.0, pings=None):
+    """Runs the heartbeat until it ends, or `pings` calls of `ping` were made, or
+    `budget` seconds passed (then it is cancelled); returns the reasons it gave up."""
     lost = []
+    made = 0
+
+    async def counted(timeout):
+        nonlocal made
+        made += 1
+        if pings is not None and made >= pings:
+            enough.set()
+        return await ping(timeout)
 
     async def main():
-        task = asyncio.ensure_future(run_host_heartbeat(cfg, ping, lost.append))
-        try:
-            await asyncio.wait_for(asyncio.shield(task), budget)
-        except asyncio.TimeoutError:
-            task.cancel()
+        nonlocal enough
+        enough = asyncio.Event()
+        task = asyncio.ensure_future(run_host_heartbeat(cfg, counted, lost.append))
+        waiter = asyncio.ensure_future(enough.wait())
+        await asyncio.wait({task, waiter}, timeout=budget,
+                           return_when=asyncio.FIRST_COMPLETED)
+        for t in (task, waiter):
+            t.cancel()
+        await asyncio.gather(task, waiter, return_exceptions=True)
+    enough = None
     asyncio.run(main())
     return lost
 
@@ -39,22 +54,37 @@ def test_a_dependent_worker_gives_up_after_max_missed_failures():
 
 def test_an_answer_resets_the_count():
     results = itertools.cycle([False, False, True])
+    calls = []
 
     async def ping(timeout):
+        calls.append(timeout)
         if not next(results):
             raise RuntimeError("late")
 
-    lost = run(HeartbeatConfig(interval_ms=5, timeout_ms=50, max_missed=3), ping, 0.5)
+    # 12 pings: 8 misses, never 3 in a row; without the reset the 3rd miss (5th ping)
+    # would end it.
+    lost = run(HeartbeatConfig(interval_ms=5, timeout_ms=50, max_missed=3), ping,
+               budget=30.0, pings=12)
     assert lost == []
+    assert len(calls) >= 12
 
 
-def test_an_independent_worker_only_logs():
+def test_an_independent_worker_only_logs(caplog):
+    calls = []
+
     async def ping(timeout):
+        calls.append(timeout)
         raise RuntimeError("unavailable")
 
-    lost = run(HeartbeatConfig(interval_ms=5, timeout_ms=50, max_missed=2, dependent=False),
-               ping, 0.3)
+    # 6 misses in a row, 3 times max_missed: a dependent worker would have given up.
+    with caplog.at_level("WARNING", logger="snakepit_bridge.heartbeat"):
+        lost = run(HeartbeatConfig(interval_ms=5, timeout_ms=50, max_missed=2,
+                                   dependent=False), ping, budget=30.0, pings=6)
     assert lost == []
+    assert len(calls) >= 6
+    missed = [r.getMessage() for r in caplog.records if "heartbeat missed" in r.getMessage()]
+    assert len(missed) >= 6
+    assert "unavailable" in missed[0]
 
 
 def test_flags_and_env_configure_it():

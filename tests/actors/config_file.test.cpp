@@ -11,6 +11,7 @@
 
 #include "actors/config/config_file.hpp"
 #include "adapters/errors.hpp"
+#include "tests/support/checks.hpp"
 
 using namespace std::chrono_literals;
 using snakepit::errc;
@@ -101,7 +102,7 @@ adapter = "other.module.Adapter"
 request_timeout_ms = 900000
 )",
                             "test.toml");
-    REQUIRE_MESSAGE(cfg, snakepit::describe(cfg.error()));
+    REQUIRE_OK(cfg);
     CHECK(cfg->python == "/usr/bin/python3");
     CHECK(cfg->python_path == std::vector<std::string>{"/opt/a", "/opt/b"});
     CHECK(cfg->worker_sup.max_restarts == 7);
@@ -241,7 +242,7 @@ pool_size = "4"
       out << "python_path = [\"lib\", \"/abs\"]\n" << minimal;
     }
     auto cfg = load_config(file.string());
-    REQUIRE_MESSAGE(cfg, snakepit::describe(cfg.error()));
+    REQUIRE_OK(cfg);
     CHECK(cfg->python_path == std::vector<std::string>{(dir / "lib").string(), "/abs"});
     auto missing = load_config((dir / "nope.toml").string());
     REQUIRE_FALSE(missing);
@@ -261,7 +262,7 @@ capture_worker_stderr = false
 worker_stderr_level = "info"
 )" + std::string{minimal},
                             "test.toml");
-    REQUIRE_MESSAGE(cfg, snakepit::describe(cfg.error()));
+    REQUIRE_OK(cfg);
     CHECK(cfg->log.level == snakepit::adapters::log_level::debug);
     CHECK(cfg->log.format == snakepit::adapters::log_format::json);
     CHECK_FALSE(cfg->log.to_stderr);
@@ -299,7 +300,7 @@ worker_stderr_level = "info"
       out << "[log]\nfile = \"logs/host.log\"\n" << minimal;
     }
     auto cfg = load_config(file.string());
-    REQUIRE_MESSAGE(cfg, snakepit::describe(cfg.error()));
+    REQUIRE_OK(cfg);
     CHECK(cfg->log.file == (dir / "logs/host.log").string());
     std::filesystem::remove_all(dir);
   }
@@ -309,7 +310,7 @@ worker_stderr_level = "info"
     const char* src = std::getenv("SNAKEPIT_SOURCE_DIR");
     auto cfg = load_config(std::string{src ? src : SNAKEPIT_TEST_SOURCE_DIR} +
                            "/examples/pools.toml");
-    REQUIRE_MESSAGE(cfg, snakepit::describe(cfg.error()));
+    REQUIRE_OK(cfg);
     CHECK(cfg->pools.size() >= 1);
   }
 

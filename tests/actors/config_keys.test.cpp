@@ -13,6 +13,7 @@
 #include "actors/config/config_file.hpp"
 #include "actors/config/config_keys.hpp"
 #include "adapters/errors.hpp"
+#include "tests/support/checks.hpp"
 
 using namespace std::chrono_literals;
 
@@ -222,7 +223,7 @@ TEST_SUITE("actors.config_keys") {
   TEST_CASE("the log level keeps its alias and the choices their defaults") {
     auto cfg = snakepit::parse_config(
       "[log]\nlevel = \"warning\"\n" + std::string{minimal_pool}, "test.toml");
-    REQUIRE_MESSAGE(cfg, snakepit::describe(cfg.error()));
+    REQUIRE_OK(cfg);
     CHECK(cfg->log.level == snakepit::adapters::log_level::warn);
     auto& p = cfg->pools[0];
     CHECK(p.worker_profile == snakepit::worker_profile::process);
@@ -232,7 +233,7 @@ TEST_SUITE("actors.config_keys") {
                                    "affinity = \"strict_fail_fast\"\ncapacity_strategy = "
                                    "\"hybrid\"\n",
                                  "test.toml");
-    REQUIRE_MESSAGE(cfg, snakepit::describe(cfg.error()));
+    REQUIRE_OK(cfg);
     CHECK(cfg->pools[0].affinity == snakepit::affinity_mode::strict_fail_fast);
     CHECK(cfg->pools[0].capacity_strategy == snakepit::capacity_strategy::hybrid);
   }

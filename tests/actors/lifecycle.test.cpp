@@ -10,6 +10,7 @@
 
 #include "actors/pool/lifecycle.hpp"
 #include "actors/worker/worker_env.hpp"
+#include "tests/support/checks.hpp"
 
 using namespace std::chrono_literals;
 using snakepit::actors::circuit_breaker;
@@ -36,7 +37,7 @@ TEST_SUITE("actors.lifecycle") {
   TEST_CASE("taint causes are the classified names") {
     for (auto c : {"segfault", "abort", "bus_error", "illegal_instruction", "fpe",
                    "killed", "terminated", "exit_1", "exit_137", "signal_10"})
-      CHECK_MESSAGE(lc::is_crash_cause(c), c);
+      CHECK_MSG(lc::is_crash_cause(c), c);
     for (auto c : {"", "oom", "exit_", "exit_x", "signal_", "SEGFAULT", "exit_-1"})
       CHECK_FALSE_MESSAGE(lc::is_crash_cause(c), c);
   }

@@ -22,6 +22,7 @@
 #include <doctest/doctest.h>
 
 #include "adapters/errors.hpp"
+#include "tests/support/checks.hpp"
 #include "tests/support/files.hpp"
 
 using namespace snakepit;
@@ -95,13 +96,13 @@ TEST_SUITE("adapters.http_server") {
     snakepit::testing::temp_dir dir{"http-test"};
     auto sock = dir.path + "/control.sock";
     auto srv = http_server::listen_unix(sock, echo_path());
-    REQUIRE_MESSAGE(srv, describe(srv.error()));
+    REQUIRE_OK(srv);
     CHECK((*srv)->address() == sock);
     struct stat st;
     REQUIRE(::stat(sock.c_str(), &st) == 0);
     CHECK((st.st_mode & 0777) == 0600);
     auto r = http_get_unix(sock, "/stats?x=1", 5s);
-    REQUIRE_MESSAGE(r, describe(r.error()));
+    REQUIRE_OK(r);
     CHECK(r->status == 200);
     CHECK(r->body == "path=/stats");
     auto missing = http_get_unix(sock, "/missing", 5s);
@@ -132,7 +133,7 @@ TEST_SUITE("adapters.http_server") {
     auto srv = http_server::listen_unix(sock, echo_path());
     REQUIRE(srv);
     auto r = http_request_unix(sock, "POST", "/scale?n=3", 5s);
-    REQUIRE_MESSAGE(r, describe(r.error()));
+    REQUIRE_OK(r);
     CHECK(r->status == 200);
     CHECK(r->body == "posted /scale n=3");
     srv->reset();
@@ -170,7 +171,7 @@ TEST_SUITE("adapters.http_server") {
       REQUIRE(::send(idle.back(), "GET /", 5, MSG_NOSIGNAL) == 5);
     }
     auto r = http_get_unix(sock, "/after", 5s);
-    REQUIRE_MESSAGE(r, describe(r.error()));
+    REQUIRE_OK(r);
     CHECK(r->body == "path=/after");
     for (int fd : idle)
       ::close(fd);
@@ -201,7 +202,7 @@ TEST_SUITE("adapters.http_server") {
         break; // the server answered already
     }
     auto reply = read_all(fd);
-    CHECK_MESSAGE((status_is(reply, 408) || (cut && reply.empty())), reply);
+    CHECK_MSG((status_is(reply, 408) || (cut && reply.empty())), reply);
     CHECK(calls == 0);
     srv->reset();
   }
@@ -213,7 +214,7 @@ TEST_SUITE("adapters.http_server") {
     auto srv = http_server::listen_unix(sock, echo_path(&calls));
     REQUIRE(srv);
     auto huge = raw_exchange(sock, head_with(1, 20 * 1024));
-    CHECK_MESSAGE(status_is(huge, 431), huge.substr(0, 80));
+    CHECK_MSG(status_is(huge, 431), huge.substr(0, 80));
     CHECK(huge.find("larger than 16384 bytes") != std::string::npos);
     // A head that never ends is cut at the limit too, without waiting for its end.
     auto endless = raw_exchange(sock, "GET / HTTP/1.1\r\nX: " + std::string(40000, 'v'));
@@ -247,12 +248,12 @@ TEST_SUITE("adapters.http_server") {
     REQUIRE(srv);
     // The head announces 2 MB and no byte of the body follows: the answer comes anyway.
     auto big = raw_exchange(sock, "POST /x HTTP/1.1\r\nContent-Length: 2000000\r\n\r\n");
-    CHECK_MESSAGE(status_is(big, 413), big);
+    CHECK_MSG(status_is(big, 413), big);
     // Refused while the client is still sending its body: the reply still arrives.
     auto sending =
       raw_exchange(sock, "POST /x HTTP/1.1\r\nContent-Length: 2000000\r\n\r\n" +
                            std::string(100000, 'b'));
-    CHECK_MESSAGE(status_is(sending, 413), sending);
+    CHECK_MSG(status_is(sending, 413), sending);
     auto chunked = raw_exchange(
       sock,
       "POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n");
@@ -284,7 +285,7 @@ TEST_SUITE("adapters.http_server") {
       std::this_thread::sleep_for(20ms); // accepted in this order
     }
     auto r = http_get_unix(sock, "/after", 5s);
-    REQUIRE_MESSAGE(r, describe(r.error()));
+    REQUIRE_OK(r);
     CHECK(r->body == "path=/after");
     CHECK(status_is(read_all(idle.front()), 503));
     for (size_t i = 1; i < idle.size(); ++i)
@@ -295,7 +296,7 @@ TEST_SUITE("adapters.http_server") {
   TEST_CASE(
     "TCP: port 0 binds a free loopback port, a taken port and bad addresses fail typed") {
     auto srv = http_server::listen_tcp("127.0.0.1:0", echo_path());
-    REQUIRE_MESSAGE(srv, describe(srv.error()));
+    REQUIRE_OK(srv);
     auto addr = (*srv)->address();
     REQUIRE(addr.rfind("127.0.0.1:", 0) == 0);
     CHECK(std::atoi(addr.c_str() + 10) > 0);

@@ -30,6 +30,7 @@
 #include "adapters/detail/linux.hpp"
 #include "adapters/errors.hpp"
 #include "adapters/process.hpp"
+#include "tests/support/checks.hpp"
 #include "tests/support/eventually.hpp"
 
 using namespace snakepit;
@@ -205,7 +206,7 @@ TEST_SUITE("adapters.orphan_guard") {
     CHECK(::getsid(pid) == pid);
     // Not the lifeline's write end nor any other host fd: only the command pipe.
     auto fds = open_fds(pid);
-    CHECK_MESSAGE(fds.size() == 1, "reaper fds: " << fds.size());
+    CHECK_MSG(fds.size() == 1, "reaper fds: " << fds.size());
     CHECK(read_file("/proc/" + std::to_string(pid) + "/comm") == "snakepit-reaper\n");
     auto cmdline = read_file("/proc/" + std::to_string(pid) + "/cmdline");
     CHECK(std::string{cmdline.c_str()} == "snakepit-reaper");
@@ -304,13 +305,13 @@ TEST_SUITE("adapters.orphan_guard") {
     for (auto pid : run.watched) {
       for (auto p : {pid, run.grandchild[pid]}) {
         auto e = exit_by(p, deadline);
-        CHECK_MESSAGE(e.has_value(), "pid " << p << " outlived the host by 2 s");
+        CHECK_MSG(e.has_value(), "pid " << p << " outlived the host by 2 s");
         if (e)
           CHECK(e->signal == SIGKILL);
       }
     }
     auto r = exit_by(run.reaper, deadline);
-    REQUIRE_MESSAGE(r.has_value(), "the reaper outlived the host by 2 s");
+    REQUIRE_MSG(r.has_value(), "the reaper outlived the host by 2 s");
     CHECK(r->code == 0);
     MESSAGE("all gone " << std::chrono::duration_cast<std::chrono::milliseconds>(
                              clock_type::now() - killed_at)

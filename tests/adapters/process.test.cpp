@@ -19,6 +19,7 @@
 #include <doctest/doctest.h>
 
 #include "adapters/errors.hpp"
+#include "tests/support/checks.hpp"
 #include "tests/support/eventually.hpp"
 
 using namespace snakepit;
@@ -195,7 +196,7 @@ TEST_SUITE("adapters.process") {
     CHECK(f.get().exited());
     // Re-parented to this process (subreaper): its status says who ended it.
     auto ge = wait_for_exit(grandchild, 5s);
-    REQUIRE_MESSAGE(ge, "the grandchild outlived its leader");
+    REQUIRE_MSG(ge, "the grandchild outlived its leader");
     CHECK(ge->signal == SIGKILL);
   }
 

@@ -17,6 +17,7 @@
 
 #include "adapters/errors.hpp"
 #include "adapters/process.hpp"
+#include "tests/support/checks.hpp"
 #include "tests/support/eventually.hpp"
 #include "tests/support/files.hpp"
 
@@ -106,7 +107,7 @@ TEST_SUITE("adapters.process_registry") {
   TEST_CASE("reserve, activate and remove leave exactly the expected rows") {
     registry_dir dir;
     auto reg = process_registry::open(dir.path + "/nested/state");
-    REQUIRE_MESSAGE(reg, snakepit::describe(reg.error()));
+    REQUIRE_OK(reg);
     auto& r = **reg;
     struct stat st;
     REQUIRE(::stat((dir.path + "/nested/state").c_str(), &st) == 0);
@@ -315,7 +316,7 @@ TEST_SUITE("adapters.process_registry") {
       if (boot == 0)
         first = size;
       else
-        CHECK_MESSAGE(size <= first, "boot " << boot << ": " << size << " > " << first);
+        CHECK_MSG(size <= first, "boot " << boot << ": " << size << " > " << first);
     }
     CHECK(first < 512 * 1024);
   }

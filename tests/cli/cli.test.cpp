@@ -20,6 +20,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "tests/support/checks.hpp"
 #include "tests/support/python.hpp"
 
 namespace {
@@ -97,7 +98,7 @@ TEST_SUITE("cli") {
     CHECK(res.code == 0);
     for (auto cmd :
          {"run", "exec", "tools", "doctor", "cleanup", "stats", "workers", "Exit codes"})
-      CHECK_MESSAGE(contains(res.out, cmd), std::string{cmd});
+      CHECK_MSG(contains(res.out, cmd), std::string{cmd});
     auto sub = run_cli({"exec", "--help"});
     CHECK(sub.code == 0);
     CHECK(contains(sub.out, "TOOL"));
@@ -113,14 +114,14 @@ TEST_SUITE("cli") {
 
   TEST_CASE("exec echo prints the JSON result with the built-in default pool") {
     auto res = run_cli({"exec", "echo", R"({"message":"hi"})"});
-    CHECK_MESSAGE(res.code == 0, res.err);
+    CHECK_MSG(res.code == 0, res.err);
     CHECK(res.out == "{\"message\":\"hi\"}\n");
   }
 
   TEST_CASE("exec --log-level debug logs the request on stderr and leaves stdout alone") {
     auto res = run_cli({"exec", "--log-level", "debug", "--log-format", "json", "echo",
                         R"({"message":"hi"})"});
-    CHECK_MESSAGE(res.code == 0, res.err);
+    CHECK_MSG(res.code == 0, res.err);
     CHECK(res.out == "{\"message\":\"hi\"}\n");
     std::string host_cid;
     std::string python_cid;
@@ -128,13 +129,13 @@ TEST_SUITE("cli") {
     std::string line;
     while (std::getline(lines, line)) {
       auto rec = nlohmann::json::parse(line, nullptr, false);
-      REQUIRE_MESSAGE(rec.is_object(), line);
+      REQUIRE_MSG(rec.is_object(), line);
       if (rec.value("msg", "") == "request completed")
         host_cid = rec.value("correlation_id", "");
       if (rec.value("msg", "") == "tool echo started")
         python_cid = rec.value("correlation_id", "");
     }
-    CHECK_MESSAGE(!host_cid.empty(), res.err);
+    CHECK_MSG(!host_cid.empty(), res.err);
     CHECK(host_cid == python_cid);
     CHECK(run_cli({"exec", "--log-level", "loud", "echo"}).code == 2);
     CHECK(run_cli({"exec", "--log-format", "xml", "echo"}).code == 2);
@@ -174,9 +175,9 @@ TEST_SUITE("cli") {
 
   TEST_CASE("exec --session runs the call in that session") {
     auto res = run_cli({"exec", "--session", "cli-session-1", "request_metadata"});
-    CHECK_MESSAGE(res.code == 0, res.err);
+    CHECK_MSG(res.code == 0, res.err);
     auto reply = nlohmann::json::parse(res.out, nullptr, false);
-    REQUIRE_MESSAGE(reply.is_object(), res.out);
+    REQUIRE_MSG(reply.is_object(), res.out);
     CHECK(reply.at("session_id") == "cli-session-1");
     auto bad = run_cli({"exec", "--session", "bad id!", "ping"});
     CHECK(bad.code == 6);
@@ -235,7 +236,7 @@ TEST_SUITE("cli") {
     }
     auto res = run_cli(
       {"exec", "--config", file.string(), "--pool", "b", "add", R"({"a": 2, "b": 40})"});
-    CHECK_MESSAGE(res.code == 0, res.err);
+    CHECK_MSG(res.code == 0, res.err);
     CHECK(res.out == "42\n");
     auto missing = run_cli({"exec", "--config", file.string(), "--pool", "c", "ping"});
     CHECK(missing.code == 6);
@@ -272,8 +273,8 @@ TEST_SUITE("cli") {
     CHECK(res.out.empty());
     // The error: one line, the innermost cause, no nested CAF dump.
     auto last = res.err.substr(res.err.rfind("snakepit: start_failed"));
-    CHECK_MESSAGE(last.rfind("snakepit: start_failed: pool x: worker x_worker_", 0) == 0,
-                  res.err);
+    CHECK_MSG(last.rfind("snakepit: start_failed: pool x: worker x_worker_", 0) == 0,
+              res.err);
     CHECK(contains(last, "ModuleNotFoundError: No module named 'no'"));
     CHECK(std::count(last.begin(), last.end(), '\n') == 1);
     CHECK_FALSE(contains(res.err, "error(1, 'snake_sup'"));
@@ -284,26 +285,25 @@ TEST_SUITE("cli") {
          at != std::string::npos;
          at = res.err.find("Traceback (most recent call last)", at + 1))
       ++tracebacks;
-    CHECK_MESSAGE(tracebacks == 1, res.err);
+    CHECK_MSG(tracebacks == 1, res.err);
     CHECK(contains(res.err, "first_worker="));
     // Each worker's failure is still reported, with its own id.
     for (auto id : {"x_worker_1", "x_worker_2", "x_worker_3"})
-      CHECK_MESSAGE(
+      CHECK_MSG(
         contains(res.err, std::string{"worker failed to start pool=x worker_id="} + id),
         res.err);
   }
 
   TEST_CASE("doctor passes on this machine and prints each check") {
     auto res = run_cli({"doctor"});
-    CHECK_MESSAGE(res.code == 0, res.out);
+    CHECK_MSG(res.code == 0, res.out);
     for (auto check : {"interpreter", "import grpc", "worker package",
                        "snakepit_bridge package", "generated modules", "node bridge",
                        "pool default: adapter", "runtime directory", "process registry"})
-      CHECK_MESSAGE(contains(res.out, std::string{"[ OK ] "} + check),
-                    std::string{check});
+      CHECK_MSG(contains(res.out, std::string{"[ OK ] "} + check), std::string{check});
     // Run from the build tree: the source tree's package, imported from there.
     auto source = std::string{SNAKEPIT_TEST_PYTHON_SOURCE_DIR};
-    CHECK_MESSAGE(contains(res.out, "[ OK ] worker package: " + source + ":"), res.out);
+    CHECK_MSG(contains(res.out, "[ OK ] worker package: " + source + ":"), res.out);
     CHECK(contains(res.out, "(build tree)"));
     CHECK(contains(res.out, "[ OK ] snakepit_bridge package: " + source));
   }
@@ -313,14 +313,14 @@ TEST_SUITE("cli") {
     auto dirs =
       std::string{SNAKEPIT_TEST_PYTHON_SOURCE_DIR} + ":" + SNAKEPIT_TEST_PYTHON_GEN_DIR;
     auto res = run_cli({"doctor"}, 90, {"SNAKEPIT_PYTHON_PACKAGE_DIR=" + dirs});
-    CHECK_MESSAGE(res.code == 0, res.out);
+    CHECK_MSG(res.code == 0, res.out);
     CHECK(contains(res.out,
                    "[ OK ] worker package: " + dirs + " (SNAKEPIT_PYTHON_PACKAGE_DIR)"));
     auto empty = scratch_dir() / "no-package";
     std::filesystem::create_directories(empty);
     auto bad = run_cli({"doctor"}, 90, {"SNAKEPIT_PYTHON_PACKAGE_DIR=" + empty.string()});
     CHECK(bad.code == 1);
-    CHECK_MESSAGE(contains(bad.out, "[FAIL] snakepit_bridge package"), bad.out);
+    CHECK_MSG(contains(bad.out, "[FAIL] snakepit_bridge package"), bad.out);
     auto exec = run_cli({"exec", "echo", R"({"message":"hi"})"}, 90,
                         {"SNAKEPIT_PYTHON_PACKAGE_DIR=" + empty.string()});
     CHECK(exec.code == 4);
@@ -351,13 +351,13 @@ TEST_SUITE("cli") {
     }
     auto res = run_cli({"doctor", "--config", file.string()});
     CHECK(res.code == 1);
-    CHECK_MESSAGE(contains(res.out, "[FAIL] process registry"), res.out);
+    CHECK_MSG(contains(res.out, "[FAIL] process registry"), res.out);
     CHECK(contains(res.out, "set `data_dir`"));
   }
 
   TEST_CASE("tools lists the showcase adapter's tools") {
     auto res = run_cli({"tools"});
-    CHECK_MESSAGE(res.code == 0, res.err);
+    CHECK_MSG(res.code == 0, res.err);
     CHECK(contains(res.out, "echo("));
     CHECK(contains(res.out, "add(a, b)"));
     auto js = run_cli({"tools", "--json"});
@@ -374,11 +374,11 @@ TEST_SUITE("cli") {
           << "/node/bridge.js\"]\n";
     }
     auto res = run_cli({"exec", "--config", file.string(), "echo", R"({"value":42})"});
-    CHECK_MESSAGE(res.code == 0, res.err);
+    CHECK_MSG(res.code == 0, res.err);
     CHECK(contains(res.out, R"({"value":42})"));
     auto tools = run_cli({"tools", "--config", file.string()});
-    CHECK_MESSAGE(tools.code == 0, tools.err);
-    CHECK_MESSAGE(contains(tools.out, "stream_progress [stream]"), tools.out);
+    CHECK_MSG(tools.code == 0, tools.err);
+    CHECK_MSG(contains(tools.out, "stream_progress [stream]"), tools.out);
     auto js = run_cli({"tools", "--config", file.string(), "--json"});
     CHECK(js.code == 0);
     CHECK(contains(js.out, "\"name\": \"add\""));
@@ -392,7 +392,7 @@ TEST_SUITE("cli") {
       out << "data_dir = \"" << dir.string() << "\"\n[[pools]]\nadapter = \"a.b.C\"\n";
     }
     auto res = run_cli({"cleanup", "--config", file.string()});
-    CHECK_MESSAGE(res.code == 0, res.err);
+    CHECK_MSG(res.code == 0, res.err);
     CHECK(contains(res.out, "0 killed"));
   }
 

@@ -30,7 +30,7 @@ host_link host_stub(snakepit::runtime& rt) {
   auto channel = grpc::CreateChannel("unix:" + rt.runtime_dir() + "/host.sock",
                                      grpc::InsecureChannelCredentials());
   auto token = rt.issue_bridge_token();
-  REQUIRE_MESSAGE(token, explain(token.error()));
+  REQUIRE_OK(token);
   return {pb::BridgeService::NewStub(channel), *token};
 }
 
@@ -41,7 +41,7 @@ Resp rpc(const host_link& link, Fn fn, const Req& req) {
   ctx.AddMetadata(snakepit::actors::bridge_token_header, link.token);
   Resp resp;
   auto status = fn(&ctx, req, &resp);
-  REQUIRE_MESSAGE(status.ok(), status.error_message());
+  REQUIRE_MSG(status.ok(), status.error_message());
   return resp;
 }
 
@@ -51,7 +51,7 @@ TEST_SUITE("integration.bridge_callbacks") {
 
   TEST_CASE("InitializeSession with an empty id is a no-op and repeats are fine") {
     auto rt = snakepit::runtime::start(small_config(1));
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     auto& r = **rt;
     auto stub = host_stub(r);
     auto init = [&](const std::string& sid) {
@@ -62,11 +62,11 @@ TEST_SUITE("integration.bridge_callbacks") {
         req);
     };
     auto empty = init("");
-    CHECK_MESSAGE(empty.success(), empty.error_message());
+    CHECK_MSG(empty.success(), empty.error_message());
     CHECK_FALSE(r.get_session_info(""));
     for (int i = 0; i < 3; ++i) { // before every call, as upstream workers do
       auto again = init("up-1");
-      CHECK_MESSAGE(again.success(), again.error_message());
+      CHECK_MSG(again.success(), again.error_message());
     }
     CHECK(r.get_session_info("up-1"));
     stop_and_check(r);
@@ -75,7 +75,7 @@ TEST_SUITE("integration.bridge_callbacks") {
   TEST_CASE("tools registered per session under the worker's id are listed, with "
             "streaming, for that session") {
     auto rt = snakepit::runtime::start(small_config(1));
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     auto& r = **rt;
     auto ws = serving_workers(r);
     REQUIRE(ws);
@@ -91,7 +91,7 @@ TEST_SUITE("integration.bridge_callbacks") {
     t->set_supports_streaming(true);
     auto resp = rpc<pb::RegisterToolsRequest, pb::RegisterToolsResponse>(
       stub, [&](auto* c, auto& q, auto* s) { return stub->RegisterTools(c, q, s); }, req);
-    CHECK_MESSAGE(resp.success(), resp.error_message());
+    CHECK_MSG(resp.success(), resp.error_message());
     auto tools = r.list_tools("up-2");
     REQUIRE(tools);
     auto it = std::find_if(tools->begin(), tools->end(),
@@ -108,7 +108,7 @@ TEST_SUITE("integration.bridge_callbacks") {
     cfg.sessions.ttl = 1s;
     cfg.sessions.sweep_interval = 100ms;
     auto rt = snakepit::runtime::start(cfg);
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     auto& r = **rt;
     REQUIRE(r.create_session(std::string{"up-3"}));
     auto stub = host_stub(r);
@@ -128,14 +128,14 @@ TEST_SUITE("integration.bridge_callbacks") {
         break;
       }
     }
-    CHECK_MESSAGE(expired, "heartbeats kept the session alive");
+    CHECK_MSG(expired, "heartbeats kept the session alive");
     CHECK_FALSE(r.get_session_info("up-3"));
     stop_and_check(r);
   }
 
   TEST_CASE("ExecuteElixirTool takes parameters packed as protobuf wrappers or JSON") {
     auto rt = snakepit::runtime::start(small_config(1));
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     auto& r = **rt;
     REQUIRE_FALSE(r.register_host_tool(
       "mirror", [](const json& args) { return args; }, "returns its arguments", true));
@@ -154,7 +154,7 @@ TEST_SUITE("integration.bridge_callbacks") {
     auto resp = rpc<pb::ExecuteElixirToolRequest, pb::ExecuteElixirToolResponse>(
       stub, [&](auto* c, auto& q, auto* s) { return stub->ExecuteElixirTool(c, q, s); },
       req);
-    REQUIRE_MESSAGE(resp.success(), resp.error_message());
+    REQUIRE_MSG(resp.success(), resp.error_message());
     auto result = json::parse(resp.result().value(), nullptr, false);
     CHECK(result == json{{"text", "hi"}, {"flag", true}, {"n", 3}});
     stop_and_check(r);

@@ -70,8 +70,7 @@ TEST_SUITE("integration.telemetry_catalogue") {
   TEST_CASE(
     "every event in docs/telemetry.md is emitted, and every emitted event is listed") {
     auto catalogue = catalogue_names();
-    REQUIRE_MESSAGE(catalogue.size() >= 30,
-                    "catalogue table not found in docs/telemetry.md");
+    REQUIRE_MSG(catalogue.size() >= 30, "catalogue table not found in docs/telemetry.md");
 
     char marker[] = "/tmp/snakepit-catalogue-XXXXXX";
     int fd = ::mkstemp(marker);
@@ -114,7 +113,7 @@ TEST_SUITE("integration.telemetry_catalogue") {
     opts.telemetry_handlers.emplace_back(
       "", [&](const snakepit::telemetry::event& ev) { seen.add(ev.name); });
     auto rt = snakepit::runtime::start(cfg, opts);
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     auto& r = **rt;
     snakepit::execute_options on_main;
     on_main.pool = "main";
@@ -160,14 +159,14 @@ TEST_SUITE("integration.telemetry_catalogue") {
     CHECK(r.cleanup_session("catalogue-0"));
 
     // A segfault: crash, taint, terminated, restarted.
-    CHECK(r.execute("crash_signal", {{"signal", SIGSEGV}}, on_main).error() ==
-          errc::worker_crashed);
+    CHECK_ERROR(r.execute("crash_signal", {{"signal", SIGSEGV}}, on_main),
+                errc::worker_crashed);
     CHECK(eventually([&] { return seen.has("snakepit.worker.restarted"); }));
     // An idempotent call whose worker dies is retried once, then fails.
     auto idem = on_main;
     idem.idempotent = true;
     idem.timeout = 20s;
-    CHECK(r.execute("crash", {{"code", 3}}, idem).error() == errc::worker_crashed);
+    CHECK_ERROR(r.execute("crash", {{"code", 3}}, idem), errc::worker_crashed);
     // A manual recycle.
     REQUIRE(eventually([&] { return serving_workers(r, "main")->size() == 2; }));
     CHECK_FALSE(r.recycle_worker(serving_workers(r, "main")->front().id, "main"));
@@ -200,13 +199,13 @@ TEST_SUITE("integration.telemetry_catalogue") {
     CHECK(r.telemetry().flush(5s));
 
     for (auto& name : catalogue)
-      CHECK_MESSAGE(seen.has(name),
-                    "listed in docs/telemetry.md but never emitted: " << name);
+      CHECK_MSG(seen.has(name),
+                "listed in docs/telemetry.md but never emitted: " << name);
     {
       std::lock_guard<std::mutex> g{seen.mtx};
       for (auto& name : seen.names)
-        CHECK_MESSAGE(listed(catalogue, name),
-                      "emitted but missing from docs/telemetry.md: " << name);
+        CHECK_MSG(listed(catalogue, name),
+                  "emitted but missing from docs/telemetry.md: " << name);
     }
     stop_and_check(r);
   }

@@ -66,7 +66,7 @@ TEST_SUITE("integration.fork_server") {
     "gRPC Python workers are copies of one template, yet the host's own children") {
     auto cfg = small_config(3);
     auto rt = runtime::start(cfg);
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     auto& r = **rt;
     auto templates = templates_of(r);
     REQUIRE(templates.size() == 1);
@@ -90,7 +90,7 @@ TEST_SUITE("integration.fork_server") {
     CHECK(groups.size() == 3);
     // The copies serve calls.
     auto a = r.execute("echo", {{"x", 1}});
-    REQUIRE_MESSAGE(a, explain(a.error()));
+    REQUIRE_OK(a);
     CHECK(a->result == json{{"x", 1}});
     // A crashed copy is replaced by a new copy of the same template.
     auto victim = ws->front();
@@ -105,19 +105,19 @@ TEST_SUITE("integration.fork_server") {
     auto cfg = small_config(2);
     cfg.pools[0].start_method = start_method::spawn;
     auto rt = runtime::start(cfg);
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     auto& r = **rt;
     CHECK(templates_of(r).empty());
     CHECK(r.live_processes().size() == 2);
     auto a = r.execute("echo", {{"x", 2}});
-    REQUIRE_MESSAGE(a, explain(a.error()));
+    REQUIRE_OK(a);
     stop_and_check(r);
   }
 
   TEST_CASE("a template that dies leaves the pool to spawning: restarts still work") {
     auto cfg = small_config(2);
     auto rt = runtime::start(cfg);
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     auto& r = **rt;
     auto templates = templates_of(r);
     REQUIRE(templates.size() == 1);
@@ -138,7 +138,7 @@ TEST_SUITE("integration.fork_server") {
         CHECK(command_line(w.pid).find("--worker-id " + w.id) != std::string::npos);
       }
     auto a = r.execute("echo", {{"x", 3}});
-    CHECK_MESSAGE(a, explain(a.error()));
+    CHECK_OK(a);
     stop_and_check(r);
   }
 

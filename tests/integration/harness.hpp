@@ -10,6 +10,8 @@
 
 #include <chrono>
 #include <fstream>
+#include <future>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -19,17 +21,13 @@
 
 #include "actors/runtime/runtime.hpp"
 #include "adapters/errors.hpp"
+#include "tests/support/checks.hpp"
 #include "tests/support/errors.hpp"
 #include "tests/support/eventually.hpp"
 #include "tests/support/files.hpp"
 #include "tests/support/python_config.hpp"
 
 namespace snakepit::testing {
-
-/// Both our rendering and CAF's of an error, for failure messages.
-inline std::string explain(const caf::error& err) {
-  return describe(err) + " [" + caf::to_string(err) + "]";
-}
 
 inline config small_config(size_t workers = 2) {
   config cfg;
@@ -113,6 +111,45 @@ inline bool path_exists(const std::string& path) {
   return ::stat(path.c_str(), &st) == 0;
 }
 
+/// `execute_async` with its result delivered to the returned future. The promise is
+/// shared with the callback, so a test that stops early (a failed REQUIRE) leaves the
+/// callback no dangling reference.
+inline std::future<execute_result> call_async(runtime& rt, const std::string& command,
+                                              json args = json::object(),
+                                              execute_options opts = {}) {
+  auto done = std::make_shared<std::promise<execute_result>>();
+  rt.execute_async(command, std::move(args), std::move(opts),
+                   [done](execute_result res) { done->set_value(std::move(res)); });
+  return done->get_future();
+}
+
+/// A gate for the showcase tool `wait_gate`: a call with `args()` holds its worker
+/// thread until `open()` creates the gate's file, so a test keeps a worker busy for
+/// exactly as long as it needs, however slow the machine. The call gives up after
+/// `timeout` (and says so: `opened` false); the destructor opens the gate, so a test
+/// that stops early holds no worker.
+class gate {
+ public:
+  gate() : dir_{"gate"}, path_{dir_.path + "/open"} {}
+
+  ~gate() { open(); }
+
+  gate(const gate&) = delete;
+  gate& operator=(const gate&) = delete;
+
+  /// Arguments of `wait_gate` for this gate.
+  json args(std::chrono::milliseconds timeout = std::chrono::seconds{30}) const {
+    return {{"path", path_}, {"timeout_ms", timeout.count()}};
+  }
+
+  /// Lets every call held by this gate return.
+  void open() { std::ofstream{path_}.flush(); }
+
+ private:
+  temp_dir dir_;
+  std::string path_;
+};
+
 /// Stops the runtime and checks that nothing of it survives.
 inline void stop_and_check(runtime& rt) {
   auto run_id = rt.run_id();
@@ -120,7 +157,7 @@ inline void stop_and_check(runtime& rt) {
   auto pids = rt.live_processes();
   CHECK_FALSE(rt.stop());
   for (auto pid : pids)
-    CHECK_MESSAGE(!pid_alive(pid), "worker pid " << pid << " survived stop()");
+    CHECK_MSG(!pid_alive(pid), "worker pid " << pid << " survived stop()");
   CHECK(processes_with("--snakepit-run-id " + run_id).empty());
   CHECK_FALSE(path_exists(dir));
   CHECK(rt.live_processes().empty());

@@ -104,7 +104,7 @@ snakepit::execute_options in_session(const std::string& sid) {
 /// The state keys of session `sid` in the host's store.
 std::vector<std::string> keys_of(snakepit::runtime& rt, const std::string& sid) {
   auto info = rt.get_session_info(sid);
-  REQUIRE_MESSAGE(info, explain(info.error()));
+  REQUIRE_OK(info);
   return info->state_keys;
 }
 
@@ -115,7 +115,7 @@ TEST_SUITE("integration.host_access") {
   TEST_CASE("a process with the socket but no token, or a wrong one, is refused "
             "UNAUTHENTICATED and changes nothing") {
     auto rt = snakepit::runtime::start(session_pool());
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     auto& r = **rt;
     REQUIRE(r.create_session(std::string{"acc-1"}));
     auto stub = host_stub(r);
@@ -130,7 +130,7 @@ TEST_SUITE("integration.host_access") {
     for (auto& wrong :
          {forged, std::string(64, 'a'), std::string{"short"}, *issued + "0"}) {
       auto st = set_state(*stub, wrong, "acc-1", "k");
-      CHECK_MESSAGE(st.error_code() == grpc::StatusCode::UNAUTHENTICATED, wrong);
+      CHECK_MSG(st.error_code() == grpc::StatusCode::UNAUTHENTICATED, wrong);
       CHECK(st.error_message().find(wrong) == std::string::npos); // never echoed
     }
     CHECK(keys_of(r, "acc-1").empty()); // no refused call reached the store
@@ -143,11 +143,11 @@ TEST_SUITE("integration.host_access") {
       }
     CHECK(templates == 1);
     auto ok = set_state(*stub, *issued, "acc-1", "k");
-    CHECK_MESSAGE(ok.ok(), ok.error_message());
+    CHECK_MSG(ok.ok(), ok.error_message());
     CHECK(keys_of(r, "acc-1") == std::vector<std::string>{"k"});
     // The worker reads it back through the bridge with its own token.
     auto got = r.execute("recall", {{"key", "k"}}, in_session("acc-1"));
-    REQUIRE_MESSAGE(got, explain(got.error()));
+    REQUIRE_OK(got);
     CHECK(got->result == json(1));
     stop_and_check(r);
   }
@@ -158,7 +158,7 @@ TEST_SUITE("integration.host_access") {
     snakepit::start_options opts;
     opts.log_sinks.push_back(sink);
     auto rt = snakepit::runtime::start(spawned_pool(), opts);
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     auto& r = **rt;
     REQUIRE(r.create_session(std::string{"acc-2"}));
     auto ws = serving_workers(r);
@@ -170,7 +170,7 @@ TEST_SUITE("integration.host_access") {
     CHECK(command_line(pid).find(token) == std::string::npos);
     auto stub = host_stub(r);
     auto alive = set_state(*stub, token, "acc-2", "a");
-    CHECK_MESSAGE(alive.ok(), alive.error_message());
+    CHECK_MSG(alive.ok(), alive.error_message());
     REQUIRE(::kill(pid, SIGKILL) == 0);
     int next = 0;
     REQUIRE(eventually([&] {
@@ -189,9 +189,9 @@ TEST_SUITE("integration.host_access") {
     CHECK(set_state(*stub, fresh, "acc-2", "c").ok());
     // The replacement calls back with its own token: session state from its tools.
     auto wrote = r.execute("remember", {{"key", "d"}, {"value", 4}}, in_session("acc-2"));
-    REQUIRE_MESSAGE(wrote, explain(wrote.error()));
+    REQUIRE_OK(wrote);
     auto read = r.execute("recall", {{"key", "a"}}, in_session("acc-2"));
-    REQUIRE_MESSAGE(read, explain(read.error()));
+    REQUIRE_OK(read);
     CHECK(read->result == json(1));
     CHECK(keys_of(r, "acc-2") == std::vector<std::string>{"a", "c", "d"});
     stop_and_check(r);
@@ -199,14 +199,14 @@ TEST_SUITE("integration.host_access") {
     CHECK(lines.size() > 10); // the log was captured: the check below can fail
     for (auto& line : lines)
       for (auto& t : {token, fresh})
-        CHECK_MESSAGE(line.find(t) == std::string::npos, line);
+        CHECK_MSG(line.find(t) == std::string::npos, line);
   }
 
   TEST_CASE("a stdio worker, which cannot call the host, gets no token") {
     auto cfg = small_config(1);
     cfg.pools[0].kind = snakepit::worker_kind::stdio;
     auto rt = snakepit::runtime::start(cfg);
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     auto& r = **rt;
     auto ws = serving_workers(r);
     REQUIRE(ws);
@@ -221,7 +221,7 @@ TEST_SUITE("integration.host_access") {
     auto cfg = small_config(1);
     cfg.control_socket = true;
     auto rt = snakepit::runtime::start(cfg);
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     auto& r = **rt;
     CHECK(mode_of(r.runtime_dir()) == 0700);
     auto ws = serving_workers(r);
@@ -231,8 +231,8 @@ TEST_SUITE("integration.host_access") {
                                      r.runtime_dir() + "/" + ws->front().id + ".sock"};
     for (auto& path : sockets) {
       bool is_socket = false;
-      CHECK_MESSAGE(mode_of(path, &is_socket) == 0600, path);
-      CHECK_MESSAGE(is_socket, path);
+      CHECK_MSG(mode_of(path, &is_socket) == 0600, path);
+      CHECK_MSG(is_socket, path);
     }
     stop_and_check(r);
   }

@@ -46,10 +46,10 @@ std::vector<bad_input> bad_inputs() {
 /// The refusal says invalid_argument and the rule, and never carries the raw name.
 void check_refusal(const caf::error& err, const bad_input& in) {
   CAPTURE(in.rule);
-  REQUIRE_MESSAGE(err, "accepted");
-  CHECK_MESSAGE(err == errc::invalid_argument, explain(err));
+  REQUIRE_MSG(err, "accepted");
+  CHECK_MSG(err == errc::invalid_argument, explain(err));
   auto text = snakepit::describe(err);
-  CHECK_MESSAGE(text.find(in.rule) != std::string::npos, text);
+  CHECK_MSG(text.find(in.rule) != std::string::npos, text);
   CHECK(text.find('\x01') == std::string::npos);
   CHECK(text.size() < 300);
 }
@@ -64,7 +64,7 @@ TEST_SUITE("integration.input_validation") {
     cfg.pools[0].input.max_arg_values = 50; // the deep case has 42 values
     event_capture events;
     auto rt = snakepit::runtime::start(cfg, events.options("snakepit.request"));
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     auto& r = **rt;
     REQUIRE_FALSE(r.await_ready(30s));
     auto session = r.create_session("validation-session");
@@ -105,7 +105,7 @@ TEST_SUITE("integration.input_validation") {
     CHECK(events.count("snakepit.request.start") == 0);
     // The pool still serves good calls.
     auto ok = r.execute("echo", {{"x", 1}});
-    CHECK_MESSAGE(ok, explain(ok.error()));
+    CHECK_OK(ok);
     CHECK(r.list_workers()->front().requests == 1);
     stop_and_check(r);
   }
@@ -115,7 +115,7 @@ TEST_SUITE("integration.input_validation") {
     cfg.pools[0].input.max_command_bytes = 4;
     cfg.pools[0].input.max_arg_keys = 2;
     auto rt = snakepit::runtime::start(cfg);
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     auto& r = **rt;
     CHECK(r.execute("echo", {{"a", 1}, {"b", 2}}));
     auto keys = r.execute("echo", {{"a", 1}, {"b", 2}, {"c", 3}});

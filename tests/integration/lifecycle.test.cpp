@@ -42,7 +42,7 @@ TEST_SUITE("integration.heartbeat") {
                                            events.insert(ev.name);
                                          });
     auto rt = snakepit::runtime::start(heartbeat_config(true), opts);
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     auto& r = **rt;
     auto pid = serving_workers(r)->front().pid;
     REQUIRE(::kill(pid, SIGSTOP) == 0);
@@ -60,14 +60,13 @@ TEST_SUITE("integration.heartbeat") {
 
   TEST_CASE("a tool that blocks the worker's event loop gets the worker restarted") {
     auto rt = snakepit::runtime::start(heartbeat_config(true));
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     auto& r = **rt;
     auto pid = serving_workers(r)->front().pid;
     auto res = r.execute("block_loop", {{"ms", 20000}});
     REQUIRE_FALSE(res);
-    CHECK_MESSAGE(snakepit::describe(res.error()).find("worker_crashed") !=
-                    std::string::npos,
-                  explain(res.error()));
+    CHECK_MSG(snakepit::describe(res.error()).find("worker_crashed") != std::string::npos,
+              explain(res.error()));
     CHECK(eventually([&] { return replaced(r, pid); }, 15s));
     CHECK(r.execute("ping"));
     stop_and_check(r);
@@ -75,13 +74,13 @@ TEST_SUITE("integration.heartbeat") {
 
   TEST_CASE("a sync tool that sleeps holding the GIL gets the worker restarted") {
     auto rt = snakepit::runtime::start(heartbeat_config(true));
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     auto& r = **rt;
     auto pid = serving_workers(r)->front().pid;
     auto t0 = std::chrono::steady_clock::now();
     auto res = r.execute("hold_gil", {{"ms", 20000}});
     REQUIRE_FALSE(res);
-    CHECK_MESSAGE(res.error() == errc::worker_crashed, explain(res.error()));
+    CHECK_ERROR(res, errc::worker_crashed);
     // Killed by the heartbeat, not released by the end of the sleep.
     CHECK(std::chrono::steady_clock::now() - t0 < 15s);
     CHECK(eventually([&] { return replaced(r, pid); }, 15s));
@@ -92,7 +91,7 @@ TEST_SUITE("integration.heartbeat") {
 
   TEST_CASE("an independent heartbeat reports misses but leaves the worker alone") {
     auto rt = snakepit::runtime::start(heartbeat_config(false));
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     auto& r = **rt;
     auto pid = serving_workers(r)->front().pid;
     REQUIRE(::kill(pid, SIGSTOP) == 0);

@@ -41,17 +41,17 @@ TEST_SUITE("integration.logging") {
     snakepit::start_options opts;
     opts.log_sinks.push_back(sink);
     auto rt = snakepit::runtime::start(json_debug_config(), opts);
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     auto& r = **rt;
 
     snakepit::execute_options given;
     given.correlation_id = "cid-unary-given-1";
     auto res = r.execute("log", {{"message", "unary-given"}}, given);
-    REQUIRE_MESSAGE(res, explain(res.error()));
+    REQUIRE_OK(res);
     auto worker = res->worker_id;
     auto py =
       sink->wait_for([](const json& rec) { return str(rec, "msg") == "unary-given"; });
-    REQUIRE_MESSAGE(py, sink->dump());
+    REQUIRE_MSG(py, sink->dump());
     CHECK(str(*py, "correlation_id") == "cid-unary-given-1");
     CHECK(str(*py, "worker_id") == worker);
     CHECK(str(*py, "source") == "python");
@@ -60,7 +60,7 @@ TEST_SUITE("integration.logging") {
     auto host = sink->wait_for([](const json& rec) {
       return str(rec, "msg") == "request completed" && str(rec, "command") == "log";
     });
-    REQUIRE_MESSAGE(host, sink->dump());
+    REQUIRE_MSG(host, sink->dump());
     CHECK(str(*host, "correlation_id") == "cid-unary-given-1");
     CHECK(str(*host, "worker_id") == worker);
     CHECK(str(*host, "pool") == "default");
@@ -74,17 +74,16 @@ TEST_SUITE("integration.logging") {
     }));
 
     res = r.execute("log", {{"message", "unary-generated"}});
-    REQUIRE_MESSAGE(res, explain(res.error()));
+    REQUIRE_OK(res);
     py = sink->wait_for(
       [](const json& rec) { return str(rec, "msg") == "unary-generated"; });
-    REQUIRE_MESSAGE(py, sink->dump());
+    REQUIRE_MSG(py, sink->dump());
     auto cid = str(*py, "correlation_id");
     CHECK(cid.rfind("default-", 0) == 0);
     host = sink->wait_for([&](const json& rec) {
       return str(rec, "msg") == "request completed" && str(rec, "correlation_id") == cid;
     });
-    REQUIRE_MESSAGE(host, "generated id " << cid << " not in a host line:\n"
-                                          << sink->dump());
+    REQUIRE_MSG(host, "generated id " << cid << " not in a host line:\n" << sink->dump());
     CHECK(str(*host, "command") == "log");
     CHECK(str(*host, "worker_id") == res->worker_id);
     stop_and_check(r);
@@ -96,7 +95,7 @@ TEST_SUITE("integration.logging") {
     snakepit::start_options opts;
     opts.log_sinks.push_back(sink);
     auto rt = snakepit::runtime::start(json_debug_config(), opts);
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     auto& r = **rt;
     auto count = 0;
     snakepit::execute_options given;
@@ -104,16 +103,16 @@ TEST_SUITE("integration.logging") {
     auto err = r.execute_stream(
       "stream_log", {{"message", "stream-given"}, {"steps", 2}},
       [&](const json&, bool) { return ++count, true; }, given);
-    REQUIRE_MESSAGE(!err, explain(err));
+    REQUIRE_OK(err);
     CHECK(count >= 2);
     auto host = sink->wait_for([](const json& rec) {
       return str(rec, "msg") == "request completed" &&
              str(rec, "correlation_id") == "cid-stream-given-1";
     });
-    REQUIRE_MESSAGE(host, sink->dump());
+    REQUIRE_MSG(host, sink->dump());
     for (auto step : {"stream-given step 1", "stream-given step 2"}) {
       auto py = sink->wait_for([&](const json& rec) { return str(rec, "msg") == step; });
-      REQUIRE_MESSAGE(py, sink->dump());
+      REQUIRE_MSG(py, sink->dump());
       CHECK(str(*py, "correlation_id") == "cid-stream-given-1");
       CHECK(str(*py, "worker_id") == str(*host, "worker_id"));
       CHECK(str(*py, "source") == "python");
@@ -123,17 +122,16 @@ TEST_SUITE("integration.logging") {
 
     err = r.execute_stream("stream_log", {{"message", "stream-generated"}, {"steps", 1}},
                            [&](const json&, bool) { return true; });
-    REQUIRE_MESSAGE(!err, explain(err));
+    REQUIRE_OK(err);
     auto py = sink->wait_for(
       [](const json& rec) { return str(rec, "msg") == "stream-generated step 1"; });
-    REQUIRE_MESSAGE(py, sink->dump());
+    REQUIRE_MSG(py, sink->dump());
     auto cid = str(*py, "correlation_id");
     CHECK(cid.rfind("default-", 0) == 0);
     host = sink->wait_for([&](const json& rec) {
       return str(rec, "msg") == "request completed" && str(rec, "correlation_id") == cid;
     });
-    REQUIRE_MESSAGE(host, "generated id " << cid << " not in a host line:\n"
-                                          << sink->dump());
+    REQUIRE_MSG(host, "generated id " << cid << " not in a host line:\n" << sink->dump());
     CHECK(host->at("streaming") == true);
     CHECK(str(*host, "worker_id") == str(*py, "worker_id"));
     stop_and_check(r);
@@ -148,7 +146,7 @@ TEST_SUITE("integration.logging") {
     cfg.log.format = snakepit::adapters::log_format::json;
     cfg.log.to_stderr = false;
     auto rt = snakepit::runtime::start(cfg, opts);
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     auto& r = **rt;
     // At level debug the logging record is below the worker's level: only the print
     // reaches the host.
@@ -157,10 +155,10 @@ TEST_SUITE("integration.logging") {
     auto res = r.execute(
       "log", {{"message", "printed to stderr"}, {"level", "debug"}, {"raw", true}},
       given);
-    REQUIRE_MESSAGE(res, explain(res.error()));
+    REQUIRE_OK(res);
     auto line = sink->wait_for(
       [](const json& rec) { return str(rec, "msg") == "printed to stderr"; });
-    REQUIRE_MESSAGE(line, sink->dump());
+    REQUIRE_MSG(line, sink->dump());
     CHECK(str(*line, "worker_id") == res->worker_id);
     CHECK(str(*line, "pool") == "default");
     CHECK(str(*line, "stream") == "stderr");
@@ -174,7 +172,7 @@ TEST_SUITE("integration.logging") {
           }) == 1);
     // Nothing below info got through (no request lines, no tool-started lines).
     for (auto& rec : sink->records())
-      CHECK_MESSAGE(str(rec, "level") != "debug", rec.dump());
+      CHECK_MSG(str(rec, "level") != "debug", rec.dump());
     CHECK(
       sink->wait_for([](const json& rec) { return str(rec, "msg") == "worker ready"; }));
     stop_and_check(r);
@@ -190,12 +188,12 @@ TEST_SUITE("integration.logging") {
     cfg.log.to_stderr = false;
     cfg.log.file = dir->file("host.log");
     auto rt = snakepit::runtime::start(cfg);
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     auto& r = **rt;
     snakepit::execute_options given;
     given.correlation_id = "cid-text-1";
     auto res = r.execute("log", {{"message", "text-format"}}, given);
-    REQUIRE_MESSAGE(res, explain(res.error()));
+    REQUIRE_OK(res);
     auto worker = res->worker_id;
     auto pid = serving_workers(r)->front().pid;
     CHECK_FALSE(r.execute("crash"));
@@ -217,19 +215,18 @@ TEST_SUITE("integration.logging") {
       }
       return false;
     };
-    CHECK_MESSAGE(
+    CHECK_MSG(
       has_line({" debug snakepit: request completed ", "correlation_id=cid-text-1",
                 "worker_id=" + worker, "command=log"}),
       text);
-    CHECK_MESSAGE(has_line({" info snakepit: text-format ", "correlation_id=cid-text-1",
-                            "source=python", "worker_id=" + worker}),
-                  text);
-    CHECK_MESSAGE(has_line({" error snakepit: worker exited unexpectedly (exit code 1)",
-                            "worker_id=" + worker}),
-                  text);
-    CHECK_MESSAGE(has_line({" info snakepit: worker ready ", "worker_id=" + worker}),
-                  text);
-    CHECK_MESSAGE(has_line({" info snakepit: runtime stopped "}), text);
+    CHECK_MSG(has_line({" info snakepit: text-format ", "correlation_id=cid-text-1",
+                        "source=python", "worker_id=" + worker}),
+              text);
+    CHECK_MSG(has_line({" error snakepit: worker exited unexpectedly (exit code 1)",
+                        "worker_id=" + worker}),
+              text);
+    CHECK_MSG(has_line({" info snakepit: worker ready ", "worker_id=" + worker}), text);
+    CHECK_MSG(has_line({" info snakepit: runtime stopped "}), text);
   }
 
   TEST_CASE("a worker that cannot start leaves its Python error in the host log") {
@@ -247,11 +244,11 @@ TEST_SUITE("integration.logging") {
       return str(rec, "source") == "python" &&
              rec.dump().find("ImportError") != std::string::npos;
     });
-    CHECK_MESSAGE(from_python >= 1, sink->dump());
+    CHECK_MSG(from_python >= 1, sink->dump());
     auto failed = std::count_if(recs.begin(), recs.end(), [](const json& rec) {
       return str(rec, "msg") == "worker failed to start" && str(rec, "level") == "error";
     });
-    CHECK_MESSAGE(failed >= 1, sink->dump());
+    CHECK_MSG(failed >= 1, sink->dump());
   }
 
   TEST_CASE("an invalid log setting fails the start with the key named") {

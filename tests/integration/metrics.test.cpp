@@ -63,7 +63,7 @@ TEST_SUITE("integration.metrics") {
     auto cfg = small_config(2);
     cfg.metrics.address = "127.0.0.1:0";
     auto rt = runtime::start(cfg);
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     auto& r = **rt;
     auto addr = r.metrics_address();
     REQUIRE(addr.rfind("127.0.0.1:", 0) == 0);
@@ -189,7 +189,7 @@ TEST_SUITE("integration.metrics") {
     auto first_cfg = small_config(1);
     first_cfg.metrics.address = "127.0.0.1:0";
     auto first = runtime::start(first_cfg);
-    REQUIRE_MESSAGE(first, explain(first.error()));
+    REQUIRE_OK(first);
     auto cfg = small_config(1);
     cfg.metrics.address = (*first)->metrics_address();
     auto second = runtime::start(cfg);
@@ -203,7 +203,7 @@ TEST_SUITE("integration.metrics") {
     auto cfg = small_config(1);
     cfg.control_socket = false;
     auto rt = runtime::start(cfg);
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     CHECK((*rt)->control_socket().empty());
     CHECK_FALSE(path_exists((*rt)->runtime_dir() + "/control.sock"));
     CHECK((*rt)->metrics_address().empty());

@@ -47,7 +47,7 @@ TEST_SUITE("integration.pool") {
 
   TEST_CASE("a pool of four workers becomes ready with four distinct live processes") {
     auto rt = snakepit::runtime::start(small_config(4));
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     auto ws = serving_workers(**rt);
     REQUIRE(ws);
     CHECK(ws->size() == 4);
@@ -67,19 +67,19 @@ TEST_SUITE("integration.pool") {
 
   TEST_CASE("ping, echo and add round trip through the pool") {
     auto rt = snakepit::runtime::start(small_config(2));
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     auto& r = **rt;
     auto pong = r.execute("ping");
-    REQUIRE_MESSAGE(pong, snakepit::describe(pong.error()));
+    REQUIRE_OK(pong);
     CHECK(pong->result == "pong");
     CHECK_FALSE(pong->worker_id.empty());
     json payload = {
       {"s", "héllo"}, {"n", 42}, {"list", {1, 2, 3}}, {"nested", {{"ok", true}}}};
     auto echo = r.execute("echo", payload);
-    REQUIRE_MESSAGE(echo, snakepit::describe(echo.error()));
+    REQUIRE_OK(echo);
     CHECK(echo->result == payload);
     auto sum = r.execute("add", {{"a", 2}, {"b", 40}});
-    REQUIRE_MESSAGE(sum, snakepit::describe(sum.error()));
+    REQUIRE_OK(sum);
     CHECK(sum->result.get<double>() == doctest::Approx(42.0));
     stop_and_check(r);
   }
@@ -87,7 +87,7 @@ TEST_SUITE("integration.pool") {
   TEST_CASE(
     "a Python exception becomes tool_error with the Python type, message and traceback") {
     auto rt = snakepit::runtime::start(small_config(1));
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     auto res = (*rt)->execute("fail", {{"message", "bad input 42"}});
     REQUIRE_FALSE(res);
     CHECK(is_error(res.error(), errc::tool_error));
@@ -104,7 +104,7 @@ TEST_SUITE("integration.pool") {
 
   TEST_CASE("an unknown tool is reported as unknown_tool") {
     auto rt = snakepit::runtime::start(small_config(1));
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     auto res = (*rt)->execute("no_such_tool");
     REQUIRE_FALSE(res);
     CHECK(is_error(res.error(), errc::unknown_tool));
@@ -114,7 +114,7 @@ TEST_SUITE("integration.pool") {
   TEST_CASE("once the workers registered their tools, an unknown tool is rejected before "
             "dispatch") {
     auto rt = snakepit::runtime::start(small_config(1));
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     auto& r = **rt;
     // Registration reaches the host shortly after the worker is ready.
     CHECK(eventually(
@@ -138,7 +138,7 @@ TEST_SUITE("integration.pool") {
 
   TEST_CASE("a call to a pool that does not exist fails with pool_not_found") {
     auto rt = snakepit::runtime::start(small_config(1));
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     snakepit::execute_options opts;
     opts.pool = "nope";
     auto res = (*rt)->execute("ping", json::object(), opts);
@@ -150,7 +150,7 @@ TEST_SUITE("integration.pool") {
 
   TEST_CASE("two hundred concurrent requests across four workers are all answered") {
     auto rt = snakepit::runtime::start(small_config(4));
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     auto& r = **rt;
     constexpr size_t n = 200;
     latch done{n};
@@ -185,7 +185,7 @@ TEST_SUITE("integration.pool") {
   TEST_CASE("kill -9 of a busy worker: the in-flight call gets worker_crashed and a new "
             "process takes its place") {
     auto rt = snakepit::runtime::start(small_config(1));
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     auto& r = **rt;
     auto before = serving_workers(r);
     REQUIRE(before);
@@ -203,7 +203,7 @@ TEST_SUITE("integration.pool") {
     REQUIRE(fut.wait_for(5s) == std::future_status::ready);
     auto res = fut.get();
     REQUIRE_FALSE(res);
-    CHECK_MESSAGE(is_error(res.error(), errc::worker_crashed), explain(res.error()));
+    CHECK_ERROR(res, errc::worker_crashed);
     CHECK(eventually([&] { return !pid_alive(old.pid); }));
     int new_pid = 0;
     CHECK(eventually([&] {
@@ -225,7 +225,7 @@ TEST_SUITE("integration.pool") {
   TEST_CASE(
     "an idempotent call whose worker is killed mid-call succeeds on another worker") {
     auto rt = snakepit::runtime::start(small_config(2));
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     auto& r = **rt;
     std::promise<snakepit::execute_result> p;
     snakepit::execute_options opts;
@@ -247,7 +247,7 @@ TEST_SUITE("integration.pool") {
     auto fut = p.get_future();
     REQUIRE(fut.wait_for(15s) == std::future_status::ready);
     auto res = fut.get();
-    REQUIRE_MESSAGE(res, explain(res.error()));
+    REQUIRE_OK(res);
     CHECK(res->result.value("pid", 0) != victim);
     stop_and_check(r);
   }
@@ -258,7 +258,7 @@ TEST_SUITE("integration.pool") {
     cfg.pools[0].queue.max_size = 5;
     cfg.pools[0].queue.timeout = 100ms;
     auto rt = snakepit::runtime::start(cfg);
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     auto& r = **rt;
     char tmpl[] = "/tmp/snakepit-probe-XXXXXX";
     int fd = ::mkstemp(tmpl);
@@ -311,7 +311,7 @@ TEST_SUITE("integration.pool") {
 
   TEST_CASE("a call whose deadline passes while the tool runs fails with timeout") {
     auto rt = snakepit::runtime::start(small_config(1));
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     snakepit::execute_options opts;
     opts.timeout = 300ms;
     auto res = (*rt)->execute("sleep", {{"ms", 3000}}, opts);
@@ -325,7 +325,7 @@ TEST_SUITE("integration.pool") {
     auto cfg = small_config(1);
     cfg.pools[0].adapter_env = {{"OMP_NUM_THREADS", "3"}};
     auto rt = snakepit::runtime::start(cfg);
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     auto omp = (*rt)->execute("env", {{"name", "OMP_NUM_THREADS"}});
     REQUIRE(omp);
     CHECK(omp->result == "3");
@@ -337,7 +337,7 @@ TEST_SUITE("integration.pool") {
 
   TEST_CASE("a host actor talks to the pool actor with messages") {
     auto rt = snakepit::runtime::start(small_config(1));
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     auto pool = (*rt)->pool();
     REQUIRE(pool);
     caf::scoped_actor self{(*rt)->system()};

@@ -28,7 +28,7 @@ TEST_SUITE("integration.python_telemetry") {
     "correlation ids") {
     event_capture seen;
     auto rt = snakepit::runtime::start(small_config(1), seen.options("snakepit.python"));
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     auto& r = **rt;
 
     snakepit::execute_options given;
@@ -38,10 +38,10 @@ TEST_SUITE("integration.python_telemetry") {
                           {"measurements", {{"size", 3}, {"ratio", 0.5}, {"label", "x"}}},
                           {"metadata", {{"stage", "warm"}}}},
                          given);
-    REQUIRE_MESSAGE(res, explain(res.error()));
+    REQUIRE_OK(res);
     CHECK(res->result == true);
     auto ev = seen.wait_for("snakepit.python.model.loaded", [](auto&) { return true; });
-    REQUIRE_MESSAGE(ev, seen.dump());
+    REQUIRE_MSG(ev, seen.dump());
     CHECK(ev->measurements["size"] == 3);
     CHECK(ev->measurements["ratio"] == 0.5);
     CHECK(ev->measurements["label"] == "x");
@@ -57,30 +57,30 @@ TEST_SUITE("integration.python_telemetry") {
     auto err = r.execute_stream(
       "stream_log", {{"message", "m"}, {"steps", 2}},
       [](const json&, bool) { return true; }, streamed);
-    REQUIRE_MESSAGE(!err, explain(err));
+    REQUIRE_OK(err);
     for (int step : {1, 2}) {
       auto sev = seen.wait_for("snakepit.python.showcase.stream_step", [&](auto& e) {
         return e.measurements.value("step", 0) == step;
       });
-      REQUIRE_MESSAGE(sev, seen.dump());
+      REQUIRE_MSG(sev, seen.dump());
       CHECK(md(*sev, "correlation_id") == "cid-pytel-stream");
       CHECK(md(*sev, "worker_id") == res->worker_id);
       CHECK(md(*sev, "message") == "m");
     }
     // A generated id reaches the events too.
     res = r.execute("emit_event", {{"name", "no.cid.given"}});
-    REQUIRE_MESSAGE(res, explain(res.error()));
+    REQUIRE_OK(res);
     auto gen = seen.wait_for("snakepit.python.no.cid.given", [](auto&) { return true; });
-    REQUIRE_MESSAGE(gen, seen.dump());
+    REQUIRE_MSG(gen, seen.dump());
     CHECK(md(*gen, "correlation_id").rfind("default-", 0) == 0);
 
     // Upstream's python.* names are not doubled; invalid names are refused in Python.
     res = r.execute("emit_event", {{"name", "python.memory.sampled"},
                                    {"measurements", {{"rss_mb", 12.5}}}});
-    REQUIRE_MESSAGE(res, explain(res.error()));
+    REQUIRE_OK(res);
     CHECK(seen.wait_for("snakepit.python.memory.sampled", [](auto&) { return true; }));
     res = r.execute("emit_event", {{"name", "not a name!"}});
-    REQUIRE_MESSAGE(res, explain(res.error()));
+    REQUIRE_OK(res);
     CHECK(res->result == false);
     stop_and_check(r);
   }
@@ -91,7 +91,7 @@ TEST_SUITE("integration.python_telemetry") {
     // Python's grace period would be 9.5 s: a stop held by the stream would show.
     cfg.pools[0].graceful_shutdown_timeout = 10s;
     auto rt = snakepit::runtime::start(cfg, seen.options("snakepit.python"));
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     auto& r = **rt;
     auto pid = serving_workers(r)->front().pid;
     ::kill(pid, SIGKILL);
@@ -100,12 +100,12 @@ TEST_SUITE("integration.python_telemetry") {
       return ws && ws->size() == 1 && ws->front().pid != pid;
     }));
     auto res = r.execute("emit_event", {{"name", "after.restart"}});
-    REQUIRE_MESSAGE(res, explain(res.error()));
+    REQUIRE_OK(res);
     CHECK(seen.wait_for("snakepit.python.after.restart", [](auto&) { return true; }));
     auto started = std::chrono::steady_clock::now();
     stop_and_check(r);
     auto took = std::chrono::steady_clock::now() - started;
-    CHECK_MESSAGE(
+    CHECK_MSG(
       took < 8s,
       "stop took " << std::chrono::duration_cast<std::chrono::milliseconds>(took).count()
                    << " ms");
@@ -116,13 +116,13 @@ TEST_SUITE("integration.python_telemetry") {
     "after a restart") {
     event_capture seen;
     auto rt = snakepit::runtime::start(small_config(1), seen.options("snakepit.python"));
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     auto& r = **rt;
     // The tool returns whether its worker queued the event, so the worker's view of
     // the settings is observable without waiting for absent events.
     auto queued = [&](const std::string& name) {
       auto res = r.execute("emit_event", {{"name", name}});
-      REQUIRE_MESSAGE(res, explain(res.error()));
+      REQUIRE_OK(res);
       return res->result.get<bool>();
     };
     snakepit::adapters::telemetry_control off;
@@ -168,7 +168,7 @@ TEST_SUITE("integration.python_telemetry") {
     CHECK(r.telemetry().flush(5s));
     for (auto name : {"snakepit.python.off.final", "snakepit.python.noisy.one",
                       "snakepit.python.sampled.final"}) {
-      CHECK_MESSAGE(seen.count(name) == 0, name);
+      CHECK_MSG(seen.count(name) == 0, name);
     }
     stop_and_check(r);
   }

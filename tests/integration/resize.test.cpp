@@ -61,7 +61,7 @@ TEST_SUITE("integration.resize") {
 
   TEST_CASE("a pool grows and shrinks under load and no call fails") {
     auto rt = snakepit::runtime::start(small_config(2));
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     auto& r = **rt;
     auto before = live_worker_processes(r);
     load l{r, 6};
@@ -81,7 +81,7 @@ TEST_SUITE("integration.resize") {
     std::this_thread::sleep_for(300ms);
     l.finish();
     CHECK(l.ok > ok_before_shrink); // calls kept running through the shrink
-    CHECK_MESSAGE(l.failed == 0, (l.errors.empty() ? "" : l.errors.front()));
+    CHECK_MSG(l.failed == 0, (l.errors.empty() ? "" : l.errors.front()));
     auto s = r.get_stats();
     REQUIRE(s);
     CHECK(s->errors == 0);
@@ -96,7 +96,7 @@ TEST_SUITE("integration.resize") {
 
   TEST_CASE("resize_pool's errors: bad sizes, unknown pools, a stopped runtime") {
     auto rt = snakepit::runtime::start(small_config(1));
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     auto& r = **rt;
     CHECK(errc_of(r.resize_pool("default", 0)) == errc::invalid_argument);
     CHECK(errc_of(r.resize_pool("default", 2000)) == errc::invalid_argument);
@@ -107,7 +107,7 @@ TEST_SUITE("integration.resize") {
 
   TEST_CASE("list_workers shows a starting worker, init status follows it") {
     auto rt = snakepit::runtime::start(small_config(1));
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     auto& r = **rt;
     auto first = r.list_workers()->front().id;
     CHECK(r.get_init_status(first)->state == "ready");
@@ -131,7 +131,7 @@ TEST_SUITE("integration.add_remove_pool") {
 
   TEST_CASE("a pool added at run time serves, is listed, and goes with nothing left") {
     auto rt = snakepit::runtime::start(small_config(1));
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     auto& r = **rt;
     auto extra = small_config(2).pools[0];
     extra.name = "extra";
@@ -140,7 +140,7 @@ TEST_SUITE("integration.add_remove_pool") {
     snakepit::execute_options on_extra;
     on_extra.pool = "extra";
     auto res = r.execute("echo", {{"x", 1}}, on_extra);
-    REQUIRE_MESSAGE(res, explain(res.error()));
+    REQUIRE_OK(res);
     CHECK(res->worker_id.rfind("extra_worker_", 0) == 0);
     auto all = r.get_all_stats();
     REQUIRE(all);
@@ -155,8 +155,8 @@ TEST_SUITE("integration.add_remove_pool") {
     std::this_thread::sleep_for(100ms);
     REQUIRE_FALSE(r.remove_pool("extra"));
     auto slow_res = slow.get();
-    CHECK_MESSAGE(slow_res, (slow_res ? "" : explain(slow_res.error())));
-    CHECK(r.execute("echo", {{"x", 2}}, on_extra).error() == errc::pool_not_found);
+    CHECK_OK(slow_res);
+    CHECK_ERROR(r.execute("echo", {{"x", 2}}, on_extra), errc::pool_not_found);
     CHECK(r.pool_names() == std::vector<std::string>{"default"});
     for (auto& w : *extra_pids)
       CHECK(eventually([&] { return !pid_alive(w.pid); }));
@@ -169,7 +169,7 @@ TEST_SUITE("integration.add_remove_pool") {
 
   TEST_CASE("add_pool and remove_pool refuse what cannot be done, and leave nothing") {
     auto rt = snakepit::runtime::start(small_config(1));
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     auto& r = **rt;
     auto dup = small_config(1).pools[0];
     CHECK(errc_of(r.add_pool(dup)) == errc::invalid_config); // "default" exists

@@ -27,17 +27,25 @@ bool busy_workers(snakepit::runtime& rt, size_t n) {
   });
 }
 
+/// Starts a call in session `sid` that holds its worker until `held` opens.
+std::future<snakepit::execute_result> held_call(snakepit::runtime& rt, const char* sid,
+                                                const gate& held) {
+  snakepit::execute_options o;
+  o.session_id = sid;
+  return call_async(rt, "wait_gate", held.args(), o);
+}
+
 } // namespace
 
 TEST_SUITE("integration.affinity") {
 
   TEST_CASE("hint: a session's sequential calls on an idle pool all run on one worker") {
     auto rt = snakepit::runtime::start(small_config(4));
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     std::set<int> pids;
     for (int i = 0; i < 100; ++i) {
       auto res = (*rt)->execute_in_session("sess_a", "info");
-      REQUIRE_MESSAGE(res, explain(res.error()));
+      REQUIRE_OK(res);
       pids.insert(pid_of(res));
     }
     CHECK(pids.size() == 1);
@@ -50,22 +58,22 @@ TEST_SUITE("integration.affinity") {
   TEST_CASE("hint: when the session's worker is busy the call goes elsewhere and the "
             "session follows") {
     auto rt = snakepit::runtime::start(small_config(2));
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     auto& r = **rt;
     auto first = r.execute_in_session("s1", "info");
     REQUIRE(first);
     auto home = pid_of(first);
-    std::promise<snakepit::execute_result> slow;
-    snakepit::execute_options o;
-    o.session_id = "s1";
-    r.execute_async("sleep", {{"ms", 600}}, o, [&](snakepit::execute_result res) {
-      slow.set_value(std::move(res));
-    });
+    gate held;
+    auto slow = held_call(r, "s1", held);
     REQUIRE(busy_workers(r, 1));
     auto moved = r.execute_in_session("s1", "info");
     REQUIRE(moved);
     CHECK(pid_of(moved) != home);
-    REQUIRE(slow.get_future().get());
+    held.open();
+    auto blocked = slow.get();
+    REQUIRE_OK(blocked);
+    CHECK(blocked->result.value("opened", false)); // it ended because the gate opened
+    CHECK(pid_of(blocked) == home);
     auto after = r.execute_in_session("s1", "info");
     REQUIRE(after);
     CHECK(pid_of(after) == pid_of(moved)); // the session followed its new worker
@@ -77,28 +85,42 @@ TEST_SUITE("integration.affinity") {
     auto cfg = small_config(2);
     cfg.pools[0].affinity = snakepit::affinity_mode::strict_queue;
     auto rt = snakepit::runtime::start(cfg);
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     auto& r = **rt;
     auto first = r.execute_in_session("s2", "info");
     REQUIRE(first);
     auto home = pid_of(first);
-    std::promise<snakepit::execute_result> slow;
-    snakepit::execute_options o;
-    o.session_id = "s2";
-    r.execute_async("sleep", {{"ms", 400}}, o, [&](snakepit::execute_result res) {
-      slow.set_value(std::move(res));
-    });
+    gate held;
+    auto slow = held_call(r, "s2", held);
     REQUIRE(busy_workers(r, 1));
     // Another session is free to use the other worker meanwhile.
     auto other = r.execute_in_session("s3", "info");
     REQUIRE(other);
-    auto waited = r.execute_in_session("s2", "info");
-    REQUIRE_MESSAGE(waited, explain(waited.error()));
+    CHECK(pid_of(other) != home);
+    // s2's next call queues for its busy worker instead of taking the idle one.
+    auto waiting =
+      std::async(std::launch::async, [&] { return r.execute_in_session("s2", "info"); });
+    // Should a check below stop the test, open the gate before `waiting` waits for
+    // its call.
+    struct open_on_exit {
+      gate& g;
+      ~open_on_exit() { g.open(); }
+    } opener{held};
+    CHECK(eventually([&] {
+      auto s = r.get_stats();
+      return s && s->queue_depth == 1;
+    }));
+    CHECK(waiting.wait_for(100ms) == std::future_status::timeout);
+    held.open();
+    auto blocked = slow.get();
+    REQUIRE_OK(blocked);
+    CHECK(blocked->result.value("opened", false));
+    auto waited = waiting.get();
+    REQUIRE_OK(waited);
     CHECK(pid_of(waited) == home);
-    CHECK(slow.get_future().get());
     auto stats = r.get_stats();
     REQUIRE(stats);
-    CHECK(stats->queued >= 1);
+    CHECK(stats->queued == 1);
     stop_and_check(r);
   }
 
@@ -107,21 +129,20 @@ TEST_SUITE("integration.affinity") {
     auto cfg = small_config(2);
     cfg.pools[0].affinity = snakepit::affinity_mode::strict_fail_fast;
     auto rt = snakepit::runtime::start(cfg);
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     auto& r = **rt;
     REQUIRE(r.execute_in_session("s4", "info"));
-    std::promise<snakepit::execute_result> slow;
-    snakepit::execute_options o;
-    o.session_id = "s4";
-    r.execute_async("sleep", {{"ms", 400}}, o, [&](snakepit::execute_result res) {
-      slow.set_value(std::move(res));
-    });
+    gate held;
+    auto slow = held_call(r, "s4", held);
     REQUIRE(busy_workers(r, 1));
     auto res = r.execute_in_session("s4", "info");
     REQUIRE_FALSE(res);
-    CHECK_MESSAGE(is_error(res.error(), errc::worker_busy), explain(res.error()));
+    CHECK_ERROR(res, errc::worker_busy);
     CHECK(r.get_stats()->queue_depth == 0);
-    CHECK(slow.get_future().get());
+    held.open();
+    auto blocked = slow.get();
+    REQUIRE_OK(blocked);
+    CHECK(blocked->result.value("opened", false));
     stop_and_check(r);
   }
 
@@ -133,7 +154,7 @@ TEST_SUITE("integration.affinity") {
       auto cfg = small_config(2);
       cfg.pools[0].affinity = mode;
       auto rt = snakepit::runtime::start(cfg);
-      REQUIRE_MESSAGE(rt, explain(rt.error()));
+      REQUIRE_OK(rt);
       auto& r = **rt;
       auto first = r.execute_in_session("s5", "info");
       REQUIRE(first);
@@ -152,12 +173,11 @@ TEST_SUITE("integration.affinity") {
       }));
       auto next = r.execute_in_session("s5", "info");
       if (mode == snakepit::affinity_mode::hint) {
-        REQUIRE_MESSAGE(next, explain(next.error()));
+        REQUIRE_OK(next);
         CHECK(pid_of(next) != victim);
       } else {
         REQUIRE_FALSE(next);
-        CHECK_MESSAGE(is_error(next.error(), errc::session_worker_unavailable),
-                      explain(next.error()));
+        CHECK_ERROR(next, errc::session_worker_unavailable);
       }
       stop_and_check(r);
     }
@@ -167,12 +187,12 @@ TEST_SUITE("integration.affinity") {
     auto cfg = small_config(1);
     cfg.sessions.max = 2;
     auto rt = snakepit::runtime::start(cfg);
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     CHECK((*rt)->create_session(std::string{"q1"}));
     CHECK((*rt)->create_session(std::string{"q2"}));
     auto third = (*rt)->create_session(std::string{"q3"});
     REQUIRE_FALSE(third);
-    CHECK_MESSAGE(is_error(third.error(), errc::quota_exceeded), explain(third.error()));
+    CHECK_ERROR(third, errc::quota_exceeded);
     CHECK((*rt)->cleanup_session("q1"));
     CHECK((*rt)->create_session(std::string{"q3"}));
     stop_and_check(**rt);
@@ -180,7 +200,7 @@ TEST_SUITE("integration.affinity") {
 
   TEST_CASE("an invalid session id is rejected") {
     auto rt = snakepit::runtime::start(small_config(1));
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     auto res = (*rt)->execute_in_session("bad id!", "ping");
     REQUIRE_FALSE(res);
     CHECK(is_error(res.error(), errc::invalid_session_id));
@@ -196,7 +216,7 @@ TEST_SUITE("integration.scheduling") {
     cfg.pools[0].worker_profile = snakepit::worker_profile::thread;
     cfg.pools[0].threads_per_worker = 4;
     auto rt = snakepit::runtime::start(cfg);
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     auto& r = **rt;
     std::mutex mtx;
     std::vector<json> results;
@@ -250,7 +270,7 @@ TEST_SUITE("integration.scheduling") {
       cfg.pools[0].threads_per_worker = 4;
       cfg.pools[0].capacity_strategy = snakepit::capacity_strategy::profile;
       auto rt = snakepit::runtime::start(cfg);
-      REQUIRE_MESSAGE(rt, explain(rt.error()));
+      REQUIRE_OK(rt);
       CHECK(serving_workers(**rt)->front().capacity == 1);
       stop_and_check(**rt);
     }
@@ -264,7 +284,7 @@ TEST_SUITE("integration.scheduling") {
       cfg.pools[0].threads_per_worker = 2;
       cfg.pools[0].capacity_strategy = snakepit::capacity_strategy::hybrid;
       auto rt = snakepit::runtime::start(cfg, opts);
-      REQUIRE_MESSAGE(rt, explain(rt.error()));
+      REQUIRE_OK(rt);
       std::promise<void> a, b;
       (*rt)->execute_async("sleep", {{"ms", 300}}, {},
                            [&](snakepit::execute_result) { a.set_value(); });
@@ -288,7 +308,7 @@ TEST_SUITE("integration.scheduling") {
     cfg.pools[0].threads_per_worker = 3;
     cfg.pools[0].adapter_env = {{"MKL_NUM_THREADS", "7"}};
     auto rt = snakepit::runtime::start(cfg);
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     CHECK((*rt)->execute("env", {{"name", "OPENBLAS_NUM_THREADS"}})->result == "3");
     CHECK((*rt)->execute("env", {{"name", "MKL_NUM_THREADS"}})->result == "7");
     stop_and_check(**rt);
@@ -308,7 +328,7 @@ TEST_SUITE("integration.scheduling") {
     gamma.adapter = "snakepit_bridge.adapters.session_showcase.SessionShowcaseAdapter";
     cfg.pools.push_back(gamma);
     auto rt = snakepit::runtime::start(cfg);
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     auto& r = **rt;
     snakepit::execute_options a, b, g;
     a.pool = "alpha";
@@ -335,7 +355,7 @@ TEST_SUITE("integration.scheduling") {
     broken.adapter = "snakepit_missing_pool_module.Adapter";
     cfg.pools.push_back(broken);
     auto rt = snakepit::runtime::start(cfg);
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     auto& r = **rt;
     snakepit::execute_options h, b;
     h.pool = "healthy";

@@ -59,16 +59,16 @@ TEST_SUITE("integration.sessions") {
   TEST_CASE("1000 increments from 4 workers in parallel end at exactly 1000, get+set "
             "loses updates") {
     auto rt = snakepit::runtime::start(session_config(4));
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     auto& r = **rt;
     CHECK(r.bridge_address() == "unix:" + r.runtime_dir() + "/host.sock");
     auto sid = r.create_session();
-    REQUIRE_MESSAGE(sid, explain(sid.error()));
+    REQUIRE_OK(sid);
     std::atomic<int> failures{0};
     hammer(r, *sid, "incr", 8, 1000, failures);
     CHECK(failures == 0);
     auto v = r.execute("recall", {{"key", "counter"}}, in_session(*sid));
-    REQUIRE_MESSAGE(v, explain(v.error()));
+    REQUIRE_OK(v);
     CHECK(v->result == 1000);
     // The same with get then set from several workers: updates interleave and are lost,
     // which is why increment exists. Losing none is possible, so only the bound is
@@ -85,7 +85,7 @@ TEST_SUITE("integration.sessions") {
   TEST_CASE("a host tool registered in C++ is called from Python, and a throw becomes "
             "tool_error") {
     auto rt = snakepit::runtime::start(session_config(2));
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     auto& r = **rt;
     std::atomic<int> calls{0};
     REQUIRE_FALSE(r.register_host_tool(
@@ -106,7 +106,7 @@ TEST_SUITE("integration.sessions") {
 
     auto ok = r.execute("call_host", {{"name", "scale"}, {"args", {{"x", 21}}}},
                         in_session(*sid));
-    REQUIRE_MESSAGE(ok, explain(ok.error()));
+    REQUIRE_OK(ok);
     CHECK(ok->result == json{{"scaled", 42.0}});
     CHECK(calls == 1);
 
@@ -143,7 +143,7 @@ TEST_SUITE("integration.sessions") {
 
   TEST_CASE("invalid session ids are rejected by the facade and by the bridge") {
     auto rt = snakepit::runtime::start(session_config(1));
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     auto& r = **rt;
     for (auto& bad :
          std::vector<std::string>{"has space", "semi;colon", std::string(200, 'a')}) {
@@ -158,21 +158,21 @@ TEST_SUITE("integration.sessions") {
     REQUIRE(py);
     CHECK(py->type == "ValueError");
     CHECK(py->message.find("invalid_session_id") != std::string::npos);
-    CHECK(r.get_session_info("nobody").error() == errc::session_not_found);
+    CHECK_ERROR(r.get_session_info("nobody"), errc::session_not_found);
     stop_and_check(r);
   }
 
   TEST_CASE("a stateless adapter keeps all state in the session, cleanup_session counts "
             "what it removed") {
     auto rt = snakepit::runtime::start(session_config(3));
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     auto& r = **rt;
     auto sid = r.create_session(std::nullopt, {{"user", "ada"}});
     REQUIRE(sid);
     for (int i = 0; i < 12; ++i) {
       auto w = r.execute("remember", {{"key", "k" + std::to_string(i % 3)}, {"value", i}},
                          in_session(*sid));
-      REQUIRE_MESSAGE(w, explain(w.error()));
+      REQUIRE_OK(w);
     }
     // The state does not live in a worker: with two of the three workers held (capacity
     // 1 each), a write goes to the third; with two held again, a read lands on a worker
@@ -196,7 +196,7 @@ TEST_SUITE("integration.sessions") {
       std::set<std::string> ids;
       for (auto& p : *held) {
         auto res = p.get_future().get();
-        REQUIRE_MESSAGE(res, explain(res.error()));
+        REQUIRE_OK(res);
         ids.insert(res->worker_id);
       }
       return ids;
@@ -204,7 +204,7 @@ TEST_SUITE("integration.sessions") {
     auto held = hold_two();
     auto wrote =
       r.execute("remember", {{"key", "moved"}, {"value", "yes"}}, in_session(*sid));
-    REQUIRE_MESSAGE(wrote, explain(wrote.error()));
+    REQUIRE_OK(wrote);
     auto busy = release(held);
     CHECK(busy.size() == 2);
     CHECK(busy.count(wrote->worker_id) == 0);
@@ -212,12 +212,12 @@ TEST_SUITE("integration.sessions") {
     for (int attempt = 0; attempt < 5 && !read_elsewhere; ++attempt) {
       held = hold_two();
       auto got = r.execute("recall", {{"key", "moved"}}, in_session(*sid));
-      REQUIRE_MESSAGE(got, explain(got.error()));
+      REQUIRE_OK(got);
       CHECK(got->result == "yes");
       read_elsewhere = got->worker_id != wrote->worker_id;
       release(held);
     }
-    CHECK_MESSAGE(read_elsewhere, "every read landed on the worker that wrote");
+    CHECK_MSG(read_elsewhere, "every read landed on the worker that wrote");
     auto l = r.execute("append", {{"key", "log"}, {"item", "a"}}, in_session(*sid));
     REQUIRE(l);
     l = r.execute("append", {{"key", "log"}, {"item", "b"}}, in_session(*sid));
@@ -227,7 +227,7 @@ TEST_SUITE("integration.sessions") {
     REQUIRE(k2);
     CHECK(k2->result == 11);
     auto info = r.get_session_info(*sid);
-    REQUIRE_MESSAGE(info, explain(info.error()));
+    REQUIRE_OK(info);
     CHECK(info->id == *sid);
     CHECK(info->metadata.at("user") == "ada");
     CHECK(info->state_keys == std::vector<std::string>{"k0", "k1", "k2", "log", "moved"});
@@ -239,7 +239,7 @@ TEST_SUITE("integration.sessions") {
     auto removed = r.cleanup_session(*sid);
     REQUIRE(removed);
     CHECK(*removed == 5);
-    CHECK(r.get_session_info(*sid).error() == errc::session_not_found);
+    CHECK_ERROR(r.get_session_info(*sid), errc::session_not_found);
     auto again = r.cleanup_session(*sid);
     REQUIRE(again);
     CHECK(*again == 0);

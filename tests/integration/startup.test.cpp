@@ -94,8 +94,8 @@ TEST_SUITE("integration.startup") {
     REQUIRE_FALSE(rt);
     CHECK(is_error(rt.error(), errc::start_failed));
     auto text = snakepit::describe(rt.error());
-    CHECK_MESSAGE(text.find("snakepit_no_such_module") != std::string::npos, text);
-    CHECK_MESSAGE(text.find("ModuleNotFoundError") != std::string::npos, text);
+    CHECK_MSG(text.find("snakepit_no_such_module") != std::string::npos, text);
+    CHECK_MSG(text.find("ModuleNotFoundError") != std::string::npos, text);
     CHECK(
       eventually([&] { return processes_with("snakepit_no_such_module").empty(); }, 5s));
     CHECK(before.empty());
@@ -122,7 +122,7 @@ TEST_SUITE("integration.startup") {
     std::string parent;
     {
       auto rt = snakepit::runtime::start(small_config(1));
-      REQUIRE_MESSAGE(rt, explain(rt.error()));
+      REQUIRE_OK(rt);
       auto dir = (*rt)->runtime_dir();
       parent = dir.substr(0, dir.rfind('/'));
       CHECK(path_exists(dir + "/owner"));
@@ -146,7 +146,7 @@ TEST_SUITE("integration.startup") {
     std::string foreign = make_dir("");
     std::remove((foreign + "/owner").c_str());
     auto rt = snakepit::runtime::start(small_config(1));
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     CHECK_FALSE(path_exists(dead));
     CHECK_FALSE(path_exists(reused));
     CHECK(path_exists(foreign));
@@ -157,7 +157,7 @@ TEST_SUITE("integration.startup") {
 
   TEST_CASE("calls after stop fail with a typed error instead of hanging") {
     auto rt = snakepit::runtime::start(small_config(1));
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     stop_and_check(**rt);
     auto res = (*rt)->execute("ping");
     REQUIRE_FALSE(res);

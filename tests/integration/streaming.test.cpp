@@ -30,7 +30,7 @@ TEST_SUITE("integration.streaming") {
 
   TEST_CASE("a stream delivers its chunks in order and the last one is final") {
     auto rt = snakepit::runtime::start(small_config(1));
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     std::vector<json> chunks;
     std::vector<bool> finals;
     auto err = (*rt)->execute_stream("stream_progress", {{"steps", 5}},
@@ -39,7 +39,7 @@ TEST_SUITE("integration.streaming") {
                                        finals.push_back(is_final);
                                        return true;
                                      });
-    CHECK_MESSAGE(!err, explain(err));
+    CHECK_OK(err);
     // Five data chunks; the tool does not mark one final, so an empty final follows.
     REQUIRE(chunks.size() >= 5);
     for (int i = 0; i < 5; ++i) {
@@ -55,18 +55,18 @@ TEST_SUITE("integration.streaming") {
   TEST_CASE("halting after three chunks stops the stream, closes the generator and frees "
             "the worker") {
     auto rt = snakepit::runtime::start(small_config(1));
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     int seen = 0;
     auto err =
       (*rt)->execute_stream("stream_progress", {{"steps", 1000}, {"delay_ms", 5}},
                             [&](const json&, bool) { return ++seen < 3; });
-    CHECK_MESSAGE(!err, explain(err));
+    CHECK_OK(err);
     CHECK(seen == 3);
     // The single worker is free again at once: a unary call goes through.
     snakepit::execute_options opts;
     opts.timeout = 5s;
     auto next = (*rt)->execute("ping", json::object(), opts);
-    CHECK_MESSAGE(next, explain(next.error()));
+    CHECK_OK(next);
     CHECK(eventually([&] {
       auto s = (*rt)->get_stats();
       return s && s->busy == 0;
@@ -76,7 +76,7 @@ TEST_SUITE("integration.streaming") {
 
   TEST_CASE("a stream queues behind a busy worker and completes") {
     auto rt = snakepit::runtime::start(small_config(1));
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     std::promise<snakepit::execute_result> first;
     (*rt)->execute_async("sleep", {{"ms", 400}}, {}, [&](snakepit::execute_result r) {
       first.set_value(std::move(r));
@@ -91,7 +91,7 @@ TEST_SUITE("integration.streaming") {
         ++seen;
         return true;
       });
-    CHECK_MESSAGE(!err, explain(err));
+    CHECK_OK(err);
     CHECK(seen >= 3);
     CHECK(first.get_future().get());
     auto stats = (*rt)->get_stats();
@@ -102,7 +102,7 @@ TEST_SUITE("integration.streaming") {
 
   TEST_CASE("a slow consumer holds the producer back instead of buffering everything") {
     auto rt = snakepit::runtime::start(small_config(1));
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     auto probe = temp_file("flow");
     // The tool records how far it got; the consumer sleeps on every chunk.
     int seen = 0;
@@ -122,7 +122,7 @@ TEST_SUITE("integration.streaming") {
         }
         return true;
       });
-    CHECK_MESSAGE(!err, explain(err));
+    CHECK_OK(err);
     CHECK(seen >= 600);
     ::unlink(probe.c_str());
     stop_and_check(**rt);
@@ -130,7 +130,7 @@ TEST_SUITE("integration.streaming") {
 
   TEST_CASE("an error after two chunks arrives after them, as tool_error") {
     auto rt = snakepit::runtime::start(small_config(1));
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     int seen = 0;
     auto err =
       (*rt)->execute_stream("stream_fail", {{"after", 2}}, [&](const json&, bool) {
@@ -139,7 +139,7 @@ TEST_SUITE("integration.streaming") {
       });
     CHECK(seen == 2);
     REQUIRE(err);
-    CHECK_MESSAGE(is_error(err, errc::tool_error), explain(err));
+    CHECK_MSG(is_error(err, errc::tool_error), explain(err));
     auto py = snakepit::python_error_of(err);
     REQUIRE(py);
     CHECK(py->type == "RuntimeError");
@@ -148,7 +148,7 @@ TEST_SUITE("integration.streaming") {
 
   TEST_CASE("a stream whose deadline passes ends with timeout") {
     auto rt = snakepit::runtime::start(small_config(1));
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     snakepit::execute_options opts;
     opts.timeout = 300ms;
     int seen = 0;
@@ -160,7 +160,7 @@ TEST_SUITE("integration.streaming") {
       },
       opts);
     REQUIRE(err);
-    CHECK_MESSAGE(is_error(err, errc::timeout), explain(err));
+    CHECK_MSG(is_error(err, errc::timeout), explain(err));
     CHECK(seen < 100);
     auto next = (*rt)->execute("ping");
     CHECK(next);
@@ -169,7 +169,7 @@ TEST_SUITE("integration.streaming") {
 
   TEST_CASE("a host actor receives stream chunks and the end as messages") {
     auto rt = snakepit::runtime::start(small_config(1));
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     {
       caf::scoped_actor self{(*rt)->system()};
       snakepit::execute_request req;
@@ -227,7 +227,7 @@ TEST_SUITE("integration.streaming") {
   TEST_CASE(
     "a windowed actor stream holds the producer back until the host acknowledges") {
     auto rt = snakepit::runtime::start(small_config(1));
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     auto probe = temp_file("window");
     {
       caf::scoped_actor self{(*rt)->system()};
@@ -272,7 +272,7 @@ TEST_SUITE("integration.streaming") {
           },
           [&](end_atom, uint64_t sid, const caf::error& err) {
             CHECK(sid == id);
-            CHECK_MESSAGE(!err, explain(err));
+            CHECK_OK(err);
             ended = true;
             any = true;
           },
@@ -292,7 +292,7 @@ TEST_SUITE("integration.streaming") {
   TEST_CASE("a windowed actor stream can be halted, and one never acknowledged ends at "
             "its deadline") {
     auto rt = snakepit::runtime::start(small_config(1));
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     {
       caf::scoped_actor self{(*rt)->system()};
       snakepit::execute_request req;
@@ -306,7 +306,7 @@ TEST_SUITE("integration.streaming") {
       snakepit::actors::halt_stream(self.ptr(),
                                     snakepit::actors::pool_handle((*rt)->pool()), id);
       auto end_err = end_of_stream(self);
-      CHECK_MESSAGE(!end_err, explain(end_err));
+      CHECK_OK(end_err);
       // The worker is free again at once.
       CHECK((*rt)->execute("ping"));
 
@@ -316,7 +316,7 @@ TEST_SUITE("integration.streaming") {
       snakepit::actors::stream_to_sender(
         self.ptr(), snakepit::actors::pool_handle((*rt)->pool()), req, 2);
       end_err = end_of_stream(self);
-      CHECK_MESSAGE(is_error(end_err, errc::timeout), explain(end_err));
+      CHECK_MSG(is_error(end_err, errc::timeout), explain(end_err));
       CHECK(std::chrono::steady_clock::now() - t0 < 5s);
       CHECK((*rt)->execute("ping"));
     }
@@ -330,17 +330,17 @@ TEST_SUITE("integration.deadlines") {
   TEST_CASE(
     "the caller's timeout reaches Python and a long tool is cut off at the deadline") {
     auto rt = snakepit::runtime::start(small_config(1));
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     snakepit::execute_options opts;
     opts.timeout = 200ms;
     auto t0 = std::chrono::steady_clock::now();
     auto res = (*rt)->execute("async_sleep", {{"ms", 5000}}, opts);
     auto took = std::chrono::steady_clock::now() - t0;
     REQUIRE_FALSE(res);
-    CHECK_MESSAGE(is_error(res.error(), errc::timeout), explain(res.error()));
+    CHECK_ERROR(res, errc::timeout);
     CHECK(took < 3s); // generous: the 5 s tool did not have to finish
     auto meta = (*rt)->execute("request_metadata", json::object());
-    REQUIRE_MESSAGE(meta, explain(meta.error()));
+    REQUIRE_OK(meta);
     CHECK(meta->result.contains("timeout_ms"));
     CHECK(meta->result.contains("correlation_id"));
     stop_and_check(**rt);
@@ -349,7 +349,7 @@ TEST_SUITE("integration.deadlines") {
   TEST_CASE("time spent in the queue counts against the deadline, and such a request "
             "never runs") {
     auto rt = snakepit::runtime::start(small_config(1));
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     auto probe = temp_file("deadline");
     std::promise<snakepit::execute_result> busy;
     (*rt)->execute_async("sleep", {{"ms", 800}}, {}, [&](snakepit::execute_result r) {
@@ -364,7 +364,7 @@ TEST_SUITE("integration.deadlines") {
     auto res =
       (*rt)->execute("slow_probe", {{"path", probe}, {"value", 1}, {"ms", 1}}, opts);
     REQUIRE_FALSE(res);
-    CHECK_MESSAGE(is_error(res.error(), errc::timeout), explain(res.error()));
+    CHECK_ERROR(res, errc::timeout);
     CHECK(busy.get_future().get());
     std::this_thread::sleep_for(200ms);
     CHECK(read_file(probe).empty());
@@ -375,9 +375,9 @@ TEST_SUITE("integration.deadlines") {
   TEST_CASE(
     "a correlation id is generated when absent and the caller's is passed through") {
     auto rt = snakepit::runtime::start(small_config(1));
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     auto generated = (*rt)->execute("request_metadata", json::object());
-    REQUIRE_MESSAGE(generated, explain(generated.error()));
+    REQUIRE_OK(generated);
     auto gen_id = generated->result.value("correlation_id", std::string{});
     CHECK_FALSE(gen_id.empty());
     snakepit::execute_options opts;
@@ -396,7 +396,7 @@ TEST_SUITE("integration.deadlines") {
     cfg.pools[0].queue.max_size = 1;
     cfg.pools[0].queue.timeout = 100ms;
     auto rt = snakepit::runtime::start(cfg);
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     auto& r = **rt;
     auto with_cid = [](std::string cid) {
       snakepit::execute_options o;
@@ -464,7 +464,7 @@ TEST_SUITE("integration.deadlines") {
             "before sending") {
     auto cfg = small_config(1);
     auto rt = snakepit::runtime::start(cfg);
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     std::string blob(50u << 20, '\0');
     for (size_t i = 0; i < blob.size(); i += 4096)
       blob[i] = static_cast<char>(i / 4096);
@@ -472,15 +472,14 @@ TEST_SUITE("integration.deadlines") {
     opts.binary_args = {{"blob", blob}};
     opts.timeout = 60s;
     auto res = (*rt)->execute("bytes_concat", json::object(), opts);
-    REQUIRE_MESSAGE(res, explain(res.error()));
+    REQUIRE_OK(res);
     CHECK(res->binary_result.size() == blob.size());
     CHECK(res->binary_result == blob);
     snakepit::execute_options big;
     big.binary_args = {{"blob", std::string((100u << 20) + 1, 'x')}};
     auto rejected = (*rt)->execute("bytes_echo", json::object(), big);
     REQUIRE_FALSE(rejected);
-    CHECK_MESSAGE(is_error(rejected.error(), errc::payload_too_large),
-                  explain(rejected.error()));
+    CHECK_ERROR(rejected, errc::payload_too_large);
     auto ok = (*rt)->execute("ping");
     CHECK(ok); // the worker stays healthy
     stop_and_check(**rt);

@@ -27,7 +27,6 @@ TEST_SUITE("integration.telemetry") {
   TEST_CASE("the pool and worker events of the catalogue are emitted") {
     auto cfg = small_config(1);
     cfg.pools[0].queue.max_size = 1;
-    cfg.pools[0].queue.timeout = 100ms;
     std::mutex mtx;
     std::set<std::string> seen;
     std::string cid_seen;
@@ -41,33 +40,48 @@ TEST_SUITE("integration.telemetry") {
           cid_seen = ev.metadata.value("correlation_id", "");
       });
     auto rt = snakepit::runtime::start(cfg, opts);
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     auto& r = **rt;
     REQUIRE_FALSE(r.await_ready(30s));
     snakepit::execute_options with_cid;
     with_cid.correlation_id = "cid-telemetry-1";
     CHECK(r.execute("echo", {{"x", 1}}, with_cid));
     CHECK_FALSE(r.execute("fail"));
-    // One running, one queued (times out), one rejected (queue full).
-    std::promise<void> p1, p2, p3;
-    r.execute_async("sleep", {{"ms", 500}}, {},
-                    [&](snakepit::execute_result) { p1.set_value(); });
-    REQUIRE(eventually([&] { return r.get_stats()->busy == 1; }));
-    r.execute_async("ping", json::object(), {},
-                    [&](snakepit::execute_result) { p2.set_value(); });
-    r.execute_async("ping", json::object(), {},
-                    [&](snakepit::execute_result) { p3.set_value(); });
-    p1.get_future().wait();
-    p2.get_future().wait();
-    p3.get_future().wait();
-    // A queued request that does get dequeued.
-    std::promise<void> p4, p5;
-    r.execute_async("sleep", {{"ms", 50}}, {},
-                    [&](snakepit::execute_result) { p4.set_value(); });
-    r.execute_async("ping", json::object(), {},
-                    [&](snakepit::execute_result) { p5.set_value(); });
-    p4.get_future().wait();
-    p5.get_future().wait();
+    auto busy = [&] {
+      return eventually([&] {
+        auto s = r.get_stats();
+        return s && s->busy == 1;
+      });
+    };
+    // The worker held by a gate (however slow the machine): one call queued that times
+    // out (its own 1 s budget ends in the queue), one rejected (queue full).
+    {
+      gate held;
+      auto running = call_async(r, "wait_gate", held.args());
+      REQUIRE(busy());
+      snakepit::execute_options short_budget;
+      short_budget.timeout = 1s;
+      auto timed_out = call_async(r, "ping", json::object(), short_budget);
+      auto rejected = call_async(r, "ping");
+      CHECK_FALSE(timed_out.get());
+      CHECK_FALSE(rejected.get());
+      held.open();
+      CHECK_OK(running.get());
+    }
+    // A queued request that does get dequeued once the worker is free.
+    {
+      gate held;
+      auto running = call_async(r, "wait_gate", held.args());
+      REQUIRE(busy());
+      auto queued = call_async(r, "ping");
+      REQUIRE(eventually([&] {
+        auto s = r.get_stats();
+        return s && s->queue_depth == 1;
+      }));
+      held.open();
+      CHECK_OK(running.get());
+      CHECK_OK(queued.get());
+    }
     // A crash: terminated, then restarted.
     auto pid = serving_workers(r)->front().pid;
     ::kill(pid, SIGKILL);
@@ -84,7 +98,7 @@ TEST_SUITE("integration.telemetry") {
           "snakepit.request.start", "snakepit.request.stop", "snakepit.request.exception",
           "snakepit.queue.enqueued", "snakepit.queue.dequeued", "snakepit.queue.timeout",
           "snakepit.pool.saturated"})
-      CHECK_MESSAGE(seen.count(name) == 1, std::string{name});
+      CHECK_MSG(seen.count(name) == 1, std::string{name});
     CHECK(cid_seen == "cid-telemetry-1");
     stop_and_check(r);
   }
@@ -101,7 +115,7 @@ TEST_SUITE("integration.telemetry") {
     auto sink = std::make_shared<capture_sink>();
     opts.log_sinks.push_back(sink);
     auto rt = snakepit::runtime::start(cfg, opts);
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     auto& r = **rt;
     REQUIRE(r.attach_default_logger() != 0);
     auto call = [](const char* cid) {
@@ -142,8 +156,8 @@ TEST_SUITE("integration.telemetry") {
       auto start = by_cid("snakepit.request.start", cid);
       auto stop =
         by_cid(ok ? "snakepit.request.stop" : "snakepit.request.exception", cid);
-      REQUIRE_MESSAGE(start, events.dump());
-      REQUIRE_MESSAGE(stop, events.dump());
+      REQUIRE_MSG(start, events.dump());
+      REQUIRE_MSG(stop, events.dump());
       CHECK(stop->metadata["command"] == command);
       CHECK(stop->metadata["command"] == start->metadata["command"]);
       CHECK(stop->metadata["worker_id"] == start->metadata["worker_id"]);
@@ -154,14 +168,14 @@ TEST_SUITE("integration.telemetry") {
         return str(rec, "correlation_id") == cid &&
                str(rec, "msg").rfind("snakepit.request.", 0) == 0;
       });
-      REQUIRE_MESSAGE(line, sink->dump());
+      REQUIRE_MSG(line, sink->dump());
       CHECK(str(*line, "command") == command);
       CHECK(str(*line, "worker_id") == stop->metadata["worker_id"].get<std::string>());
       CHECK(str(*line, "level") == "debug");
     }
     // Never dispatched: no start, an exception with the command and no worker.
     auto queued = by_cid("snakepit.request.exception", "cid-join-queued");
-    REQUIRE_MESSAGE(queued, events.dump());
+    REQUIRE_MSG(queued, events.dump());
     CHECK(queued->metadata["command"] == "ping");
     CHECK(queued->metadata["worker_id"] == "");
     CHECK(events.count("snakepit.request.start") == 5);

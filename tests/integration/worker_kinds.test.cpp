@@ -63,24 +63,24 @@ TEST_SUITE("integration.worker_kinds") {
     for (auto& k : all_worker_kinds()) {
       SUBCASE(k.name.c_str()) {
         auto rt = snakepit::runtime::start(kind_config(k, 2));
-        REQUIRE_MESSAGE(rt, explain(rt.error()));
+        REQUIRE_OK(rt);
         auto& r = **rt;
         auto pong = r.execute("ping");
-        REQUIRE_MESSAGE(pong, explain(pong.error()));
+        REQUIRE_OK(pong);
         if (k.ping_is_pong)
           CHECK(pong->result == "pong");
         json payload = {
           {"s", "héllo"}, {"n", 42}, {"list", {1, 2, 3}}, {"nested", {{"ok", true}}}};
         auto echo = r.execute("echo", payload);
-        REQUIRE_MESSAGE(echo, explain(echo.error()));
+        REQUIRE_OK(echo);
         CHECK(echo->result == payload);
         CHECK_FALSE(echo->worker_id.empty());
         auto sum = r.execute("add", {{"a", 2}, {"b", 40}});
-        REQUIRE_MESSAGE(sum, explain(sum.error()));
+        REQUIRE_OK(sum);
         CHECK(sum->result.get<double>() == doctest::Approx(42.0));
         auto bad = r.execute("fail", {{"message", "bad input 42"}});
         REQUIRE_FALSE(bad);
-        CHECK_MESSAGE(is_error(bad.error(), errc::tool_error), explain(bad.error()));
+        CHECK_ERROR(bad, errc::tool_error);
         auto py = snakepit::python_error_of(bad.error());
         REQUIRE(py);
         CHECK(py->type == "ValueError");
@@ -88,8 +88,7 @@ TEST_SUITE("integration.worker_kinds") {
         CHECK_FALSE(py->traceback.empty());
         auto unknown = r.execute("no_such_tool");
         REQUIRE_FALSE(unknown);
-        CHECK_MESSAGE(is_error(unknown.error(), errc::unknown_tool),
-                      explain(unknown.error()));
+        CHECK_ERROR(unknown, errc::unknown_tool);
         CHECK(r.execute("echo", {{"after", "errors"}}));
         stop_and_check(r);
       }
@@ -101,7 +100,7 @@ TEST_SUITE("integration.worker_kinds") {
     for (auto& k : all_worker_kinds()) {
       SUBCASE(k.name.c_str()) {
         auto rt = snakepit::runtime::start(kind_config(k, 4));
-        REQUIRE_MESSAGE(rt, explain(rt.error()));
+        REQUIRE_OK(rt);
         auto& r = **rt;
         constexpr int n = 200;
         std::mutex mtx;
@@ -120,7 +119,7 @@ TEST_SUITE("integration.worker_kinds") {
         std::lock_guard<std::mutex> g{mtx};
         for (int i = 0; i < n; ++i) {
           auto& res = results[static_cast<size_t>(i)];
-          REQUIRE_MESSAGE(res, explain(res.error()));
+          REQUIRE_OK(res);
           CHECK(res->result["i"] == i);
           workers.insert(res->worker_id);
         }
@@ -135,7 +134,7 @@ TEST_SUITE("integration.worker_kinds") {
     for (auto& k : all_worker_kinds()) {
       SUBCASE(k.name.c_str()) {
         auto rt = snakepit::runtime::start(kind_config(k, 1));
-        REQUIRE_MESSAGE(rt, explain(rt.error()));
+        REQUIRE_OK(rt);
         auto& r = **rt;
         auto before = serving_workers(r);
         REQUIRE(before);
@@ -154,7 +153,7 @@ TEST_SUITE("integration.worker_kinds") {
         REQUIRE(fut.wait_for(5s) == std::future_status::ready);
         auto res = fut.get();
         REQUIRE_FALSE(res);
-        CHECK_MESSAGE(is_error(res.error(), errc::worker_crashed), explain(res.error()));
+        CHECK_ERROR(res, errc::worker_crashed);
         CHECK(replaced(r, old.pid));
         auto ws = serving_workers(r);
         REQUIRE(ws);
@@ -173,14 +172,14 @@ TEST_SUITE("integration.worker_kinds") {
         auto cfg = kind_config(k, 1);
         cfg.pools[0].cancel_grace = 500ms;
         auto rt = snakepit::runtime::start(cfg);
-        REQUIRE_MESSAGE(rt, explain(rt.error()));
+        REQUIRE_OK(rt);
         auto& r = **rt;
         auto old_pid = only_pid(r);
         snakepit::execute_options opts;
         opts.timeout = 300ms;
         auto res = r.execute("sleep", {{"ms", 20000}}, opts);
         REQUIRE_FALSE(res);
-        CHECK_MESSAGE(is_error(res.error(), errc::timeout), explain(res.error()));
+        CHECK_ERROR(res, errc::timeout);
         CHECK(replaced(r, old_pid));
         CHECK(eventually([&] { return static_cast<bool>(r.execute("echo")); }, 10s));
         stop_and_check(r);
@@ -196,7 +195,7 @@ TEST_SUITE("integration.worker_kinds") {
         cfg.pools[0].queue.max_size = 3;
         cfg.pools[0].queue.timeout = 150ms;
         auto rt = snakepit::runtime::start(cfg);
-        REQUIRE_MESSAGE(rt, explain(rt.error()));
+        REQUIRE_OK(rt);
         auto& r = **rt;
         constexpr int n = 8;
         std::mutex mtx;
@@ -237,19 +236,19 @@ TEST_SUITE("integration.worker_kinds") {
     for (auto& k : all_worker_kinds()) {
       SUBCASE(k.name.c_str()) {
         auto rt = snakepit::runtime::start(kind_config(k, 3));
-        REQUIRE_MESSAGE(rt, explain(rt.error()));
+        REQUIRE_OK(rt);
         auto& r = **rt;
         auto sid = r.create_session("kinds-s1");
-        REQUIRE_MESSAGE(sid, explain(sid.error()));
+        REQUIRE_OK(sid);
         std::set<std::string> workers;
         for (int i = 0; i < 6; ++i) {
           auto res = r.execute_in_session(*sid, "echo", {{"i", i}});
-          REQUIRE_MESSAGE(res, explain(res.error()));
+          REQUIRE_OK(res);
           workers.insert(res->worker_id);
         }
         CHECK(workers.size() == 1);
         auto meta = r.execute_in_session(*sid, "request_metadata");
-        REQUIRE_MESSAGE(meta, explain(meta.error()));
+        REQUIRE_OK(meta);
         CHECK(meta->result.dump().find("kinds-s1") != std::string::npos);
         stop_and_check(r);
       }
@@ -260,7 +259,7 @@ TEST_SUITE("integration.worker_kinds") {
     for (auto& k : all_worker_kinds()) {
       SUBCASE(k.name.c_str()) {
         auto rt = snakepit::runtime::start(kind_config(k, 1));
-        REQUIRE_MESSAGE(rt, explain(rt.error()));
+        REQUIRE_OK(rt);
         auto& r = **rt;
         std::vector<json> chunks;
         int finals = 0;
@@ -271,7 +270,7 @@ TEST_SUITE("integration.worker_kinds") {
                                       finals += is_final ? 1 : 0;
                                       return true;
                                     });
-        CHECK_MESSAGE(!err, explain(err));
+        CHECK_OK(err);
         REQUIRE(chunks.size() == 4);
         CHECK(finals == 1);
         for (int i = 0; i < 4; ++i)
@@ -280,7 +279,7 @@ TEST_SUITE("integration.worker_kinds") {
         int seen = 0;
         err = r.execute_stream("stream_progress", {{"steps", 50}, {"delay_ms", 20}},
                                [&](const json&, bool) { return ++seen < 2; });
-        CHECK_MESSAGE(!err, explain(err));
+        CHECK_OK(err);
         CHECK(seen == 2);
         CHECK(eventually([&] { return static_cast<bool>(r.execute("echo")); }, 10s));
         stop_and_check(r);
@@ -294,7 +293,7 @@ TEST_SUITE("integration.worker_kinds") {
         continue; // stream_mixed is a tool of the Python showcase
       SUBCASE(k.name.c_str()) {
         auto rt = snakepit::runtime::start(kind_config(k, 1));
-        REQUIRE_MESSAGE(rt, explain(rt.error()));
+        REQUIRE_OK(rt);
         auto& r = **rt;
         std::vector<json> chunks;
         auto err =
@@ -302,7 +301,7 @@ TEST_SUITE("integration.worker_kinds") {
             chunks.push_back(c);
             return true;
           });
-        REQUIRE_MESSAGE(!err, explain(err));
+        REQUIRE_OK(err);
         // (A str chunk is text: JSON text is decoded, other text stays raw bytes,
         // upstream's rule for gRPC chunks, which the stdio bridge follows.)
         std::vector<json> expected = {
@@ -321,7 +320,7 @@ TEST_SUITE("integration.worker_kinds") {
         cfg.pools[0].recycling.max_requests = 5;
         cfg.pools[0].recycling.requests_jitter = 0;
         auto rt = snakepit::runtime::start(cfg);
-        REQUIRE_MESSAGE(rt, explain(rt.error()));
+        REQUIRE_OK(rt);
         auto& r = **rt;
         // The replacement starts while the old worker serves on: keep calling until
         // a call lands on it.
@@ -329,7 +328,7 @@ TEST_SUITE("integration.worker_kinds") {
         auto deadline = std::chrono::steady_clock::now() + 20s;
         while (pids.size() < 2 && std::chrono::steady_clock::now() < deadline) {
           auto res = r.execute("info");
-          REQUIRE_MESSAGE(res, explain(res.error()));
+          REQUIRE_OK(res);
           pids.insert(res->result.value("pid", 0));
           std::this_thread::sleep_for(20ms);
         }
@@ -353,11 +352,11 @@ TEST_SUITE("integration.worker_kinds") {
         continue;
       SUBCASE(k.name.c_str()) {
         auto rt = snakepit::runtime::start(kind_config(k, 1));
-        REQUIRE_MESSAGE(rt, explain(rt.error()));
+        REQUIRE_OK(rt);
         auto& r = **rt;
         auto res =
           r.execute("print_stdout", {{"message", "to stdout, not into a frame"}});
-        CHECK_MESSAGE(res, explain(res.error()));
+        CHECK_OK(res);
         CHECK(r.execute("echo", {{"still", "framed"}}));
         auto stats = r.get_stats();
         REQUIRE(stats);
@@ -379,7 +378,7 @@ TEST_SUITE("integration.stdio_faults") {
         cfg.pools.push_back(cfg.pools[0]);
         cfg.pools[1].name = "bystander";
         auto rt = snakepit::runtime::start(cfg);
-        REQUIRE_MESSAGE(rt, explain(rt.error()));
+        REQUIRE_OK(rt);
         auto& r = **rt;
         auto bystander = serving_workers(r, "bystander");
         REQUIRE(bystander);
@@ -389,7 +388,7 @@ TEST_SUITE("integration.stdio_faults") {
         opts.timeout = 10s;
         auto res = r.execute(cmd, json::object(), opts);
         REQUIRE_FALSE(res);
-        CHECK_MESSAGE(is_error(res.error(), errc::protocol_error), explain(res.error()));
+        CHECK_ERROR(res, errc::protocol_error);
         CHECK_FALSE(snakepit::correlation_id_of(res.error()).empty());
         CHECK(replaced(r, old_pid));
         CHECK(eventually([&] { return static_cast<bool>(r.execute("echo")); }, 10s));
@@ -410,27 +409,26 @@ TEST_SUITE("integration.stdio_faults") {
     p.command = {"/usr/bin/python3",
                  std::string{SNAKEPIT_TEST_REPO_DIR} + "/examples/minimal_bridge.py"};
     auto rt = snakepit::runtime::start(cfg);
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     auto& r = **rt;
     json payload = {{"text", "héllo"}, {"n", 1}};
     auto echo = r.execute("echo", payload);
-    REQUIRE_MESSAGE(echo, explain(echo.error()));
+    REQUIRE_OK(echo);
     CHECK(echo->result == payload);
     auto sum = r.execute("add", {{"a", 2}, {"b", 40}});
-    REQUIRE_MESSAGE(sum, explain(sum.error()));
+    REQUIRE_OK(sum);
     CHECK(sum->result == 42);
     auto bad = r.execute("add", {{"a", 2}});
     REQUIRE_FALSE(bad);
-    CHECK_MESSAGE(is_error(bad.error(), errc::tool_error), explain(bad.error()));
+    CHECK_ERROR(bad, errc::tool_error);
     auto py = snakepit::python_error_of(bad.error());
     REQUIRE(py);
     CHECK(py->type == "KeyError");
     auto unknown = r.execute("no_such_tool");
-    CHECK_MESSAGE(is_error(unknown.error(), errc::unknown_tool),
-                  explain(unknown.error()));
+    CHECK_ERROR(unknown, errc::unknown_tool);
     auto streamed =
       r.execute_stream("echo", json::object(), [](const json&, bool) { return true; });
-    CHECK_MESSAGE(is_error(streamed, errc::invalid_argument), explain(streamed));
+    CHECK_MSG(is_error(streamed, errc::invalid_argument), explain(streamed));
     stop_and_check(r);
   }
 
@@ -441,24 +439,23 @@ TEST_SUITE("integration.stdio_faults") {
     p.launch = snakepit::launch_convention::upstream;
     p.command = {"/usr/bin/python3", test_adapters_dir() + "/foreign_bridge_server.py"};
     auto rt = snakepit::runtime::start(cfg);
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     auto& r = **rt;
     json payload = {{"x", 1}, {"s", "two"}};
     auto echo = r.execute("echo", payload);
-    REQUIRE_MESSAGE(echo, explain(echo.error()));
+    REQUIRE_OK(echo);
     CHECK(echo->result == payload);
     auto who = r.execute("whoami");
-    REQUIRE_MESSAGE(who, explain(who.error()));
+    REQUIRE_OK(who);
     CHECK(who->result.value("foreign", false));
     auto pid = who->result.value("pid", 0);
     CHECK(pid == only_pid(r));
     auto unknown = r.execute("nope");
-    CHECK_MESSAGE(is_error(unknown.error(), errc::unknown_tool),
-                  explain(unknown.error()));
+    CHECK_ERROR(unknown, errc::unknown_tool);
     REQUIRE(::kill(pid, SIGKILL) == 0);
     REQUIRE(replaced(r, pid));
     auto after = r.execute("echo", payload);
-    REQUIRE_MESSAGE(after, explain(after.error()));
+    REQUIRE_OK(after);
     CHECK(after->result == payload);
     stop_and_check(r);
   }
@@ -469,19 +466,19 @@ TEST_SUITE("integration.stdio_faults") {
     cfg.pools[0].launch = snakepit::launch_convention::upstream;
     auto err = cfg.validate();
     REQUIRE(err);
-    CHECK_MESSAGE(describe(err).find("pools[default].launch") != std::string::npos,
-                  describe(err));
+    CHECK_MSG(describe(err).find("pools[default].launch") != std::string::npos,
+              describe(err));
   }
 
   TEST_CASE("a stream to a worker that declared no streaming is invalid_argument at "
             "once") {
     auto rt = snakepit::runtime::start(rogue_config(1));
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     auto& r = **rt;
     auto started = std::chrono::steady_clock::now();
     auto err =
       r.execute_stream("echo", json::object(), [](const json&, bool) { return true; });
-    CHECK_MESSAGE(is_error(err, errc::invalid_argument), explain(err));
+    CHECK_MSG(is_error(err, errc::invalid_argument), explain(err));
     CHECK(std::chrono::steady_clock::now() - started < 5s);
     CHECK(r.execute("echo"));
     stop_and_check(r);
@@ -496,15 +493,15 @@ TEST_SUITE("integration.stdio_faults") {
     auto rt = snakepit::runtime::start(cfg, opts);
     REQUIRE_FALSE(rt);
     auto text = describe(rt.error());
-    CHECK_MESSAGE(text.find("exit code 3") != std::string::npos, text);
-    CHECK_MESSAGE(text.find("cannot load the model file") != std::string::npos, text);
+    CHECK_MSG(text.find("exit code 3") != std::string::npos, text);
+    CHECK_MSG(text.find("cannot load the model file") != std::string::npos, text);
   }
 
   TEST_CASE("a worker that ignores SIGTERM and EOF is killed at stop") {
     auto cfg = rogue_config(1, "ignore-signals");
     cfg.pools[0].graceful_shutdown_timeout = 500ms;
     auto rt = snakepit::runtime::start(cfg);
-    REQUIRE_MESSAGE(rt, explain(rt.error()));
+    REQUIRE_OK(rt);
     auto pid = only_pid(**rt);
     REQUIRE(pid != 0);
     stop_and_check(**rt);
@@ -517,19 +514,18 @@ TEST_SUITE("integration.stdio_faults") {
     cfg.pools[0].command = {"no-such-program-anywhere"};
     auto err = cfg.validate();
     REQUIRE(err);
-    CHECK_MESSAGE(describe(err).find("pools[default].command") != std::string::npos,
-                  describe(err));
+    CHECK_MSG(describe(err).find("pools[default].command") != std::string::npos,
+              describe(err));
     cfg.pools[0].command = {"node", node_bridge()};
     cfg.pools[0].cwd = "/no/such/dir";
     err = cfg.validate();
     REQUIRE(err);
-    CHECK_MESSAGE(describe(err).find("pools[default].cwd") != std::string::npos,
-                  describe(err));
+    CHECK_MSG(describe(err).find("pools[default].cwd") != std::string::npos,
+              describe(err));
     cfg.pools[0].cwd.clear();
     cfg.pools[0].adapter_config = "[1, 2]";
     err = cfg.validate();
     REQUIRE(err);
-    CHECK_MESSAGE(describe(err).find("adapter_config") != std::string::npos,
-                  describe(err));
+    CHECK_MSG(describe(err).find("adapter_config") != std::string::npos, describe(err));
   }
 }

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/sinks/base_sink.h>
 
+#include "tests/support/checks.hpp"
 #include "tests/support/eventually.hpp"
 
 namespace snakepit::testing {
@@ -37,7 +38,7 @@ class capture_sink : public spdlog::sinks::base_sink<std::mutex> {
     std::vector<nlohmann::json> out;
     for (auto& l : lines()) {
       auto rec = nlohmann::json::parse(l, nullptr, false);
-      CHECK_MESSAGE(rec.is_object(), "not a JSON object: " << l);
+      CHECK_MSG(rec.is_object(), "not a JSON object: " << l);
       if (rec.is_object())
         out.push_back(std::move(rec));
     }

@@ -178,6 +178,17 @@ class ShowcaseAdapter(BaseAdapter):
         time.sleep(float(ms) / 1000.0)
         return {"start": start, "end": time.time(), "pid": os.getpid()}
 
+    @tool(description="Holds its worker thread until a file exists at path (a gate the "
+                      "caller opens by creating it), at most timeout_ms; returns whether "
+                      "the gate opened, and the pid")
+    def wait_gate(self, path: str, timeout_ms: float = 30000) -> Dict[str, Any]:
+        deadline = time.monotonic() + float(timeout_ms) / 1000.0
+        while not os.path.exists(path):
+            if time.monotonic() >= deadline:
+                return {"opened": False, "pid": os.getpid()}
+            time.sleep(0.005)
+        return {"opened": True, "pid": os.getpid()}
+
     @tool(description="Blocks the worker's event loop for ms milliseconds (a misbehaving "
                       "async tool: the worker stops answering, heartbeats included)")
     async def block_loop(self, ms: float) -> bool:
