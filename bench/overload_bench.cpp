@@ -33,7 +33,7 @@ using std::chrono::milliseconds;
 
 constexpr int service_ms = 10;
 constexpr size_t workers = 2;
-constexpr size_t max_queue = 32;
+constexpr size_t max_queue = 64; // drains in more than queue_timeout at 2 workers
 constexpr milliseconds queue_timeout{250};
 
 double ms_between(clock_type::time_point a, clock_type::time_point b) {
@@ -70,7 +70,7 @@ struct phase_result {
   double factor, rate, seconds;
   size_t offered, ok, rejected, timed_out, other;
   double ok_p50_ms, ok_p99_ms, ok_max_ms, reject_p99_ms, rss_first_mb, rss_last_mb,
-    rss_peak_mb;
+    rss_peak_mb, recovery_ms;
   std::vector<long> timed_out_ids;
 };
 
@@ -98,7 +98,10 @@ class overload_run {
     return static_cast<double>(done) / (ms_between(t0, clock_type::now()) / 1000.0);
   }
 
-  phase_result phase(double factor, double rate, double seconds) {
+  /// Arrivals at `rate` for `seconds`. With `recovery_level_ms` > 0, `recovery_ms` is
+  /// measured from the moment arrivals stop (the queue still full).
+  phase_result phase(double factor, double rate, double seconds,
+                     double recovery_level_ms = 0) {
     phase_tally tally;
     phase_result r{};
     r.factor = factor;
@@ -120,6 +123,7 @@ class overload_run {
       submit(tally, next_id_++);
       ++r.offered;
     }
+    r.recovery_ms = recovery_level_ms > 0 ? recovery(recovery_level_ms) : -1;
     while (tally.outstanding > 0)
       std::this_thread::sleep_for(milliseconds{5});
     std::lock_guard<std::mutex> g{tally.mtx};
@@ -270,7 +274,9 @@ int main(int argc, char** argv) {
   std::vector<phase_result> phases;
   double recovery_ms = -1;
   for (double factor : {0.5, 1.0, 2.0, 4.0}) {
-    phases.push_back(run.phase(factor, factor * capacity, seconds));
+    // Back to the light-load level: 1.5 x the 0.5x phase's p50.
+    auto level = factor == 4.0 ? 1.5 * phases.front().ok_p50_ms : 0.0;
+    phases.push_back(run.phase(factor, factor * capacity, seconds, level));
     auto& r = phases.back();
     fmt::print(
       "{:>4.1f}x {:>6.0f}/s: ok {:>6} rejected {:>6} queue_timeout {:>5} other {:>3}"
@@ -279,7 +285,7 @@ int main(int argc, char** argv) {
       factor, r.rate, r.ok, r.rejected, r.timed_out, r.other, r.ok_p50_ms, r.ok_p99_ms,
       r.ok_max_ms, r.reject_p99_ms, r.rss_first_mb, r.rss_last_mb);
     if (factor == 4.0)
-      recovery_ms = run.recovery(1.5 * phases.front().ok_p50_ms);
+      recovery_ms = r.recovery_ms;
   }
   auto stop_err = (*rt)->stop();
 
