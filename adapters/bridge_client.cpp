@@ -48,6 +48,10 @@ struct call_base {
   virtual void proceed(bool ok, int step) = 0;
   /// Streams only: issue the next read after a pause.
   virtual void read_next() {}
+  /// Streams only: after a cancel from outside the stream's handle (shutdown, the
+  /// owner's cancel_all), a stream paused by its consumer has no operation in the
+  /// queue to fail; this issues one so the call completes instead of waiting forever.
+  virtual void drain_if_paused() {}
   /// StreamTelemetry only: queue control messages; the stream's control mutex is held.
   virtual void send_locked(const telemetry_control&) {}
 
@@ -135,8 +139,10 @@ struct runtime_state {
   void cancel(const client_state* owner, errc reason) {
     std::lock_guard<std::mutex> guard{mtx};
     for (auto* call : calls)
-      if (owner == nullptr || call->owner.get() == owner)
+      if (owner == nullptr || call->owner.get() == owner) {
         call->cancel(reason);
+        call->drain_if_paused();
+      }
   }
 
   size_t count(const client_state* owner) const {
@@ -164,8 +170,10 @@ struct runtime_state {
       std::lock_guard<std::mutex> guard{mtx};
       if (!shutting_down) {
         shutting_down = true;
-        for (auto* call : calls)
+        for (auto* call : calls) {
           call->cancel(errc::shutting_down);
+          call->drain_if_paused();
+        }
       }
       shutdown_queue_if_idle();
     }
@@ -274,6 +282,14 @@ struct controlled_call : call_base {
   explicit controlled_call(std::shared_ptr<client_state> owner)
     : call_base(std::move(owner)), control(std::make_shared<grpc_stream_control>()) {
     control->call = this;
+  }
+
+  void drain_if_paused() override {
+    std::lock_guard<std::mutex> guard{control->mtx};
+    if (control->paused) {
+      control->paused = false;
+      read_next(); // fails at once: the call is cancelled
+    }
   }
 
   /// Detaches the handle: pause/resume/cancel on it do nothing from now on.

@@ -404,6 +404,35 @@ TEST_SUITE("adapters.bridge_client") {
     CHECK(f.client.in_flight() == 0);
   }
 
+  TEST_CASE("a stream its consumer paused still completes when cancelled from outside "
+            "its handle (cancel_all, shutdown)") {
+    for (bool by_shutdown : {false, true}) {
+      fixture f;
+      std::promise<void> first;
+      std::atomic<int> chunks{0};
+      std::promise<caf::error> sp;
+      auto sfut = sp.get_future();
+      auto control = f.client.execute_stream(
+        call_of("count", {{"n", 1000}, {"delay_ms", 1}}), 20s,
+        [&](json, bool) {
+          if (++chunks == 1)
+            first.set_value();
+          return stream_step::pause; // no read outstanding from here on
+        },
+        [&](caf::error err) { sp.set_value(std::move(err)); });
+      REQUIRE(first.get_future().wait_for(20s) == std::future_status::ready);
+      std::this_thread::sleep_for(50ms);
+      if (by_shutdown)
+        f.runtime.shutdown(); // joined its pollers: hung before the fix
+      else
+        f.client.cancel_all();
+      REQUIRE(sfut.wait_for(10s) == std::future_status::ready);
+      CHECK(sfut.get() == (by_shutdown ? errc::shutting_down : errc::cancelled));
+      CHECK(chunks == 1);
+      CHECK(f.client.in_flight() == 0);
+    }
+  }
+
   TEST_CASE("after shutdown calls fail at once with shutting_down") {
     fixture f;
     std::promise<caf::expected<tool_reply>> pending;
