@@ -353,10 +353,13 @@ TEST_SUITE("integration.circuit_breaker") {
     auto new_spawns = rec.count("snakepit.worker.spawned") - spawned;
     auto new_probes = rec.count("snakepit.circuit_breaker.half_open") - probes;
     CHECK(new_probes >= 1);
-    // One start per half-open probe (plus one whose probe began just before the
-    // window), and probes only once per reset interval: 2.5 s of 1 s resets.
+    // One start per half-open probe, and probes only once per reset interval: 2.5 s
+    // of 1 s resets. Besides them, a start already under way when the circuit opened
+    // may still spawn its process: the worker supervisor can have begun a restart
+    // before the pool's retire reaches it (at most one per worker of the pool, 2
+    // here; seen in a fresh-clone run: 4 spawns for 3 probes). Nothing else starts.
     CHECK(new_probes <= 3);
-    CHECK(new_spawns <= new_probes + 1);
+    CHECK(new_spawns <= new_probes + 2);
     // Starts work again: the next probe closes the circuit and the pool refills.
     ::unlink(marker);
     CHECK(
