@@ -32,6 +32,7 @@
 
 #include "actors/runtime/runtime.hpp"
 #include "adapters/errors.hpp"
+#include "bench/results_file.hpp"
 
 namespace {
 
@@ -425,12 +426,7 @@ int main(int argc, char** argv) {
              "{:.1f} MB\n",
              grpc_rss, stdio_rss, node_rss);
 
-  json results = json::object();
-  if (std::ifstream in{out_path}; in) {
-    auto parsed = json::parse(in, nullptr, false);
-    if (parsed.is_object())
-      results = std::move(parsed);
-  }
+  auto results = snakepit::bench::read_results(out_path);
   results["kinds"] = raw;
   results["latency"]["stdio_vs_grpc_p50"] =
     ratio(stdio_ping.pct(0.5), grpc_ping.pct(0.5));
@@ -456,8 +452,7 @@ int main(int argc, char** argv) {
                             {"startup", results["startup"]},
                             {"memory", results["memory"]}}
                          .dump(2));
-  std::ofstream out{out_path};
-  out << results.dump(2) << "\n";
+  snakepit::bench::write_results(out_path, results);
   fmt::print("wrote worker kinds figures to {}\n", out_path);
   return 0;
 }

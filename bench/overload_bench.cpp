@@ -24,6 +24,7 @@
 
 #include "actors/runtime/runtime.hpp"
 #include "adapters/errors.hpp"
+#include "bench/results_file.hpp"
 
 namespace {
 
@@ -325,15 +326,9 @@ int main(int argc, char** argv) {
     reject_p99, recovery_ms, worst_ok_max, queue_timeout.count(), timed_out_ran,
     rss_growth_mb);
 
-  json results = json::object();
-  if (std::ifstream in{out_path}; in) {
-    auto parsed = json::parse(in, nullptr, false);
-    if (parsed.is_object())
-      results = std::move(parsed);
-  }
+  auto results = snakepit::bench::read_results(out_path);
   results["overload"] = overload;
-  std::ofstream out{out_path};
-  out << results.dump(2) << "\n";
+  snakepit::bench::write_results(out_path, results);
   fmt::print("wrote overload figures to {}\n", out_path);
   return stop_err ? 1 : 0;
 }

@@ -13,6 +13,7 @@
 
 #include "actors/runtime/runtime.hpp"
 #include "adapters/errors.hpp"
+#include "bench/results_file.hpp"
 
 namespace {
 
@@ -119,15 +120,9 @@ int main(int argc, char** argv) {
   }
   scaling["startup_ms"] = startup;
 
-  json results = json::object();
-  if (std::ifstream in{out_path}; in) {
-    auto parsed = json::parse(in, nullptr, false);
-    if (parsed.is_object())
-      results = std::move(parsed);
-  }
+  auto results = snakepit::bench::read_results(out_path);
   results["scaling"] = scaling;
-  std::ofstream out{out_path};
-  out << results.dump(2) << "\n";
+  snakepit::bench::write_results(out_path, results);
   fmt::print("wrote scaling figures to {}\n", out_path);
   return 0;
 }

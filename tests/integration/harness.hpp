@@ -111,6 +111,15 @@ inline bool path_exists(const std::string& path) {
   return ::stat(path.c_str(), &st) == 0;
 }
 
+/// Options of a call that names its session in the request metadata (as upstream
+/// callers do), with a generous deadline.
+inline execute_options in_session(const std::string& sid) {
+  execute_options opts;
+  opts.metadata["session_id"] = sid;
+  opts.timeout = std::chrono::seconds{60};
+  return opts;
+}
+
 /// `execute_async` with its result delivered to the returned future. The promise is
 /// shared with the callback, so a test that stops early (a failed REQUIRE) leaves the
 /// callback no dangling reference.

@@ -94,13 +94,6 @@ snakepit::config spawned_pool() {
   return cfg;
 }
 
-snakepit::execute_options in_session(const std::string& sid) {
-  snakepit::execute_options opts;
-  opts.metadata["session_id"] = sid;
-  opts.timeout = 60s;
-  return opts;
-}
-
 /// The state keys of session `sid` in the host's store.
 std::vector<std::string> keys_of(snakepit::runtime& rt, const std::string& sid) {
   auto info = rt.get_session_info(sid);

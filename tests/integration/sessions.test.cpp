@@ -27,13 +27,6 @@ snakepit::config session_config(size_t workers) {
   return cfg;
 }
 
-snakepit::execute_options in_session(const std::string& sid) {
-  snakepit::execute_options opts;
-  opts.metadata["session_id"] = sid;
-  opts.timeout = 60s;
-  return opts;
-}
-
 /// Runs `calls` calls of `tool` spread over `threads` host threads.
 void hammer(snakepit::runtime& rt, const std::string& sid, const std::string& tool,
             int threads, int calls, std::atomic<int>& failures) {
