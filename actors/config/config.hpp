@@ -385,6 +385,16 @@ struct config {
   bool control_socket = true;
   /// The log (`[log]` in a config file).
   log_config log;
+  /// How often the runtime hands the allocator's free memory back to the system
+  /// (glibc `malloc_trim`: gRPC's and CAF's threads each fragment an arena of their
+  /// own, docs/reliability.md "Soak"); 0 = never. It affects the whole process.
+  std::chrono::milliseconds release_memory_interval{10000};
+  /// Cap on glibc's malloc arenas for the whole process, set when the runtime starts
+  /// (`mallopt(M_ARENA_MAX)`); 0 = leave the allocator's default (8 per core). Each
+  /// thread that allocates may otherwise get an arena of its own, which a long run
+  /// fragments; 2 keeps a long-running host's memory flatter (docs/reliability.md
+  /// "Soak") at the cost of more contention on the allocator between threads.
+  int malloc_arena_max = 0;
 
   /// Checks the fields and (if `check_interpreter`) the interpreter itself:
   /// missing, not executable, or without grpc. Runs no worker.

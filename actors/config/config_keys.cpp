@@ -470,6 +470,13 @@ const std::vector<config_key<config>>& config_keys() {
       "metrics_allow_remote", "allow metrics_address on a non-loopback interface"),
     key<&c::control_socket>("control_socket",
                             "serve JSON stats on <runtime dir>/control.sock"),
+    key<&c::release_memory_interval>(
+      "release_memory_interval",
+      "how often free allocator memory goes back to the system; 0: never")
+      .non_negative(),
+    key<&c::malloc_arena_max>("malloc_arena_max",
+                              "cap on glibc malloc arenas for the process; 0: default")
+      .non_negative(),
   };
   return keys;
 }

@@ -13,6 +13,7 @@
 #include <fmt/format.h>
 
 #include "actors/atoms.hpp"
+#include "actors/runtime/detail/memory_release.hpp"
 #include "actors/runtime/detail/runtime_dirs.hpp"
 #include "actors/runtime/detail/runtime_impl.hpp"
 #include "actors/runtime/detail/services.hpp"
@@ -44,6 +45,9 @@ struct owned_system_config : caf::actor_system_config {
 std::unique_ptr<runtime::impl> make_impl(caf::actor_system* sys, config cfg,
                                          start_options opts) {
   auto p = std::make_unique<runtime::impl>();
+  // Before the runtime's threads exist, so that they share the capped arenas.
+  if (cfg.malloc_arena_max > 0)
+    detail::limit_malloc_arenas(cfg.malloc_arena_max);
   if (!sys) {
     p->own_cfg = std::make_unique<owned_system_config>();
     p->own_sys = std::make_unique<caf::actor_system>(*p->own_cfg);

@@ -121,6 +121,16 @@ std::vector<tool_info> list(self_ptr self, const std::string& session) {
   return out;
 }
 
+/// Without this each restart or replacement would add its worker id to every tool
+/// for good (a soak run found the list growing by one id per worker start).
+void forget_worker(self_ptr self, const std::string& worker) {
+  for (auto& [session, table] : self->state.python)
+    for (auto& [name, tool] : table) {
+      auto& ws = tool.workers;
+      ws.erase(std::remove(ws.begin(), ws.end(), worker), ws.end());
+    }
+}
+
 int32_t drop_session(self_ptr self, const std::string& session) {
   if (session.empty())
     return 0;
@@ -156,6 +166,9 @@ tool_registry_actor::behavior_type tool_registry_impl(self_ptr self) {
     [=](session_cleanup_atom, const std::string& session) {
       return drop_session(self, session);
     },
+    [=](tool_forget_worker_atom, const std::string& worker) {
+      forget_worker(self, worker);
+    },
   };
 }
 
@@ -167,6 +180,11 @@ tool_registry_actor spawn_tool_registry(caf::actor_system& sys) {
 
 void drop_session_tools(const tool_registry_actor& registry, std::string session_id) {
   caf::anon_send(registry, session_cleanup_atom::value, std::move(session_id));
+}
+
+void forget_worker_tools(const tool_registry_actor& registry, std::string worker_id) {
+  if (registry)
+    caf::anon_send(registry, tool_forget_worker_atom::value, std::move(worker_id));
 }
 
 supervision::child_spec tool_registry_child(std::string id) {

@@ -56,7 +56,8 @@ struct tool_info {
   bool supports_streaming = false;
   /// Host tools only: whether Python may list and call it.
   bool exposed = false;
-  /// Python tools only: the workers that registered it.
+  /// Python tools only: the live workers that registered it (a worker that is
+  /// gone is removed by `forget_worker_tools`; the tool stays listed).
   std::vector<std::string> workers;
 };
 
@@ -90,6 +91,9 @@ using tool_exposed_atom = caf::atom_constant<caf::atom("toolexpose")>;
 /// Tags `get_host_tool`.
 using tool_host_get_atom = caf::atom_constant<caf::atom("toolgethst")>;
 
+/// Tags `forget_worker_tools`.
+using tool_forget_worker_atom = caf::atom_constant<caf::atom("toolforget")>;
+
 /// Tool ids by tool name, as `register_python_tools` returns them.
 using tool_ids = std::map<std::string, std::string>;
 
@@ -102,7 +106,8 @@ using tool_registry_actor = caf::typed_actor<
   caf::replies_to<tool_list_atom, std::string>::with<std::vector<tool_info>>,
   caf::replies_to<tool_exposed_atom, std::string>::with<std::vector<tool_info>>,
   caf::replies_to<tool_host_get_atom, std::string>::with<host_tool>,
-  caf::replies_to<session_cleanup_atom, std::string>::with<int32_t>>;
+  caf::replies_to<session_cleanup_atom, std::string>::with<int32_t>,
+  caf::reacts_to<tool_forget_worker_atom, std::string>>;
 
 /// The name the runtime gives the registry in its name table.
 inline constexpr const char* tool_registry_name = "tool_registry";
@@ -178,6 +183,12 @@ auto cleanup_session_tools(Self&& self, const tool_registry_actor& registry,
   return self->request(registry, timeout, session_cleanup_atom::value,
                        std::move(session_id));
 }
+
+/// A worker is gone: removes `worker_id` from every tool's `workers` (the tools stay
+/// listed). Sent by the worker itself before it quits, so that a restarted worker
+/// of the same id registers after it. Safe from any thread; does nothing when
+/// `registry` is invalid.
+void forget_worker_tools(const tool_registry_actor& registry, std::string worker_id);
 
 /// `cleanup_session_tools` as a cast, for callers that need no count (the store's
 /// expiry hook). Safe from any thread; does nothing when `registry` is invalid.

@@ -72,6 +72,16 @@ caf::error start_error(const worker_state& st, const std::string& what) {
                          fmt::format("worker {}: {}", st.args.id, what));
 }
 
+/// Every way out: the tool registry forgets this worker's id first (so a restarted
+/// worker of the same id, which registers only after this actor has quit, is not
+/// forgotten in its place), then the actor quits.
+void quit_worker(worker_pointer self, caf::error reason) {
+  auto& st = self->state;
+  forget_worker_tools(as_tool_registry(st.args.env->names->get(tool_registry_name)),
+                      st.args.id);
+  self->quit(std::move(reason));
+}
+
 // -- Start. The process runs; the ready file, then a Ping. ------------------------
 
 /// A start that did not make it. The pool hears of it (its circuit breaker counts
@@ -87,7 +97,7 @@ void fail_start(worker_pointer self, caf::error reason, bool tell_pool = true) {
   if (tell_pool)
     self->anon_send(st.args.pool, worker_start_failed_atom::value, st.args.id, reason);
   st.ack.fail(reason);
-  self->quit(std::move(reason));
+  quit_worker(self, std::move(reason));
 }
 
 /// A stdio bridge's tools, as its ping answer declared them, go into the host's
@@ -233,7 +243,7 @@ void begin_stop(worker_pointer self, caf::error reason) {
   st.ph = phase::stopping;
   st.telemetry.close();
   if (!st.process.running()) {
-    self->quit(st.stop.reason());
+    quit_worker(self, st.stop.reason());
     return;
   }
   st.process.signal(SIGTERM);
@@ -264,9 +274,9 @@ void on_crash(worker_pointer self, adapters::process_exit e, size_t in_flight) {
   }
   if (st.client)
     st.client->cancel_all();
-  self->quit(caf::make_error(
-    errc::worker_crashed,
-    fmt::format("worker {}: its process exited ({})", st.args.id, e.to_string())));
+  quit_worker(self, caf::make_error(errc::worker_crashed,
+                                    fmt::format("worker {}: its process exited ({})",
+                                                st.args.id, e.to_string())));
 }
 
 void on_stopped(worker_pointer self, adapters::process_exit e) {
@@ -277,7 +287,7 @@ void on_stopped(worker_pointer self, adapters::process_exit e) {
     f["signal"] = e.signal;
     log->debug("worker stopped", f);
   }
-  self->quit(st.stop.reason());
+  quit_worker(self, st.stop.reason());
 }
 
 void on_process_exit(worker_pointer self, adapters::process_exit e) {

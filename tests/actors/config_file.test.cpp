@@ -65,6 +65,8 @@ sweep_orphans_at_start = false
 metrics_address = "0.0.0.0:9568"
 metrics_allow_remote = true
 control_socket = false
+release_memory_interval_s = 0
+malloc_arena_max = 2
 
 [[pools]]
 name = "fast"
@@ -113,6 +115,8 @@ request_timeout_ms = 900000
     CHECK_FALSE(cfg->sweep_orphans_at_start);
     CHECK(cfg->metrics.address == "0.0.0.0:9568");
     CHECK(cfg->metrics.allow_remote);
+    CHECK(cfg->release_memory_interval == 0ms);
+    CHECK(cfg->malloc_arena_max == 2);
     CHECK_FALSE(cfg->control_socket);
     REQUIRE(cfg->pools.size() == 2);
     auto& p = cfg->pools[0];

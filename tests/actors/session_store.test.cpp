@@ -427,4 +427,46 @@ TEST_SUITE("actors.tool_registry") {
     caf::anon_send_exit(reg, caf::exit_reason::kill);
   }
 
+  TEST_CASE_FIXTURE(det_fixture,
+                    "a worker that is gone leaves every tool's list, and restarts do not "
+                    "grow it") {
+    auto reg = act::spawn_tool_registry(sys);
+    sched.run();
+    using tools = std::vector<act::tool_info>;
+    auto register_python = [&](std::string session, std::string worker) {
+      return reply<act::tool_ids>(act::register_python_tools(
+        self, reg, std::move(session), std::move(worker),
+        tools{py_tool("add"), py_tool("echo")}, caf::infinite));
+    };
+    auto workers_of = [&](std::string session, const std::string& name) {
+      auto all = reply<tools>(act::list_tools(self, reg, session, caf::infinite));
+      REQUIRE(all);
+      for (auto& t : *all)
+        if (t.name == name && t.session_id == session)
+          return t.workers;
+      FAIL("no tool " << name);
+      return std::vector<std::string>{};
+    };
+    REQUIRE(register_python("", "w1"));
+    REQUIRE(register_python("", "w2"));
+    REQUIRE(register_python("s1", "w1"));
+    act::forget_worker_tools(reg, "w1");
+    sched.run();
+    CHECK(workers_of("", "add") == std::vector<std::string>{"w2"});
+    CHECK(workers_of("s1", "echo").empty());
+    act::forget_worker_tools(reg, "w2");
+    sched.run();
+    // The tools stay listed without workers until a worker registers them again.
+    CHECK(workers_of("", "add").empty());
+    // A thousand worker starts, each gone before the next: the list stays short.
+    for (int i = 0; i < 1000; ++i) {
+      REQUIRE(register_python("", "p_worker_" + std::to_string(i)));
+      act::forget_worker_tools(reg, "p_worker_" + std::to_string(i));
+      sched.run();
+    }
+    REQUIRE(register_python("", "p_worker_last"));
+    CHECK(workers_of("", "echo") == std::vector<std::string>{"p_worker_last"});
+    caf::anon_send_exit(reg, caf::exit_reason::kill);
+  }
+
 } // TEST_SUITE

@@ -2,6 +2,7 @@
 // Python process's resident memory (replacement first, then drain), manual
 // recycling, the crash barrier (classified crashes taint a worker), idempotent
 // retries with backoff, and the circuit breaker over failing worker starts.
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <fstream>
@@ -171,6 +172,21 @@ TEST_SUITE("integration.recycling") {
              });
     }));
     CHECK(eventually([&] { return !pid_alive(victim.pid); }));
+    // Its tools list the live workers only: the replaced one's id is gone.
+    CHECK(eventually([&] {
+      auto tools = r.list_tools();
+      auto ws = serving_workers(r);
+      if (!tools || !ws || tools->empty())
+        return false;
+      for (auto& t : *tools) {
+        if (t.kind != "python")
+          continue;
+        if (std::find(t.workers.begin(), t.workers.end(), victim.id) != t.workers.end() ||
+            t.workers.size() != ws->size())
+          return false;
+      }
+      return true;
+    }));
     auto err = r.recycle_worker("no_such_worker");
     CHECK(err == errc::invalid_argument);
     CHECK(r.get_stats()->recycles == 1);

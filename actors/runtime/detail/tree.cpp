@@ -10,6 +10,7 @@
 #include "actors/atoms.hpp"
 #include "actors/observability/telemetry.hpp"
 #include "actors/pool/pool.hpp"
+#include "actors/runtime/detail/memory_release.hpp"
 #include "actors/sessions/session_store.hpp"
 #include "actors/sessions/tool_registry.hpp"
 #include "supervision/dynamic_supervisor.hpp"
@@ -107,6 +108,8 @@ caf::expected<caf::actor> start_tree(caf::actor_system& sys, const config& cfg,
   children.push_back(named(actors::tool_registry_child(actors::tool_registry_name),
                            env->names, actors::tool_registry_name));
   children.push_back(named(runtime_sup(cfg, env), env->names, "runtime_sup"));
+  if (cfg.release_memory_interval.count() > 0)
+    children.push_back(memory_release_child(cfg.release_memory_interval));
   supervision::supervisor_flags flags;
   flags.strat = supervision::strategy::one_for_one;
   flags.intensity = 3;
