@@ -11,6 +11,16 @@ include(CMakePackageConfigHelpers)
 set(SNAKEPIT_INSTALL_CMAKEDIR "${CMAKE_INSTALL_LIBDIR}/cmake/snakepit")
 set(SNAKEPIT_INSTALL_SHAREDIR "${CMAKE_INSTALL_DATADIR}/snakepit")
 
+# A sanitized build installs instrumented static libraries: whoever links them needs
+# the sanitizer's runtime too (only in the installed package; the build tree sets it
+# globally).
+if(SNAKEPIT_SANITIZERS)
+  foreach(lib snakepit_proto snakepit_supervision snakepit_adapters snakepit_actors)
+    target_link_options(${lib} INTERFACE
+      "$<INSTALL_INTERFACE:-fsanitize=${SNAKEPIT_SANITIZERS}>")
+  endforeach()
+endif()
+
 install(TARGETS snakepit_proto snakepit_supervision snakepit_adapters snakepit_actors
                 snakepit_snakepit
   EXPORT snakepit_targets
