@@ -19,6 +19,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <mutex>
@@ -41,29 +42,71 @@ using clock_type = std::chrono::steady_clock;
 
 namespace {
 
+/// The kinds of call in the mix, in the order `one_call` cycles through them.
+constexpr std::array<const char*, 5> kind_names{"plain", "session", "stream", "host_tool",
+                                                "binary"};
+
 struct options {
   double minutes = 30;
   int sample_seconds = 10;
-  double kill_seconds = 3; // 0: no kills
-  int arena_max = 2;       // config::malloc_arena_max; 0: glibc's default
+  double kill_seconds = 3;               // 0: no kills
+  int arena_max = 2;                     // config::malloc_arena_max; 0: glibc's default
+  int max_requests = 400;                // recycling.max_requests of both pools; 0: none
+  std::vector<int> kinds{0, 1, 2, 3, 4}; // indexes into kind_names
   std::string out = "build/soak";
 };
 
+[[noreturn]] void usage(const std::string& why) {
+  fmt::print(
+    stderr,
+    "soak: {}\n"
+    "usage: snakepit_soak [--minutes N] [--sample-seconds S] [--kill-seconds K]\n"
+    "                     [--arena-max A] [--max-requests R] [--kinds LIST] "
+    "[--out DIR]\n"
+    "  LIST: a comma-separated subset of {}\n",
+    why, fmt::join(kind_names, ","));
+  std::exit(2);
+}
+
 options parse(int argc, char** argv) {
   options o;
-  for (int i = 1; i + 1 < argc; i += 2) {
+  for (int i = 1; i < argc; i += 2) {
     std::string k = argv[i];
-    if (k == "--minutes")
-      o.minutes = std::stod(argv[i + 1]);
-    else if (k == "--sample-seconds")
-      o.sample_seconds = std::stoi(argv[i + 1]);
-    else if (k == "--arena-max")
-      o.arena_max = std::stoi(argv[i + 1]);
-    else if (k == "--kill-seconds")
-      o.kill_seconds = std::stod(argv[i + 1]);
-    else if (k == "--out")
-      o.out = argv[i + 1];
+    if (k == "--help" || k == "-h")
+      usage("a long run under mixed load (docs/reliability.md \"Soak\")");
+    if (i + 1 >= argc)
+      usage(fmt::format("{} needs a value", k));
+    std::string v = argv[i + 1];
+    try {
+      if (k == "--minutes")
+        o.minutes = std::stod(v);
+      else if (k == "--sample-seconds")
+        o.sample_seconds = std::stoi(v);
+      else if (k == "--arena-max")
+        o.arena_max = std::stoi(v);
+      else if (k == "--kill-seconds")
+        o.kill_seconds = std::stod(v);
+      else if (k == "--max-requests")
+        o.max_requests = std::stoi(v);
+      else if (k == "--out")
+        o.out = v;
+      else if (k == "--kinds") {
+        o.kinds.clear();
+        std::stringstream in{v};
+        for (std::string name; std::getline(in, name, ',');) {
+          auto at = std::find(kind_names.begin(), kind_names.end(), name);
+          if (at == kind_names.end())
+            usage(fmt::format("unknown kind of call '{}'", name));
+          o.kinds.push_back(static_cast<int>(at - kind_names.begin()));
+        }
+      } else
+        usage(fmt::format("unknown option '{}'", k));
+    } catch (const std::logic_error&) { // std::sto* on a value that is no number
+      usage(fmt::format("{} takes a number, not '{}'", k, v));
+    }
   }
+  if (o.kinds.empty() || o.sample_seconds <= 0 || o.minutes <= 0)
+    usage("nothing to run");
   return o;
 }
 
@@ -108,10 +151,6 @@ std::string command_line(int pid) {
   return s;
 }
 
-/// The kinds of call in the mix, in the order `one_call` cycles through them.
-constexpr std::array<const char*, 5> kind_names{"plain", "session", "stream", "host_tool",
-                                                "binary"};
-
 /// What the load threads share: outcome counters and this period's latencies.
 struct tally {
   std::atomic<long> ok{0};
@@ -152,7 +191,7 @@ snakepit::config soak_config(const options& opts) {
   plain.name = "plain";
   plain.pool_size = kPlainWorkers;
   plain.adapter = "snakepit_bridge.adapters.showcase.ShowcaseAdapter";
-  plain.recycling.max_requests = 400;
+  plain.recycling.max_requests = opts.max_requests;
   plain.heartbeat.enabled = true;
   plain.heartbeat.interval = 1000ms;
   auto mixed = plain;
@@ -169,8 +208,8 @@ snakepit::config soak_config(const options& opts) {
   return cfg;
 }
 
-/// One call of the mix, chosen by `i`.
-void one_call(snakepit::runtime& rt, tally& t, int thread, long i) {
+/// One call of kind `kind` (`kind_names`); `i` varies its arguments.
+void one_call(snakepit::runtime& rt, tally& t, int thread, long i, int kind) {
   snakepit::execute_options plain;
   plain.pool = "plain";
   snakepit::execute_options mixed;
@@ -179,7 +218,7 @@ void one_call(snakepit::runtime& rt, tally& t, int thread, long i) {
   ++t.in_flight;
   caf::error err;
   bool ok = false;
-  switch (i % 5) {
+  switch (kind) {
   case 0: { // a plain call
     auto r = rt.execute("add", {{"a", i}, {"b", 1}}, plain);
     ok = r && r->result == json(i + 1);
@@ -221,7 +260,7 @@ void one_call(snakepit::runtime& rt, tally& t, int thread, long i) {
   }
   }
   --t.in_flight;
-  t.record(static_cast<int>(i % 5), started, ok, err);
+  t.record(kind, started, ok, err);
 }
 
 /// Kills a random serving worker (of either pool) with SIGKILL.
@@ -377,7 +416,7 @@ int main(int argc, char** argv) {
   for (int i = 0; i < 6; ++i)
     load.emplace_back([&, i] {
       for (long n = i; !stop; n += 6)
-        one_call(r, t, i, n);
+        one_call(r, t, i, n, opts.kinds[static_cast<size_t>(n) % opts.kinds.size()]);
     });
   std::thread killer([&] {
     std::mt19937 rng{42};
@@ -426,6 +465,8 @@ int main(int argc, char** argv) {
   json out{{"minutes", opts.minutes},
            {"kill_seconds", opts.kill_seconds},
            {"arena_max", opts.arena_max},
+           {"glibc_tunables",
+            std::getenv("GLIBC_TUNABLES") ? std::getenv("GLIBC_TUNABLES") : ""},
            {"sample_seconds", opts.sample_seconds},
            {"samples", samples},
            {"ok_calls", t.ok.load()},

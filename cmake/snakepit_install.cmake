@@ -12,10 +12,14 @@ set(SNAKEPIT_INSTALL_CMAKEDIR "${CMAKE_INSTALL_LIBDIR}/cmake/snakepit")
 set(SNAKEPIT_INSTALL_SHAREDIR "${CMAKE_INSTALL_DATADIR}/snakepit")
 
 # A sanitized build installs instrumented static libraries: whoever links them needs
-# the sanitizer's runtime too (only in the installed package; the build tree sets it
-# globally).
+# the sanitizer's runtime too, and compiles with the same sanitizer, or the linker may
+# keep an uninstrumented copy of an inline function both share (a shared_ptr's
+# reference count, say) and ThreadSanitizer sees races that are not there. Only in
+# the installed package; the build tree sets both globally.
 if(SNAKEPIT_SANITIZERS)
   foreach(lib snakepit_proto snakepit_supervision snakepit_adapters snakepit_actors)
+    target_compile_options(${lib} INTERFACE
+      "$<INSTALL_INTERFACE:-fsanitize=${SNAKEPIT_SANITIZERS};-fno-omit-frame-pointer>")
     target_link_options(${lib} INTERFACE
       "$<INSTALL_INTERFACE:-fsanitize=${SNAKEPIT_SANITIZERS}>")
   endforeach()

@@ -12,7 +12,13 @@ set -euo pipefail
 src="$1" build="$2" generator="$3" cxx="$4"
 
 tmp="$(mktemp -d /tmp/snakepit-package-test.XXXXXX)"
-trap 'rm -rf "$tmp"' EXIT
+san_logs="" # where a sanitized build wants its reports (scripts/sanitize)
+keep_reports() {
+  if [ -n "$san_logs" ] && compgen -G "$tmp/san/logs/*" >/dev/null; then
+    mkdir -p "$san_logs" && cp "$tmp"/san/logs/* "$san_logs/"
+  fi
+}
+trap 'keep_reports; rm -rf "$tmp"' EXIT
 prefix="$tmp/prefix"
 fail() {
   echo "FAIL: $*" >&2
@@ -45,8 +51,12 @@ echo "== the installed headers compile together, from the prefix alone"
 
 echo "== build examples/hello out of tree against the prefix"
 cp -r "$src/examples/hello" "$tmp/hello-src"
+# The consumer uses the CAF the build used: Debian's, or the one a sanitized build
+# was given (scripts/sanitize thread builds CAF instrumented and passes its prefix).
+caf_prefix="$(sed -n 's/^CMAKE_PREFIX_PATH:[A-Z]*=//p' "$build/CMakeCache.txt")"
 cmake -S "$tmp/hello-src" -B "$tmp/hello-build" -G "$generator" \
-  -DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_EXPORT_COMPILE_COMMANDS=ON >"$tmp/hello.log" ||
+  -DCMAKE_PREFIX_PATH="$prefix${caf_prefix:+;$caf_prefix}" \
+  -DCMAKE_EXPORT_COMPILE_COMMANDS=ON >"$tmp/hello.log" ||
   fail "configuring the consumer: $(tail -20 "$tmp/hello.log")"
 cmake --build "$tmp/hello-build" >>"$tmp/hello.log" 2>&1 ||
   fail "building the consumer: $(tail -20 "$tmp/hello.log")"
@@ -57,6 +67,27 @@ for leak in -Werror -Wpedantic "$src" "$build"; do
   if grep -qF -- "$leak" <<<"$flags"; then
     fail "the consumer's compile commands carry '$leak' (a build-only requirement leaked)"
   fi
+done
+
+# A sanitized build's options travel into the bare environment: their suppression
+# files are copied beside it (the trees are hidden) and their reports go to a
+# directory of this run, copied back to the caller's at the end.
+san_env=()
+mkdir -p "$tmp/san/logs"
+for var in ASAN_OPTIONS UBSAN_OPTIONS LSAN_OPTIONS TSAN_OPTIONS; do
+  [ -n "${!var:-}" ] || continue
+  IFS=: read -ra parts <<<"${!var}"
+  for i in "${!parts[@]}"; do
+    case "${parts[$i]}" in
+      suppressions=*)
+        cp "${parts[$i]#suppressions=}" "$tmp/san/$var.supp"
+        parts[$i]="suppressions=$tmp/san/$var.supp" ;;
+      log_path=*)
+        san_logs="$(dirname "${parts[$i]#log_path=}")"
+        parts[$i]="log_path=$tmp/san/logs/$(basename "${parts[$i]#log_path=}")" ;;
+    esac
+  done
+  san_env+=("$var=$(IFS=:; echo "${parts[*]}")")
 done
 
 # Runs "$@" in an empty working directory with a bare environment, the source and build
@@ -74,7 +105,7 @@ run_outside() {
   local cmd
   cmd="$(printf '%q ' "$@")"
   (cd "$tmp/cwd" && env -i PATH=/usr/bin:/bin HOME="$tmp/home" XDG_STATE_HOME="$tmp/state" \
-    ${hide:+unshare -rm} sh -c "${hide:+$hide && }exec timeout -k 5 120 $cmd") \
+    "${san_env[@]}" ${hide:+unshare -rm} sh -c "${hide:+$hide && }exec timeout -k 5 120 $cmd") \
     2>"$tmp/stderr.txt"
 }
 stderr_of() { echo "(stderr: $(tail -20 "$tmp/stderr.txt"))"; }

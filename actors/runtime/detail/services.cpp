@@ -3,6 +3,7 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <memory>
 #include <utility>
 
 #include "actors/observability/telemetry.hpp"
@@ -88,17 +89,21 @@ service telemetry_service(impl& p) {
 /// The reaper process (adapters/orphan_guard.hpp) that kills every worker's process
 /// group should the host die without stopping, even by SIGKILL, whatever program the
 /// worker runs. Started early, while the host is small (the reaper is forked). Stopped
-/// after every worker has exited: it then has nothing left to kill and exits.
+/// after every worker has exited: it then has nothing left to kill and exits. The
+/// runtime's `guard` is set and reset with std::atomic_store and read with
+/// std::atomic_load: after a late failed start a worker actor may still be starting
+/// while the services below it stop (found by ThreadSanitizer).
 service orphan_guard_service(impl& p) {
   auto start = [&p]() -> caf::error {
     auto guard = adapters::orphan_guard::create();
     if (!guard)
       return guard.error();
-    p.env->guard = std::make_shared<adapters::orphan_guard>(std::move(*guard));
+    std::atomic_store(&p.env->guard,
+                      std::make_shared<adapters::orphan_guard>(std::move(*guard)));
     return caf::none;
   };
   auto stop = [&p]() -> caf::error {
-    p.env->guard.reset();
+    std::atomic_store(&p.env->guard, std::shared_ptr<adapters::orphan_guard>{});
     return caf::none;
   };
   return {"orphan_guard", start, stop};
@@ -231,7 +236,7 @@ service process_table_service(impl& p) {
 service templates_service(impl& p) {
   auto start = [&p]() -> caf::error {
     p.env->templates = std::make_shared<actors::worker_templates>(
-      p.env->processes, p.env->guard, p.env->stderr_pump, p.env->log);
+      p.env->processes, std::atomic_load(&p.env->guard), p.env->stderr_pump, p.env->log);
     return caf::none;
   };
   auto stop = [&p]() -> caf::error {

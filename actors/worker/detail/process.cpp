@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <fstream>
+#include <memory>
 #include <sstream>
 #include <utility>
 #include <vector>
@@ -400,15 +401,17 @@ caf::error worker_process::start(const worker_args& args,
   auto group = proc_->own_group() ? proc_->pgid() : 0;
   // Should the host die without stopping us (even by SIGKILL), the reaper kills the
   // group: a worker program that ignores EOF, SIGTERM and the lifeline goes too.
+  // (One snapshot: a runtime whose start failed late resets the guard while a worker
+  // actor may still be starting.)
   std::weak_ptr<adapters::orphan_guard> guard;
-  if (group > 0 && env.guard) {
-    if (auto err = env.guard->watch(group)) {
+  if (auto current = std::atomic_load(&env.guard); group > 0 && current) {
+    if (auto err = current->watch(group)) {
       if (env.log->enabled(adapters::log_level::warn))
         env.log->warn("the orphan guard cannot watch this worker; it may outlive a host "
                       "killed by SIGKILL",
                       {{"worker_id", args.id}, {"pid", pid}, {"error", describe(err)}});
     } else {
-      guard = env.guard;
+      guard = current;
     }
   }
   adapters::exit_watcher::instance().watch(
