@@ -12,6 +12,7 @@
 #include <dirent.h>
 #include <malloc.h>
 #include <signal.h>
+#include <sqlite3.h>
 
 #include <algorithm>
 #include <array>
@@ -275,45 +276,87 @@ void kill_one(snakepit::runtime& rt, std::mt19937& rng) {
     ::kill(pids[std::uniform_int_distribution<size_t>{0, pids.size() - 1}(rng)], SIGKILL);
 }
 
-json sample(snakepit::runtime& rt, tally& t, double t_s) {
-  snakepit::latency_histogram h;
+/// One period's figures. Kept as plain numbers in storage reserved at the start, so
+/// that the soak's own record does not show up as growth in the bytes it measures
+/// (as JSON, some 2.5 KB a sample, 15 KB a minute: it did).
+struct sample_row {
+  double t_s = 0;
+  long rss_kb = 0, rss_anon_kb = 0, rss_file_kb = 0;
+  long heap_in_use_kb = 0, heap_free_kb = 0, sqlite_kb = 0;
+  long fds = 0, threads = 0, processes = 0, workers = 0;
+  uint64_t calls = 0;
+  double p50_ms = 0, p99_ms = 0;
+  std::array<double, kind_names.size()> p99_ms_by_kind{};
+  long ok = 0, typed_errors = 0;
+  bool after_load = false;
+};
+
+json to_json(const sample_row& x) {
   json by_kind = json::object();
+  for (size_t k = 0; k < kind_names.size(); ++k)
+    by_kind[kind_names[k]] = x.p99_ms_by_kind[k];
+  json out{{"t_s", x.t_s},
+           {"rss_kb", x.rss_kb},
+           {"rss_anon_kb", x.rss_anon_kb},
+           {"rss_file_kb", x.rss_file_kb},
+           {"heap_in_use_kb", x.heap_in_use_kb},
+           {"heap_free_kb", x.heap_free_kb},
+           // (part of the bytes in use: the process registry's page cache and
+           // statements, capped by SQLite's cache_size)
+           {"sqlite_kb", x.sqlite_kb},
+           {"fds", x.fds},
+           {"threads", x.threads},
+           {"processes", x.processes},
+           {"workers", x.workers},
+           {"calls", x.calls},
+           {"p50_ms", x.p50_ms},
+           {"p99_ms", x.p99_ms},
+           {"p99_ms_by_kind", by_kind},
+           {"ok", x.ok},
+           {"typed_errors", x.typed_errors}};
+  if (x.after_load)
+    out["after_load"] = true;
+  return out;
+}
+
+sample_row sample(snakepit::runtime& rt, tally& t, double t_s) {
+  sample_row x;
+  x.t_s = t_s;
+  snakepit::latency_histogram h;
   {
     std::lock_guard<std::mutex> g{t.mtx};
     h = t.period;
     t.period = {};
     for (size_t k = 0; k < kind_names.size(); ++k) {
-      by_kind[kind_names[k]] = t.period_by_kind[k].quantile_us(0.99) / 1000.0;
+      x.p99_ms_by_kind[k] = t.period_by_kind[k].quantile_us(0.99) / 1000.0;
       t.period_by_kind[k] = {};
     }
   }
-  long workers = 0;
   if (auto all = rt.list_all_workers())
     for (auto& [pool, ws] : *all)
       for (auto& w : ws)
-        workers += w.pid > 0 ? 1 : 0;
+        x.workers += w.pid > 0 ? 1 : 0;
   long templates = 0;
   auto pids = rt.live_processes();
   for (auto pid : pids)
     templates +=
       command_line(pid).find("snakepit_bridge.forkserver") != std::string::npos;
   auto h_now = heap();
-  return json{{"t_s", t_s},
-              {"rss_kb", status_field("VmRSS")},
-              {"rss_anon_kb", status_field("RssAnon")},
-              {"rss_file_kb", status_field("RssFile")},
-              {"heap_in_use_kb", h_now.in_use_kb},
-              {"heap_free_kb", h_now.free_kb},
-              {"fds", open_fds()},
-              {"threads", status_field("Threads")},
-              {"processes", static_cast<long>(pids.size()) - templates},
-              {"workers", workers},
-              {"calls", h.count()},
-              {"p50_ms", h.quantile_us(0.5) / 1000.0},
-              {"p99_ms", h.quantile_us(0.99) / 1000.0},
-              {"p99_ms_by_kind", by_kind},
-              {"ok", t.ok.load()},
-              {"typed_errors", t.typed_errors.load()}};
+  x.rss_kb = status_field("VmRSS");
+  x.rss_anon_kb = status_field("RssAnon");
+  x.rss_file_kb = status_field("RssFile");
+  x.heap_in_use_kb = h_now.in_use_kb;
+  x.heap_free_kb = h_now.free_kb;
+  x.sqlite_kb = static_cast<long>(sqlite3_memory_used() / 1024);
+  x.fds = open_fds();
+  x.threads = status_field("Threads");
+  x.processes = static_cast<long>(pids.size()) - templates;
+  x.calls = h.count();
+  x.p50_ms = h.quantile_us(0.5) / 1000.0;
+  x.p99_ms = h.quantile_us(0.99) / 1000.0;
+  x.ok = t.ok.load();
+  x.typed_errors = t.typed_errors.load();
+  return x;
 }
 
 double mean_of(const std::vector<json>& xs, const char* key) {
@@ -427,15 +470,16 @@ int main(int argc, char** argv) {
         kill_one(r, rng);
     }
   });
-  std::vector<json> samples;
+  std::vector<sample_row> rows;
+  rows.reserve(static_cast<size_t>(opts.minutes * 60 / opts.sample_seconds) + 4);
   auto start = clock_type::now();
   auto end = start + std::chrono::duration_cast<clock_type::duration>(
                        std::chrono::duration<double>(opts.minutes * 60));
   while (clock_type::now() < end) {
     std::this_thread::sleep_for(std::chrono::seconds{opts.sample_seconds});
     auto t_s = std::chrono::duration<double>(clock_type::now() - start).count();
-    samples.push_back(sample(r, t, t_s));
-    fmt::print("{}\n", samples.back().dump());
+    rows.push_back(sample(r, t, t_s));
+    fmt::print("{}\n", to_json(rows.back()).dump());
     std::fflush(stdout);
   }
   stop = true;
@@ -452,14 +496,17 @@ int main(int argc, char** argv) {
   // final sample is the first in which every listed worker has its process and
   // no process is unlisted, or the one taken after 30 s.
   auto settled = clock_type::now() + 30s;
-  json last;
+  sample_row last;
   do {
     std::this_thread::sleep_for(250ms);
     last = sample(r, t, std::chrono::duration<double>(clock_type::now() - start).count());
-  } while ((last["processes"] != last["workers"] || last["workers"] != kPoolWorkers) &&
+  } while ((last.processes != last.workers || last.workers != kPoolWorkers) &&
            clock_type::now() < settled);
-  last["after_load"] = true;
-  samples.push_back(std::move(last));
+  last.after_load = true;
+  rows.push_back(last);
+  std::vector<json> samples;
+  for (auto& x : rows)
+    samples.push_back(to_json(x));
   auto verdict = judge(samples, t, unanswered);
   auto stop_err = r.stop();
   json out{{"minutes", opts.minutes},

@@ -148,7 +148,7 @@ async def serve(cfg: WorkerConfig, adapter_class: type, lifeline: Optional[Lifel
                 executor: ThreadPoolExecutor) -> int:
     import grpc
 
-    from .servicer import BridgeServicer, pb2_grpc
+    from .servicer import HOST_CALL_TIMEOUT_S, BridgeServicer, pb2_grpc
 
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(_quiet_grpc_teardown)
@@ -205,6 +205,8 @@ async def serve(cfg: WorkerConfig, adapter_class: type, lifeline: Optional[Lifel
                 os.chmod(cfg.socket, 0o600)
             except OSError:
                 pass
+        # Ready means the host knows this worker's tools (bounded: best effort).
+        await servicer.tools_registered(timeout=HOST_CALL_TIMEOUT_S)
         if cfg.ready_file:
             try:
                 write_atomic(cfg.ready_file, ready_content(cfg, port))

@@ -85,6 +85,20 @@ class BridgeServicer(pb2_grpc.BridgeServiceServicer):
             except RuntimeError:  # no running loop: registration is left to the caller
                 pass
 
+    async def tools_registered(self, timeout: float) -> None:
+        """Waits, at most ``timeout`` seconds, until the registration of this worker's
+        tools with the host has ended (done, refused or given up); the server writes
+        its ready file only then, so a host that decides how to call a tool from its
+        registration (a stream or not) never sees a ready worker without its tools."""
+        task = self._register_task
+        if task is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(task), timeout)
+        except asyncio.TimeoutError:
+            log.info("tool registration with the host still pending after %.1f s; "
+                     "ready without it", timeout)
+
     async def _register_tools_with_host(self) -> None:
         """Tell the host which tools this worker serves (upstream registers per
         session; the host keeps these for every session). Best effort."""

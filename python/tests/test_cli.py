@@ -48,6 +48,37 @@ def test_ready_file_silent_stdout_and_sigterm(spawn):
     assert w.stdout() == b""
 
 
+class SlowRegistrationHost(pb2_grpc.BridgeServiceServicer):
+    """A host that takes its time to accept a worker's tools."""
+
+    def __init__(self):
+        self.registered = threading.Event()
+
+    def RegisterTools(self, request, context):
+        time.sleep(1.0)
+        self.registered.set()
+        return pb2.RegisterToolsResponse(success=True)
+
+
+def test_ready_file_comes_after_the_tool_registration(spawn, short_dir):
+    # A host decides from a tool's registration how to call it (a stream or not):
+    # a ready worker whose tools it does not know yet gets the wrong call.
+    from concurrent.futures import ThreadPoolExecutor
+
+    host = SlowRegistrationHost()
+    server = grpc.server(ThreadPoolExecutor(max_workers=2))
+    pb2_grpc.add_BridgeServiceServicer_to_server(host, server)
+    address = f"unix:{short_dir}/host.sock"
+    assert server.add_insecure_port(address)
+    server.start()
+    try:
+        w = spawn(extra_args=["--elixir-address", address])
+        w.wait_ready()
+        assert host.registered.is_set(), "ready before the host had the tools"
+    finally:
+        server.stop(0)
+
+
 def test_sigterm_lets_in_flight_requests_finish(spawn):
     w = spawn(extra_args=["--grace-period-ms", "3000"])
     address = w.wait_ready()

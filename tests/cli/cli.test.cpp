@@ -143,8 +143,10 @@ TEST_SUITE("cli") {
 
   TEST_CASE("exec of a streaming tool prints each chunk as a line as it arrives") {
     // Read stdout line by line: the first chunk must be there long before the last.
+    auto err_file = scratch_dir() / "stream-stderr.txt";
     std::string cmd = "timeout -k 5 90 " + quote(SNAKEPIT_CLI_BINARY) +
-                      R"( exec stream_progress '{"steps":3,"delay_ms":400}' 2>/dev/null)";
+                      R"( exec stream_progress '{"steps":3,"delay_ms":400}' 2>)" +
+                      quote(err_file.string());
     FILE* pipe = ::popen(cmd.c_str(), "r");
     REQUIRE(pipe != nullptr);
     std::vector<std::string> lines;
@@ -156,7 +158,7 @@ TEST_SUITE("cli") {
     }
     int status = ::pclose(pipe);
     CHECK(WIFEXITED(status));
-    CHECK(WEXITSTATUS(status) == 0);
+    CHECK_MESSAGE(WEXITSTATUS(status) == 0, slurp(err_file));
     REQUIRE(lines.size() == 3);
     for (size_t i = 0; i < 3; ++i) {
       auto chunk = nlohmann::json::parse(lines[i]);

@@ -1,6 +1,7 @@
 // Start-up failures: bad configuration fails before anything is spawned, with a
 // message naming the field; a worker that cannot start reports its own error; no
 // start failure leaves a process or a runtime directory behind.
+#include <algorithm>
 #include <cstdlib>
 #include <fstream>
 
@@ -163,6 +164,27 @@ TEST_SUITE("integration.startup") {
     REQUIRE_FALSE(res);
     CHECK((is_error(res.error(), errc::pool_not_found) ||
            is_error(res.error(), errc::shutting_down)));
+  }
+
+  TEST_CASE("when start returns, every worker's tools are registered with the host") {
+    // A host that decides how to call a tool from its registration (the CLI's exec
+    // picks a stream for a streaming tool) must find it as soon as start returns.
+    auto rt = snakepit::runtime::start(small_config(2));
+    REQUIRE_OK(rt);
+    auto& r = **rt;
+    auto ws = serving_workers(r);
+    REQUIRE(ws);
+    REQUIRE(ws->size() == 2);
+    auto tools = r.list_tools();
+    REQUIRE(tools);
+    auto stream = std::find_if(tools->begin(), tools->end(),
+                               [](const auto& t) { return t.name == "stream_progress"; });
+    REQUIRE(stream != tools->end());
+    CHECK(stream->supports_streaming);
+    for (auto& w : *ws)
+      CHECK(std::find(stream->workers.begin(), stream->workers.end(), w.id) !=
+            stream->workers.end());
+    stop_and_check(r);
   }
 
 } // TEST_SUITE
