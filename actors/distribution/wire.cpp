@@ -1,0 +1,103 @@
+#include "actors/distribution/wire.hpp"
+
+#include <utility>
+
+#include <caf/actor_system_config.hpp>
+#include <fmt/format.h>
+
+#include "adapters/detail/json_text.hpp"
+#include "adapters/errors.hpp"
+
+namespace snakepit::distribution {
+
+void register_wire_types(caf::actor_system_config& cfg) {
+  cfg.add_message_type<pool_load>("snakepit.pool_load");
+  cfg.add_message_type<std::vector<pool_load>>("snakepit.pool_loads");
+  cfg.add_message_type<node_hello>("snakepit.node_hello");
+  cfg.add_message_type<remote_call>("snakepit.remote_call");
+  cfg.add_message_type<remote_result>("snakepit.remote_result");
+}
+
+remote_call to_remote(const execute_request& req, std::chrono::milliseconds budget) {
+  remote_call out;
+  auto& o = req.opts;
+  out.pool = o.pool;
+  out.command = req.command;
+  out.args_json = req.args.dump();
+  out.binary_args = o.binary_args;
+  out.session_id = o.session_id;
+  out.affinity = o.affinity;
+  out.correlation_id = o.correlation_id;
+  out.metadata = o.metadata;
+  out.budget_ms = budget.count();
+  out.idempotent = o.idempotent;
+  return out;
+}
+
+caf::expected<execute_request> from_remote(const remote_call& call) {
+  if (call.budget_ms <= 0)
+    return make_error(
+      errc::protocol_error,
+      fmt::format("a remote call with a budget of {} ms", call.budget_ms));
+  auto args = adapters::detail::parse_json_text(call.args_json);
+  if (args.is_discarded() || !args.is_object())
+    return with_correlation_id(make_error(errc::invalid_argument,
+                                          "the arguments of a remote call are not a "
+                                          "JSON object"),
+                               call.correlation_id);
+  execute_request req;
+  req.command = call.command;
+  req.args = std::move(args);
+  auto& o = req.opts;
+  o.timeout = std::chrono::milliseconds{call.budget_ms};
+  o.pool = call.pool;
+  o.correlation_id = call.correlation_id;
+  o.binary_args = call.binary_args;
+  o.session_id = call.session_id;
+  o.affinity = call.affinity;
+  o.idempotent = call.idempotent;
+  o.metadata = call.metadata;
+  return req;
+}
+
+remote_result to_remote(const execute_result& res) {
+  remote_result out;
+  if (!res) {
+    out.error = res.error();
+    return out;
+  }
+  out.result_json = res->result.dump();
+  out.binary_result = res->binary_result;
+  out.worker_id = res->worker_id;
+  out.execution_time_ms = res->execution_time_ms;
+  return out;
+}
+
+execute_result from_remote(const remote_result& res) {
+  if (res.error)
+    return res.error;
+  auto value = adapters::detail::parse_json_text(res.result_json);
+  if (value.is_discarded())
+    return make_error(
+      errc::protocol_error,
+      fmt::format("worker {}: a remote reply whose result is not JSON", res.worker_id));
+  execute_reply out;
+  out.result = std::move(value);
+  out.binary_result = res.binary_result;
+  out.worker_id = res.worker_id;
+  out.execution_time_ms = res.execution_time_ms;
+  return out;
+}
+
+caf::error check_hello(const node_hello& theirs) {
+  if (theirs.protocol == protocol_version)
+    return caf::none;
+  return make_error(
+    errc::protocol_error,
+    fmt::format("{} speaks node protocol {} (snakepit {}), this process "
+                "speaks {}: refused",
+                theirs.node.empty() ? std::string{"the peer"} : theirs.node,
+                theirs.protocol, theirs.version, protocol_version));
+}
+
+} // namespace snakepit::distribution

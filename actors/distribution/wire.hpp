@@ -1,0 +1,115 @@
+// What crosses a node boundary (docs/distribution.md): plain, inspectable types that
+// CAF serializes over BASP, and their conversion from and to the local call types.
+// The local types hold JSON values and callbacks and stay in one process; these
+// carry JSON as text and an error as CAF serializes it (category, code, context of
+// standard types).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <caf/error.hpp>
+#include <caf/expected.hpp>
+#include <caf/meta/type_name.hpp>
+
+#include "actors/types.hpp"
+
+namespace caf {
+class actor_system_config;
+} // namespace caf
+
+namespace snakepit::distribution {
+
+/// Version of the messages below. A host and a node refuse each other unless it is
+/// the same on both sides (`check_hello`).
+inline constexpr uint32_t protocol_version = 1;
+
+/// One pool's load as a node reports it (pushed, never asked per call).
+struct pool_load {
+  std::string pool;
+  uint32_t capacity = 0; ///< requests its ready workers may run at once
+  uint32_t load = 0;     ///< requests running now
+  uint32_t queued = 0;   ///< requests waiting in its queue
+};
+
+template<class Inspector>
+typename Inspector::result_type inspect(Inspector& f, pool_load& x) {
+  return f(caf::meta::type_name("snakepit.pool_load"), x.pool, x.capacity, x.load,
+           x.queued);
+}
+
+/// The first message each side sends on a new connection.
+struct node_hello {
+  uint32_t protocol = protocol_version;
+  std::string node;    ///< the sender's name (its listen address for a node)
+  std::string version; ///< snakepit's version, for messages only
+  std::vector<pool_load> pools;
+};
+
+template<class Inspector>
+typename Inspector::result_type inspect(Inspector& f, node_hello& x) {
+  return f(caf::meta::type_name("snakepit.node_hello"), x.protocol, x.node, x.version,
+           x.pools);
+}
+
+/// A tool call sent to a node: `execute_request` with its JSON as text and the
+/// remaining budget in milliseconds (the node's deadline starts when it arrives).
+struct remote_call {
+  std::string pool;
+  std::string command;
+  std::string args_json;
+  std::map<std::string, std::string> binary_args;
+  std::string session_id;
+  std::string affinity;
+  std::string correlation_id;
+  std::map<std::string, std::string> metadata;
+  int64_t budget_ms = 0;
+  bool idempotent = false;
+};
+
+template<class Inspector>
+typename Inspector::result_type inspect(Inspector& f, remote_call& x) {
+  return f(caf::meta::type_name("snakepit.remote_call"), x.pool, x.command, x.args_json,
+           x.binary_args, x.session_id, x.affinity, x.correlation_id, x.metadata,
+           x.budget_ms, x.idempotent);
+}
+
+/// The answer to a `remote_call`: a reply (error empty) or the typed error.
+struct remote_result {
+  caf::error error;
+  std::string result_json;
+  std::string binary_result;
+  std::string worker_id;
+  int64_t execution_time_ms = 0;
+};
+
+template<class Inspector>
+typename Inspector::result_type inspect(Inspector& f, remote_result& x) {
+  return f(caf::meta::type_name("snakepit.remote_result"), x.error, x.result_json,
+           x.binary_result, x.worker_id, x.execution_time_ms);
+}
+
+/// Registers the types above (and our error category) with a system that talks to
+/// other nodes.
+void register_wire_types(caf::actor_system_config& cfg);
+
+/// `req` to send, with `budget` left of its deadline.
+remote_call to_remote(const execute_request& req, std::chrono::milliseconds budget);
+
+/// The request a node runs; `invalid_argument` when the arguments are not a JSON
+/// object, `protocol_error` when the budget is not positive.
+caf::expected<execute_request> from_remote(const remote_call& call);
+
+/// `res` to send back.
+remote_result to_remote(const execute_result& res);
+
+/// The caller's result; `protocol_error` when a reply's JSON does not parse.
+execute_result from_remote(const remote_result& res);
+
+/// Refuses a peer of another protocol version with `protocol_error`, naming both.
+caf::error check_hello(const node_hello& theirs);
+
+} // namespace snakepit::distribution
