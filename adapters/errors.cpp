@@ -69,6 +69,8 @@ std::string to_string(errc x) {
     return "circuit_open";
   case errc::protocol_error:
     return "protocol_error";
+  case errc::node_down:
+    return "node_down";
   }
   return "errc(" + std::to_string(static_cast<int>(x)) + ")";
 }

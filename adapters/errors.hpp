@@ -72,6 +72,9 @@ enum class errc : uint8_t {
   /// longer than `max_message_bytes`, a response nobody waits for, its output
   /// closed): its calls fail with this and the worker is restarted.
   protocol_error,
+  /// The node a call ran on was lost (killed, stopped, cut off) or cannot be
+  /// reached; the message names the pool and the node (docs/distribution.md).
+  node_down,
 };
 
 /// Returns the enumerator's name, e.g. "tool_error".

@@ -28,6 +28,7 @@
 #include "actors/config/bundled_packages.hpp"
 #include "actors/config/config.hpp"
 #include "actors/config/config_file.hpp"
+#include "actors/distribution/node.hpp"
 #include "actors/observability/telemetry.hpp"
 #include "actors/runtime/runtime.hpp"
 #include "adapters/errors.hpp"
@@ -82,6 +83,7 @@ int exit_code_of(const caf::error& err) {
   case errc::worker_busy:
   case errc::circuit_open:
   case errc::protocol_error:
+  case errc::node_down:
   case errc::session_worker_unavailable:
   case errc::quota_exceeded:
     return exit_call_failed;
@@ -294,7 +296,8 @@ int cmd_exec(const exec_request& x, const log_overrides& log) {
   auto cfg = resolve_config(config_path, log);
   if (!cfg)
     return fail(cfg.error());
-  if (auto p = find_pool(*cfg, pool); !p)
+  // A pool that is not local may be a node's (docs/distribution.md).
+  if (auto p = find_pool(*cfg, pool); !p && cfg->nodes.empty())
     return fail(p.error());
   auto rt = snakepit::runtime::start(*cfg);
   if (!rt)
@@ -412,6 +415,48 @@ int cmd_run(const std::string& config_path, int start_timeout_ms,
   fmt::print("snakepit: {} received, stopping\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
   std::fflush(stdout);
   if (auto err = r.stop())
+    return fail(err);
+  fmt::print("snakepit: stopped\n");
+  return exit_ok;
+}
+
+/// `snakepit node`: a worker node serving its pools to hosts until SIGINT/SIGTERM
+/// (docs/distribution.md).
+int cmd_node(const std::string& config_path, const std::string& listen,
+             bool allow_insecure, int start_timeout_ms, const log_overrides& log) {
+  auto cfg = resolve_config(config_path, log);
+  if (!cfg)
+    return fail(cfg.error());
+  auto addr = snakepit::distribution::parse_address(listen);
+  if (!addr)
+    return fail(addr.error());
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  snakepit::distribution::node_options nopts;
+  nopts.host = addr->first;
+  nopts.port = addr->second;
+  nopts.allow_insecure = allow_insecure;
+  snakepit::start_options sopts;
+  sopts.timeout = std::chrono::milliseconds{start_timeout_ms};
+  auto node = snakepit::distribution::node::start(*cfg, nopts, sopts);
+  if (!node)
+    return fail(node.error());
+  auto& n = **node;
+  if (auto sock = n.runtime().control_socket(); !sock.empty())
+    fmt::print("snakepit: control socket {} (snakepit stats --pid {})\n", sock,
+               ::getpid());
+  fmt::print("snakepit: node listening on {} (pools: {}); stop with Ctrl-C or SIGTERM\n",
+             n.address(), fmt::join(n.runtime().pool_names(), ", "));
+  std::fflush(stdout);
+  int sig = 0;
+  while (sigwait(&stop_signals, &sig) != 0) {
+  }
+  fmt::print("snakepit: {} received, stopping\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+  std::fflush(stdout);
+  if (auto err = n.stop())
     return fail(err);
   fmt::print("snakepit: stopped\n");
   return exit_ok;
@@ -847,6 +892,23 @@ int main(int argc, char** argv) {
     ->check(CLI::PositiveNumber);
   log_options(run);
 
+  std::string listen;
+  bool allow_insecure = false;
+  auto* node = app.add_subcommand(
+    "node", "Run a worker node: start the pools and serve them to hosts that name "
+            "this address in [[nodes]] (docs/distribution.md)");
+  node->add_option("-c,--config", config_path, "TOML configuration file");
+  node->add_option("--listen", listen, "HOST:PORT to listen on (port 0: a free one)")
+    ->required();
+  node->add_flag("--allow-insecure", allow_insecure,
+                 "Listen on a non-loopback address without TLS (anyone reaching it "
+                 "can run calls)");
+  node
+    ->add_option("--start-timeout-ms", start_timeout_ms,
+                 "Budget for every worker to start")
+    ->check(CLI::PositiveNumber);
+  log_options(node);
+
   exec_request ex;
   auto* exec =
     app.add_subcommand("exec", "Start, run one tool call, print its JSON result (or "
@@ -922,6 +984,8 @@ int main(int argc, char** argv) {
     return cmd_run(config_path, start_timeout_ms, log);
   if (exec->parsed())
     return cmd_exec(ex, log);
+  if (node->parsed())
+    return cmd_node(config_path, listen, allow_insecure, start_timeout_ms, log);
   if (tools->parsed())
     return cmd_tools(config_path, pool, as_json);
   if (doctor->parsed())

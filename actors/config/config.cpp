@@ -74,6 +74,17 @@ caf::error config::validate() const {
   }
   if (auto err = validate_keys(*this, config_keys(), ""))
     return err;
+  if (node_timeout <= node_heartbeat)
+    return invalid(fmt::format("node_timeout: {} ms must exceed node_heartbeat ({} ms)",
+                               node_timeout.count(), node_heartbeat.count()));
+  std::set<std::string> node_names;
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    if (auto err = validate_keys(nodes[i], node_keys(), fmt::format("nodes[{}].", i)))
+      return err;
+    if (!node_names.insert(nodes[i].display_name()).second)
+      return invalid(
+        fmt::format("nodes[{}]: a second node named '{}'", i, nodes[i].display_name()));
+  }
   bool any_python = false;
   bool any_grpc_python = false;
   for (auto& p : pools) {

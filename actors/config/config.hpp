@@ -350,6 +350,17 @@ struct metrics_endpoint {
   bool allow_remote = false;
 };
 
+/// A worker node this runtime sends calls to (`snakepit node`; docs/distribution.md).
+struct node_config {
+  /// The node's name in stats, logs and errors; empty: its address.
+  std::string name;
+  /// "host:port" the node listens on.
+  std::string address;
+
+  /// `name`, else `address`.
+  const std::string& display_name() const { return name.empty() ? address : name; }
+};
+
 /// The whole runtime.
 struct config {
   /// Interpreter that has grpcio and protobuf (Debian's, not the first on PATH).
@@ -395,6 +406,17 @@ struct config {
   /// fragments; 2 keeps a long-running host's memory flatter (docs/reliability.md
   /// "Soak") at the cost of more contention on the allocator between threads.
   int malloc_arena_max = 0;
+  /// Worker nodes whose pools this runtime also uses (`[[nodes]]`; the actor
+  /// system it owns then loads CAF's middleman; docs/distribution.md).
+  std::vector<node_config> nodes;
+  /// Budget of one connection attempt to a node (TCP, BASP and the handshake);
+  /// failed attempts are retried with back-off from 100 ms to 5 s.
+  std::chrono::milliseconds node_connect_timeout{2000};
+  /// BASP heartbeat interval towards nodes (and of a node towards its hosts).
+  std::chrono::milliseconds node_heartbeat{1000};
+  /// A node connection silent this long is closed and the node counts as lost
+  /// (a stopped or cut-off node); above `node_heartbeat`.
+  std::chrono::milliseconds node_timeout{4000};
 
   /// Checks the fields and (if `check_interpreter`) the interpreter itself:
   /// missing, not executable, or without grpc. Runs no worker.

@@ -380,6 +380,28 @@ caf::error read_pools(const context& c, const toml::node& n,
   return caf::none;
 }
 
+caf::error read_nodes(const context& c, const toml::node& n,
+                      std::vector<node_config>& out) {
+  auto arr = n.as_array();
+  if (!arr)
+    return c.fail(
+      "nodes", fmt::format("expected array of tables ([[nodes]]), got {}", type_name(n)));
+  std::vector<node_config> nodes;
+  for (size_t i = 0; i < arr->size(); ++i) {
+    auto path = fmt::format("nodes[{}]", i);
+    auto& item = *arr->get(i);
+    auto tbl = item.as_table();
+    if (!tbl)
+      return c.wrong_type(path, "table", item);
+    node_config node;
+    if (auto err = apply(c, *tbl, path, keys_of(c, node_keys(), node)))
+      return err;
+    nodes.push_back(std::move(node));
+  }
+  out = std::move(nodes);
+  return caf::none;
+}
+
 } // namespace
 
 caf::expected<config> parse_config(std::string_view toml_text, std::string origin) {
@@ -397,6 +419,9 @@ caf::expected<config> parse_config(std::string_view toml_text, std::string origi
   auto keys = keys_of(c, config_keys(), cfg);
   keys["pools"] = {"pools", [&c, &cfg](const toml::node& n, const std::string&) {
                      return read_pools(c, n, cfg.pools);
+                   }};
+  keys["nodes"] = {"nodes", [&c, &cfg](const toml::node& n, const std::string&) {
+                     return read_nodes(c, n, cfg.nodes);
                    }};
   keys["log"] = {"log", [&c, &cfg](const toml::node& n, const std::string& path) {
                    auto tbl = n.as_table();

@@ -430,6 +430,27 @@ std::string check_metrics_address(const config& cfg) {
   return "";
 }
 
+/// "host:port" with a port above 0 (a node to connect to).
+std::string check_node_address(const node_config& n) {
+  auto colon = n.address.rfind(':');
+  if (n.address.empty())
+    return "missing (the \"host:port\" the node listens on)";
+  if (colon == std::string::npos || colon == 0 || colon + 1 == n.address.size())
+    return fmt::format("'{}' is not host:port", n.address);
+  auto port = n.address.substr(colon + 1);
+  if (port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos ||
+      std::stoul(port) == 0 || std::stoul(port) > 65535)
+    return fmt::format("'{}' has no valid port (1..65535)", n.address);
+  return "";
+}
+
+/// Empty, or the charset of a pool name.
+std::string check_node_name(const node_config& n) {
+  if (n.name.empty() || is_valid_pool_name(n.name))
+    return "";
+  return fmt::format("'{}': 1-64 characters of [A-Za-z0-9_.-]", n.name);
+}
+
 } // namespace
 
 // ---------------------------------------------------------------------- the tables
@@ -477,6 +498,25 @@ const std::vector<config_key<config>>& config_keys() {
     key<&c::malloc_arena_max>("malloc_arena_max",
                               "cap on glibc malloc arenas for the process; 0: default")
       .non_negative(),
+    key<&c::node_connect_timeout>("node_connect_timeout",
+                                  "budget of one connection attempt to a node")
+      .positive(),
+    key<&c::node_heartbeat>("node_heartbeat", "BASP heartbeat interval between nodes")
+      .positive(),
+    key<&c::node_timeout>("node_timeout",
+                          "a node connection silent this long counts as lost")
+      .positive(),
+  };
+  return keys;
+}
+
+const std::vector<config_key<node_config>>& node_keys() {
+  using n = node_config;
+  static const std::vector<config_key<node_config>> keys = {
+    key<&n::name>("name", "the node's name in stats, logs and errors; empty: address")
+      .check(check_node_name),
+    key<&n::address>("address", "host:port the node listens on")
+      .check(check_node_address),
   };
   return keys;
 }
@@ -717,10 +757,14 @@ caf::error validate_keys(const S& s, const std::vector<config_key<S>>& keys,
 template std::vector<std::string> file_names(const config_key<config>&);
 template std::vector<std::string> file_names(const config_key<log_config>&);
 template std::vector<std::string> file_names(const config_key<pool_config>&);
+template std::vector<std::string> file_names(const config_key<node_config>&);
 template caf::error validate_keys(const config&, const std::vector<config_key<config>>&,
                                   const std::string&);
 template caf::error validate_keys(const log_config&,
                                   const std::vector<config_key<log_config>>&,
+                                  const std::string&);
+template caf::error validate_keys(const node_config&,
+                                  const std::vector<config_key<node_config>>&,
                                   const std::string&);
 template caf::error validate_keys(const pool_config&,
                                   const std::vector<config_key<pool_config>>&,

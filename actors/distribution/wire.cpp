@@ -1,8 +1,11 @@
 #include "actors/distribution/wire.hpp"
 
+#include <algorithm>
 #include <utility>
 
 #include <caf/actor_system_config.hpp>
+#include <caf/io/middleman.hpp>
+#include <caf/timespan.hpp>
 #include <fmt/format.h>
 
 #include "adapters/detail/json_text.hpp"
@@ -16,6 +19,17 @@ void register_wire_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<node_hello>("snakepit.node_hello");
   cfg.add_message_type<remote_call>("snakepit.remote_call");
   cfg.add_message_type<remote_result>("snakepit.remote_result");
+}
+
+void prepare_distributed_system(caf::actor_system_config& cfg,
+                                std::chrono::milliseconds heartbeat,
+                                std::chrono::milliseconds silence) {
+  cfg.load<caf::io::middleman>();
+  register_wire_types(cfg);
+  if (heartbeat.count() > 0) {
+    cfg.set("middleman.heartbeat-interval", caf::timespan{heartbeat});
+    cfg.set("middleman.connection-timeout", caf::timespan{silence});
+  }
 }
 
 remote_call to_remote(const execute_request& req, std::chrono::milliseconds budget) {
@@ -87,6 +101,33 @@ execute_result from_remote(const remote_result& res) {
   out.worker_id = res.worker_id;
   out.execution_time_ms = res.execution_time_ms;
   return out;
+}
+
+caf::expected<std::pair<std::string, uint16_t>> parse_address(const std::string& text) {
+  auto bad = [&](const char* why) {
+    return caf::make_error(
+      errc::invalid_config,
+      fmt::format("node address \"{}\": {} (expected HOST:PORT)", text, why));
+  };
+  auto colon = text.rfind(':');
+  if (colon == std::string::npos || colon == 0)
+    return bad("no host");
+  auto host = text.substr(0, colon);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
+  auto digits = text.substr(colon + 1);
+  if (digits.empty() || digits.size() > 5 ||
+      !std::all_of(digits.begin(), digits.end(),
+                   [](char c) { return c >= '0' && c <= '9'; }))
+    return bad("no port");
+  auto port = std::stoul(digits);
+  if (port > 65535)
+    return bad("port out of range");
+  return std::make_pair(host, static_cast<uint16_t>(port));
+}
+
+bool is_loopback(const std::string& host) {
+  return host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
 }
 
 caf::error check_hello(const node_hello& theirs) {

@@ -9,8 +9,10 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include <caf/atom.hpp>
 #include <caf/error.hpp>
 #include <caf/expected.hpp>
 #include <caf/meta/type_name.hpp>
@@ -27,25 +29,39 @@ namespace snakepit::distribution {
 /// the same on both sides (`check_hello`).
 inline constexpr uint32_t protocol_version = 1;
 
+/// Snakepit's version as a handshake names it (for messages only).
+inline constexpr const char* snakepit_version = "0.1.0";
+
+/// Host -> gateway: `node_hello` -> the node's `node_hello` (or protocol_error).
+using node_hello_atom = caf::atom_constant<caf::atom("nodehello")>;
+/// Host -> gateway: `remote_call` -> `remote_result` (a typed error travels inside).
+using node_call_atom = caf::atom_constant<caf::atom("nodecall")>;
+/// Gateway -> host: `std::vector<pool_load>`, every `load_interval`.
+using node_load_atom = caf::atom_constant<caf::atom("nodeload")>;
+
 /// One pool's load as a node reports it (pushed, never asked per call).
 struct pool_load {
   std::string pool;
-  uint32_t capacity = 0; ///< requests its ready workers may run at once
-  uint32_t load = 0;     ///< requests running now
-  uint32_t queued = 0;   ///< requests waiting in its queue
+  uint32_t capacity = 0;          ///< requests its ready workers may run at once
+  uint32_t load = 0;              ///< requests running now
+  uint32_t queued = 0;            ///< requests waiting in its queue
+  int64_t request_timeout_ms = 0; ///< the pool's default budget of a call
+
+  /// Requests it could start now (0 when full or queueing).
+  uint32_t free() const { return queued > 0 || load >= capacity ? 0 : capacity - load; }
 };
 
 template<class Inspector>
 typename Inspector::result_type inspect(Inspector& f, pool_load& x) {
   return f(caf::meta::type_name("snakepit.pool_load"), x.pool, x.capacity, x.load,
-           x.queued);
+           x.queued, x.request_timeout_ms);
 }
 
 /// The first message each side sends on a new connection.
 struct node_hello {
   uint32_t protocol = protocol_version;
-  std::string node;    ///< the sender's name (its listen address for a node)
-  std::string version; ///< snakepit's version, for messages only
+  std::string node; ///< the sender's name (its listen address for a node)
+  std::string version = snakepit_version; ///< for messages only
   std::vector<pool_load> pools;
 };
 
@@ -96,6 +112,14 @@ typename Inspector::result_type inspect(Inspector& f, remote_result& x) {
 /// other nodes.
 void register_wire_types(caf::actor_system_config& cfg);
 
+/// Makes `cfg` a system that talks to other nodes: loads CAF's middleman, registers
+/// the types above, and turns on BASP heartbeats every `heartbeat` with a
+/// connection that stays silent for `silence` closed (a stopped or cut-off peer
+/// then counts as gone; `heartbeat` zero: neither).
+void prepare_distributed_system(caf::actor_system_config& cfg,
+                                std::chrono::milliseconds heartbeat,
+                                std::chrono::milliseconds silence);
+
 /// `req` to send, with `budget` left of its deadline.
 remote_call to_remote(const execute_request& req, std::chrono::milliseconds budget);
 
@@ -108,6 +132,12 @@ remote_result to_remote(const execute_result& res);
 
 /// The caller's result; `protocol_error` when a reply's JSON does not parse.
 execute_result from_remote(const remote_result& res);
+
+/// Splits "host:port" ("[::1]:port" for IPv6); invalid_config for anything else.
+caf::expected<std::pair<std::string, uint16_t>> parse_address(const std::string& text);
+
+/// Whether `host` is a loopback address (127.0.0.0/8, ::1, localhost).
+bool is_loopback(const std::string& host);
 
 /// Refuses a peer of another protocol version with `protocol_error`, naming both.
 caf::error check_hello(const node_hello& theirs);

@@ -80,6 +80,23 @@ lane_counters direct_lane::counters() const {
   return counters_;
 }
 
+uint32_t direct_lane::free_capacity() const {
+  if (retired_.load() || queue_size_.load() > 0)
+    return 0;
+  std::shared_ptr<const std::vector<lane_slot_ptr>> slots;
+  {
+    std::lock_guard<std::mutex> guard{mtx_};
+    slots = slots_;
+  }
+  uint32_t out = 0;
+  for (auto& s : *slots) {
+    auto load = s->load.load();
+    if (s->claimable() && load < s->capacity)
+      out += s->capacity - load;
+  }
+  return out;
+}
+
 bool direct_lane::eligible(const execute_request& req) const {
   auto& o = req.opts;
   if (ctx_.host_adapter || o.idempotent || !o.binary_args.empty())

@@ -168,6 +168,9 @@ class direct_lane {
   void retire();
   /// What lane calls added to the pool's counters.
   lane_counters counters() const;
+  /// Calls the pool's offered workers could start now (0 while calls wait in its
+  /// queue or the pool is gone); placement across nodes compares it with theirs.
+  uint32_t free_capacity() const;
   /// The pool's run of calls that ended in worker_crashed or timeout (either path):
   /// `note_outcome` adds one call's outcome and returns the run's length. With a
   /// threshold set, a lane call that makes the run reach it tells the pool.

@@ -13,6 +13,7 @@
 #include <utility>
 
 #include <caf/all.hpp>
+#include <fmt/format.h>
 
 #include "actors/atoms.hpp"
 #include "actors/pool/stream_sink.hpp"
@@ -58,19 +59,34 @@ struct reply_waiter {
   }
 };
 
+/// A call to a node: its pool named (the node has no "first pool" of ours) and its
+/// budget fixed here (its own, else the node pool's request_timeout), which the
+/// call carries to the node.
+std::chrono::milliseconds remote_budget(const runtime::impl& p, execute_options& opts,
+                                        const runtime::impl::call_target& target) {
+  opts.pool = p.pool_name(opts.pool);
+  if (opts.timeout.count() <= 0)
+    opts.timeout = target.node_budget.count() > 0 ? target.node_budget
+                                                  : std::chrono::milliseconds{60000};
+  return opts.timeout;
+}
+
 } // namespace
 
 execute_result runtime::execute(const std::string& command, json args,
                                 execute_options opts) {
-  auto budget = impl_->request_budget(opts);
-  auto hdl = impl_->find_pool(opts.pool);
-  if (!hdl)
+  auto target = impl_->route(opts);
+  if (!target.hdl)
     return impl_->pool_missing(opts.pool);
+  auto budget =
+    target.local ? impl_->request_budget(opts) : remote_budget(*impl_, opts, target);
   execute_request req{command, std::move(args), std::move(opts)};
   // The direct lane: when the pool would dispatch at once, claim a worker in its
   // checkout table and make the call on this thread (docs/architecture.md).
   // A full queue refuses at once, on this thread.
-  if (auto lane = impl_->env->lanes->get(impl_->pool_name(req.opts.pool))) {
+  auto lane =
+    target.local ? impl_->env->lanes->get(impl_->pool_name(req.opts.pool)) : nullptr;
+  if (lane) {
     if (auto res = lane->execute(req, budget))
       return std::move(*res);
     if (auto refused = lane->refuse_if_saturated(req))
@@ -81,7 +97,7 @@ execute_result runtime::execute(const std::string& command, json args,
   sink.fn = [waiter](execute_result res) { waiter->set(std::move(res)); };
   auto abandoned = sink.abandoned;
   auto cid = req.opts.correlation_id;
-  actors::execute_async(actors::pool_handle(hdl), std::move(req), std::move(sink));
+  actors::execute_async(actors::pool_handle(target.hdl), std::move(req), std::move(sink));
   // The pool always answers (result, queue timeout, deadline, crash, shutdown);
   // the margin only guards against a pool that died with the request.
   if (!waiter->wait(std::chrono::steady_clock::now() + budget + 5s)) {
@@ -108,20 +124,23 @@ caf::error runtime::execute_in_session_stream(
 
 void runtime::execute_async(const std::string& command, json args, execute_options opts,
                             execute_callback done) {
-  auto hdl = impl_->find_pool(opts.pool);
-  if (!hdl) {
+  auto target = impl_->route(opts);
+  if (!target.hdl) {
     done(impl_->pool_missing(opts.pool));
     return;
   }
+  if (!target.local)
+    remote_budget(*impl_, opts, target);
   execute_request req{command, std::move(args), std::move(opts)};
-  if (auto lane = impl_->env->lanes->get(impl_->pool_name(req.opts.pool)))
-    if (auto refused = lane->refuse_if_saturated(req)) {
-      done(std::move(*refused));
-      return;
-    }
+  if (target.local)
+    if (auto lane = impl_->env->lanes->get(impl_->pool_name(req.opts.pool)))
+      if (auto refused = lane->refuse_if_saturated(req)) {
+        done(std::move(*refused));
+        return;
+      }
   callback_sink sink;
   sink.fn = std::move(done);
-  actors::execute_async(actors::pool_handle(hdl), std::move(req), std::move(sink));
+  actors::execute_async(actors::pool_handle(target.hdl), std::move(req), std::move(sink));
 }
 
 namespace {
@@ -217,8 +236,14 @@ caf::error runtime::execute_stream(const std::string& command, json args,
                                    const std::function<bool(const json&, bool)>& on_chunk,
                                    execute_options opts) {
   auto hdl = impl_->find_pool(opts.pool);
-  if (!hdl)
+  if (!hdl) {
+    if (auto dir = impl_->node_dir(); dir && dir->serves(impl_->pool_name(opts.pool)))
+      return caf::make_error(errc::invalid_argument,
+                             fmt::format("pool {} runs on nodes only, and streams to a "
+                                         "node are not supported yet",
+                                         impl_->pool_name(opts.pool)));
     return impl_->pool_missing(opts.pool);
+  }
   auto budget = impl_->request_budget(opts);
   opts.timeout = budget;
   auto sink = std::make_shared<blocking_stream_sink>();

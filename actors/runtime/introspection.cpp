@@ -16,6 +16,11 @@ namespace snakepit {
 
 using namespace std::chrono_literals;
 
+std::vector<distribution::node_view> runtime::nodes() const {
+  auto dir = impl_->node_dir();
+  return dir ? dir->nodes() : std::vector<distribution::node_view>{};
+}
+
 std::vector<std::string> runtime::pool_names() const {
   return impl_->pool_names();
 }

@@ -13,6 +13,7 @@
 #include <fmt/format.h>
 
 #include "actors/atoms.hpp"
+#include "actors/distribution/wire.hpp"
 #include "actors/runtime/detail/memory_release.hpp"
 #include "actors/runtime/detail/runtime_dirs.hpp"
 #include "actors/runtime/detail/runtime_impl.hpp"
@@ -24,21 +25,28 @@ void register_types(caf::actor_system_config& cfg) {
   register_error_category(cfg);
 }
 
+void configure_system(caf::actor_system_config& cfg) {
+  register_types(cfg);
+  // Most messages here arrive from foreign threads (gRPC completion queue, exit
+  // watcher, blocking callers). The work-stealing scheduler's idle workers poll
+  // with back-off sleeps, which adds a wake-up delay to each such hand-off; the
+  // sharing scheduler wakes a worker through a condition variable at once.
+  cfg.set("scheduler.policy", caf::atom("sharing"));
+  // One scheduler thread per core: more only adds hand-offs between threads.
+  cfg.set("scheduler.max-threads",
+          static_cast<size_t>(std::max(2u, std::thread::hardware_concurrency())));
+}
+
 namespace {
 
-struct owned_system_config : caf::actor_system_config {
-  owned_system_config() {
-    register_types(*this);
-    // Most messages here arrive from foreign threads (gRPC completion queue, exit
-    // watcher, blocking callers). The work-stealing scheduler's idle workers poll
-    // with back-off sleeps, which adds a wake-up delay to each such hand-off; the
-    // sharing scheduler wakes a worker through a condition variable at once.
-    set("scheduler.policy", caf::atom("sharing"));
-    // One scheduler thread per core: more only adds hand-offs between threads.
-    set("scheduler.max-threads",
-        static_cast<size_t>(std::max(2u, std::thread::hardware_concurrency())));
-  }
-};
+/// The actor system a runtime owns; with nodes configured it talks BASP.
+std::unique_ptr<caf::actor_system_config> owned_system_config(const config& cfg) {
+  auto out = std::make_unique<caf::actor_system_config>();
+  configure_system(*out);
+  if (!cfg.nodes.empty())
+    distribution::prepare_distributed_system(*out, cfg.node_heartbeat, cfg.node_timeout);
+  return out;
+}
 
 /// The state of a runtime about to start: what every worker shares is filled in
 /// here, what a service owns is filled in by its start.
@@ -49,7 +57,7 @@ std::unique_ptr<runtime::impl> make_impl(caf::actor_system* sys, config cfg,
   if (cfg.malloc_arena_max > 0)
     detail::limit_malloc_arenas(cfg.malloc_arena_max);
   if (!sys) {
-    p->own_cfg = std::make_unique<owned_system_config>();
+    p->own_cfg = owned_system_config(cfg);
     p->own_sys = std::make_unique<caf::actor_system>(*p->own_cfg);
     sys = p->own_sys.get();
   }

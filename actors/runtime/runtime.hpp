@@ -23,6 +23,7 @@
 #include <caf/expected.hpp>
 
 #include "actors/config/config.hpp"
+#include "actors/distribution/node_link.hpp"
 #include "actors/sessions/session_store.hpp"
 #include "actors/sessions/tool_registry.hpp"
 #include "actors/types.hpp"
@@ -50,8 +51,15 @@ class logger;
 namespace snakepit {
 
 /// Registers the snakepit error category with a host's actor system config
-/// (needed only when the runtime joins a host-owned actor system).
+/// (needed only when the runtime joins a host-owned actor system). A runtime with
+/// `config::nodes` also needs CAF's middleman and the wire types:
+/// `distribution::prepare_distributed_system` (docs/distribution.md).
 void register_types(caf::actor_system_config& cfg);
+
+/// `register_types` plus the scheduler settings of the actor system a runtime
+/// owns (the sharing policy, one thread per core), for a host that creates the
+/// system itself (as a worker node does).
+void configure_system(caf::actor_system_config& cfg);
 
 /// Start-up options of a runtime.
 struct start_options {
@@ -214,6 +222,10 @@ class runtime {
   /// reason) or not_found (upstream WorkerStarterRegistry.get_init_status).
   caf::expected<worker_init_status> get_init_status(const std::string& worker_id,
                                                     const std::string& pool = {});
+
+  /// The configured worker nodes: state (connected, connecting, down since …),
+  /// their pools' latest load, calls sent and lost (docs/distribution.md).
+  std::vector<distribution::node_view> nodes() const;
 
   /// The workers of every running pool, by pool name.
   caf::expected<std::map<std::string, std::vector<worker_info>>> list_all_workers();

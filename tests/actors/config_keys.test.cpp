@@ -54,6 +54,8 @@ std::map<std::string, std::set<std::string>> documented_keys() {
       section = "log";
     else if (line.rfind("### `[[pools]]` keys", 0) == 0)
       section = "pools";
+    else if (line.rfind("### `[[nodes]]` keys", 0) == 0)
+      section = "nodes";
     else if (line.rfind("#", 0) == 0)
       section.clear();
     std::smatch m;
@@ -86,6 +88,8 @@ std::map<std::string, std::set<std::string>> example_keys() {
       section = "log";
     } else if (line == "[[pools]]") {
       section = "pools";
+    } else if (line == "[[nodes]]" || line == "# [[nodes]]") {
+      section = "nodes";
     } else if (std::regex_search(line, m, sub_table)) {
       out["pools"].insert(m[1].str());
       section = "pools-sub";
@@ -129,6 +133,7 @@ TEST_SUITE("actors.config_keys") {
     check_listed(listed["top"], snakepit::config_keys());
     check_listed(listed["log"], snakepit::log_keys());
     check_listed(listed["pools"], snakepit::pool_keys());
+    check_listed(listed["nodes"], snakepit::node_keys());
     CHECK(listed["pools"].size() > 40);
   }
 
@@ -137,6 +142,7 @@ TEST_SUITE("actors.config_keys") {
     CHECK(docs["top"] == names_in(snakepit::config_keys()));
     CHECK(docs["log"] == names_in(snakepit::log_keys()));
     CHECK(docs["pools"] == names_in(snakepit::pool_keys()));
+    CHECK(docs["nodes"] == names_in(snakepit::node_keys()));
     CHECK(docs["pools"].size() > 30);
   }
 

@@ -29,12 +29,13 @@ TEST_SUITE("adapters.errors") {
 
   TEST_CASE("every errc value has a distinct name") {
     std::set<std::string> names;
-    for (int i = 0; i <= static_cast<int>(errc::cancelled); ++i) {
+    for (int i = 0; i <= static_cast<int>(errc::node_down); ++i) {
       auto name = to_string(static_cast<errc>(i));
       CHECK(name.find("errc(") == std::string::npos);
       names.insert(name);
     }
-    CHECK(names.size() == static_cast<size_t>(errc::cancelled) + 1);
+    CHECK(names.size() == static_cast<size_t>(errc::node_down) + 1);
+    CHECK(to_string(errc::node_down) == "node_down");
     CHECK(to_string(errc::tool_error) == "tool_error");
     CHECK(to_string(errc::session_worker_unavailable) == "session_worker_unavailable");
   }

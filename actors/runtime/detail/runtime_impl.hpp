@@ -19,8 +19,10 @@
 #include <caf/error.hpp>
 #include <caf/expected.hpp>
 #include <caf/scoped_actor.hpp>
+#include <fmt/format.h>
 
 #include "actors/observability/control.hpp"
+#include "actors/pool/direct_lane.hpp"
 #include "actors/runtime/detail/service_stack.hpp"
 #include "actors/runtime/runtime.hpp"
 #include "actors/sessions/bridge_server.hpp"
@@ -85,10 +87,62 @@ struct runtime::impl {
     return env->names->get("pool:" + pool_name(name));
   }
 
-  /// Why `find_pool(name)` found nothing: the runtime stopped, or no such pool.
+  /// The configured nodes and their loads (null without `config::nodes`, and
+  /// once stopped); read and replaced with std::atomic_load / atomic_store.
+  std::shared_ptr<distribution::node_directory> nodes;
+
+  std::shared_ptr<distribution::node_directory> node_dir() const {
+    return std::atomic_load(&nodes);
+  }
+
+  /// Where a call goes.
+  struct call_target {
+    caf::actor hdl;    ///< the local pool or a node link; null: nowhere
+    bool local = true; ///< `hdl` is the local pool
+    std::chrono::milliseconds node_budget{0}; ///< the node pool's default budget
+  };
+
+  /// Placement (docs/distribution.md): the local pool while it has free capacity,
+  /// else the node with the most (ties: the local pool, then configuration order);
+  /// a pool only nodes serve goes to one of them.
+  call_target route(const execute_options& opts) const {
+    auto name = pool_name(opts.pool);
+    auto local = env->names->get("pool:" + name);
+    auto dir = node_dir();
+    if (!dir)
+      return {std::move(local), true, {}};
+    uint32_t local_free = 0;
+    if (local)
+      if (auto lane = env->lanes->get(name))
+        local_free = lane->free_capacity();
+    if (local && local_free > 0)
+      return {std::move(local), true, {}};
+    // Reserved at once: calls placed at the same moment spread over the nodes.
+    auto remote = dir->pick(name, {}, true, local != nullptr);
+    if (!remote || (local && remote->free == 0))
+      return {std::move(local), true, {}};
+    return {std::move(remote->link), false, remote->request_timeout};
+  }
+
+  /// Why `route` found nothing: the runtime stopped, or no such pool.
   caf::error pool_missing(const std::string& name) const {
     if (stopped)
       return caf::make_error(errc::shutting_down, "the runtime is stopped");
+    // Not local: perhaps served by a node that is not connected now.
+    if (auto dir = node_dir()) {
+      std::string lost;
+      for (auto& v : dir->nodes())
+        if (v.state != distribution::node_state::connected)
+          lost += fmt::format("{}{} ({}{}{})", lost.empty() ? "" : ", ", v.name,
+                              distribution::to_string(v.state),
+                              v.last_error.empty() ? "" : ": ", v.last_error);
+      if (!lost.empty())
+        return caf::make_error(
+          errc::node_down,
+          fmt::format("pool {} is not local and no connected node serves it; not "
+                      "connected: {}",
+                      pool_name(name), lost));
+    }
     return caf::make_error(errc::pool_not_found, pool_name(name));
   }
 

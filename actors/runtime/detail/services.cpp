@@ -1,11 +1,18 @@
 #include "actors/runtime/detail/services.hpp"
 
 #include <signal.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <memory>
+#include <thread>
 #include <utility>
 
+#include <caf/all.hpp>
+#include <fmt/format.h>
+
+#include "actors/distribution/node_link.hpp"
+#include "actors/distribution/wire.hpp"
 #include "actors/observability/telemetry.hpp"
 #include "actors/pool/adapter.hpp"
 #include "actors/runtime/detail/runtime_dirs.hpp"
@@ -306,6 +313,76 @@ service tree_service(impl& p) {
   return {"supervision_tree", start, stop};
 }
 
+/// The node links of `config::nodes` (docs/distribution.md), after the local pools
+/// (an idempotent call of a lost node may be retried on them). The start waits
+/// for each link's first connection attempt, so that the first calls already see
+/// the nodes that are up; a node that is not up is logged and retried, never a
+/// failed start.
+service nodes_service(impl& p) {
+  auto start = [&p]() -> caf::error {
+    if (p.cfg.nodes.empty())
+      return caf::none;
+    auto dir = std::make_shared<distribution::node_directory>();
+    auto names = p.env->names;
+    for (auto& node : p.cfg.nodes) {
+      auto addr = distribution::parse_address(node.address);
+      if (!addr)
+        return addr.error();
+      distribution::link_options o;
+      o.name = node.display_name();
+      o.host = addr->first;
+      o.port = addr->second;
+      o.self_name = fmt::format("host {} (run {})", ::getpid(), p.env->run_id);
+      o.connect_timeout = p.cfg.node_connect_timeout;
+      o.directory = dir;
+      o.local_pool = [names](const std::string& pool) {
+        return names->get("pool:" + pool);
+      };
+      // Registered before the link runs, so that its first state change finds it.
+      auto link = distribution::spawn_node_link(*p.sys, std::move(o));
+      dir->add(node.display_name(), node.address, link);
+    }
+    auto deadline = std::chrono::steady_clock::now() + p.cfg.node_connect_timeout +
+                    std::chrono::milliseconds{200};
+    auto settled = [&dir] {
+      for (auto& v : dir->nodes())
+        if (v.state == distribution::node_state::connecting)
+          return false;
+      return true;
+    };
+    while (!settled() && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds{5});
+    for (auto& v : dir->nodes())
+      if (v.state == distribution::node_state::connected)
+        p.env->log->info("node connected", {{"node", v.name}, {"address", v.address}});
+      else
+        p.env->log->warn(
+          "node not reachable yet; retrying",
+          {{"node", v.name}, {"address", v.address}, {"error", v.last_error}});
+    std::atomic_store(&p.nodes, std::move(dir));
+    return caf::none;
+  };
+  auto stop = [&p]() -> caf::error {
+    auto dir =
+      std::atomic_exchange(&p.nodes, std::shared_ptr<distribution::node_directory>{});
+    if (!dir)
+      return caf::none;
+    // Each link fails its calls in flight with shutting_down and quits.
+    caf::scoped_actor self{*p.sys};
+    auto links = dir->links();
+    for (auto& link : links) {
+      self->monitor(link);
+      self->send_exit(link, caf::exit_reason::user_shutdown);
+    }
+    for (size_t i = 0; i < links.size(); ++i)
+      self->receive([](const caf::down_msg&) {},
+                    caf::after(std::chrono::seconds{5}) >> [] {});
+    dir->clear();
+    return caf::none;
+  };
+  return {"node_links", start, stop};
+}
+
 /// `cfg` with only one of the two endpoints switched on.
 config endpoint_only(const config& cfg, bool control) {
   auto out = cfg;
@@ -355,6 +432,7 @@ void add_runtime_services(runtime& rt, runtime::impl& p) {
   stack.add(bridge_service(p));
   stack.add(host_adapter_service(p));
   stack.add(tree_service(p));
+  stack.add(nodes_service(p));
   stack.add(endpoint_service(rt, p, false));
   stack.add(endpoint_service(rt, p, true));
 }

@@ -14,7 +14,8 @@ namespace snakepit::detail {
 /// Adds to `p.services`, in start order:
 /// log, runtime_dir, telemetry_bus, orphan_guard, grpc_runtime, stdio_runtime,
 /// process_registry, stderr_pump, process_table, bridge_server, host_adapters,
-/// supervision_tree, metrics_endpoint, control_endpoint. The endpoints answer from `rt`.
+/// supervision_tree, node_links, metrics_endpoint, control_endpoint. The endpoints
+/// answer from `rt`.
 void add_runtime_services(runtime& rt, runtime::impl& p);
 
 } // namespace snakepit::detail

@@ -1,0 +1,430 @@
+// Pools on other nodes (docs/distribution.md), with real processes: `snakepit node`
+// processes on loopback ports serve their Python workers to a host runtime in this
+// process. Which node ran a call is read from the worker's own process ancestry.
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <doctest/doctest.h>
+
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <future>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "tests/integration/harness.hpp"
+
+using namespace std::chrono_literals;
+using snakepit::errc;
+using snakepit::json;
+using namespace snakepit::testing;
+namespace dist = snakepit::distribution;
+
+namespace {
+
+/// The TOML of a node: one pool `remote` of `workers` showcase workers, and fast
+/// heartbeats so that a stopped host or node is noticed quickly.
+std::string node_toml(size_t workers) {
+  return fmt::format(R"(node_heartbeat_ms = 200
+node_timeout_ms = 1500
+[[pools]]
+name = "remote"
+adapter = "snakepit_bridge.adapters.showcase.ShowcaseAdapter"
+pool_size = {}
+graceful_shutdown_timeout_ms = 1000
+)",
+                     workers);
+}
+
+/// A `snakepit node` child process; killed with SIGKILL if still running at scope
+/// exit (and by the kernel if this test process dies: PR_SET_PDEATHSIG).
+class node_process {
+ public:
+  /// Starts a node with `workers` workers on `port` (0: a free one) and waits for
+  /// its "listening" line.
+  explicit node_process(size_t workers, uint16_t port = 0) : dir_{"node"} {
+    config_ = dir_.path + "/node.toml";
+    std::ofstream{config_} << node_toml(workers);
+    start(port);
+  }
+
+  ~node_process() { kill_now(); }
+
+  node_process(const node_process&) = delete;
+  node_process& operator=(const node_process&) = delete;
+
+  void start(uint16_t port) {
+    int out[2];
+    REQUIRE(::pipe(out) == 0);
+    auto listen = fmt::format("127.0.0.1:{}", port);
+    pid_ = ::fork();
+    REQUIRE(pid_ >= 0);
+    if (pid_ == 0) {
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+      ::dup2(out[1], 1);
+      ::close(out[0]);
+      ::close(out[1]);
+      ::execl(SNAKEPIT_CLI_BINARY, SNAKEPIT_CLI_BINARY, "node", "--listen",
+              listen.c_str(), "--config", config_.c_str(), static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    ::close(out[1]);
+    out_ = ::fdopen(out[0], "r");
+    REQUIRE(out_ != nullptr);
+    char line[2048];
+    std::string marker = "node listening on ";
+    while (std::fgets(line, sizeof(line), out_) != nullptr) {
+      std::string text = line;
+      output_ += text;
+      auto at = text.find(marker);
+      if (at == std::string::npos)
+        continue;
+      auto rest = text.substr(at + marker.size());
+      address_ = rest.substr(0, rest.find(' '));
+      port_ = static_cast<uint16_t>(std::stoi(address_.substr(address_.rfind(':') + 1)));
+      break;
+    }
+    REQUIRE_MESSAGE(!address_.empty(), "the node did not start: " << output_);
+  }
+
+  /// SIGKILL, then reaps it.
+  void kill_now() {
+    if (pid_ <= 0)
+      return;
+    ::kill(pid_, SIGCONT);
+    ::kill(pid_, SIGKILL);
+    reap();
+  }
+
+  /// SIGTERM; returns the exit status once it exited.
+  int terminate() {
+    ::kill(pid_, SIGTERM);
+    return reap();
+  }
+
+  void signal(int sig) { ::kill(pid_, sig); }
+
+  int pid() const { return pid_; }
+  uint16_t port() const { return port_; }
+  const std::string& address() const { return address_; }
+
+  /// What it printed after the listening line (read to the end once it exited).
+  std::string rest_of_output() {
+    char line[2048];
+    while (out_ && std::fgets(line, sizeof(line), out_) != nullptr)
+      output_ += line;
+    return output_;
+  }
+
+ private:
+  int reap() {
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+    pid_ = -1;
+    rest_of_output();
+    if (out_)
+      std::fclose(out_);
+    out_ = nullptr;
+    return status;
+  }
+
+  temp_dir dir_;
+  std::string config_;
+  int pid_ = -1;
+  FILE* out_ = nullptr;
+  std::string output_;
+  std::string address_;
+  uint16_t port_ = 0;
+};
+
+/// The parent pid of `pid` (0 when gone).
+int parent_of(int pid) {
+  std::ifstream stat{"/proc/" + std::to_string(pid) + "/stat"};
+  std::string line;
+  std::getline(stat, line);
+  auto close = line.rfind(')');
+  if (close == std::string::npos)
+    return 0;
+  std::istringstream rest{line.substr(close + 2)};
+  std::string state;
+  int ppid = 0;
+  rest >> state >> ppid;
+  return ppid;
+}
+
+/// Whether `pid` is `ancestor` or runs below it.
+bool descends_from(int pid, int ancestor) {
+  for (int p = pid; p > 1; p = parent_of(p))
+    if (p == ancestor)
+      return true;
+  return false;
+}
+
+/// A host with one local pool `default` (1 worker) and `nodes`.
+snakepit::config host_config(const std::vector<const node_process*>& nodes) {
+  auto cfg = small_config(1);
+  cfg.node_heartbeat = 200ms;
+  cfg.node_timeout = 1500ms;
+  cfg.node_connect_timeout = 2000ms;
+  int i = 0;
+  for (auto* n : nodes)
+    cfg.nodes.push_back({fmt::format("n{}", ++i), n->address()});
+  return cfg;
+}
+
+snakepit::execute_options on_remote(bool idempotent = false) {
+  snakepit::execute_options o;
+  o.pool = "remote";
+  o.idempotent = idempotent;
+  return o;
+}
+
+/// The pid of the worker that ran an `info` or `wait_gate` call.
+int pid_of(const snakepit::execute_result& res) {
+  return res ? res->result.value("pid", 0) : 0;
+}
+
+const dist::node_view* find_node(const std::vector<dist::node_view>& nodes,
+                                 const std::string& name) {
+  for (auto& v : nodes)
+    if (v.name == name)
+      return &v;
+  return nullptr;
+}
+
+bool node_is(snakepit::runtime& rt, const std::string& name, dist::node_state state) {
+  auto nodes = rt.nodes();
+  auto* v = find_node(nodes, name);
+  return v && v->state == state;
+}
+
+} // namespace
+
+TEST_SUITE("distribution") {
+
+  TEST_CASE("a pool only a node serves runs on that node's workers, errors stay typed") {
+    node_process node{2};
+    auto rt = snakepit::runtime::start(host_config({&node}));
+    REQUIRE_OK(rt);
+    auto& r = **rt;
+    auto nodes = r.nodes();
+    REQUIRE(nodes.size() == 1);
+    CHECK(nodes[0].state == dist::node_state::connected);
+    REQUIRE(nodes[0].pools.size() == 1);
+    CHECK(nodes[0].pools[0].pool == "remote");
+
+    auto res = r.execute("info", json::object(), on_remote());
+    REQUIRE_OK(res);
+    CHECK(descends_from(pid_of(res), node.pid()));
+    // The local pool is still local (the node is this test's child too).
+    auto local = r.execute("info");
+    REQUIRE_OK(local);
+    CHECK(descends_from(pid_of(local), ::getpid()));
+    CHECK_FALSE(descends_from(pid_of(local), node.pid()));
+
+    auto opts = on_remote();
+    opts.correlation_id = "dist-cid-1";
+    auto raised = r.execute("fail", {{"message", "from the node"}}, opts);
+    REQUIRE_FALSE(raised);
+    CHECK(raised.error() == errc::tool_error);
+    CHECK(snakepit::correlation_id_of(raised.error()) == "dist-cid-1");
+    auto py = snakepit::python_error_of(raised.error());
+    REQUIRE(py);
+    CHECK(py->message == "from the node");
+    auto unknown = r.execute("no_such_tool", json::object(), on_remote());
+    REQUIRE_FALSE(unknown);
+    CHECK(unknown.error() == errc::unknown_tool);
+
+    // The remaining budget travels: a call that outlives it times out on the node.
+    auto late_opts = on_remote();
+    late_opts.timeout = 300ms;
+    auto late = r.execute("sleep", {{"ms", 3000}}, late_opts);
+    REQUIRE_FALSE(late);
+    CHECK(late.error() == errc::timeout);
+
+    auto async = call_async(r, "add", {{"a", 2}, {"b", 40}}, on_remote());
+    REQUIRE(async.wait_for(20s) == std::future_status::ready);
+    auto sum = async.get();
+    REQUIRE_OK(sum);
+    CHECK(sum->result == 42);
+    stop_and_check(r);
+  }
+
+  TEST_CASE("calls sent at once spread over the nodes with free capacity") {
+    node_process a{1};
+    node_process b{1};
+    auto rt = snakepit::runtime::start(host_config({&a, &b}));
+    REQUIRE_OK(rt);
+    auto& r = **rt;
+    gate g;
+    auto c1 = call_async(r, "wait_gate", g.args(), on_remote());
+    auto c2 = call_async(r, "wait_gate", g.args(), on_remote());
+    g.open();
+    REQUIRE(c1.wait_for(30s) == std::future_status::ready);
+    REQUIRE(c2.wait_for(30s) == std::future_status::ready);
+    auto r1 = c1.get();
+    auto r2 = c2.get();
+    REQUIRE_OK(r1);
+    REQUIRE_OK(r2);
+    std::set<int> nodes_used;
+    for (auto pid : {pid_of(r1), pid_of(r2)})
+      nodes_used.insert(descends_from(pid, a.pid())   ? a.pid()
+                        : descends_from(pid, b.pid()) ? b.pid()
+                                                      : 0);
+    CHECK(nodes_used == std::set<int>{a.pid(), b.pid()});
+    auto view = r.nodes();
+    CHECK(find_node(view, "n1")->calls == 1);
+    CHECK(find_node(view, "n2")->calls == 1);
+    stop_and_check(r);
+  }
+
+  TEST_CASE("a node killed with calls in flight: node_down within 2 s, idempotent calls "
+            "retried on the other node, new calls go there") {
+    node_process a{2};
+    node_process b{1};
+    auto rt = snakepit::runtime::start(host_config({&a, &b}));
+    REQUIRE_OK(rt);
+    auto& r = **rt;
+    gate g;
+    // a has 2 free, b 1: both calls go to a (ties go to the first node).
+    auto plain = call_async(r, "wait_gate", g.args(), on_remote(false));
+    auto retried = call_async(r, "wait_gate", g.args(), on_remote(true));
+    REQUIRE(eventually([&] { return find_node(r.nodes(), "n1")->calls == 2; }));
+    std::this_thread::sleep_for(200ms); // both are running on a's workers
+    auto killed_at = std::chrono::steady_clock::now();
+    a.kill_now();
+    REQUIRE(plain.wait_for(10s) == std::future_status::ready);
+    auto lost_after = std::chrono::steady_clock::now() - killed_at;
+    auto lost = plain.get();
+    REQUIRE_FALSE(lost);
+    CHECK(lost.error() == errc::node_down);
+    CHECK(lost_after < 2s);
+    auto text = snakepit::describe(lost.error());
+    CHECK(text.find("remote") != std::string::npos);
+    CHECK(text.find("n1") != std::string::npos);
+    // The idempotent one now waits at the gate on b.
+    g.open();
+    REQUIRE(retried.wait_for(20s) == std::future_status::ready);
+    auto again = retried.get();
+    REQUIRE_OK(again);
+    CHECK(descends_from(pid_of(again), b.pid()));
+    CHECK_FALSE(node_is(r, "n1", dist::node_state::connected));
+    auto next = r.execute("info", json::object(), on_remote());
+    REQUIRE_OK(next);
+    CHECK(descends_from(pid_of(next), b.pid()));
+    stop_and_check(r);
+  }
+
+  TEST_CASE("a node restarted on the same address is used again without a host restart") {
+    auto node = std::make_unique<node_process>(1);
+    auto port = node->port();
+    auto rt = snakepit::runtime::start(host_config({node.get()}));
+    REQUIRE_OK(rt);
+    auto& r = **rt;
+    REQUIRE_OK(r.execute("ping", json::object(), on_remote()));
+    node->kill_now();
+    REQUIRE(
+      eventually([&] { return !node_is(r, "n1", dist::node_state::connected); }, 5s));
+    auto refused = r.execute("ping", json::object(), on_remote());
+    REQUIRE_FALSE(refused);
+    CHECK(refused.error() == errc::node_down);
+    node->start(port);
+    REQUIRE(
+      eventually([&] { return node_is(r, "n1", dist::node_state::connected); }, 15s));
+    auto res = r.execute("info", json::object(), on_remote());
+    REQUIRE_OK(res);
+    CHECK(descends_from(pid_of(res), node->pid()));
+    stop_and_check(r);
+  }
+
+  TEST_CASE("a stopped node counts as lost within node_timeout and is used again after "
+            "it continues") {
+    node_process node{1};
+    auto rt = snakepit::runtime::start(host_config({&node}));
+    REQUIRE_OK(rt);
+    auto& r = **rt;
+    gate g;
+    auto held = call_async(r, "wait_gate", g.args(), on_remote());
+    REQUIRE(eventually([&] { return find_node(r.nodes(), "n1")->calls == 1; }));
+    std::this_thread::sleep_for(200ms);
+    auto stopped_at = std::chrono::steady_clock::now();
+    node.signal(SIGSTOP);
+    REQUIRE(held.wait_for(15s) == std::future_status::ready);
+    auto detected = std::chrono::steady_clock::now() - stopped_at;
+    auto lost = held.get();
+    REQUIRE_FALSE(lost);
+    CHECK(lost.error() == errc::node_down);
+    // node_timeout is 1.5 s here; the middleman checks at each heartbeat.
+    CHECK(detected < 4s);
+    node.signal(SIGCONT);
+    g.open();
+    REQUIRE(
+      eventually([&] { return node_is(r, "n1", dist::node_state::connected); }, 15s));
+    auto res = r.execute("info", json::object(), on_remote());
+    REQUIRE_OK(res);
+    CHECK(descends_from(pid_of(res), node.pid()));
+    stop_and_check(r);
+  }
+
+  TEST_CASE("a host whose node is not up starts, serves its local pools and names the "
+            "node in the error") {
+    uint16_t free_port = 0;
+    {
+      node_process probe{1};
+      free_port = probe.port();
+    } // killed: nothing listens there now
+    auto cfg = small_config(1);
+    cfg.node_connect_timeout = 500ms;
+    cfg.nodes.push_back({"gone", fmt::format("127.0.0.1:{}", free_port)});
+    auto rt = snakepit::runtime::start(cfg);
+    REQUIRE_OK(rt);
+    auto& r = **rt;
+    REQUIRE_OK(r.execute("ping"));
+    auto res = r.execute("ping", json::object(), on_remote());
+    REQUIRE_FALSE(res);
+    CHECK(res.error() == errc::node_down);
+    CHECK(snakepit::describe(res.error()).find("gone") != std::string::npos);
+    auto nodes = r.nodes();
+    REQUIRE(nodes.size() == 1);
+    CHECK(nodes[0].state != dist::node_state::connected);
+    CHECK_FALSE(nodes[0].last_error.empty());
+    stop_and_check(r);
+  }
+
+  TEST_CASE("a node stops on SIGTERM with its workers, and refuses a non-loopback "
+            "address without allow_insecure") {
+    node_process node{2};
+    auto rt = snakepit::runtime::start(host_config({&node}));
+    REQUIRE_OK(rt);
+    auto& r = **rt;
+    std::set<int> workers;
+    for (int i = 0; i < 6; ++i) {
+      auto res = r.execute("info", json::object(), on_remote());
+      REQUIRE_OK(res);
+      workers.insert(pid_of(res));
+    }
+    CHECK_FALSE(workers.empty());
+    auto status = node.terminate();
+    CHECK(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 0);
+    CHECK(node.rest_of_output().find("stopped") != std::string::npos);
+    for (auto pid : workers)
+      CHECK_MSG(!pid_alive(pid), "worker " << pid << " outlived its node");
+    stop_and_check(r);
+
+    auto cmd =
+      fmt::format("{} node --listen 0.0.0.0:0 >/dev/null 2>&1", SNAKEPIT_CLI_BINARY);
+    auto refused = std::system(cmd.c_str());
+    CHECK(WEXITSTATUS(refused) == 3); // invalid_config
+  }
+
+} // TEST_SUITE
