@@ -356,9 +356,12 @@ service nodes_service(impl& p) {
       if (v.state == distribution::node_state::connected)
         p.env->log->info("node connected", {{"node", v.name}, {"address", v.address}});
       else
-        p.env->log->warn(
-          "node not reachable yet; retrying",
-          {{"node", v.name}, {"address", v.address}, {"error", v.last_error}});
+        p.env->log->warn("node not connected at start; it is retried in the background",
+                         {{"node", v.name},
+                          {"address", v.address},
+                          {"state", distribution::to_string(v.state)},
+                          {"error", v.last_error.empty() ? std::string{"still connecting"}
+                                                         : v.last_error}});
     std::atomic_store(&p.nodes, std::move(dir));
     return caf::none;
   };
