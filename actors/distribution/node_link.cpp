@@ -40,6 +40,13 @@ void node_directory::add(const std::string& name, const std::string& address,
   entries_.push_back(std::move(e));
 }
 
+void node_directory::set_link(const std::string& name, caf::actor link) {
+  std::lock_guard<std::mutex> guard{mtx_};
+  for (auto& e : entries_)
+    if (e.view.name == name)
+      e.link = link;
+}
+
 void node_directory::set_state(const std::string& name, node_state state,
                                std::string error) {
   std::lock_guard<std::mutex> guard{mtx_};
@@ -120,6 +127,56 @@ std::optional<node_route> node_directory::pick(const std::string& pool,
                     std::chrono::milliseconds{best_load->request_timeout_ms}, best_free};
 }
 
+std::optional<node_route> node_directory::pick_node(const std::string& node,
+                                                    const std::string& pool) {
+  std::lock_guard<std::mutex> guard{mtx_};
+  for (auto& e : entries_) {
+    if (e.view.name != node || e.view.state != node_state::connected)
+      continue;
+    auto* load = find_load(e.view, pool);
+    if (!load)
+      return std::nullopt;
+    ++e.view.calls;
+    ++e.in_flight[pool];
+    return node_route{e.link, e.view.name,
+                      std::chrono::milliseconds{load->request_timeout_ms},
+                      free_of(e, *load)};
+  }
+  return std::nullopt;
+}
+
+std::optional<std::string> node_directory::session_place(const std::string& id) const {
+  std::lock_guard<std::mutex> guard{mtx_};
+  auto i = sessions_.find(id);
+  if (i == sessions_.end())
+    return std::nullopt;
+  return i->second;
+}
+
+void node_directory::place_session(const std::string& id, const std::string& node,
+                                   size_t cap) {
+  std::lock_guard<std::mutex> guard{mtx_};
+  if (sessions_.insert_or_assign(id, node).second)
+    session_order_.push_back(id);
+  while (sessions_.size() > std::max<size_t>(cap, 1) && !session_order_.empty()) {
+    sessions_.erase(session_order_.front());
+    session_order_.pop_front();
+  }
+  // Ids forgotten earlier stay in the order until they come up; keep it bounded.
+  if (session_order_.size() > 2 * std::max<size_t>(cap, 1) + 64) {
+    std::deque<std::string> live;
+    for (auto& s : session_order_)
+      if (sessions_.count(s))
+        live.push_back(s);
+    session_order_ = std::move(live);
+  }
+}
+
+void node_directory::forget_session(const std::string& id) {
+  std::lock_guard<std::mutex> guard{mtx_};
+  sessions_.erase(id);
+}
+
 uint32_t node_directory::free_capacity(const std::string& pool) const {
   std::lock_guard<std::mutex> guard{mtx_};
   uint32_t sum = 0;
@@ -155,6 +212,8 @@ std::vector<caf::actor> node_directory::links() const {
 void node_directory::clear() {
   std::lock_guard<std::mutex> guard{mtx_};
   entries_.clear();
+  sessions_.clear();
+  session_order_.clear();
 }
 
 // --- The link actor -----------------------------------------------------------------
@@ -208,8 +267,14 @@ void deliver(callback_sink& sink, execute_result res) {
 
 void connect(link_actor* self);
 
-void schedule_retry(link_actor* self, const std::string& why) {
+void schedule_retry(link_actor* self, const std::string& why, bool logged = false) {
   auto& st = self->state;
+  // The first failure of a series is a warning, the retries that follow debug.
+  if (st.opts.log && !logged)
+    st.opts.log->log(
+      st.backoff.count() == 0 ? adapters::log_level::warn : adapters::log_level::debug,
+      "cannot reach node; retrying",
+      {{"node", st.opts.name}, {"address", address_of(st.opts)}, {"reason", why}});
   st.gateway = nullptr;
   st.state = node_state::down;
   st.opts.directory->set_state(st.opts.name, node_state::down, why);
@@ -236,6 +301,11 @@ void on_gateway(link_actor* self, caf::actor gw, uint64_t gen) {
         st.state = node_state::connected;
         st.backoff = std::chrono::milliseconds{0};
         self->monitor(gw);
+        if (st.opts.log)
+          st.opts.log->info("node connected", {{"node", st.opts.name},
+                                               {"address", address_of(st.opts)},
+                                               {"pools", theirs.pools.size()},
+                                               {"version", theirs.version}});
         st.opts.directory->set_loads(st.opts.name, std::move(theirs.pools));
         st.opts.directory->set_state(st.opts.name, node_state::connected);
       },
@@ -249,6 +319,9 @@ void connect(link_actor* self) {
   auto& st = self->state;
   st.state = node_state::connecting;
   auto gen = st.generation;
+  if (st.opts.log)
+    st.opts.log->debug("connecting to node",
+                       {{"node", st.opts.name}, {"address", address_of(st.opts)}});
   auto mm = self->system().middleman().actor_handle();
   self
     ->request(mm, st.opts.connect_timeout, caf::connect_atom::value, st.opts.host,
@@ -313,15 +386,32 @@ void fail_pending(link_actor* self, const std::string& why) {
   }
 }
 
+/// The connection to the gateway is gone (its down message, or a call that failed
+/// in transport, whichever comes first): the calls in flight fail or move, the
+/// node counts as down, a reconnection is scheduled.
+void lose_gateway(link_actor* self, const std::string& why) {
+  auto& st = self->state;
+  if (!st.gateway)
+    return;
+  if (st.opts.log)
+    st.opts.log->warn("node lost", {{"node", st.opts.name},
+                                    {"address", address_of(st.opts)},
+                                    {"calls_in_flight", st.pending.size()},
+                                    {"reason", why}});
+  self->demonitor(st.gateway);
+  // Down first: a caller woken by its node_down must see the node down.
+  schedule_retry(self, why, true);
+  fail_pending(self, why);
+}
+
 caf::behavior node_link(link_actor* self, link_options opts) {
   self->state.opts = std::move(opts);
   self->set_down_handler([self](caf::down_msg& dm) {
     auto& st = self->state;
     if (!st.gateway || dm.source != st.gateway.address())
       return;
-    auto why = dm.reason ? describe(dm.reason) : std::string{"connection closed"};
-    fail_pending(self, why);
-    schedule_retry(self, why);
+    lose_gateway(self,
+                 dm.reason ? describe(dm.reason) : std::string{"connection closed"});
   });
   self->set_exit_handler([self](caf::exit_msg& em) {
     for (auto& [id, call] : self->state.pending)
@@ -371,10 +461,15 @@ caf::behavior node_link(link_actor* self, link_options opts) {
                 auto i = self->state.pending.find(id);
                 if (i == self->state.pending.end())
                   return;
-                auto why = err == caf::sec::request_timeout
-                             ? std::string{"no answer within the call's budget"}
-                             : describe(err);
-                finish(self, id, node_down(self->state, i->second.req, why));
+                if (err != caf::sec::request_timeout) {
+                  // The connection broke under the call: the node is lost for
+                  // every call, not just this one (its down message may follow).
+                  lose_gateway(self, describe(err));
+                  return;
+                }
+                finish(self, id,
+                       node_down(self->state, i->second.req,
+                                 "no answer within the call's budget"));
               });
     },
   };

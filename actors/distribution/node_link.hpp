@@ -7,18 +7,21 @@
 
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include <caf/actor.hpp>
 #include <caf/fwd.hpp>
 
 #include "actors/distribution/wire.hpp"
+#include "adapters/log.hpp"
 
 namespace snakepit::distribution {
 
@@ -59,6 +62,8 @@ class node_directory {
  public:
   void add(const std::string& name, const std::string& address, caf::actor link);
 
+  void set_link(const std::string& name, caf::actor link);
+
   void set_state(const std::string& name, node_state state, std::string error = {});
 
   void set_loads(const std::string& name, std::vector<pool_load> loads);
@@ -75,6 +80,21 @@ class node_directory {
   /// reserved when even the best node has no free capacity (`free` 0).
   std::optional<node_route> pick(const std::string& pool, const std::string& exclude = {},
                                  bool reserve = false, bool only_free = false);
+
+  /// Node `node` if it is connected and serves `pool`, with the call reserved
+  /// there; nullopt otherwise.
+  std::optional<node_route> pick_node(const std::string& node, const std::string& pool);
+
+  /// Where session `id` was placed: "" for the local pool, else a node's name;
+  /// nullopt when it was not placed yet.
+  std::optional<std::string> session_place(const std::string& id) const;
+
+  /// Places session `id` on `node` ("" = local); beyond `cap` sessions the oldest
+  /// placement is forgotten (it is placed afresh on its next call).
+  void place_session(const std::string& id, const std::string& node, size_t cap);
+
+  /// Forgets session `id`'s placement (cleaned up, or its node lost under hint).
+  void forget_session(const std::string& id);
 
   /// The free capacity of `pool` summed over connected nodes.
   uint32_t free_capacity(const std::string& pool) const;
@@ -102,6 +122,8 @@ class node_directory {
   static uint32_t free_of(const entry& e, const pool_load& load);
   mutable std::mutex mtx_;
   std::vector<entry> entries_;
+  std::unordered_map<std::string, std::string> sessions_;
+  std::deque<std::string> session_order_;
 };
 
 struct link_options {
@@ -116,6 +138,8 @@ struct link_options {
   std::chrono::milliseconds retry_min{100};
   std::chrono::milliseconds retry_max{5000};
   std::shared_ptr<node_directory> directory;
+  /// The runtime's log: connections made and lost (info, warn), attempts (debug).
+  std::shared_ptr<adapters::logger> log;
   /// The local pool of a name (null when none), where an idempotent call of a
   /// lost node is retried when no other node serves its pool.
   std::function<caf::actor(const std::string&)> local_pool;

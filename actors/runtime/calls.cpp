@@ -76,6 +76,8 @@ std::chrono::milliseconds remote_budget(const runtime::impl& p, execute_options&
 execute_result runtime::execute(const std::string& command, json args,
                                 execute_options opts) {
   auto target = impl_->route(opts);
+  if (target.error)
+    return std::move(target.error);
   if (!target.hdl)
     return impl_->pool_missing(opts.pool);
   auto budget =
@@ -125,6 +127,10 @@ caf::error runtime::execute_in_session_stream(
 void runtime::execute_async(const std::string& command, json args, execute_options opts,
                             execute_callback done) {
   auto target = impl_->route(opts);
+  if (target.error) {
+    done(std::move(target.error));
+    return;
+  }
   if (!target.hdl) {
     done(impl_->pool_missing(opts.pool));
     return;

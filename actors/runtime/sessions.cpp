@@ -44,6 +44,8 @@ caf::expected<int> runtime::cleanup_session(const std::string& session_id) {
   });
   if (!tools)
     return tools.error();
+  if (auto dir = impl_->node_dir())
+    dir->forget_session(session_id);
   return *state + *tools;
 }
 

@@ -340,6 +340,55 @@ TEST_SUITE("distribution") {
     stop_and_check(r);
   }
 
+  TEST_CASE("a session stays on the node of its first call, and when that node is lost "
+            "hint places it afresh and strict affinity refuses") {
+    node_process a{2};
+    node_process b{1};
+    auto rt = snakepit::runtime::start(host_config({&a, &b}));
+    REQUIRE_OK(rt);
+    auto& r = **rt;
+    REQUIRE(all_connected(r));
+    auto in_session = on_remote();
+    in_session.session_id = "dist-session-1";
+    auto first = r.execute("info", json::object(), in_session);
+    REQUIRE_OK(first);
+    REQUIRE(descends_from(pid_of(first), a.pid())); // a has the most free capacity
+    // a's two workers held: placement alone would now send a call to b.
+    gate g;
+    auto held1 = call_async(r, "wait_gate", g.args(), on_remote());
+    auto held2 = call_async(r, "wait_gate", g.args(), on_remote());
+    REQUIRE(eventually([&] { return find_node(r.nodes(), "n1")->calls == 3; }));
+    auto follow = call_async(r, "info", json::object(), in_session);
+    CHECK(follow.wait_for(300ms) == std::future_status::timeout); // queued on a
+    g.open();
+    REQUIRE(follow.wait_for(20s) == std::future_status::ready);
+    auto again = follow.get();
+    REQUIRE_OK(again);
+    CHECK(descends_from(pid_of(again), a.pid()));
+    REQUIRE_OK(held1.get());
+    REQUIRE_OK(held2.get());
+
+    a.kill_now();
+    REQUIRE(
+      eventually([&] { return !node_is(r, "n1", dist::node_state::connected); }, 5s));
+    auto strict = in_session;
+    strict.affinity = "strict_queue";
+    auto refused = r.execute("info", json::object(), strict);
+    REQUIRE_FALSE(refused);
+    CHECK(refused.error() == errc::session_worker_unavailable);
+    CHECK(snakepit::describe(refused.error()).find("n1") != std::string::npos);
+    auto hint = in_session;
+    hint.affinity = "hint";
+    auto moved = r.execute("info", json::object(), hint);
+    REQUIRE_OK(moved);
+    CHECK(descends_from(pid_of(moved), b.pid()));
+    // ... and stays on b from then on, strict or not.
+    auto stays = r.execute("info", json::object(), strict);
+    REQUIRE_OK(stays);
+    CHECK(descends_from(pid_of(stays), b.pid()));
+    stop_and_check(r);
+  }
+
   TEST_CASE("a node restarted on the same address is used again without a host restart") {
     auto node = std::make_unique<node_process>(1);
     auto port = node->port();
@@ -383,6 +432,7 @@ TEST_SUITE("distribution") {
     CHECK(lost.error() == errc::node_down);
     // node_timeout is 1.5 s here; the middleman checks at each heartbeat.
     CHECK(detected < 4s);
+    CHECK_FALSE(node_is(r, "n1", dist::node_state::connected));
     node.signal(SIGCONT);
     g.open();
     REQUIRE(

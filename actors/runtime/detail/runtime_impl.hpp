@@ -100,28 +100,76 @@ struct runtime::impl {
     caf::actor hdl;    ///< the local pool or a node link; null: nowhere
     bool local = true; ///< `hdl` is the local pool
     std::chrono::milliseconds node_budget{0}; ///< the node pool's default budget
+    std::string node;                         ///< the node's name when not local
+    caf::error error; ///< why the call cannot go anywhere (with `hdl` null)
   };
 
   /// Placement (docs/distribution.md): the local pool while it has free capacity,
   /// else the node with the most (ties: the local pool, then configuration order);
-  /// a pool only nodes serve goes to one of them.
+  /// a pool only nodes serve goes to one of them. A session stays where its first
+  /// call went; when that node is lost, `hint` places it afresh and the strict
+  /// modes fail with session_worker_unavailable.
   call_target route(const execute_options& opts) const {
     auto name = pool_name(opts.pool);
     auto local = env->names->get("pool:" + name);
     auto dir = node_dir();
     if (!dir)
-      return {std::move(local), true, {}};
+      return {std::move(local), true, {}, {}, {}};
+    if (opts.session_id.empty())
+      return place(*dir, name, std::move(local));
+    if (auto placed = dir->session_place(opts.session_id)) {
+      if (placed->empty() && local)
+        return {std::move(local), true, {}, {}, {}};
+      if (!placed->empty()) {
+        if (auto r = dir->pick_node(*placed, name))
+          return {std::move(r->link), false, r->request_timeout, r->node, {}};
+        if (session_affinity(opts, name) != affinity_mode::hint)
+          return {nullptr,
+                  false,
+                  {},
+                  *placed,
+                  with_correlation_id(
+                    caf::make_error(errc::session_worker_unavailable,
+                                    fmt::format("session {} runs on node {}, which is "
+                                                "not connected (affinity {})",
+                                                opts.session_id, *placed,
+                                                to_string(session_affinity(opts, name)))),
+                    opts.correlation_id)};
+      }
+    }
+    auto target = place(*dir, name, std::move(local));
+    if (target.hdl)
+      dir->place_session(opts.session_id, target.node, cfg.sessions.max);
+    return target;
+  }
+
+  /// A call's affinity mode: its own, else its pool's (hint for a pool that is
+  /// not local).
+  affinity_mode session_affinity(const execute_options& opts,
+                                 const std::string& pool) const {
+    if (auto mode = parse_affinity_mode(opts.affinity))
+      return *mode;
+    std::lock_guard<std::mutex> guard{pools_mtx};
+    for (auto& p : cfg.pools)
+      if (p.name == pool)
+        return p.affinity;
+    return affinity_mode::hint;
+  }
+
+  /// Placement of a call without a session (see `route`).
+  call_target place(distribution::node_directory& dir, const std::string& pool,
+                    caf::actor local) const {
     uint32_t local_free = 0;
     if (local)
-      if (auto lane = env->lanes->get(name))
+      if (auto lane = env->lanes->get(pool))
         local_free = lane->free_capacity();
     if (local && local_free > 0)
-      return {std::move(local), true, {}};
+      return {std::move(local), true, {}, {}, {}};
     // Reserved at once: calls placed at the same moment spread over the nodes.
-    auto remote = dir->pick(name, {}, true, local != nullptr);
+    auto remote = dir.pick(pool, {}, true, local != nullptr);
     if (!remote || (local && remote->free == 0))
-      return {std::move(local), true, {}};
-    return {std::move(remote->link), false, remote->request_timeout};
+      return {std::move(local), true, {}, {}, {}};
+    return {std::move(remote->link), false, remote->request_timeout, remote->node, {}};
   }
 
   /// Why `route` found nothing: the runtime stopped, or no such pool.

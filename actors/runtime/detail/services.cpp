@@ -335,12 +335,16 @@ service nodes_service(impl& p) {
       o.self_name = fmt::format("host {} (run {})", ::getpid(), p.env->run_id);
       o.connect_timeout = p.cfg.node_connect_timeout;
       o.directory = dir;
+      o.log = p.env->log;
       o.local_pool = [names](const std::string& pool) {
         return names->get("pool:" + pool);
       };
-      // Registered before the link runs, so that its first state change finds it.
-      auto link = distribution::spawn_node_link(*p.sys, std::move(o));
-      dir->add(node.display_name(), node.address, link);
+      // In the directory before the link runs, so that its first state change
+      // finds its entry (the handle follows; no call is placed before the start
+      // returns).
+      dir->add(node.display_name(), node.address, caf::actor{});
+      dir->set_link(node.display_name(),
+                    distribution::spawn_node_link(*p.sys, std::move(o)));
     }
     auto deadline = std::chrono::steady_clock::now() + p.cfg.node_connect_timeout +
                     std::chrono::milliseconds{200};
