@@ -815,6 +815,27 @@ int cmd_stats(const std::string& runtime_dir, long pid, bool as_json) {
     add(s);
   add((*body)["total"]);
   print_table(rows);
+  if (body->contains("nodes")) {
+    // Worker nodes (docs/distribution.md): their state and pools' last report.
+    std::vector<std::vector<std::string>> nodes{
+      {"node", "address", "state", "since", "calls", "lost", "pools (load/capacity)"}};
+    auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                    std::chrono::system_clock::now().time_since_epoch())
+                    .count();
+    for (auto& n : (*body)["nodes"]) {
+      std::string pools;
+      for (auto& p : n["pools"])
+        pools +=
+          fmt::format("{}{} {}/{}", pools.empty() ? "" : ", ",
+                      p["pool"].get<std::string>(), num(p["load"]), num(p["capacity"]));
+      auto ago_s = (now_ms - n["since_unix_ms"].get<int64_t>()) / 1000;
+      nodes.push_back({n["name"].get<std::string>(), n["address"].get<std::string>(),
+                       n["state"].get<std::string>(), fmt::format("{} s ago", ago_s),
+                       num(n["calls"]), num(n["lost"]), pools});
+    }
+    fmt::print("\n");
+    print_table(nodes);
+  }
   return exit_ok;
 }
 

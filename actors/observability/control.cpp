@@ -1,6 +1,7 @@
 #include "actors/observability/control.hpp"
 
 #include <charconv>
+#include <chrono>
 #include <map>
 
 #include "actors/observability/metrics.hpp"
@@ -20,6 +21,27 @@ adapters::http_response failure(const caf::error& err) {
 
 adapters::http_response refusal(int status, const std::string& why) {
   return {status, json_type, json{{"error", why}}.dump() + "\n"};
+}
+
+/// One configured node as /stats shows it (docs/distribution.md).
+json node_json(const distribution::node_view& v) {
+  auto pools = json::array();
+  for (auto& p : v.pools)
+    pools.push_back(json{{"pool", p.pool},
+                         {"capacity", p.capacity},
+                         {"load", p.load},
+                         {"queued", p.queued}});
+  auto since =
+    std::chrono::duration_cast<std::chrono::milliseconds>(v.since.time_since_epoch())
+      .count();
+  return json{{"name", v.name},
+              {"address", v.address},
+              {"state", distribution::to_string(v.state)},
+              {"since_unix_ms", since},
+              {"last_error", v.last_error},
+              {"calls", v.calls},
+              {"lost", v.failed},
+              {"pools", std::move(pools)}};
 }
 
 /// POST /scale?pool=P&size=N: resizes pool P (empty or absent: the first pool).
@@ -80,7 +102,14 @@ adapters::http_response answer(runtime& rt, const adapters::http_request& req,
     auto st = rt.get_all_stats();
     if (!st)
       return failure(st.error());
-    return {200, json_type, to_json(*st).dump() + "\n"};
+    auto body = to_json(*st);
+    if (auto nodes = rt.nodes(); !nodes.empty()) {
+      auto arr = json::array();
+      for (auto& v : nodes)
+        arr.push_back(node_json(v));
+      body["nodes"] = std::move(arr);
+    }
+    return {200, json_type, body.dump() + "\n"};
   }
   if (control && path == "/workers") {
     auto ws = rt.list_all_workers();

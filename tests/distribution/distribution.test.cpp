@@ -21,6 +21,7 @@
 
 #include <fmt/format.h>
 
+#include "adapters/http_server.hpp"
 #include "tests/integration/harness.hpp"
 
 using namespace std::chrono_literals;
@@ -264,6 +265,33 @@ TEST_SUITE("distribution") {
     auto late = r.execute("sleep", {{"ms", 3000}}, late_opts);
     REQUIRE_FALSE(late);
     CHECK(late.error() == errc::timeout);
+
+    // The control socket (and `snakepit stats`) show the node, its state and calls.
+    auto reply =
+      snakepit::adapters::http_request_unix(r.control_socket(), "GET", "/stats", 10s);
+    REQUIRE_OK(reply);
+    auto body = json::parse(reply->body);
+    REQUIRE(body.contains("nodes"));
+    CHECK(body["nodes"][0]["name"] == "n1");
+    CHECK(body["nodes"][0]["state"] == "connected");
+    CHECK(body["nodes"][0]["calls"].get<int>() >= 4);
+    CHECK(body["nodes"][0]["pools"][0]["pool"] == "remote");
+    CHECK(body["nodes"][0]["pools"][0]["capacity"] == 2);
+    auto table = std::string{};
+    {
+      auto cmd = fmt::format("{} stats --pid {}", SNAKEPIT_CLI_BINARY, ::getpid());
+      FILE* pipe = ::popen(cmd.c_str(), "r");
+      REQUIRE(pipe != nullptr);
+      char buf[4096];
+      size_t n;
+      while ((n = std::fread(buf, 1, sizeof(buf), pipe)) > 0)
+        table.append(buf, n);
+      CHECK(::pclose(pipe) == 0);
+    }
+    CHECK(table.find("n1") != std::string::npos);
+    CHECK(table.find("connected") != std::string::npos);
+    CHECK(table.find("remote ") != std::string::npos);
+    CHECK(table.find("/2") != std::string::npos); // the pool's load/capacity
 
     auto async = call_async(r, "add", {{"a", 2}, {"b", 40}}, on_remote());
     REQUIRE(async.wait_for(20s) == std::future_status::ready);
