@@ -97,6 +97,13 @@ caf::expected<std::unique_ptr<runtime>> runtime::start(caf::actor_system& sys, c
                                                        start_options opts) {
   if (auto err = cfg.validate())
     return err;
+  // Nodes need the host's actor system prepared for them (nothing starts without).
+  if (!cfg.nodes.empty() && !sys.has_middleman())
+    return caf::make_error(
+      errc::invalid_config,
+      "nodes: the actor system has no middleman; call "
+      "distribution::prepare_distributed_system on its config before creating it "
+      "(docs/distribution.md)");
   return launch(make_impl(&sys, std::move(cfg), std::move(opts)));
 }
 

@@ -21,6 +21,9 @@
 
 #include <fmt/format.h>
 
+#include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
+
 #include "adapters/http_server.hpp"
 #include "tests/integration/harness.hpp"
 
@@ -494,6 +497,20 @@ TEST_SUITE("distribution") {
     CHECK(nodes[0].state != dist::node_state::connected);
     CHECK_FALSE(nodes[0].last_error.empty());
     stop_and_check(r);
+  }
+
+  TEST_CASE("nodes in a host-owned actor system without the middleman are refused at "
+            "start, with the fix named") {
+    caf::actor_system_config sys_cfg;
+    snakepit::configure_system(sys_cfg);
+    caf::actor_system sys{sys_cfg};
+    auto cfg = small_config(1);
+    cfg.nodes.push_back({"n1", "127.0.0.1:9"});
+    auto rt = snakepit::runtime::start(sys, cfg);
+    REQUIRE_FALSE(rt);
+    CHECK(rt.error() == errc::invalid_config);
+    CHECK(snakepit::describe(rt.error()).find("prepare_distributed_system") !=
+          std::string::npos);
   }
 
   TEST_CASE("a node stops on SIGTERM with its workers, and refuses a non-loopback "
