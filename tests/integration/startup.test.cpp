@@ -18,8 +18,27 @@ std::string env_or(const char* name, const char* fallback) {
   return v ? v : fallback;
 }
 
+/// The parent of `pid` (0 when gone).
+int parent_of(int pid) {
+  std::ifstream stat{"/proc/" + std::to_string(pid) + "/stat"};
+  std::string line;
+  std::getline(stat, line);
+  auto close = line.rfind(')');
+  if (close == std::string::npos || close + 4 > line.size())
+    return 0;
+  return std::atoi(line.c_str() + close + 4); // after ") S "
+}
+
+/// Worker processes this test process started (tests running beside it in
+/// parallel start their own, which must not count).
 size_t runtime_dirs() {
-  return processes_with("snakepit_bridge").size();
+  auto pids = processes_with("snakepit_bridge");
+  return static_cast<size_t>(std::count_if(pids.begin(), pids.end(), [](int pid) {
+    for (int p = parent_of(pid); p > 1; p = parent_of(p))
+      if (p == ::getpid())
+        return true;
+    return false;
+  }));
 }
 
 } // namespace
