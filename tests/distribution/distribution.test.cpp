@@ -11,6 +11,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <future>
 #include <set>
@@ -24,6 +25,7 @@
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
 
+#include "actors/runtime/detail/runtime_dirs.hpp"
 #include "adapters/http_server.hpp"
 #include "tests/integration/harness.hpp"
 
@@ -86,9 +88,15 @@ class node_process {
     REQUIRE(out_ != nullptr);
     char line[2048];
     std::string marker = "node listening on ";
+    std::string socket_marker = "control socket ";
     while (std::fgets(line, sizeof(line), out_) != nullptr) {
       std::string text = line;
       output_ += text;
+      if (auto at = text.find(socket_marker); at != std::string::npos) {
+        auto path = text.substr(at + socket_marker.size());
+        runtime_dir_ =
+          std::filesystem::path{path.substr(0, path.find(' '))}.parent_path();
+      }
       auto at = text.find(marker);
       if (at == std::string::npos)
         continue;
@@ -100,13 +108,24 @@ class node_process {
     REQUIRE_MESSAGE(!address_.empty(), "the node did not start: " << output_);
   }
 
-  /// SIGKILL, then reaps it.
+  /// SIGKILL, then reaps it. Its runtime directory stays behind, as a killed
+  /// host's does, until the next start of a runtime sweeps it: the test sweeps
+  /// here the way such a start does, and checks that it is gone.
   void kill_now() {
     if (pid_ <= 0)
       return;
     ::kill(pid_, SIGCONT);
     ::kill(pid_, SIGKILL);
     reap();
+    if (!runtime_dir_.empty()) {
+      // Its workers follow it through their lifeline; sweeping while they still
+      // exit could race with their last files.
+      CHECK(
+        eventually([&] { return processes_with(runtime_dir_.string()).empty(); }, 10s));
+      snakepit::detail::sweep_runtime_dirs(runtime_dir_.parent_path(), "");
+      CHECK_MSG(!std::filesystem::exists(runtime_dir_),
+                "a killed node's runtime directory survived the sweep: " << runtime_dir_);
+    }
   }
 
   /// SIGTERM; returns the exit status once it exited.
@@ -148,6 +167,7 @@ class node_process {
   std::string output_;
   std::string address_;
   uint16_t port_ = 0;
+  std::filesystem::path runtime_dir_;
 };
 
 /// The parent pid of `pid` (0 when gone).
