@@ -3,12 +3,42 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdint>
 #include <fstream>
+#include <thread>
 
 #include "adapters/process_registry.hpp"
 
 namespace snakepit::detail {
+
+namespace {
+
+/// Removes a dead host's directory with its `owner` file last: a removal that
+/// races with the host's exiting workers (a file appears while it runs) keeps the
+/// owner file, so that the next sweep can still judge the directory and retry.
+void remove_dead_dir(const std::filesystem::path& dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    bool only_owner = true;
+    for (auto& e : fs::directory_iterator{dir, ec})
+      if (e.path().filename() != "owner")
+        fs::remove_all(e.path(), ec);
+    for (auto& e : fs::directory_iterator{dir, ec})
+      if (e.path().filename() != "owner")
+        only_owner = false;
+    if (only_owner) {
+      fs::remove(dir / "owner", ec);
+      fs::remove(dir, ec);
+      if (!fs::exists(dir, ec))
+        return;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds{20});
+  }
+}
+
+} // namespace
 
 void sweep_runtime_dirs(const std::filesystem::path& parent, const std::string& skip) {
   namespace fs = std::filesystem;
@@ -25,7 +55,7 @@ void sweep_runtime_dirs(const std::filesystem::path& parent, const std::string& 
     auto now_start = adapters::process_start_time(static_cast<pid_t>(pid));
     if (now_start && *now_start == start)
       continue; // its host is alive
-    fs::remove_all(entry.path(), ec);
+    remove_dead_dir(entry.path());
   }
 }
 
