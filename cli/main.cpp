@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <optional>
 #include <set>
@@ -333,18 +334,37 @@ int cmd_exec(const exec_request& x, const log_overrides& log) {
   return code;
 }
 
-int cmd_run(const std::string& config_path, int start_timeout_ms,
-            const log_overrides& log) {
-  auto cfg = resolve_config(config_path, log);
-  if (!cfg)
-    return fail(cfg.error());
-  // Block the stop signals in every thread (the runtime's threads inherit the mask;
-  // worker processes get a clean one) and take them with sigwait below.
+/// Blocks SIGINT and SIGTERM in every thread (the runtime's threads inherit the
+/// mask; worker processes get a clean one), to be taken with sigwait.
+sigset_t block_stop_signals() {
   sigset_t stop_signals;
   sigemptyset(&stop_signals);
   sigaddset(&stop_signals, SIGINT);
   sigaddset(&stop_signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  return stop_signals;
+}
+
+/// Waits for SIGINT or SIGTERM, then stops with `stop` and says so.
+int serve_until_signal(const sigset_t& stop_signals,
+                       const std::function<caf::error()>& stop) {
+  int sig = 0;
+  while (sigwait(&stop_signals, &sig) != 0) {
+  }
+  fmt::print("snakepit: {} received, stopping\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+  std::fflush(stdout);
+  if (auto err = stop())
+    return fail(err);
+  fmt::print("snakepit: stopped\n");
+  return exit_ok;
+}
+
+int cmd_run(const std::string& config_path, int start_timeout_ms,
+            const log_overrides& log) {
+  auto cfg = resolve_config(config_path, log);
+  if (!cfg)
+    return fail(cfg.error());
+  auto stop_signals = block_stop_signals();
   size_t total = 0;
   for (auto& p : cfg->pools)
     total += p.pool_size;
@@ -409,15 +429,7 @@ int cmd_run(const std::string& config_path, int start_timeout_ms,
   fmt::print("snakepit: serving ({} worker(s) ready); stop with Ctrl-C or SIGTERM\n",
              ready);
   std::fflush(stdout);
-  int sig = 0;
-  while (sigwait(&stop_signals, &sig) != 0) {
-  }
-  fmt::print("snakepit: {} received, stopping\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
-  std::fflush(stdout);
-  if (auto err = r.stop())
-    return fail(err);
-  fmt::print("snakepit: stopped\n");
-  return exit_ok;
+  return serve_until_signal(stop_signals, [&r] { return r.stop(); });
 }
 
 /// `snakepit node`: a worker node serving its pools to hosts until SIGINT/SIGTERM
@@ -430,11 +442,7 @@ int cmd_node(const std::string& config_path, const std::string& listen,
   auto addr = snakepit::distribution::parse_address(listen);
   if (!addr)
     return fail(addr.error());
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGINT);
-  sigaddset(&stop_signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  auto stop_signals = block_stop_signals();
   snakepit::distribution::node_options nopts;
   nopts.host = addr->first;
   nopts.port = addr->second;
@@ -451,15 +459,7 @@ int cmd_node(const std::string& config_path, const std::string& listen,
   fmt::print("snakepit: node listening on {} (pools: {}); stop with Ctrl-C or SIGTERM\n",
              n.address(), fmt::join(n.runtime().pool_names(), ", "));
   std::fflush(stdout);
-  int sig = 0;
-  while (sigwait(&stop_signals, &sig) != 0) {
-  }
-  fmt::print("snakepit: {} received, stopping\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
-  std::fflush(stdout);
-  if (auto err = n.stop())
-    return fail(err);
-  fmt::print("snakepit: stopped\n");
-  return exit_ok;
+  return serve_until_signal(stop_signals, [&n] { return n.stop(); });
 }
 
 /// The tools of a pool whose workers are a program of their own (`command`): one

@@ -112,7 +112,9 @@ struct runtime::impl {
   call_target route(const execute_options& opts) const {
     auto name = pool_name(opts.pool);
     auto local = env->names->get("pool:" + name);
-    auto dir = node_dir();
+    // `cfg.nodes` never changes once started: a runtime without nodes pays no
+    // shared_ptr atomic_load (a lock in libstdc++) per call.
+    auto dir = cfg.nodes.empty() ? nullptr : node_dir();
     if (!dir)
       return {std::move(local), true, {}, {}, {}};
     if (opts.session_id.empty())
