@@ -1,6 +1,7 @@
 #include "actors/distribution/gateway.hpp"
 
 #include <map>
+#include <memory>
 #include <set>
 #include <utility>
 
@@ -10,6 +11,7 @@
 #include "actors/atoms.hpp"
 #include "actors/distribution/wire.hpp"
 #include "actors/pool/pool.hpp"
+#include "actors/pool/stream_sink.hpp"
 #include "adapters/errors.hpp"
 
 namespace snakepit::distribution {
@@ -18,6 +20,47 @@ namespace {
 
 /// Gateway-internal: the load timer fired.
 using load_tick_atom = caf::atom_constant<caf::atom("loadtick")>;
+/// Gateway-internal: a stream's budget is spent (host, id).
+using stream_expiry_atom = caf::atom_constant<caf::atom("gwexpire")>;
+/// Gateway-internal: a call of a host ended (host, call number).
+using call_done_atom = caf::atom_constant<caf::atom("gwcalldone")>;
+
+/// A stream run for a host: chunks go to the host's link as JSON text, at most
+/// the host's window of them unacknowledged.
+class remote_stream_sink final : public actors::windowed_stream_sink {
+ public:
+  remote_stream_sink(caf::actor host, uint64_t id, uint32_t window)
+    : windowed_stream_sink(window), host_(std::move(host)), id_(id) {}
+
+ protected:
+  void emit_chunk(json chunk, bool is_final) override {
+    caf::anon_send(host_, node_chunk_atom::value, id_, chunk.dump(), is_final);
+  }
+
+  void emit_end(caf::error err) override {
+    caf::anon_send(host_, node_end_atom::value, id_, std::move(err));
+  }
+
+ private:
+  caf::actor host_;
+  uint64_t id_;
+};
+
+/// A host's call running on a local pool.
+struct pending_call {
+  caf::typed_response_promise<remote_result> rp;
+  /// Set when the host goes away: a call still queued is dropped, never run.
+  std::shared_ptr<std::atomic<bool>> abandoned;
+  std::string correlation_id;
+};
+
+/// What the gateway runs for one connected host.
+struct host_work {
+  /// Streams by the host's id (weak: the worker running one holds it).
+  std::map<uint64_t, std::weak_ptr<remote_stream_sink>> streams;
+  /// Calls by the gateway's number.
+  std::map<uint64_t, pending_call> calls;
+};
 
 /// How long past a call's own budget the gateway waits for its pool: the pool
 /// always answers by the deadline (timeout), this only guards against a pool
@@ -26,8 +69,9 @@ constexpr auto pool_reply_margin = std::chrono::seconds{2};
 
 struct gateway_state {
   gateway_options opts;
-  /// Connected hosts (their node links), monitored.
-  std::set<caf::actor> hosts;
+  /// Connected hosts (their node links), monitored, and what runs for each.
+  std::map<caf::actor, host_work> hosts;
+  uint64_t next_call = 0;
   /// The latest load of each local pool.
   std::map<std::string, pool_load> loads;
   static inline const char* name = "snakepit.node_gateway";
@@ -80,10 +124,70 @@ remote_result failed(caf::error err) {
   return out;
 }
 
+caf::error not_here(gateway_actor* self, const remote_call& call) {
+  return with_correlation_id(
+    make_error(errc::pool_not_found,
+               fmt::format("{} on node {}", call.pool, self->state.opts.node_name())),
+    call.correlation_id);
+}
+
+/// The sender's stream `id`, if it still runs.
+std::shared_ptr<remote_stream_sink> find_stream(gateway_actor* self, uint64_t id) {
+  auto host = caf::actor_cast<caf::actor>(self->current_sender());
+  auto i = self->state.hosts.find(host);
+  if (i == self->state.hosts.end())
+    return nullptr;
+  auto j = i->second.streams.find(id);
+  if (j == i->second.streams.end())
+    return nullptr;
+  auto sink = j->second.lock();
+  if (!sink)
+    i->second.streams.erase(j);
+  return sink;
+}
+
+/// Runs stream `id` of the sender (a connected host) on the local pool; its
+/// chunks and end go back to the sender, its budget counts from now.
+void open_stream(gateway_actor* self, uint64_t id, const remote_call& call,
+                 uint32_t window) {
+  auto host = caf::actor_cast<caf::actor>(self->current_sender());
+  auto i = self->state.hosts.find(host);
+  if (i == self->state.hosts.end())
+    return; // no handshake: nobody to stream to
+  auto end_now = [&](caf::error err) {
+    self->send(host, node_end_atom::value, id, std::move(err));
+  };
+  auto req = from_remote(call);
+  if (!req)
+    return end_now(std::move(req.error()));
+  auto hdl = self->state.opts.find_pool(call.pool);
+  if (!hdl)
+    return end_now(not_here(self, call));
+  auto& streams = i->second.streams;
+  for (auto j = streams.begin(); j != streams.end();)
+    j = j->second.expired() ? streams.erase(j) : std::next(j);
+  auto sink = std::make_shared<remote_stream_sink>(host, id, window);
+  streams[id] = sink;
+  // The deadline holds even while the host sends no acks.
+  self->delayed_send(self, req->opts.timeout, stream_expiry_atom::value, host, id);
+  actors::stream_to(actors::pool_handle(hdl), std::move(*req),
+                    actors::stream_sink_ptr{std::move(sink)});
+}
+
 caf::behavior gateway(gateway_actor* self, gateway_options opts) {
   self->state.opts = std::move(opts);
+  // A host that went away: its streams stop and its queued calls are dropped, so
+  // that nothing of it keeps a worker busy (a running call ends by its deadline).
   self->set_down_handler([self](caf::down_msg& dm) {
-    self->state.hosts.erase(caf::actor_cast<caf::actor>(dm.source));
+    auto i = self->state.hosts.find(caf::actor_cast<caf::actor>(dm.source));
+    if (i == self->state.hosts.end())
+      return;
+    for (auto& [id, weak] : i->second.streams)
+      if (auto sink = weak.lock())
+        sink->halt(false);
+    for (auto& [n, call] : i->second.calls)
+      call.abandoned->store(true);
+    self->state.hosts.erase(i);
   });
   refresh_loads(self);
   self->delayed_send(self, self->state.opts.load_interval, load_tick_atom::value);
@@ -92,7 +196,7 @@ caf::behavior gateway(gateway_actor* self, gateway_options opts) {
       if (auto err = check_hello(theirs))
         return err;
       auto host = caf::actor_cast<caf::actor>(self->current_sender());
-      if (host && self->state.hosts.insert(host).second)
+      if (host && self->state.hosts.emplace(host, host_work{}).second)
         self->monitor(host);
       node_hello mine;
       mine.node = self->state.opts.node_name();
@@ -105,29 +209,67 @@ caf::behavior gateway(gateway_actor* self, gateway_options opts) {
         return failed(std::move(req.error()));
       auto hdl = self->state.opts.find_pool(call.pool);
       if (!hdl)
+        return failed(not_here(self, call));
+      auto host = caf::actor_cast<caf::actor>(self->current_sender());
+      auto i = self->state.hosts.find(host);
+      if (i == self->state.hosts.end())
         return failed(with_correlation_id(
-          make_error(errc::pool_not_found, fmt::format("{} on node {}", call.pool,
-                                                       self->state.opts.node_name())),
+          make_error(errc::protocol_error, "a call before the handshake"),
           call.correlation_id));
-      auto rp = self->make_response_promise<remote_result>();
-      auto budget = req->opts.timeout;
-      auto cid = call.correlation_id;
-      actors::execute(self, actors::pool_handle(hdl), std::move(*req),
-                      budget + pool_reply_margin)
-        .then(
-          [rp](execute_reply& reply) mutable {
-            rp.deliver(to_remote(execute_result{std::move(reply)}));
-          },
-          [rp, cid](caf::error& err) mutable {
-            if (err == caf::sec::request_timeout)
-              err = make_error(errc::timeout, "the node's pool did not answer in time");
-            rp.deliver(failed(with_correlation_id(std::move(err), cid)));
-          });
-      return rp;
+      auto n = ++self->state.next_call;
+      callback_sink sink;
+      i->second.calls.emplace(n,
+                              pending_call{self->make_response_promise<remote_result>(),
+                                           sink.abandoned, call.correlation_id});
+      // The result comes back through the gateway (the callback runs on the pool's
+      // or the transport's thread): one place answers, also after a guard fired.
+      sink.fn = [gw = caf::actor_cast<caf::actor>(self), host, n](execute_result res) {
+        caf::anon_send(gw, call_done_atom::value, host, n,
+                       res ? to_remote(res) : failed(std::move(res.error())));
+      };
+      // The pool answers by the deadline; this guards against one that died with it.
+      self->delayed_send(
+        self, req->opts.timeout + pool_reply_margin, call_done_atom::value, host, n,
+        failed(make_error(errc::timeout, "the node's pool did not answer in time")));
+      actors::execute_async(actors::pool_handle(hdl), std::move(*req), std::move(sink));
+      return i->second.calls.at(n).rp;
+    },
+    [self](call_done_atom, const caf::actor& host, uint64_t n, remote_result& res) {
+      auto i = self->state.hosts.find(host);
+      if (i == self->state.hosts.end())
+        return;
+      auto j = i->second.calls.find(n);
+      if (j == i->second.calls.end())
+        return;
+      if (res.error)
+        res.error = with_correlation_id(std::move(res.error), j->second.correlation_id);
+      j->second.rp.deliver(std::move(res));
+      i->second.calls.erase(j);
+    },
+    [self](node_stream_atom, uint64_t id, remote_call& call, uint32_t window) {
+      open_stream(self, id, call, window);
+    },
+    [self](node_ack_atom, uint64_t id, uint32_t n) {
+      if (auto sink = find_stream(self, id))
+        sink->ack(n);
+    },
+    [self](node_halt_atom, uint64_t id) {
+      if (auto sink = find_stream(self, id))
+        sink->halt(false);
+    },
+    [self](stream_expiry_atom, const caf::actor& host, uint64_t id) {
+      auto i = self->state.hosts.find(host);
+      if (i == self->state.hosts.end())
+        return;
+      if (auto j = i->second.streams.find(id); j != i->second.streams.end()) {
+        if (auto sink = j->second.lock(); sink && !sink->ended())
+          sink->halt(true);
+        i->second.streams.erase(j);
+      }
     },
     [self](load_tick_atom) {
       auto loads = current_loads(self);
-      for (auto& host : self->state.hosts)
+      for (auto& [host, work] : self->state.hosts)
         self->send(host, node_load_atom::value, loads);
       refresh_loads(self);
       self->delayed_send(self, self->state.opts.load_interval, load_tick_atom::value);

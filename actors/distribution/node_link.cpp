@@ -10,7 +10,10 @@
 #include <fmt/format.h>
 
 #include "actors/atoms.hpp"
+#include "actors/observability/telemetry.hpp"
+#include "actors/pool/stream_sink.hpp"
 #include "actors/types.hpp"
+#include "actors/worker/request_trace.hpp"
 #include "adapters/errors.hpp"
 
 namespace snakepit::distribution {
@@ -222,6 +225,16 @@ namespace {
 
 /// Link-internal: time for the next connection attempt (its generation).
 using link_retry_atom = caf::atom_constant<caf::atom("linkretry")>;
+/// Link-internal, from a stream's caller: take chunks of stream `id` again.
+using link_resume_atom = caf::atom_constant<caf::atom("lnkresume")>;
+/// Link-internal, from a stream's caller: stop stream `id`.
+using link_halt_atom = caf::atom_constant<caf::atom("lnkhalt")>;
+/// Link-internal: stream `id`'s budget and margin are spent.
+using link_guard_atom = caf::atom_constant<caf::atom("lnkguard")>;
+
+/// Acknowledgements go back in batches of this many chunks (fewer messages; the
+/// window stays open since it is larger).
+constexpr uint32_t ack_batch = std::max<uint32_t>(1, node_stream_window / 4);
 
 /// How long past a call's budget the link waits for the node's answer before it
 /// calls the node lost for that call (the node's pool answers by the deadline).
@@ -231,6 +244,39 @@ struct pending_call {
   execute_request req;
   callback_sink sink;
   std::chrono::steady_clock::time_point deadline;
+  std::chrono::steady_clock::time_point started;
+};
+
+/// A stream running on the node, as its caller's sink sees it.
+struct pending_stream {
+  execute_request req;
+  actors::stream_sink_ptr sink;
+  std::chrono::steady_clock::time_point started;
+  uint32_t unacked = 0; ///< chunks the sink took that the node was not told of
+  bool paused = false;  ///< the sink asked for no more until it resumes
+  bool halted = false;  ///< a halt went to the node; its end follows
+};
+
+/// The caller's handle on a stream to a node: resume and cancel become messages
+/// to the link (weakly held: a stream outliving its link controls nothing).
+class link_stream_control final : public adapters::stream_control::backend {
+ public:
+  link_stream_control(caf::actor_addr link, uint64_t id)
+    : link_(std::move(link)), id_(id) {}
+
+  void resume() override {
+    if (auto hdl = caf::actor_cast<caf::actor>(link_))
+      caf::anon_send(hdl, link_resume_atom::value, id_);
+  }
+
+  void cancel() override {
+    if (auto hdl = caf::actor_cast<caf::actor>(link_))
+      caf::anon_send(hdl, link_halt_atom::value, id_);
+  }
+
+ private:
+  caf::actor_addr link_;
+  uint64_t id_;
 };
 
 struct link_state {
@@ -241,6 +287,8 @@ struct link_state {
   uint64_t generation = 0;
   uint64_t next_call = 0;
   std::unordered_map<uint64_t, pending_call> pending;
+  uint64_t next_stream = 0;
+  std::unordered_map<uint64_t, pending_stream> streams;
   static inline const char* name = "snakepit.node_link";
 };
 
@@ -263,6 +311,48 @@ void deliver(callback_sink& sink, execute_result res) {
   if (sink.fn)
     sink.fn(std::move(res));
   sink.fn = nullptr;
+}
+
+// --- Telemetry: the events of a local call, with the node that ran it ---------------
+
+bool listening(const link_state& st) {
+  return st.opts.telemetry && st.opts.telemetry->active();
+}
+
+void emit_start(const link_state& st, const execute_request& req, bool stream) {
+  if (!listening(st))
+    return;
+  // The node's queue wait is the node's to report: 0 here.
+  auto md = actors::request_start_metadata(req.opts.pool, "", req, stream);
+  md["node"] = st.opts.name;
+  st.opts.telemetry->emit("snakepit.request.start", {{"queue_us", 0}}, md);
+  if (stream)
+    st.opts.telemetry->emit("snakepit.stream.start", json::object(),
+                            {{"pool", req.opts.pool},
+                             {"worker_id", ""},
+                             {"command", req.command},
+                             {"correlation_id", req.opts.correlation_id},
+                             {"node", st.opts.name}});
+}
+
+void emit_stop(const link_state& st, const execute_request& req,
+               const execute_result& res, std::chrono::steady_clock::time_point started,
+               bool stream) {
+  if (!listening(st))
+    return;
+  auto took = std::chrono::duration_cast<std::chrono::microseconds>(
+    std::chrono::steady_clock::now() - started);
+  auto md = actors::request_stop_metadata(
+    req.opts.pool,
+    actors::request_ident{req.command, res ? res->worker_id : std::string{},
+                          req.opts.correlation_id},
+    res);
+  md["node"] = st.opts.name;
+  json measurements{{"duration_us", took.count()}};
+  st.opts.telemetry->emit(res ? "snakepit.request.stop" : "snakepit.request.exception",
+                          measurements, md);
+  if (stream)
+    st.opts.telemetry->emit("snakepit.stream.stop", measurements, md);
 }
 
 void connect(link_actor* self);
@@ -306,6 +396,10 @@ void on_gateway(link_actor* self, caf::actor gw, uint64_t gen) {
                                                {"address", address_of(st.opts)},
                                                {"pools", theirs.pools.size()},
                                                {"version", theirs.version}});
+        if (listening(st))
+          st.opts.telemetry->emit(
+            "snakepit.node.connected", {{"pools", theirs.pools.size()}},
+            {{"node", st.opts.name}, {"address", address_of(st.opts)}});
         st.opts.directory->set_loads(st.opts.name, std::move(theirs.pools));
         st.opts.directory->set_state(st.opts.name, node_state::connected);
       },
@@ -352,7 +446,45 @@ void finish(link_actor* self, uint64_t id, execute_result res) {
   self->state.pending.erase(i);
   self->state.opts.directory->end_call(self->state.opts.name, call.req.opts.pool,
                                        !res && res.error() == errc::node_down);
+  emit_stop(self->state, call.req, res, call.started, false);
   deliver(call.sink, std::move(res));
+}
+
+/// Stream `id` ended with `err` (none: cleanly); nothing when it already did.
+void end_stream(link_actor* self, uint64_t id, caf::error err) {
+  auto& st = self->state;
+  auto i = st.streams.find(id);
+  if (i == st.streams.end())
+    return;
+  auto s = std::move(i->second);
+  st.streams.erase(i);
+  st.opts.directory->end_call(st.opts.name, s.req.opts.pool,
+                              err && err == errc::node_down);
+  if (err && correlation_id_of(err).empty())
+    err = with_correlation_id(std::move(err), s.req.opts.correlation_id);
+  emit_stop(st, s.req, err ? execute_result{err} : execute_result{execute_reply{}},
+            s.started, true);
+  s.sink->end(std::move(err));
+}
+
+/// Asks the node to stop stream `id` (its end follows); the caller takes no more.
+void halt_stream(link_actor* self, pending_stream& s, uint64_t id) {
+  if (s.halted)
+    return;
+  s.halted = true;
+  if (self->state.gateway)
+    self->send(self->state.gateway, node_halt_atom::value, id);
+}
+
+/// Every stream running on the node ends with `reason` after the chunks that
+/// already arrived (those were handed to their sinks in order).
+void end_all_streams(link_actor* self,
+                     const std::function<caf::error(const execute_request&)>& reason) {
+  std::vector<uint64_t> ids;
+  for (auto& [id, s] : self->state.streams)
+    ids.push_back(id);
+  for (auto id : ids)
+    end_stream(self, id, reason(self->state.streams.at(id).req));
 }
 
 /// The node is gone: every call in flight there fails with node_down, except the
@@ -382,7 +514,9 @@ void fail_pending(link_actor* self, const std::string& why) {
         continue;
       }
     }
-    deliver(call.sink, node_down(st, call.req, why));
+    auto err = node_down(st, call.req, why);
+    emit_stop(st, call.req, err, call.started, false);
+    deliver(call.sink, std::move(err));
   }
 }
 
@@ -397,11 +531,87 @@ void lose_gateway(link_actor* self, const std::string& why) {
     st.opts.log->warn("node lost", {{"node", st.opts.name},
                                     {"address", address_of(st.opts)},
                                     {"calls_in_flight", st.pending.size()},
+                                    {"streams", st.streams.size()},
                                     {"reason", why}});
+  if (listening(st))
+    st.opts.telemetry->emit(
+      "snakepit.node.down",
+      {{"calls_in_flight", st.pending.size()}, {"streams", st.streams.size()}},
+      {{"node", st.opts.name}, {"address", address_of(st.opts)}, {"reason", why}});
   self->demonitor(st.gateway);
   // Down first: a caller woken by its node_down must see the node down.
   schedule_retry(self, why, true);
   fail_pending(self, why);
+  end_all_streams(self, [self, &why](const execute_request& req) {
+    return node_down(self->state, req, why);
+  });
+}
+
+/// Runs a stream on the node: the caller's sink gets a control whose resume and
+/// cancel come back here as messages; its chunks come as `node_chunk_atom`.
+void open_stream(link_actor* self, execute_request& req, actors::stream_sink_ptr sink) {
+  auto& st = self->state;
+  if (!sink)
+    return;
+  if (!st.gateway) {
+    st.opts.directory->end_call(st.opts.name, req.opts.pool, true);
+    sink->end(node_down(st, req, fmt::format("not connected ({})", to_string(st.state))));
+    return;
+  }
+  auto budget = req.opts.timeout;
+  if (budget.count() <= 0) {
+    st.opts.directory->end_call(st.opts.name, req.opts.pool, false);
+    sink->end(
+      with_correlation_id(caf::make_error(errc::timeout, "no budget left for the stream"),
+                          req.opts.correlation_id));
+    return;
+  }
+  auto id = ++st.next_stream;
+  sink->attach(
+    adapters::stream_control{std::make_shared<link_stream_control>(self->address(), id)});
+  emit_start(st, req, true);
+  self->send(st.gateway, node_stream_atom::value, id, to_remote(req, budget),
+             node_stream_window);
+  // The node ends the stream by its deadline; past that and a margin the node
+  // counts as lost for this stream.
+  self->delayed_send(self, budget + node_reply_margin, link_guard_atom::value, id);
+  st.streams.emplace(id, pending_stream{std::move(req), std::move(sink),
+                                        std::chrono::steady_clock::now()});
+}
+
+/// One chunk of stream `id` from the node: to the caller's sink, whose answer
+/// decides whether the node hears of it now (acknowledged), later (paused) or
+/// is told to stop (halt).
+void on_chunk(link_actor* self, uint64_t id, const std::string& text, bool is_final) {
+  auto& st = self->state;
+  auto i = st.streams.find(id);
+  if (i == st.streams.end() || i->second.halted)
+    return; // ended, or stopping: what was in flight is dropped
+  auto& s = i->second;
+  auto chunk = json::parse(text, nullptr, false);
+  if (chunk.is_discarded()) {
+    halt_stream(self, s, id);
+    end_stream(
+      self, id,
+      caf::make_error(errc::protocol_error,
+                      fmt::format("a chunk from node {} is not JSON", st.opts.name)));
+    return;
+  }
+  switch (s.sink->on_chunk(std::move(chunk), is_final)) {
+  case adapters::stream_step::more:
+    if (++s.unacked >= ack_batch && !s.paused && st.gateway) {
+      self->send(st.gateway, node_ack_atom::value, id, s.unacked);
+      s.unacked = 0;
+    }
+    return;
+  case adapters::stream_step::pause:
+    ++s.unacked;
+    s.paused = true;
+    return;
+  case adapters::stream_step::halt:
+    halt_stream(self, s, id);
+    return;
+  }
 }
 
 caf::behavior node_link(link_actor* self, link_options opts) {
@@ -419,6 +629,9 @@ caf::behavior node_link(link_actor* self, link_options opts) {
                                                              "the runtime is stopping"),
                                              call.req.opts.correlation_id));
     self->state.pending.clear();
+    end_all_streams(self, [](const execute_request&) {
+      return caf::make_error(errc::shutting_down, "the runtime is stopping");
+    });
     self->quit(em.reason);
   });
   connect(self);
@@ -451,8 +664,10 @@ caf::behavior node_link(link_actor* self, link_options opts) {
       }
       auto id = ++st.next_call;
       auto call = to_remote(req, budget);
-      st.pending.emplace(id, pending_call{std::move(req), std::move(sink),
-                                          std::chrono::steady_clock::now() + budget});
+      emit_start(st, req, false);
+      auto now = std::chrono::steady_clock::now();
+      st.pending.emplace(
+        id, pending_call{std::move(req), std::move(sink), now + budget, now});
       self
         ->request(st.gateway, budget + node_reply_margin, node_call_atom::value,
                   std::move(call))
@@ -471,6 +686,38 @@ caf::behavior node_link(link_actor* self, link_options opts) {
                        node_down(self->state, i->second.req,
                                  "no answer within the call's budget"));
               });
+    },
+    [self](actors::stream_atom, execute_request& req, actors::stream_sink_ptr& sink) {
+      open_stream(self, req, std::move(sink));
+    },
+    [self](node_chunk_atom, uint64_t id, std::string& text, bool is_final) {
+      on_chunk(self, id, text, is_final);
+    },
+    [self](node_end_atom, uint64_t id, caf::error& err) {
+      end_stream(self, id, std::move(err));
+    },
+    [self](link_resume_atom, uint64_t id) {
+      auto i = self->state.streams.find(id);
+      if (i == self->state.streams.end() || !i->second.paused)
+        return;
+      auto& s = i->second;
+      s.paused = false;
+      if (s.unacked > 0 && !s.halted && self->state.gateway)
+        self->send(self->state.gateway, node_ack_atom::value, id, s.unacked);
+      s.unacked = 0;
+    },
+    [self](link_halt_atom, uint64_t id) {
+      if (auto i = self->state.streams.find(id); i != self->state.streams.end())
+        halt_stream(self, i->second, id);
+    },
+    [self](link_guard_atom, uint64_t id) {
+      auto i = self->state.streams.find(id);
+      if (i == self->state.streams.end())
+        return;
+      halt_stream(self, i->second, id);
+      end_stream(self, id,
+                 node_down(self->state, i->second.req,
+                           "the stream did not end within its budget"));
     },
   };
 }

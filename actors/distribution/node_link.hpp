@@ -23,6 +23,10 @@
 #include "actors/distribution/wire.hpp"
 #include "adapters/log.hpp"
 
+namespace snakepit::telemetry {
+class bus;
+} // namespace snakepit::telemetry
+
 namespace snakepit::distribution {
 
 /// Where a link stands.
@@ -140,6 +144,9 @@ struct link_options {
   std::shared_ptr<node_directory> directory;
   /// The runtime's log: connections made and lost (info, warn), attempts (debug).
   std::shared_ptr<adapters::logger> log;
+  /// The runtime's telemetry: the node's connection and loss, and the request
+  /// and stream events of the calls that run there (with `node`). May be null.
+  std::shared_ptr<telemetry::bus> telemetry;
   /// The local pool of a name (null when none), where an idempotent call of a
   /// lost node is retried when no other node serves its pool.
   std::function<caf::actor(const std::string&)> local_pool;
@@ -147,8 +154,10 @@ struct link_options {
 
 /// Spawns a node link. It speaks the pool's `execute_cb_atom, execute_request,
 /// callback_sink` (the reply, or a typed error such as node_down, goes to the
-/// callback exactly once) and quits on an exit message, failing its calls in
-/// flight with shutting_down.
+/// callback exactly once) and `stream_atom, execute_request, stream_sink_ptr`
+/// (chunks with the sink's own flow control carried to the node as a window of
+/// acknowledgements, then the end exactly once), and quits on an exit message,
+/// failing its calls and streams in flight with shutting_down.
 caf::actor spawn_node_link(caf::actor_system& sys, link_options opts);
 
 } // namespace snakepit::distribution

@@ -27,7 +27,7 @@ namespace snakepit::distribution {
 
 /// Version of the messages below. A host and a node refuse each other unless it is
 /// the same on both sides (`check_hello`).
-inline constexpr uint32_t protocol_version = 1;
+inline constexpr uint32_t protocol_version = 2;
 
 /// Snakepit's version as a handshake names it (for messages only).
 inline constexpr const char* snakepit_version = "0.1.0";
@@ -38,6 +38,25 @@ using node_hello_atom = caf::atom_constant<caf::atom("nodehello")>;
 using node_call_atom = caf::atom_constant<caf::atom("nodecall")>;
 /// Gateway -> host: `std::vector<pool_load>`, every `load_interval`.
 using node_load_atom = caf::atom_constant<caf::atom("nodeload")>;
+
+// A stream to a node (no request/response: its chunks come back as messages).
+// The host's link numbers its streams; the gateway knows one by (link, id).
+/// Host -> gateway: `uint64_t id, remote_call, uint32_t window` opens stream `id`;
+/// at most `window` chunks travel unacknowledged.
+using node_stream_atom = caf::atom_constant<caf::atom("nodestream")>;
+/// Gateway -> host: `uint64_t id, std::string chunk_json, bool is_final`.
+using node_chunk_atom = caf::atom_constant<caf::atom("nodechunk")>;
+/// Gateway -> host: `uint64_t id, caf::error` (none: a clean end), exactly once.
+using node_end_atom = caf::atom_constant<caf::atom("nodeend")>;
+/// Host -> gateway: `uint64_t id, uint32_t n`: the host's caller took `n` chunks.
+using node_ack_atom = caf::atom_constant<caf::atom("nodeack")>;
+/// Host -> gateway: `uint64_t id`: stop the stream (a clean end follows).
+using node_halt_atom = caf::atom_constant<caf::atom("nodehalt")>;
+
+/// Chunks of a stream to a node that may travel unacknowledged: enough to keep a
+/// loopback or LAN round trip from stalling the producer, few enough that a slow
+/// caller holds a fast worker back within a few chunks.
+inline constexpr uint32_t node_stream_window = 16;
 
 /// One pool's load as a node reports it (pushed, never asked per call).
 struct pool_load {

@@ -241,21 +241,20 @@ class blocking_stream_sink final : public actors::stream_sink {
 caf::error runtime::execute_stream(const std::string& command, json args,
                                    const std::function<bool(const json&, bool)>& on_chunk,
                                    execute_options opts) {
-  auto hdl = impl_->find_pool(opts.pool);
-  if (!hdl) {
-    if (auto dir = impl_->node_dir(); dir && dir->serves(impl_->pool_name(opts.pool)))
-      return caf::make_error(errc::invalid_argument,
-                             fmt::format("pool {} runs on nodes only, and streams to a "
-                                         "node are not supported yet",
-                                         impl_->pool_name(opts.pool)));
+  auto target = impl_->route(opts);
+  if (target.error)
+    return std::move(target.error);
+  if (!target.hdl)
     return impl_->pool_missing(opts.pool);
-  }
-  auto budget = impl_->request_budget(opts);
+  auto budget =
+    target.local ? impl_->request_budget(opts) : remote_budget(*impl_, opts, target);
   opts.timeout = budget;
   auto sink = std::make_shared<blocking_stream_sink>();
   execute_request req{command, std::move(args), std::move(opts)};
-  actors::stream_to(actors::pool_handle(hdl), std::move(req),
-                    actors::stream_sink_ptr{sink});
+  // A pool and a node link take a stream the same way; the link carries the
+  // sink's flow control to the node as a window of acknowledgements.
+  caf::anon_send(target.hdl, actors::stream_atom::value, std::move(req),
+                 actors::stream_sink_ptr{sink});
   return sink->run(on_chunk, std::chrono::steady_clock::now() + budget + 5s);
 }
 

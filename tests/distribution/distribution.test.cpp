@@ -4,6 +4,7 @@
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
@@ -14,6 +15,8 @@
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <mutex>
+#include <regex>
 #include <set>
 #include <sstream>
 #include <string>
@@ -25,6 +28,7 @@
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
 
+#include "actors/observability/telemetry.hpp"
 #include "actors/runtime/detail/runtime_dirs.hpp"
 #include "adapters/http_server.hpp"
 #include "tests/integration/harness.hpp"
@@ -243,6 +247,82 @@ bool all_connected(snakepit::runtime& rt) {
       return true;
     },
     20s);
+}
+
+/// The events a host emitted, kept for the test to look through.
+struct event_log {
+  std::mutex mtx;
+  std::vector<snakepit::telemetry::event> events;
+
+  void add(const snakepit::telemetry::event& ev) {
+    std::lock_guard<std::mutex> g{mtx};
+    events.push_back(ev);
+  }
+
+  /// Events named `name` whose metadata `key` is `value` (any value when empty).
+  size_t count(const std::string& name, const std::string& key = {},
+               const std::string& value = {}) {
+    std::lock_guard<std::mutex> g{mtx};
+    size_t n = 0;
+    for (auto& ev : events)
+      if (ev.name == name &&
+          (key.empty() || (ev.metadata.contains(key) && ev.metadata[key] == value)))
+        ++n;
+    return n;
+  }
+};
+
+/// A host runtime whose events go to `log`.
+snakepit::start_options recording(event_log& log) {
+  snakepit::start_options opts;
+  opts.telemetry_handlers.emplace_back(
+    "", [&log](const snakepit::telemetry::event& ev) { log.add(ev); });
+  return opts;
+}
+
+/// The `snakepit.node.*` events the catalogue in docs/telemetry.md lists.
+std::set<std::string> node_events_in_docs() {
+  std::ifstream in{std::string{SNAKEPIT_DOCS_DIR} + "/telemetry.md"};
+  std::set<std::string> out;
+  std::string line;
+  std::regex row{R"(^\| `(snakepit\.node\.[a-z_.]+)` \|)"};
+  while (std::getline(in, line)) {
+    std::smatch m;
+    if (std::regex_search(line, m, row))
+      out.insert(m[1].str());
+  }
+  return out;
+}
+
+/// A child process running the CLI with `args` (killed with this process).
+int spawn_cli(const std::vector<std::string>& args) {
+  auto pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    int null = ::open("/dev/null", O_WRONLY);
+    ::dup2(null, 1);
+    ::dup2(null, 2);
+    std::vector<char*> argv;
+    argv.push_back(const_cast<char*>(SNAKEPIT_CLI_BINARY));
+    for (auto& a : args)
+      argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    ::execv(SNAKEPIT_CLI_BINARY, argv.data());
+    ::_exit(127);
+  }
+  return pid;
+}
+
+/// The free capacity and queue of pool `remote` on node `name`, as reported.
+std::pair<uint32_t, uint32_t> remote_load(snakepit::runtime& rt,
+                                          const std::string& name) {
+  for (auto& v : rt.nodes())
+    if (v.name == name)
+      for (auto& p : v.pools)
+        if (p.pool == "remote")
+          return {p.load, p.queued};
+  return {0, 0};
 }
 
 } // namespace
@@ -559,6 +639,185 @@ TEST_SUITE("distribution") {
       fmt::format("{} node --listen 0.0.0.0:0 >/dev/null 2>&1", SNAKEPIT_CLI_BINARY);
     auto refused = std::system(cmd.c_str());
     CHECK(WEXITSTATUS(refused) == 3); // invalid_config
+  }
+
+  TEST_CASE("a stream from a node: chunks in order, errors after their chunks, a halt "
+            "ends it cleanly, a slow caller holds the producer back, events carry the "
+            "node") {
+    node_process node{1};
+    event_log events;
+    auto rt = snakepit::runtime::start(host_config({&node}), recording(events));
+    REQUIRE_OK(rt);
+    auto& r = **rt;
+    REQUIRE(all_connected(r));
+
+    std::vector<int> steps;
+    bool final_seen = false;
+    auto opts = on_remote();
+    opts.correlation_id = "dist-stream-1";
+    CHECK_OK(r.execute_stream(
+      "stream_progress", {{"steps", 5}},
+      [&](const json& chunk, bool is_final) {
+        if (is_final)
+          final_seen = true;
+        else
+          steps.push_back(chunk.value("step", 0));
+        return true;
+      },
+      opts));
+    CHECK(steps == std::vector<int>{1, 2, 3, 4, 5});
+    CHECK(final_seen);
+
+    // A tool that raises after two chunks: both arrive, then tool_error.
+    int seen = 0;
+    opts.correlation_id = "dist-stream-2";
+    auto failed = r.execute_stream(
+      "stream_fail", {{"after", 2}},
+      [&](const json&, bool) {
+        ++seen;
+        return true;
+      },
+      opts);
+    CHECK(seen == 2);
+    CHECK(failed == errc::tool_error);
+    CHECK(snakepit::correlation_id_of(failed) == "dist-stream-2");
+
+    // A caller that sleeps on its fifth chunk holds the producer back (the window
+    // across the nodes, then the worker's own bounds), then stops the stream.
+    auto probe = temp_file("dist-flow");
+    seen = 0;
+    size_t produced = 0;
+    auto halted = r.execute_stream(
+      "stream_record", {{"steps", 600}, {"path", probe}, {"size", 65536}},
+      [&](const json&, bool) {
+        if (++seen < 5)
+          return true;
+        std::this_thread::sleep_for(1500ms);
+        auto text = read_file(probe);
+        produced = static_cast<size_t>(std::count(text.begin(), text.end(), '\n'));
+        return false;
+      },
+      on_remote());
+    CHECK_OK(halted);
+    CHECK(seen == 5);
+    CHECK(produced > 5);
+    CHECK(produced < 600);
+    ::unlink(probe.c_str());
+    // The halt freed the node's worker: the next call runs at once.
+    auto next_opts = on_remote();
+    next_opts.timeout = 10s;
+    REQUIRE_OK(r.execute("info", json::object(), next_opts));
+
+    // A stream in a session goes where the session was placed.
+    seen = 0;
+    CHECK_OK(r.execute_in_session_stream(
+      "dist-stream-session", "stream_progress", {{"steps", 2}},
+      [&](const json&, bool) {
+        ++seen;
+        return true;
+      },
+      on_remote()));
+    CHECK(seen >= 2);
+
+    CHECK(r.telemetry().flush(5s));
+    CHECK(events.count("snakepit.node.connected", "node", "n1") == 1);
+    CHECK(events.count("snakepit.stream.start", "node", "n1") >= 4);
+    CHECK(events.count("snakepit.stream.stop", "node", "n1") >= 4);
+    CHECK(events.count("snakepit.request.start", "correlation_id", "dist-stream-1") == 1);
+    CHECK(events.count("snakepit.request.exception", "correlation_id", "dist-stream-2") ==
+          1);
+    CHECK(events.count("snakepit.request.stop", "node", "n1") >= 4);
+    auto view = r.nodes();
+    CHECK(find_node(view, "n1")->calls >= 5);
+    stop_and_check(r);
+  }
+
+  TEST_CASE("a node killed mid-stream ends the stream with node_down after the chunks "
+            "already delivered, within 2 s") {
+    node_process node{1};
+    event_log events;
+    auto rt = snakepit::runtime::start(host_config({&node}), recording(events));
+    REQUIRE_OK(rt);
+    auto& r = **rt;
+    REQUIRE(all_connected(r));
+    int seen = 0;
+    std::chrono::steady_clock::time_point killed_at;
+    auto opts = on_remote();
+    opts.correlation_id = "dist-stream-lost";
+    opts.timeout = 30s;
+    auto err = r.execute_stream(
+      "stream_progress", {{"steps", 400}, {"delay_ms", 50}},
+      [&](const json& chunk, bool) {
+        ++seen;
+        CHECK(chunk.value("step", 0) == seen);
+        if (seen == 3) {
+          killed_at = std::chrono::steady_clock::now();
+          node.signal(SIGKILL);
+        }
+        return true;
+      },
+      opts);
+    auto lost_after = std::chrono::steady_clock::now() - killed_at;
+    CHECK(err == errc::node_down);
+    CHECK(snakepit::correlation_id_of(err) == "dist-stream-lost");
+    CHECK(seen >= 3);
+    CHECK(seen < 400);
+    CHECK(lost_after < 2s);
+    node.kill_now();
+    CHECK(r.telemetry().flush(5s));
+    CHECK(events.count("snakepit.node.down", "node", "n1") == 1);
+    CHECK(events.count("snakepit.stream.stop", "correlation_id", "dist-stream-lost") ==
+          1);
+    CHECK(events.count("snakepit.request.exception", "correlation_id",
+                       "dist-stream-lost") == 1);
+    // Every node event the catalogue lists was emitted here.
+    auto listed = node_events_in_docs();
+    CHECK(listed.size() >= 2);
+    for (auto& name : listed)
+      CHECK_MSG(events.count(name) > 0,
+                "listed in docs/telemetry.md, not emitted: " << name);
+    stop_and_check(r);
+  }
+
+  TEST_CASE("a host that dies: its queued call never runs, the node serves other hosts") {
+    node_process node{1};
+    auto rt = snakepit::runtime::start(host_config({&node}));
+    REQUIRE_OK(rt);
+    auto& r = **rt;
+    REQUIRE(all_connected(r));
+    temp_dir dir{"dead-host"};
+    auto toml = dir.path + "/host.toml";
+    std::ofstream{toml} << fmt::format(R"([[pools]]
+name = "default"
+adapter = "snakepit_bridge.adapters.showcase.ShowcaseAdapter"
+pool_size = 1
+[[nodes]]
+name = "n1"
+address = "{}"
+)",
+                                       node.address());
+    auto probe = dir.path + "/ran";
+    // Another host holds the node's one worker; a third host's call waits behind it.
+    auto holder = spawn_cli(
+      {"exec", "--config", toml, "--pool", "remote", "sleep", R"({"ms":4000})"});
+    REQUIRE(eventually([&] { return remote_load(r, "n1").first == 1; }, 30s));
+    auto doomed =
+      spawn_cli({"exec", "--config", toml, "--pool", "remote", "--timeout-ms", "30000",
+                 "record", json{{"path", probe}, {"value", "dead host"}}.dump()});
+    REQUIRE(eventually([&] { return remote_load(r, "n1").second == 1; }, 30s));
+    ::kill(doomed, SIGKILL);
+    ::waitpid(doomed, nullptr, 0);
+    int status = 0;
+    ::waitpid(holder, &status, 0);
+    CHECK(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 0);
+    // This host's call runs (after the holder's), the dead host's never does.
+    auto mine =
+      r.execute("record", {{"path", probe}, {"value", "live host"}}, on_remote());
+    REQUIRE_OK(mine);
+    std::this_thread::sleep_for(300ms);
+    CHECK(read_file(probe) == "live host\n");
+    stop_and_check(r);
   }
 
 } // TEST_SUITE

@@ -31,6 +31,9 @@ std::set<std::string> catalogue_names() {
       auto name = m[1].str();
       if (auto pos = name.find("<name>"); pos != std::string::npos)
         name.erase(pos);
+      // Node events need nodes: the distribution suite checks that each is emitted.
+      if (name.rfind("snakepit.node.", 0) == 0)
+        continue;
       out.insert(name);
     }
   }

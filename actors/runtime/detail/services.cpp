@@ -336,6 +336,7 @@ service nodes_service(impl& p) {
       o.connect_timeout = p.cfg.node_connect_timeout;
       o.directory = dir;
       o.log = p.env->log;
+      o.telemetry = p.env->telemetry;
       o.local_pool = [names](const std::string& pool) {
         return names->get("pool:" + pool);
       };
