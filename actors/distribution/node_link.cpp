@@ -280,6 +280,13 @@ class link_stream_control final : public adapters::stream_control::backend {
 };
 
 struct link_state {
+  link_state() = default;
+  link_state(const link_state&) = delete;
+  link_state& operator=(const link_state&) = delete;
+  /// Whatever is still in flight when the actor goes (a crash; an orderly stop
+  /// has answered everything already) fails instead of being lost.
+  ~link_state();
+
   link_options opts;
   caf::actor gateway;
   node_state state = node_state::connecting;
@@ -293,6 +300,25 @@ struct link_state {
 };
 
 using link_actor = caf::stateful_actor<link_state>;
+
+link_state::~link_state() {
+  if (!opts.directory)
+    return;
+  for (auto& [id, call] : pending) {
+    opts.directory->end_call(opts.name, call.req.opts.pool, false);
+    if (call.sink.fn)
+      call.sink.fn(with_correlation_id(
+        caf::make_error(errc::internal, "the node link stopped with the call in flight"),
+        call.req.opts.correlation_id));
+  }
+  for (auto& [id, s] : streams) {
+    opts.directory->end_call(opts.name, s.req.opts.pool, false);
+    s.sink->end(with_correlation_id(
+      caf::make_error(errc::internal, "the node link stopped with the stream running"),
+      s.req.opts.correlation_id));
+  }
+  opts.directory->set_state(opts.name, node_state::down, "its node link stopped");
+}
 
 std::string address_of(const link_options& o) {
   return fmt::format("{}:{}", o.host, o.port);
@@ -616,6 +642,10 @@ void on_chunk(link_actor* self, uint64_t id, const std::string& text, bool is_fi
 
 caf::behavior node_link(link_actor* self, link_options opts) {
   self->state.opts = std::move(opts);
+  // A (re)started link is the node's link from now on.
+  self->state.opts.directory->set_link(self->state.opts.name,
+                                       caf::actor_cast<caf::actor>(self));
+  self->state.opts.directory->set_state(self->state.opts.name, node_state::connecting);
   self->set_down_handler([self](caf::down_msg& dm) {
     auto& st = self->state;
     if (!st.gateway || dm.source != st.gateway.address())
@@ -623,15 +653,21 @@ caf::behavior node_link(link_actor* self, link_options opts) {
     lose_gateway(self,
                  dm.reason ? describe(dm.reason) : std::string{"connection closed"});
   });
+  // An orderly stop (the runtime's) fails what is in flight with shutting_down;
+  // any other exit reason is a failure of the link, which its supervisor
+  // restarts: internal, naming the reason.
   self->set_exit_handler([self](caf::exit_msg& em) {
-    for (auto& [id, call] : self->state.pending)
-      deliver(call.sink, with_correlation_id(caf::make_error(errc::shutting_down,
-                                                             "the runtime is stopping"),
-                                             call.req.opts.correlation_id));
+    auto orderly = em.reason == caf::exit_reason::user_shutdown;
+    auto why = orderly ? caf::make_error(errc::shutting_down, "the runtime is stopping")
+                       : caf::make_error(errc::internal,
+                                         "the node link stopped: " + describe(em.reason));
+    for (auto& [id, call] : self->state.pending) {
+      self->state.opts.directory->end_call(self->state.opts.name, call.req.opts.pool,
+                                           false);
+      deliver(call.sink, with_correlation_id(why, call.req.opts.correlation_id));
+    }
     self->state.pending.clear();
-    end_all_streams(self, [](const execute_request&) {
-      return caf::make_error(errc::shutting_down, "the runtime is stopping");
-    });
+    end_all_streams(self, [&why](const execute_request&) { return why; });
     self->quit(em.reason);
   });
   connect(self);
@@ -726,6 +762,14 @@ caf::behavior node_link(link_actor* self, link_options opts) {
 
 caf::actor spawn_node_link(caf::actor_system& sys, link_options opts) {
   return sys.spawn(node_link, std::move(opts));
+}
+
+supervision::child_spec node_link_child(link_options opts) {
+  auto id = "node:" + opts.name;
+  auto spec = supervision::worker_child(std::move(id), node_link, std::move(opts));
+  // Its calls fail at once on the exit message; nothing to wait for.
+  spec.shutdown = supervision::shutdown_spec::after(std::chrono::seconds{5});
+  return spec;
 }
 
 } // namespace snakepit::distribution

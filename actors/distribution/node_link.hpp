@@ -22,6 +22,7 @@
 
 #include "actors/distribution/wire.hpp"
 #include "adapters/log.hpp"
+#include "supervision/child_spec.hpp"
 
 namespace snakepit::telemetry {
 class bus;
@@ -159,5 +160,12 @@ struct link_options {
 /// acknowledgements, then the end exactly once), and quits on an exit message,
 /// failing its calls and streams in flight with shutting_down.
 caf::actor spawn_node_link(caf::actor_system& sys, link_options opts);
+
+/// A node link as a supervisor's child (`node:<name>`, permanent): each start
+/// registers the new handle in the directory, so a restarted link takes the node's
+/// calls at once. A link that stops for any reason fails what it has in flight
+/// (`shutting_down` on an orderly stop, `internal` otherwise) and marks its node
+/// down until its successor connects.
+supervision::child_spec node_link_child(link_options opts);
 
 } // namespace snakepit::distribution

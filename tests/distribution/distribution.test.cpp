@@ -27,10 +27,13 @@
 
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
+#include <caf/send.hpp>
 
+#include "actors/atoms.hpp"
 #include "actors/observability/telemetry.hpp"
 #include "actors/runtime/detail/runtime_dirs.hpp"
 #include "adapters/http_server.hpp"
+#include "supervision/supervisor.hpp"
 #include "tests/integration/harness.hpp"
 
 using namespace std::chrono_literals;
@@ -314,7 +317,17 @@ int spawn_cli(const std::vector<std::string>& args) {
   return pid;
 }
 
-/// The free capacity and queue of pool `remote` on node `name`, as reported.
+/// The load of pool `remote` on node `name` as `dir` last heard it.
+uint32_t remote_load_of(const dist::node_directory& dir, const std::string& name) {
+  for (auto& v : dir.nodes())
+    if (v.name == name)
+      for (auto& p : v.pools)
+        if (p.pool == "remote")
+          return p.load;
+  return 0;
+}
+
+/// The load and queue of pool `remote` on node `name`, as reported.
 std::pair<uint32_t, uint32_t> remote_load(snakepit::runtime& rt,
                                           const std::string& name) {
   for (auto& v : rt.nodes())
@@ -597,6 +610,75 @@ TEST_SUITE("distribution") {
     CHECK(nodes[0].state != dist::node_state::connected);
     CHECK_FALSE(nodes[0].last_error.empty());
     stop_and_check(r);
+  }
+
+  TEST_CASE("a node link that fails is restarted by its supervisor: its call in flight "
+            "fails with internal at once, the new link connects and takes calls") {
+    node_process node{1};
+    caf::actor_system_config sys_cfg;
+    snakepit::configure_system(sys_cfg);
+    dist::prepare_distributed_system(sys_cfg, 200ms, 1500ms);
+    caf::actor_system sys{sys_cfg};
+    auto dir = std::make_shared<dist::node_directory>();
+    dir->add("n1", node.address(), caf::actor{});
+    dist::link_options o;
+    o.name = "n1";
+    o.host = "127.0.0.1";
+    o.port = node.port();
+    o.self_name = "test host";
+    o.directory = dir;
+    snakepit::supervision::supervisor_flags flags;
+    flags.intensity = 3;
+    auto sup = snakepit::supervision::start_supervisor(
+      sys, flags, {dist::node_link_child(o)}, std::chrono::seconds{10});
+    REQUIRE_OK(sup);
+    auto connected = [&] {
+      auto nodes = dir->nodes();
+      return nodes.size() == 1 && nodes[0].state == dist::node_state::connected;
+    };
+    REQUIRE(eventually(connected, 20s));
+    auto first = dir->links().at(0);
+    REQUIRE(first);
+
+    // A call waits at a gate on the node while its link fails.
+    auto call = [&](const caf::actor& link, const std::string& tool, json args) {
+      auto p = std::make_shared<std::promise<snakepit::execute_result>>();
+      auto f = p->get_future();
+      snakepit::execute_request req;
+      req.command = tool;
+      req.args = std::move(args);
+      req.opts.pool = "remote";
+      req.opts.timeout = 20s;
+      req.opts.correlation_id = "dist-link-crash";
+      snakepit::callback_sink sink;
+      sink.fn = [p](snakepit::execute_result res) { p->set_value(std::move(res)); };
+      caf::anon_send(link, snakepit::actors::execute_cb_atom::value, std::move(req),
+                     std::move(sink));
+      return f;
+    };
+    gate g;
+    auto held = call(first, "wait_gate", g.args());
+    REQUIRE(eventually([&] { return remote_load_of(*dir, "n1") == 1; }, 20s));
+    caf::anon_send_exit(first, caf::exit_reason::unhandled_exception);
+    REQUIRE(held.wait_for(5s) == std::future_status::ready);
+    auto lost = held.get();
+    REQUIRE_FALSE(lost);
+    CHECK(lost.error() == errc::internal);
+    CHECK(snakepit::correlation_id_of(lost.error()) == "dist-link-crash");
+    g.open();
+
+    REQUIRE(eventually(
+      [&] {
+        auto links = dir->links();
+        return !links.empty() && links[0] && links[0] != first && connected();
+      },
+      20s));
+    auto again = call(dir->links().at(0), "info", json::object());
+    REQUIRE(again.wait_for(20s) == std::future_status::ready);
+    auto res = again.get();
+    REQUIRE_OK(res);
+    CHECK(descends_from(pid_of(res), node.pid()));
+    CHECK_OK(snakepit::supervision::stop(sys, *sup, std::chrono::seconds{10}));
   }
 
   TEST_CASE("nodes in a host-owned actor system without the middleman are refused at "

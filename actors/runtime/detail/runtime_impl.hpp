@@ -46,6 +46,8 @@ struct runtime::impl {
   std::shared_ptr<adapters::process_registry> registry;
   std::unique_ptr<actors::bridge_server> bridge;
   caf::actor top;
+  /// The node links' supervisor (null without `config::nodes`).
+  caf::actor node_sup;
   actors::control_servers servers;
 
   /// In start order; `shutdown` stops them in reverse.

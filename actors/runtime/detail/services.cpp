@@ -24,6 +24,7 @@
 #include "adapters/orphan_guard.hpp"
 #include "adapters/stderr_pump.hpp"
 #include "adapters/stdio_client.hpp"
+#include "supervision/supervisor.hpp"
 
 namespace snakepit::detail {
 
@@ -314,7 +315,9 @@ service tree_service(impl& p) {
 }
 
 /// The node links of `config::nodes` (docs/distribution.md), after the local pools
-/// (an idempotent call of a lost node may be retried on them). The start waits
+/// (an idempotent call of a lost node may be retried on them), under a one_for_one
+/// supervisor of their own (`node_sup`): a link that crashes is restarted and
+/// registers itself in the directory again. The start waits
 /// for each link's first connection attempt, so that the first calls already see
 /// the nodes that are up; a node that is not up is logged and retried, never a
 /// failed start.
@@ -324,6 +327,7 @@ service nodes_service(impl& p) {
       return caf::none;
     auto dir = std::make_shared<distribution::node_directory>();
     auto names = p.env->names;
+    std::vector<supervision::child_spec> links;
     for (auto& node : p.cfg.nodes) {
       auto addr = distribution::parse_address(node.address);
       if (!addr)
@@ -341,12 +345,23 @@ service nodes_service(impl& p) {
         return names->get("pool:" + pool);
       };
       // In the directory before the link runs, so that its first state change
-      // finds its entry (the handle follows; no call is placed before the start
-      // returns).
+      // finds its entry (each start of the link registers its handle; no call is
+      // placed before the start returns).
       dir->add(node.display_name(), node.address, caf::actor{});
-      dir->set_link(node.display_name(),
-                    distribution::spawn_node_link(*p.sys, std::move(o)));
+      links.push_back(distribution::node_link_child(std::move(o)));
     }
+    // A link handles every failure of its node itself; a crash is a bug, so a
+    // few restarts are allowed before the supervisor gives up (its links then
+    // mark their nodes down and calls go elsewhere or fail with node_down).
+    supervision::supervisor_flags flags;
+    flags.strat = supervision::strategy::one_for_one;
+    flags.intensity = 10;
+    flags.period = std::chrono::seconds{10};
+    auto sup = supervision::start_supervisor(*p.sys, flags, std::move(links),
+                                             std::chrono::seconds{10});
+    if (!sup)
+      return sup.error();
+    p.node_sup = std::move(*sup);
     auto deadline = std::chrono::steady_clock::now() + p.cfg.node_connect_timeout +
                     std::chrono::milliseconds{200};
     auto settled = [&dir] {
@@ -376,17 +391,11 @@ service nodes_service(impl& p) {
     if (!dir)
       return caf::none;
     // Each link fails its calls in flight with shutting_down and quits.
-    caf::scoped_actor self{*p.sys};
-    auto links = dir->links();
-    for (auto& link : links) {
-      self->monitor(link);
-      self->send_exit(link, caf::exit_reason::user_shutdown);
-    }
-    for (size_t i = 0; i < links.size(); ++i)
-      self->receive([](const caf::down_msg&) {},
-                    caf::after(std::chrono::seconds{5}) >> [] {});
+    auto sup = std::move(p.node_sup);
+    p.node_sup = nullptr;
+    auto err = supervision::stop(*p.sys, sup, std::chrono::seconds{10});
     dir->clear();
-    return caf::none;
+    return err;
   };
   return {"node_links", start, stop};
 }
