@@ -77,6 +77,11 @@ caf::error config::validate() const {
   if (node_timeout <= node_heartbeat)
     return invalid(fmt::format("node_timeout: {} ms must exceed node_heartbeat ({} ms)",
                                node_timeout.count(), node_heartbeat.count()));
+  if (auto err = validate_keys(tls, tls_keys(), "tls."))
+    return err;
+  if (tls.enabled() && (tls.certificate.empty() || tls.key.empty() || tls.ca.empty()))
+    return invalid("tls: certificate, key and ca are all required once any tls key is "
+                   "set (both sides of a node connection present a certificate)");
   std::set<std::string> node_names;
   for (size_t i = 0; i < nodes.size(); ++i) {
     if (auto err = validate_keys(nodes[i], node_keys(), fmt::format("nodes[{}].", i)))

@@ -361,6 +361,27 @@ struct node_config {
   const std::string& display_name() const { return name.empty() ? address : name; }
 };
 
+/// Mutual TLS between hosts and nodes (CAF's openssl module; docs/distribution.md,
+/// "Security"): each side presents `certificate` and accepts only a peer whose
+/// certificate chains to `ca`. All three files are required once any key is set;
+/// they are checked (readable, the key matching the certificate) before the actor
+/// system starts.
+struct tls_config {
+  /// PEM certificate (a chain is fine) this process presents.
+  std::string certificate;
+  /// Its PEM private key.
+  std::string key;
+  /// PEM file of the CA(s) a peer's certificate must be signed by.
+  std::string ca;
+  /// Passphrase of an encrypted `key`; empty: none.
+  std::string passphrase;
+
+  /// Whether any key is set (TLS is then on, for every node connection).
+  bool enabled() const {
+    return !certificate.empty() || !key.empty() || !ca.empty() || !passphrase.empty();
+  }
+};
+
 /// The whole runtime.
 struct config {
   /// Interpreter that has grpcio and protobuf (Debian's, not the first on PATH).
@@ -417,6 +438,9 @@ struct config {
   /// A node connection silent this long is closed and the node counts as lost
   /// (a stopped or cut-off node); above `node_heartbeat`.
   std::chrono::milliseconds node_timeout{4000};
+  /// TLS for node connections, both as a host and as a node (`[tls]`); off by
+  /// default (plain BASP, loopback only unless a node allows otherwise).
+  tls_config tls;
 
   /// Checks the fields and (if `check_interpreter`) the interpreter itself:
   /// missing, not executable, or without grpc. Runs no worker.

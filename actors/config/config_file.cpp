@@ -423,6 +423,12 @@ caf::expected<config> parse_config(std::string_view toml_text, std::string origi
   keys["nodes"] = {"nodes", [&c, &cfg](const toml::node& n, const std::string&) {
                      return read_nodes(c, n, cfg.nodes);
                    }};
+  keys["tls"] = {"tls", [&c, &cfg](const toml::node& n, const std::string& path) {
+                   auto tbl = n.as_table();
+                   if (!tbl)
+                     return c.wrong_type(path, "table", n);
+                   return apply(c, *tbl, path, keys_of(c, tls_keys(), cfg.tls));
+                 }};
   keys["log"] = {"log", [&c, &cfg](const toml::node& n, const std::string& path) {
                    auto tbl = n.as_table();
                    if (!tbl)
@@ -459,9 +465,9 @@ caf::expected<config> load_config(const std::string& path) {
   for (auto& entry : cfg->python_path)
     if (!entry.empty() && std::filesystem::path{entry}.is_relative())
       entry = (dir / entry).lexically_normal().string();
-  if (auto& file = cfg->log.file;
-      !file.empty() && std::filesystem::path{file}.is_relative())
-    file = (dir / file).lexically_normal().string();
+  for (auto* file : {&cfg->log.file, &cfg->tls.certificate, &cfg->tls.key, &cfg->tls.ca})
+    if (!file->empty() && std::filesystem::path{*file}.is_relative())
+      *file = (dir / *file).lexically_normal().string();
   return cfg;
 }
 

@@ -521,6 +521,17 @@ const std::vector<config_key<node_config>>& node_keys() {
   return keys;
 }
 
+const std::vector<config_key<tls_config>>& tls_keys() {
+  using t = tls_config;
+  static const std::vector<config_key<tls_config>> keys = {
+    key<&t::certificate>("certificate", "PEM certificate this process presents"),
+    key<&t::key>("key", "its PEM private key"),
+    key<&t::ca>("ca", "PEM CA file a peer's certificate must be signed by"),
+    key<&t::passphrase>("passphrase", "passphrase of an encrypted key; empty: none"),
+  };
+  return keys;
+}
+
 const std::vector<config_key<log_config>>& log_keys() {
   using l = log_config;
   static const std::vector<config_key<log_config>> keys = {
@@ -758,6 +769,7 @@ template std::vector<std::string> file_names(const config_key<config>&);
 template std::vector<std::string> file_names(const config_key<log_config>&);
 template std::vector<std::string> file_names(const config_key<pool_config>&);
 template std::vector<std::string> file_names(const config_key<node_config>&);
+template std::vector<std::string> file_names(const config_key<tls_config>&);
 template caf::error validate_keys(const config&, const std::vector<config_key<config>>&,
                                   const std::string&);
 template caf::error validate_keys(const log_config&,
@@ -765,6 +777,9 @@ template caf::error validate_keys(const log_config&,
                                   const std::string&);
 template caf::error validate_keys(const node_config&,
                                   const std::vector<config_key<node_config>>&,
+                                  const std::string&);
+template caf::error validate_keys(const tls_config&,
+                                  const std::vector<config_key<tls_config>>&,
                                   const std::string&);
 template caf::error validate_keys(const pool_config&,
                                   const std::vector<config_key<pool_config>>&,

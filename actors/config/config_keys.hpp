@@ -119,6 +119,9 @@ const std::vector<config_key<pool_config>>& pool_keys();
 /// Keys of each `[[nodes]]` table (`node_config`).
 const std::vector<config_key<node_config>>& node_keys();
 
+/// Keys of the `[tls]` table (`tls_config`).
+const std::vector<config_key<tls_config>>& tls_keys();
+
 /// The spellings a file may use for `key`: "queue_timeout_ms" and "queue_timeout_s",
 /// "retry_backoff_ms", or the name itself.
 template<class S>

@@ -7,6 +7,9 @@
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
 #include <caf/io/middleman.hpp>
+#include <caf/openssl/manager.hpp>
+#include <caf/openssl/publish.hpp>
+#include <caf/scoped_actor.hpp>
 #include <caf/send.hpp>
 #include <fmt/format.h>
 
@@ -35,7 +38,15 @@ struct node::impl {
     // Hosts lose the gateway first (their calls in flight fail with node_down, as
     // at a crash of the node), then the pools stop.
     if (gateway) {
-      if (port != 0)
+      if (port != 0 && sys->has_openssl_manager()) {
+        // (0.17.6's openssl::unpublish sends a message its manager does not take.)
+        caf::scoped_actor self{*sys};
+        self
+          ->request(sys->openssl_manager().actor_handle(), std::chrono::seconds{5},
+                    caf::unpublish_atom::value, gateway.address(),
+                    static_cast<uint16_t>(port))
+          .receive([] {}, [](caf::error&) {});
+      } else if (port != 0)
         sys->middleman().unpublish(gateway, port);
       caf::anon_send_exit(gateway, caf::exit_reason::user_shutdown);
       gateway = nullptr;
@@ -58,7 +69,7 @@ caf::expected<std::unique_ptr<node>> node::start(config cfg, node_options opts,
                                                  start_options sopts) {
   if (opts.host.empty())
     return caf::make_error(errc::invalid_config, "node: an empty listen address");
-  if (!is_loopback(opts.host) && !opts.allow_insecure)
+  if (!is_loopback(opts.host) && !opts.allow_insecure && !cfg.tls.enabled())
     return caf::make_error(
       errc::invalid_config,
       fmt::format("node: listening on {} without TLS lets anyone who reaches that "
@@ -69,11 +80,13 @@ caf::expected<std::unique_ptr<node>> node::start(config cfg, node_options opts,
     return caf::make_error(errc::invalid_config, "node: load_interval must be positive");
   if (auto err = cfg.validate())
     return err;
+  if (auto err = check_tls(cfg.tls))
+    return err;
   auto p = std::make_unique<impl>();
   p->host = opts.host;
   p->sys_cfg = std::make_unique<caf::actor_system_config>();
   configure_system(*p->sys_cfg);
-  prepare_distributed_system(*p->sys_cfg, cfg.node_heartbeat, cfg.node_timeout);
+  prepare_distributed_system(*p->sys_cfg, cfg.node_heartbeat, cfg.node_timeout, cfg.tls);
   p->sys = std::make_unique<caf::actor_system>(*p->sys_cfg);
   auto rt = snakepit::runtime::start(*p->sys, cfg, std::move(sopts));
   if (!rt)
@@ -96,7 +109,17 @@ caf::expected<std::unique_ptr<node>> node::start(config cfg, node_options opts,
   auto* raw = p.get();
   gopts.node_name = [raw] { return fmt::format("{}:{}", raw->host, raw->port.load()); };
   p->gateway = spawn_gateway(*p->sys, std::move(gopts));
-  auto port = p->sys->middleman().publish(p->gateway, opts.port, opts.host.c_str(), true);
+  // With TLS only the TLS port exists: a plain publish would open a plain port
+  // beside it on the same broker.
+  auto tls = cfg.tls.enabled();
+  if (tls && !uses_tls(*p->sys)) {
+    p->stop();
+    return caf::make_error(errc::invalid_config,
+                           "tls: the openssl module did not enable authentication");
+  }
+  auto port =
+    tls ? caf::openssl::publish(p->gateway, opts.port, opts.host.c_str(), true)
+        : p->sys->middleman().publish(p->gateway, opts.port, opts.host.c_str(), true);
   if (!port) {
     auto err = caf::make_error(errc::unavailable,
                                fmt::format("node: cannot listen on {}:{}: {}", opts.host,
@@ -105,12 +128,13 @@ caf::expected<std::unique_ptr<node>> node::start(config cfg, node_options opts,
     return err;
   }
   p->port = *port;
-  if (!is_loopback(opts.host))
+  if (!is_loopback(opts.host) && !tls)
     p->rt->log().warn("node listening without TLS (allow_insecure)",
                       {{"address", fmt::format("{}:{}", opts.host, *port)}});
   p->rt->log().info("node listening",
                     {{"address", fmt::format("{}:{}", opts.host, *port)},
-                     {"protocol", protocol_version}});
+                     {"protocol", protocol_version},
+                     {"tls", tls}});
   return std::unique_ptr<node>{new node(std::move(p))};
 }
 

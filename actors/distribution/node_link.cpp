@@ -442,7 +442,7 @@ void connect(link_actor* self) {
   if (st.opts.log)
     st.opts.log->debug("connecting to node",
                        {{"node", st.opts.name}, {"address", address_of(st.opts)}});
-  auto mm = self->system().middleman().actor_handle();
+  auto mm = connector(self->system());
   self
     ->request(mm, st.opts.connect_timeout, caf::connect_atom::value, st.opts.host,
               st.opts.port)

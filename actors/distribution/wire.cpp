@@ -3,10 +3,18 @@
 #include <algorithm>
 #include <utility>
 
+#include <memory>
+
+#include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
 #include <caf/io/middleman.hpp>
+#include <caf/io/middleman_actor.hpp>
+#include <caf/openssl/manager.hpp>
 #include <caf/timespan.hpp>
+#include <dlfcn.h>
 #include <fmt/format.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 #include "adapters/detail/json_text.hpp"
 #include "adapters/errors.hpp"
@@ -23,8 +31,18 @@ void register_wire_types(caf::actor_system_config& cfg) {
 
 void prepare_distributed_system(caf::actor_system_config& cfg,
                                 std::chrono::milliseconds heartbeat,
-                                std::chrono::milliseconds silence) {
+                                std::chrono::milliseconds silence,
+                                const tls_config& tls) {
   cfg.load<caf::io::middleman>();
+  if (tls.enabled()) {
+    // After the middleman: the openssl module refuses to start without it.
+    cfg.load<caf::openssl::manager>();
+    cfg.set("openssl.certificate", tls.certificate);
+    cfg.set("openssl.key", tls.key);
+    cfg.set("openssl.cafile", tls.ca);
+    if (!tls.passphrase.empty())
+      cfg.set("openssl.passphrase", tls.passphrase);
+  }
   register_wire_types(cfg);
   if (heartbeat.count() > 0) {
     cfg.set("middleman.heartbeat-interval", caf::timespan{heartbeat});
@@ -141,4 +159,115 @@ caf::error check_hello(const node_hello& theirs) {
                 theirs.protocol, theirs.version, protocol_version));
 }
 
+namespace {
+
+/// OpenSSL's latest error as text (its queue emptied).
+std::string openssl_reason() {
+  std::string out;
+  while (auto code = ERR_get_error()) {
+    char buf[256];
+    ERR_error_string_n(code, buf, sizeof(buf));
+    if (!out.empty())
+      out += "; ";
+    out += buf;
+  }
+  return out.empty() ? std::string{"no reason given"} : out;
+}
+
+int passphrase_of(char* buf, int size, int, void* user) {
+  auto& pass = *static_cast<const std::string*>(user);
+  if (size <= 0 || pass.size() >= static_cast<size_t>(size))
+    return 0;
+  std::copy(pass.begin(), pass.end(), buf);
+  return static_cast<int>(pass.size());
+}
+
+} // namespace
+
+caf::error check_tls(const tls_config& tls) {
+  if (!tls.enabled())
+    return caf::none;
+  auto bad = [](const std::string& what, const std::string& file) {
+    return make_error(errc::invalid_config,
+                      fmt::format("tls.{}: {}: {}", what, file, openssl_reason()));
+  };
+  ERR_clear_error();
+  std::unique_ptr<SSL_CTX, decltype(&SSL_CTX_free)> ctx{SSL_CTX_new(TLS_method()),
+                                                        &SSL_CTX_free};
+  if (!ctx)
+    return make_error(errc::internal,
+                      "tls: cannot create an OpenSSL context: " + openssl_reason());
+  if (SSL_CTX_use_certificate_chain_file(ctx.get(), tls.certificate.c_str()) != 1)
+    return bad("certificate", tls.certificate);
+  SSL_CTX_set_default_passwd_cb(ctx.get(), passphrase_of);
+  SSL_CTX_set_default_passwd_cb_userdata(ctx.get(),
+                                         const_cast<std::string*>(&tls.passphrase));
+  if (SSL_CTX_use_PrivateKey_file(ctx.get(), tls.key.c_str(), SSL_FILETYPE_PEM) != 1)
+    return bad("key", tls.key + (tls.passphrase.empty() ? " (no passphrase given)" : ""));
+  if (SSL_CTX_check_private_key(ctx.get()) != 1)
+    return bad("key", tls.key + " does not belong to " + tls.certificate);
+  if (SSL_CTX_load_verify_locations(ctx.get(), tls.ca.c_str(), nullptr) != 1)
+    return bad("ca", tls.ca);
+  return caf::none;
+}
+
+bool uses_tls(caf::actor_system& sys) {
+  return sys.has_openssl_manager() && sys.openssl_manager().authentication_enabled();
+}
+
+caf::actor connector(caf::actor_system& sys) {
+  if (sys.has_openssl_manager())
+    return caf::actor_cast<caf::actor>(sys.openssl_manager().actor_handle());
+  return caf::actor_cast<caf::actor>(sys.middleman().actor_handle());
+}
+
 } // namespace snakepit::distribution
+
+// --- OpenSSL's error queue around CAF's TLS calls -------------------------------------
+//
+// OpenSSL requires the calling thread's error queue to be empty before each TLS I/O
+// call, or SSL_get_error misreads the next call's outcome. CAF 0.17.6's openssl
+// module never empties it (the only calls that would are in log statements compiled
+// out of Debian's build). So one refused handshake on a node's middleman thread
+// left its errors behind, and the next read of any other connection on that thread
+// came back as a failure: a host with the wrong certificate knocked every good
+// host off the node (tests/distribution, "TLS: ..."). These definitions take the
+// place of libssl's in this program (CAF's module calls them through the PLT) and
+// clear the queue first, then call libssl's own.
+
+namespace {
+
+template<class F>
+F next_definition(const char* name) {
+  return reinterpret_cast<F>(::dlsym(RTLD_NEXT, name));
+}
+
+} // namespace
+
+extern "C" {
+
+int SSL_read(SSL* ssl, void* buf, int num) {
+  static auto real = next_definition<int (*)(SSL*, void*, int)>("SSL_read");
+  ERR_clear_error();
+  return real(ssl, buf, num);
+}
+
+int SSL_write(SSL* ssl, const void* buf, int num) {
+  static auto real = next_definition<int (*)(SSL*, const void*, int)>("SSL_write");
+  ERR_clear_error();
+  return real(ssl, buf, num);
+}
+
+int SSL_accept(SSL* ssl) {
+  static auto real = next_definition<int (*)(SSL*)>("SSL_accept");
+  ERR_clear_error();
+  return real(ssl);
+}
+
+int SSL_connect(SSL* ssl) {
+  static auto real = next_definition<int (*)(SSL*)>("SSL_connect");
+  ERR_clear_error();
+  return real(ssl);
+}
+
+} // extern "C"

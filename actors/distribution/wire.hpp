@@ -15,8 +15,10 @@
 #include <caf/atom.hpp>
 #include <caf/error.hpp>
 #include <caf/expected.hpp>
+#include <caf/fwd.hpp>
 #include <caf/meta/type_name.hpp>
 
+#include "actors/config/config.hpp"
 #include "actors/types.hpp"
 
 namespace caf {
@@ -134,10 +136,27 @@ void register_wire_types(caf::actor_system_config& cfg);
 /// Makes `cfg` a system that talks to other nodes: loads CAF's middleman, registers
 /// the types above, and turns on BASP heartbeats every `heartbeat` with a
 /// connection that stays silent for `silence` closed (a stopped or cut-off peer
-/// then counts as gone; `heartbeat` zero: neither).
+/// then counts as gone; `heartbeat` zero: neither). With `tls` enabled it also
+/// loads CAF's openssl module with its files: every node connection of the system
+/// is then mutual TLS (check the files with `check_tls` first: CAF reads them only
+/// at the first connection, and a bad key aborts the process there).
 void prepare_distributed_system(caf::actor_system_config& cfg,
                                 std::chrono::milliseconds heartbeat,
-                                std::chrono::milliseconds silence);
+                                std::chrono::milliseconds silence,
+                                const tls_config& tls = {});
+
+/// Checks `tls` the way OpenSSL will use it: the certificate chain and the key load
+/// (with the passphrase), the key matches the certificate, the CA file loads.
+/// invalid_config naming the file and OpenSSL's reason; none when TLS is off.
+caf::error check_tls(const tls_config& tls);
+
+/// Whether `sys` was prepared with TLS (its openssl module loaded with a
+/// certificate: peers are authenticated).
+bool uses_tls(caf::actor_system& sys);
+
+/// The actor that connects to other nodes: the openssl module's for a TLS system,
+/// else the middleman's.
+caf::actor connector(caf::actor_system& sys);
 
 /// `req` to send, with `budget` left of its deadline.
 remote_call to_remote(const execute_request& req, std::chrono::milliseconds budget);

@@ -44,7 +44,8 @@ std::unique_ptr<caf::actor_system_config> owned_system_config(const config& cfg)
   auto out = std::make_unique<caf::actor_system_config>();
   configure_system(*out);
   if (!cfg.nodes.empty())
-    distribution::prepare_distributed_system(*out, cfg.node_heartbeat, cfg.node_timeout);
+    distribution::prepare_distributed_system(*out, cfg.node_heartbeat, cfg.node_timeout,
+                                             cfg.tls);
   return out;
 }
 
@@ -90,6 +91,11 @@ runtime::~runtime() {
 caf::expected<std::unique_ptr<runtime>> runtime::start(config cfg, start_options opts) {
   if (auto err = cfg.validate())
     return err;
+  // Before the actor system exists: CAF reads the files only at the first
+  // connection, and a bad key aborts the process there.
+  if (!cfg.nodes.empty())
+    if (auto err = distribution::check_tls(cfg.tls))
+      return err;
   return launch(make_impl(nullptr, std::move(cfg), std::move(opts)));
 }
 
@@ -104,6 +110,11 @@ caf::expected<std::unique_ptr<runtime>> runtime::start(caf::actor_system& sys, c
       "nodes: the actor system has no middleman; call "
       "distribution::prepare_distributed_system on its config before creating it "
       "(docs/distribution.md)");
+  if (!cfg.nodes.empty() && cfg.tls.enabled() && !distribution::uses_tls(sys))
+    return caf::make_error(
+      errc::invalid_config,
+      "tls: the actor system has no openssl module with a certificate; pass the tls "
+      "settings to distribution::prepare_distributed_system (docs/distribution.md)");
   return launch(make_impl(&sys, std::move(cfg), std::move(opts)));
 }
 

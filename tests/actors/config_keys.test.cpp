@@ -56,6 +56,8 @@ std::map<std::string, std::set<std::string>> documented_keys() {
       section = "pools";
     else if (line.rfind("### `[[nodes]]` keys", 0) == 0)
       section = "nodes";
+    else if (line.rfind("### `[tls]` keys", 0) == 0)
+      section = "tls";
     else if (line.rfind("#", 0) == 0)
       section.clear();
     std::smatch m;
@@ -90,6 +92,8 @@ std::map<std::string, std::set<std::string>> example_keys() {
       section = "pools";
     } else if (line == "[[nodes]]" || line == "# [[nodes]]") {
       section = "nodes";
+    } else if (line == "[tls]" || line == "# [tls]") {
+      section = "tls";
     } else if (std::regex_search(line, m, sub_table)) {
       out["pools"].insert(m[1].str());
       section = "pools-sub";
@@ -134,6 +138,7 @@ TEST_SUITE("actors.config_keys") {
     check_listed(listed["log"], snakepit::log_keys());
     check_listed(listed["pools"], snakepit::pool_keys());
     check_listed(listed["nodes"], snakepit::node_keys());
+    check_listed(listed["tls"], snakepit::tls_keys());
     CHECK(listed["pools"].size() > 40);
   }
 
@@ -143,6 +148,7 @@ TEST_SUITE("actors.config_keys") {
     CHECK(docs["log"] == names_in(snakepit::log_keys()));
     CHECK(docs["pools"] == names_in(snakepit::pool_keys()));
     CHECK(docs["nodes"] == names_in(snakepit::node_keys()));
+    CHECK(docs["tls"] == names_in(snakepit::tls_keys()));
     CHECK(docs["pools"].size() > 30);
   }
 

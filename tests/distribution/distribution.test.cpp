@@ -64,9 +64,11 @@ class node_process {
  public:
   /// Starts a node with `workers` workers on `port` (0: a free one) and waits for
   /// its "listening" line.
-  explicit node_process(size_t workers, uint16_t port = 0) : dir_{"node"} {
+  /// `extra` is appended to its TOML (e.g. a `[tls]` table).
+  explicit node_process(size_t workers, uint16_t port = 0, const std::string& extra = {})
+    : dir_{"node"} {
     config_ = dir_.path + "/node.toml";
-    std::ofstream{config_} << node_toml(workers);
+    std::ofstream{config_} << node_toml(workers) << extra;
     start(port);
   }
 
@@ -316,6 +318,49 @@ int spawn_cli(const std::vector<std::string>& args) {
   }
   return pid;
 }
+
+/// Certificates made for one test with the `openssl` tool (never committed): two
+/// CAs, and leaves `node`, `host` signed by `ca1` and `rogue` signed by `ca2`.
+struct test_pki {
+  temp_dir dir{"pki"};
+
+  test_pki() {
+    for (auto* ca : {"ca1", "ca2"})
+      run(
+        fmt::format("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 "
+                    "-nodes -keyout {0}.key -out {0}.pem -subj /CN={0} -days 1",
+                    ca));
+    for (auto [leaf, ca] :
+         {std::pair{"node", "ca1"}, {"host", "ca1"}, {"rogue", "ca2"}}) {
+      run(fmt::format("openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 "
+                      "-nodes -keyout {0}.key -out {0}.csr -subj /CN={0}",
+                      leaf));
+      run(fmt::format("openssl x509 -req -in {0}.csr -CA {1}.pem -CAkey {1}.key "
+                      "-CAcreateserial -out {0}.pem -days 1",
+                      leaf, ca));
+    }
+  }
+
+  std::string file(const std::string& name) const { return dir.path + "/" + name; }
+
+  /// The `tls` settings of leaf `leaf` trusting `ca`.
+  snakepit::tls_config tls(const std::string& leaf, const std::string& ca = "ca1") const {
+    return {file(leaf + ".pem"), file(leaf + ".key"), file(ca + ".pem"), {}};
+  }
+
+  /// The same as a `[tls]` table.
+  std::string toml(const std::string& leaf, const std::string& ca = "ca1") const {
+    auto t = tls(leaf, ca);
+    return fmt::format("[tls]\ncertificate = \"{}\"\nkey = \"{}\"\nca = \"{}\"\n",
+                       t.certificate, t.key, t.ca);
+  }
+
+ private:
+  void run(const std::string& cmd) const {
+    auto full = fmt::format("cd '{}' && {} >/dev/null 2>&1", dir.path, cmd);
+    REQUIRE_MESSAGE(std::system(full.c_str()) == 0, "failed: " << cmd);
+  }
+};
 
 /// The load of pool `remote` on node `name` as `dir` last heard it.
 uint32_t remote_load_of(const dist::node_directory& dir, const std::string& name) {
@@ -679,6 +724,99 @@ TEST_SUITE("distribution") {
     REQUIRE_OK(res);
     CHECK(descends_from(pid_of(res), node.pid()));
     CHECK_OK(snakepit::supervision::stop(sys, *sup, std::chrono::seconds{10}));
+  }
+
+  TEST_CASE("TLS: hosts with a certificate of the cluster CA use a TLS node, a plain "
+            "host and one with another CA certificate are refused, bad files fail "
+            "the start") {
+    test_pki pki;
+    node_process node{1, 0, pki.toml("node")};
+
+    // The right certificate: calls run on the node.
+    auto good_cfg = host_config({&node});
+    good_cfg.tls = pki.tls("host");
+    event_log good_events;
+    auto good = snakepit::runtime::start(good_cfg, recording(good_events));
+    REQUIRE_OK(good);
+    REQUIRE(all_connected(**good));
+    auto res = (*good)->execute("info", json::object(), on_remote());
+    REQUIRE_OK(res);
+    CHECK(descends_from(pid_of(res), node.pid()));
+
+    // A host without TLS, and one whose certificate another CA signed, never
+    // connect: the node refuses their handshakes, their calls fail with node_down
+    // (exit 7). Separate processes: actor systems in one process share a CAF node
+    // id, which a node cannot tell apart (docs/distribution.md).
+    temp_dir hosts{"tls-hosts"};
+    auto refused = [&](const std::string& tls_toml, const char* what) {
+      CAPTURE(what);
+      auto toml =
+        hosts.path + "/" + std::to_string(std::hash<std::string>{}(what)) + ".toml";
+      std::ofstream{toml} << fmt::format(R"(node_connect_timeout_ms = 3000
+[[pools]]
+name = "default"
+adapter = "snakepit_bridge.adapters.showcase.ShowcaseAdapter"
+pool_size = 1
+[[nodes]]
+name = "n1"
+address = "{}"
+)",
+                                         node.address())
+                          << tls_toml;
+      auto out = toml + ".out";
+      auto cmd = fmt::format("{} exec --config {} --pool remote info >{} 2>&1",
+                             SNAKEPIT_CLI_BINARY, toml, out);
+      auto status = std::system(cmd.c_str());
+      auto text = read_file(out);
+      CAPTURE(text);
+      CHECK(WEXITSTATUS(status) == 7);
+      CHECK(text.find("node_down") != std::string::npos);
+      CHECK(text.find("disconnect_during_handshake") != std::string::npos);
+    };
+    refused("", "plain host");
+    refused(pki.toml("rogue"), "certificate of another CA");
+
+    // The good host still works after the refusals.
+    // The good host kept its connection through the refusals (a refused handshake
+    // must not disturb the node's other connections).
+    auto after = (*good)->execute("info", json::object(), on_remote());
+    REQUIRE_MESSAGE(after, (after ? "" : snakepit::describe(after.error())));
+    CHECK((*good)->telemetry().flush(5s));
+    CHECK(good_events.count("snakepit.node.down") == 0);
+    CHECK(good_events.count("snakepit.node.connected") == 1);
+    stop_and_check(**good);
+
+    // Files that would abort the process at the first connection fail the start.
+    auto mismatched = host_config({&node});
+    mismatched.tls = pki.tls("host");
+    mismatched.tls.key = pki.file("node.key");
+    auto bad = snakepit::runtime::start(mismatched);
+    REQUIRE_FALSE(bad);
+    CHECK(bad.error() == errc::invalid_config);
+    CHECK(snakepit::describe(bad.error()).find("tls.key") != std::string::npos);
+    auto missing = host_config({&node});
+    missing.tls = pki.tls("host");
+    missing.tls.ca = pki.file("no-such-ca.pem");
+    auto absent = snakepit::runtime::start(missing);
+    REQUIRE_FALSE(absent);
+    CHECK(absent.error() == errc::invalid_config);
+    CHECK(snakepit::describe(absent.error()).find("tls.ca") != std::string::npos);
+    auto partial = host_config({&node});
+    partial.tls.certificate = pki.file("host.pem");
+    CHECK(snakepit::runtime::start(partial).error() == errc::invalid_config);
+
+    // A node with a bad key refuses to start (exit 3, invalid_config).
+    temp_dir dir{"bad-node"};
+    auto toml = dir.path + "/node.toml";
+    std::ofstream{toml} << node_toml(1)
+                        << fmt::format("[tls]\ncertificate = \"{}\"\nkey = \"{}\"\n"
+                                       "ca = \"{}\"\n",
+                                       pki.file("node.pem"), pki.file("host.key"),
+                                       pki.file("ca1.pem"));
+    auto cmd = fmt::format("{} node --listen 127.0.0.1:0 --config {} >/dev/null 2>&1",
+                           SNAKEPIT_CLI_BINARY, toml);
+    auto status = std::system(cmd.c_str());
+    CHECK(WEXITSTATUS(status) == 3);
   }
 
   TEST_CASE("nodes in a host-owned actor system without the middleman are refused at "
