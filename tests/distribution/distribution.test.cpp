@@ -299,6 +299,19 @@ std::set<std::string> node_events_in_docs() {
   return out;
 }
 
+/// The processes whose parent is `pid`.
+std::vector<int> children_of(int pid) {
+  std::vector<int> out;
+  for (auto& entry : std::filesystem::directory_iterator{"/proc"}) {
+    auto name = entry.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos)
+      continue;
+    if (parent_of(std::stoi(name)) == pid)
+      out.push_back(std::stoi(name));
+  }
+  return out;
+}
+
 /// A child process running the CLI with `args` (killed with this process).
 int spawn_cli(const std::vector<std::string>& args) {
   auto pid = ::fork();
@@ -1025,8 +1038,23 @@ address = "{}"
       spawn_cli({"exec", "--config", toml, "--pool", "remote", "--timeout-ms", "30000",
                  "record", json{{"path", probe}, {"value", "dead host"}}.dump()});
     REQUIRE(eventually([&] { return remote_load(r, "n1").second == 1; }, 30s));
+    auto doomed_workers = children_of(doomed);
     ::kill(doomed, SIGKILL);
     ::waitpid(doomed, nullptr, 0);
+    // Its workers follow it through their lifeline; then its runtime directory is
+    // swept as the next start of a runtime would.
+    CHECK(eventually(
+      [&] {
+        for (auto pid : doomed_workers)
+          if (pid_alive(pid))
+            return false;
+        return true;
+      },
+      10s));
+    for (const char* parent :
+         {static_cast<const char*>(::getenv("XDG_RUNTIME_DIR")), "/tmp"})
+      if (parent && std::filesystem::is_directory(parent))
+        snakepit::detail::sweep_runtime_dirs(parent, "");
     int status = 0;
     ::waitpid(holder, &status, 0);
     CHECK(WIFEXITED(status));
