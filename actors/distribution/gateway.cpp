@@ -246,6 +246,27 @@ caf::behavior gateway(gateway_actor* self, gateway_options opts) {
       j->second.rp.deliver(std::move(res));
       i->second.calls.erase(j);
     },
+    [self](node_stats_atom, const std::string& pool) -> caf::result<remote_pool_figures> {
+      auto hdl = self->state.opts.find_pool(pool);
+      if (!hdl)
+        return make_error(
+          errc::pool_not_found,
+          fmt::format("{} on node {}", pool, self->state.opts.node_name()));
+      auto rp = self->make_response_promise<remote_pool_figures>();
+      auto pa = actors::pool_handle(hdl);
+      actors::get_stats(self, pa, std::chrono::seconds{2})
+        .then(
+          [self, rp, pa](pool_stats& stats) mutable {
+            actors::list_workers(self, pa, std::chrono::seconds{2})
+              .then(
+                [rp, stats](std::vector<worker_info>& ws) mutable {
+                  rp.deliver(to_remote(stats, ws));
+                },
+                [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
+          },
+          [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
+      return rp;
+    },
     [self](node_stream_atom, uint64_t id, remote_call& call, uint32_t window) {
       open_stream(self, id, call, window);
     },

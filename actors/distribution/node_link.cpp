@@ -1,6 +1,8 @@
 #include "actors/distribution/node_link.hpp"
 
 #include <algorithm>
+#include <deque>
+#include <optional>
 #include <unordered_map>
 #include <utility>
 
@@ -196,6 +198,16 @@ bool node_directory::serves(const std::string& pool) const {
                      [&](const entry& e) { return find_load(e.view, pool) != nullptr; });
 }
 
+std::vector<std::pair<std::string, caf::actor>>
+node_directory::serving(const std::string& pool) const {
+  std::lock_guard<std::mutex> guard{mtx_};
+  std::vector<std::pair<std::string, caf::actor>> out;
+  for (auto& e : entries_)
+    if (e.view.state == node_state::connected && e.link && find_load(e.view, pool))
+      out.emplace_back(e.view.name, e.link);
+  return out;
+}
+
 std::vector<node_view> node_directory::nodes() const {
   std::lock_guard<std::mutex> guard{mtx_};
   std::vector<node_view> out;
@@ -240,6 +252,9 @@ constexpr uint32_t ack_batch = std::max<uint32_t>(1, node_stream_window / 4);
 /// calls the node lost for that call (the node's pool answers by the deadline).
 constexpr auto node_reply_margin = std::chrono::seconds{2};
 
+/// How long a node has to answer for its pool's figures.
+constexpr auto node_stats_timeout = std::chrono::seconds{5};
+
 struct pending_call {
   execute_request req;
   callback_sink sink;
@@ -255,6 +270,11 @@ struct pending_stream {
   uint32_t unacked = 0; ///< chunks the sink took that the node was not told of
   bool paused = false;  ///< the sink asked for no more until it resumes
   bool halted = false;  ///< a halt went to the node; its end follows
+  /// Chunks that arrived while the sink was paused (at most the node's window:
+  /// the node sends no more unacknowledged), handed on when it resumes.
+  std::deque<std::pair<json, bool>> held;
+  /// The node's end, when it came while chunks were held: it follows them.
+  std::optional<caf::error> held_end;
 };
 
 /// The caller's handle on a stream to a node: resume and cancel become messages
@@ -502,8 +522,9 @@ void halt_stream(link_actor* self, pending_stream& s, uint64_t id) {
     self->send(self->state.gateway, node_halt_atom::value, id);
 }
 
-/// Every stream running on the node ends with `reason` after the chunks that
-/// already arrived (those were handed to their sinks in order).
+/// Every stream running on the node ends with `reason` after the chunks already
+/// handed to their sinks (chunks held for a paused sink are dropped: its caller
+/// never took them).
 void end_all_streams(link_actor* self,
                      const std::function<caf::error(const execute_request&)>& reason) {
   std::vector<uint64_t> ids;
@@ -601,8 +622,33 @@ void open_stream(link_actor* self, execute_request& req, actors::stream_sink_ptr
   // The node ends the stream by its deadline; past that and a margin the node
   // counts as lost for this stream.
   self->delayed_send(self, budget + node_reply_margin, link_guard_atom::value, id);
-  st.streams.emplace(id, pending_stream{std::move(req), std::move(sink),
-                                        std::chrono::steady_clock::now()});
+  pending_stream s;
+  s.req = std::move(req);
+  s.sink = std::move(sink);
+  s.started = std::chrono::steady_clock::now();
+  st.streams.emplace(id, std::move(s));
+}
+
+/// One chunk to the caller's sink, whose answer decides whether the node hears
+/// of it now (acknowledged), later (paused) or is told to stop (halt).
+void hand_on(link_actor* self, pending_stream& s, uint64_t id, json chunk,
+             bool is_final) {
+  auto& st = self->state;
+  switch (s.sink->on_chunk(std::move(chunk), is_final)) {
+  case adapters::stream_step::more:
+    if (++s.unacked >= ack_batch && !s.paused && st.gateway) {
+      self->send(st.gateway, node_ack_atom::value, id, s.unacked);
+      s.unacked = 0;
+    }
+    return;
+  case adapters::stream_step::pause:
+    ++s.unacked;
+    s.paused = true;
+    return;
+  case adapters::stream_step::halt:
+    halt_stream(self, s, id);
+    return;
+  }
 }
 
 /// One chunk of stream `id` from the node: to the caller's sink, whose answer
@@ -623,21 +669,39 @@ void on_chunk(link_actor* self, uint64_t id, const std::string& text, bool is_fi
                       fmt::format("a chunk from node {} is not JSON", st.opts.name)));
     return;
   }
-  switch (s.sink->on_chunk(std::move(chunk), is_final)) {
-  case adapters::stream_step::more:
-    if (++s.unacked >= ack_batch && !s.paused && st.gateway) {
-      self->send(st.gateway, node_ack_atom::value, id, s.unacked);
-      s.unacked = 0;
-    }
-    return;
-  case adapters::stream_step::pause:
-    ++s.unacked;
-    s.paused = true;
-    return;
-  case adapters::stream_step::halt:
-    halt_stream(self, s, id);
+  // A paused sink takes nothing until it resumes (a windowed consumer's window
+  // holds); what the node had in flight waits here.
+  if (s.paused) {
+    s.held.emplace_back(std::move(chunk), is_final);
     return;
   }
+  hand_on(self, s, id, std::move(chunk), is_final);
+}
+
+/// Stream `id` resumed: the held chunks go to its sink until it pauses again,
+/// then the node's end if it came, else the node hears of what was taken.
+void resume_stream(link_actor* self, uint64_t id) {
+  auto& st = self->state;
+  auto i = st.streams.find(id);
+  if (i == st.streams.end() || !i->second.paused)
+    return;
+  auto& s = i->second;
+  s.paused = false;
+  while (!s.paused && !s.halted && !s.held.empty()) {
+    auto [chunk, is_final] = std::move(s.held.front());
+    s.held.pop_front();
+    hand_on(self, s, id, std::move(chunk), is_final);
+  }
+  if (s.paused)
+    return;
+  if (s.held_end) {
+    auto err = std::move(*s.held_end);
+    end_stream(self, id, std::move(err));
+    return;
+  }
+  if (s.unacked > 0 && !s.halted && st.gateway)
+    self->send(st.gateway, node_ack_atom::value, id, s.unacked);
+  s.unacked = 0;
 }
 
 caf::behavior node_link(link_actor* self, link_options opts) {
@@ -726,22 +790,38 @@ caf::behavior node_link(link_actor* self, link_options opts) {
     [self](actors::stream_atom, execute_request& req, actors::stream_sink_ptr& sink) {
       open_stream(self, req, std::move(sink));
     },
+    [self](node_stats_atom, std::string& pool) -> caf::result<remote_pool_figures> {
+      auto& st = self->state;
+      auto lost = [&st, pool](const std::string& why) {
+        return caf::make_error(errc::node_down,
+                               fmt::format("pool {} on node {} ({}): {}", pool,
+                                           st.opts.name, address_of(st.opts), why));
+      };
+      if (!st.gateway)
+        return lost(fmt::format("not connected ({})", to_string(st.state)));
+      auto rp = self->make_response_promise<remote_pool_figures>();
+      self->request(st.gateway, node_stats_timeout, node_stats_atom::value, pool)
+        .then([rp](remote_pool_figures& x) mutable { rp.deliver(std::move(x)); },
+              [rp, lost](caf::error& err) mutable {
+                // The node's own refusals (pool_not_found) pass on as they are.
+                rp.deliver(errc_of(err) ? std::move(err) : lost(describe(err)));
+              });
+      return rp;
+    },
     [self](node_chunk_atom, uint64_t id, std::string& text, bool is_final) {
       on_chunk(self, id, text, is_final);
     },
     [self](node_end_atom, uint64_t id, caf::error& err) {
+      // After the chunks held for a paused sink (a halted stream drops them).
+      if (auto i = self->state.streams.find(id); i != self->state.streams.end() &&
+                                                 !i->second.halted &&
+                                                 !i->second.held.empty()) {
+        i->second.held_end = std::move(err);
+        return;
+      }
       end_stream(self, id, std::move(err));
     },
-    [self](link_resume_atom, uint64_t id) {
-      auto i = self->state.streams.find(id);
-      if (i == self->state.streams.end() || !i->second.paused)
-        return;
-      auto& s = i->second;
-      s.paused = false;
-      if (s.unacked > 0 && !s.halted && self->state.gateway)
-        self->send(self->state.gateway, node_ack_atom::value, id, s.unacked);
-      s.unacked = 0;
-    },
+    [self](link_resume_atom, uint64_t id) { resume_stream(self, id); },
     [self](link_halt_atom, uint64_t id) {
       if (auto i = self->state.streams.find(id); i != self->state.streams.end())
         halt_stream(self, i->second, id);

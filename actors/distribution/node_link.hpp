@@ -15,6 +15,7 @@
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include <caf/actor.hpp>
@@ -107,6 +108,10 @@ class node_directory {
   /// Whether a configured node (connected or not) last reported `pool`.
   bool serves(const std::string& pool) const;
 
+  /// The connected nodes whose latest report names `pool`, with their links, in
+  /// configuration order.
+  std::vector<std::pair<std::string, caf::actor>> serving(const std::string& pool) const;
+
   std::vector<node_view> nodes() const;
 
   /// The links, for the runtime's stop.
@@ -153,7 +158,9 @@ struct link_options {
   std::function<caf::actor(const std::string&)> local_pool;
 };
 
-/// Spawns a node link. It speaks the pool's `execute_cb_atom, execute_request,
+/// Spawns a node link. Besides `node_stats_atom, std::string pool` ->
+/// `remote_pool_figures` (node_down when not connected or the node does not answer
+/// within 5 s), it speaks the pool's `execute_cb_atom, execute_request,
 /// callback_sink` (the reply, or a typed error such as node_down, goes to the
 /// callback exactly once) and `stream_atom, execute_request, stream_sink_ptr`
 /// (chunks with the sink's own flow control carried to the node as a window of

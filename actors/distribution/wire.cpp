@@ -16,6 +16,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include "actors/observability/metrics.hpp"
 #include "adapters/detail/json_text.hpp"
 #include "adapters/errors.hpp"
 
@@ -27,6 +28,78 @@ void register_wire_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<node_hello>("snakepit.node_hello");
   cfg.add_message_type<remote_call>("snakepit.remote_call");
   cfg.add_message_type<remote_result>("snakepit.remote_result");
+  cfg.add_message_type<remote_worker>("snakepit.remote_worker");
+  cfg.add_message_type<remote_pool_figures>("snakepit.remote_pool_figures");
+}
+
+namespace {
+
+/// `pool_stats`'s counters in the order `remote_pool_figures::counters` holds them.
+template<class Stats, class F>
+void each_counter(Stats& s, F f) {
+  f(s.workers), f(s.starting), f(s.available), f(s.busy), f(s.in_flight), f(s.capacity),
+    f(s.requests), f(s.direct), f(s.completed), f(s.errors), f(s.queued),
+    f(s.queue_depth), f(s.queue_timeouts), f(s.saturations), f(s.worker_crashes),
+    f(s.restarts), f(s.recycles);
+}
+
+} // namespace
+
+remote_pool_figures to_remote(const pool_stats& stats,
+                              const std::vector<worker_info>& workers) {
+  remote_pool_figures out;
+  out.pool = stats.pool;
+  each_counter(stats, [&](auto x) { out.counters.push_back(static_cast<uint64_t>(x)); });
+  for (size_t i = 0; i < latency_histogram::bucket_count; ++i)
+    if (auto n = stats.latency.bucket(i); n > 0) {
+      out.latency_buckets.push_back(static_cast<uint32_t>(i));
+      out.latency_counts.push_back(n);
+    }
+  out.latency_sum_us = stats.latency.sum_us();
+  out.latency_min_us = stats.latency.min_us();
+  out.latency_max_us = stats.latency.max_us();
+  for (auto& w : workers)
+    out.workers.push_back(remote_worker{w.id, w.pid, w.state, w.requests,
+                                        w.uptime.count(), w.load, w.capacity, w.tainted});
+  return out;
+}
+
+caf::expected<pool_stats> stats_of(const remote_pool_figures& x) {
+  pool_stats out;
+  size_t expected = 0;
+  each_counter(out, [&](auto&) { ++expected; });
+  if (x.counters.size() != expected)
+    return make_error(errc::protocol_error,
+                      fmt::format("the figures of pool {} carry {} counters, not {}",
+                                  x.pool, x.counters.size(), expected));
+  out.pool = x.pool;
+  size_t i = 0;
+  each_counter(out, [&](auto& field) {
+    field = static_cast<std::remove_reference_t<decltype(field)>>(x.counters[i++]);
+  });
+  out.latency =
+    latency_histogram::from_buckets(x.latency_buckets, x.latency_counts, x.latency_sum_us,
+                                    x.latency_min_us, x.latency_max_us);
+  derive_stats(out);
+  return out;
+}
+
+std::vector<worker_info> workers_of(const remote_pool_figures& x,
+                                    const std::string& node) {
+  std::vector<worker_info> out;
+  for (auto& w : x.workers) {
+    worker_info info;
+    info.id = node + "/" + w.id;
+    info.pid = w.pid;
+    info.state = w.state;
+    info.requests = w.requests;
+    info.uptime = std::chrono::milliseconds{w.uptime_ms};
+    info.load = static_cast<size_t>(w.load);
+    info.capacity = static_cast<size_t>(w.capacity);
+    info.tainted = w.tainted;
+    out.push_back(std::move(info));
+  }
+  return out;
 }
 
 void prepare_distributed_system(caf::actor_system_config& cfg,

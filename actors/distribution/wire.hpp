@@ -29,7 +29,7 @@ namespace snakepit::distribution {
 
 /// Version of the messages below. A host and a node refuse each other unless it is
 /// the same on both sides (`check_hello`).
-inline constexpr uint32_t protocol_version = 2;
+inline constexpr uint32_t protocol_version = 3;
 
 /// Snakepit's version as a handshake names it (for messages only).
 inline constexpr const char* snakepit_version = "0.1.0";
@@ -38,6 +38,9 @@ inline constexpr const char* snakepit_version = "0.1.0";
 using node_hello_atom = caf::atom_constant<caf::atom("nodehello")>;
 /// Host -> gateway: `remote_call` -> `remote_result` (a typed error travels inside).
 using node_call_atom = caf::atom_constant<caf::atom("nodecall")>;
+/// Host -> gateway: `std::string pool` -> `remote_pool_figures` (its stats and
+/// workers), or pool_not_found.
+using node_stats_atom = caf::atom_constant<caf::atom("nodestats")>;
 /// Gateway -> host: `std::vector<pool_load>`, every `load_interval`.
 using node_load_atom = caf::atom_constant<caf::atom("nodeload")>;
 
@@ -128,6 +131,60 @@ typename Inspector::result_type inspect(Inspector& f, remote_result& x) {
   return f(caf::meta::type_name("snakepit.remote_result"), x.error, x.result_json,
            x.binary_result, x.worker_id, x.execution_time_ms);
 }
+
+/// One worker of a node's pool (`worker_info` across the wire).
+struct remote_worker {
+  std::string id;
+  int32_t pid = 0;
+  std::string state;
+  uint64_t requests = 0;
+  int64_t uptime_ms = 0;
+  uint64_t load = 0;
+  uint64_t capacity = 1;
+  bool tainted = false;
+};
+
+template<class Inspector>
+typename Inspector::result_type inspect(Inspector& f, remote_worker& x) {
+  return f(caf::meta::type_name("snakepit.remote_worker"), x.id, x.pid, x.state,
+           x.requests, x.uptime_ms, x.load, x.capacity, x.tainted);
+}
+
+/// A node pool's figures (`pool_stats` and its workers across the wire): the
+/// counters, the latency histogram as its non-empty buckets (so that the host
+/// merges several nodes' exactly), and every worker.
+struct remote_pool_figures {
+  std::string pool;
+  /// workers, starting, available, busy, in_flight, capacity, requests, direct,
+  /// completed, errors, queued, queue_depth, queue_timeouts, saturations,
+  /// worker_crashes, restarts, recycles: `pool_stats`'s order.
+  std::vector<uint64_t> counters;
+  std::vector<uint32_t> latency_buckets;
+  std::vector<uint64_t> latency_counts;
+  uint64_t latency_sum_us = 0;
+  uint64_t latency_min_us = 0;
+  uint64_t latency_max_us = 0;
+  std::vector<remote_worker> workers;
+};
+
+template<class Inspector>
+typename Inspector::result_type inspect(Inspector& f, remote_pool_figures& x) {
+  return f(caf::meta::type_name("snakepit.remote_pool_figures"), x.pool, x.counters,
+           x.latency_buckets, x.latency_counts, x.latency_sum_us, x.latency_min_us,
+           x.latency_max_us, x.workers);
+}
+
+/// A pool's stats and workers to send.
+remote_pool_figures to_remote(const pool_stats& stats,
+                              const std::vector<worker_info>& workers);
+
+/// The stats of a node's pool; `protocol_error` when the counters are not all there.
+caf::expected<pool_stats> stats_of(const remote_pool_figures& x);
+
+/// The workers of a node's pool, their ids prefixed with "<node>/" (ids are unique
+/// within one pool on one node only).
+std::vector<worker_info> workers_of(const remote_pool_figures& x,
+                                    const std::string& node);
 
 /// Registers the types above (and our error category) with a system that talks to
 /// other nodes.

@@ -62,6 +62,26 @@ void latency_histogram::merge(const latency_histogram& other) {
   max_ = std::max(max_, other.max_);
 }
 
+latency_histogram latency_histogram::from_buckets(const std::vector<uint32_t>& index,
+                                                  const std::vector<uint64_t>& counts,
+                                                  uint64_t sum_us, uint64_t min_us,
+                                                  uint64_t max_us) {
+  latency_histogram out;
+  auto n = std::min(index.size(), counts.size());
+  for (size_t i = 0; i < n; ++i) {
+    if (index[i] >= bucket_count)
+      continue;
+    out.counts_[index[i]] += counts[i];
+    out.count_ += counts[i];
+  }
+  if (out.count_ > 0) {
+    out.sum_ = sum_us;
+    out.min_ = min_us;
+    out.max_ = max_us;
+  }
+  return out;
+}
+
 double latency_histogram::quantile_us(double q) const {
   if (count_ == 0)
     return 0;

@@ -7,6 +7,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 namespace snakepit {
 
@@ -26,6 +27,15 @@ class latency_histogram {
 
   /// Adds every count of `other` (exact: both use the same buckets).
   void merge(const latency_histogram& other);
+
+  /// A histogram rebuilt from its non-empty buckets (`index[i]` holds `counts[i]`
+  /// values) and the sum and extremes of its values, as `bucket` and the accessors
+  /// give them (e.g. from another node). Indices out of range and a length
+  /// mismatch are ignored (the shorter length counts).
+  static latency_histogram from_buckets(const std::vector<uint32_t>& index,
+                                        const std::vector<uint64_t>& counts,
+                                        uint64_t sum_us, uint64_t min_us,
+                                        uint64_t max_us);
 
   /// Value at quantile `q` in [0, 1] by nearest rank, in µs: the midpoint of the
   /// bucket holding the ceil(q·count)-th smallest value, clamped to [min, max].

@@ -59,18 +59,6 @@ struct reply_waiter {
   }
 };
 
-/// A call to a node: its pool named (the node has no "first pool" of ours) and its
-/// budget fixed here (its own, else the node pool's request_timeout), which the
-/// call carries to the node.
-std::chrono::milliseconds remote_budget(const runtime::impl& p, execute_options& opts,
-                                        const runtime::impl::call_target& target) {
-  opts.pool = p.pool_name(opts.pool);
-  if (opts.timeout.count() <= 0)
-    opts.timeout = target.node_budget.count() > 0 ? target.node_budget
-                                                  : std::chrono::milliseconds{60000};
-  return opts.timeout;
-}
-
 } // namespace
 
 execute_result runtime::execute(const std::string& command, json args,
@@ -81,7 +69,7 @@ execute_result runtime::execute(const std::string& command, json args,
   if (!target.hdl)
     return impl_->pool_missing(opts.pool);
   auto budget =
-    target.local ? impl_->request_budget(opts) : remote_budget(*impl_, opts, target);
+    target.local ? impl_->request_budget(opts) : impl_->remote_budget(opts, target);
   execute_request req{command, std::move(args), std::move(opts)};
   // The direct lane: when the pool would dispatch at once, claim a worker in its
   // checkout table and make the call on this thread (docs/architecture.md).
@@ -136,7 +124,7 @@ void runtime::execute_async(const std::string& command, json args, execute_optio
     return;
   }
   if (!target.local)
-    remote_budget(*impl_, opts, target);
+    impl_->remote_budget(opts, target);
   execute_request req{command, std::move(args), std::move(opts)};
   if (target.local)
     if (auto lane = impl_->env->lanes->get(impl_->pool_name(req.opts.pool)))
@@ -247,7 +235,7 @@ caf::error runtime::execute_stream(const std::string& command, json args,
   if (!target.hdl)
     return impl_->pool_missing(opts.pool);
   auto budget =
-    target.local ? impl_->request_budget(opts) : remote_budget(*impl_, opts, target);
+    target.local ? impl_->request_budget(opts) : impl_->remote_budget(opts, target);
   opts.timeout = budget;
   auto sink = std::make_shared<blocking_stream_sink>();
   execute_request req{command, std::move(args), std::move(opts)};

@@ -26,12 +26,16 @@ std::vector<std::string> runtime::pool_names() const {
 }
 
 caf::expected<pool_stats> runtime::get_stats(const std::string& pool) {
+  // A pool only nodes serve: their figures, gathered by the pool's router.
   auto hdl = impl_->find_pool(pool);
+  auto timeout = 5s;
+  if (!hdl && (hdl = impl_->router(pool)))
+    timeout = 10s;
   if (!hdl)
     return impl_->pool_missing(pool);
   caf::scoped_actor self{*impl_->sys};
   caf::expected<pool_stats> out{caf::make_error(errc::timeout, "get_stats")};
-  actors::get_stats(self, actors::pool_handle(hdl), 5s)
+  actors::get_stats(self, actors::pool_handle(hdl), timeout)
     .receive([&](pool_stats& s) { out = std::move(s); },
              [&](caf::error& err) { out = std::move(err); });
   return out;
@@ -56,12 +60,15 @@ caf::expected<runtime_stats> runtime::get_all_stats() {
 
 caf::expected<std::vector<worker_info>> runtime::list_workers(const std::string& pool) {
   auto hdl = impl_->find_pool(pool);
+  auto timeout = 5s;
+  if (!hdl && (hdl = impl_->router(pool)))
+    timeout = 10s;
   if (!hdl)
     return impl_->pool_missing(pool);
   caf::scoped_actor self{*impl_->sys};
   caf::expected<std::vector<worker_info>> out{
     caf::make_error(errc::timeout, "list_workers")};
-  actors::list_workers(self, actors::pool_handle(hdl), 5s)
+  actors::list_workers(self, actors::pool_handle(hdl), timeout)
     .receive([&](std::vector<worker_info>& ws) { out = std::move(ws); },
              [&](caf::error& err) { out = std::move(err); });
   return out;

@@ -189,6 +189,8 @@ caf::actor_system& runtime::system() {
 }
 
 caf::actor runtime::pool(const std::string& name) const {
+  if (auto router = impl_->router(name))
+    return router;
   return impl_->find_pool(name);
 }
 

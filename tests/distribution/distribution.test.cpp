@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -27,10 +28,12 @@
 
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
+#include <caf/scoped_actor.hpp>
 #include <caf/send.hpp>
 
 #include "actors/atoms.hpp"
 #include "actors/observability/telemetry.hpp"
+#include "actors/pool/pool.hpp"
 #include "actors/runtime/detail/runtime_dirs.hpp"
 #include "adapters/http_server.hpp"
 #include "supervision/supervisor.hpp"
@@ -1066,6 +1069,206 @@ address = "{}"
     std::this_thread::sleep_for(300ms);
     CHECK(read_file(probe) == "live host\n");
     stop_and_check(r);
+  }
+
+  TEST_CASE("get_stats and list_workers of a pool only nodes serve: every connected "
+            "node's figures, workers named by node") {
+    node_process a{2};
+    node_process b{1};
+    auto rt = snakepit::runtime::start(host_config({&a, &b}));
+    REQUIRE_OK(rt);
+    auto& r = **rt;
+    REQUIRE(all_connected(r));
+    std::set<int> pids;
+    for (int i = 0; i < 6; ++i) {
+      auto res = r.execute("info", json::object(), on_remote());
+      REQUIRE_OK(res);
+      pids.insert(pid_of(res));
+    }
+    auto failed = r.execute("fail", {{"message", "counted"}}, on_remote());
+    REQUIRE_FALSE(failed);
+
+    auto stats = r.get_stats("remote");
+    REQUIRE_OK(stats);
+    CHECK(stats->pool == "remote");
+    CHECK(stats->workers == 3);
+    CHECK(stats->capacity == 3);
+    CHECK(stats->completed == 6);
+    CHECK(stats->errors == 1);
+    CHECK(stats->latency.count() == 6);
+    CHECK(stats->latency_p50_ms > 0);
+    CHECK(stats->error_rate == doctest::Approx(1.0 / 7));
+    CHECK(r.get_stats("no_such_pool").error() == errc::pool_not_found);
+
+    auto workers = r.list_workers("remote");
+    REQUIRE_OK(workers);
+    REQUIRE(workers->size() == 3);
+    size_t on_a = 0;
+    size_t on_b = 0;
+    uint64_t requests = 0;
+    for (auto& w : *workers) {
+      INFO(w.id);
+      if (w.id.rfind("n1/", 0) == 0) {
+        ++on_a;
+        CHECK(descends_from(w.pid, a.pid()));
+      } else if (w.id.rfind("n2/", 0) == 0) {
+        ++on_b;
+        CHECK(descends_from(w.pid, b.pid()));
+      }
+      CHECK(w.state == "ready");
+      requests += w.requests;
+    }
+    CHECK(on_a == 2);
+    CHECK(on_b == 1);
+    CHECK(requests == 7);
+    // The calls ran on the workers listed.
+    for (auto pid : pids)
+      CHECK(std::any_of(workers->begin(), workers->end(),
+                        [&](auto& w) { return w.pid == pid; }));
+    // A local pool keeps its own figures.
+    auto local = r.get_stats("default");
+    REQUIRE_OK(local);
+    CHECK(local->workers == 1);
+
+    // A lost node drops out; with none left the answer is node_down.
+    a.kill_now();
+    REQUIRE(eventually([&] { return node_is(r, "n1", dist::node_state::down); }, 5s));
+    auto after = r.get_stats("remote");
+    REQUIRE_OK(after);
+    CHECK(after->workers == 1);
+    auto left = r.list_workers("remote");
+    REQUIRE_OK(left);
+    REQUIRE(left->size() == 1);
+    CHECK(left->front().id.rfind("n2/", 0) == 0);
+    b.kill_now();
+    REQUIRE(eventually([&] { return node_is(r, "n2", dist::node_state::down); }, 5s));
+    auto none = r.get_stats("remote");
+    REQUIRE_FALSE(none);
+    CHECK_MSG(none.error() == errc::node_down, explain(none.error()));
+    stop_and_check(r);
+  }
+
+  TEST_CASE("the actor API: runtime::pool of a pool on nodes places requests, "
+            "windowed streams and async calls there, with typed errors") {
+    node_process node{2};
+    auto rt = snakepit::runtime::start(host_config({&node}));
+    REQUIRE_OK(rt);
+    auto& r = **rt;
+    REQUIRE(all_connected(r));
+    auto pool = snakepit::actors::pool_handle(r.pool("remote"));
+    REQUIRE(pool);
+    CHECK_FALSE(r.pool("no_such_pool"));
+    {
+      caf::scoped_actor self{r.system()};
+      // A request: the reply comes from a worker of the node.
+      snakepit::execute_request req;
+      req.command = "info";
+      req.args = json::object();
+      int pid = 0;
+      snakepit::actors::execute(self, pool, req, 20s)
+        .receive(
+          [&](snakepit::execute_reply& reply) { pid = reply.result.value("pid", 0); },
+          [&](caf::error& err) { FAIL_CHECK(explain(err)); });
+      CHECK(descends_from(pid, node.pid()));
+
+      // A typed error with the caller's correlation id.
+      snakepit::execute_request bad;
+      bad.command = "fail";
+      bad.args = {{"message", "actor api"}};
+      bad.opts.correlation_id = "actor-cid";
+      caf::error got;
+      snakepit::actors::execute(self, pool, bad, 20s)
+        .receive([&](snakepit::execute_reply&) {}, [&](caf::error& err) { got = err; });
+      CHECK_MSG(got == errc::tool_error, explain(got));
+      CHECK(snakepit::correlation_id_of(got) == "actor-cid");
+
+      // A windowed stream: the window holds, acknowledgements go to the router.
+      snakepit::execute_request st;
+      st.command = "stream_progress";
+      st.args = {{"steps", 12}};
+      snakepit::actors::stream_to_sender(self.ptr(), pool, st, 4);
+      size_t chunks = 0;
+      size_t unacked = 0;
+      bool ended = false;
+      caf::error end_err;
+      uint64_t stream_id = 0;
+      auto on_end = [&](snakepit::actors::stream_end_atom, uint64_t,
+                        const caf::error& err) {
+        end_err = err;
+        ended = true;
+      };
+      while (!ended) {
+        bool stalled = false;
+        self->receive(
+          [&](snakepit::actors::stream_chunk_atom, uint64_t id, const json&, bool) {
+            stream_id = id;
+            ++chunks;
+            ++unacked;
+          },
+          on_end, caf::after(10s) >> [&] { stalled = true; });
+        REQUIRE_MESSAGE(!stalled, "no chunk within 10 s after " << chunks);
+        if (unacked < 4 || ended)
+          continue;
+        // The window is full: nothing more comes before the acknowledgement.
+        self->receive([&](snakepit::actors::stream_chunk_atom, uint64_t, const json&,
+                          bool) { FAIL_CHECK("a chunk beyond the window"); },
+                      on_end, caf::after(300ms) >> [] {});
+        snakepit::actors::ack_stream(self.ptr(), pool, stream_id, uint32_t{4});
+        unacked = 0;
+      }
+      CHECK_MSG(!end_err, explain(end_err));
+      CHECK(chunks >= 12);
+
+      // Stats and workers through the handle; node pools are not resized from here.
+      snakepit::actors::get_stats(self, pool, 10s)
+        .receive([&](snakepit::pool_stats& s) { CHECK(s.workers == 2); },
+                 [&](caf::error& err) { FAIL_CHECK(explain(err)); });
+      snakepit::actors::resize(self, pool, size_t{4}, 10s)
+        .receive([&](caf::ok_atom) { FAIL_CHECK("resized a node's pool"); },
+                 [&](caf::error& err) { CHECK(err == errc::invalid_argument); });
+      snakepit::actors::await_ready(self, pool, 10s)
+        .receive([&](caf::ok_atom) {},
+                 [&](caf::error& err) { FAIL_CHECK(explain(err)); });
+
+      // The local pool through its router: the call runs here.
+      auto local = snakepit::actors::pool_handle(r.pool("default"));
+      snakepit::execute_request here;
+      here.command = "info";
+      here.args = json::object();
+      snakepit::actors::execute(self, local, here, 20s)
+        .receive(
+          [&](snakepit::execute_reply& reply) {
+            CHECK_FALSE(descends_from(reply.result.value("pid", 0), node.pid()));
+          },
+          [&](caf::error& err) { FAIL_CHECK(explain(err)); });
+    }
+    // execute_async through the handle.
+    std::promise<snakepit::execute_result> done;
+    snakepit::callback_sink sink;
+    sink.fn = [&done](snakepit::execute_result res) { done.set_value(std::move(res)); };
+    snakepit::execute_request add;
+    add.command = "add";
+    add.args = {{"a", 1}, {"b", 2}};
+    snakepit::actors::execute_async(pool, add, sink);
+    auto fut = done.get_future();
+    REQUIRE(fut.wait_for(20s) == std::future_status::ready);
+    auto sum = fut.get();
+    REQUIRE_OK(sum);
+    CHECK(sum->result == 3);
+
+    // A call in flight when the runtime stops is answered (shutting_down), and the
+    // handle answers shutting_down afterwards.
+    caf::scoped_actor self{r.system()};
+    snakepit::execute_request slow;
+    slow.command = "sleep";
+    slow.args = {{"ms", 3000}};
+    auto pending = self->request(pool, 20s, snakepit::actors::execute_atom::value, slow);
+    std::this_thread::sleep_for(300ms);
+    stop_and_check(r);
+    caf::error stopped;
+    std::move(pending).receive([&](snakepit::execute_reply&) {},
+                               [&](caf::error& err) { stopped = err; });
+    CHECK_MSG(stopped == errc::shutting_down, explain(stopped));
   }
 
 } // TEST_SUITE

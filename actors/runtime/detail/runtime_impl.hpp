@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -32,6 +33,10 @@
 #include "adapters/process_registry.hpp"
 
 namespace snakepit {
+
+namespace detail {
+struct router_hub;
+} // namespace detail
 
 struct runtime::impl {
   config cfg;
@@ -96,6 +101,20 @@ struct runtime::impl {
   std::shared_ptr<distribution::node_directory> node_dir() const {
     return std::atomic_load(&nodes);
   }
+
+  /// The pool routers `runtime::pool` handed out (with `config::nodes` only), and
+  /// what they read of this runtime (detail/pool_router.hpp).
+  std::shared_ptr<detail::router_hub> routers_hub;
+  mutable std::mutex routers_mtx;
+  mutable std::map<std::string, caf::actor> routers;
+
+  /// The router of pool `name` (spawned on first use): null without nodes, once
+  /// stopped, or when neither a local pool nor a node serves `name`.
+  caf::actor router(const std::string& name) const;
+
+  /// Stops the routers (their calls in flight fail with shutting_down) and cuts
+  /// them off from this runtime.
+  void stop_routers();
 
   /// Where a call goes.
   struct call_target {
@@ -174,6 +193,18 @@ struct runtime::impl {
     if (!remote || (local && remote->free == 0))
       return {std::move(local), true, {}, {}, {}};
     return {std::move(remote->link), false, remote->request_timeout, remote->node, {}};
+  }
+
+  /// A call to a node: its pool named (the node has no "first pool" of ours) and
+  /// its budget fixed here (its own, else the node pool's request_timeout), which
+  /// the call carries to the node.
+  std::chrono::milliseconds remote_budget(execute_options& opts,
+                                          const call_target& target) const {
+    opts.pool = pool_name(opts.pool);
+    if (opts.timeout.count() <= 0)
+      opts.timeout = target.node_budget.count() > 0 ? target.node_budget
+                                                    : std::chrono::milliseconds{60000};
+    return opts.timeout;
   }
 
   /// Why `route` found nothing: the runtime stopped, or no such pool.

@@ -15,6 +15,7 @@
 #include "actors/distribution/wire.hpp"
 #include "actors/observability/telemetry.hpp"
 #include "actors/pool/adapter.hpp"
+#include "actors/runtime/detail/pool_router.hpp"
 #include "actors/runtime/detail/runtime_dirs.hpp"
 #include "actors/runtime/detail/tree.hpp"
 #include "actors/worker/worker_templates.hpp"
@@ -383,11 +384,15 @@ service nodes_service(impl& p) {
                           {"error", v.last_error.empty() ? std::string{"still connecting"}
                                                          : v.last_error}});
     std::atomic_store(&p.nodes, std::move(dir));
+    p.routers_hub = std::make_shared<detail::router_hub>();
+    p.routers_hub->rt = &p;
     return caf::none;
   };
   auto stop = [&p]() -> caf::error {
     auto dir =
       std::atomic_exchange(&p.nodes, std::shared_ptr<distribution::node_directory>{});
+    // Routers first: their node calls in flight answer shutting_down now.
+    p.stop_routers();
     if (!dir)
       return caf::none;
     // Each link fails its calls in flight with shutting_down and quits.
