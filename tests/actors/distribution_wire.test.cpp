@@ -122,6 +122,74 @@ TEST_SUITE("actors.distribution") {
     CHECK_FALSE(check_hello(back));
   }
 
+  TEST_CASE_FIXTURE(wire_fixture, "a pool's figures and workers come back whole, "
+                                  "histogram included") {
+    pool_stats stats;
+    stats.pool = "gpu";
+    stats.workers = 3;
+    stats.starting = 1;
+    stats.available = 2;
+    stats.busy = 1;
+    stats.in_flight = 1;
+    stats.capacity = 3;
+    stats.requests = 40;
+    stats.direct = 30;
+    stats.completed = 37;
+    stats.errors = 2;
+    stats.queued = 5;
+    stats.queue_depth = 1;
+    stats.queue_timeouts = 1;
+    stats.saturations = 4;
+    stats.worker_crashes = 6;
+    stats.restarts = 7;
+    stats.recycles = 8;
+    for (int64_t us : {90, 250, 250, 4000, 1200000})
+      stats.latency.record(us);
+    worker_info w;
+    w.id = "gpu_worker_2";
+    w.pid = 4242;
+    w.state = "busy";
+    w.requests = 17;
+    w.uptime = std::chrono::milliseconds{65000};
+    w.load = 2;
+    w.capacity = 2;
+    w.tainted = true;
+    auto back = round_trip(to_remote(stats, {w}));
+    auto got = stats_of(back);
+    REQUIRE(got);
+    CHECK(got->pool == "gpu");
+    CHECK(got->workers == 3);
+    CHECK(got->starting == 1);
+    CHECK(got->completed == 37);
+    CHECK(got->errors == 2);
+    CHECK(got->recycles == 8);
+    CHECK(got->restarts == 7);
+    CHECK(got->saturations == 4);
+    CHECK(got->queue_depth == 1);
+    CHECK(got->latency.count() == 5);
+    CHECK(got->latency.sum_us() == stats.latency.sum_us());
+    CHECK(got->latency.min_us() == 90);
+    CHECK(got->latency.max_us() == 1200000);
+    for (double q : {0.0, 0.5, 0.9, 1.0})
+      CHECK(got->latency.quantile_us(q) == stats.latency.quantile_us(q));
+    CHECK(got->error_rate == doctest::Approx(2.0 / 39));
+    auto ws = workers_of(back, "n7");
+    REQUIRE(ws.size() == 1);
+    CHECK(ws[0].id == "n7/gpu_worker_2");
+    CHECK(ws[0].pid == 4242);
+    CHECK(ws[0].state == "busy");
+    CHECK(ws[0].requests == 17);
+    CHECK(ws[0].uptime == std::chrono::milliseconds{65000});
+    CHECK(ws[0].load == 2);
+    CHECK(ws[0].capacity == 2);
+    CHECK(ws[0].tainted);
+    // Figures missing a counter are refused, not half read.
+    back.counters.pop_back();
+    auto short_one = stats_of(back);
+    REQUIRE_FALSE(short_one);
+    CHECK(short_one.error() == errc::protocol_error);
+  }
+
   TEST_CASE("a peer of another protocol version is refused, naming both versions") {
     node_hello old;
     old.protocol = protocol_version + 1;
