@@ -24,6 +24,8 @@ using load_tick_atom = caf::atom_constant<caf::atom("loadtick")>;
 using stream_expiry_atom = caf::atom_constant<caf::atom("gwexpire")>;
 /// Gateway-internal: a call of a host ended (host, call number).
 using call_done_atom = caf::atom_constant<caf::atom("gwcalldone")>;
+/// Gateway-internal: a call's budget and margin are spent (host, call number).
+using call_guard_atom = caf::atom_constant<caf::atom("gwcallgrd")>;
 
 /// A stream run for a host: chunks go to the host's link as JSON text, at most
 /// the host's window of them unacknowledged.
@@ -122,6 +124,21 @@ remote_result failed(caf::error err) {
   remote_result out;
   out.error = std::move(err);
   return out;
+}
+
+/// Answers call `n` of `host` with `res` (the first answer counts: the pool's, or
+/// the guard's when the pool never answered).
+void answer(gateway_actor* self, const caf::actor& host, uint64_t n, remote_result res) {
+  auto i = self->state.hosts.find(host);
+  if (i == self->state.hosts.end())
+    return;
+  auto j = i->second.calls.find(n);
+  if (j == i->second.calls.end())
+    return;
+  if (res.error)
+    res.error = with_correlation_id(std::move(res.error), j->second.correlation_id);
+  j->second.rp.deliver(std::move(res));
+  i->second.calls.erase(j);
 }
 
 caf::error not_here(gateway_actor* self, const remote_call& call) {
@@ -227,24 +244,19 @@ caf::behavior gateway(gateway_actor* self, gateway_options opts) {
         caf::anon_send(gw, call_done_atom::value, host, n,
                        res ? to_remote(res) : failed(std::move(res.error())));
       };
-      // The pool answers by the deadline; this guards against one that died with it.
-      self->delayed_send(
-        self, req->opts.timeout + pool_reply_margin, call_done_atom::value, host, n,
-        failed(make_error(errc::timeout, "the node's pool did not answer in time")));
+      // The pool answers by the deadline; this guards against one that died with it
+      // (its error is built only if it fires).
+      self->delayed_send(self, req->opts.timeout + pool_reply_margin,
+                         call_guard_atom::value, host, n);
       actors::execute_async(actors::pool_handle(hdl), std::move(*req), std::move(sink));
       return i->second.calls.at(n).rp;
     },
     [self](call_done_atom, const caf::actor& host, uint64_t n, remote_result& res) {
-      auto i = self->state.hosts.find(host);
-      if (i == self->state.hosts.end())
-        return;
-      auto j = i->second.calls.find(n);
-      if (j == i->second.calls.end())
-        return;
-      if (res.error)
-        res.error = with_correlation_id(std::move(res.error), j->second.correlation_id);
-      j->second.rp.deliver(std::move(res));
-      i->second.calls.erase(j);
+      answer(self, host, n, std::move(res));
+    },
+    [self](call_guard_atom, const caf::actor& host, uint64_t n) {
+      answer(self, host, n,
+             failed(make_error(errc::timeout, "the node's pool did not answer in time")));
     },
     [self](node_stats_atom, const std::string& pool) -> caf::result<remote_pool_figures> {
       auto hdl = self->state.opts.find_pool(pool);
