@@ -34,32 +34,19 @@
 #include "actors/distribution/node_link.hpp"
 #include "actors/runtime/runtime.hpp"
 #include "adapters/errors.hpp"
+#include "bench/measure.hpp"
 #include "bench/results_file.hpp"
 
 namespace {
 
 using clock_type = std::chrono::steady_clock;
 using json = nlohmann::json;
+using snakepit::bench::host_cpu_us;
+using snakepit::bench::median;
 using namespace std::chrono_literals;
 
 double micros_since(clock_type::time_point t0) {
   return std::chrono::duration<double, std::micro>(clock_type::now() - t0).count();
-}
-
-double host_cpu_us() {
-  rusage ru{};
-  ::getrusage(RUSAGE_SELF, &ru);
-  auto us = [](const timeval& t) {
-    return t.tv_sec * 1e6 + static_cast<double>(t.tv_usec);
-  };
-  return us(ru.ru_utime) + us(ru.ru_stime);
-}
-
-double median(std::vector<double> xs) {
-  if (xs.empty())
-    return 0;
-  std::sort(xs.begin(), xs.end());
-  return xs[xs.size() / 2];
 }
 
 double pct(std::vector<double> xs, double p) {

@@ -32,25 +32,18 @@
 
 #include "actors/runtime/runtime.hpp"
 #include "adapters/errors.hpp"
+#include "bench/measure.hpp"
 #include "bench/results_file.hpp"
 
 namespace {
 
 using clock_type = std::chrono::steady_clock;
 using json = nlohmann::json;
+using snakepit::bench::host_cpu_us;
+using snakepit::bench::run_mp_anchor;
 
 double since_ms(clock_type::time_point t0) {
   return std::chrono::duration<double, std::milli>(clock_type::now() - t0).count();
-}
-
-/// CPU time of this process (all threads, user + system) in microseconds.
-double host_cpu_us() {
-  rusage ru{};
-  ::getrusage(RUSAGE_SELF, &ru);
-  auto us = [](const timeval& t) {
-    return t.tv_sec * 1e6 + static_cast<double>(t.tv_usec);
-  };
-  return us(ru.ru_utime) + us(ru.ru_stime);
 }
 
 /// CPU time of process `pid` (user + system) in microseconds, from /proc.
@@ -276,19 +269,6 @@ double rss_mb(int pid) {
 
 double self_rss_kb() {
   return rss_mb(static_cast<int>(::getpid())) * 1024.0;
-}
-
-json run_mp_anchor(size_t n_seq, size_t n_async) {
-  auto cmd = fmt::format("/usr/bin/python3 {}/mp_anchor.py {} {}", SNAKEPIT_BENCH_DIR,
-                         n_seq, n_async);
-  std::string out;
-  if (auto* pipe = ::popen(cmd.c_str(), "r")) {
-    char buf[4096];
-    while (auto n = ::fread(buf, 1, sizeof(buf), pipe))
-      out.append(buf, n);
-    ::pclose(pipe);
-  }
-  return json::parse(out, nullptr, false);
 }
 
 } // namespace

@@ -28,12 +28,14 @@
 
 #include "actors/runtime/runtime.hpp"
 #include "adapters/errors.hpp"
+#include "bench/measure.hpp"
 #include "snakepit_bridge.grpc.pb.h"
 
 namespace {
 
 using clock_type = std::chrono::steady_clock;
 using json = nlohmann::json;
+using snakepit::bench::run_mp_anchor;
 namespace bridge = snakepit::bridge;
 
 struct latencies {
@@ -192,19 +194,6 @@ double kill_to_ready(snakepit::runtime& pool, size_t index) {
     std::this_thread::sleep_for(std::chrono::milliseconds{1});
   }
   return -1;
-}
-
-json run_mp_anchor(size_t n_seq, size_t n_async) {
-  auto cmd = fmt::format("/usr/bin/python3 {}/mp_anchor.py {} {}", SNAKEPIT_BENCH_DIR,
-                         n_seq, n_async);
-  std::string out;
-  if (auto* pipe = ::popen(cmd.c_str(), "r")) {
-    char buf[4096];
-    while (auto n = ::fread(buf, 1, sizeof(buf), pipe))
-      out.append(buf, n);
-    ::pclose(pipe);
-  }
-  return json::parse(out, nullptr, false);
 }
 
 } // namespace

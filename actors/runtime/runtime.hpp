@@ -114,6 +114,10 @@ class runtime {
   caf::actor_system& system();
 
   /// The pool actor, for hosts that speak to it with messages (see actors/pool/pool.hpp).
+  /// With `config::nodes` it is the pool's router instead: the same messages, each
+  /// call placed on the local pool or a node as `execute` places it, and figures of
+  /// a pool only nodes serve gathered from them (docs/distribution.md, "The actor
+  /// API"). Null when no local pool and no node serves `name`.
   caf::actor pool(const std::string& name = {}) const;
 
   /// The private runtime directory (sockets, ready files).
@@ -206,7 +210,9 @@ class runtime {
   /// time last).
   std::vector<std::string> pool_names() const;
 
-  /// Statistics of one pool (empty name: the first pool).
+  /// Statistics of one pool (empty name: the first pool). For a pool only nodes
+  /// serve: the sum over the connected nodes serving it (histograms merged
+  /// exactly); node_down when none is connected.
   caf::expected<pool_stats> get_stats(const std::string& pool = {});
 
   /// Statistics of every running pool (in configuration order) and their sum
@@ -215,7 +221,8 @@ class runtime {
   caf::expected<runtime_stats> get_all_stats();
 
   /// The workers of one pool: ready, busy, draining, and those starting or
-  /// restarting (see `worker_info::state`).
+  /// restarting (see `worker_info::state`). For a pool only nodes serve: every
+  /// connected node's workers, their ids prefixed "<node>/".
   caf::expected<std::vector<worker_info>> list_workers(const std::string& pool = {});
 
   /// How a worker's initialisation stands: initializing, ready, failed (with the
