@@ -441,6 +441,9 @@ struct config {
   /// TLS for node connections, both as a host and as a node (`[tls]`); off by
   /// default (plain BASP, loopback only unless a node allows otherwise).
   tls_config tls;
+  /// As a node (`snakepit node`, `distribution::node`): listen on a non-loopback
+  /// address without TLS (plain BASP authenticates nobody; a warning is logged).
+  bool node_allow_insecure = false;
 
   /// Checks the fields and (if `check_interpreter`) the interpreter itself:
   /// missing, not executable, or without grpc. Runs no worker.

@@ -506,6 +506,8 @@ const std::vector<config_key<config>>& config_keys() {
     key<&c::node_timeout>("node_timeout",
                           "a node connection silent this long counts as lost")
       .positive(),
+    key<&c::node_allow_insecure>(
+      "node_allow_insecure", "as a node, listen on a non-loopback address without TLS"),
   };
   return keys;
 }

@@ -69,13 +69,15 @@ caf::expected<std::unique_ptr<node>> node::start(config cfg, node_options opts,
                                                  start_options sopts) {
   if (opts.host.empty())
     return caf::make_error(errc::invalid_config, "node: an empty listen address");
-  if (!is_loopback(opts.host) && !opts.allow_insecure && !cfg.tls.enabled())
+  if (!is_loopback(opts.host) && !opts.allow_insecure && !cfg.node_allow_insecure &&
+      !cfg.tls.enabled())
     return caf::make_error(
       errc::invalid_config,
-      fmt::format("node: listening on {} without TLS lets anyone who reaches that "
-                  "address run calls on its workers; set allow_insecure to do it "
-                  "anyway (docs/distribution.md \"Security\")",
-                  opts.host));
+      fmt::format(
+        "node: listening on {} without TLS lets anyone who reaches that "
+        "address run calls on its workers; set node_allow_insecure "
+        "(or --allow-insecure) to do it anyway (docs/distribution.md \"Security\")",
+        opts.host));
   if (opts.load_interval.count() <= 0)
     return caf::make_error(errc::invalid_config, "node: load_interval must be positive");
   if (auto err = cfg.validate())

@@ -23,8 +23,9 @@
 namespace snakepit::distribution {
 
 struct node_options {
-  /// Address to listen on. Anything but loopback needs `allow_insecure` (BASP
-  /// authenticates nobody; docs/distribution.md "Security").
+  /// Address to listen on. Anything but loopback needs TLS, `allow_insecure` or the
+  /// configuration's `node_allow_insecure` (BASP authenticates nobody;
+  /// docs/distribution.md "Security").
   std::string host = "127.0.0.1";
   /// TCP port; 0 picks a free one (see `node::port`).
   uint16_t port = 0;

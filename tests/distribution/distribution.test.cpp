@@ -875,6 +875,28 @@ address = "{}"
       fmt::format("{} node --listen 0.0.0.0:0 >/dev/null 2>&1", SNAKEPIT_CLI_BINARY);
     auto refused = std::system(cmd.c_str());
     CHECK(WEXITSTATUS(refused) == 3); // invalid_config
+
+    // The configuration may allow it too: the node listens, warns, and stops on
+    // SIGTERM (sent by `timeout`) with its worker.
+    temp_dir dir{"insecure"};
+    auto toml = dir.path + "/node.toml";
+    std::ofstream{toml} << "node_allow_insecure = true\n" << node_toml(1);
+    auto allowed =
+      fmt::format("timeout -s TERM 6 {} node --listen 0.0.0.0:0 --config {} 2>&1",
+                  SNAKEPIT_CLI_BINARY, toml);
+    std::string out;
+    {
+      FILE* pipe = ::popen(allowed.c_str(), "r");
+      REQUIRE(pipe != nullptr);
+      char buf[4096];
+      size_t n;
+      while ((n = std::fread(buf, 1, sizeof(buf), pipe)) > 0)
+        out.append(buf, n);
+      ::pclose(pipe);
+    }
+    CHECK_MSG(out.find("node listening on 0.0.0.0:") != std::string::npos, out);
+    CHECK_MSG(out.find("without TLS") != std::string::npos, out);
+    CHECK_MSG(out.find("stopped") != std::string::npos, out);
   }
 
   TEST_CASE("a stream from a node: chunks in order, errors after their chunks, a halt "
