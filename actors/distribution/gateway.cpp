@@ -154,13 +154,7 @@ std::shared_ptr<remote_stream_sink> find_stream(gateway_actor* self, uint64_t id
   auto i = self->state.hosts.find(host);
   if (i == self->state.hosts.end())
     return nullptr;
-  auto j = i->second.streams.find(id);
-  if (j == i->second.streams.end())
-    return nullptr;
-  auto sink = j->second.lock();
-  if (!sink)
-    i->second.streams.erase(j);
-  return sink;
+  return actors::find_live(i->second.streams, id);
 }
 
 /// Runs stream `id` of the sender (a connected host) on the local pool; its
@@ -181,8 +175,7 @@ void open_stream(gateway_actor* self, uint64_t id, const remote_call& call,
   if (!hdl)
     return end_now(not_here(self, call));
   auto& streams = i->second.streams;
-  for (auto j = streams.begin(); j != streams.end();)
-    j = j->second.expired() ? streams.erase(j) : std::next(j);
+  actors::forget_ended(streams);
   auto sink = std::make_shared<remote_stream_sink>(host, id, window);
   streams[id] = sink;
   // The deadline holds even while the host sends no acks.

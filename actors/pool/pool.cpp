@@ -322,8 +322,7 @@ void accept_windowed(pool_ptr self, execute_request& req, uint32_t window) {
   if (!sender)
     return;
   auto& st = self->state;
-  for (auto i = st.windowed.begin(); i != st.windowed.end();)
-    i = i->second.expired() ? st.windowed.erase(i) : std::next(i);
+  forget_ended(st.windowed);
   auto id = st.next_stream_id++;
   auto sink = std::make_shared<detail::windowed_actor_stream_sink>(
     sender, id, std::max<uint32_t>(window, 1));
@@ -338,14 +337,7 @@ void accept_windowed(pool_ptr self, execute_request& req, uint32_t window) {
 
 /// The windowed stream `id`, if it is still running.
 std::shared_ptr<detail::windowed_actor_stream_sink> windowed(pool_ptr self, uint64_t id) {
-  auto& w = self->state.windowed;
-  auto i = w.find(id);
-  if (i == w.end())
-    return nullptr;
-  auto sink = i->second.lock();
-  if (!sink)
-    w.erase(i);
-  return sink;
+  return find_live(self->state.windowed, id);
 }
 
 caf::result<caf::ok_atom> await_ready(pool_ptr self) {

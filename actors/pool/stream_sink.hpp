@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <iterator>
 #include <memory>
 #include <mutex>
 
@@ -140,6 +141,28 @@ class windowed_stream_sink : public stream_sink {
   bool halted_ = false;
   bool expired_ = false;
 };
+
+// Streams kept by id and held weakly (whoever runs a stream holds its sink), as the
+// pool, a node's gateway and a pool router keep their windowed streams.
+
+/// The sink of stream `id` in `streams` if it still runs; an ended one is forgotten.
+template<class Map>
+auto find_live(Map& streams, uint64_t id) -> decltype(streams.begin()->second.lock()) {
+  auto i = streams.find(id);
+  if (i == streams.end())
+    return nullptr;
+  auto sink = i->second.lock();
+  if (!sink)
+    streams.erase(i);
+  return sink;
+}
+
+/// Forgets the streams of `streams` that ended.
+template<class Map>
+void forget_ended(Map& streams) {
+  for (auto i = streams.begin(); i != streams.end();)
+    i = i->second.expired() ? streams.erase(i) : std::next(i);
+}
 
 } // namespace snakepit::actors
 

@@ -203,14 +203,7 @@ std::vector<worker_info> all_workers(
 
 /// Windowed stream `id` if it still runs.
 std::shared_ptr<windowed_sink> find_stream(router_actor* self, uint64_t id) {
-  auto& streams = self->state.streams;
-  auto i = streams.find(id);
-  if (i == streams.end())
-    return nullptr;
-  auto sink = i->second.lock();
-  if (!sink)
-    streams.erase(i);
-  return sink;
+  return actors::find_live(self->state.streams, id);
 }
 
 caf::behavior pool_router(router_actor* self, std::string pool,
@@ -288,8 +281,7 @@ caf::behavior pool_router(router_actor* self, std::string pool,
       if (!sender)
         return;
       auto& streams = self->state.streams;
-      for (auto i = streams.begin(); i != streams.end();)
-        i = i->second.expired() ? streams.erase(i) : std::next(i);
+      actors::forget_ended(streams);
       // The router numbers the stream whichever pool runs it: acknowledgements
       // come here, and ids of different pools or nodes never meet.
       auto id = self->state.next_stream++;
